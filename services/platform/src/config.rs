@@ -1,0 +1,195 @@
+//! Settings shared by several binaries, read from the environment (the original's names) or
+//! from flags. Each binary flattens the groups it needs into its own `Config`.
+//!
+//! A missing or malformed setting stops the process before it starts serving, with clap's
+//! message naming the variable (`JWT_SECRET`, `DB_PORT`, ...).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Parses a duration written as whole milliseconds.
+pub fn parse_millis(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("expected whole milliseconds, got {text:?}"))
+}
+
+/// Parses a duration written as whole seconds.
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("expected whole seconds, got {text:?}"))
+}
+
+/// Logs and the admin listener (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+    /// Log filter in tracing's env-filter syntax.
+    #[arg(long = "log-level", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// PostgreSQL: either a full URL or the original's host settings.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Full connection URL; when set, the DB_* settings are ignored.
+    #[arg(long = "database-url", env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[arg(long = "db-host", env = "DB_HOST", value_name = "DB_HOST", default_value = "127.0.0.1")]
+    pub db_host: String,
+    #[arg(long = "db-port", env = "DB_PORT", value_name = "DB_PORT", default_value_t = 5432)]
+    pub db_port: u16,
+    #[arg(long = "db-user", env = "DB_USER", value_name = "DB_USER", default_value = "postgres")]
+    pub db_user: String,
+    #[arg(long = "db-password", env = "DB_PASSWORD", value_name = "DB_PASSWORD", default_value = "", hide_env_values = true)]
+    pub db_password: String,
+    /// Database name; each service has its own default (`user`, `product`, ...).
+    #[arg(long = "db-name", env = "DB_NAME", value_name = "DB_NAME")]
+    pub db_name: Option<String>,
+    /// Most connections the pool opens.
+    #[arg(long = "db-max-connections", env = "DB_MAX_CONNECTIONS", value_name = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The URL to connect with; `default_name` is the service's own database.
+    pub fn url(&self, default_name: &str) -> String {
+        if let Some(url) = &self.database_url {
+            return url.clone();
+        }
+        let name = self.db_name.as_deref().unwrap_or(default_name);
+        let auth = if self.db_password.is_empty() {
+            self.db_user.clone()
+        } else {
+            format!("{}:{}", self.db_user, self.db_password)
+        };
+        format!("postgres://{auth}@{}:{}/{name}", self.db_host, self.db_port)
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Full URL (`redis://host:port/db`); when set, REDIS_HOST and REDIS_PORT are ignored.
+    #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[arg(long = "redis-host", env = "REDIS_HOST", value_name = "REDIS_HOST", default_value = "127.0.0.1")]
+    pub redis_host: String,
+    #[arg(long = "redis-port", env = "REDIS_PORT", value_name = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+    /// Prefix of every key this process writes, so several shops or test runs share a Redis.
+    #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", value_name = "REDIS_KEY_PREFIX", default_value = "letsgo:")]
+    pub redis_key_prefix: String,
+}
+
+impl RedisArgs {
+    pub fn url(&self) -> String {
+        match &self.redis_url {
+            Some(url) => url.clone(),
+            None => format!("redis://{}:{}/", self.redis_host, self.redis_port),
+        }
+    }
+}
+
+/// Kafka.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap brokers.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", value_name = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Prefix of every topic name, so several shops or test runs share a cluster.
+    #[arg(long = "kafka-topic-prefix", env = "KAFKA_TOPIC_PREFIX", value_name = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+}
+
+/// Signing and checking of sign-in tokens.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HMAC key for HS256 tokens; at least 16 bytes.
+    #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
+    pub jwt_secret: String,
+    /// Token lifetime in seconds.
+    #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "JWT_TTL_SECS", default_value = "86400", value_parser = parse_secs)]
+    pub jwt_ttl: Duration,
+    #[arg(long = "jwt-issuer", env = "JWT_ISSUER", value_name = "JWT_ISSUER", default_value = "letsgo")]
+    pub jwt_issuer: String,
+    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE", default_value = "letsgo-api")]
+    pub jwt_audience: String,
+}
+
+fn parse_jwt_secret(text: &str) -> Result<String, String> {
+    if text.len() < 16 {
+        return Err("must be at least 16 bytes long".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+/// A gRPC service's listeners.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcServerArgs {
+    /// Address the gRPC server listens on; each service has its own default port.
+    #[arg(long = "listen", env = "GRPC_LISTEN", value_name = "GRPC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long = "admin-listen", env = "ADMIN_LISTEN", value_name = "ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Longest a request may take before it is answered DEADLINE_EXCEEDED.
+    #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "REQUEST_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
+    pub request_timeout: Duration,
+    /// Most requests served at once; beyond it requests are refused with UNAVAILABLE.
+    #[arg(long = "max-concurrent-requests", env = "MAX_CONCURRENT_REQUESTS", value_name = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Probe {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        jwt: JwtArgs,
+    }
+
+    #[test]
+    fn database_url_is_built_from_host_settings() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--db-host",
+            "db.internal",
+            "--db-password",
+            "pw",
+            "--jwt-secret",
+            "0123456789abcdef",
+        ])
+        .unwrap();
+        assert_eq!(probe.db.url("user"), "postgres://postgres:pw@db.internal:5432/user");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_by_name() {
+        let error = Probe::try_parse_from(["probe", "--jwt-secret", "short"]).unwrap_err();
+        assert!(error.to_string().contains("JWT_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_port_is_refused_by_name() {
+        let error = Probe::try_parse_from([
+            "probe",
+            "--db-port",
+            "eighty",
+            "--jwt-secret",
+            "0123456789abcdef",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("DB_PORT"), "{error}");
+    }
+}

@@ -1,0 +1,167 @@
+//! PostgreSQL: connection pools, the service's database created when missing, and migrations
+//! that are safe when several replicas start at once (sqlx takes a PostgreSQL advisory lock
+//! around each migration run, so one replica migrates while the others wait).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// The outbox and handled-events tables every event-producing or -consuming service needs.
+pub fn platform_migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    // The service's own migrations live in the same history table.
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Connects a pool to `url`, creating the database first when it does not exist.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    ensure_database(&options).await?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// Creates the database `options` names if it is missing. Several replicas may race here:
+/// losing the race is fine.
+pub async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let created = sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
+            .execute(&mut admin)
+            .await;
+        match created {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // duplicate_database, or the unique index on pg_database when two creates race
+            Err(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("42P04") | Some("23505")) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Runs the platform's migrations, then the service's own.
+/// `service_migrator` is the service's `sqlx::migrate!()`.
+pub async fn migrate(pool: &PgPool, mut service_migrator: Migrator) -> Result<(), MigrateError> {
+    platform_migrator().run(pool).await?;
+    service_migrator.set_ignore_missing(true);
+    service_migrator.run(pool).await
+}
+
+/// Quotes a PostgreSQL identifier (database names such as `user` and `order` are reserved words).
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A database of its own for one test: created empty, dropped when the value goes.
+///
+/// Tests run in parallel beside a running shop; each gets a database named
+/// `letsgo_test_<random>` so none sees another's rows.
+pub struct ScratchDatabase {
+    pub url: String,
+    name: String,
+    admin: PgConnectOptions,
+}
+
+impl ScratchDatabase {
+    /// `server_url` points at any database of the server to use (the name is replaced).
+    pub async fn create(server_url: &str) -> Result<ScratchDatabase, sqlx::Error> {
+        let admin = PgConnectOptions::from_str(server_url)?.database("postgres");
+        let name = format!("letsgo_test_{}", uuid::Uuid::new_v4().simple());
+        let mut connection = admin.connect().await?;
+        sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
+            .execute(&mut connection)
+            .await?;
+        connection.close().await?;
+        let url = admin_url_with_database(server_url, &name);
+        Ok(ScratchDatabase { url, name, admin })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn admin_url_with_database(server_url: &str, name: &str) -> String {
+    // Replace the path of the URL (the database) and keep any query string.
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server_url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|scheme| scheme + 3)
+        .and_then(|start| base[start..].find('/').map(|slash| start + slash))
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{}", &base[..authority_end], name);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop cannot await; a short-lived runtime on its own thread does the cleanup, and
+        // FORCE ends connections the test's pool still holds.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut connection = admin.connect().await.map_err(std::io::Error::other)?;
+                sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_identifier(&name)
+                ))
+                .execute(&mut connection)
+                .await
+                .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) | Err(error) = dropped.map_err(|_| std::io::Error::other("panicked")) {
+            eprintln!("could not drop scratch database {}: {error}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_url_replaces_only_the_database() {
+        assert_eq!(
+            admin_url_with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(admin_url_with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn reserved_names_are_quoted() {
+        assert_eq!(quote_identifier("order"), "\"order\"");
+        assert_eq!(quote_identifier("we\"ird"), "\"we\"\"ird\"");
+    }
+}

@@ -1,0 +1,97 @@
+//! The gRPC server every service runs: its own service plus grpc.health.v1 and server
+//! reflection, request timeouts, per-connection load shedding, request metrics, and a graceful
+//! drain on shutdown (health turns NOT_SERVING first, then in-flight calls finish).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::http::Request;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tower::Service;
+
+use crate::config::GrpcServerArgs;
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::shutdown::Shutdown;
+use crate::telemetry::{Metrics, Readiness};
+
+/// The two sockets a service listens on.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses, or the service's defaults.
+    pub async fn bind(
+        args: &GrpcServerArgs,
+        default_grpc: SocketAddr,
+        default_admin: SocketAddr,
+    ) -> std::io::Result<Listeners> {
+        let grpc_addr = args.listen.unwrap_or(default_grpc);
+        let admin_addr = args.admin_listen.unwrap_or(default_admin);
+        let grpc = TcpListener::bind(grpc_addr).await.map_err(|error| {
+            std::io::Error::new(error.kind(), format!("GRPC_LISTEN {grpc_addr}: {error}"))
+        })?;
+        let admin = TcpListener::bind(admin_addr).await.map_err(|error| {
+            std::io::Error::new(error.kind(), format!("ADMIN_LISTEN {admin_addr}: {error}"))
+        })?;
+        Ok(Listeners { grpc, admin })
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` triggers, then drains.
+pub async fn serve<S>(
+    service: S,
+    listener: TcpListener,
+    args: &GrpcServerArgs,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: Service<Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    health
+        .set_service_status(S::NAME, ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let drain = async move {
+        shutdown.wait().await;
+        readiness.set_ready(false);
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(S::NAME, ServingStatus::NotServing)
+            .await;
+    };
+
+    Server::builder()
+        // A call that outlives its budget is answered rather than left hanging.
+        .timeout(args.request_timeout)
+        // Beyond the limit, refuse at once instead of queueing without bound.
+        .concurrency_limit_per_connection(args.max_concurrent_requests)
+        .load_shed(true)
+        .layer(metrics.layer())
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), drain)
+        .await?;
+    Ok(())
+}

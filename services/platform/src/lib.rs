@@ -1,0 +1,25 @@
+//! What every letsgo service stands on, one module per purpose:
+//!
+//! - [`config`]: settings from the environment, shared by the binaries;
+//! - [`errors`]: the original's error codes and how they travel over gRPC and HTTP;
+//! - [`auth`]: sign-in tokens (JWT, HS256);
+//! - [`discovery`]: service addresses and balanced gRPC channels;
+//! - [`db`]: PostgreSQL pools and migrations;
+//! - [`cache`]: Redis;
+//! - [`events`]: Kafka, the transactional outbox and its relay, idempotent consumers;
+//! - [`telemetry`]: logs, metrics, health;
+//! - [`grpc`]: the gRPC server with health, reflection and limits;
+//! - [`shutdown`]: graceful shutdown;
+//! - [`proto`]: the compiled gRPC contracts.
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod discovery;
+pub mod errors;
+pub mod events;
+pub mod grpc;
+pub mod proto;
+pub mod shutdown;
+pub mod telemetry;

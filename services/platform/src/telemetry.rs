@@ -1,0 +1,266 @@
+//! Logs, metrics and the admin listener every long-running letsgo binary has.
+//!
+//! - logs: `tracing`, one JSON object per line by default;
+//! - metrics: a Prometheus registry with request counts and durations, served at `/metrics`;
+//! - health: `/healthz` answers while the process runs, `/readyz` only while it serves traffic
+//!   (it turns unready as soon as shutdown begins, so load balancers drain it first).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, State};
+use axum::http::{Request, Response, StatusCode, header};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tower::{Layer, Service};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::TelemetryArgs;
+use crate::shutdown::Shutdown;
+
+/// Starts logging. Call once, first thing in `main`.
+pub fn init_logging(args: &TelemetryArgs) {
+    let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The process's metrics. Cheap to clone; every clone feeds the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<RwLock<Registry>>,
+    requests: Family<RequestLabels, Counter>,
+    durations: DurationFamily,
+}
+
+impl Metrics {
+    /// A registry whose metric names start with `letsgo_`, labelled with the component.
+    pub fn new(component: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "letsgo",
+            [("component".into(), component.to_owned().into())].into_iter(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations: DurationFamily = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "requests",
+            "Requests answered, by route and status (HTTP status, or gRPC code for gRPC)",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request, by route",
+            durations.clone(),
+        );
+        Metrics {
+            registry: Arc::new(RwLock::new(registry)),
+            requests,
+            durations,
+        }
+    }
+
+    /// Adds a metric of the caller's own (outbox backlog, cache hits, ...).
+    pub fn register<M>(&self, name: &str, help: &str, metric: M)
+    where
+        M: prometheus_client::registry::Metric,
+    {
+        self.registry
+            .write()
+            .expect("metrics registry poisoned")
+            .register(name, help, metric);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let registry = self.registry.read().expect("metrics registry poisoned");
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    fn observe(&self, route: String, status: String, started: Instant) {
+        self.durations
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+    }
+
+    /// A tower layer that counts and times every request it wraps.
+    pub fn layer(&self) -> RequestMetricsLayer {
+        RequestMetricsLayer {
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// See [`Metrics::layer`]. Works for axum routers and tonic servers alike: the route is axum's
+/// matched path (never the raw path, which would let clients mint label values) or the gRPC
+/// method, and the status is the gRPC code when the answer carries one in its headers (every
+/// tonic error does), else the HTTP status.
+#[derive(Clone)]
+pub struct RequestMetricsLayer {
+    metrics: Metrics,
+}
+
+impl<S> Layer<S> for RequestMetricsLayer {
+    type Service = RequestMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestMetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+fn route_label<B>(request: &Request<B>) -> String {
+    if let Some(path) = request.extensions().get::<MatchedPath>() {
+        return path.as_str().to_owned();
+    }
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if is_grpc {
+        request.uri().path().to_owned()
+    } else {
+        "unmatched".to_owned()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestMetricsService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let route = route_label(&request);
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let status = match &result {
+                Ok(response) => match response.headers().get("grpc-status") {
+                    Some(code) => code.to_str().unwrap_or("unknown").to_owned(),
+                    None => response.status().as_u16().to_string(),
+                },
+                Err(_) => "error".to_owned(),
+            };
+            metrics.observe(route, status, started);
+            result
+        })
+    }
+}
+
+/// Whether the process should receive traffic.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Metrics,
+    readiness: Readiness,
+}
+
+/// `/metrics`, `/healthz` and `/readyz`.
+pub fn admin_router(metrics: Metrics, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(serve_readiness))
+        .with_state(AdminState { metrics, readiness })
+}
+
+async fn serve_metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn serve_readiness(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves the admin router until shutdown.
+pub async fn serve_admin(
+    listener: TcpListener,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, admin_router(metrics, readiness))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}
