@@ -1,0 +1,125 @@
+//! The account rules: registering, signing in, reading and changing a profile.
+
+use letsgo_platform::auth::{IssuedToken, Role, TokenKeys};
+use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
+
+use crate::passwords;
+use crate::rules::{self, AdminList};
+use crate::storage::{NewUser, ProfileChange, UserRow, UserStore};
+
+pub struct Registration {
+    pub username: String,
+    pub password: String,
+    pub email: String,
+    pub phone: String,
+}
+
+pub struct SignedIn {
+    pub user_id: i64,
+    pub role: Role,
+    pub token: IssuedToken,
+}
+
+#[derive(Default)]
+pub struct ProfileUpdate {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub avatar: Option<String>,
+}
+
+pub struct Accounts {
+    store: UserStore,
+    tokens: TokenKeys,
+    admins: AdminList,
+}
+
+impl Accounts {
+    pub fn new(store: UserStore, tokens: TokenKeys, admins: AdminList) -> Self {
+        Accounts {
+            store,
+            tokens,
+            admins,
+        }
+    }
+
+    pub async fn register(&self, registration: Registration) -> AppResult<SignedIn> {
+        let username = registration.username.trim();
+        let email = registration.email.trim();
+        rules::check_username(username)?;
+        rules::check_password(&registration.password)?;
+        rules::check_email(email)?;
+        rules::check_phone(&registration.phone)?;
+        // Cheap early answer for the common case; the unique index settles races.
+        if self.store.find_by_username(username).await?.is_some() {
+            return Err(AppError::new(ErrorCode::UserExists, "username already taken"));
+        }
+        let password_hash = passwords::hash(registration.password).await?;
+        let role = self.admins.role_for(username, Role::User);
+        let user = self
+            .store
+            .insert(NewUser {
+                username,
+                email,
+                phone: &registration.phone,
+                password_hash: &password_hash,
+                role,
+            })
+            .await?;
+        self.sign_in(&user, role)
+    }
+
+    /// An unknown username and a wrong password are the same answer (2002), after the same work.
+    pub async fn login(&self, username: &str, password: String) -> AppResult<SignedIn> {
+        let user = self.store.find_by_username(username.trim()).await?;
+        let stored = user.as_ref().map(|user| user.password_hash.clone());
+        let matches = passwords::verify(password, stored).await?;
+        let user = match user {
+            Some(user) if matches => user,
+            _ => return Err(AppError::of(ErrorCode::WrongPassword)),
+        };
+        let role = self.admins.role_for(&user.username, user.role());
+        if role != user.role() {
+            self.store.set_role(user.id, role).await?;
+        }
+        self.sign_in(&user, role)
+    }
+
+    fn sign_in(&self, user: &UserRow, role: Role) -> AppResult<SignedIn> {
+        let token = self.tokens.issue(user.id, &user.username, role)?;
+        Ok(SignedIn {
+            user_id: user.id,
+            role,
+            token,
+        })
+    }
+
+    pub async fn profile(&self, user_id: i64) -> AppResult<UserRow> {
+        self.store
+            .find_by_id(user_id)
+            .await?
+            .ok_or_else(|| AppError::of(ErrorCode::UserNotFound))
+    }
+
+    pub async fn update_profile(&self, user_id: i64, update: ProfileUpdate) -> AppResult<()> {
+        let email = update.email.as_deref().map(str::trim);
+        if let Some(email) = email {
+            rules::check_email(email)?;
+        }
+        if let Some(phone) = &update.phone {
+            rules::check_phone(phone)?;
+        }
+        if let Some(avatar) = &update.avatar {
+            rules::check_avatar(avatar)?;
+        }
+        let change = ProfileChange {
+            email,
+            phone: update.phone.as_deref(),
+            avatar: update.avatar.as_deref(),
+        };
+        if self.store.update_profile(user_id, change).await? {
+            Ok(())
+        } else {
+            Err(AppError::of(ErrorCode::UserNotFound))
+        }
+    }
+}

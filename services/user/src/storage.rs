@@ -1,0 +1,141 @@
+//! The `users` table. All SQL of the service is here.
+
+use chrono::{DateTime, Utc};
+use letsgo_platform::auth::Role;
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::events::{self, Event};
+use sqlx::{FromRow, PgPool};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub phone: String,
+    pub avatar: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::User)
+    }
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub phone: &'a str,
+    pub password_hash: &'a str,
+    pub role: Role,
+}
+
+#[derive(Default)]
+pub struct ProfileChange<'a> {
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub avatar: Option<&'a str>,
+}
+
+/// Maps a unique-index violation to 2001, naming what was taken.
+fn conflict_or(error: sqlx::Error) -> AppError {
+    if let sqlx::Error::Database(db) = &error {
+        match db.constraint() {
+            Some("users_username_key") => {
+                return AppError::new(ErrorCode::UserExists, "username already taken");
+            }
+            Some("users_email_key") => {
+                return AppError::new(ErrorCode::UserExists, "email already registered");
+            }
+            _ => {}
+        }
+    }
+    AppError::from(error)
+}
+
+#[derive(Clone)]
+pub struct UserStore {
+    pool: PgPool,
+}
+
+const USER_COLUMNS: &str =
+    "id, username, email, phone, avatar, password_hash, role, created_at";
+
+impl UserStore {
+    pub fn new(pool: PgPool) -> Self {
+        UserStore { pool }
+    }
+
+    /// Inserts the user and its `user.registered` event in one transaction.
+    pub async fn insert(&self, user: NewUser<'_>) -> Result<UserRow, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let row: UserRow = sqlx::query_as(&format!(
+            "INSERT INTO users (username, email, phone, password_hash, role) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(user.username)
+        .bind(user.email)
+        .bind(user.phone)
+        .bind(user.password_hash)
+        .bind(user.role.as_str())
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(conflict_or)?;
+        let event = Event::new(
+            "user.registered",
+            serde_json::json!({
+                "userId": row.id,
+                "username": row.username,
+                "email": row.email,
+                "role": row.role,
+            }),
+        )
+        .map_err(AppError::system)?;
+        events::enqueue(&mut transaction, &row.id.to_string(), &event).await?;
+        transaction.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn find_by_username(&self, username: &str) -> Result<Option<UserRow>, AppError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn find_by_id(&self, id: i64) -> Result<Option<UserRow>, AppError> {
+        Ok(sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_role(&self, id: i64, role: Role) -> Result<(), AppError> {
+        sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(role.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the given fields; answers false when there is no such user.
+    pub async fn update_profile(&self, id: i64, change: ProfileChange<'_>) -> Result<bool, AppError> {
+        let updated = sqlx::query(
+            "UPDATE users SET email = COALESCE($2, email), phone = COALESCE($3, phone), \
+             avatar = COALESCE($4, avatar), updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(change.email)
+        .bind(change.phone)
+        .bind(change.avatar)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_or)?;
+        Ok(updated.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,424 @@
+//! The user service over real gRPC, on a real PostgreSQL database of its own per test.
+//!
+//! Needs PostgreSQL (DATABASE_URL_BASE or postgres://postgres@127.0.0.1:5432/postgres) and a
+//! Kafka-protocol broker (KAFKA_BROKERS); `make test` starts both.
+
+use std::time::Duration;
+
+use clap::Parser;
+use letsgo_platform::db::ScratchDatabase;
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::grpc::Listeners;
+use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
+use letsgo_platform::proto::user::v1::{
+    GetProfileRequest, LoginRequest, RegisterRequest, UpdateProfileRequest,
+};
+use letsgo_platform::shutdown::Shutdown;
+use letsgo_user::{Config, run};
+use tonic::transport::Channel;
+
+const SECRET: &str = "test-secret-0123456789";
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL_BASE")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+struct RunningService {
+    client: UserServiceClient<Channel>,
+    grpc_addr: std::net::SocketAddr,
+    database: ScratchDatabase,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), letsgo_user::BoxError>>,
+}
+
+impl RunningService {
+    async fn start(admins: &str) -> RunningService {
+        let database = ScratchDatabase::create(&server_url()).await.unwrap();
+        RunningService::start_on(database, admins).await
+    }
+
+    async fn start_on(database: ScratchDatabase, admins: &str) -> RunningService {
+        let prefix = format!("test-{}.", uuid_like());
+        let config = Config::try_parse_from([
+            "letsgo-user",
+            "--database-url",
+            &database.url,
+            "--jwt-secret",
+            SECRET,
+            "--admin-usernames",
+            admins,
+            "--kafka-topic-prefix",
+            &prefix,
+            "--log-format",
+            "text",
+        ])
+        .unwrap();
+        let localhost: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listeners = Listeners::bind(&config.grpc, localhost, localhost).await.unwrap();
+        let grpc_addr = listeners.grpc.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run(config, listeners, shutdown.clone()));
+        let client = connect(grpc_addr).await;
+        RunningService {
+            client,
+            grpc_addr,
+            database,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) -> ScratchDatabase {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("service stops within 10 s of shutdown")
+            .unwrap()
+            .unwrap();
+        self.database
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{nanos:x}{:x}", std::process::id())
+}
+
+async fn connect(addr: std::net::SocketAddr) -> UserServiceClient<Channel> {
+    for _ in 0..100 {
+        if let Ok(client) = UserServiceClient::connect(format!("http://{addr}")).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("user service did not come up on {addr}");
+}
+
+fn registration(username: &str, email: &str) -> RegisterRequest {
+    RegisterRequest {
+        username: username.to_owned(),
+        password: "password123".to_owned(),
+        email: email.to_owned(),
+        phone: "13800138000".to_owned(),
+    }
+}
+
+fn code_of(status: tonic::Status) -> ErrorCode {
+    AppError::from(status).code
+}
+
+fn keys() -> letsgo_platform::auth::TokenKeys {
+    letsgo_platform::auth::TokenKeys::new(
+        SECRET.as_bytes(),
+        "letsgo",
+        "letsgo-api",
+        Duration::from_secs(60),
+    )
+}
+
+#[tokio::test]
+async fn registered_user_signs_in_and_reads_their_profile() {
+    let mut service = RunningService::start("").await;
+    let registered = service
+        .client
+        .register(registration("john", "john@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.user_id > 0);
+    assert_eq!(keys().verify(&registered.token).unwrap().user_id, registered.user_id);
+
+    let signed_in = service
+        .client
+        .login(LoginRequest {
+            username: "john".into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(signed_in.user_id, registered.user_id);
+    assert_eq!(signed_in.role, "user");
+
+    let profile = service
+        .client
+        .get_profile(GetProfileRequest {
+            user_id: registered.user_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profile.username, "john");
+    assert_eq!(profile.email, "john@example.com");
+    assert_eq!(profile.phone, "13800138000");
+    assert!(profile.created_at > 0);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_username_or_email_is_2001_whatever_its_case() {
+    let mut service = RunningService::start("").await;
+    service
+        .client
+        .register(registration("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    for (username, email) in [
+        ("alice", "other@example.com"),
+        ("ALICE", "other@example.com"),
+        ("alice2", "Alice@Example.com"),
+    ] {
+        let status = service
+            .client
+            .register(registration(username, email))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::AlreadyExists);
+        assert_eq!(code_of(status), ErrorCode::UserExists, "{username} {email}");
+    }
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_are_the_same_2002() {
+    let mut service = RunningService::start("").await;
+    service
+        .client
+        .register(registration("bob", "bob@example.com"))
+        .await
+        .unwrap();
+    for (username, password) in [("bob", "wrong-password"), ("nobody", "password123")] {
+        let status = service
+            .client
+            .login(LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.message(), "wrong username or password");
+        assert_eq!(code_of(status), ErrorCode::WrongPassword);
+    }
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_fields_are_1001_and_create_nothing() {
+    let mut service = RunningService::start("").await;
+    let cases = [
+        ("ab", "password123", "a@example.com", ""),
+        ("toolongusername_12345", "password123", "a@example.com", ""),
+        ("bad name", "password123", "a@example.com", ""),
+        ("carol", "12345", "a@example.com", ""),
+        ("carol", "password123", "not-an-email", ""),
+        ("carol", "password123", "a@example.com", "12345"),
+        ("carol", "password123", "a@example.com", "1380013800a"),
+    ];
+    for (username, password, email, phone) in cases {
+        let status = service
+            .client
+            .register(RegisterRequest {
+                username: username.into(),
+                password: password.into(),
+                email: email.into(),
+                phone: phone.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(status), ErrorCode::InvalidParams, "{username} {password} {email} {phone}");
+    }
+    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(users, 0);
+    pool.close().await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn profile_update_changes_only_given_fields_and_guards_email() {
+    let mut service = RunningService::start("").await;
+    let dave = service
+        .client
+        .register(registration("dave", "dave@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    service
+        .client
+        .register(registration("erin", "erin@example.com"))
+        .await
+        .unwrap();
+    service
+        .client
+        .update_profile(UpdateProfileRequest {
+            user_id: dave.user_id,
+            avatar: Some("https://img.example.com/dave.png".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let profile = service
+        .client
+        .get_profile(GetProfileRequest { user_id: dave.user_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profile.avatar, "https://img.example.com/dave.png");
+    assert_eq!(profile.email, "dave@example.com");
+    assert_eq!(profile.phone, "13800138000");
+
+    let taken = service
+        .client
+        .update_profile(UpdateProfileRequest {
+            user_id: dave.user_id,
+            email: Some("erin@example.com".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(taken), ErrorCode::UserExists);
+    let bad_phone = service
+        .client
+        .update_profile(UpdateProfileRequest {
+            user_id: dave.user_id,
+            phone: Some("123".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(bad_phone), ErrorCode::InvalidParams);
+    let missing = service
+        .client
+        .get_profile(GetProfileRequest { user_id: 999_999 })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(missing), ErrorCode::UserNotFound);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn listed_admins_are_admins_at_registration_and_at_later_sign_in() {
+    let mut service = RunningService::start("root").await;
+    let root = service.client.register(registration("root", "root@example.com")).await.unwrap().into_inner();
+    assert_eq!(root.role, "admin");
+    assert!(keys().verify(&root.token).unwrap().is_admin());
+    service.client.register(registration("frank", "frank@example.com")).await.unwrap();
+    let database = service.stop().await;
+
+    // frank registered as a plain user; listed after the fact, his next sign-in makes him admin.
+    let mut service = RunningService::start_on(database, "root,Frank").await;
+    let frank = service
+        .client
+        .login(LoginRequest { username: "frank".into(), password: "password123".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(frank.role, "admin");
+    let profile = service.client.get_profile(GetProfileRequest { user_id: frank.user_id }).await.unwrap().into_inner();
+    assert_eq!(profile.role, "admin");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn of_concurrent_registrations_of_one_name_exactly_one_wins() {
+    let service = RunningService::start("").await;
+    let attempts = (0..8).map(|i| {
+        let mut client = service.client.clone();
+        async move {
+            client
+                .register(registration("grace", &format!("grace{i}@example.com")))
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let winners = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(winners, 1);
+    for result in results.into_iter().filter_map(Result::err) {
+        assert_eq!(code_of(result), ErrorCode::UserExists);
+    }
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn registration_writes_its_event_to_the_outbox_in_the_same_transaction() {
+    let mut service = RunningService::start("").await;
+    let heidi = service.client.register(registration("heidi", "heidi@example.com")).await.unwrap().into_inner();
+    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+    let (topic, payload): (String, serde_json::Value) =
+        sqlx::query_as("SELECT topic, payload FROM event_outbox WHERE event_key = $1")
+            .bind(heidi.user_id.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(topic, "user.registered");
+    assert_eq!(payload["type"], "user.registered");
+    assert_eq!(payload["data"]["userId"], heidi.user_id);
+    assert!(payload["id"].is_string());
+    pool.close().await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_serving_and_reflection_lists_the_service() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let service = RunningService::start("").await;
+    let url = format!("http://{}", service.grpc_addr);
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let reply = health
+        .check(HealthCheckRequest { service: "letsgo.user.v1.UserService".to_owned() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(futures_util::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("reflection did not list services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    assert!(names.contains(&"letsgo.user.v1.UserService".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn migrations_run_safely_when_replicas_start_at_once() {
+    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let runs = (0..4).map(|_| {
+        let url = database.url.clone();
+        async move {
+            let pool = letsgo_platform::db::connect(&url, 2).await?;
+            let result = letsgo_platform::db::migrate(&pool, sqlx::migrate!("./migrations")).await;
+            pool.close().await;
+            result.map_err(|error| sqlx::Error::Protocol(error.to_string()))
+        }
+    });
+    for result in futures_util::future::join_all(runs).await {
+        result.unwrap();
+    }
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 2, "platform outbox + users, each applied once");
+    pool.close().await;
+}
