@@ -1,1 +1,78 @@
+//! The letsgo HTTP gateway: the original letsGO REST contract on :8888, routed to the gRPC
+//! services, with token checks, per-client rate limits, timeouts, the `{code,msg,data}`
+//! envelope on every answer, and the OpenAPI document.
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod extract;
+pub mod openapi;
+pub mod rate_limit;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use letsgo_platform::auth::TokenKeys;
+use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::telemetry::{self, Metrics, Readiness};
+use tokio::net::TcpListener;
+
+pub use app::{AppState, app};
+pub use config::Config;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds the state a [`Config`] describes.
+pub fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppState, BoxError> {
+    let discovery = config.discovery.build()?;
+    let rate_limit = rate_limit::ClientRateLimit::new(
+        config.rate_limit_per_second,
+        config.rate_limit_burst,
+    );
+    rate_limit.spawn_pruning(Duration::from_secs(60));
+    Ok(AppState::new(
+        &discovery,
+        TokenKeys::from_args(&config.jwt),
+        rate_limit,
+        config.request_timeout,
+        metrics,
+    ))
+}
+
+/// Serves the API on `listener` and the admin endpoints on `admin` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), BoxError> {
+    let metrics = Metrics::new("gateway");
+    let readiness = Readiness::default();
+    let state = state_from_config(&config, metrics.clone())?;
+    let admin_task = tokio::spawn(telemetry::serve_admin(
+        admin,
+        metrics,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    readiness.set_ready(true);
+    tracing::info!(addr = %listener.local_addr()?, "gateway serving");
+    let drain = {
+        let shutdown = shutdown.clone();
+        let readiness = readiness.clone();
+        async move {
+            shutdown.wait().await;
+            readiness.set_ready(false);
+        }
+    };
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(drain)
+    .await?;
+    admin_task.await??;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,1 +1,28 @@
-fn main() {}
+use clap::Parser;
+use letsgo_gateway::{Config, run};
+use letsgo_platform::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    letsgo_platform::telemetry::init_logging(&config.telemetry);
+    let result = async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| format!("GATEWAY_LISTEN {}: {error}", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|error| format!("ADMIN_LISTEN {}: {error}", config.admin_listen))?;
+        run(config, listener, admin, Shutdown::on_signals()).await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "gateway failed");
+            eprintln!("letsgo-gateway: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -281,10 +281,13 @@ impl From<tonic::Status> for AppError {
 
 /// The answer every gateway route gives: `{"code":0,"msg":"success","data":...}` on success,
 /// and `data: null` with an error code otherwise.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T: Serialize> {
+    /// 0 on success, else an error code of the table.
     pub code: u32,
+    /// "success", or what went wrong in words a client can show.
     pub msg: String,
+    /// The answer; null on errors.
     pub data: Option<T>,
 }
 

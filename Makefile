@@ -1,0 +1,27 @@
+# letsgo developer entry points.  `make` alone lists them.
+# Extra arguments for the test runner: make test ARGS='-E "test(login)"'
+
+.DEFAULT_GOAL := help
+.PHONY: help up test build lint middleware down
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+up: ## Start middleware, build and run every service; Ctrl-C stops it all
+	scripts/up.sh
+
+test: ## fmt check, clippy, nextest and doctests against real middleware
+	scripts/test.sh $(ARGS)
+
+build: ## Build every binary (debug)
+	cargo build -j2 --workspace --bins
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy -j2 --workspace --all-targets -- -D warnings
+
+middleware: ## Install/start PostgreSQL, Redis, etcd and Kafka (tansu)
+	scripts/middleware.sh ensure
+
+down: ## Stop the middleware the scripts started
+	scripts/middleware.sh stop

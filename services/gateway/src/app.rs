@@ -1,0 +1,110 @@
+//! The whole HTTP surface: [`app`] builds it from an [`AppState`], so tests can drive it
+//! without a socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use letsgo_platform::auth::TokenKeys;
+use letsgo_platform::discovery::{Discovery, ServiceName};
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
+use letsgo_platform::telemetry::Metrics;
+use tonic::transport::Channel;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::rate_limit::{self, ClientRateLimit};
+use crate::routes::{system, user};
+use crate::{auth, openapi};
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    user: UserServiceClient<Channel>,
+    pub tokens: TokenKeys,
+    pub rate_limit: ClientRateLimit,
+    pub request_timeout: Duration,
+    pub metrics: Metrics,
+    pub openapi: Arc<serde_json::Value>,
+}
+
+impl AppState {
+    /// Channels connect lazily: the gateway starts even while a service is down, and answers
+    /// 503 for its routes until it is back.
+    pub fn new(
+        discovery: &Discovery,
+        tokens: TokenKeys,
+        rate_limit: ClientRateLimit,
+        request_timeout: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        AppState {
+            user: UserServiceClient::new(discovery.channel(ServiceName::User)),
+            tokens,
+            rate_limit,
+            request_timeout,
+            metrics,
+            openapi: Arc::new(openapi::document()),
+        }
+    }
+
+    pub fn user_client(&self) -> UserServiceClient<Channel> {
+        self.user.clone()
+    }
+}
+
+/// The gateway's router, with its middleware.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(system::health))
+        .route("/api/openapi.json", get(system::openapi))
+        .route("/api/v1/user/register", post(user::register))
+        .route("/api/v1/user/login", post(user::login))
+        .route(
+            "/api/v1/user/profile",
+            get(user::get_profile).put(user::update_profile),
+        )
+        .fallback(|| async { AppError::of(ErrorCode::NotFound) })
+        .method_not_allowed_fallback(|| async { AppError::of(ErrorCode::MethodNotAllowed) });
+
+    api.layer(
+        ServiceBuilder::new()
+            // A panicking handler still answers with the envelope, and the process lives on.
+            .layer(CatchPanicLayer::custom(|_| AppError::of(ErrorCode::System).into_response()))
+            // Every request gets an x-request-id (kept if the client sent one) for log correlation.
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            // One span per request, with method, path and request id.
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+            }))
+            // Counts and times requests by route and status for /metrics.
+            .layer(state.metrics.layer())
+            // Bounds how long any request can hold resources.
+            .layer(middleware::from_fn_with_state(state.request_timeout, limit_duration))
+            // Reads the bearer token once, for the limiter and the handlers.
+            .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::read_token))
+            // Keeps one client from starving the others.
+            .layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::limit)),
+    )
+    .with_state(state)
+}
+
+async fn limit_duration(State(budget): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::new(ErrorCode::ServiceUnavailable, "request timed out").into_response(),
+    }
+}

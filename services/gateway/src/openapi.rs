@@ -1,0 +1,51 @@
+//! The OpenAPI document served at `/api/openapi.json`, built from the handlers' annotations so
+//! it cannot drift from the routes.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{system, user};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "letsgo",
+        description = "The letsgo shop API: the original letsGO gateway's contract. Every answer is the envelope {code, msg, data}; errors carry data null, an error code and the HTTP status beside it."
+    ),
+    paths(
+        system::health,
+        system::openapi,
+        user::register,
+        user::login,
+        user::get_profile,
+        user::update_profile,
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "system", description = "The gateway itself"),
+        (name = "user", description = "Accounts and profiles"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+}
