@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The full check, as CI runs it (.ci/run -> make test): rustfmt, clippy, the
+# tests under cargo-nextest against real PostgreSQL/Redis/etcd/Kafka, and the
+# doctests.  Every step runs even if an earlier one failed; the exit status is
+# non-zero if any did.
+#
+#   scripts/test.sh [nextest args...]     e.g. scripts/test.sh -E 'test(login)'
+#
+# The middleware this run starts is deliberately left running: the next run
+# (and a developer's edit-test loop) reuses it instead of starting it again.
+# `make down` stops it.
+#
+# Tests find the middleware through DATABASE_URL_BASE (a URL to the postgres
+# database; tests create their own databases), REDIS_URL_BASE, KAFKA_BROKERS
+# and ETCD_HOSTS.  NEXTEST_TEST_THREADS (2) sets how many tests run at once.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+say() { printf 'test: %s\n' "$*"; }
+
+STEPS=()
+FAILED=()
+summary() {
+	local rc=$?
+	((${#FAILED[@]} == 0)) || rc=1
+	printf '\n'
+	for line in "${STEPS[@]}"; do say "$line"; done
+	if ((rc == 0)); then
+		say "all passed; wall time $((SECONDS / 60))m$((SECONDS % 60))s"
+	else
+		say "FAILED${FAILED[*]:+: ${FAILED[*]}}; wall time $((SECONDS / 60))m$((SECONDS % 60))s"
+	fi
+	exit "$rc"
+}
+trap summary EXIT
+
+step() { # NAME CMD...
+	local name=$1 t0=$SECONDS rc=0
+	shift
+	say "==> $name: $*"
+	"$@" || rc=$?
+	if ((rc == 0)); then
+		STEPS+=("$(printf '%-9s ok      %4ss' "$name" $((SECONDS - t0)))")
+	else
+		STEPS+=("$(printf '%-9s FAILED  %4ss  (status %s)' "$name" $((SECONDS - t0)) "$rc")")
+		FAILED+=("$name")
+	fi
+}
+
+# percent-encode for the userinfo part of a URL
+urlencode() {
+	local LC_ALL=C s=$1 out='' c i
+	for ((i = 0; i < ${#s}; i++)); do
+		c=${s:i:1}
+		case $c in
+		[a-zA-Z0-9._~-]) out+=$c ;;
+		*) printf -v c '%%%02X' "'$c" && out+=$c ;;
+		esac
+	done
+	printf '%s' "$out"
+}
+
+scripts/middleware.sh ensure
+mw_env=$(scripts/middleware.sh env)
+eval "$mw_env"
+
+auth=$(urlencode "$DB_USER")
+if [[ -n ${DB_PASSWORD:-} ]]; then auth+=:$(urlencode "$DB_PASSWORD"); fi
+export DATABASE_URL_BASE="postgres://$auth@$DB_HOST:$DB_PORT/postgres"
+export REDIS_URL_BASE="redis://$REDIS_HOST:$REDIS_PORT/"
+export KAFKA_BROKERS ETCD_HOSTS
+export NEXTEST_TEST_THREADS=${NEXTEST_TEST_THREADS:-2}
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+	say "installing cargo-nextest (cargo install --locked cargo-nextest)"
+	cargo install --locked cargo-nextest
+fi
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy -j2 --workspace --all-targets -- -D warnings
+# nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the
+# compile is capped with --build-jobs.
+step nextest cargo nextest run --build-jobs 2 --workspace --no-fail-fast "$@"
+step doctests cargo test -j2 --workspace --doc
