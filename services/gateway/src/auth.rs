@@ -38,7 +38,9 @@ fn authenticate(keys: &TokenKeys, header: Option<&axum::http::HeaderValue>) -> A
         .ok()
         .and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
         })
         .filter(|token| !token.is_empty());
     match token {
@@ -55,7 +57,11 @@ fn authenticate(keys: &TokenKeys, header: Option<&axum::http::HeaderValue>) -> A
 
 /// Middleware: checks the token, if any, and records the outcome. Never refuses by itself:
 /// public routes stay public whatever header comes with them.
-pub async fn read_token(State(keys): State<TokenKeys>, mut request: Request, next: Next) -> Response {
+pub async fn read_token(
+    State(keys): State<TokenKeys>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let authentication = authenticate(&keys, request.headers().get(AUTHORIZATION));
     request.extensions_mut().insert(authentication);
     next.run(request).await

@@ -13,20 +13,40 @@ use letsgo_platform::discovery::DiscoveryArgs;
 #[command(name = "letsgo-gateway", version, about)]
 pub struct Config {
     /// Address the HTTP API listens on.
-    #[arg(long = "listen", env = "GATEWAY_LISTEN", value_name = "GATEWAY_LISTEN", default_value = "0.0.0.0:8888")]
+    #[arg(
+        long = "listen",
+        env = "GATEWAY_LISTEN",
+        value_name = "GATEWAY_LISTEN",
+        default_value = "0.0.0.0:8888"
+    )]
     pub listen: SocketAddr,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
-    #[arg(long = "admin-listen", env = "ADMIN_LISTEN", value_name = "ADMIN_LISTEN", default_value = "0.0.0.0:9100")]
+    #[arg(
+        long = "admin-listen",
+        env = "ADMIN_LISTEN",
+        value_name = "ADMIN_LISTEN",
+        default_value = "0.0.0.0:9100"
+    )]
     pub admin_listen: SocketAddr,
     /// Longest a request may take before it is answered 503.
     #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "REQUEST_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
     pub request_timeout: Duration,
     /// Sustained requests per second allowed to one client (a user, or an address when
     /// signed out).
-    #[arg(long = "rate-limit-per-second", env = "RATE_LIMIT_PER_SECOND", value_name = "RATE_LIMIT_PER_SECOND", default_value = "100")]
+    #[arg(
+        long = "rate-limit-per-second",
+        env = "RATE_LIMIT_PER_SECOND",
+        value_name = "RATE_LIMIT_PER_SECOND",
+        default_value = "100"
+    )]
     pub rate_limit_per_second: NonZeroU32,
     /// Requests one client may send in a burst above the sustained rate.
-    #[arg(long = "rate-limit-burst", env = "RATE_LIMIT_BURST", value_name = "RATE_LIMIT_BURST", default_value = "200")]
+    #[arg(
+        long = "rate-limit-burst",
+        env = "RATE_LIMIT_BURST",
+        value_name = "RATE_LIMIT_BURST",
+        default_value = "200"
+    )]
     pub rate_limit_burst: NonZeroU32,
     #[command(flatten)]
     pub jwt: JwtArgs,

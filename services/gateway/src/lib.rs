@@ -26,10 +26,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Builds the state a [`Config`] describes.
 pub fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppState, BoxError> {
     let discovery = config.discovery.build()?;
-    let rate_limit = rate_limit::ClientRateLimit::new(
-        config.rate_limit_per_second,
-        config.rate_limit_burst,
-    );
+    let rate_limit =
+        rate_limit::ClientRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst);
     rate_limit.spawn_pruning(Duration::from_secs(60));
     Ok(AppState::new(
         &discovery,

@@ -44,7 +44,9 @@ impl ClientRateLimit {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let Some(limiter) = limiter.upgrade() else { return };
+                let Some(limiter) = limiter.upgrade() else {
+                    return;
+                };
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
             }
@@ -54,7 +56,11 @@ impl ClientRateLimit {
 
 /// Middleware: answers 429 with code 1006 and `Retry-After` when the client is over its quota.
 pub async fn limit(State(limit): State<ClientRateLimit>, request: Request, next: Next) -> Response {
-    let key = match request.extensions().get::<Authentication>().and_then(Authentication::caller) {
+    let key = match request
+        .extensions()
+        .get::<Authentication>()
+        .and_then(Authentication::caller)
+    {
         Some(caller) => ClientKey::User(caller.user_id),
         None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(address)) => ClientKey::Address(address.ip()),

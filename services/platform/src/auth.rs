@@ -174,7 +174,12 @@ mod tests {
     use super::*;
 
     fn keys() -> TokenKeys {
-        TokenKeys::new(b"0123456789abcdef0123", "letsgo", "letsgo-api", Duration::from_secs(60))
+        TokenKeys::new(
+            b"0123456789abcdef0123",
+            "letsgo",
+            "letsgo-api",
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
@@ -194,18 +199,32 @@ mod tests {
         let issued = keys
             .issue_with_times(1, "bob", Role::User, now - 100, now - 10)
             .unwrap();
-        assert_eq!(keys.verify(&issued.token).unwrap_err().code, ErrorCode::TokenExpired);
+        assert_eq!(
+            keys.verify(&issued.token).unwrap_err().code,
+            ErrorCode::TokenExpired
+        );
     }
 
     #[test]
     fn a_token_from_another_secret_or_audience_is_2003() {
-        let other_secret =
-            TokenKeys::new(b"another-secret-of-length", "letsgo", "letsgo-api", Duration::from_secs(60));
-        let other_audience =
-            TokenKeys::new(b"0123456789abcdef0123", "letsgo", "elsewhere", Duration::from_secs(60));
+        let other_secret = TokenKeys::new(
+            b"another-secret-of-length",
+            "letsgo",
+            "letsgo-api",
+            Duration::from_secs(60),
+        );
+        let other_audience = TokenKeys::new(
+            b"0123456789abcdef0123",
+            "letsgo",
+            "elsewhere",
+            Duration::from_secs(60),
+        );
         for foreign in [other_secret, other_audience] {
             let issued = foreign.issue(1, "eve", Role::Admin).unwrap();
-            assert_eq!(keys().verify(&issued.token).unwrap_err().code, ErrorCode::InvalidToken);
+            assert_eq!(
+                keys().verify(&issued.token).unwrap_err().code,
+                ErrorCode::InvalidToken
+            );
         }
     }
 
@@ -219,10 +238,12 @@ mod tests {
         use std::fmt::Write;
         let b64 = |bytes: &[u8]| {
             // base64url without padding, written out to avoid a dependency for one test
-            const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in bytes.chunks(3) {
-                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                    << (8 * (3 - chunk.len()));
                 for i in 0..=chunk.len() {
                     let index = (n >> (18 - 6 * i)) & 63;
                     out.write_char(ALPHABET[index as usize] as char).unwrap();
@@ -235,6 +256,9 @@ mod tests {
             b64(br#"{"alg":"none","typ":"JWT"}"#),
             b64(claims.to_string().as_bytes())
         );
-        assert_eq!(keys().verify(&token).unwrap_err().code, ErrorCode::InvalidToken);
+        assert_eq!(
+            keys().verify(&token).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
     }
 }

@@ -46,7 +46,9 @@ impl Cache {
     /// Answers whether Redis answers PING.
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut connection = self.connection();
-        redis::cmd("PING").query_async::<String>(&mut connection).await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await?;
         Ok(())
     }
 }

@@ -30,7 +30,12 @@ pub struct TelemetryArgs {
     #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
     /// Log filter in tracing's env-filter syntax.
-    #[arg(long = "log-level", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info")]
+    #[arg(
+        long = "log-level",
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info"
+    )]
     pub log_filter: String,
 }
 
@@ -38,21 +43,51 @@ pub struct TelemetryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Full connection URL; when set, the DB_* settings are ignored.
-    #[arg(long = "database-url", env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: Option<String>,
-    #[arg(long = "db-host", env = "DB_HOST", value_name = "DB_HOST", default_value = "127.0.0.1")]
+    #[arg(
+        long = "db-host",
+        env = "DB_HOST",
+        value_name = "DB_HOST",
+        default_value = "127.0.0.1"
+    )]
     pub db_host: String,
-    #[arg(long = "db-port", env = "DB_PORT", value_name = "DB_PORT", default_value_t = 5432)]
+    #[arg(
+        long = "db-port",
+        env = "DB_PORT",
+        value_name = "DB_PORT",
+        default_value_t = 5432
+    )]
     pub db_port: u16,
-    #[arg(long = "db-user", env = "DB_USER", value_name = "DB_USER", default_value = "postgres")]
+    #[arg(
+        long = "db-user",
+        env = "DB_USER",
+        value_name = "DB_USER",
+        default_value = "postgres"
+    )]
     pub db_user: String,
-    #[arg(long = "db-password", env = "DB_PASSWORD", value_name = "DB_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long = "db-password",
+        env = "DB_PASSWORD",
+        value_name = "DB_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub db_password: String,
     /// Database name; each service has its own default (`user`, `product`, ...).
     #[arg(long = "db-name", env = "DB_NAME", value_name = "DB_NAME")]
     pub db_name: Option<String>,
     /// Most connections the pool opens.
-    #[arg(long = "db-max-connections", env = "DB_MAX_CONNECTIONS", value_name = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(
+        long = "db-max-connections",
+        env = "DB_MAX_CONNECTIONS",
+        value_name = "DB_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
     pub db_max_connections: u32,
 }
 
@@ -78,12 +113,27 @@ pub struct RedisArgs {
     /// Full URL (`redis://host:port/db`); when set, REDIS_HOST and REDIS_PORT are ignored.
     #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
     pub redis_url: Option<String>,
-    #[arg(long = "redis-host", env = "REDIS_HOST", value_name = "REDIS_HOST", default_value = "127.0.0.1")]
+    #[arg(
+        long = "redis-host",
+        env = "REDIS_HOST",
+        value_name = "REDIS_HOST",
+        default_value = "127.0.0.1"
+    )]
     pub redis_host: String,
-    #[arg(long = "redis-port", env = "REDIS_PORT", value_name = "REDIS_PORT", default_value_t = 6379)]
+    #[arg(
+        long = "redis-port",
+        env = "REDIS_PORT",
+        value_name = "REDIS_PORT",
+        default_value_t = 6379
+    )]
     pub redis_port: u16,
     /// Prefix of every key this process writes, so several shops or test runs share a Redis.
-    #[arg(long = "redis-key-prefix", env = "REDIS_KEY_PREFIX", value_name = "REDIS_KEY_PREFIX", default_value = "letsgo:")]
+    #[arg(
+        long = "redis-key-prefix",
+        env = "REDIS_KEY_PREFIX",
+        value_name = "REDIS_KEY_PREFIX",
+        default_value = "letsgo:"
+    )]
     pub redis_key_prefix: String,
 }
 
@@ -100,10 +150,20 @@ impl RedisArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", value_name = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        value_name = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub kafka_brokers: String,
     /// Prefix of every topic name, so several shops or test runs share a cluster.
-    #[arg(long = "kafka-topic-prefix", env = "KAFKA_TOPIC_PREFIX", value_name = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        value_name = "KAFKA_TOPIC_PREFIX",
+        default_value = ""
+    )]
     pub kafka_topic_prefix: String,
 }
 
@@ -116,9 +176,19 @@ pub struct JwtArgs {
     /// Token lifetime in seconds.
     #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "JWT_TTL_SECS", default_value = "86400", value_parser = parse_secs)]
     pub jwt_ttl: Duration,
-    #[arg(long = "jwt-issuer", env = "JWT_ISSUER", value_name = "JWT_ISSUER", default_value = "letsgo")]
+    #[arg(
+        long = "jwt-issuer",
+        env = "JWT_ISSUER",
+        value_name = "JWT_ISSUER",
+        default_value = "letsgo"
+    )]
     pub jwt_issuer: String,
-    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE", default_value = "letsgo-api")]
+    #[arg(
+        long = "jwt-audience",
+        env = "JWT_AUDIENCE",
+        value_name = "JWT_AUDIENCE",
+        default_value = "letsgo-api"
+    )]
     pub jwt_audience: String,
 }
 
@@ -136,13 +206,22 @@ pub struct GrpcServerArgs {
     #[arg(long = "listen", env = "GRPC_LISTEN", value_name = "GRPC_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
-    #[arg(long = "admin-listen", env = "ADMIN_LISTEN", value_name = "ADMIN_LISTEN")]
+    #[arg(
+        long = "admin-listen",
+        env = "ADMIN_LISTEN",
+        value_name = "ADMIN_LISTEN"
+    )]
     pub admin_listen: Option<SocketAddr>,
     /// Longest a request may take before it is answered DEADLINE_EXCEEDED.
     #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "REQUEST_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
     pub request_timeout: Duration,
     /// Most requests served at once; beyond it requests are refused with UNAVAILABLE.
-    #[arg(long = "max-concurrent-requests", env = "MAX_CONCURRENT_REQUESTS", value_name = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    #[arg(
+        long = "max-concurrent-requests",
+        env = "MAX_CONCURRENT_REQUESTS",
+        value_name = "MAX_CONCURRENT_REQUESTS",
+        default_value_t = 512
+    )]
     pub max_concurrent_requests: usize,
 }
 
@@ -171,7 +250,10 @@ mod tests {
             "0123456789abcdef",
         ])
         .unwrap();
-        assert_eq!(probe.db.url("user"), "postgres://postgres:pw@db.internal:5432/user");
+        assert_eq!(
+            probe.db.url("user"),
+            "postgres://postgres:pw@db.internal:5432/user"
+        );
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl Drop for ScratchDatabase {
             })
         })
         .join();
-        if let Ok(Err(error)) | Err(error) = dropped.map_err(|_| std::io::Error::other("panicked")) {
+        if let Ok(Err(error)) | Err(error) = dropped.map_err(|_| std::io::Error::other("panicked"))
+        {
             eprintln!("could not drop scratch database {}: {error}", self.name);
         }
     }
@@ -156,7 +157,10 @@ mod tests {
             admin_url_with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
             "postgres://u:p@h:5432/x?sslmode=disable"
         );
-        assert_eq!(admin_url_with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(
+            admin_url_with_database("postgres://h", "x"),
+            "postgres://h/x"
+        );
     }
 
     #[test]

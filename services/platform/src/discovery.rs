@@ -67,15 +67,40 @@ pub struct DiscoveryArgs {
     #[arg(long = "discovery", env = "DISCOVERY", value_name = "DISCOVERY", default_value = "auto", value_parser = ["auto", "static"])]
     pub discovery: String,
     /// Addresses of the user service, comma-separated.
-    #[arg(long = "user-rpc", env = "USER_RPC", value_name = "USER_RPC", default_value = "127.0.0.1:9001")]
+    #[arg(
+        long = "user-rpc",
+        env = "USER_RPC",
+        value_name = "USER_RPC",
+        default_value = "127.0.0.1:9001"
+    )]
     pub user_rpc: String,
-    #[arg(long = "product-rpc", env = "PRODUCT_RPC", value_name = "PRODUCT_RPC", default_value = "127.0.0.1:9002")]
+    #[arg(
+        long = "product-rpc",
+        env = "PRODUCT_RPC",
+        value_name = "PRODUCT_RPC",
+        default_value = "127.0.0.1:9002"
+    )]
     pub product_rpc: String,
-    #[arg(long = "cart-rpc", env = "CART_RPC", value_name = "CART_RPC", default_value = "127.0.0.1:9003")]
+    #[arg(
+        long = "cart-rpc",
+        env = "CART_RPC",
+        value_name = "CART_RPC",
+        default_value = "127.0.0.1:9003"
+    )]
     pub cart_rpc: String,
-    #[arg(long = "order-rpc", env = "ORDER_RPC", value_name = "ORDER_RPC", default_value = "127.0.0.1:9004")]
+    #[arg(
+        long = "order-rpc",
+        env = "ORDER_RPC",
+        value_name = "ORDER_RPC",
+        default_value = "127.0.0.1:9004"
+    )]
     pub order_rpc: String,
-    #[arg(long = "payment-rpc", env = "PAYMENT_RPC", value_name = "PAYMENT_RPC", default_value = "127.0.0.1:9005")]
+    #[arg(
+        long = "payment-rpc",
+        env = "PAYMENT_RPC",
+        value_name = "PAYMENT_RPC",
+        default_value = "127.0.0.1:9005"
+    )]
     pub payment_rpc: String,
     /// Longest wait for a TCP connection to a service.
     #[arg(long = "rpc-connect-timeout-ms", env = "RPC_CONNECT_TIMEOUT_MS", value_name = "RPC_CONNECT_TIMEOUT_MS", default_value = "1000", value_parser = crate::config::parse_millis)]
@@ -109,10 +134,8 @@ impl DiscoveryArgs {
         let mut addresses = Vec::new();
         for service in ServiceName::ALL {
             let (setting, list) = self.static_list(service);
-            let uris = parse_address_list(list).map_err(|reason| DiscoveryConfigError {
-                setting,
-                reason,
-            })?;
+            let uris = parse_address_list(list)
+                .map_err(|reason| DiscoveryConfigError { setting, reason })?;
             addresses.push((service, uris));
         }
         Ok(Discovery {
@@ -126,7 +149,11 @@ impl DiscoveryArgs {
 /// Parses `host:port[,host:port...]`, with or without `http://`.
 pub fn parse_address_list(list: &str) -> Result<Vec<Uri>, String> {
     let mut uris = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let text = if item.contains("://") {
             item.to_owned()
         } else {

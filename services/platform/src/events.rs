@@ -241,10 +241,10 @@ impl OutboxRelay {
                 }
             };
             batches += 1;
-            if batches % 1000 == 0 {
-                if let Err(error) = self.prune().await {
-                    tracing::warn!(%error, "could not prune the outbox");
-                }
+            if batches.is_multiple_of(1000)
+                && let Err(error) = self.prune().await
+            {
+                tracing::warn!(%error, "could not prune the outbox");
             }
             if !pause.is_zero() {
                 tokio::select! {
@@ -276,7 +276,10 @@ impl EventConsumer {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", session_timeout.as_millis().to_string())
+            .set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
                 (session_timeout.as_millis() / 3).max(100).to_string(),
@@ -342,7 +345,11 @@ impl EventConsumer {
                     }
                 }
                 Ok(None) | Err(_) => {
-                    tracing::error!(topic = message.topic(), offset = message.offset(), "skipping a message that is not an event");
+                    tracing::error!(
+                        topic = message.topic(),
+                        offset = message.offset(),
+                        "skipping a message that is not an event"
+                    );
                 }
             }
             if let Err(error) = self.consumer.commit_message(&message, CommitMode::Async) {

@@ -59,9 +59,7 @@ where
     S::Future: Send + 'static,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
     health
         .set_service_status(S::NAME, ServingStatus::Serving)
         .await;

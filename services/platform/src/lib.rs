@@ -5,7 +5,7 @@
 //! - [`auth`]: sign-in tokens (JWT, HS256);
 //! - [`discovery`]: service addresses and balanced gRPC channels;
 //! - [`db`]: PostgreSQL pools and migrations;
-//! - [`cache`]: Redis;
+//! - [`cache`]: the Redis connection;
 //! - [`events`]: Kafka, the transactional outbox and its relay, idempotent consumers;
 //! - [`telemetry`]: logs, metrics, health;
 //! - [`grpc`]: the gRPC server with health, reflection and limits;

@@ -51,7 +51,10 @@ impl Accounts {
         rules::check_phone(&registration.phone)?;
         // Cheap early answer for the common case; the unique index settles races.
         if self.store.find_by_username(username).await?.is_some() {
-            return Err(AppError::new(ErrorCode::UserExists, "username already taken"));
+            return Err(AppError::new(
+                ErrorCode::UserExists,
+                "username already taken",
+            ));
         }
         let password_hash = passwords::hash(registration.password).await?;
         let role = self.admins.role_for(username, Role::User);

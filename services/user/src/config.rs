@@ -18,6 +18,12 @@ pub struct Config {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     /// Usernames that are admins whenever they register or sign in, comma-separated.
-    #[arg(long = "admin-usernames", env = "ADMIN_USERNAMES", value_name = "ADMIN_USERNAMES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long = "admin-usernames",
+        env = "ADMIN_USERNAMES",
+        value_name = "ADMIN_USERNAMES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub admin_usernames: Vec<String>,
 }

@@ -29,7 +29,10 @@ fn auth_reply(signed_in: SignedIn) -> AuthReply {
 
 #[tonic::async_trait]
 impl UserService for UserApi {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<AuthReply>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<AuthReply>, Status> {
         let request = request.into_inner();
         let signed_in = self
             .accounts
@@ -45,11 +48,17 @@ impl UserService for UserApi {
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<AuthReply>, Status> {
         let request = request.into_inner();
-        let signed_in = self.accounts.login(&request.username, request.password).await?;
+        let signed_in = self
+            .accounts
+            .login(&request.username, request.password)
+            .await?;
         Ok(Response::new(auth_reply(signed_in)))
     }
 
-    async fn get_profile(&self, request: Request<GetProfileRequest>) -> Result<Response<Profile>, Status> {
+    async fn get_profile(
+        &self,
+        request: Request<GetProfileRequest>,
+    ) -> Result<Response<Profile>, Status> {
         let user = self.accounts.profile(request.into_inner().user_id).await?;
         Ok(Response::new(Profile {
             user_id: user.id,

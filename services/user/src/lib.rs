@@ -36,9 +36,12 @@ pub fn default_addresses() -> (SocketAddr, SocketAddr) {
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = db::connect(&config.database.url("user"), config.database.db_max_connections)
-        .await
-        .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+    let pool = db::connect(
+        &config.database.url("user"),
+        config.database.db_max_connections,
+    )
+    .await
+    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
     db::migrate(&pool, sqlx::migrate!("./migrations"))
         .await
         .map_err(|error| format!("migrations: {error}"))?;
@@ -46,7 +49,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let metrics = Metrics::new("user");
     let readiness = Readiness::default();
 
-    let producer = events::producer(&config.kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
+    let producer =
+        events::producer(&config.kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
     let relay = events::OutboxRelay::new(pool.clone(), producer, &config.kafka.kafka_topic_prefix);
     let kafka = config.kafka.clone();
     let relay_shutdown = shutdown.clone();

@@ -1,8 +1,10 @@
 //! Password hashing with argon2id (OWASP's recommended parameters, the crate's defaults),
 //! run off the async workers because each hash takes tens of milliseconds of CPU.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use letsgo_platform::errors::{AppError, AppResult};
 
 /// A hash of a password nobody has, verified against when the username is unknown so that a

@@ -67,10 +67,14 @@ pub fn check_phone(phone: &str) -> AppResult<()> {
 /// Empty, or an http(s) URL of reasonable length.
 pub fn check_avatar(avatar: &str) -> AppResult<()> {
     let is_url = avatar.starts_with("https://") || avatar.starts_with("http://");
-    if avatar.is_empty() || (is_url && avatar.len() <= AVATAR_MAX && !avatar.contains(char::is_whitespace)) {
+    if avatar.is_empty()
+        || (is_url && avatar.len() <= AVATAR_MAX && !avatar.contains(char::is_whitespace))
+    {
         Ok(())
     } else {
-        Err(AppError::invalid("avatar must be an http(s) URL of at most 512 characters"))
+        Err(AppError::invalid(
+            "avatar must be an http(s) URL of at most 512 characters",
+        ))
     }
 }
 

@@ -60,8 +60,7 @@ pub struct UserStore {
     pool: PgPool,
 }
 
-const USER_COLUMNS: &str =
-    "id, username, email, phone, avatar, password_hash, role, created_at";
+const USER_COLUMNS: &str = "id, username, email, phone, avatar, password_hash, role, created_at";
 
 impl UserStore {
     pub fn new(pool: PgPool) -> Self {
@@ -108,10 +107,12 @@ impl UserStore {
     }
 
     pub async fn find_by_id(&self, id: i64) -> Result<Option<UserRow>, AppError> {
-        Ok(sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn set_role(&self, id: i64, role: Role) -> Result<(), AppError> {
@@ -124,7 +125,11 @@ impl UserStore {
     }
 
     /// Changes the given fields; answers false when there is no such user.
-    pub async fn update_profile(&self, id: i64, change: ProfileChange<'_>) -> Result<bool, AppError> {
+    pub async fn update_profile(
+        &self,
+        id: i64,
+        change: ProfileChange<'_>,
+    ) -> Result<bool, AppError> {
         let updated = sqlx::query(
             "UPDATE users SET email = COALESCE($2, email), phone = COALESCE($3, phone), \
              avatar = COALESCE($4, avatar), updated_at = now() WHERE id = $1",

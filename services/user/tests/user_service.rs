@@ -55,7 +55,9 @@ impl RunningService {
         ])
         .unwrap();
         let localhost: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost).await.unwrap();
+        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+            .await
+            .unwrap();
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let task = tokio::spawn(run(config, listeners, shutdown.clone()));
@@ -82,7 +84,10 @@ impl RunningService {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{nanos:x}{:x}", std::process::id())
 }
 
@@ -128,7 +133,10 @@ async fn registered_user_signs_in_and_reads_their_profile() {
         .unwrap()
         .into_inner();
     assert!(registered.user_id > 0);
-    assert_eq!(keys().verify(&registered.token).unwrap().user_id, registered.user_id);
+    assert_eq!(
+        keys().verify(&registered.token).unwrap().user_id,
+        registered.user_id
+    );
 
     let signed_in = service
         .client
@@ -227,10 +235,17 @@ async fn invalid_fields_are_1001_and_create_nothing() {
             })
             .await
             .unwrap_err();
-        assert_eq!(code_of(status), ErrorCode::InvalidParams, "{username} {password} {email} {phone}");
+        assert_eq!(
+            code_of(status),
+            ErrorCode::InvalidParams,
+            "{username} {password} {email} {phone}"
+        );
     }
     let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(users, 0);
     pool.close().await;
     service.stop().await;
@@ -261,7 +276,9 @@ async fn profile_update_changes_only_given_fields_and_guards_email() {
         .unwrap();
     let profile = service
         .client
-        .get_profile(GetProfileRequest { user_id: dave.user_id })
+        .get_profile(GetProfileRequest {
+            user_id: dave.user_id,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -301,22 +318,41 @@ async fn profile_update_changes_only_given_fields_and_guards_email() {
 #[tokio::test]
 async fn listed_admins_are_admins_at_registration_and_at_later_sign_in() {
     let mut service = RunningService::start("root").await;
-    let root = service.client.register(registration("root", "root@example.com")).await.unwrap().into_inner();
+    let root = service
+        .client
+        .register(registration("root", "root@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(root.role, "admin");
     assert!(keys().verify(&root.token).unwrap().is_admin());
-    service.client.register(registration("frank", "frank@example.com")).await.unwrap();
+    service
+        .client
+        .register(registration("frank", "frank@example.com"))
+        .await
+        .unwrap();
     let database = service.stop().await;
 
     // frank registered as a plain user; listed after the fact, his next sign-in makes him admin.
     let mut service = RunningService::start_on(database, "root,Frank").await;
     let frank = service
         .client
-        .login(LoginRequest { username: "frank".into(), password: "password123".into() })
+        .login(LoginRequest {
+            username: "frank".into(),
+            password: "password123".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(frank.role, "admin");
-    let profile = service.client.get_profile(GetProfileRequest { user_id: frank.user_id }).await.unwrap().into_inner();
+    let profile = service
+        .client
+        .get_profile(GetProfileRequest {
+            user_id: frank.user_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(profile.role, "admin");
     service.stop().await;
 }
@@ -344,7 +380,12 @@ async fn of_concurrent_registrations_of_one_name_exactly_one_wins() {
 #[tokio::test]
 async fn registration_writes_its_event_to_the_outbox_in_the_same_transaction() {
     let mut service = RunningService::start("").await;
-    let heidi = service.client.register(registration("heidi", "heidi@example.com")).await.unwrap().into_inner();
+    let heidi = service
+        .client
+        .register(registration("heidi", "heidi@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
     let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
     let (topic, payload): (String, serde_json::Value) =
         sqlx::query_as("SELECT topic, payload FROM event_outbox WHERE event_key = $1")
@@ -363,21 +404,30 @@ async fn registration_writes_its_event_to_the_outbox_in_the_same_transaction() {
 #[tokio::test]
 async fn health_reports_serving_and_reflection_lists_the_service() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let service = RunningService::start("").await;
     let url = format!("http://{}", service.grpc_addr);
-    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = HealthClient::new(channel.clone());
     let reply = health
-        .check(HealthCheckRequest { service: "letsgo.user.v1.UserService".to_owned() })
+        .check(HealthCheckRequest {
+            service: "letsgo.user.v1.UserService".to_owned(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
@@ -393,9 +443,19 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("reflection did not list services");
     };
-    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
-    assert!(names.contains(&"letsgo.user.v1.UserService".to_owned()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    let names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    assert!(
+        names.contains(&"letsgo.user.v1.UserService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
     service.stop().await;
 }
 

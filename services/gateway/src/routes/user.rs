@@ -84,7 +84,10 @@ fn auth_data(reply: pb::AuthReply) -> AuthData {
         (status = 429, description = "1006: too many requests; see Retry-After", body = ErrorEnvelope),
         (status = 503, description = "1004: the user service is unavailable", body = ErrorEnvelope),
     ))]
-pub async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<RegisterRequest>) -> ApiResult<AuthData> {
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> ApiResult<AuthData> {
     let reply = state
         .user_client()
         .register(pb::RegisterRequest {
@@ -107,7 +110,10 @@ pub async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<Regi
         (status = 429, description = "1006: too many requests; see Retry-After", body = ErrorEnvelope),
         (status = 503, description = "1004: the user service is unavailable", body = ErrorEnvelope),
     ))]
-pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<AuthData> {
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<AuthData> {
     let reply = state
         .user_client()
         .login(pb::LoginRequest {
@@ -128,7 +134,10 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginRe
         (status = 429, description = "1006: too many requests; see Retry-After", body = ErrorEnvelope),
         (status = 503, description = "1004: the user service is unavailable", body = ErrorEnvelope),
     ))]
-pub async fn get_profile(State(state): State<AppState>, SignedIn(caller): SignedIn) -> ApiResult<ProfileData> {
+pub async fn get_profile(
+    State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
+) -> ApiResult<ProfileData> {
     let profile = state
         .user_client()
         .get_profile(pb::GetProfileRequest {
