@@ -12,7 +12,7 @@
 #
 # Tests find the middleware through DATABASE_URL_BASE (a URL to the postgres
 # database; tests create their own databases), REDIS_URL_BASE, KAFKA_BROKERS
-# and ETCD_HOSTS.  NEXTEST_TEST_THREADS (2) sets how many tests run at once.
+# and ETCD_HOSTS.  NEXTEST_TEST_THREADS (4) sets how many tests run at once.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -70,7 +70,7 @@ if [[ -n ${DB_PASSWORD:-} ]]; then auth+=:$(urlencode "$DB_PASSWORD"); fi
 export DATABASE_URL_BASE="postgres://$auth@$DB_HOST:$DB_PORT/postgres"
 export REDIS_URL_BASE="redis://$REDIS_HOST:$REDIS_PORT/"
 export KAFKA_BROKERS ETCD_HOSTS
-export NEXTEST_TEST_THREADS=${NEXTEST_TEST_THREADS:-2}
+export NEXTEST_TEST_THREADS=${NEXTEST_TEST_THREADS:-4}
 
 if ! cargo nextest --version >/dev/null 2>&1; then
 	say "installing cargo-nextest (cargo install --locked cargo-nextest)"

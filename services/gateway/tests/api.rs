@@ -411,10 +411,15 @@ async fn signed_in_users_have_a_quota_of_their_own() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, token) = shop.register("frank").await;
-    // The address has spent its burst on registering and more...
-    let _ = shop.get_with_token("/health", None).await;
-    let (status, _) = shop.get_with_token("/health", None).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // The address spends its burst...
+    let mut limited = false;
+    for _ in 0..10 {
+        if shop.get_with_token("/health", None).await.0 == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the address runs out of quota");
     // ...but frank, signed in, is counted as himself.
     let (status, body) = shop
         .get_with_token("/api/v1/user/profile", Some(&token))

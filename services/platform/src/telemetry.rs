@@ -160,19 +160,20 @@ pub struct RequestMetricsService<S> {
     metrics: Metrics,
 }
 
-fn route_label<B>(request: &Request<B>) -> String {
-    if let Some(path) = request.extensions().get::<MatchedPath>() {
-        return path.as_str().to_owned();
-    }
+/// The route label, and whether the request is gRPC.
+fn route_label<B>(request: &Request<B>) -> (String, bool) {
     let is_grpc = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/grpc"));
+    if let Some(path) = request.extensions().get::<MatchedPath>() {
+        return (path.as_str().to_owned(), is_grpc);
+    }
     if is_grpc {
-        request.uri().path().to_owned()
+        (request.uri().path().to_owned(), true)
     } else {
-        "unmatched".to_owned()
+        ("unmatched".to_owned(), false)
     }
 }
 
@@ -191,7 +192,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let route = route_label(&request);
+        let (route, is_grpc) = route_label(&request);
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let future = self.inner.call(request);
@@ -200,6 +201,8 @@ where
             let status = match &result {
                 Ok(response) => match response.headers().get("grpc-status") {
                     Some(code) => code.to_str().unwrap_or("unknown").to_owned(),
+                    // A gRPC success sends its status in the trailers: OK.
+                    None if is_grpc && response.status() == StatusCode::OK => "0".to_owned(),
                     None => response.status().as_u16().to_string(),
                 },
                 Err(_) => "error".to_owned(),
