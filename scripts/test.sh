@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full check, as CI runs it (.ci/run -> make test): rustfmt, clippy, the
-# tests under cargo-nextest against real PostgreSQL/Redis/etcd/Kafka, and the
-# doctests.  Every step runs even if an earlier one failed; the exit status is
-# non-zero if any did.
+# tests under cargo-nextest against real PostgreSQL/Redis/etcd/Kafka (the
+# crates keep no doctests: tests live in tests/ and in unit modules). Every
+# step runs even if an earlier one failed; the exit status is non-zero if any
+# did.
 #
 #   scripts/test.sh [nextest args...]     e.g. scripts/test.sh -E 'test(login)'
 #
@@ -82,4 +83,3 @@ step clippy cargo clippy -j2 --workspace --all-targets -- -D warnings
 # nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the
 # compile is capped with --build-jobs.
 step nextest cargo nextest run --build-jobs 2 --workspace --no-fail-fast "$@"
-step doctests cargo test -j2 --workspace --doc
