@@ -44,6 +44,35 @@ impl Listeners {
     }
 }
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a service binary's `main` does once logging is set up: binds its listeners (the
+/// configured addresses or the service's defaults), runs until SIGTERM or Ctrl-C, and turns a
+/// failure into a message naming the binary and an exit status.
+pub async fn run_until_signalled<F, Fut>(
+    binary: &str,
+    args: &GrpcServerArgs,
+    defaults: (SocketAddr, SocketAddr),
+    run: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(Listeners, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>>,
+{
+    let result = match Listeners::bind(args, defaults.0, defaults.1).await {
+        Ok(listeners) => run(listeners, Shutdown::on_signals()).await,
+        Err(error) => Err(error.into()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "{binary} failed");
+            eprintln!("{binary}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Serves `service` on `listener` until `shutdown` triggers, then drains.
 pub async fn serve<S>(
     service: S,

@@ -1,0 +1,187 @@
+//! The catalogue's rules: what may be added and changed, how lists and searches page, how
+//! stock moves, and that every change reaches the cache.
+
+use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
+
+use crate::product_cache::{Lookup, ProductCache};
+use crate::rules;
+use crate::storage::{
+    CatalogueStore, NewProduct, ProductChange, ProductRecord, ReviewRecord, SortKey, StockChange,
+};
+
+pub struct Page<T> {
+    pub total: i64,
+    pub items: Vec<T>,
+}
+
+pub struct Catalogue {
+    store: CatalogueStore,
+    cache: ProductCache,
+}
+
+const DEFAULT_PAGE_SIZE: i32 = 20;
+/// Most products one batched read may ask for (a cart's worth, with room).
+const BATCH_MAX: usize = 200;
+
+impl Catalogue {
+    pub fn new(store: CatalogueStore, cache: ProductCache) -> Self {
+        Catalogue { store, cache }
+    }
+
+    pub async fn add(&self, product: NewProduct) -> AppResult<i64> {
+        rules::check_name(&product.name)?;
+        rules::check_description(&product.description)?;
+        rules::check_price(product.price_cents)?;
+        rules::check_stock(product.stock)?;
+        rules::check_category(&product.category)?;
+        rules::check_images(&product.images)?;
+        self.store.insert(product).await
+    }
+
+    pub async fn update(&self, id: i64, change: ProductChange) -> AppResult<()> {
+        if let Some(name) = &change.name {
+            rules::check_name(name)?;
+        }
+        if let Some(description) = &change.description {
+            rules::check_description(description)?;
+        }
+        if let Some(price) = change.price_cents {
+            rules::check_price(price)?;
+        }
+        if let Some(category) = &change.category {
+            rules::check_category(category)?;
+        }
+        if let Some(images) = &change.images {
+            rules::check_images(images)?;
+        }
+        let found = self.store.update(id, change).await?;
+        self.cache.invalidate(&[id]).await;
+        if found {
+            Ok(())
+        } else {
+            Err(AppError::of(ErrorCode::ProductNotFound))
+        }
+    }
+
+    /// Served from the cache when it can be.
+    pub async fn get(&self, id: i64) -> AppResult<ProductRecord> {
+        let version = match self.cache.lookup(id).await {
+            Lookup::Hit(product) => return Ok(*product),
+            Lookup::Miss { version } => version,
+        };
+        let product = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| AppError::of(ErrorCode::ProductNotFound))?;
+        self.cache.store(&product, &version).await;
+        Ok(product)
+    }
+
+    /// Always from the database: callers (cart, order) need current prices and stock.
+    pub async fn batch_get(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
+        if ids.len() > BATCH_MAX {
+            return Err(AppError::invalid("at most 200 products per batch"));
+        }
+        self.store.batch_get(ids).await
+    }
+
+    pub async fn list(
+        &self,
+        category: &str,
+        sort: SortKey,
+        ascending: bool,
+        page: i32,
+        page_size: i32,
+    ) -> AppResult<Page<ProductRecord>> {
+        let (limit, offset) = rules::page(page, page_size, DEFAULT_PAGE_SIZE)?;
+        let category = Some(category.trim()).filter(|category| !category.is_empty());
+        let (total, items) = self
+            .store
+            .list(category, sort, ascending, limit, offset)
+            .await?;
+        Ok(Page { total, items })
+    }
+
+    pub async fn search(
+        &self,
+        keyword: &str,
+        page: i32,
+        page_size: i32,
+    ) -> AppResult<Page<ProductRecord>> {
+        let words = rules::keyword_words(keyword)?;
+        let (limit, offset) = rules::page(page, page_size, DEFAULT_PAGE_SIZE)?;
+        let (total, items) = self
+            .store
+            .search(&words, keyword.trim(), limit, offset)
+            .await?;
+        Ok(Page { total, items })
+    }
+
+    pub async fn change_stock(&self, id: i64, change: StockChange) -> AppResult<i64> {
+        if let StockChange::SetTo(stock) = change {
+            rules::check_stock(stock)?;
+        }
+        let result = self.store.change_stock(id, change).await;
+        self.cache.invalidate(&[id]).await;
+        result
+    }
+
+    pub async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> AppResult<()> {
+        if lines.is_empty() {
+            return Err(AppError::invalid("a reservation needs at least one line"));
+        }
+        if lines.iter().any(|(_, quantity)| *quantity <= 0) {
+            return Err(AppError::invalid("quantities must be positive"));
+        }
+        let touched = self.store.reserve(order_id, lines).await?;
+        self.cache.invalidate(&touched).await;
+        Ok(())
+    }
+
+    pub async fn release(&self, order_id: i64) -> AppResult<()> {
+        let touched = self.store.release(order_id).await?;
+        self.cache.invalidate(&touched).await;
+        Ok(())
+    }
+
+    pub async fn record_sales(&self, order_id: i64) -> AppResult<()> {
+        let touched = self.store.record_sales(order_id).await?;
+        self.cache.invalidate(&touched).await;
+        Ok(())
+    }
+
+    pub async fn review(
+        &self,
+        product_id: i64,
+        user_id: i64,
+        rating: i32,
+        comment: &str,
+    ) -> AppResult<i64> {
+        rules::check_review(rating, comment)?;
+        let id = self
+            .store
+            .upsert_review(product_id, user_id, rating, comment.trim())
+            .await?;
+        self.cache.invalidate(&[product_id]).await;
+        Ok(id)
+    }
+
+    pub async fn reviews(
+        &self,
+        product_id: i64,
+        page: i32,
+        page_size: i32,
+    ) -> AppResult<Page<ReviewRecord>> {
+        let (limit, offset) = rules::page(page, page_size, DEFAULT_PAGE_SIZE)?;
+        if self.store.get(product_id).await?.is_none() {
+            return Err(AppError::of(ErrorCode::ProductNotFound));
+        }
+        let (total, items) = self.store.list_reviews(product_id, limit, offset).await?;
+        Ok(Page { total, items })
+    }
+
+    pub async fn is_empty(&self) -> AppResult<bool> {
+        self.store.is_empty().await
+    }
+}

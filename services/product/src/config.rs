@@ -1,0 +1,26 @@
+//! The product service's settings.
+
+use std::time::Duration;
+
+use clap::Parser;
+use letsgo_platform::config::{DatabaseArgs, GrpcServerArgs, RedisArgs, TelemetryArgs, parse_secs};
+
+/// letsgo product service: catalogue, search, stock and reviews over gRPC (default :9002).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "letsgo-product", version, about)]
+pub struct Config {
+    #[command(flatten)]
+    pub grpc: GrpcServerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// How long a cached product lives in Redis at most (changes invalidate it sooner).
+    #[arg(long = "product-cache-ttl-secs", env = "PRODUCT_CACHE_TTL_SECS", value_name = "PRODUCT_CACHE_TTL_SECS", default_value = "300", value_parser = parse_secs)]
+    pub cache_ttl: Duration,
+    /// Load the demo catalogue at start when the catalogue is empty (`make up` turns it on).
+    #[arg(long = "demo-catalogue", env = "DEMO_CATALOGUE", value_name = "DEMO_CATALOGUE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub demo_catalogue: bool,
+}

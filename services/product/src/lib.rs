@@ -1,0 +1,84 @@
+//! The letsgo product service: the catalogue, search, stock reservations for orders and
+//! reviews, over gRPC, in PostgreSQL database `product`, with product detail cached in Redis.
+
+pub mod catalogue;
+pub mod config;
+pub mod demo;
+pub mod grpc;
+pub mod product_cache;
+pub mod rules;
+pub mod storage;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use letsgo_platform::cache::Cache;
+use letsgo_platform::discovery::ServiceName;
+use letsgo_platform::grpc::Listeners;
+use letsgo_platform::proto::product::v1::product_service_server::ProductServiceServer;
+use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::telemetry::{Metrics, Readiness};
+use letsgo_platform::{db, grpc as grpc_server, telemetry};
+
+pub use config::Config;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The default listeners: gRPC on :9002, admin on :9102.
+pub fn default_addresses() -> (SocketAddr, SocketAddr) {
+    let any = Ipv4Addr::UNSPECIFIED;
+    (
+        SocketAddr::from((any, ServiceName::Product.default_port())),
+        SocketAddr::from((any, ServiceName::Product.default_admin_port())),
+    )
+}
+
+/// Runs the service on `listeners` until `shutdown` triggers.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
+    let pool = db::connect(
+        &config.database.url("product"),
+        config.database.db_max_connections,
+    )
+    .await
+    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+    db::migrate(&pool, sqlx::migrate!("./migrations"))
+        .await
+        .map_err(|error| format!("migrations: {error}"))?;
+    if config.demo_catalogue {
+        let added = demo::load_if_empty(&pool).await?;
+        if added > 0 {
+            tracing::info!(added, "loaded the demo catalogue");
+        }
+    }
+    let cache = Cache::connect(&config.redis)
+        .await
+        .map_err(|error| format!("redis (REDIS_URL / REDIS_HOST): {error}"))?;
+
+    let metrics = Metrics::new("product");
+    let readiness = Readiness::default();
+    let admin = tokio::spawn(telemetry::serve_admin(
+        listeners.admin,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+
+    let catalogue = catalogue::Catalogue::new(
+        storage::CatalogueStore::new(pool.clone()),
+        product_cache::ProductCache::new(cache, config.cache_ttl),
+    );
+    readiness.set_ready(true);
+    tracing::info!(addr = %listeners.grpc.local_addr()?, "product service serving");
+    grpc_server::serve(
+        ProductServiceServer::new(grpc::ProductApi::new(catalogue)),
+        listeners.grpc,
+        &config.grpc,
+        metrics,
+        readiness,
+        shutdown,
+    )
+    .await?;
+    admin.await??;
+    pool.close().await;
+    tracing::info!("product service stopped");
+    Ok(())
+}

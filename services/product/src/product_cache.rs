@@ -1,0 +1,130 @@
+//! Product detail in Redis, cache-aside, never stale after a change.
+//!
+//! The race cache-aside is known for: a reader misses, reads the old row, a writer commits and
+//! deletes the key, then the reader stores the old row it read. Here each product has a
+//! version counter beside its entry. A reader notes the version when it misses; every writer,
+//! after committing, bumps the version and deletes the entry; the reader stores what it read
+//! only if the version is still the one it noted (one atomic script). A read that began before
+//! a commit therefore never lands in the cache after it, and a product that changes often is
+//! still cached between its changes.
+//!
+//! Redis being away never fails a read: the catalogue falls back to the database.
+
+use std::time::Duration;
+
+use letsgo_platform::cache::Cache;
+use redis::Script;
+
+use crate::storage::ProductRecord;
+
+/// Version counters outlive any entry by far; an evicted counter reads as 0, which only costs
+/// a miss.
+const VERSION_TTL_SECS: u64 = 24 * 3600;
+
+/// What a lookup found: the product, or the version to store a fresh read under.
+pub enum Lookup {
+    Hit(Box<ProductRecord>),
+    Miss { version: String },
+}
+
+#[derive(Clone)]
+pub struct ProductCache {
+    cache: Cache,
+    ttl: Duration,
+    store_if_unchanged: Script,
+    invalidate: Script,
+}
+
+impl ProductCache {
+    pub fn new(cache: Cache, ttl: Duration) -> Self {
+        ProductCache {
+            cache,
+            ttl,
+            store_if_unchanged: Script::new(
+                "if (redis.call('GET', KEYS[2]) or '0') == ARGV[3] then \
+                   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 \
+                 end return 0",
+            ),
+            invalidate: Script::new(
+                "redis.call('INCR', KEYS[2]) redis.call('EXPIRE', KEYS[2], ARGV[1]) \
+                 redis.call('DEL', KEYS[1]) return 1",
+            ),
+        }
+    }
+
+    fn keys(&self, id: i64) -> (String, String) {
+        (
+            self.cache.key(&format!("product:{id}")),
+            self.cache.key(&format!("product:{id}:version")),
+        )
+    }
+
+    /// The cached product, or the version a fresh read should be stored under.
+    pub async fn lookup(&self, id: i64) -> Lookup {
+        let (entry, version) = self.keys(id);
+        let mut connection = self.cache.connection();
+        let found: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("MGET")
+            .arg(&entry)
+            .arg(&version)
+            .query_async(&mut connection)
+            .await;
+        match found {
+            Ok((Some(text), _)) => match serde_json::from_str(&text) {
+                Ok(product) => Lookup::Hit(Box::new(product)),
+                Err(_) => Lookup::Miss {
+                    version: "unreadable".to_owned(),
+                },
+            },
+            Ok((None, version)) => Lookup::Miss {
+                version: version.unwrap_or_else(|| "0".to_owned()),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "product cache read failed; reading the database");
+                // A version no counter has: nothing will be stored.
+                Lookup::Miss {
+                    version: "unavailable".to_owned(),
+                }
+            }
+        }
+    }
+
+    /// Stores a row read from the database after a miss, unless it changed since the miss.
+    pub async fn store(&self, product: &ProductRecord, version_at_miss: &str) {
+        let (entry, version) = self.keys(product.id);
+        let Ok(text) = serde_json::to_string(product) else {
+            return;
+        };
+        let mut connection = self.cache.connection();
+        let stored: redis::RedisResult<i32> = self
+            .store_if_unchanged
+            .key(&entry)
+            .key(&version)
+            .arg(text)
+            .arg(self.ttl.as_secs().max(1))
+            .arg(version_at_miss)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(error) = stored {
+            tracing::warn!(%error, "product cache write failed");
+        }
+    }
+
+    /// Call after committing a change to these products.
+    pub async fn invalidate(&self, ids: &[i64]) {
+        let mut connection = self.cache.connection();
+        for id in ids {
+            let (entry, version) = self.keys(*id);
+            let done: redis::RedisResult<i32> = self
+                .invalidate
+                .key(&entry)
+                .key(&version)
+                .arg(VERSION_TTL_SECS)
+                .invoke_async(&mut connection)
+                .await;
+            if let Err(error) = done {
+                // The entry's TTL bounds how long it can be stale.
+                tracing::error!(%error, product_id = id, "product cache invalidation failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The catalogue's tables. All SQL of the service is here.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use letsgo_platform::errors::{AppError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+
+/// A product as stored (and as cached).
+#[derive(Debug, Clone, PartialEq, FromRow, Serialize, Deserialize)]
+pub struct ProductRecord {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub category: String,
+    pub images: Vec<String>,
+    /// The JSON object, as text.
+    pub attributes: String,
+    pub sales: i64,
+    pub rating_sum: i64,
+    pub rating_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const PRODUCT_COLUMNS: &str = "id, name, description, price_cents, stock, category, images, \
+     attributes::text AS attributes, sales, rating_sum, rating_count, created_at, updated_at";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ReviewRecord {
+    pub id: i64,
+    pub product_id: i64,
+    pub user_id: i64,
+    pub rating: i32,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewProduct {
+    pub name: String,
+    pub description: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub category: String,
+    pub images: Vec<String>,
+    pub attributes: serde_json::Value,
+}
+
+#[derive(Default)]
+pub struct ProductChange {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price_cents: Option<i64>,
+    pub category: Option<String>,
+    pub images: Option<Vec<String>>,
+    pub attributes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Created,
+    Price,
+    Sales,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum StockChange {
+    SetTo(i64),
+    Delta(i64),
+}
+
+#[derive(Clone)]
+pub struct CatalogueStore {
+    pool: PgPool,
+}
+
+/// Merges repeated products of a basket and orders lines by product id, so concurrent
+/// reservations lock rows in one order and never deadlock.
+pub fn merge_lines(lines: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut merged: BTreeMap<i64, i64> = BTreeMap::new();
+    for (product_id, quantity) in lines {
+        *merged.entry(*product_id).or_default() += quantity;
+    }
+    merged.into_iter().collect()
+}
+
+impl CatalogueStore {
+    pub fn new(pool: PgPool) -> Self {
+        CatalogueStore { pool }
+    }
+
+    pub async fn insert(&self, product: NewProduct) -> Result<i64, AppError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO products (name, description, price_cents, stock, category, images, attributes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(product.name)
+        .bind(product.description)
+        .bind(product.price_cents)
+        .bind(product.stock)
+        .bind(product.category)
+        .bind(product.images)
+        .bind(sqlx::types::Json(product.attributes))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Answers false when there is no such product.
+    pub async fn update(&self, id: i64, change: ProductChange) -> Result<bool, AppError> {
+        let updated = sqlx::query(
+            "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
+             price_cents = COALESCE($4, price_cents), category = COALESCE($5, category), \
+             images = COALESCE($6, images), attributes = COALESCE($7, attributes), updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(change.name)
+        .bind(change.description)
+        .bind(change.price_cents)
+        .bind(change.category)
+        .bind(change.images)
+        .bind(change.attributes.map(sqlx::types::Json))
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<ProductRecord>, AppError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn batch_get(&self, ids: &[i64]) -> Result<Vec<ProductRecord>, AppError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1) ORDER BY id"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn list(
+        &self,
+        category: Option<&str>,
+        sort: SortKey,
+        ascending: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<ProductRecord>), AppError> {
+        let direction = if ascending { "ASC" } else { "DESC" };
+        let order = match sort {
+            SortKey::Created => format!("created_at {direction}, id {direction}"),
+            SortKey::Price => format!("price_cents {direction}, id {direction}"),
+            SortKey::Sales => format!("sales {direction}, id {direction}"),
+        };
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM products WHERE ($1::text IS NULL OR category = $1)",
+        )
+        .bind(category)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT {PRODUCT_COLUMNS} FROM products WHERE ($1::text IS NULL OR category = $1) \
+             ORDER BY {order} LIMIT $2 OFFSET $3"
+        ))
+        .bind(category)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((total, rows))
+    }
+
+    /// Products whose name, description or category hold every word, case-insensitively.
+    /// Ranked: more words in the name first, then how alike name and keyword are, then sales.
+    pub async fn search(
+        &self,
+        words: &[String],
+        keyword: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<ProductRecord>), AppError> {
+        let patterns: Vec<String> = words.iter().map(|word| like_pattern(word)).collect();
+        let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
+            builder.push(" WHERE TRUE");
+            for pattern in &patterns {
+                builder
+                    .push(" AND (name || ' ' || description || ' ' || category) ILIKE ")
+                    .push_bind(pattern.clone());
+            }
+        };
+        let mut count = QueryBuilder::new("SELECT count(*) FROM products");
+        filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+
+        let mut query = QueryBuilder::new(format!("SELECT {PRODUCT_COLUMNS} FROM products"));
+        filter(&mut query);
+        query.push(" ORDER BY (0");
+        for pattern in &patterns {
+            query
+                .push(" + (name ILIKE ")
+                .push_bind(pattern.clone())
+                .push(")::int");
+        }
+        query
+            .push(") DESC, similarity(name, ")
+            .push_bind(keyword.to_owned())
+            .push(") DESC, sales DESC, id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok((total, rows))
+    }
+
+    /// Answers the new stock; 3000 for an unknown product, 3001 when a delta would go below 0.
+    pub async fn change_stock(&self, id: i64, change: StockChange) -> Result<i64, AppError> {
+        let updated: Option<i64> = match change {
+            StockChange::SetTo(stock) => sqlx::query_scalar(
+                "UPDATE products SET stock = $2, updated_at = now() WHERE id = $1 RETURNING stock",
+            )
+            .bind(id)
+            .bind(stock)
+            .fetch_optional(&self.pool)
+            .await?,
+            StockChange::Delta(delta) => {
+                sqlx::query_scalar(
+                    "UPDATE products SET stock = stock + $2, updated_at = now() \
+                     WHERE id = $1 AND stock + $2 >= 0 RETURNING stock",
+                )
+                .bind(id)
+                .bind(delta)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        match updated {
+            Some(stock) => Ok(stock),
+            None if self.get(id).await?.is_some() => Err(AppError::new(
+                ErrorCode::OutOfStock,
+                "stock cannot go below zero",
+            )),
+            None => Err(AppError::of(ErrorCode::ProductNotFound)),
+        }
+    }
+
+    /// Takes a whole basket out of stock for `order_id`, or nothing. A reservation that exists
+    /// already (a retry) is answered as it stands, without reserving again. Answers the product
+    /// ids whose stock changed.
+    pub async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> Result<Vec<i64>, AppError> {
+        let lines = merge_lines(lines);
+        let mut transaction = self.pool.begin().await?;
+        let created = sqlx::query(
+            "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'reserved') ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        if created.rows_affected() == 0 {
+            let state: String =
+                sqlx::query_scalar("SELECT state FROM stock_reservations WHERE order_id = $1")
+                    .bind(order_id)
+                    .fetch_one(&mut *transaction)
+                    .await?;
+            if state == "released" {
+                return Err(AppError::new(
+                    ErrorCode::BadOrderStatus,
+                    "this order's reservation was released",
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        for (product_id, quantity) in &lines {
+            // The conditional update is the guard: it only takes what is there.
+            let taken = sqlx::query(
+                "UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2",
+            )
+            .bind(product_id)
+            .bind(quantity)
+            .execute(&mut *transaction)
+            .await?;
+            if taken.rows_affected() == 0 {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
+                        .bind(product_id)
+                        .fetch_one(&mut *transaction)
+                        .await?;
+                // Dropping the transaction rolls back every line reserved so far.
+                return Err(if exists {
+                    AppError::new(
+                        ErrorCode::OutOfStock,
+                        format!("product {product_id} is out of stock"),
+                    )
+                } else {
+                    AppError::new(
+                        ErrorCode::ProductNotFound,
+                        format!("product {product_id} not found"),
+                    )
+                });
+            }
+            sqlx::query(
+                "INSERT INTO stock_reservation_lines (order_id, product_id, quantity) VALUES ($1, $2, $3)",
+            )
+            .bind(order_id)
+            .bind(product_id)
+            .bind(quantity)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(lines.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Gives back what `order_id` holds, once. Releasing an unknown order records it as
+    /// released, so a reservation that arrives late (a retry racing a cancel) cannot take stock.
+    pub async fn release(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'released') ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        let released = sqlx::query(
+            "UPDATE stock_reservations SET state = 'released', updated_at = now() \
+             WHERE order_id = $1 AND state = 'reserved'",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        if released.rows_affected() == 0 {
+            transaction.commit().await?;
+            return Ok(Vec::new());
+        }
+        let touched: Vec<i64> = sqlx::query_scalar(
+            "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now() \
+             FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.product_id = p.id RETURNING p.id",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(touched)
+    }
+
+    /// Counts a reserved order's units as sold, once.
+    pub async fn record_sales(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let sold = sqlx::query(
+            "UPDATE stock_reservations SET state = 'sold', updated_at = now() \
+             WHERE order_id = $1 AND state = 'reserved'",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        if sold.rows_affected() == 0 {
+            transaction.commit().await?;
+            return Ok(Vec::new());
+        }
+        let touched: Vec<i64> = sqlx::query_scalar(
+            "UPDATE products p SET sales = p.sales + l.quantity, updated_at = now() \
+             FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.product_id = p.id RETURNING p.id",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(touched)
+    }
+
+    /// Adds or replaces the user's review and refreshes the product's rating, in one
+    /// transaction that holds the product row, so concurrent reviews never lose a count.
+    pub async fn upsert_review(
+        &self,
+        product_id: i64,
+        user_id: i64,
+        rating: i32,
+        comment: &str,
+    ) -> Result<i64, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM products WHERE id = $1 FOR UPDATE")
+                .bind(product_id)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        if exists.is_none() {
+            return Err(AppError::of(ErrorCode::ProductNotFound));
+        }
+        let review_id: i64 = sqlx::query_scalar(
+            "INSERT INTO reviews (product_id, user_id, rating, comment) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (product_id, user_id) DO UPDATE SET rating = EXCLUDED.rating, \
+             comment = EXCLUDED.comment, created_at = now() RETURNING id",
+        )
+        .bind(product_id)
+        .bind(user_id)
+        .bind(rating)
+        .bind(comment)
+        .fetch_one(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "UPDATE products SET rating_sum = r.total, rating_count = r.count \
+             FROM (SELECT COALESCE(sum(rating), 0) AS total, count(*) AS count FROM reviews WHERE product_id = $1) r \
+             WHERE id = $1",
+        )
+        .bind(product_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(review_id)
+    }
+
+    pub async fn list_reviews(
+        &self,
+        product_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<ReviewRecord>), AppError> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM reviews WHERE product_id = $1")
+            .bind(product_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query_as(
+            "SELECT id, product_id, user_id, rating, comment, created_at FROM reviews \
+             WHERE product_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind(product_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((total, rows))
+    }
+
+    pub async fn is_empty(&self) -> Result<bool, AppError> {
+        Ok(
+            !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// `%word%` for ILIKE, with the word's own `%`, `_` and `\` matched literally.
+pub fn like_pattern(word: &str) -> String {
+    let mut pattern = String::with_capacity(word.len() + 2);
+    pattern.push('%');
+    for c in word.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_wildcards_literally() {
+        assert_eq!(like_pattern("50%_off"), "%50\\%\\_off%");
+    }
+
+    #[test]
+    fn basket_lines_merge_and_sort() {
+        assert_eq!(merge_lines(&[(3, 1), (1, 2), (3, 4)]), vec![(1, 2), (3, 5)]);
+    }
+}

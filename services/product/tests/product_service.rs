@@ -1,0 +1,781 @@
+//! The product service over real gRPC, on a PostgreSQL database and a Redis key prefix of its
+//! own per test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use letsgo_platform::db::ScratchDatabase;
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::grpc::Listeners;
+use letsgo_platform::proto::product::v1::{
+    self as pb, product_service_client::ProductServiceClient,
+};
+use letsgo_platform::shutdown::Shutdown;
+use letsgo_product::{Config, run};
+use tonic::transport::Channel;
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL_BASE")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+struct Service {
+    client: ProductServiceClient<Channel>,
+    database: ScratchDatabase,
+    redis_prefix: String,
+    shutdown: Shutdown,
+}
+
+impl Service {
+    async fn start() -> Service {
+        let database = ScratchDatabase::create(&server_url()).await.unwrap();
+        let redis_prefix = format!("test:{}:", database.name());
+        let config = Config::try_parse_from([
+            "letsgo-product",
+            "--database-url",
+            &database.url,
+            "--redis-url",
+            &redis_url(),
+            "--redis-key-prefix",
+            &redis_prefix,
+            "--log-format",
+            "text",
+        ])
+        .unwrap();
+        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+            .await
+            .unwrap();
+        let addr = listeners.grpc.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        tokio::spawn(run(config, listeners, shutdown.clone()));
+        let mut client = None;
+        for _ in 0..100 {
+            if let Ok(connected) = ProductServiceClient::connect(format!("http://{addr}")).await {
+                client = Some(connected);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service {
+            client: client.expect("product service comes up"),
+            database,
+            redis_prefix,
+            shutdown,
+        }
+    }
+
+    async fn add(&self, name: &str, price_cents: i64, stock: i64, category: &str) -> i64 {
+        self.add_described(name, "", price_cents, stock, category)
+            .await
+    }
+
+    async fn add_described(
+        &self,
+        name: &str,
+        description: &str,
+        price_cents: i64,
+        stock: i64,
+        category: &str,
+    ) -> i64 {
+        self.client
+            .clone()
+            .add_product(pb::AddProductRequest {
+                name: name.into(),
+                description: description.into(),
+                price_cents,
+                stock,
+                category: category.into(),
+                images: vec!["https://img.example.com/p.jpg".into()],
+                attributes: r#"{"color":"red"}"#.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .product_id
+    }
+
+    async fn product(&self, id: i64) -> pb::Product {
+        self.client
+            .clone()
+            .get_product(pb::GetProductRequest { id })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> Result<(), ErrorCode> {
+        self.client
+            .clone()
+            .reserve_stock(pb::ReserveStockRequest {
+                order_id,
+                lines: lines
+                    .iter()
+                    .map(|(product_id, quantity)| pb::StockLine {
+                        product_id: *product_id,
+                        quantity: *quantity,
+                    })
+                    .collect(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(code_of)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        // Leave nothing behind in the shared Redis.
+        let prefix = self.redis_prefix.clone();
+        let url = redis_url();
+        let _ = std::thread::spawn(move || {
+            let client = redis::Client::open(url)?;
+            let mut connection = client.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut connection)?;
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
+            }
+            Ok::<(), redis::RedisError>(())
+        })
+        .join();
+    }
+}
+
+fn code_of(status: tonic::Status) -> ErrorCode {
+    AppError::from(status).code
+}
+
+fn new_product(name: &str) -> pb::AddProductRequest {
+    pb::AddProductRequest {
+        name: name.into(),
+        description: "d".into(),
+        price_cents: 100,
+        stock: 1,
+        category: "c".into(),
+        images: vec!["https://img.example.com/p.jpg".into()],
+        attributes: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn invalid_products_are_1001() {
+    let service = Service::start().await;
+    let cases = [
+        pb::AddProductRequest {
+            name: String::new(),
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            name: "x".repeat(201),
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            price_cents: 0,
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            price_cents: -5,
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            stock: -1,
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            images: vec![],
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            category: " ".into(),
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            attributes: "[1,2]".into(),
+            ..new_product("x")
+        },
+        pb::AddProductRequest {
+            attributes: "not json".into(),
+            ..new_product("x")
+        },
+    ];
+    for case in cases {
+        let error = service.client.clone().add_product(case).await.unwrap_err();
+        assert_eq!(code_of(error), ErrorCode::InvalidParams);
+    }
+    let unknown = service
+        .client
+        .clone()
+        .get_product(pb::GetProductRequest { id: 424242 })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(unknown), ErrorCode::ProductNotFound);
+}
+
+#[tokio::test]
+async fn a_product_reads_back_as_added_with_attributes_as_a_json_string() {
+    let service = Service::start().await;
+    let id = service.add("Teapot", 4999, 7, "home").await;
+    let product = service.product(id).await;
+    assert_eq!(product.name, "Teapot");
+    assert_eq!(product.price_cents, 4999);
+    assert_eq!(product.stock, 7);
+    assert_eq!(product.images, vec!["https://img.example.com/p.jpg"]);
+    let attributes: serde_json::Value = serde_json::from_str(&product.attributes).unwrap();
+    assert_eq!(attributes, serde_json::json!({"color": "red"}));
+    assert!(product.created_at > 0 && product.updated_at >= product.created_at);
+}
+
+#[tokio::test]
+async fn lists_page_sort_and_filter() {
+    let service = Service::start().await;
+    for (name, price, category) in [
+        ("a", 300, "x"),
+        ("b", 100, "y"),
+        ("c", 200, "x"),
+        ("d", 400, "x"),
+    ] {
+        service.add(name, price, 1, category).await;
+    }
+    let list = |page, page_size, category: &str, sort_by: pb::SortBy, ascending| {
+        let mut client = service.client.clone();
+        let request = pb::ListProductsRequest {
+            page,
+            page_size,
+            category: category.into(),
+            sort_by: sort_by as i32,
+            ascending,
+        };
+        async move { client.list_products(request).await }
+    };
+    let newest = list(1, 2, "", pb::SortBy::Unspecified, false)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(newest.total, 4);
+    assert_eq!(
+        newest
+            .products
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["d", "c"]
+    );
+    let second = list(2, 2, "", pb::SortBy::Unspecified, false)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        second
+            .products
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    let cheapest_x = list(1, 10, "x", pb::SortBy::Price, true)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cheapest_x.total, 3);
+    assert_eq!(
+        cheapest_x
+            .products
+            .iter()
+            .map(|p| p.price_cents)
+            .collect::<Vec<_>>(),
+        [200, 300, 400]
+    );
+    let beyond = list(9, 10, "", pb::SortBy::Unspecified, false)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((beyond.total, beyond.products.len()), (4, 0));
+    let clamped = list(1, 5000, "", pb::SortBy::Unspecified, false)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(clamped.products.len(), 4);
+    for (page, size) in [(-1, 10), (1, -1)] {
+        let error = list(page, size, "", pb::SortBy::Unspecified, false)
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(error), ErrorCode::InvalidParams);
+    }
+}
+
+#[tokio::test]
+async fn search_ranks_name_matches_first_and_treats_sql_as_text() {
+    let service = Service::start().await;
+    let in_description = service
+        .add_described("Kettle", "boils water for green tea", 100, 1, "home")
+        .await;
+    let in_name = service
+        .add_described("Green Tea Longjing", "spring harvest", 100, 1, "food")
+        .await;
+    let in_category = service
+        .add_described("Matcha", "whisked", 100, 1, "tea")
+        .await;
+    service
+        .add_described("Hammer", "hits nails", 100, 1, "tools")
+        .await;
+
+    let mut client = service.client.clone();
+    let found = client
+        .search_products(pb::SearchProductsRequest {
+            keyword: "TEA".into(),
+            page: 1,
+            page_size: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.total, 3);
+    assert_eq!(found.products[0].id, in_name, "a name match ranks first");
+    let ids: Vec<i64> = found.products.iter().map(|p| p.id).collect();
+    assert!(ids.contains(&in_description) && ids.contains(&in_category));
+
+    let both_words = client
+        .search_products(pb::SearchProductsRequest {
+            keyword: "green water".into(),
+            page: 1,
+            page_size: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        both_words.products.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [in_description]
+    );
+
+    for hostile in ["'; DROP TABLE products; --", "%", "_", "\\", "' OR '1'='1"] {
+        let result = client
+            .search_products(pb::SearchProductsRequest {
+                keyword: hostile.into(),
+                page: 1,
+                page_size: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(result.total, 0, "{hostile:?} matches nothing literally");
+    }
+    let still_there = client
+        .list_products(pb::ListProductsRequest {
+            page: 1,
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still_there.total, 4);
+    let empty = client
+        .search_products(pb::SearchProductsRequest {
+            keyword: "   ".into(),
+            page: 1,
+            page_size: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(empty), ErrorCode::InvalidParams);
+}
+
+#[tokio::test]
+async fn many_buyers_of_the_last_units_get_exactly_that_many_reservations() {
+    let service = Service::start().await;
+    let last_units = 5;
+    let id = service.add("Limited edition", 9900, last_units, "x").await;
+    let attempts = (0..40).map(|order_id| {
+        let service = &service;
+        async move { service.reserve(1000 + order_id, &[(id, 1)]).await }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let won = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(won as i64, last_units);
+    assert!(
+        results
+            .iter()
+            .filter_map(|result| result.err())
+            .all(|code| code == ErrorCode::OutOfStock)
+    );
+    assert_eq!(service.product(id).await.stock, 0);
+
+    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+    let reserved: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(quantity), 0)::bigint FROM stock_reservation_lines",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reserved, last_units);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_basket_is_reserved_whole_or_not_at_all() {
+    let service = Service::start().await;
+    let plenty = service.add("plenty", 100, 10, "x").await;
+    let scarce = service.add("scarce", 100, 1, "x").await;
+    assert_eq!(
+        service.reserve(1, &[(plenty, 3), (scarce, 2)]).await,
+        Err(ErrorCode::OutOfStock)
+    );
+    assert_eq!(
+        service.product(plenty).await.stock,
+        10,
+        "the first line was given back"
+    );
+    assert_eq!(
+        service.reserve(2, &[(plenty, 1), (99999, 1)]).await,
+        Err(ErrorCode::ProductNotFound)
+    );
+    assert_eq!(service.product(plenty).await.stock, 10);
+    // The same product twice in a basket counts twice.
+    assert_eq!(
+        service.reserve(3, &[(plenty, 6), (plenty, 6)]).await,
+        Err(ErrorCode::OutOfStock)
+    );
+    assert_eq!(
+        service.reserve(4, &[(plenty, 4), (plenty, 6)]).await,
+        Ok(())
+    );
+    assert_eq!(service.product(plenty).await.stock, 0);
+}
+
+#[tokio::test]
+async fn reservations_releases_and_sales_are_idempotent_per_order() {
+    let service = Service::start().await;
+    let id = service.add("widget", 100, 10, "x").await;
+    service.reserve(7, &[(id, 3)]).await.unwrap();
+    service.reserve(7, &[(id, 3)]).await.unwrap();
+    assert_eq!(
+        service.product(id).await.stock,
+        7,
+        "a retried reservation reserves once"
+    );
+
+    let mut client = service.client.clone();
+    client
+        .release_stock(pb::ReleaseStockRequest { order_id: 7 })
+        .await
+        .unwrap();
+    client
+        .release_stock(pb::ReleaseStockRequest { order_id: 7 })
+        .await
+        .unwrap();
+    assert_eq!(
+        service.product(id).await.stock,
+        10,
+        "a repeated release gives back once"
+    );
+    assert_eq!(
+        service.reserve(7, &[(id, 3)]).await,
+        Err(ErrorCode::BadOrderStatus)
+    );
+
+    // A release that arrives before its reservation (a cancel racing a retry) wins.
+    client
+        .release_stock(pb::ReleaseStockRequest { order_id: 8 })
+        .await
+        .unwrap();
+    assert_eq!(
+        service.reserve(8, &[(id, 1)]).await,
+        Err(ErrorCode::BadOrderStatus)
+    );
+    assert_eq!(service.product(id).await.stock, 10);
+
+    service.reserve(9, &[(id, 4)]).await.unwrap();
+    client
+        .record_sales(pb::RecordSalesRequest { order_id: 9 })
+        .await
+        .unwrap();
+    client
+        .record_sales(pb::RecordSalesRequest { order_id: 9 })
+        .await
+        .unwrap();
+    client
+        .release_stock(pb::ReleaseStockRequest { order_id: 9 })
+        .await
+        .unwrap();
+    let product = service.product(id).await;
+    assert_eq!(
+        (product.stock, product.sales),
+        (6, 4),
+        "sold units count once and are not released"
+    );
+}
+
+#[tokio::test]
+async fn the_cached_detail_is_never_stale_after_a_change() {
+    let service = Service::start().await;
+    let id = service.add("lamp", 1000, 5, "home").await;
+    assert_eq!(service.product(id).await.stock, 5); // now cached
+    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+
+    service.reserve(1, &[(id, 2)]).await.unwrap();
+    assert_eq!(service.product(id).await.stock, 3, "after a reservation");
+    service
+        .client
+        .clone()
+        .release_stock(pb::ReleaseStockRequest { order_id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(service.product(id).await.stock, 5, "after a release");
+    service
+        .client
+        .clone()
+        .update_product(pb::UpdateProductRequest {
+            id,
+            price_cents: Some(1500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        service.product(id).await.price_cents,
+        1500,
+        "after an update"
+    );
+    service
+        .client
+        .clone()
+        .change_stock(pb::ChangeStockRequest {
+            product_id: id,
+            change: Some(pb::change_stock_request::Change::Delta(10)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(service.product(id).await.stock, 15, "after a stock change");
+    service
+        .client
+        .clone()
+        .add_review(pb::AddReviewRequest {
+            product_id: id,
+            user_id: 1,
+            rating: 4,
+            comment: "bright".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(service.product(id).await.rating_count, 1, "after a review");
+
+    // And the cache is really used: a change behind the service's back is not seen until the
+    // entry expires or a change through the service invalidates it.
+    assert_eq!(service.product(id).await.name, "lamp");
+    sqlx::query("UPDATE products SET name = 'renamed behind its back' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        service.product(id).await.name,
+        "lamp",
+        "served from the cache"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn admin_stock_changes_never_go_below_zero() {
+    let service = Service::start().await;
+    let id = service.add("bolt", 10, 3, "tools").await;
+    let mut client = service.client.clone();
+    use pb::change_stock_request::Change;
+    let change = |change| pb::ChangeStockRequest {
+        product_id: id,
+        change: Some(change),
+    };
+    assert_eq!(
+        client
+            .change_stock(change(Change::SetTo(8)))
+            .await
+            .unwrap()
+            .into_inner()
+            .stock,
+        8
+    );
+    assert_eq!(
+        client
+            .change_stock(change(Change::Delta(-8)))
+            .await
+            .unwrap()
+            .into_inner()
+            .stock,
+        0
+    );
+    assert_eq!(
+        code_of(
+            client
+                .change_stock(change(Change::Delta(-1)))
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::OutOfStock
+    );
+    assert_eq!(
+        code_of(
+            client
+                .change_stock(change(Change::SetTo(-1)))
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidParams
+    );
+    let unknown = pb::ChangeStockRequest {
+        product_id: 999_999,
+        change: Some(Change::Delta(1)),
+    };
+    assert_eq!(
+        code_of(client.change_stock(unknown).await.unwrap_err()),
+        ErrorCode::ProductNotFound
+    );
+}
+
+#[tokio::test]
+async fn reviews_average_and_a_second_review_replaces_the_first() {
+    let service = Service::start().await;
+    let id = service.add("book", 500, 1, "books").await;
+    let mut client = service.client.clone();
+    for (user_id, rating) in [(1, 5), (2, 4), (1, 2)] {
+        client
+            .add_review(pb::AddReviewRequest {
+                product_id: id,
+                user_id,
+                rating,
+                comment: format!("user {user_id}"),
+            })
+            .await
+            .unwrap();
+    }
+    let product = service.product(id).await;
+    assert_eq!(product.rating_count, 2);
+    assert_eq!(product.rating_average, 3.0);
+    let page = client
+        .list_reviews(pb::ListReviewsRequest {
+            product_id: id,
+            page: 1,
+            page_size: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total, 2);
+    assert_eq!(page.reviews[0].user_id, 1, "newest first");
+    for rating in [0, 6] {
+        let error = client
+            .add_review(pb::AddReviewRequest {
+                product_id: id,
+                user_id: 3,
+                rating,
+                comment: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(error), ErrorCode::InvalidParams);
+    }
+    let error = client
+        .add_review(pb::AddReviewRequest {
+            product_id: 999_999,
+            user_id: 3,
+            rating: 3,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(error), ErrorCode::ProductNotFound);
+}
+
+#[tokio::test]
+async fn the_demo_catalogue_loads_once_into_an_empty_shop() {
+    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let pool = letsgo_platform::db::connect(&database.url, 4)
+        .await
+        .unwrap();
+    letsgo_platform::db::migrate(&pool, sqlx::migrate!("./migrations"))
+        .await
+        .unwrap();
+    let loads =
+        futures_util::future::join_all((0..3).map(|_| letsgo_product::demo::load_if_empty(&pool)))
+            .await;
+    let added: usize = loads.into_iter().map(Result::unwrap).sum();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(added as i64, count);
+    assert!(count >= 24);
+    let categories: i64 = sqlx::query_scalar("SELECT count(DISTINCT category) FROM products")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(categories >= 4);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_read_that_raced_a_change_is_not_cached() {
+    use letsgo_product::product_cache::{Lookup, ProductCache};
+    let prefix = format!("test:{}:", uuid_like());
+    let cache = letsgo_platform::cache::Cache::connect_url(&redis_url(), &prefix)
+        .await
+        .unwrap();
+    let products = ProductCache::new(cache.clone(), Duration::from_secs(60));
+    let record = |name: &str| letsgo_product::storage::ProductRecord {
+        id: 1,
+        name: name.into(),
+        description: String::new(),
+        price_cents: 100,
+        stock: 1,
+        category: "x".into(),
+        images: vec![],
+        attributes: "{}".into(),
+        sales: 0,
+        rating_sum: 0,
+        rating_count: 0,
+        created_at: Default::default(),
+        updated_at: Default::default(),
+    };
+    // A reader misses and reads the old row; meanwhile a writer commits and invalidates.
+    let Lookup::Miss { version } = products.lookup(1).await else {
+        panic!("empty cache hits")
+    };
+    products.invalidate(&[1]).await;
+    products.store(&record("old"), &version).await;
+    assert!(
+        matches!(products.lookup(1).await, Lookup::Miss { .. }),
+        "the stale read was not stored"
+    );
+    // The next reader, after the change, stores the fresh row.
+    let Lookup::Miss { version } = products.lookup(1).await else {
+        panic!()
+    };
+    products.store(&record("new"), &version).await;
+    let Lookup::Hit(hit) = products.lookup(1).await else {
+        panic!("a fresh read is cached")
+    };
+    assert_eq!(hit.name, "new");
+    let mut connection = cache.connection();
+    let _: () = redis::cmd("DEL")
+        .arg(cache.key("product:1"))
+        .arg(cache.key("product:1:version"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}-{}", std::process::id())
+}
