@@ -1,0 +1,68 @@
+//! The letsgo cart service: one cart per user in Redis, priced from the product service, over
+//! gRPC.
+
+pub mod carts;
+pub mod config;
+pub mod grpc;
+pub mod storage;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use letsgo_platform::cache::Cache;
+use letsgo_platform::discovery::ServiceName;
+use letsgo_platform::grpc::Listeners;
+use letsgo_platform::proto::cart::v1::cart_service_server::CartServiceServer;
+use letsgo_platform::proto::product::v1::product_service_client::ProductServiceClient;
+use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::telemetry::{Metrics, Readiness};
+use letsgo_platform::{grpc as grpc_server, telemetry};
+
+pub use config::Config;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The default listeners: gRPC on :9003, admin on :9103.
+pub fn default_addresses() -> (SocketAddr, SocketAddr) {
+    let any = Ipv4Addr::UNSPECIFIED;
+    (
+        SocketAddr::from((any, ServiceName::Cart.default_port())),
+        SocketAddr::from((any, ServiceName::Cart.default_admin_port())),
+    )
+}
+
+/// Runs the service on `listeners` until `shutdown` triggers.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
+    let cache = Cache::connect(&config.redis)
+        .await
+        .map_err(|error| format!("redis (REDIS_URL / REDIS_HOST): {error}"))?;
+    let discovery = config.discovery.build()?;
+    let products = ProductServiceClient::new(discovery.channel(ServiceName::Product));
+
+    let metrics = Metrics::new("cart");
+    let readiness = Readiness::default();
+    let admin = tokio::spawn(telemetry::serve_admin(
+        listeners.admin,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let carts = carts::Carts::new(
+        storage::CartStore::new(cache, config.ttl),
+        products,
+        config.max_lines,
+    );
+    readiness.set_ready(true);
+    tracing::info!(addr = %listeners.grpc.local_addr()?, "cart service serving");
+    grpc_server::serve(
+        CartServiceServer::new(grpc::CartApi::new(carts)),
+        listeners.grpc,
+        &config.grpc,
+        metrics,
+        readiness,
+        shutdown,
+    )
+    .await?;
+    admin.await??;
+    tracing::info!("cart service stopped");
+    Ok(())
+}
