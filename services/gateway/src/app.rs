@@ -8,10 +8,12 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use letsgo_platform::auth::TokenKeys;
 use letsgo_platform::discovery::{Discovery, ServiceName};
 use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
+use letsgo_platform::proto::product::v1::product_service_client::ProductServiceClient;
 use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
 use letsgo_platform::telemetry::Metrics;
 use tonic::transport::Channel;
@@ -21,13 +23,15 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::rate_limit::{self, ClientRateLimit};
-use crate::routes::{system, user};
+use crate::routes::{cart, product, system, user};
 use crate::{auth, openapi};
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     user: UserServiceClient<Channel>,
+    product: ProductServiceClient<Channel>,
+    cart: CartServiceClient<Channel>,
     pub tokens: TokenKeys,
     pub rate_limit: ClientRateLimit,
     pub request_timeout: Duration,
@@ -47,6 +51,8 @@ impl AppState {
     ) -> Self {
         AppState {
             user: UserServiceClient::new(discovery.channel(ServiceName::User)),
+            product: ProductServiceClient::new(discovery.channel(ServiceName::Product)),
+            cart: CartServiceClient::new(discovery.channel(ServiceName::Cart)),
             tokens,
             rate_limit,
             request_timeout,
@@ -57,6 +63,14 @@ impl AppState {
 
     pub fn user_client(&self) -> UserServiceClient<Channel> {
         self.user.clone()
+    }
+
+    pub fn product_client(&self) -> ProductServiceClient<Channel> {
+        self.product.clone()
+    }
+
+    pub fn cart_client(&self) -> CartServiceClient<Channel> {
+        self.cart.clone()
     }
 }
 
@@ -71,6 +85,21 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/user/profile",
             get(user::get_profile).put(user::update_profile),
         )
+        .route("/api/v1/product/list", get(product::list))
+        .route("/api/v1/product/detail/{id}", get(product::detail))
+        .route("/api/v1/product/search", get(product::search))
+        .route("/api/v1/product/add", post(product::add))
+        .route("/api/v1/product/update", put(product::update))
+        .route("/api/v1/product/stock", put(product::change_stock))
+        .route("/api/v1/product/review", post(product::review))
+        .route("/api/v1/product/reviews/{id}", get(product::reviews))
+        // The original's path has the trailing slash; the bare one is a courtesy.
+        .route("/api/v1/cart/", get(cart::get))
+        .route("/api/v1/cart", get(cart::get))
+        .route("/api/v1/cart/add", post(cart::add))
+        .route("/api/v1/cart/update", put(cart::update))
+        .route("/api/v1/cart/remove/{item_id}", delete(cart::remove))
+        .route("/api/v1/cart/clear", delete(cart::clear))
         .fallback(|| async { AppError::of(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { AppError::of(ErrorCode::MethodNotAllowed) });
 

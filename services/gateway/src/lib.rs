@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod extract;
+pub mod money;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{system, user};
+use crate::routes::{cart, product, system, user};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,11 +19,26 @@ use crate::routes::{system, user};
         user::login,
         user::get_profile,
         user::update_profile,
+        product::list,
+        product::detail,
+        product::search,
+        product::add,
+        product::update,
+        product::change_stock,
+        product::review,
+        product::reviews,
+        cart::get,
+        cart::add,
+        cart::update,
+        cart::remove,
+        cart::clear,
     ),
     modifiers(&BearerToken),
     tags(
         (name = "system", description = "The gateway itself"),
         (name = "user", description = "Accounts and profiles"),
+        (name = "product", description = "The catalogue, stock and reviews"),
+        (name = "cart", description = "The signed-in user's cart"),
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,7 @@
 //! The HTTP routes, one module per service, plus the gateway's own.
 
+pub mod cart;
+pub mod product;
 pub mod system;
 pub mod user;
 
