@@ -19,12 +19,17 @@ fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+fn redis_url() -> String {
+    std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
 struct Shop {
     base: String,
     admin: String,
     http: reqwest::Client,
     shutdown: Shutdown,
-    _database: Option<ScratchDatabase>,
+    redis_prefix: Option<String>,
+    _databases: Vec<ScratchDatabase>,
 }
 
 struct ShopOptions {
@@ -51,16 +56,22 @@ impl Shop {
     async fn start_with(options: ShopOptions) -> Shop {
         let shutdown = Shutdown::new();
         let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (user_addr, database) = if options.with_user_service {
-            let database = ScratchDatabase::create(&server_url()).await.unwrap();
+        let mut redis_prefix = None;
+        let mut databases = Vec::new();
+        let (user_addr, product_addr, cart_addr) = if options.with_user_service {
+            let user_db = ScratchDatabase::create(&server_url()).await.unwrap();
+            let product_db = ScratchDatabase::create(&server_url()).await.unwrap();
+            let prefix = format!("gwtest:{}:", user_db.name());
             let config = letsgo_user::Config::try_parse_from([
                 "letsgo-user",
                 "--database-url",
-                &database.url,
+                &user_db.url,
                 "--jwt-secret",
                 SECRET,
+                "--admin-usernames",
+                "admin",
                 "--kafka-topic-prefix",
-                &format!("gwtest-{}.", database.name()),
+                &format!("gwtest-{}.", user_db.name()),
                 "--log-format",
                 "text",
             ])
@@ -68,15 +79,54 @@ impl Shop {
             let listeners = Listeners::bind(&config.grpc, localhost, localhost)
                 .await
                 .unwrap();
-            let addr = listeners.grpc.local_addr().unwrap();
+            let user_addr = listeners.grpc.local_addr().unwrap();
             tokio::spawn(letsgo_user::run(config, listeners, shutdown.clone()));
-            (addr, Some(database))
+
+            let config = letsgo_product::Config::try_parse_from([
+                "letsgo-product",
+                "--database-url",
+                &product_db.url,
+                "--redis-url",
+                &redis_url(),
+                "--redis-key-prefix",
+                &prefix,
+                "--log-format",
+                "text",
+            ])
+            .unwrap();
+            let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                .await
+                .unwrap();
+            let product_addr = listeners.grpc.local_addr().unwrap();
+            tokio::spawn(letsgo_product::run(config, listeners, shutdown.clone()));
+
+            let config = letsgo_cart::Config::try_parse_from([
+                "letsgo-cart".to_owned(),
+                "--redis-url".to_owned(),
+                redis_url(),
+                "--redis-key-prefix".to_owned(),
+                prefix.clone(),
+                "--product-rpc".to_owned(),
+                product_addr.to_string(),
+                "--log-format".to_owned(),
+                "text".to_owned(),
+            ])
+            .unwrap();
+            let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                .await
+                .unwrap();
+            let cart_addr = listeners.grpc.local_addr().unwrap();
+            tokio::spawn(letsgo_cart::run(config, listeners, shutdown.clone()));
+            databases.push(user_db);
+            databases.push(product_db);
+            redis_prefix = Some(prefix);
+            (user_addr, product_addr, cart_addr)
         } else {
-            // A port nothing listens on: the user service is down.
+            // A port nothing listens on: the services are down.
             let closed = TcpListener::bind(localhost).await.unwrap();
             let addr = closed.local_addr().unwrap();
             drop(closed);
-            (addr, None)
+            (addr, addr, addr)
         };
         let config = letsgo_gateway::Config::try_parse_from([
             "letsgo-gateway".to_owned(),
@@ -84,6 +134,10 @@ impl Shop {
             SECRET.to_owned(),
             "--user-rpc".to_owned(),
             user_addr.to_string(),
+            "--product-rpc".to_owned(),
+            product_addr.to_string(),
+            "--cart-rpc".to_owned(),
+            cart_addr.to_string(),
             "--rate-limit-per-second".to_owned(),
             options.rate_per_second.to_string(),
             "--rate-limit-burst".to_owned(),
@@ -107,7 +161,8 @@ impl Shop {
             admin: admin_base,
             http: reqwest::Client::new(),
             shutdown,
-            _database: database,
+            redis_prefix,
+            _databases: databases,
         };
         if options.with_user_service {
             shop.wait_for_user_service().await;
@@ -169,6 +224,20 @@ impl Shop {
 impl Drop for Shop {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        // Leave nothing behind in the shared Redis.
+        if let Some(prefix) = self.redis_prefix.take() {
+            let _ = std::thread::spawn(move || {
+                let mut connection = redis::Client::open(redis_url())?.get_connection()?;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query(&mut connection)?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
+                }
+                Ok::<(), redis::RedisError>(())
+            })
+            .join();
+        }
     }
 }
 
@@ -534,4 +603,462 @@ async fn metrics_and_health_are_served_on_the_admin_port() {
             .status();
         assert_eq!(status, StatusCode::OK, "{path}");
     }
+}
+
+// ---------------------------------------------------------------- catalogue and cart
+
+impl Shop {
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
+    }
+
+    async fn add_product(
+        &self,
+        admin: &str,
+        name: &str,
+        price: Value,
+        stock: i64,
+        category: &str,
+    ) -> i64 {
+        let (status, body) = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/product/add",
+                Some(admin),
+                json!({"name": name, "description": format!("{name} for everyday use"), "price": price,
+                       "stock": stock, "category": category, "images": ["https://img.example.com/x.jpg"],
+                       "attributes": "{\"origin\":\"test\"}"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["productId"].as_i64().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_shopper_browses_searches_and_fills_a_cart() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let tea = shop
+        .add_product(&admin, "Green Tea", json!(19.9), 10, "food")
+        .await;
+    let pot = shop
+        .add_product(&admin, "Teapot", json!(99.99), 3, "home")
+        .await;
+    shop.add_product(&admin, "Hammer", json!(35), 5, "tools")
+        .await;
+
+    let (status, body) = shop
+        .get_with_token("/api/v1/product/list?page=1&pageSize=2", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["total"], 3);
+    assert_eq!(body["data"]["products"].as_array().unwrap().len(), 2);
+    let (_, body) = shop
+        .get_with_token("/api/v1/product/list?category=food", None)
+        .await;
+    assert_eq!(body["data"]["products"][0]["id"], tea);
+    let (_, body) = shop
+        .get_with_token("/api/v1/product/list?sortBy=price&order=asc", None)
+        .await;
+    let prices: Vec<f64> = body["data"]["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["price"].as_f64().unwrap())
+        .collect();
+    assert_eq!(prices, [19.9, 35.0, 99.99]);
+
+    let (_, body) = shop
+        .get_with_token("/api/v1/product/search?keyword=tea", None)
+        .await;
+    assert_eq!(body["data"]["total"], 2);
+    assert_eq!(body["data"]["products"][0]["id"], tea);
+
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{pot}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let product = &body["data"]["product"];
+    assert_eq!(product["price"], json!(99.99));
+    assert_eq!(product["stock"], 3);
+    assert_eq!(product["attributes"], "{\"origin\": \"test\"}");
+    for field in [
+        "id",
+        "name",
+        "description",
+        "category",
+        "images",
+        "sales",
+        "createdAt",
+        "updatedAt",
+    ] {
+        assert!(!product[field].is_null(), "product has {field}");
+    }
+
+    let (_, alice) = shop.register("alice").await;
+    let add = |product_id: i64, quantity: i64| {
+        shop.send_json(
+            reqwest::Method::POST,
+            "/api/v1/cart/add",
+            Some(&alice),
+            json!({"productId": product_id, "quantity": quantity}),
+        )
+    };
+    assert_eq!(add(tea, 2).await.0, StatusCode::OK);
+    assert_eq!(add(pot, 1).await.0, StatusCode::OK);
+    assert_eq!(add(tea, 1).await.0, StatusCode::OK);
+    let (status, body) = shop.get_with_token("/api/v1/cart/", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["totalCount"], 4);
+    assert_eq!(body["data"]["totalPrice"], json!(159.69));
+    let tea_line = body["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["productId"] == tea)
+        .unwrap()
+        .clone();
+    assert_eq!(tea_line["id"], tea);
+    assert_eq!(tea_line["quantity"], 3);
+    assert_eq!(tea_line["price"], json!(19.9));
+    assert_eq!(tea_line["name"], "Green Tea");
+    assert_eq!(tea_line["stock"], 10);
+
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/cart/update",
+            Some(&alice),
+            json!({"productId": tea, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/cart/remove/{pot}"),
+            Some(&alice),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = shop.get_with_token("/api/v1/cart/", Some(&alice)).await;
+    assert_eq!(body["data"]["totalPrice"], json!(19.9));
+
+    // Another shopper's cart is their own.
+    let (_, bob) = shop.register("bob").await;
+    let (_, body) = shop.get_with_token("/api/v1/cart/", Some(&bob)).await;
+    assert_eq!(body["data"]["items"], json!([]));
+    assert_eq!(body["data"]["totalCount"], 0);
+
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::DELETE,
+            "/api/v1/cart/clear",
+            Some(&alice),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = shop.get_with_token("/api/v1/cart/", Some(&alice)).await;
+    assert_eq!(body["data"]["items"], json!([]));
+}
+
+#[tokio::test]
+async fn only_admins_add_or_change_products() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let (_, carol) = shop.register("carol").await;
+    let product = json!({"name": "Lamp", "description": "bright", "price": 10, "stock": 1, "category": "home", "images": ["https://img.example.com/l.jpg"]});
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/product/add",
+            None,
+            product.clone(),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, 2003);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/product/add",
+            Some(&carol),
+            product.clone(),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
+    let id = shop.add_product(&admin, "Lamp", json!(10), 1, "home").await;
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/update",
+            Some(&carol),
+            json!({"id": id, "name": "Mine now"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/update",
+            Some(&admin),
+            json!({"id": id, "stock": 99}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/update",
+            Some(&admin),
+            json!({"id": id, "price": 12.5, "name": "Lamp XL"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(body["data"]["product"]["price"], json!(12.5));
+    assert_eq!(body["data"]["product"]["name"], "Lamp XL");
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/update",
+            Some(&admin),
+            json!({"id": 424242, "name": "ghost"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/stock",
+            Some(&admin),
+            json!({"productId": id, "delta": 4}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["stock"], 5);
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(
+        body["data"]["product"]["stock"], 5,
+        "the detail is not stale after a stock change"
+    );
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/stock",
+            Some(&carol),
+            json!({"productId": id, "stock": 0}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
+}
+
+#[tokio::test]
+async fn bad_catalogue_input_is_400_with_1001() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    for price in [
+        json!(19.999),
+        json!("19.9"),
+        json!(-1),
+        json!(0),
+        json!(null),
+    ] {
+        let (status, body) = shop
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/product/add",
+                Some(&admin),
+                json!({"name": "x", "description": "", "price": price, "stock": 1, "category": "c", "images": ["https://img.example.com/x.jpg"]}),
+            )
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/product/add",
+            Some(&admin),
+            json!({"name": "x", "description": "", "price": 1, "stock": 1, "category": "c", "images": []}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    for path in [
+        "/api/v1/product/detail/abc",
+        "/api/v1/product/list?page=0",
+        "/api/v1/product/list?pageSize=0",
+        "/api/v1/product/list?page=x",
+        "/api/v1/product/list?sortBy=colour",
+        "/api/v1/product/list?order=sideways",
+        "/api/v1/product/search",
+        "/api/v1/product/search?keyword=",
+    ] {
+        let (status, body) = shop.get_with_token(path, None).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    let (status, body) = shop
+        .get_with_token("/api/v1/product/list?pageSize=1000", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a large page size is clamped, not refused: {body}"
+    );
+    let (status, body) = shop
+        .get_with_token("/api/v1/product/detail/424242", None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+    let (status, body) = shop
+        .get_with_token(
+            "/api/v1/product/search?keyword=%27%3B%20DROP%20TABLE%20products%3B%20--",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["total"], 0);
+}
+
+#[tokio::test]
+async fn cart_mistakes_get_the_original_codes() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let id = shop
+        .add_product(&admin, "Pen", json!(1.5), 5, "office")
+        .await;
+    let (_, dave) = shop.register("dave").await;
+    let cart = |method, path: &'static str, body| shop.send_json(method, path, Some(&dave), body);
+
+    let (status, body) = cart(
+        reqwest::Method::POST,
+        "/api/v1/cart/add",
+        json!({"productId": 424242, "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+    for quantity in [json!(0), json!(1000), json!(1.5), json!("2")] {
+        let (status, body) = cart(
+            reqwest::Method::POST,
+            "/api/v1/cart/add",
+            json!({"productId": id, "quantity": quantity}),
+        )
+        .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    assert_eq!(
+        cart(
+            reqwest::Method::POST,
+            "/api/v1/cart/add",
+            json!({"productId": id, "quantity": 999})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (status, body) = cart(
+        reqwest::Method::POST,
+        "/api/v1/cart/add",
+        json!({"productId": id, "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 4002);
+    let (status, body) = cart(
+        reqwest::Method::DELETE,
+        "/api/v1/cart/remove/424242",
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 4001);
+    let (status, body) = cart(
+        reqwest::Method::PUT,
+        "/api/v1/cart/update",
+        json!({"productId": 424242, "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 4001);
+    let (status, body) = cart(
+        reqwest::Method::DELETE,
+        "/api/v1/cart/remove/abc",
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    let (status, body) = shop.get_with_token("/api/v1/cart/", None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, 2003);
+}
+
+#[tokio::test]
+async fn reviews_show_on_the_product() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let id = shop
+        .add_product(&admin, "Novel", json!(45), 5, "books")
+        .await;
+    let (_, erin) = shop.register("erin").await;
+    let (_, frank) = shop.register("frank").await;
+    for (token, rating) in [(&erin, 5), (&frank, 2)] {
+        let (status, body) = shop
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/product/review",
+                Some(token),
+                json!({"productId": id, "rating": rating, "comment": "read it"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body["data"]["reviewId"].as_i64().unwrap() > 0);
+    }
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(body["data"]["product"]["rating"], json!(3.5));
+    assert_eq!(body["data"]["product"]["reviewCount"], 2);
+    let (status, body) = shop
+        .get_with_token(
+            &format!("/api/v1/product/reviews/{id}?page=1&pageSize=10"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["total"], 2);
+    assert_eq!(body["data"]["reviews"][0]["rating"], 2, "newest first");
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/product/review",
+            None,
+            json!({"productId": id, "rating": 5}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, 2003);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/product/review",
+            Some(&erin),
+            json!({"productId": id, "rating": 9}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
 }
