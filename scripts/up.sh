@@ -6,6 +6,7 @@
 # Settings (environment, defaults in parentheses):
 #   JWT_SECRET         token signing key, >= 16 bytes (random for this run)
 #   ADMIN_USERNAMES    (admin)   LOG_FORMAT (text)   RUST_LOG (info)
+#   DEMO_CATALOGUE     (true)    load demo products into an empty catalogue
 #   LETSGO_PROFILE     release (default) or debug
 #   CARGO_TARGET_DIR   (target)
 #   LETSGO_STATE_DIR   (/tmp/letsgo)   logs in $LETSGO_STATE_DIR/logs
@@ -199,7 +200,9 @@ if [[ -z ${ADMIN_USERNAMES+set} ]]; then
 	say "ADMIN_USERNAMES is not set: defaulting to 'admin' (register a user named admin to get admin rights)"
 fi
 LOG_FORMAT=${LOG_FORMAT:-text}
-export JWT_SECRET ADMIN_USERNAMES LOG_FORMAT
+# The product service loads a demo catalogue into an empty shop, so a newcomer sees products.
+DEMO_CATALOGUE=${DEMO_CATALOGUE:-true}
+export JWT_SECRET ADMIN_USERNAMES LOG_FORMAT DEMO_CATALOGUE
 
 if ! command -v curl >/dev/null && ! command -v python3 >/dev/null; then
 	say "installing curl (apt-get) to probe readiness"
