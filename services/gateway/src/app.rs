@@ -13,6 +13,8 @@ use letsgo_platform::auth::TokenKeys;
 use letsgo_platform::discovery::{Discovery, ServiceName};
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
+use letsgo_platform::proto::order::v1::order_service_client::OrderServiceClient;
+use letsgo_platform::proto::payment::v1::payment_service_client::PaymentServiceClient;
 use letsgo_platform::proto::product::v1::product_service_client::ProductServiceClient;
 use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
 use letsgo_platform::telemetry::Metrics;
@@ -23,7 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::rate_limit::{self, ClientRateLimit};
-use crate::routes::{cart, product, system, user};
+use crate::routes::{cart, order, payment, product, system, user};
 use crate::{auth, openapi};
 
 /// What handlers share. Cheap to clone.
@@ -32,6 +34,8 @@ pub struct AppState {
     user: UserServiceClient<Channel>,
     product: ProductServiceClient<Channel>,
     cart: CartServiceClient<Channel>,
+    order: OrderServiceClient<Channel>,
+    payment: PaymentServiceClient<Channel>,
     pub tokens: TokenKeys,
     pub rate_limit: ClientRateLimit,
     pub request_timeout: Duration,
@@ -53,6 +57,8 @@ impl AppState {
             user: UserServiceClient::new(discovery.channel(ServiceName::User)),
             product: ProductServiceClient::new(discovery.channel(ServiceName::Product)),
             cart: CartServiceClient::new(discovery.channel(ServiceName::Cart)),
+            order: OrderServiceClient::new(discovery.channel(ServiceName::Order)),
+            payment: PaymentServiceClient::new(discovery.channel(ServiceName::Payment)),
             tokens,
             rate_limit,
             request_timeout,
@@ -71,6 +77,14 @@ impl AppState {
 
     pub fn cart_client(&self) -> CartServiceClient<Channel> {
         self.cart.clone()
+    }
+
+    pub fn order_client(&self) -> OrderServiceClient<Channel> {
+        self.order.clone()
+    }
+
+    pub fn payment_client(&self) -> PaymentServiceClient<Channel> {
+        self.payment.clone()
     }
 }
 
@@ -100,6 +114,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/cart/update", put(cart::update))
         .route("/api/v1/cart/remove/{item_id}", delete(cart::remove))
         .route("/api/v1/cart/clear", delete(cart::clear))
+        .route("/api/v1/order/create", post(order::create))
+        .route("/api/v1/order/list", get(order::list))
+        .route("/api/v1/order/detail/{id}", get(order::detail))
+        .route("/api/v1/order/cancel/{id}", put(order::cancel))
+        .route("/api/v1/payment/create", post(payment::create))
+        .route("/api/v1/payment/query/{order_id}", get(payment::query))
+        .route("/api/v1/payment/callback", post(payment::callback))
         .fallback(|| async { AppError::of(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { AppError::of(ErrorCode::MethodNotAllowed) });
 

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{cart, product, system, user};
+use crate::routes::{cart, order, payment, product, system, user};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,13 @@ use crate::routes::{cart, product, system, user};
         cart::update,
         cart::remove,
         cart::clear,
+        order::create,
+        order::list,
+        order::detail,
+        order::cancel,
+        payment::create,
+        payment::query,
+        payment::callback,
     ),
     modifiers(&BearerToken),
     tags(
@@ -39,6 +46,8 @@ use crate::routes::{cart, product, system, user};
         (name = "user", description = "Accounts and profiles"),
         (name = "product", description = "The catalogue, stock and reviews"),
         (name = "cart", description = "The signed-in user's cart"),
+        (name = "order", description = "The signed-in user's orders"),
+        (name = "payment", description = "Paying orders, and the provider's webhook"),
     )
 )]
 pub struct ApiDoc;

@@ -264,16 +264,18 @@ pub struct EventConsumer {
 }
 
 impl EventConsumer {
-    /// Joins `group` and subscribes to `topics` (names without the prefix).
+    /// Joins `group` and subscribes to `topics` (both named without the prefix).
     pub fn subscribe(
         args: &KafkaArgs,
         group: &str,
         topics: &[&str],
         session_timeout: Duration,
     ) -> Result<EventConsumer, KafkaError> {
+        // Groups carry the topic prefix too, so shops sharing a cluster never share a group.
+        let group = format!("{}{group}", args.kafka_topic_prefix);
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &args.kafka_brokers)
-            .set("group.id", group)
+            .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set(
@@ -291,10 +293,7 @@ impl EventConsumer {
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        Ok(EventConsumer {
-            consumer,
-            group: group.to_owned(),
-        })
+        Ok(EventConsumer { consumer, group })
     }
 
     pub fn group(&self) -> &str {

@@ -3,6 +3,7 @@
 //! - [`config`]: settings from the environment, shared by the binaries;
 //! - [`errors`]: the original's error codes and how they travel over gRPC and HTTP;
 //! - [`auth`]: sign-in tokens (JWT, HS256);
+//! - [`money`]: yuan on the HTTP wire, cents inside;
 //! - [`discovery`]: service addresses and balanced gRPC channels;
 //! - [`db`]: PostgreSQL pools and migrations;
 //! - [`cache`]: the Redis connection;
@@ -20,6 +21,7 @@ pub mod discovery;
 pub mod errors;
 pub mod events;
 pub mod grpc;
+pub mod money;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,6 +1,8 @@
 //! The HTTP routes, one module per service, plus the gateway's own.
 
 pub mod cart;
+pub mod order;
+pub mod payment;
 pub mod product;
 pub mod system;
 pub mod user;

@@ -1,0 +1,139 @@
+//! The letsgo order service: orders from basket to paid or cancelled, over gRPC, in PostgreSQL
+//! database `order`. Stock is reserved through the product service; events leave through the
+//! outbox; `payment.succeeded` events mark orders paid.
+
+pub mod config;
+pub mod grpc;
+pub mod orders;
+pub mod rules;
+pub mod storage;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use letsgo_platform::discovery::ServiceName;
+use letsgo_platform::events::{self, EventConsumer, OutboxRelay};
+use letsgo_platform::grpc::Listeners;
+use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
+use letsgo_platform::proto::order::v1::order_service_server::OrderServiceServer;
+use letsgo_platform::proto::product::v1::product_service_client::ProductServiceClient;
+use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::telemetry::{Metrics, Readiness};
+use letsgo_platform::{db, grpc as grpc_server, telemetry};
+
+pub use config::Config;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The topics this service produces or consumes.
+pub const TOPICS: &[&str] = &[
+    "order.created",
+    "order.cancelled",
+    "order.paid",
+    "payment.succeeded",
+];
+
+/// The default listeners: gRPC on :9004, admin on :9104.
+pub fn default_addresses() -> (SocketAddr, SocketAddr) {
+    let any = Ipv4Addr::UNSPECIFIED;
+    (
+        SocketAddr::from((any, ServiceName::Order.default_port())),
+        SocketAddr::from((any, ServiceName::Order.default_admin_port())),
+    )
+}
+
+/// Runs the service on `listeners` until `shutdown` triggers.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
+    let pool = db::connect(
+        &config.database.url("order"),
+        config.database.db_max_connections,
+    )
+    .await
+    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+    db::migrate(&pool, sqlx::migrate!("./migrations"))
+        .await
+        .map_err(|error| format!("migrations: {error}"))?;
+    let discovery = config.discovery.build()?;
+    let orders = orders::Orders::new(
+        storage::OrderStore::new(pool.clone()),
+        ProductServiceClient::new(discovery.channel(ServiceName::Product)),
+        CartServiceClient::new(discovery.channel(ServiceName::Cart)),
+        config.payment_timeout,
+    );
+
+    let metrics = Metrics::new("order");
+    let readiness = Readiness::default();
+    let admin = tokio::spawn(telemetry::serve_admin(
+        listeners.admin,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+
+    let producer =
+        events::producer(&config.kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
+    let relay = OutboxRelay::new(pool.clone(), producer, &config.kafka.kafka_topic_prefix);
+    let kafka = config.kafka.clone();
+    let background_shutdown = shutdown.clone();
+    let payment_orders = orders.clone();
+    let session_timeout = config.kafka_session_timeout;
+    let events_task = tokio::spawn(async move {
+        // A broker that is away at start delays events; it never stops the service.
+        if let Err(error) = events::ensure_topics(&kafka, TOPICS).await {
+            tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
+        }
+        let consumer = EventConsumer::subscribe(
+            &kafka,
+            orders::PAYMENT_CONSUMER_GROUP,
+            &["payment.succeeded"],
+            session_timeout,
+        );
+        let consume = async {
+            match consumer {
+                Ok(consumer) => {
+                    consumer
+                        .run(background_shutdown.clone(), |event| {
+                            let orders = payment_orders.clone();
+                            async move { orders.on_payment_succeeded(&event).await }
+                        })
+                        .await
+                }
+                Err(error) => tracing::error!(%error, "cannot consume payment events"),
+            }
+        };
+        tokio::join!(relay.run(background_shutdown.clone()), consume);
+    });
+
+    let sweeper_orders = orders.clone();
+    let sweeper_shutdown = shutdown.clone();
+    let sweep_interval = config.sweep_interval;
+    let sweeper = tokio::spawn(async move {
+        while !sweeper_shutdown.is_triggered() {
+            if let Err(error) = sweeper_orders.sweep().await {
+                tracing::warn!(%error, "order sweep failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(sweep_interval.max(Duration::from_millis(50))) => {}
+                _ = sweeper_shutdown.wait() => {}
+            }
+        }
+    });
+
+    readiness.set_ready(true);
+    tracing::info!(addr = %listeners.grpc.local_addr()?, "order service serving");
+    grpc_server::serve(
+        OrderServiceServer::new(grpc::OrderApi::new(orders)),
+        listeners.grpc,
+        &config.grpc,
+        metrics,
+        readiness,
+        shutdown,
+    )
+    .await?;
+    events_task.await?;
+    sweeper.await?;
+    admin.await??;
+    pool.close().await;
+    tracing::info!("order service stopped");
+    Ok(())
+}

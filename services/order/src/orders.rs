@@ -1,0 +1,317 @@
+//! The order rules: how an order is made from a basket, who may see and cancel it, when it
+//! times out, and how payment events move it on.
+//!
+//! Stock is reserved in the product service under the order's id before the order is written;
+//! every path that gives up after reserving releases again. Releases and sales counts owed to
+//! the product service after a status change are retried by [`Orders::sweep`] until they land.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
+use letsgo_platform::events::Event;
+use letsgo_platform::proto::cart::v1::{
+    RemoveProductsRequest, cart_service_client::CartServiceClient,
+};
+use letsgo_platform::proto::product::v1::{
+    BatchGetProductsRequest, RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest,
+    StockLine, product_service_client::ProductServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::rules;
+use crate::storage::{
+    CancelOutcome, NewItem, NewOrder, OrderStore, OrderWithItems, PaidOutcome, not_found,
+};
+
+pub struct OrderRequest {
+    pub user_id: i64,
+    pub lines: Vec<(i64, i64)>,
+    pub address: String,
+    pub phone: String,
+    pub remark: String,
+}
+
+pub struct CreatedOrder {
+    pub id: i64,
+    pub order_no: String,
+    pub total_amount_cents: i64,
+}
+
+pub struct Page {
+    pub total: i64,
+    pub orders: Vec<OrderWithItems>,
+}
+
+/// The consumer group that marks orders paid.
+pub const PAYMENT_CONSUMER_GROUP: &str = "letsgo-order";
+
+#[derive(Clone)]
+pub struct Orders {
+    store: OrderStore,
+    products: ProductServiceClient<Channel>,
+    carts: CartServiceClient<Channel>,
+    payment_timeout: Duration,
+}
+
+/// Merges repeated products of a basket into one line each.
+fn merge(lines: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut merged: BTreeMap<i64, i64> = BTreeMap::new();
+    for (product_id, quantity) in lines {
+        *merged.entry(*product_id).or_default() += quantity;
+    }
+    merged.into_iter().collect()
+}
+
+impl Orders {
+    pub fn new(
+        store: OrderStore,
+        products: ProductServiceClient<Channel>,
+        carts: CartServiceClient<Channel>,
+        payment_timeout: Duration,
+    ) -> Self {
+        Orders {
+            store,
+            products,
+            carts,
+            payment_timeout,
+        }
+    }
+
+    pub async fn create(&self, request: OrderRequest) -> AppResult<CreatedOrder> {
+        rules::check_lines(&request.lines)?;
+        let lines = merge(&request.lines);
+        rules::check_lines(&lines)?;
+        let address = request.address.trim().to_owned();
+        rules::check_address(&address)?;
+        rules::check_phone(&request.phone)?;
+        rules::check_remark(&request.remark)?;
+
+        // Names and prices come from the catalogue, never from the client.
+        let ids: Vec<i64> = lines.iter().map(|(id, _)| *id).collect();
+        let products = self
+            .products
+            .clone()
+            .batch_get_products(BatchGetProductsRequest { ids })
+            .await?
+            .into_inner()
+            .products;
+        let mut items = Vec::with_capacity(lines.len());
+        let mut total: i64 = 0;
+        for (product_id, quantity) in &lines {
+            let product = products
+                .iter()
+                .find(|product| product.id == *product_id)
+                .ok_or_else(|| {
+                    AppError::new(
+                        ErrorCode::ProductNotFound,
+                        format!("product {product_id} not found"),
+                    )
+                })?;
+            total = product
+                .price_cents
+                .checked_mul(*quantity)
+                .and_then(|line| total.checked_add(line))
+                .ok_or_else(|| AppError::invalid("the order's total is too large"))?;
+            items.push(NewItem {
+                product_id: *product_id,
+                name: product.name.clone(),
+                price_cents: product.price_cents,
+                quantity: *quantity,
+                image: product.images.first().cloned().unwrap_or_default(),
+            });
+        }
+
+        let id = self.store.next_id().await?;
+        let reserved = self
+            .products
+            .clone()
+            .reserve_stock(ReserveStockRequest {
+                order_id: id,
+                lines: lines
+                    .iter()
+                    .map(|(product_id, quantity)| StockLine {
+                        product_id: *product_id,
+                        quantity: *quantity,
+                    })
+                    .collect(),
+            })
+            .await;
+        if let Err(status) = reserved {
+            // The reservation may have landed even if its answer was lost; releasing also
+            // stops a late retry from taking stock.
+            self.release_with_retries(id).await;
+            return Err(status.into());
+        }
+        let order = NewOrder {
+            id,
+            order_no: rules::order_no(id, chrono::Utc::now()),
+            user_id: request.user_id,
+            total_amount_cents: total,
+            address,
+            phone: request.phone,
+            remark: request.remark,
+            items,
+        };
+        if let Err(error) = self.store.insert(&order).await {
+            self.release_with_retries(id).await;
+            return Err(error);
+        }
+        // The ordered products leave the cart before the answer; a cart that is away only
+        // keeps them there.
+        let ordered: Vec<i64> = lines.iter().map(|(id, _)| *id).collect();
+        if let Err(status) = self
+            .carts
+            .clone()
+            .remove_products(RemoveProductsRequest {
+                user_id: request.user_id,
+                product_ids: ordered,
+            })
+            .await
+        {
+            tracing::warn!(order_id = id, error = %status.message(), "could not remove ordered products from the cart");
+        }
+        Ok(CreatedOrder {
+            id,
+            order_no: order.order_no,
+            total_amount_cents: total,
+        })
+    }
+
+    async fn release(&self, order_id: i64) -> bool {
+        match self
+            .products
+            .clone()
+            .release_stock(ReleaseStockRequest { order_id })
+            .await
+        {
+            Ok(_) => true,
+            Err(status) => {
+                tracing::warn!(order_id, error = %status.message(), "stock release failed; will retry");
+                false
+            }
+        }
+    }
+
+    async fn release_with_retries(&self, order_id: i64) {
+        for attempt in 0..3 {
+            if self.release(order_id).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        tracing::error!(order_id, "stock of a failed order could not be released");
+    }
+
+    pub async fn get(&self, user_id: i64, order_id: i64) -> AppResult<OrderWithItems> {
+        self.store
+            .get(user_id, order_id)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    pub async fn list(
+        &self,
+        user_id: i64,
+        status: i32,
+        page: i32,
+        page_size: i32,
+    ) -> AppResult<Page> {
+        let (limit, offset) = rules::page(page, page_size)?;
+        let status = match status {
+            0 => None,
+            1..=5 => Some(status as i16),
+            _ => return Err(AppError::invalid("status must be 0 (all) or 1 to 5")),
+        };
+        let (total, orders) = self.store.list(user_id, status, limit, offset).await?;
+        Ok(Page { total, orders })
+    }
+
+    /// Only a pending order can be cancelled (5002 otherwise); its stock goes back at once, or
+    /// through the sweeper if the product service is away.
+    pub async fn cancel(&self, user_id: i64, order_id: i64) -> AppResult<()> {
+        match self.store.cancel(Some(user_id), order_id, "user").await? {
+            CancelOutcome::Cancelled => {
+                self.settle_release(order_id).await?;
+                Ok(())
+            }
+            CancelOutcome::NotPending => Err(AppError::of(ErrorCode::CannotCancel)),
+            CancelOutcome::NotFound => Err(not_found()),
+        }
+    }
+
+    async fn settle_release(&self, order_id: i64) -> AppResult<()> {
+        if self.release(order_id).await {
+            self.store.mark_stock_released(order_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_sales(&self, order_id: i64) -> AppResult<()> {
+        match self
+            .products
+            .clone()
+            .record_sales(RecordSalesRequest { order_id })
+            .await
+        {
+            Ok(_) => self.store.mark_sales_recorded(order_id).await,
+            Err(status) => {
+                tracing::warn!(order_id, error = %status.message(), "recording sales failed; will retry");
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles `payment.succeeded`: marks the order paid (once, however often the event comes)
+    /// and counts its units as sold.
+    pub async fn on_payment_succeeded(&self, event: &Event) -> AppResult<()> {
+        let order_id = event.data["orderId"]
+            .as_i64()
+            .ok_or_else(|| AppError::invalid("payment.succeeded without orderId"))?;
+        let payment_no = event.data["paymentNo"].as_str().unwrap_or_default();
+        match self
+            .store
+            .mark_paid(PAYMENT_CONSUMER_GROUP, event.id, order_id, payment_no)
+            .await?
+        {
+            PaidOutcome::Paid => self.settle_sales(order_id).await,
+            PaidOutcome::AlreadyHandled => Ok(()),
+            PaidOutcome::NotPending(status) => {
+                // Paid after it was cancelled (the timeout won the race): the money has to go
+                // back; until refunds exist, this is for a person to see.
+                tracing::error!(
+                    order_id,
+                    ?status,
+                    payment_no,
+                    "payment succeeded for an order that is not pending"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// One pass of the background work: cancels orders unpaid past the timeout, and retries
+    /// the releases and sales counts still owed to the product service.
+    pub async fn sweep(&self) -> AppResult<()> {
+        let timeout = chrono::Duration::from_std(self.payment_timeout).map_err(AppError::system)?;
+        for order_id in self
+            .store
+            .expired(chrono::Utc::now() - timeout, 100)
+            .await?
+        {
+            if self.store.cancel(None, order_id, "payment timeout").await?
+                == CancelOutcome::Cancelled
+            {
+                tracing::info!(order_id, "cancelled an unpaid order");
+                self.settle_release(order_id).await?;
+            }
+        }
+        for order_id in self.store.releases_due(100).await? {
+            self.settle_release(order_id).await?;
+        }
+        for order_id in self.store.sales_due(100).await? {
+            self.settle_sales(order_id).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! The `orders` and `order_items` tables, and the events written beside them. All SQL of the
+//! service is here.
+
+use chrono::{DateTime, Utc};
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::events::{self, Event};
+use serde_json::json;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::rules::OrderStatus;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrderRow {
+    pub id: i64,
+    pub order_no: String,
+    pub user_id: i64,
+    pub total_amount_cents: i64,
+    pub status: i16,
+    pub address: String,
+    pub phone: String,
+    pub remark: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub shipped_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const ORDER_COLUMNS: &str = "id, order_no, user_id, total_amount_cents, status, address, phone, \
+     remark, created_at, updated_at, paid_at, shipped_at, completed_at";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ItemRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub product_id: i64,
+    pub name: String,
+    pub price_cents: i64,
+    pub quantity: i64,
+    pub image: String,
+}
+
+pub struct OrderWithItems {
+    pub order: OrderRow,
+    pub items: Vec<ItemRow>,
+}
+
+pub struct NewItem {
+    pub product_id: i64,
+    pub name: String,
+    pub price_cents: i64,
+    pub quantity: i64,
+    pub image: String,
+}
+
+pub struct NewOrder {
+    pub id: i64,
+    pub order_no: String,
+    pub user_id: i64,
+    pub total_amount_cents: i64,
+    pub address: String,
+    pub phone: String,
+    pub remark: String,
+    pub items: Vec<NewItem>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    NotPending,
+    NotFound,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PaidOutcome {
+    Paid,
+    /// The event was handled before: nothing changed.
+    AlreadyHandled,
+    /// The order was not pending (cancelled meanwhile, say): nothing changed.
+    NotPending(Option<i16>),
+}
+
+fn event(event_type: &str, data: serde_json::Value) -> Result<Event, AppError> {
+    Event::new(event_type, data).map_err(AppError::system)
+}
+
+#[derive(Clone)]
+pub struct OrderStore {
+    pool: PgPool,
+}
+
+impl OrderStore {
+    pub fn new(pool: PgPool) -> Self {
+        OrderStore { pool }
+    }
+
+    /// An order id taken before the order is written, so stock can be reserved under it.
+    pub async fn next_id(&self) -> Result<i64, AppError> {
+        Ok(
+            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Writes the order, its items and `order.created` in one transaction.
+    pub async fn insert(&self, order: &NewOrder) -> Result<(), AppError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO orders (id, order_no, user_id, total_amount_cents, status, address, phone, remark) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(order.id)
+        .bind(&order.order_no)
+        .bind(order.user_id)
+        .bind(order.total_amount_cents)
+        .bind(OrderStatus::Pending as i16)
+        .bind(&order.address)
+        .bind(&order.phone)
+        .bind(&order.remark)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "INSERT INTO order_items (order_id, product_id, name, price_cents, quantity, image) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])",
+        )
+        .bind(order.id)
+        .bind(order.items.iter().map(|item| item.product_id).collect::<Vec<_>>())
+        .bind(order.items.iter().map(|item| item.name.clone()).collect::<Vec<_>>())
+        .bind(order.items.iter().map(|item| item.price_cents).collect::<Vec<_>>())
+        .bind(order.items.iter().map(|item| item.quantity).collect::<Vec<_>>())
+        .bind(order.items.iter().map(|item| item.image.clone()).collect::<Vec<_>>())
+        .execute(&mut *transaction)
+        .await?;
+        let created = event(
+            "order.created",
+            json!({
+                "orderId": order.id,
+                "orderNo": order.order_no,
+                "userId": order.user_id,
+                "totalAmountCents": order.total_amount_cents,
+                "items": order.items.iter().map(|item| json!({
+                    "productId": item.product_id, "quantity": item.quantity, "priceCents": item.price_cents,
+                })).collect::<Vec<_>>(),
+            }),
+        )?;
+        events::enqueue(&mut transaction, &order.id.to_string(), &created).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn items_of(&self, order_ids: &[i64]) -> Result<Vec<ItemRow>, AppError> {
+        Ok(sqlx::query_as(
+            "SELECT id, order_id, product_id, name, price_cents, quantity, image FROM order_items \
+             WHERE order_id = ANY($1) ORDER BY id",
+        )
+        .bind(order_ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The user's order; another user's order is as absent as a missing one.
+    pub async fn get(
+        &self,
+        user_id: i64,
+        order_id: i64,
+    ) -> Result<Option<OrderWithItems>, AppError> {
+        let order: Option<OrderRow> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(order_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(order) = order else { return Ok(None) };
+        let items = self.items_of(&[order.id]).await?;
+        Ok(Some(OrderWithItems { order, items }))
+    }
+
+    /// The user's orders, newest first, optionally of one status.
+    pub async fn list(
+        &self,
+        user_id: i64,
+        status: Option<i16>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<OrderWithItems>), AppError> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE user_id = $1 AND ($2::smallint IS NULL OR status = $2)",
+        )
+        .bind(user_id)
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        let orders: Vec<OrderRow> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND ($2::smallint IS NULL OR status = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(user_id)
+        .bind(status)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<i64> = orders.iter().map(|order| order.id).collect();
+        let mut items = self.items_of(&ids).await?;
+        let orders = orders
+            .into_iter()
+            .map(|order| {
+                let (mine, rest): (Vec<ItemRow>, Vec<ItemRow>) =
+                    items.drain(..).partition(|item| item.order_id == order.id);
+                items = rest;
+                OrderWithItems { order, items: mine }
+            })
+            .collect();
+        Ok((total, orders))
+    }
+
+    /// Cancels a pending order and writes `order.cancelled`, in one transaction. With a user,
+    /// only that user's order; without (the timeout), any.
+    pub async fn cancel(
+        &self,
+        user_id: Option<i64>,
+        order_id: i64,
+        reason: &str,
+    ) -> Result<CancelOutcome, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let cancelled: Option<i64> = sqlx::query_scalar(
+            "UPDATE orders SET status = 5, cancelled_at = now(), updated_at = now() \
+             WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2) AND status = 1 RETURNING user_id",
+        )
+        .bind(order_id)
+        .bind(user_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(owner) = cancelled else {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2))",
+            )
+            .bind(order_id)
+            .bind(user_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+            return Ok(if exists {
+                CancelOutcome::NotPending
+            } else {
+                CancelOutcome::NotFound
+            });
+        };
+        let cancelled = event(
+            "order.cancelled",
+            json!({"orderId": order_id, "userId": owner, "reason": reason}),
+        )?;
+        events::enqueue(&mut transaction, &order_id.to_string(), &cancelled).await?;
+        transaction.commit().await?;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    /// Pending orders created before `cutoff`, oldest first.
+    pub async fn expired(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<i64>, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM orders WHERE status = 1 AND created_at < $1 ORDER BY created_at LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks the order paid for a `payment.succeeded` event, once per event, and writes
+    /// `order.paid`, in one transaction.
+    pub async fn mark_paid(
+        &self,
+        group: &str,
+        event_id: Uuid,
+        order_id: i64,
+        payment_no: &str,
+    ) -> Result<PaidOutcome, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        if !events::mark_handled(&mut transaction, group, event_id).await? {
+            return Ok(PaidOutcome::AlreadyHandled);
+        }
+        let paid: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE orders SET status = 2, paid_at = now(), updated_at = now() \
+             WHERE id = $1 AND status = 1 RETURNING user_id, paid_at",
+        )
+        .bind(order_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let outcome = match paid {
+            Some((user_id, paid_at)) => {
+                let paid = event(
+                    "order.paid",
+                    json!({"orderId": order_id, "userId": user_id, "paymentNo": payment_no, "paidAt": paid_at.timestamp()}),
+                )?;
+                events::enqueue(&mut transaction, &order_id.to_string(), &paid).await?;
+                PaidOutcome::Paid
+            }
+            None => {
+                let status: Option<i16> =
+                    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+                        .bind(order_id)
+                        .fetch_optional(&mut *transaction)
+                        .await?;
+                PaidOutcome::NotPending(status)
+            }
+        };
+        transaction.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Cancelled orders whose stock has not been given back yet.
+    pub async fn releases_due(&self, limit: i64) -> Result<Vec<i64>, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM orders WHERE status = 5 AND NOT stock_released ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn mark_stock_released(&self, order_id: i64) -> Result<(), AppError> {
+        sqlx::query("UPDATE orders SET stock_released = true WHERE id = $1")
+            .bind(order_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Paid orders whose units have not been counted as sold yet.
+    pub async fn sales_due(&self, limit: i64) -> Result<Vec<i64>, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM orders WHERE status = 2 AND NOT sales_recorded ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn mark_sales_recorded(&self, order_id: i64) -> Result<(), AppError> {
+        sqlx::query("UPDATE orders SET sales_recorded = true WHERE id = $1")
+            .bind(order_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// 5000 for an order that is not there (or not the caller's).
+pub fn not_found() -> AppError {
+    AppError::of(ErrorCode::OrderNotFound)
+}

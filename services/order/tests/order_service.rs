@@ -1,0 +1,581 @@
+//! The order service over real gRPC with a real product service, cart service, PostgreSQL,
+//! Redis and Kafka-protocol broker; each test has its own databases, key and topic prefixes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use letsgo_platform::config::KafkaArgs;
+use letsgo_platform::db::ScratchDatabase;
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::events::{self, Event};
+use letsgo_platform::grpc::Listeners;
+use letsgo_platform::proto::cart::v1::{self as cart_pb, cart_service_client::CartServiceClient};
+use letsgo_platform::proto::order::v1::{self as pb, order_service_client::OrderServiceClient};
+use letsgo_platform::proto::product::v1::{
+    self as product_pb, product_service_client::ProductServiceClient,
+};
+use letsgo_platform::shutdown::Shutdown;
+use rdkafka::producer::FutureRecord;
+use tonic::transport::Channel;
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL_BASE")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    for _ in 0..100 {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} did not come up");
+}
+
+struct Shop {
+    orders: OrderServiceClient<Channel>,
+    products: ProductServiceClient<Channel>,
+    carts: CartServiceClient<Channel>,
+    topic_prefix: String,
+    redis_prefix: String,
+    shutdown: Shutdown,
+    _databases: Vec<ScratchDatabase>,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        Shop::start_with_timeout(1800).await
+    }
+
+    async fn start_with_timeout(timeout_secs: u64) -> Shop {
+        let product_db = ScratchDatabase::create(&server_url()).await.unwrap();
+        let order_db = ScratchDatabase::create(&server_url()).await.unwrap();
+        let redis_prefix = format!("test:{}:", order_db.name());
+        let topic_prefix = format!("{}.", order_db.name());
+        let shutdown = Shutdown::new();
+        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+
+        let config = letsgo_product::Config::try_parse_from([
+            "letsgo-product",
+            "--database-url",
+            &product_db.url,
+            "--redis-url",
+            &redis_url(),
+            "--redis-key-prefix",
+            &redis_prefix,
+            "--log-format",
+            "text",
+        ])
+        .unwrap();
+        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+            .await
+            .unwrap();
+        let product_addr = listeners.grpc.local_addr().unwrap();
+        tokio::spawn(letsgo_product::run(config, listeners, shutdown.clone()));
+
+        let config = letsgo_cart::Config::try_parse_from([
+            "letsgo-cart".to_owned(),
+            "--redis-url".to_owned(),
+            redis_url(),
+            "--redis-key-prefix".to_owned(),
+            redis_prefix.clone(),
+            "--product-rpc".to_owned(),
+            product_addr.to_string(),
+            "--log-format".to_owned(),
+            "text".to_owned(),
+        ])
+        .unwrap();
+        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+            .await
+            .unwrap();
+        let cart_addr = listeners.grpc.local_addr().unwrap();
+        tokio::spawn(letsgo_cart::run(config, listeners, shutdown.clone()));
+
+        let config = letsgo_order::Config::try_parse_from([
+            "letsgo-order".to_owned(),
+            "--database-url".to_owned(),
+            order_db.url.clone(),
+            "--product-rpc".to_owned(),
+            product_addr.to_string(),
+            "--cart-rpc".to_owned(),
+            cart_addr.to_string(),
+            "--kafka-topic-prefix".to_owned(),
+            topic_prefix.clone(),
+            "--kafka-session-timeout-ms".to_owned(),
+            "3000".to_owned(),
+            "--order-payment-timeout-secs".to_owned(),
+            timeout_secs.to_string(),
+            "--order-sweep-interval-ms".to_owned(),
+            "200".to_owned(),
+            "--log-format".to_owned(),
+            "text".to_owned(),
+        ])
+        .unwrap();
+        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+            .await
+            .unwrap();
+        let order_addr = listeners.grpc.local_addr().unwrap();
+        tokio::spawn(letsgo_order::run(config, listeners, shutdown.clone()));
+
+        Shop {
+            orders: OrderServiceClient::new(channel(order_addr).await),
+            products: ProductServiceClient::new(channel(product_addr).await),
+            carts: CartServiceClient::new(channel(cart_addr).await),
+            topic_prefix,
+            redis_prefix,
+            shutdown,
+            _databases: vec![product_db, order_db],
+        }
+    }
+
+    async fn product(&self, name: &str, price_cents: i64, stock: i64) -> i64 {
+        self.products
+            .clone()
+            .add_product(product_pb::AddProductRequest {
+                name: name.into(),
+                description: String::new(),
+                price_cents,
+                stock,
+                category: "test".into(),
+                images: vec![format!("https://img.example.com/{name}.jpg")],
+                attributes: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .product_id
+    }
+
+    async fn stock(&self, id: i64) -> (i64, i64) {
+        let product = self
+            .products
+            .clone()
+            .get_product(product_pb::GetProductRequest { id })
+            .await
+            .unwrap()
+            .into_inner();
+        (product.stock, product.sales)
+    }
+
+    async fn order(
+        &self,
+        user_id: i64,
+        lines: &[(i64, i64)],
+    ) -> Result<pb::CreateOrderReply, ErrorCode> {
+        self.orders
+            .clone()
+            .create_order(pb::CreateOrderRequest {
+                user_id,
+                items: lines
+                    .iter()
+                    .map(|(product_id, quantity)| pb::OrderLine {
+                        product_id: *product_id,
+                        quantity: *quantity,
+                    })
+                    .collect(),
+                address: "12 Harbour Road, Shanghai".into(),
+                phone: "13800138000".into(),
+                remark: "ring twice".into(),
+            })
+            .await
+            .map(|reply| reply.into_inner())
+            .map_err(|status| AppError::from(status).code)
+    }
+
+    async fn get(&self, user_id: i64, order_id: i64) -> Result<pb::Order, ErrorCode> {
+        self.orders
+            .clone()
+            .get_order(pb::GetOrderRequest { user_id, order_id })
+            .await
+            .map(|reply| reply.into_inner())
+            .map_err(|status| AppError::from(status).code)
+    }
+
+    async fn publish(&self, event: &Event, key: &str) {
+        let args = KafkaArgs {
+            kafka_brokers: brokers(),
+            kafka_topic_prefix: self.topic_prefix.clone(),
+        };
+        events::ensure_topics(&args, &["payment.succeeded"])
+            .await
+            .unwrap();
+        let producer = events::producer(&args).unwrap();
+        let topic = format!("{}{}", self.topic_prefix, event.event_type);
+        let payload = serde_json::to_string(event).unwrap();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+
+    async fn wait_for_status(
+        &self,
+        user_id: i64,
+        order_id: i64,
+        status: pb::OrderStatus,
+        within: Duration,
+    ) -> pb::Order {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let order = self.get(user_id, order_id).await.unwrap();
+            if order.status == status as i32 || tokio::time::Instant::now() > deadline {
+                return order;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        let prefix = self.redis_prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let mut connection = redis::Client::open(redis_url())?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut connection)?;
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
+            }
+            Ok::<(), redis::RedisError>(())
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn an_order_snapshots_prices_reserves_stock_and_leaves_the_cart() {
+    let shop = Shop::start().await;
+    let tea = shop.product("tea", 1990, 5).await;
+    let cup = shop.product("cup", 500, 5).await;
+    for product_id in [tea, cup] {
+        shop.carts
+            .clone()
+            .add_item(cart_pb::AddItemRequest {
+                user_id: 1,
+                product_id,
+                quantity: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let created = shop.order(1, &[(tea, 2)]).await.unwrap();
+    assert_eq!(created.total_amount_cents, 3980);
+    assert!(created.order_no.starts_with("LG"));
+    assert_eq!(shop.stock(tea).await, (3, 0));
+
+    let cart = shop
+        .carts
+        .clone()
+        .get_cart(cart_pb::GetCartRequest { user_id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cart.items
+            .iter()
+            .map(|item| item.product_id)
+            .collect::<Vec<_>>(),
+        [cup],
+        "only the ordered product left the cart"
+    );
+
+    shop.products
+        .clone()
+        .update_product(product_pb::UpdateProductRequest {
+            id: tea,
+            price_cents: Some(9999),
+            name: Some("renamed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let order = shop.get(1, created.order_id).await.unwrap();
+    assert_eq!(order.status, pb::OrderStatus::Pending as i32);
+    assert_eq!(order.total_amount_cents, 3980);
+    assert_eq!(order.items.len(), 1);
+    assert_eq!(
+        (
+            order.items[0].name.as_str(),
+            order.items[0].price_cents,
+            order.items[0].quantity
+        ),
+        ("tea", 1990, 2)
+    );
+    assert_eq!(order.address, "12 Harbour Road, Shanghai");
+    assert_eq!(order.paid_at, 0, "a time not reached yet is 0");
+}
+
+#[tokio::test]
+async fn a_failed_order_creates_nothing_and_leaks_no_stock() {
+    let shop = Shop::start().await;
+    let plenty = shop.product("plenty", 100, 10).await;
+    let scarce = shop.product("scarce", 100, 1).await;
+    assert_eq!(
+        shop.order(1, &[(plenty, 3), (scarce, 2)])
+            .await
+            .unwrap_err(),
+        ErrorCode::OutOfStock
+    );
+    assert_eq!(
+        shop.order(1, &[(plenty, 3), (424242, 1)])
+            .await
+            .unwrap_err(),
+        ErrorCode::ProductNotFound
+    );
+    assert_eq!(shop.stock(plenty).await.0, 10);
+    assert_eq!(shop.stock(scarce).await.0, 1);
+    let list = shop
+        .orders
+        .clone()
+        .list_orders(pb::ListOrdersRequest {
+            user_id: 1,
+            page: 1,
+            page_size: 10,
+            status: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.total, 0);
+}
+
+#[tokio::test]
+async fn bad_order_input_is_1001() {
+    let shop = Shop::start().await;
+    let id = shop.product("x", 100, 10).await;
+    let mut client = shop.orders.clone();
+    let base = pb::CreateOrderRequest {
+        user_id: 1,
+        items: vec![pb::OrderLine {
+            product_id: id,
+            quantity: 1,
+        }],
+        address: "12 Harbour Road, Shanghai".into(),
+        phone: "13800138000".into(),
+        remark: String::new(),
+    };
+    let cases = [
+        pb::CreateOrderRequest {
+            items: vec![],
+            ..base.clone()
+        },
+        pb::CreateOrderRequest {
+            items: vec![pb::OrderLine {
+                product_id: id,
+                quantity: 0,
+            }],
+            ..base.clone()
+        },
+        pb::CreateOrderRequest {
+            items: vec![
+                pb::OrderLine {
+                    product_id: id,
+                    quantity: 600,
+                },
+                pb::OrderLine {
+                    product_id: id,
+                    quantity: 600,
+                },
+            ],
+            ..base.clone()
+        },
+        pb::CreateOrderRequest {
+            address: "too short".into(),
+            ..base.clone()
+        },
+        pb::CreateOrderRequest {
+            phone: "1234".into(),
+            ..base.clone()
+        },
+        pb::CreateOrderRequest {
+            remark: "x".repeat(501),
+            ..base.clone()
+        },
+    ];
+    for case in cases {
+        let error = client.create_order(case).await.unwrap_err();
+        assert_eq!(AppError::from(error).code, ErrorCode::InvalidParams);
+    }
+    assert_eq!(shop.stock(id).await.0, 10);
+}
+
+#[tokio::test]
+async fn another_users_order_is_not_found() {
+    let shop = Shop::start().await;
+    let id = shop.product("x", 100, 10).await;
+    let created = shop.order(1, &[(id, 1)]).await.unwrap();
+    assert_eq!(
+        shop.get(2, created.order_id).await.unwrap_err(),
+        ErrorCode::OrderNotFound
+    );
+    let cancel = shop
+        .orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 2,
+            order_id: created.order_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(cancel).code, ErrorCode::OrderNotFound);
+    assert_eq!(
+        shop.get(1, created.order_id).await.unwrap().status,
+        pb::OrderStatus::Pending as i32
+    );
+}
+
+#[tokio::test]
+async fn cancelling_releases_stock_once_and_only_a_pending_order() {
+    let shop = Shop::start().await;
+    let id = shop.product("x", 100, 10).await;
+    let created = shop.order(1, &[(id, 4)]).await.unwrap();
+    assert_eq!(shop.stock(id).await.0, 6);
+    shop.orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 1,
+            order_id: created.order_id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(shop.stock(id).await.0, 10);
+    let again = shop
+        .orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 1,
+            order_id: created.order_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(again).code, ErrorCode::CannotCancel);
+    assert_eq!(shop.stock(id).await.0, 10);
+    let order = shop.get(1, created.order_id).await.unwrap();
+    assert_eq!(order.status, pb::OrderStatus::Cancelled as i32);
+
+    let list = shop
+        .orders
+        .clone()
+        .list_orders(pb::ListOrdersRequest {
+            user_id: 1,
+            page: 1,
+            page_size: 10,
+            status: pb::OrderStatus::Cancelled as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.total, 1);
+    let pending = shop
+        .orders
+        .clone()
+        .list_orders(pb::ListOrdersRequest {
+            user_id: 1,
+            page: 1,
+            page_size: 10,
+            status: pb::OrderStatus::Pending as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.total, 0);
+}
+
+#[tokio::test]
+async fn unpaid_orders_are_cancelled_after_the_timeout() {
+    let shop = Shop::start_with_timeout(1).await;
+    let id = shop.product("x", 100, 10).await;
+    let created = shop.order(1, &[(id, 3)]).await.unwrap();
+    let order = shop
+        .wait_for_status(
+            1,
+            created.order_id,
+            pb::OrderStatus::Cancelled,
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(order.status, pb::OrderStatus::Cancelled as i32);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while shop.stock(id).await.0 != 10 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shop.stock(id).await.0, 10);
+}
+
+#[tokio::test]
+async fn a_payment_event_marks_the_order_paid_once_and_counts_the_sale() {
+    let shop = Shop::start().await;
+    let id = shop.product("x", 250, 10).await;
+    let created = shop.order(7, &[(id, 2)]).await.unwrap();
+    let event = Event::new(
+        "payment.succeeded",
+        serde_json::json!({"paymentId": 1, "paymentNo": "PAY1", "orderId": created.order_id, "userId": 7, "amountCents": 500, "tradeNo": "T1"}),
+    )
+    .unwrap();
+    // Delivered twice, as at-least-once delivery may.
+    shop.publish(&event, &created.order_id.to_string()).await;
+    shop.publish(&event, &created.order_id.to_string()).await;
+    let order = shop
+        .wait_for_status(
+            7,
+            created.order_id,
+            pb::OrderStatus::Paid,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(order.status, pb::OrderStatus::Paid as i32);
+    assert!(order.paid_at > 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shop.stock(id).await.1 == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(shop.stock(id).await, (8, 2), "sold once, stock stays taken");
+    let cancel = shop
+        .orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 7,
+            order_id: created.order_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(cancel).code, ErrorCode::CannotCancel);
+}
+
+#[tokio::test]
+async fn two_buyers_never_get_the_last_item_twice() {
+    let shop = Shop::start().await;
+    let id = shop.product("last-one", 100, 1).await;
+    let basket = [(id, 1)];
+    let attempts = (1..=6).map(|user_id| shop.order(user_id, &basket));
+    let results = futures_util::future::join_all(attempts).await;
+    assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|result| result.as_ref().err())
+            .all(|code| *code == ErrorCode::OutOfStock)
+    );
+    assert_eq!(shop.stock(id).await.0, 0);
+}
