@@ -46,6 +46,14 @@ pub fn yuan(cents: i64) -> f64 {
     cents as f64 / 100.0
 }
 
+/// Cents as the text of a JSON number of yuan with two decimals (`19.90`), for bodies that are
+/// signed and so must be written exactly, such as the payment provider's callbacks.
+pub fn yuan_text(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", cents / 100, cents % 100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +82,13 @@ mod tests {
         ] {
             assert!(parse_cents(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn yuan_text_has_two_decimals_and_parses_back() {
+        assert_eq!(yuan_text(1990), "19.90");
+        assert_eq!(yuan_text(7), "0.07");
+        assert_eq!(parse_cents(&yuan_text(123456789)).unwrap(), 123456789);
     }
 
     #[test]

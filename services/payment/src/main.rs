@@ -1,0 +1,16 @@
+use clap::Parser;
+use letsgo_payment::{Config, default_addresses, run};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    letsgo_platform::telemetry::init_logging(&config.telemetry);
+    let grpc = config.grpc.clone();
+    letsgo_platform::grpc::run_until_signalled(
+        "letsgo-payment",
+        &grpc,
+        default_addresses(),
+        |listeners, shutdown| run(config, listeners, shutdown),
+    )
+    .await
+}

@@ -1,0 +1,272 @@
+//! The payment tables. All SQL of the service is here.
+
+use chrono::{DateTime, Utc};
+use letsgo_platform::errors::{AppError, AppResult};
+use letsgo_platform::events::{self, Event};
+use serde_json::json;
+use sqlx::{FromRow, PgPool};
+
+use crate::rules::{IDEMPOTENCY_KEY_RETENTION, PaymentFacts, PaymentStatus, Settlement};
+
+/// A payment as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct PaymentRecord {
+    pub id: i64,
+    pub payment_no: String,
+    pub user_id: i64,
+    pub order_id: i64,
+    pub payment_type: i16,
+    pub amount_cents: i64,
+    pub status: i16,
+    pub pay_url: String,
+    pub qr_code: String,
+    pub trade_no: String,
+    pub created_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+impl PaymentRecord {
+    pub fn status(&self) -> PaymentStatus {
+        // The table's CHECK admits only the four statuses.
+        PaymentStatus::from_code(self.status).unwrap_or(PaymentStatus::Pending)
+    }
+
+    pub fn facts(&self) -> PaymentFacts {
+        PaymentFacts {
+            order_id: self.order_id,
+            amount_cents: self.amount_cents,
+            status: self.status(),
+        }
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "id, payment_no, user_id, order_id, payment_type, amount_cents, \
+     status, pay_url, qr_code, trade_no, created_at, paid_at";
+
+/// What payment creation answers; what an idempotency key replays.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct CreatedPayment {
+    pub payment_id: i64,
+    pub payment_no: String,
+    pub pay_url: String,
+    pub qr_code: String,
+}
+
+/// A recorded idempotency key: the fingerprint of the request it was first used with.
+#[derive(Debug, Clone, FromRow)]
+pub struct IdempotencyRecord {
+    pub request_hash: Vec<u8>,
+    #[sqlx(flatten)]
+    pub reply: CreatedPayment,
+}
+
+pub struct NewPayment {
+    pub user_id: i64,
+    pub order_id: i64,
+    pub payment_type: i16,
+    pub amount_cents: i64,
+}
+
+/// The provider's checkout for a payment number.
+pub struct Checkout {
+    pub pay_url: String,
+    pub qr_code: String,
+}
+
+pub struct IdempotencyClaim<'a> {
+    pub key: &'a str,
+    pub request_hash: &'a [u8],
+}
+
+pub enum CreateOutcome {
+    Created(PaymentRecord),
+    /// Another request recorded the idempotency key first; nothing was written.
+    KeyTaken,
+}
+
+pub enum SettleOutcome {
+    Applied(PaymentRecord),
+    AlreadyProcessed,
+    UnknownPayment,
+}
+
+/// Payment numbers drawn before giving up; a collision needs two payments in one second with
+/// the same six random digits, so a second draw practically never happens.
+const PAYMENT_NO_ATTEMPTS: usize = 5;
+
+#[derive(Clone)]
+pub struct PaymentStore {
+    pool: PgPool,
+}
+
+impl PaymentStore {
+    pub fn new(pool: PgPool) -> Self {
+        PaymentStore { pool }
+    }
+
+    pub async fn idempotency_record(
+        &self,
+        user_id: i64,
+        key: &str,
+    ) -> AppResult<Option<IdempotencyRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT request_hash, payment_id, payment_no, pay_url, qr_code FROM idempotency_keys \
+             WHERE user_id = $1 AND idempotency_key = $2",
+        )
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// In one transaction: cancels the order's pending payment, inserts the new one and
+    /// records the idempotency key with the reply.
+    ///
+    /// Creations for one order are serialised by an advisory lock keyed by the order id (the
+    /// first creation of an order has no row to lock), so two at once never both leave a
+    /// pending payment. A key recorded meanwhile by another request rolls everything back.
+    pub async fn create(
+        &self,
+        payment: NewPayment,
+        claim: Option<IdempotencyClaim<'_>>,
+        mut next_payment_no: impl FnMut() -> String,
+        checkout: impl Fn(&str) -> Checkout,
+    ) -> AppResult<CreateOutcome> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(payment.order_id)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "UPDATE payments SET status = 4, updated_at = now() WHERE order_id = $1 AND status = 1",
+        )
+        .bind(payment.order_id)
+        .execute(&mut *transaction)
+        .await?;
+        let mut inserted = None;
+        for _ in 0..PAYMENT_NO_ATTEMPTS {
+            let payment_no = next_payment_no();
+            let checkout = checkout(&payment_no);
+            inserted = sqlx::query_as::<_, PaymentRecord>(&format!(
+                "INSERT INTO payments (payment_no, user_id, order_id, payment_type, amount_cents, \
+                 pay_url, qr_code) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (payment_no) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
+            ))
+            .bind(&payment_no)
+            .bind(payment.user_id)
+            .bind(payment.order_id)
+            .bind(payment.payment_type)
+            .bind(payment.amount_cents)
+            .bind(checkout.pay_url)
+            .bind(checkout.qr_code)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if inserted.is_some() {
+                break;
+            }
+        }
+        let Some(record) = inserted else {
+            return Err(AppError::system("no free payment number after 5 draws"));
+        };
+        if let Some(claim) = claim {
+            // Waits for a concurrent holder of the key to finish; inserts nothing if it committed.
+            let recorded = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, payment_id, \
+                 payment_no, pay_url, qr_code) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+            )
+            .bind(record.user_id)
+            .bind(claim.key)
+            .bind(claim.request_hash)
+            .bind(record.id)
+            .bind(&record.payment_no)
+            .bind(&record.pay_url)
+            .bind(&record.qr_code)
+            .execute(&mut *transaction)
+            .await?;
+            if recorded.rows_affected() == 0 {
+                transaction.rollback().await?;
+                return Ok(CreateOutcome::KeyTaken);
+            }
+        }
+        transaction.commit().await?;
+        Ok(CreateOutcome::Created(record))
+    }
+
+    /// The order's latest payment, if it is this user's.
+    pub async fn latest_for_order(
+        &self,
+        user_id: i64,
+        order_id: i64,
+    ) -> AppResult<Option<PaymentRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND user_id = $2 \
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(order_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Applies a provider callback to the payment `payment_no` and writes its event, in one
+    /// transaction. The row is locked first, so concurrent callbacks of one payment settle it
+    /// once; `decide` (the domain's rule) sees the locked row and may refuse the callback.
+    pub async fn settle(
+        &self,
+        payment_no: &str,
+        trade_no: &str,
+        decide: impl FnOnce(PaymentFacts) -> AppResult<Settlement>,
+    ) -> AppResult<SettleOutcome> {
+        let mut transaction = self.pool.begin().await?;
+        let current: Option<PaymentRecord> = sqlx::query_as(&format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_no = $1 FOR UPDATE"
+        ))
+        .bind(payment_no)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(current) = current else {
+            return Ok(SettleOutcome::UnknownPayment);
+        };
+        let outcome = match decide(current.facts())? {
+            Settlement::AlreadyProcessed => return Ok(SettleOutcome::AlreadyProcessed),
+            Settlement::Apply(outcome) => outcome,
+        };
+        let settled: PaymentRecord = sqlx::query_as(&format!(
+            "UPDATE payments SET status = $2, trade_no = $3, updated_at = now(), \
+             paid_at = CASE WHEN $2 = 2 THEN now() END \
+             WHERE id = $1 RETURNING {PAYMENT_COLUMNS}"
+        ))
+        .bind(current.id)
+        .bind(outcome.status().code())
+        .bind(trade_no)
+        .fetch_one(&mut *transaction)
+        .await?;
+        let event = Event::new(
+            outcome.event_type(),
+            json!({
+                "paymentId": settled.id,
+                "paymentNo": settled.payment_no,
+                "orderId": settled.order_id,
+                "userId": settled.user_id,
+                "amountCents": settled.amount_cents,
+                "tradeNo": settled.trade_no,
+            }),
+        )
+        .map_err(AppError::system)?;
+        events::enqueue(&mut transaction, &settled.order_id.to_string(), &event).await?;
+        transaction.commit().await?;
+        Ok(SettleOutcome::Applied(settled))
+    }
+
+    /// Deletes idempotency keys past their retention; answers how many went.
+    pub async fn prune_idempotency_keys(&self) -> AppResult<u64> {
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(IDEMPOTENCY_KEY_RETENTION.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+}
