@@ -5,6 +5,7 @@
 #
 # Settings (environment, defaults in parentheses):
 #   JWT_SECRET         token signing key, >= 16 bytes (random for this run)
+#   PAYMENT_WEBHOOK_SECRET  payment callback signing key(s) (random for this run)
 #   ADMIN_USERNAMES    (admin)   LOG_FORMAT (text)   RUST_LOG (info)
 #   DEMO_CATALOGUE     (true)    load demo products into an empty catalogue
 #   LETSGO_PROFILE     release (default) or debug
@@ -195,6 +196,10 @@ if [[ -z ${JWT_SECRET:-} ]]; then
 elif (($(printf '%s' "$JWT_SECRET" | wc -c) < 16)); then
 	die "JWT_SECRET must be at least 16 bytes long"
 fi
+if [[ -z ${PAYMENT_WEBHOOK_SECRET:-} ]]; then
+	PAYMENT_WEBHOOK_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+	say "PAYMENT_WEBHOOK_SECRET is not set: using a random one for this run (the mock provider signs with it)"
+fi
 if [[ -z ${ADMIN_USERNAMES+set} ]]; then
 	ADMIN_USERNAMES='admin'
 	say "ADMIN_USERNAMES is not set: defaulting to 'admin' (register a user named admin to get admin rights)"
@@ -202,7 +207,7 @@ fi
 LOG_FORMAT=${LOG_FORMAT:-text}
 # The product service loads a demo catalogue into an empty shop, so a newcomer sees products.
 DEMO_CATALOGUE=${DEMO_CATALOGUE:-true}
-export JWT_SECRET ADMIN_USERNAMES LOG_FORMAT DEMO_CATALOGUE
+export JWT_SECRET PAYMENT_WEBHOOK_SECRET ADMIN_USERNAMES LOG_FORMAT DEMO_CATALOGUE
 
 if ! command -v curl >/dev/null && ! command -v python3 >/dev/null; then
 	say "installing curl (apt-get) to probe readiness"
