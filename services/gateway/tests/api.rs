@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 const SECRET: &str = "gateway-test-secret-0123";
+const WEBHOOK_SECRET: &str = "gateway-test-webhook-secret";
 
 fn server_url() -> String {
     std::env::var("DATABASE_URL_BASE")
@@ -57,77 +58,128 @@ impl Shop {
         let shutdown = Shutdown::new();
         let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut redis_prefix = None;
+        let listener = TcpListener::bind(localhost).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let mut databases = Vec::new();
-        let (user_addr, product_addr, cart_addr) = if options.with_user_service {
-            let user_db = ScratchDatabase::create(&server_url()).await.unwrap();
-            let product_db = ScratchDatabase::create(&server_url()).await.unwrap();
-            let prefix = format!("gwtest:{}:", user_db.name());
-            let config = letsgo_user::Config::try_parse_from([
-                "letsgo-user",
-                "--database-url",
-                &user_db.url,
-                "--jwt-secret",
-                SECRET,
-                "--admin-usernames",
-                "admin",
-                "--kafka-topic-prefix",
-                &format!("gwtest-{}.", user_db.name()),
-                "--log-format",
-                "text",
-            ])
-            .unwrap();
-            let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                .await
+        let (user_addr, product_addr, cart_addr, order_addr, payment_addr) =
+            if options.with_user_service {
+                let user_db = ScratchDatabase::create(&server_url()).await.unwrap();
+                let product_db = ScratchDatabase::create(&server_url()).await.unwrap();
+                let prefix = format!("gwtest:{}:", user_db.name());
+                let config = letsgo_user::Config::try_parse_from([
+                    "letsgo-user",
+                    "--database-url",
+                    &user_db.url,
+                    "--jwt-secret",
+                    SECRET,
+                    "--admin-usernames",
+                    "admin",
+                    "--kafka-topic-prefix",
+                    &format!("gwtest-{}.", user_db.name()),
+                    "--log-format",
+                    "text",
+                ])
                 .unwrap();
-            let user_addr = listeners.grpc.local_addr().unwrap();
-            tokio::spawn(letsgo_user::run(config, listeners, shutdown.clone()));
+                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                    .await
+                    .unwrap();
+                let user_addr = listeners.grpc.local_addr().unwrap();
+                tokio::spawn(letsgo_user::run(config, listeners, shutdown.clone()));
 
-            let config = letsgo_product::Config::try_parse_from([
-                "letsgo-product",
-                "--database-url",
-                &product_db.url,
-                "--redis-url",
-                &redis_url(),
-                "--redis-key-prefix",
-                &prefix,
-                "--log-format",
-                "text",
-            ])
-            .unwrap();
-            let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                .await
+                let config = letsgo_product::Config::try_parse_from([
+                    "letsgo-product",
+                    "--database-url",
+                    &product_db.url,
+                    "--redis-url",
+                    &redis_url(),
+                    "--redis-key-prefix",
+                    &prefix,
+                    "--log-format",
+                    "text",
+                ])
                 .unwrap();
-            let product_addr = listeners.grpc.local_addr().unwrap();
-            tokio::spawn(letsgo_product::run(config, listeners, shutdown.clone()));
+                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                    .await
+                    .unwrap();
+                let product_addr = listeners.grpc.local_addr().unwrap();
+                tokio::spawn(letsgo_product::run(config, listeners, shutdown.clone()));
 
-            let config = letsgo_cart::Config::try_parse_from([
-                "letsgo-cart".to_owned(),
-                "--redis-url".to_owned(),
-                redis_url(),
-                "--redis-key-prefix".to_owned(),
-                prefix.clone(),
-                "--product-rpc".to_owned(),
-                product_addr.to_string(),
-                "--log-format".to_owned(),
-                "text".to_owned(),
-            ])
-            .unwrap();
-            let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                .await
+                let config = letsgo_cart::Config::try_parse_from([
+                    "letsgo-cart".to_owned(),
+                    "--redis-url".to_owned(),
+                    redis_url(),
+                    "--redis-key-prefix".to_owned(),
+                    prefix.clone(),
+                    "--product-rpc".to_owned(),
+                    product_addr.to_string(),
+                    "--log-format".to_owned(),
+                    "text".to_owned(),
+                ])
                 .unwrap();
-            let cart_addr = listeners.grpc.local_addr().unwrap();
-            tokio::spawn(letsgo_cart::run(config, listeners, shutdown.clone()));
-            databases.push(user_db);
-            databases.push(product_db);
-            redis_prefix = Some(prefix);
-            (user_addr, product_addr, cart_addr)
-        } else {
-            // A port nothing listens on: the services are down.
-            let closed = TcpListener::bind(localhost).await.unwrap();
-            let addr = closed.local_addr().unwrap();
-            drop(closed);
-            (addr, addr, addr)
-        };
+                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                    .await
+                    .unwrap();
+                let cart_addr = listeners.grpc.local_addr().unwrap();
+                tokio::spawn(letsgo_cart::run(config, listeners, shutdown.clone()));
+                let order_db = ScratchDatabase::create(&server_url()).await.unwrap();
+                let payment_db = ScratchDatabase::create(&server_url()).await.unwrap();
+                let topics = format!("gwtest-{}.", order_db.name());
+                let config = letsgo_order::Config::try_parse_from([
+                    "letsgo-order".to_owned(),
+                    "--database-url".to_owned(),
+                    order_db.url.clone(),
+                    "--product-rpc".to_owned(),
+                    product_addr.to_string(),
+                    "--cart-rpc".to_owned(),
+                    cart_addr.to_string(),
+                    "--kafka-topic-prefix".to_owned(),
+                    topics.clone(),
+                    "--kafka-session-timeout-ms".to_owned(),
+                    "3000".to_owned(),
+                    "--log-format".to_owned(),
+                    "text".to_owned(),
+                ])
+                .unwrap();
+                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                    .await
+                    .unwrap();
+                let order_addr = listeners.grpc.local_addr().unwrap();
+                tokio::spawn(letsgo_order::run(config, listeners, shutdown.clone()));
+
+                let config = letsgo_payment::Config::try_parse_from([
+                    "letsgo-payment".to_owned(),
+                    "--database-url".to_owned(),
+                    payment_db.url.clone(),
+                    "--order-rpc".to_owned(),
+                    order_addr.to_string(),
+                    "--payment-webhook-secret".to_owned(),
+                    WEBHOOK_SECRET.to_owned(),
+                    "--payment-callback-url".to_owned(),
+                    format!("{base}/api/v1/payment/callback"),
+                    "--mock-provider-delay-ms".to_owned(),
+                    "200".to_owned(),
+                    "--kafka-topic-prefix".to_owned(),
+                    topics,
+                    "--log-format".to_owned(),
+                    "text".to_owned(),
+                ])
+                .unwrap();
+                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
+                    .await
+                    .unwrap();
+                let payment_addr = listeners.grpc.local_addr().unwrap();
+                tokio::spawn(letsgo_payment::run(config, listeners, shutdown.clone()));
+
+                databases.extend([user_db, product_db, order_db, payment_db]);
+                redis_prefix = Some(prefix);
+                (user_addr, product_addr, cart_addr, order_addr, payment_addr)
+            } else {
+                // A port nothing listens on: the services are down.
+                let closed = TcpListener::bind(localhost).await.unwrap();
+                let addr = closed.local_addr().unwrap();
+                drop(closed);
+                (addr, addr, addr, addr, addr)
+            };
         let config = letsgo_gateway::Config::try_parse_from([
             "letsgo-gateway".to_owned(),
             "--jwt-secret".to_owned(),
@@ -138,6 +190,10 @@ impl Shop {
             product_addr.to_string(),
             "--cart-rpc".to_owned(),
             cart_addr.to_string(),
+            "--order-rpc".to_owned(),
+            order_addr.to_string(),
+            "--payment-rpc".to_owned(),
+            payment_addr.to_string(),
             "--rate-limit-per-second".to_owned(),
             options.rate_per_second.to_string(),
             "--rate-limit-burst".to_owned(),
@@ -146,9 +202,7 @@ impl Shop {
             "text".to_owned(),
         ])
         .unwrap();
-        let listener = TcpListener::bind(localhost).await.unwrap();
         let admin = TcpListener::bind(localhost).await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let admin_base = format!("http://{}", admin.local_addr().unwrap());
         tokio::spawn(letsgo_gateway::run(
             config,
@@ -1061,4 +1115,273 @@ async fn reviews_show_on_the_product() {
         )
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+}
+
+// ---------------------------------------------------------------- checkout
+
+#[tokio::test]
+async fn a_shopper_checks_out_pays_and_sees_the_order_paid() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let tea = shop
+        .add_product(&admin, "Green Tea", json!(19.9), 5, "food")
+        .await;
+    let cup = shop.add_product(&admin, "Cup", json!(5), 5, "home").await;
+    let (_, alice) = shop.register("alice").await;
+    for product_id in [tea, cup] {
+        let (status, _) = shop
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/cart/add",
+                Some(&alice),
+                json!({"productId": product_id, "quantity": 1}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&alice),
+            json!({"items": [{"productId": tea, "quantity": 2}], "address": "12 Harbour Road, Shanghai", "phone": "13800138000", "remark": "leave at the door"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let order_id = body["data"]["orderId"].as_i64().unwrap();
+    assert_eq!(body["data"]["totalAmount"], json!(39.8));
+    assert!(body["data"]["orderNo"].as_str().unwrap().starts_with("LG"));
+
+    let (_, cart) = shop.get_with_token("/api/v1/cart/", Some(&alice)).await;
+    let in_cart: Vec<i64> = cart["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["productId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        in_cart,
+        [cup],
+        "the ordered product left the cart, the other stayed"
+    );
+
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/order/detail/{order_id}"), Some(&alice))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let order = &body["data"]["order"];
+    assert_eq!(order["status"], 1);
+    assert_eq!(order["paidAt"], 0);
+    assert_eq!(order["items"][0]["price"], json!(19.9));
+    assert_eq!(order["items"][0]["name"], "Green Tea");
+
+    // Someone else can neither see nor pay it.
+    let (_, bob) = shop.register("bob").await;
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/order/detail/{order_id}"), Some(&bob))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 5000);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/payment/create",
+            Some(&bob),
+            json!({"orderId": order_id, "paymentType": 1, "amount": 39.8}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 5000);
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/payment/query/{order_id}"), Some(&alice))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 6000);
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/payment/create",
+            Some(&alice),
+            json!({"orderId": order_id, "paymentType": 1, "amount": 39.7}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 6003);
+
+    let pay = |amount: Value, key: &'static str| {
+        shop.send(
+            shop.http
+                .post(format!("{}/api/v1/payment/create", shop.base))
+                .bearer_auth(&alice)
+                .header("Idempotency-Key", key)
+                .json(&json!({"orderId": order_id, "paymentType": 2, "amount": amount})),
+        )
+    };
+    let (status, first) = pay(json!(39.8), "checkout-1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    for field in ["paymentId", "paymentNo", "payUrl", "qrCode"] {
+        assert!(!first["data"][field].is_null(), "payment has {field}");
+    }
+    let (status, again) = pay(json!(39.8), "checkout-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        again["data"], first["data"],
+        "the same key and body give the first answer"
+    );
+    let (status, body) = pay(json!(39.80), "checkout-1").await;
+    assert_eq!(status, StatusCode::OK, "39.80 is the same amount: {body}");
+    let (status, body) = shop
+        .send(
+            shop.http
+                .post(format!("{}/api/v1/payment/create", shop.base))
+                .bearer_auth(&alice)
+                .header("Idempotency-Key", "checkout-1")
+                .json(&json!({"orderId": order_id, "paymentType": 3, "amount": 39.8})),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, 1001);
+
+    // The mock provider signs its callback and posts it to the gateway; the payment event
+    // then marks the order paid.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut order = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        let (_, body) = shop
+            .get_with_token(&format!("/api/v1/order/detail/{order_id}"), Some(&alice))
+            .await;
+        order = body["data"]["order"].clone();
+        if order["status"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(order["status"], 2, "paid: {order}");
+    assert!(order["paidAt"].as_i64().unwrap() > 0);
+
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/payment/query/{order_id}"), Some(&alice))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["status"], 2);
+    assert_eq!(body["data"]["amount"], json!(39.8));
+    assert_eq!(body["data"]["paymentType"], 2);
+    assert_eq!(body["data"]["orderId"], order_id);
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/order/cancel/{order_id}"),
+            Some(&alice),
+            json!({}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5002);
+
+    let (_, body) = shop
+        .get_with_token(
+            "/api/v1/order/list?page=1&pageSize=10&status=2",
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(body["data"]["total"], 1);
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{tea}"), None)
+        .await;
+    assert_eq!(body["data"]["product"]["stock"], 3);
+}
+
+#[tokio::test]
+async fn a_pending_order_cancels_and_gives_its_stock_back() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let id = shop.add_product(&admin, "Lamp", json!(10), 2, "home").await;
+    let (_, carol) = shop.register("carol").await;
+    let order = |quantity: i64| {
+        shop.send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&carol),
+            json!({"items": [{"productId": id, "quantity": quantity}], "address": "3 Garden Lane, Beijing", "phone": "13900139000"}),
+        )
+    };
+    let (status, body) = order(3).await;
+    assert_error(status, &body, StatusCode::CONFLICT, 3001);
+    let (status, body) = order(2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let order_id = body["data"]["orderId"].as_i64().unwrap();
+    let (status, body) = order(1).await;
+    assert_error(status, &body, StatusCode::CONFLICT, 3001);
+
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/order/cancel/{order_id}"),
+            Some(&carol),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(body["data"]["product"]["stock"], 2, "the stock came back");
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/payment/create",
+            Some(&carol),
+            json!({"orderId": order_id, "paymentType": 1, "amount": 20}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5001);
+
+    for bad in [
+        json!({"items": [], "address": "3 Garden Lane, Beijing", "phone": "13900139000"}),
+        json!({"items": [{"productId": id, "quantity": 1}], "address": "short", "phone": "13900139000"}),
+        json!({"items": [{"productId": id, "quantity": 1}], "address": "3 Garden Lane, Beijing", "phone": "139"}),
+        json!({"items": [{"productId": id, "quantity": 0}], "address": "3 Garden Lane, Beijing", "phone": "13900139000"}),
+    ] {
+        let (status, body) = shop
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/order/create",
+                Some(&carol),
+                bad,
+            )
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/order/cancel/abc",
+            Some(&carol),
+            json!({}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+}
+
+#[tokio::test]
+async fn a_callback_with_a_bad_signature_is_401_and_changes_nothing() {
+    let shop = Shop::start().await;
+    let body = r#"{"paymentNo":"PAY1","orderId":1,"status":2,"amount":10,"tradeNo":"T1"}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for signature in [
+        None,
+        Some(format!("t={now},v1=00ff")),
+        Some("garbage".to_owned()),
+    ] {
+        let mut request = shop
+            .http
+            .post(format!("{}/api/v1/payment/callback", shop.base))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Signature", signature);
+        }
+        let (status, answer) = shop.send(request).await;
+        assert_error(status, &answer, StatusCode::UNAUTHORIZED, 2003);
+    }
 }
