@@ -1,11 +1,11 @@
 //! The cart rules: quantities per line, what may be added, and how a cart is priced.
 
+use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::proto::product::v1::{
     BatchGetProductsRequest, GetProductRequest, Product,
     product_service_client::ProductServiceClient,
 };
-use tonic::transport::Channel;
 
 use crate::storage::{AddOutcome, CartStore};
 
@@ -25,7 +25,7 @@ pub struct PricedCart {
 
 pub struct Carts {
     store: CartStore,
-    products: ProductServiceClient<Channel>,
+    products: ProductServiceClient<RpcChannel>,
     max_lines: u32,
 }
 
@@ -38,7 +38,11 @@ fn check_quantity(quantity: i64) -> AppResult<()> {
 }
 
 impl Carts {
-    pub fn new(store: CartStore, products: ProductServiceClient<Channel>, max_lines: u32) -> Self {
+    pub fn new(
+        store: CartStore,
+        products: ProductServiceClient<RpcChannel>,
+        max_lines: u32,
+    ) -> Self {
         Carts {
             store,
             products,

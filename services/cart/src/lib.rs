@@ -35,7 +35,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let cache = Cache::connect(&config.redis)
         .await
         .map_err(|error| format!("redis (REDIS_URL / REDIS_HOST): {error}"))?;
-    let discovery = config.discovery.build()?;
+    let discovery = config.discovery.build().await?;
     let products = ProductServiceClient::new(discovery.channel(ServiceName::Product));
 
     let metrics = Metrics::new("cart");
@@ -52,6 +52,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         config.max_lines,
     );
     readiness.set_ready(true);
+    // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
+    let registration = discovery
+        .register(
+            ServiceName::Cart,
+            listeners.grpc.local_addr()?.port(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|error| format!("etcd registration (ETCD_HOSTS): {error}"))?;
     tracing::info!(addr = %listeners.grpc.local_addr()?, "cart service serving");
     grpc_server::serve(
         CartServiceServer::new(grpc::CartApi::new(carts)),
@@ -62,6 +71,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown,
     )
     .await?;
+    if let Some(registration) = registration {
+        registration.await?;
+    }
     admin.await??;
     tracing::info!("cart service stopped");
     Ok(())

@@ -67,6 +67,8 @@ impl Shop {
             &redis_prefix,
             "--log-format",
             "text",
+            "--discovery",
+            "static",
         ])
         .unwrap();
         let listeners = Listeners::bind(&product_config.grpc, localhost, localhost)
@@ -91,6 +93,8 @@ impl Shop {
             max_lines.to_string(),
             "--log-format".to_owned(),
             "text".to_owned(),
+            "--discovery".to_owned(),
+            "static".to_owned(),
         ])
         .unwrap();
         let listeners = Listeners::bind(&cart_config.grpc, localhost, localhost)

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use letsgo_platform::auth::TokenKeys;
+use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::discovery::{Discovery, ServiceName};
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
@@ -18,8 +20,9 @@ use letsgo_platform::proto::payment::v1::payment_service_client::PaymentServiceC
 use letsgo_platform::proto::product::v1::product_service_client::ProductServiceClient;
 use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
 use letsgo_platform::telemetry::Metrics;
-use tonic::transport::Channel;
+use tower::BoxError;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -31,14 +34,15 @@ use crate::{auth, openapi};
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    user: UserServiceClient<Channel>,
-    product: ProductServiceClient<Channel>,
-    cart: CartServiceClient<Channel>,
-    order: OrderServiceClient<Channel>,
-    payment: PaymentServiceClient<Channel>,
+    user: UserServiceClient<RpcChannel>,
+    product: ProductServiceClient<RpcChannel>,
+    cart: CartServiceClient<RpcChannel>,
+    order: OrderServiceClient<RpcChannel>,
+    payment: PaymentServiceClient<RpcChannel>,
     pub tokens: TokenKeys,
     pub rate_limit: ClientRateLimit,
     pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
     pub metrics: Metrics,
     pub openapi: Arc<serde_json::Value>,
 }
@@ -51,6 +55,7 @@ impl AppState {
         tokens: TokenKeys,
         rate_limit: ClientRateLimit,
         request_timeout: Duration,
+        max_concurrent_requests: usize,
         metrics: Metrics,
     ) -> Self {
         AppState {
@@ -62,28 +67,29 @@ impl AppState {
             tokens,
             rate_limit,
             request_timeout,
+            max_concurrent_requests,
             metrics,
             openapi: Arc::new(openapi::document()),
         }
     }
 
-    pub fn user_client(&self) -> UserServiceClient<Channel> {
+    pub fn user_client(&self) -> UserServiceClient<RpcChannel> {
         self.user.clone()
     }
 
-    pub fn product_client(&self) -> ProductServiceClient<Channel> {
+    pub fn product_client(&self) -> ProductServiceClient<RpcChannel> {
         self.product.clone()
     }
 
-    pub fn cart_client(&self) -> CartServiceClient<Channel> {
+    pub fn cart_client(&self) -> CartServiceClient<RpcChannel> {
         self.cart.clone()
     }
 
-    pub fn order_client(&self) -> OrderServiceClient<Channel> {
+    pub fn order_client(&self) -> OrderServiceClient<RpcChannel> {
         self.order.clone()
     }
 
-    pub fn payment_client(&self) -> PaymentServiceClient<Channel> {
+    pub fn payment_client(&self) -> PaymentServiceClient<RpcChannel> {
         self.payment.clone()
     }
 }
@@ -142,6 +148,13 @@ pub fn app(state: AppState) -> Router {
             }))
             // Counts and times requests by route and status for /metrics.
             .layer(state.metrics.layer())
+            // Beyond the concurrency limit, answer 503 at once rather than queue without bound.
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                AppError::new(ErrorCode::ServiceUnavailable, "the shop is busy; try again shortly")
+            }))
+            .load_shed()
+            // Global: Router::layer wraps each route on its own, so a plain limit would be per route.
+            .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrent_requests))
             // Bounds how long any request can hold resources.
             .layer(middleware::from_fn_with_state(state.request_timeout, limit_duration))
             // Reads the bearer token once, for the limiter and the handlers.

@@ -48,6 +48,15 @@ pub struct Config {
         default_value = "200"
     )]
     pub rate_limit_burst: NonZeroU32,
+    /// Most requests served at once; beyond it requests are answered 503 at once instead of
+    /// queueing without bound.
+    #[arg(
+        long = "max-concurrent-requests",
+        env = "MAX_CONCURRENT_REQUESTS",
+        value_name = "MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_requests: usize,
     #[command(flatten)]
     pub jwt: JwtArgs,
     #[command(flatten)]

@@ -25,8 +25,8 @@ pub use config::Config;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds the state a [`Config`] describes.
-pub fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppState, BoxError> {
-    let discovery = config.discovery.build()?;
+pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppState, BoxError> {
+    let discovery = config.discovery.build().await?;
     let rate_limit =
         rate_limit::ClientRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst);
     rate_limit.spawn_pruning(Duration::from_secs(60));
@@ -35,6 +35,7 @@ pub fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppState, 
         TokenKeys::from_args(&config.jwt),
         rate_limit,
         config.request_timeout,
+        config.max_concurrent_requests,
         metrics,
     ))
 }
@@ -48,7 +49,7 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     let metrics = Metrics::new("gateway");
     let readiness = Readiness::default();
-    let state = state_from_config(&config, metrics.clone())?;
+    let state = state_from_config(&config, metrics.clone()).await?;
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
         metrics,

@@ -39,6 +39,9 @@ struct ShopOptions {
     with_user_service: bool,
     /// Brokers for the services' events; the shared local one when not given.
     kafka_brokers: Option<String>,
+    /// Without services: where the gateway looks for them (a closed port when not given).
+    services_at: Option<SocketAddr>,
+    max_concurrent: usize,
 }
 
 impl Default for ShopOptions {
@@ -48,6 +51,8 @@ impl Default for ShopOptions {
             burst: 1000,
             with_user_service: true,
             kafka_brokers: None,
+            services_at: None,
+            max_concurrent: 1024,
         }
     }
 }
@@ -88,6 +93,8 @@ impl Shop {
                     &brokers,
                     "--log-format",
                     "text",
+                    "--discovery",
+                    "static",
                 ])
                 .unwrap();
                 let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -106,6 +113,8 @@ impl Shop {
                     &prefix,
                     "--log-format",
                     "text",
+                    "--discovery",
+                    "static",
                 ])
                 .unwrap();
                 let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -124,6 +133,8 @@ impl Shop {
                     product_addr.to_string(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
+                    "--discovery".to_owned(),
+                    "static".to_owned(),
                 ])
                 .unwrap();
                 let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -150,6 +161,8 @@ impl Shop {
                     "3000".to_owned(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
+                    "--discovery".to_owned(),
+                    "static".to_owned(),
                 ])
                 .unwrap();
                 let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -176,6 +189,8 @@ impl Shop {
                     brokers.clone(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
+                    "--discovery".to_owned(),
+                    "static".to_owned(),
                 ])
                 .unwrap();
                 let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -188,10 +203,14 @@ impl Shop {
                 redis_prefix = Some(prefix);
                 (user_addr, product_addr, cart_addr, order_addr, payment_addr)
             } else {
-                // A port nothing listens on: the services are down.
-                let closed = TcpListener::bind(localhost).await.unwrap();
-                let addr = closed.local_addr().unwrap();
-                drop(closed);
+                // A port nothing listens on (the services are down), unless told otherwise.
+                let addr = match options.services_at {
+                    Some(addr) => addr,
+                    None => {
+                        let closed = TcpListener::bind(localhost).await.unwrap();
+                        closed.local_addr().unwrap()
+                    }
+                };
                 (addr, addr, addr, addr, addr)
             };
         let config = letsgo_gateway::Config::try_parse_from([
@@ -212,8 +231,12 @@ impl Shop {
             options.rate_per_second.to_string(),
             "--rate-limit-burst".to_owned(),
             options.burst.to_string(),
+            "--max-concurrent-requests".to_owned(),
+            options.max_concurrent.to_string(),
             "--log-format".to_owned(),
             "text".to_owned(),
+            "--discovery".to_owned(),
+            "static".to_owned(),
         ])
         .unwrap();
         let admin = TcpListener::bind(localhost).await.unwrap();
@@ -1601,4 +1624,49 @@ async fn many_buyers_racing_for_few_units_get_exactly_that_many_orders() {
         .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
         .await;
     assert_eq!(body["data"]["product"]["stock"], 0);
+}
+
+#[tokio::test]
+async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503() {
+    // A "service" that accepts connections and never answers: requests to it hang.
+    let blackhole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = blackhole.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = blackhole.accept().await {
+            held.push(socket);
+        }
+    });
+    let shop = Shop::start_with(ShopOptions {
+        with_user_service: false,
+        services_at: Some(address),
+        max_concurrent: 1,
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{}/api/v1/user/login", shop.base);
+    let http = shop.http.clone();
+    let slow = tokio::spawn(async move {
+        http.post(url)
+            .json(&json!({"username": "ann", "password": "secret1"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = shop.get_with_token("/health", None).await;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, 1004);
+    assert_eq!(
+        slow.await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the hung call ends at its deadline"
+    );
+    let (status, _) = shop.get_with_token("/health", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "capacity is back once the slow call ended"
+    );
+    holder.abort();
 }

@@ -53,7 +53,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     db::migrate(&pool, sqlx::migrate!("./migrations"))
         .await
         .map_err(|error| format!("migrations: {error}"))?;
-    let discovery = config.discovery.build()?;
+    let discovery = config.discovery.build().await?;
     let orders = orders::Orders::new(
         storage::OrderStore::new(pool.clone()),
         ProductServiceClient::new(discovery.channel(ServiceName::Product)),
@@ -120,6 +120,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     });
 
     readiness.set_ready(true);
+    // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
+    let registration = discovery
+        .register(
+            ServiceName::Order,
+            listeners.grpc.local_addr()?.port(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|error| format!("etcd registration (ETCD_HOSTS): {error}"))?;
     tracing::info!(addr = %listeners.grpc.local_addr()?, "order service serving");
     grpc_server::serve(
         OrderServiceServer::new(grpc::OrderApi::new(orders)),
@@ -130,6 +139,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown,
     )
     .await?;
+    if let Some(registration) = registration {
+        registration.await?;
+    }
     events_task.await?;
     sweeper.await?;
     admin.await??;

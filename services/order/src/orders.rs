@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::events::Event;
 use letsgo_platform::proto::cart::v1::{
@@ -17,7 +18,6 @@ use letsgo_platform::proto::product::v1::{
     BatchGetProductsRequest, RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest,
     StockLine, product_service_client::ProductServiceClient,
 };
-use tonic::transport::Channel;
 
 use crate::rules;
 use crate::storage::{
@@ -49,8 +49,8 @@ pub const PAYMENT_CONSUMER_GROUP: &str = "letsgo-order";
 #[derive(Clone)]
 pub struct Orders {
     store: OrderStore,
-    products: ProductServiceClient<Channel>,
-    carts: CartServiceClient<Channel>,
+    products: ProductServiceClient<RpcChannel>,
+    carts: CartServiceClient<RpcChannel>,
     payment_timeout: Duration,
 }
 
@@ -66,8 +66,8 @@ fn merge(lines: &[(i64, i64)]) -> Vec<(i64, i64)> {
 impl Orders {
     pub fn new(
         store: OrderStore,
-        products: ProductServiceClient<Channel>,
-        carts: CartServiceClient<Channel>,
+        products: ProductServiceClient<RpcChannel>,
+        carts: CartServiceClient<RpcChannel>,
         payment_timeout: Duration,
     ) -> Self {
         Orders {

@@ -79,6 +79,8 @@ impl Shop {
             &redis_prefix,
             "--log-format",
             "text",
+            "--discovery",
+            "static",
         ])
         .unwrap();
         let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -97,6 +99,8 @@ impl Shop {
             product_addr.to_string(),
             "--log-format".to_owned(),
             "text".to_owned(),
+            "--discovery".to_owned(),
+            "static".to_owned(),
         ])
         .unwrap();
         let listeners = Listeners::bind(&config.grpc, localhost, localhost)
@@ -123,6 +127,8 @@ impl Shop {
             "200".to_owned(),
             "--log-format".to_owned(),
             "text".to_owned(),
+            "--discovery".to_owned(),
+            "static".to_owned(),
         ])
         .unwrap();
         let listeners = Listeners::bind(&config.grpc, localhost, localhost)

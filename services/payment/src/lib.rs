@@ -47,7 +47,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     db::migrate(&pool, sqlx::migrate!("./migrations"))
         .await
         .map_err(|error| format!("migrations: {error}"))?;
-    let discovery = config.discovery.build()?;
+    let discovery = config.discovery.build().await?;
     let orders = OrderServiceClient::new(discovery.channel(ServiceName::Order));
 
     let metrics = Metrics::new("payment");
@@ -101,6 +101,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         provider,
     );
     readiness.set_ready(true);
+    // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
+    let registration = discovery
+        .register(
+            ServiceName::Payment,
+            listeners.grpc.local_addr()?.port(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|error| format!("etcd registration (ETCD_HOSTS): {error}"))?;
     tracing::info!(addr = %listeners.grpc.local_addr()?, "payment service serving");
     grpc_server::serve(
         PaymentServiceServer::new(grpc::PaymentApi::new(payments)),
@@ -111,6 +120,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown,
     )
     .await?;
+    if let Some(registration) = registration {
+        registration.await?;
+    }
     relay_task.await?;
     prune_task.await?;
     admin.await??;

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::proto::order::v1::{
     GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
-use tonic::transport::Channel;
 
 use crate::mock_provider::{self, MockProvider};
 use crate::rules::{self, OrderToPay, PaymentType};
@@ -36,7 +36,7 @@ pub enum CallbackResult {
 
 pub struct Payments {
     store: PaymentStore,
-    orders: OrderServiceClient<Channel>,
+    orders: OrderServiceClient<RpcChannel>,
     secrets: WebhookSecrets,
     signature_tolerance: Duration,
     /// `None` when callbacks come from elsewhere (tests, a real provider).
@@ -46,7 +46,7 @@ pub struct Payments {
 impl Payments {
     pub fn new(
         store: PaymentStore,
-        orders: OrderServiceClient<Channel>,
+        orders: OrderServiceClient<RpcChannel>,
         secrets: WebhookSecrets,
         signature_tolerance: Duration,
         provider: Option<MockProvider>,

@@ -160,6 +160,8 @@ impl Shop {
             &topic_prefix,
             "--log-format",
             "text",
+            "--discovery",
+            "static",
         ];
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).unwrap();

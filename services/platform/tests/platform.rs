@@ -259,3 +259,399 @@ async fn cache_keys_carry_the_process_prefix() {
         .await
         .unwrap();
 }
+
+// ---------------------------------------------------------------- discovery and resilience
+
+mod discovery_support {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex};
+
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::{Name, RData, Record, rdata::A};
+    use tokio::net::{TcpListener, UdpSocket};
+
+    /// A real DNS server on a UDP port of its own, answering A records for one name from a set
+    /// the test changes, NXDOMAIN for anything else.
+    pub struct TestDns {
+        pub address: SocketAddr,
+        records: Arc<Mutex<Vec<Ipv4Addr>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl TestDns {
+        pub async fn start(name: &str, ips: &[Ipv4Addr]) -> TestDns {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let address = socket.local_addr().unwrap();
+            let records = Arc::new(Mutex::new(ips.to_vec()));
+            let served = Name::from_ascii(format!("{name}.")).unwrap();
+            let answers = records.clone();
+            let task = tokio::spawn(async move {
+                let mut buffer = [0u8; 512];
+                loop {
+                    let Ok((length, peer)) = socket.recv_from(&mut buffer).await else {
+                        return;
+                    };
+                    let Ok(query) = Message::from_vec(&buffer[..length]) else {
+                        continue;
+                    };
+                    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                    reply.metadata.message_type = MessageType::Response;
+                    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                    reply.metadata.recursion_available = true;
+                    reply.metadata.authoritative = true;
+                    reply.queries = query.queries.clone();
+                    let asked = query.queries.first().map(|q| q.name().clone());
+                    if asked.as_ref().is_some_and(|asked| *asked == served) {
+                        let ips = answers.lock().unwrap().clone();
+                        if ips.is_empty() {
+                            reply.metadata.response_code = ResponseCode::NXDomain;
+                        }
+                        for ip in ips {
+                            reply.answers.push(Record::from_rdata(
+                                served.clone(),
+                                1,
+                                RData::A(A(ip)),
+                            ));
+                        }
+                    } else {
+                        reply.metadata.response_code = ResponseCode::NXDomain;
+                    }
+                    if let Ok(bytes) = reply.to_vec() {
+                        let _ = socket.send_to(&bytes, peer).await;
+                    }
+                }
+            });
+            TestDns {
+                address,
+                records,
+                task,
+            }
+        }
+
+        pub fn set(&self, ips: &[Ipv4Addr]) {
+            *self.records.lock().unwrap() = ips.to_vec();
+        }
+    }
+
+    impl Drop for TestDns {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// A gRPC server with only grpc.health.v1, standing in for an instance of a service.
+    pub struct Instance {
+        pub address: SocketAddr,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Instance {
+        pub async fn start() -> Instance {
+            Instance::start_on("127.0.0.1:0".parse().unwrap()).await
+        }
+
+        pub async fn start_on(address: SocketAddr) -> Instance {
+            let listener = TcpListener::bind(address).await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let (reporter, health) = tonic_health::server::health_reporter();
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            let task = tokio::spawn(async move {
+                let _keep = reporter;
+                let _ = tonic::transport::Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                    .await;
+            });
+            Instance { address, task }
+        }
+
+        /// Dies at once, as a crashed process would: connections close, new ones are refused.
+        pub fn kill(self) {
+            self.task.abort();
+        }
+    }
+}
+
+use discovery_support::{Instance, TestDns};
+use letsgo_platform::discovery::{Discovery, EndpointSource, Mode, RpcChannel, ServiceName, etcd};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+fn etcd_endpoints() -> Vec<String> {
+    std::env::var("ETCD_HOSTS")
+        .unwrap_or_else(|_| "127.0.0.1:2379".to_owned())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn etcd_client() -> etcd_client::Client {
+    etcd_client::Client::connect(etcd_endpoints(), None)
+        .await
+        .expect("etcd answers (make test starts it)")
+}
+
+async fn wait_for_set(
+    receiver: &mut tokio::sync::watch::Receiver<Vec<tonic::transport::Uri>>,
+    want: &[String],
+    within: Duration,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut now: Vec<String> = receiver
+            .borrow_and_update()
+            .iter()
+            .map(|uri| uri.authority().unwrap().to_string())
+            .collect();
+        now.sort();
+        if now == want || tokio::time::Instant::now() > deadline {
+            return now;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), receiver.changed()).await;
+    }
+}
+
+#[tokio::test]
+async fn etcd_instances_join_leave_on_shutdown_and_expire_when_they_die() {
+    let prefix = format!("/letsgo-test/{}/", unique("etcd"));
+    let source = etcd::EtcdSource::new(etcd_client().await, &prefix);
+    let mut set = source.watch(ServiceName::Product);
+
+    let first = Shutdown::new();
+    let a = etcd::register(
+        etcd_client().await,
+        &prefix,
+        ServiceName::Product,
+        "127.0.0.1:7001".into(),
+        Duration::from_secs(2),
+        first.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_for_set(&mut set, &["127.0.0.1:7001".into()], Duration::from_secs(5)).await,
+        ["127.0.0.1:7001"]
+    );
+
+    let second = Shutdown::new();
+    let b = etcd::register(
+        etcd_client().await,
+        &prefix,
+        ServiceName::Product,
+        "127.0.0.1:7002".into(),
+        Duration::from_secs(2),
+        second.clone(),
+    )
+    .await
+    .unwrap();
+    let both = ["127.0.0.1:7001".to_owned(), "127.0.0.1:7002".to_owned()];
+    assert_eq!(
+        wait_for_set(&mut set, &both, Duration::from_secs(5)).await,
+        both,
+        "a new instance joins without restarts"
+    );
+
+    // Graceful stop: deregistered at once.
+    first.trigger();
+    a.await.unwrap();
+    assert_eq!(
+        wait_for_set(&mut set, &["127.0.0.1:7002".into()], Duration::from_secs(5)).await,
+        ["127.0.0.1:7002"]
+    );
+
+    // A crash: nothing deregisters, the lease runs out.
+    b.abort();
+    assert_eq!(
+        wait_for_set(&mut set, &[], Duration::from_secs(10)).await,
+        Vec::<String>::new(),
+        "a dead instance leaves within its TTL"
+    );
+    drop(second);
+}
+
+#[tokio::test]
+async fn kubernetes_dns_discovery_follows_the_headless_record_set() {
+    let dns = TestDns::start(
+        "letsgo-cart.shop.svc.cluster.local",
+        &["10.1.0.5".parse().unwrap(), "10.1.0.6".parse().unwrap()],
+    )
+    .await;
+    let source = letsgo_platform::discovery::dns::DnsSource::new(
+        "letsgo-{service}.shop.svc.cluster.local",
+        Some(dns.address),
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    let mut set = source.watch(ServiceName::Cart);
+    let both = ["10.1.0.5:9003".to_owned(), "10.1.0.6:9003".to_owned()];
+    assert_eq!(
+        wait_for_set(&mut set, &both, Duration::from_secs(10)).await,
+        both
+    );
+
+    dns.set(&[
+        "10.1.0.6".parse().unwrap(),
+        "10.1.0.7".parse().unwrap(),
+        "10.1.0.8".parse().unwrap(),
+    ]);
+    let scaled = [
+        "10.1.0.6:9003".to_owned(),
+        "10.1.0.7:9003".to_owned(),
+        "10.1.0.8:9003".to_owned(),
+    ];
+    assert_eq!(
+        wait_for_set(&mut set, &scaled, Duration::from_secs(10)).await,
+        scaled,
+        "scale-up and a replaced pod"
+    );
+
+    dns.set(&[]);
+    assert_eq!(
+        wait_for_set(&mut set, &[], Duration::from_secs(10)).await,
+        Vec::<String>::new(),
+        "no ready pod: an empty set"
+    );
+}
+
+async fn check(client: &mut HealthClient<RpcChannel>) -> Result<(), tonic::Status> {
+    client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn calls_survive_an_instance_dying_fail_fast_when_all_are_gone_and_recover() {
+    let prefix = format!("/letsgo-test/{}/", unique("resilience"));
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    let stop_a = Shutdown::new();
+    let stop_b = Shutdown::new();
+    let reg_a = etcd::register(
+        etcd_client().await,
+        &prefix,
+        ServiceName::User,
+        a.address.to_string(),
+        Duration::from_secs(2),
+        stop_a.clone(),
+    )
+    .await
+    .unwrap();
+    let reg_b = etcd::register(
+        etcd_client().await,
+        &prefix,
+        ServiceName::User,
+        b.address.to_string(),
+        Duration::from_secs(2),
+        stop_b.clone(),
+    )
+    .await
+    .unwrap();
+
+    let discovery = Discovery::from_source(
+        std::sync::Arc::new(etcd::EtcdSource::new(etcd_client().await, &prefix)),
+        Mode::Etcd,
+    );
+    let channel = discovery.channel(ServiceName::User);
+    let mut client = HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while channel.endpoints().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(channel.endpoints().len(), 2);
+    for _ in 0..20 {
+        check(&mut client).await.unwrap();
+    }
+
+    // One instance dies mid-run, still registered: calls keep succeeding.
+    a.kill();
+    reg_a.abort();
+    for n in 0..40 {
+        check(&mut client)
+            .await
+            .unwrap_or_else(|status| panic!("call {n} after a crash: {status}"));
+    }
+
+    // Every instance gone: the call fails at once with UNAVAILABLE, not after a timeout.
+    let b_address = b.address;
+    b.kill();
+    stop_b.trigger();
+    reg_b.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !channel.endpoints().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = std::time::Instant::now();
+    let status = check(&mut client).await.unwrap_err();
+    eprintln!("failing with no instance took {:?}", started.elapsed());
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    // One comes back and registers: calls succeed again without a restart.
+    let back = Instance::start_on(b_address).await;
+    let stop_back = Shutdown::new();
+    let reg_back = etcd::register(
+        etcd_client().await,
+        &prefix,
+        ServiceName::User,
+        back.address.to_string(),
+        Duration::from_secs(2),
+        stop_back.clone(),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut recovered = false;
+    while tokio::time::Instant::now() < deadline {
+        if check(&mut client).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "calls recover when an instance comes back");
+    stop_back.trigger();
+    reg_back.await.unwrap();
+    back.kill();
+    drop(stop_a);
+}
+
+#[tokio::test]
+async fn auto_discovery_picks_etcd_when_etcd_hosts_is_set_and_static_otherwise() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        discovery: letsgo_platform::discovery::DiscoveryArgs,
+    }
+    let with_etcd = Probe::try_parse_from([
+        "probe",
+        "--discovery",
+        "auto",
+        "--etcd-hosts",
+        "127.0.0.1:2379",
+    ])
+    .unwrap();
+    let without = Probe::try_parse_from(["probe", "--discovery", "static"]).unwrap();
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        assert_eq!(with_etcd.discovery.mode(), Mode::Etcd);
+    }
+    assert_eq!(without.discovery.mode(), Mode::Static);
+    let bad = Probe::try_parse_from([
+        "probe",
+        "--discovery",
+        "static",
+        "--user-rpc",
+        "no-port-here",
+    ])
+    .unwrap();
+    let error = bad
+        .discovery
+        .build()
+        .await
+        .err()
+        .expect("a malformed address is refused");
+    assert!(error.to_string().contains("USER_RPC"), "{error}");
+}

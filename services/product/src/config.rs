@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use letsgo_platform::config::{DatabaseArgs, GrpcServerArgs, RedisArgs, TelemetryArgs, parse_secs};
+use letsgo_platform::discovery::DiscoveryArgs;
 
 /// letsgo product service: catalogue, search, stock and reviews over gRPC (default :9002).
 #[derive(Debug, Clone, Parser)]
@@ -15,6 +16,8 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     /// How long a cached product lives in Redis at most (changes invalidate it sooner).

@@ -66,7 +66,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         storage::CatalogueStore::new(pool.clone()),
         product_cache::ProductCache::new(cache, config.cache_ttl),
     );
+    let discovery = config.discovery.build().await?;
     readiness.set_ready(true);
+    // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
+    let registration = discovery
+        .register(
+            ServiceName::Product,
+            listeners.grpc.local_addr()?.port(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|error| format!("etcd registration (ETCD_HOSTS): {error}"))?;
     tracing::info!(addr = %listeners.grpc.local_addr()?, "product service serving");
     grpc_server::serve(
         ProductServiceServer::new(grpc::ProductApi::new(catalogue)),
@@ -77,6 +87,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown,
     )
     .await?;
+    if let Some(registration) = registration {
+        registration.await?;
+    }
     admin.await??;
     pool.close().await;
     tracing::info!("product service stopped");

@@ -45,6 +45,8 @@ impl Service {
             &redis_prefix,
             "--log-format",
             "text",
+            "--discovery",
+            "static",
         ])
         .unwrap();
         let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use letsgo_platform::config::{DatabaseArgs, GrpcServerArgs, JwtArgs, KafkaArgs, TelemetryArgs};
+use letsgo_platform::discovery::DiscoveryArgs;
 
 /// letsgo user service: accounts, sign-in and profiles over gRPC (default :9001).
 #[derive(Debug, Clone, Parser)]
@@ -15,6 +16,8 @@ pub struct Config {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     /// Usernames that are admins whenever they register or sign in, comma-separated.

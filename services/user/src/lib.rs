@@ -74,7 +74,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         TokenKeys::from_args(&config.jwt),
         rules::AdminList::new(&config.admin_usernames),
     );
+    let discovery = config.discovery.build().await?;
     readiness.set_ready(true);
+    // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
+    let registration = discovery
+        .register(
+            ServiceName::User,
+            listeners.grpc.local_addr()?.port(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|error| format!("etcd registration (ETCD_HOSTS): {error}"))?;
     tracing::info!(addr = %listeners.grpc.local_addr()?, "user service serving");
     grpc_server::serve(
         UserServiceServer::new(grpc::UserApi::new(accounts)),
@@ -85,6 +95,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown,
     )
     .await?;
+    if let Some(registration) = registration {
+        registration.await?;
+    }
     relay_task.await?;
     admin.await??;
     pool.close().await;

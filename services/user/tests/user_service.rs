@@ -52,6 +52,8 @@ impl RunningService {
             &prefix,
             "--log-format",
             "text",
+            "--discovery",
+            "static",
         ])
         .unwrap();
         let localhost: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -1,0 +1,118 @@
+//! Kubernetes: each service's headless Service name resolves, through cluster DNS, to the
+//! addresses of its ready pods. The name is re-resolved periodically, so scale-up and
+//! scale-down reach clients without restarts and without any Kubernetes API access.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use tokio::sync::watch;
+use tonic::transport::Uri;
+
+use super::{EndpointSource, ServiceName};
+
+pub struct DnsSource {
+    resolver: Arc<Resolver<TokioRuntimeProvider>>,
+    name_template: String,
+    refresh: Duration,
+    sets: Mutex<HashMap<ServiceName, watch::Sender<Vec<Uri>>>>,
+}
+
+impl DnsSource {
+    /// `name_template` holds `{service}` (e.g. `letsgo-{service}`); `server` replaces the
+    /// system's resolvers (tests, or a cluster DNS reached directly).
+    pub fn new(
+        name_template: &str,
+        server: Option<SocketAddr>,
+        refresh: Duration,
+    ) -> Result<DnsSource, String> {
+        let mut builder = match server {
+            Some(server) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = server.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = server.port();
+                let name_server = NameServerConfig::new(server.ip(), true, vec![udp, tcp]);
+                Resolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![name_server]),
+                    TokioRuntimeProvider::default(),
+                )
+            }
+            None => Resolver::builder_tokio().map_err(|error| error.to_string())?,
+        };
+        // Answers are re-asked every refresh: never keep one longer.
+        builder.options_mut().positive_max_ttl = Some(refresh);
+        builder.options_mut().negative_max_ttl = Some(refresh);
+        let resolver = builder.build().map_err(|error| error.to_string())?;
+        Ok(DnsSource {
+            resolver: Arc::new(resolver),
+            name_template: name_template.to_owned(),
+            refresh,
+            sets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn name_of(&self, service: ServiceName) -> String {
+        self.name_template.replace("{service}", service.as_str())
+    }
+}
+
+impl EndpointSource for DnsSource {
+    fn watch(&self, service: ServiceName) -> watch::Receiver<Vec<Uri>> {
+        let mut sets = self.sets.lock().expect("dns sets lock");
+        if let Some(sender) = sets.get(&service) {
+            return sender.subscribe();
+        }
+        let sender = watch::Sender::new(Vec::new());
+        let resolver = self.resolver.clone();
+        let name = self.name_of(service);
+        let port = service.default_port();
+        let refresh = self.refresh;
+        let publisher = sender.clone();
+        tokio::spawn(async move {
+            loop {
+                match resolver.lookup_ip(name.as_str()).await {
+                    Ok(found) => {
+                        let mut ips: Vec<IpAddr> = found.iter().collect();
+                        ips.sort();
+                        ips.dedup();
+                        let set: Vec<Uri> = ips
+                            .into_iter()
+                            .filter_map(|ip| {
+                                format!("http://{}", SocketAddr::new(ip, port)).parse().ok()
+                            })
+                            .collect();
+                        publisher.send_if_modified(|current| {
+                            let changed = *current != set;
+                            if changed {
+                                *current = set;
+                            }
+                            changed
+                        });
+                    }
+                    Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+                        // No ready pod: an empty set, so callers fail fast.
+                        publisher.send_if_modified(|current| {
+                            let changed = !current.is_empty();
+                            current.clear();
+                            changed
+                        });
+                    }
+                    // A DNS hiccup keeps the last known set.
+                    Err(error) => tracing::warn!(%error, %name, "DNS lookup failed"),
+                }
+                if publisher.receiver_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(refresh).await;
+            }
+        });
+        let receiver = sender.subscribe();
+        sets.insert(service, sender);
+        receiver
+    }
+}

@@ -1,0 +1,289 @@
+//! [`RpcChannel`]: the transport every gRPC client of ours uses. It follows a service's
+//! endpoint set, balances across it (power of two choices on in-flight requests), keeps a
+//! [`Breaker`] per endpoint, retries within a budget, and fails fast with UNAVAILABLE when no
+//! endpoint can take the call, instead of waiting for a connection timeout.
+//!
+//! Retries go to another endpoint and happen only when they are safe: always when the request
+//! never reached a server (connection refused, or shed by its load limit), and for any failure
+//! when the method is idempotent (reads, and the calls keyed by an order id).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::watch;
+use tonic::body::Body;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::ServiceExt;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use super::ServiceName;
+use super::breaker::{Breaker, Outcome};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Most attempts one call makes (the first and two retries).
+const ATTEMPTS_MAX: usize = 3;
+
+struct EndpointHandle {
+    uri: Uri,
+    channel: Channel,
+    breaker: Breaker,
+    in_flight: AtomicUsize,
+}
+
+struct Shared {
+    service: ServiceName,
+    endpoints: RwLock<Vec<Arc<EndpointHandle>>>,
+    budget: TpsBudget,
+}
+
+/// A balanced, self-healing channel to one service. Cheap to clone.
+#[derive(Clone)]
+pub struct RpcChannel {
+    shared: Arc<Shared>,
+}
+
+/// Methods safe to repeat: reads, and the calls that are idempotent by their key.
+pub fn is_idempotent(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    [
+        "Get", "List", "Search", "BatchGet", "Query", "Check", "Watch",
+    ]
+    .iter()
+    .any(|prefix| method.starts_with(prefix))
+        || matches!(
+            method,
+            "ReserveStock" | "ReleaseStock" | "RecordSales" | "RemoveProducts" | "ClearCart"
+        )
+}
+
+impl RpcChannel {
+    /// Follows `addresses` for `service`; connections are made lazily, per endpoint.
+    pub fn follow(
+        service: ServiceName,
+        mut addresses: watch::Receiver<Vec<Uri>>,
+        connect_timeout: Duration,
+        call_timeout: Duration,
+    ) -> RpcChannel {
+        let shared = Arc::new(Shared {
+            service,
+            endpoints: RwLock::new(Vec::new()),
+            // Retries may add at most 20% to the traffic, with a floor of 10 a second.
+            budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+        });
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                let wanted = addresses.borrow_and_update().clone();
+                let Some(shared) = weak.upgrade() else { return };
+                shared.replace_endpoints(&wanted, connect_timeout, call_timeout);
+                drop(shared);
+                if addresses.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        RpcChannel { shared }
+    }
+
+    /// The addresses currently in use.
+    pub fn endpoints(&self) -> Vec<Uri> {
+        self.shared
+            .endpoints
+            .read()
+            .expect("endpoints lock")
+            .iter()
+            .map(|endpoint| endpoint.uri.clone())
+            .collect()
+    }
+}
+
+impl Shared {
+    fn replace_endpoints(&self, wanted: &[Uri], connect_timeout: Duration, call_timeout: Duration) {
+        let mut endpoints = self.endpoints.write().expect("endpoints lock");
+        let mut kept: HashMap<Uri, Arc<EndpointHandle>> = endpoints
+            .drain(..)
+            .map(|endpoint| (endpoint.uri.clone(), endpoint))
+            .collect();
+        for uri in wanted {
+            let endpoint = kept.remove(uri).unwrap_or_else(|| {
+                let channel = Endpoint::from(uri.clone())
+                    .connect_timeout(connect_timeout)
+                    .timeout(call_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Arc::new(EndpointHandle {
+                    uri: uri.clone(),
+                    channel,
+                    breaker: Breaker::default(),
+                    in_flight: AtomicUsize::new(0),
+                })
+            });
+            endpoints.push(endpoint);
+        }
+        tracing::debug!(
+            service = self.service.as_str(),
+            endpoints = endpoints.len(),
+            "endpoint set changed"
+        );
+    }
+
+    /// Power of two choices among endpoints not yet tried and not ejected, on in-flight count.
+    fn pick(&self, tried: &[Uri]) -> Option<Arc<EndpointHandle>> {
+        let endpoints = self.endpoints.read().expect("endpoints lock");
+        let candidates: Vec<&Arc<EndpointHandle>> = endpoints
+            .iter()
+            .filter(|endpoint| !tried.contains(&endpoint.uri) && !endpoint.breaker.is_ejected())
+            .collect();
+        let chosen = match candidates.len() {
+            0 => {
+                // Everything is ejected: probe whichever ejection ends first, if any has.
+                return endpoints
+                    .iter()
+                    .filter(|endpoint| !tried.contains(&endpoint.uri))
+                    .find(|endpoint| endpoint.breaker.allows(fastrand::f64()))
+                    .cloned();
+            }
+            1 => candidates[0],
+            n => {
+                let first = fastrand::usize(..n);
+                let mut second = fastrand::usize(..n - 1);
+                if second >= first {
+                    second += 1;
+                }
+                let (a, b) = (candidates[first], candidates[second]);
+                if a.in_flight.load(Ordering::Relaxed) <= b.in_flight.load(Ordering::Relaxed) {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        chosen
+            .breaker
+            .allows(fastrand::f64())
+            .then(|| chosen.clone())
+    }
+
+    async fn dispatch(self: Arc<Self>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let idempotent = is_idempotent(request.uri().path());
+        let (parts, body) = request.into_parts();
+        // Unary request bodies are small; keeping them makes a retry possible.
+        let bytes: Bytes = body.collect().await?.to_bytes();
+        self.budget.deposit();
+        let mut tried: Vec<Uri> = Vec::new();
+        loop {
+            let Some(endpoint) = self.pick(&tried) else {
+                return Err(Box::new(tonic::Status::unavailable(format!(
+                    "no {} endpoint can take the call",
+                    self.service.as_str()
+                ))));
+            };
+            let mut attempt = Request::new(Body::new(Full::new(bytes.clone())));
+            *attempt.method_mut() = parts.method.clone();
+            *attempt.uri_mut() = parts.uri.clone();
+            *attempt.version_mut() = parts.version;
+            *attempt.headers_mut() = parts.headers.clone();
+
+            endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+            let result = endpoint.channel.clone().oneshot(attempt).await;
+            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+
+            let (outcome, never_processed) = classify(&result);
+            endpoint.breaker.record(outcome);
+            tried.push(endpoint.uri.clone());
+            let retry = outcome != Outcome::Answered
+                && (never_processed || idempotent)
+                && tried.len() < ATTEMPTS_MAX
+                && self.budget.withdraw();
+            if !retry {
+                return result.map_err(Into::into);
+            }
+            tracing::debug!(service = self.service.as_str(), endpoint = %endpoint.uri, "retrying on another endpoint");
+        }
+    }
+}
+
+/// How a call went, and whether the server surely never processed it.
+fn classify(result: &Result<Response<Body>, tonic::transport::Error>) -> (Outcome, bool) {
+    match result {
+        Ok(response) => {
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<i32>().ok())
+                .map(tonic::Code::from);
+            match code {
+                // Shed by the server's load limit before it did anything.
+                Some(tonic::Code::ResourceExhausted) => (Outcome::Failed, true),
+                Some(
+                    tonic::Code::Unavailable
+                    | tonic::Code::Internal
+                    | tonic::Code::DeadlineExceeded,
+                ) => (Outcome::Failed, false),
+                _ => (Outcome::Answered, false),
+            }
+        }
+        Err(error) if connection_refused(error) => (Outcome::Refused, true),
+        Err(_) => (Outcome::Failed, false),
+    }
+}
+
+fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+impl tower::Service<Request<Body>> for RpcChannel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is settled per endpoint, inside each call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        Box::pin(self.shared.clone().dispatch(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_keyed_calls_are_idempotent_and_creations_are_not() {
+        assert!(is_idempotent(
+            "/letsgo.product.v1.ProductService/GetProduct"
+        ));
+        assert!(is_idempotent(
+            "/letsgo.product.v1.ProductService/ReserveStock"
+        ));
+        assert!(is_idempotent("/letsgo.order.v1.OrderService/ListOrders"));
+        assert!(!is_idempotent("/letsgo.order.v1.OrderService/CreateOrder"));
+        assert!(!is_idempotent("/letsgo.user.v1.UserService/Register"));
+        assert!(!is_idempotent("/letsgo.cart.v1.CartService/AddItem"));
+    }
+}
