@@ -78,8 +78,29 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 	cargo install --locked cargo-nextest
 fi
 
+# The storefront's browser test (services/gateway/tests/storefront.rs) drives
+# Debian's Chromium through the npm package playwright-core; nothing downloads
+# a browser of its own. Installs Chromium when it is missing, and the Node
+# packages when node_modules is missing or older than package-lock.json.
+# (Runs under `step`, where set -e is off: each command returns on failure.)
+ensure_browser_test_deps() {
+	local dir=services/gateway/tests/browser
+	if [[ ! -x /usr/bin/chromium ]]; then
+		say "installing Chromium for the storefront's browser test (apt-get)"
+		local sudo=()
+		((EUID == 0)) || sudo=(sudo)
+		"${sudo[@]}" apt-get update || return
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || return
+	fi
+	if [[ ! -d $dir/node_modules || $dir/package-lock.json -nt $dir/node_modules ]]; then
+		say "installing the browser test's Node packages (npm ci in $dir)"
+		(cd "$dir" && npm ci --no-audit --no-fund) || return
+	fi
+}
+
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy -j2 --workspace --all-targets -- -D warnings
+step browser ensure_browser_test_deps
 # nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the
 # compile is capped with --build-jobs.
 step nextest cargo nextest run --build-jobs 2 --workspace --no-fail-fast "$@"

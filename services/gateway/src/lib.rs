@@ -10,6 +10,7 @@ pub mod money;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
+pub mod storefront;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -215,7 +215,8 @@ pub struct GrpcServerArgs {
     /// Longest a request may take before it is answered DEADLINE_EXCEEDED.
     #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "REQUEST_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
     pub request_timeout: Duration,
-    /// Most requests served at once; beyond it requests are refused with UNAVAILABLE.
+    /// Most calls processed at once, over all connections; beyond it calls are refused at once
+    /// with UNAVAILABLE.
     #[arg(
         long = "max-concurrent-requests",
         env = "MAX_CONCURRENT_REQUESTS",

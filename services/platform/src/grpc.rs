@@ -111,14 +111,131 @@ where
     Server::builder()
         // A call that outlives its budget is answered rather than left hanging.
         .timeout(args.request_timeout)
-        // Beyond the limit, refuse at once instead of queueing without bound.
-        .concurrency_limit_per_connection(args.max_concurrent_requests)
-        .load_shed(true)
         .layer(metrics.layer())
+        // Beyond the limit, refuse at once with UNAVAILABLE instead of queueing without bound.
+        .layer(ConcurrencyGateLayer::new(args.max_concurrent_requests))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), drain)
         .await?;
     Ok(())
+}
+
+/// Set on answers refused by [`ConcurrencyGate`]: the call was never processed, so a client may
+/// safely send it to another instance.
+pub const SHED_HEADER: &str = "letsgo-shed";
+
+/// Limits the calls a server processes at once across all its connections; a call beyond the
+/// limit is answered UNAVAILABLE at once (with [`SHED_HEADER`]) rather than queued.
+#[derive(Clone)]
+pub struct ConcurrencyGateLayer {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl ConcurrencyGateLayer {
+    pub fn new(limit: usize) -> Self {
+        ConcurrencyGateLayer {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1))),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ConcurrencyGateLayer {
+    type Service = ConcurrencyGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ConcurrencyGate {
+            inner,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ConcurrencyGate<S> {
+    inner: S,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for ConcurrencyGate<S>
+where
+    S: Service<Request<ReqBody>, Response = axum::http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = axum::http::Response<Body>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let answer = self.inner.call(request);
+                Box::pin(async move {
+                    let response = answer.await;
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => {
+                let mut response = tonic::Status::unavailable("server at its concurrency limit")
+                    .into_http::<Body>();
+                response
+                    .headers_mut()
+                    .insert(SHED_HEADER, axum::http::HeaderValue::from_static("1"));
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn calls_beyond_the_limit_are_refused_at_once_with_unavailable() {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let slow = tower::service_fn(move |_request: Request<Body>| {
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|done| *done).await;
+                Ok::<_, std::convert::Infallible>(axum::http::Response::new(Body::default()))
+            }
+        });
+        let gate = ConcurrencyGateLayer::new(1);
+        let first = tokio::spawn(
+            tower::Layer::layer(&gate, slow.clone()).oneshot(Request::new(Body::default())),
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let refused = tower::Layer::layer(&gate, slow.clone())
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap();
+        assert_eq!(refused.headers()["grpc-status"], "14");
+        assert_eq!(refused.headers()[SHED_HEADER], "1");
+        release.send_replace(true);
+        let answered = first.await.unwrap().unwrap();
+        assert!(answered.headers().get("grpc-status").is_none());
+        let again = tower::Layer::layer(&gate, slow)
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap();
+        assert!(
+            again.headers().get(SHED_HEADER).is_none(),
+            "the permit came back"
+        );
+    }
 }

@@ -215,6 +215,10 @@ impl Shared {
 fn classify(result: &Result<Response<Body>, tonic::transport::Error>) -> (Outcome, bool) {
     match result {
         Ok(response) => {
+            if response.headers().contains_key(crate::grpc::SHED_HEADER) {
+                // Refused by the server's load limit before it did anything.
+                return (Outcome::Failed, true);
+            }
             let code = response
                 .headers()
                 .get("grpc-status")
@@ -272,6 +276,48 @@ impl tower::Service<Request<Body>> for RpcChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(status: Option<&str>, shed: bool) -> Result<Response<Body>, tonic::transport::Error> {
+        let mut response = Response::new(Body::default());
+        if let Some(status) = status {
+            response
+                .headers_mut()
+                .insert("grpc-status", status.parse().unwrap());
+        }
+        if shed {
+            response
+                .headers_mut()
+                .insert(crate::grpc::SHED_HEADER, "1".parse().unwrap());
+        }
+        Ok(response)
+    }
+
+    #[test]
+    fn business_errors_are_healthy_answers_and_outages_are_failures() {
+        assert_eq!(classify(&answer(None, false)), (Outcome::Answered, false));
+        // FAILED_PRECONDITION (out of stock) and NOT_FOUND never open a breaker.
+        assert_eq!(
+            classify(&answer(Some("9"), false)),
+            (Outcome::Answered, false)
+        );
+        assert_eq!(
+            classify(&answer(Some("5"), false)),
+            (Outcome::Answered, false)
+        );
+        assert_eq!(
+            classify(&answer(Some("14"), false)),
+            (Outcome::Failed, false)
+        );
+        assert_eq!(
+            classify(&answer(Some("13"), false)),
+            (Outcome::Failed, false)
+        );
+        assert_eq!(
+            classify(&answer(Some("14"), true)),
+            (Outcome::Failed, true),
+            "shed: never processed"
+        );
+    }
 
     #[test]
     fn reads_and_keyed_calls_are_idempotent_and_creations_are_not() {
