@@ -69,9 +69,14 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
-/// Issues and checks tokens with one shared secret.
+/// Issues and checks tokens with one shared secret. Cheap to clone: handlers and middleware
+/// clone their state on every request, so the keys live behind one `Arc`.
 #[derive(Clone)]
 pub struct TokenKeys {
+    inner: std::sync::Arc<Keys>,
+}
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -83,9 +88,9 @@ pub struct TokenKeys {
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKeys")
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("ttl", &self.ttl)
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .field("ttl", &self.inner.ttl)
             .finish_non_exhaustive()
     }
 }
@@ -99,12 +104,14 @@ impl TokenKeys {
         // Expiry is exact: a token is good until `exp` and not a second longer.
         validation.leeway = 0;
         TokenKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-            ttl,
+            inner: std::sync::Arc::new(Keys {
+                encoding: EncodingKey::from_secret(secret),
+                decoding: DecodingKey::from_secret(secret),
+                validation,
+                issuer: issuer.to_owned(),
+                audience: audience.to_owned(),
+                ttl,
+            }),
         }
     }
 
@@ -119,7 +126,7 @@ impl TokenKeys {
 
     pub fn issue(&self, user_id: i64, username: &str, role: Role) -> Result<IssuedToken, AppError> {
         let now = chrono::Utc::now().timestamp();
-        let exp = now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let exp = now + i64::try_from(self.inner.ttl.as_secs()).unwrap_or(i64::MAX / 2);
         self.issue_with_times(user_id, username, role, now, exp)
     }
 
@@ -136,13 +143,17 @@ impl TokenKeys {
             sub: user_id.to_string(),
             username: username.to_owned(),
             role,
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            iss: self.inner.issuer.clone(),
+            aud: self.inner.audience.clone(),
             iat,
             exp,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(AppError::system)?;
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.inner.encoding,
+        )
+        .map_err(AppError::system)?;
         Ok(IssuedToken {
             token,
             expires_at: exp,
@@ -151,11 +162,12 @@ impl TokenKeys {
 
     /// Checks a token: 2004 when it has expired, 2003 for anything else wrong with it.
     pub fn verify(&self, token: &str) -> Result<Caller, AppError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => AppError::of(ErrorCode::TokenExpired),
-                _ => AppError::of(ErrorCode::InvalidToken),
-            })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
+                .map_err(|error| match error.kind() {
+                    ErrorKind::ExpiredSignature => AppError::of(ErrorCode::TokenExpired),
+                    _ => AppError::of(ErrorCode::InvalidToken),
+                })?;
         let user_id = data
             .claims
             .sub
