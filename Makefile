@@ -2,7 +2,7 @@
 # Extra arguments for the test runner: make test ARGS='-E "test(login)"'
 
 .DEFAULT_GOAL := help
-.PHONY: help up test build lint middleware down
+.PHONY: help up test build lint middleware down bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 middleware: ## Install/start PostgreSQL, Redis, etcd and Kafka (tansu)
 	scripts/middleware.sh ensure
+
+bench: ## Load benchmarks against this machine's ceilings (starts make up if :8888 is free)
+	scripts/bench.sh
 
 down: ## Stop the middleware the scripts started
 	scripts/middleware.sh stop

@@ -185,8 +185,9 @@ trap 'exit 143' TERM
 # ------------------------------------------------------------ main
 
 case ${LETSGO_PROFILE:-release} in
-release) BUILD=(cargo build -j2 --release --workspace --bins) BIN_DIR=$TARGET/release ;;
-debug) BUILD=(cargo build -j2 --workspace --bins) BIN_DIR=$TARGET/debug ;;
+# The operator and the load generator are not part of a local shop: only the services build.
+release) BUILD=(cargo build -j2 --release --workspace --bins --exclude letsgo-operator --exclude letsgo-loadgen) BIN_DIR=$TARGET/release ;;
+debug) BUILD=(cargo build -j2 --workspace --bins --exclude letsgo-operator --exclude letsgo-loadgen) BIN_DIR=$TARGET/debug ;;
 *) die "LETSGO_PROFILE must be 'release' or 'debug', not '$LETSGO_PROFILE'" ;;
 esac
 

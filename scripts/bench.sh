@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# Benchmarks letsgo against this machine's own ceilings, in one run, and writes
+# the report to target/bench/report.{json,md} (also printed at the end):
+#   (a) product detail (one cached product) through the gateway, closed loop
+#   (b) the same generator against a bare hyper hello-world server: the HTTP
+#       ceiling; (a)/(b) is the gateway's share of it
+#   (c) checkout (order create + pay) throughput against pgbench's
+#       simple-update rate on the same PostgreSQL (scratch db letsgo_bench)
+#   (d) redis-benchmark GET/SET on the same Redis
+#   (e) resident memory of every letsgo binary, idle and under load
+#   (f) time from start to ready: make up's banner (when this run started the
+#       shop) and an extra instance of each binary on spare ports
+#   plus the default shopper mix, for the record.
+# Nothing here asserts: figures are compared with the targets in the report.
+#
+# The shop: if something answers on :8888, it is used as it is (it should run
+# with raised rate limits: RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000
+# make up); otherwise this script starts `make up` with those limits in the
+# background, waits for it, and stops it at the end.
+#
+# Settings (environment, defaults in parentheses):
+#   BENCH_DURATION (20s)  BENCH_WARMUP (5s)  measured time and warm-up per run
+#   BENCH_CONNECTIONS (64)          connections for (a), (b) and the mix
+#   BENCH_CHECKOUT_CONNECTIONS (16) connections for (c)
+#   BENCH_PGBENCH_SECS (15)         pgbench -N -c 8 -j 2 -T this
+#   BENCH_UP_TIMEOUT (1800)         seconds make up may take (it may build first)
+#   BENCH_QUIET_WAIT (180)          seconds each phase may wait for other builds
+#                                   (rustc processes) to finish before it starts
+#   BENCH_OUT (target/bench)        where the report and raw results go
+# and whatever scripts/middleware.sh reads (DB_HOST, DB_PORT, DB_USER, ...).
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+DURATION=${BENCH_DURATION:-20s}
+WARMUP=${BENCH_WARMUP:-5s}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+CHECKOUT_CONNECTIONS=${BENCH_CHECKOUT_CONNECTIONS:-16}
+PGBENCH_SECS=${BENCH_PGBENCH_SECS:-15}
+UP_TIMEOUT=${BENCH_UP_TIMEOUT:-1800}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
+OUT=${BENCH_OUT:-target/bench}
+TARGET=${CARGO_TARGET_DIR:-target}
+GATEWAY_URL=http://127.0.0.1:8888
+LOADGEN=$TARGET/release/letsgo-loadgen
+BENCH_DB=letsgo_bench
+
+#   binary          port  admin  readiness path (on the admin port; the gateway's on its port)
+SERVICES=(
+	"letsgo-user     9001  9101  /readyz"
+	"letsgo-product  9002  9102  /readyz"
+	"letsgo-cart     9003  9103  /readyz"
+	"letsgo-order    9004  9104  /readyz"
+	"letsgo-payment  9005  9105  /readyz"
+	"letsgo-gateway  8888  9100  /health"
+)
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	printf 'bench: ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+http_ok() { curl -fsS --noproxy '*' --max-time 2 -o /dev/null "$1" >/dev/null 2>&1; }
+
+mkdir -p "$OUT"
+FIGURES=$OUT/figures.env # key=value lines, turned into the report at the end
+: >"$FIGURES"
+fig() { printf '%s=%s\n' "$1" "$2" >>"$FIGURES"; }
+
+# ------------------------------------------------------------ tools
+
+missing=()
+command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if ((${#missing[@]})); then
+	say "installing ${missing[*]} (apt-get)"
+	sudo=()
+	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+say "building the load generator"
+cargo build -j2 --release -p letsgo-loadgen
+
+# ------------------------------------------------------------ cleanup
+
+UP_PID=
+HELLO_PID=
+REPLICA_PID=
+SAMPLER_PID=
+DB_CREATED=0
+# shellcheck disable=SC2317 # runs as the EXIT trap
+cleanup() {
+	local rc=$? i
+	set +e
+	for pid in $SAMPLER_PID $HELLO_PID $REPLICA_PID; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	done
+	if ((DB_CREATED)); then
+		psql_admin -c "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null 2>&1
+	fi
+	if [[ -n $UP_PID ]] && kill -0 "$UP_PID" 2>/dev/null; then
+		say "stopping the shop this run started"
+		# make up runs in a session of its own (setsid): TERM reaches make, its
+		# script (which then stops the middleware it started) and the binaries.
+		kill -TERM -- "-$UP_PID" 2>/dev/null
+		for ((i = 0; i < 60; i++)); do
+			pgrep -g "$UP_PID" >/dev/null || break
+			sleep 0.5
+		done
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------ machine
+
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+fig cpu_model "$CPU_MODEL"
+fig cpus "$(nproc)"
+fig mem_total_kib "$(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/meminfo)"
+fig started_at "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+# What else keeps the cores busy (another engineer compiling shows as rustc):
+# wait a while for it to end, then note what is left.
+busy() { # PHASE
+	local load rustc quiet=0 deadline=$((SECONDS + QUIET_WAIT))
+	while ((SECONDS < deadline)); do
+		if pgrep -x rustc >/dev/null; then
+			quiet=0
+		else
+			((++quiet >= 3)) && break
+		fi
+		sleep 1
+	done
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	rustc=$(pgrep -c -x rustc || true)
+	fig "load_$1" "$load"
+	fig "rustc_$1" "$rustc"
+	say "$1: load average $load, $rustc rustc processes running"
+}
+
+# ------------------------------------------------------------ the shop
+
+eval "$(scripts/middleware.sh env)"
+if http_ok "$GATEWAY_URL/health"; then
+	say "using the shop already answering on $GATEWAY_URL (it should run with raised rate limits)"
+	fig shop_started_by_bench 0
+else
+	say "nothing answers on $GATEWAY_URL: starting make up with raised rate limits (log $OUT/up.log)"
+	RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOG_FORMAT=text \
+		setsid make up </dev/null >"$OUT/up.log" 2>&1 &
+	UP_PID=$!
+	fig shop_started_by_bench 1
+	deadline=$((SECONDS + UP_TIMEOUT))
+	until grep -q 'letsgo is up' "$OUT/up.log" 2>/dev/null; do
+		if ! kill -0 "$UP_PID" 2>/dev/null; then
+			tail -n 30 "$OUT/up.log" >&2
+			die "make up stopped before the shop was ready; see $OUT/up.log"
+		fi
+		((SECONDS < deadline)) || die "make up not ready after ${UP_TIMEOUT}s; see $OUT/up.log"
+		sleep 1
+	done
+	sleep 1
+	# "healthy 41s after start (build 30s, binaries 9s)"
+	if banner=$(grep -Eo 'healthy +[0-9]+s after start \(build [0-9]+s, binaries [0-9]+s\)' "$OUT/up.log"); then
+		digits=${banner//[^0-9 ]/}
+		read -r total build binaries <<<"$digits"
+		fig up_total_secs "$total"
+		fig up_build_secs "$build"
+		fig up_binaries_secs "$binaries"
+	fi
+	say "the shop is up"
+fi
+
+declare -A PID_OF=()
+for entry in "${SERVICES[@]}"; do
+	read -r name _ <<<"$entry"
+	if pid=$(pgrep -o -x "$name"); then
+		PID_OF[$name]=$pid
+	else
+		say "WARNING: no running $name process; its memory is not measured"
+	fi
+done
+
+rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+threads_of() { sed -n 's/^Threads:[[:space:]]*\([0-9]*\)/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+record_rss() { # PHASE
+	local name
+	for name in "${!PID_OF[@]}"; do
+		fig "rss_$1_$name" "$(rss_kib "${PID_OF[$name]}")"
+		fig "threads_$1_$name" "$(threads_of "${PID_OF[$name]}")"
+	done
+}
+
+# Samples every binary's RSS twice a second in the background; stop_sampler
+# records each one's peak under PHASE.
+start_sampler() {
+	: >"$OUT/rss-samples"
+	(
+		while :; do
+			for name in "${!PID_OF[@]}"; do
+				printf '%s %s\n' "$name" "$(rss_kib "${PID_OF[$name]}")"
+			done >>"$OUT/rss-samples"
+			sleep 0.5
+		done
+	) &
+	SAMPLER_PID=$!
+}
+stop_sampler() { # PHASE
+	kill "$SAMPLER_PID" 2>/dev/null || true
+	wait "$SAMPLER_PID" 2>/dev/null || true
+	SAMPLER_PID=
+	local name peak
+	for name in "${!PID_OF[@]}"; do
+		peak=$(awk -v n="$name" '$1 == n && $2 > max { max = $2 } END { print max + 0 }' "$OUT/rss-samples")
+		fig "rss_$1_$name" "$peak"
+	done
+}
+
+sleep 3 # let start-up settle before calling it idle
+record_rss idle
+
+loadgen() { # NAME ARGS...: one run, JSON to $OUT/NAME.json, table to stderr
+	local name=$1
+	shift
+	say "run $name: letsgo-loadgen $*"
+	"$LOADGEN" --warmup "$WARMUP" --duration "$DURATION" --json "$OUT/$name.json" "$@" >&2
+}
+
+# ------------------------------------------------------------ (a), (b)
+
+busy detail
+start_sampler
+loadgen detail --target-url "$GATEWAY_URL" --only detail --fixed-product -c "$CONNECTIONS"
+stop_sampler load_detail
+
+"$LOADGEN" hello --listen 127.0.0.1:0 >"$OUT/hello.addr" &
+HELLO_PID=$!
+for _ in $(seq 50); do
+	grep -q listening "$OUT/hello.addr" && break
+	sleep 0.1
+done
+HELLO_URL=$(sed -n 's/^listening on //p' "$OUT/hello.addr")
+[[ -n $HELLO_URL ]] || die "the hello server did not start"
+busy hello
+loadgen hello --raw GET "$HELLO_URL/" -c "$CONNECTIONS"
+fig hello_rss_kib "$(rss_kib "$HELLO_PID")"
+kill "$HELLO_PID" 2>/dev/null || true
+wait "$HELLO_PID" 2>/dev/null || true
+HELLO_PID=
+
+# ------------------------------------------------------------ (c)
+
+busy checkout
+start_sampler
+loadgen checkout --target-url "$GATEWAY_URL" --only checkout -c "$CHECKOUT_CONNECTIONS"
+stop_sampler load_checkout
+
+psql_admin() { # quietly: no NOTICEs for IF EXISTS
+	PGPASSWORD=${DB_PASSWORD:-} PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d postgres "$@"
+}
+psql_admin -c "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null
+psql_admin -c "CREATE DATABASE $BENCH_DB" >/dev/null
+DB_CREATED=1
+say "pgbench -i $BENCH_DB"
+PGPASSWORD=${DB_PASSWORD:-} pgbench -i -q -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" "$BENCH_DB" >"$OUT/pgbench-init.log" 2>&1
+busy pgbench
+say "pgbench -N -c 8 -j 2 -T $PGBENCH_SECS"
+PGPASSWORD=${DB_PASSWORD:-} pgbench -N -c 8 -j 2 -T "$PGBENCH_SECS" -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" "$BENCH_DB" >"$OUT/pgbench.log" 2>&1
+cat "$OUT/pgbench.log" >&2
+fig pgbench_tps "$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/pgbench.log")"
+fig pgbench_latency_ms "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$OUT/pgbench.log")"
+psql_admin -c "DROP DATABASE $BENCH_DB" >/dev/null
+DB_CREATED=0
+
+# ------------------------------------------------------------ (d)
+
+busy redis
+say "redis-benchmark -q -n 100000 -t get,set"
+redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" -q -n 100000 -t get,set 2>&1 | tr '\r' '\n' |
+	grep 'requests per second' | tee "$OUT/redis-benchmark.log" >&2 || true
+fig redis_set_rps "$(sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' "$OUT/redis-benchmark.log")"
+fig redis_get_rps "$(sed -n 's/^GET: \([0-9.]*\) requests per second.*/\1/p' "$OUT/redis-benchmark.log")"
+
+# ------------------------------------------------------------ the mix
+
+busy mix
+start_sampler
+loadgen mix --target-url "$GATEWAY_URL" -c "$CONNECTIONS"
+stop_sampler load_mix
+sleep 3
+record_rss after
+
+# ------------------------------------------------------------ (f)
+
+# An extra instance of each binary on spare ports (+10000), with the shop's
+# middleware and throwaway secrets: from exec to its readiness URL answering.
+# Discovery is static, so no traffic reaches it; SIGTERM drains it.
+for entry in "${SERVICES[@]}"; do
+	read -r name port admin ready <<<"$entry"
+	bin=$TARGET/release/$name
+	[[ -x $bin ]] || continue
+	if [[ $name == letsgo-gateway ]]; then url=http://127.0.0.1:$((port + 10000))$ready; else url=http://127.0.0.1:$((admin + 10000))$ready; fi
+	secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+	t0=$(date +%s%N)
+	env GRPC_LISTEN=127.0.0.1:$((port + 10000)) GATEWAY_LISTEN=127.0.0.1:$((port + 10000)) \
+		ADMIN_LISTEN=127.0.0.1:$((admin + 10000)) JWT_SECRET="$secret" PAYMENT_WEBHOOK_SECRET="$secret" \
+		DEMO_CATALOGUE=false LOG_FORMAT=text "$bin" </dev/null >"$OUT/replica-$name.log" 2>&1 &
+	REPLICA_PID=$!
+	ready_ms=
+	for _ in $(seq 600); do
+		if http_ok "$url"; then
+			ready_ms=$((($(date +%s%N) - t0) / 1000000))
+			break
+		fi
+		kill -0 "$REPLICA_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	fig "ready_ms_$name" "${ready_ms:-}"
+	say "$name: ready ${ready_ms:-never} ms after exec"
+	[[ -n $ready_ms ]] && fig "rss_ready_$name" "$(rss_kib "$REPLICA_PID")"
+	kill -TERM "$REPLICA_PID" 2>/dev/null || true
+	wait "$REPLICA_PID" 2>/dev/null || true
+	REPLICA_PID=
+done
+
+busy end
+
+# ------------------------------------------------------------ report
+
+python3 - "$OUT" <<'PY'
+import json, sys, pathlib
+
+out = pathlib.Path(sys.argv[1])
+fig = {}
+for line in (out / "figures.env").read_text().splitlines():
+    key, _, value = line.partition("=")
+    fig[key] = value
+
+def num(key):
+    try:
+        return float(fig[key])
+    except (KeyError, ValueError):
+        return None
+
+def run(name):
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+def op(report, name):
+    for o in (report or {}).get("operations", []):
+        if o["name"] == name:
+            return o
+    return None
+
+services = ["letsgo-gateway", "letsgo-user", "letsgo-product", "letsgo-cart", "letsgo-order", "letsgo-payment"]
+MiB = 1024.0
+
+detail, hello, checkout, mix = run("detail"), run("hello"), run("checkout"), run("mix")
+d, h, c = op(detail, "detail"), op(hello, "raw"), op(checkout, "checkout")
+detail_rate = d and d["throughputPerSec"]
+hello_rate = h and h["throughputPerSec"]
+detail_p99 = d and d["latencyMs"] and d["latencyMs"]["p99"]
+checkout_rate = c and c["throughputPerSec"]
+pg = num("pgbench_tps")
+ratio_detail = detail_rate / hello_rate if detail_rate and hello_rate else None
+ratio_checkout = checkout_rate / pg if checkout_rate and pg else None
+
+memory = {}
+for s in services:
+    row = {}
+    for phase in ["idle", "load_detail", "load_checkout", "load_mix", "after", "ready"]:
+        v = num(f"rss_{phase}_{s}")
+        if v:
+            row[phase] = round(v / MiB, 1)
+    t = num(f"threads_idle_{s}")
+    if t:
+        row["threads"] = int(t)
+    if row:
+        memory[s] = row
+peak_load = {s: max((v for k, v in row.items() if k.startswith("load_")), default=None) for s, row in memory.items()}
+idle = {s: row.get("idle") for s, row in memory.items()}
+
+def verdict(ok):
+    return None if ok is None else bool(ok)
+
+targets = {
+    "detailShareOfBareServer": {"target": ">= 0.30", "value": ratio_detail and round(ratio_detail, 3),
+                                "met": verdict(ratio_detail is not None and ratio_detail >= 0.30) if ratio_detail is not None else None},
+    "detailP99Ms": {"target": "<= 5", "value": detail_p99, "met": verdict(detail_p99 <= 5) if detail_p99 is not None else None},
+    "checkoutShareOfPgbench": {"target": ">= 0.5", "value": ratio_checkout and round(ratio_checkout, 3),
+                               "met": verdict(ratio_checkout >= 0.5) if ratio_checkout is not None else None},
+    "idleRssMiBPerService": {"target": "<= 15", "value": idle,
+                             "met": verdict(all(v is not None and v <= 15 for v in idle.values())) if idle else None},
+    "loadRssMiBPerService": {"target": "<= 30", "value": peak_load,
+                             "met": verdict(all(v is not None and v <= 30 for v in peak_load.values())) if peak_load else None},
+}
+
+startup = {s: num(f"ready_ms_{s}") for s in services if num(f"ready_ms_{s}") is not None}
+busy = {k[len("load_"):]: {"loadAverage": num(k), "rustcProcesses": num("rustc_" + k[len("load_"):])}
+        for k in fig if k.startswith("load_")}
+
+report = {
+    "machine": {"cpuModel": fig.get("cpu_model"), "cpus": int(num("cpus") or 0),
+                "memTotalMiB": round((num("mem_total_kib") or 0) / MiB)},
+    "startedAt": fig.get("started_at"),
+    "shopStartedByBench": fig.get("shop_started_by_bench") == "1",
+    "busy": busy,
+    "productDetail": {"throughputPerSec": detail_rate, "latencyMs": d and d["latencyMs"], "errors": d and d["errorsByKind"]},
+    "bareServer": {"throughputPerSec": hello_rate, "latencyMs": h and h["latencyMs"], "rssMiB": num("hello_rss_kib") and round(num("hello_rss_kib") / MiB, 1)},
+    "checkout": {"throughputPerSec": checkout_rate, "latencyMs": c and c["latencyMs"],
+                 "operations": checkout and checkout["operations"]},
+    "pgbench": {"simpleUpdateTps": pg, "latencyMs": num("pgbench_latency_ms")},
+    "redis": {"setPerSec": num("redis_set_rps"), "getPerSec": num("redis_get_rps")},
+    "mix": mix and {"throughputPerSec": mix["totals"]["throughputPerSec"], "errors": mix["totals"]["errors"],
+                    "operations": mix["operations"]},
+    "memoryMiB": memory,
+    "startup": {"makeUpSecs": {"total": num("up_total_secs"), "build": num("up_build_secs"), "binaries": num("up_binaries_secs")},
+                "extraInstanceReadyMs": startup},
+    "ratios": {"detailOverBareServer": ratio_detail and round(ratio_detail, 3),
+               "checkoutOverPgbench": ratio_checkout and round(ratio_checkout, 3)},
+    "targets": targets,
+}
+(out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+def f(x, spec=".1f"):
+    return "-" if x is None else format(x, spec)
+
+def met(t):
+    return {True: "met", False: "**not met**", None: "not measured"}[t["met"]]
+
+L = []
+L.append("# letsgo benchmark report\n")
+L.append(f"Machine: {report['machine']['cpus']} × {report['machine']['cpuModel']}, {report['machine']['memTotalMiB']} MiB; run {report['startedAt']}"
+         f" ({'shop started by the bench' if report['shopStartedByBench'] else 'shop already running'}).\n")
+L.append("Other load while measuring (1-minute load average, rustc processes of other builds):"
+         + ", ".join(f" {k} {f(v['loadAverage'], '.2f')}/{int(v['rustcProcesses'] or 0)}" for k, v in busy.items()) + "\n")
+L.append("| figure | value |\n|---|---|")
+lat = lambda l: "-" if not l else f"p50 {l['p50']:.2f} / p90 {l['p90']:.2f} / p99 {l['p99']:.2f} / max {l['max']:.2f} ms"
+L.append(f"| (a) product detail via gateway, one cached product | {f(detail_rate, '.0f')} req/s, {lat(d and d['latencyMs'])} |")
+L.append(f"| (b) bare hyper server, same generator | {f(hello_rate, '.0f')} req/s, {lat(h and h['latencyMs'])} |")
+L.append(f"| (a)/(b) | {f(ratio_detail, '.3f')} |")
+L.append(f"| (c) checkouts (order + payment) | {f(checkout_rate, '.1f')} /s, {lat(c and c['latencyMs'])} |")
+L.append(f"| pgbench -N -c 8 -j 2 (simple update) | {f(pg, '.0f')} tps |")
+L.append(f"| (c)/pgbench | {f(ratio_checkout, '.3f')} |")
+L.append(f"| (d) redis-benchmark SET / GET | {f(num('redis_set_rps'), '.0f')} / {f(num('redis_get_rps'), '.0f')} req/s |")
+if mix:
+    L.append(f"| default mix via gateway | {f(mix['totals']['throughputPerSec'], '.0f')} req/s, {mix['totals']['errors']} errors |")
+su = report["startup"]["makeUpSecs"]
+if su["total"] is not None:
+    L.append(f"| (f) make up: healthy after | {f(su['total'], '.0f')} s (build {f(su['build'], '.0f')} s, binaries {f(su['binaries'], '.0f')} s) |")
+for s, ms in startup.items():
+    L.append(f"| (f) {s} exec → ready | {f(ms, '.0f')} ms |")
+L.append("")
+L.append("Resident memory (MiB, VmRSS; under load = peak of 2 samples/s):\n")
+L.append("| binary | idle | detail load | checkout load | mix load | idle after | threads |\n|---|---|---|---|---|---|---|")
+for s, row in memory.items():
+    L.append(f"| {s} | {f(row.get('idle'))} | {f(row.get('load_detail'))} | {f(row.get('load_checkout'))} | {f(row.get('load_mix'))} | {f(row.get('after'))} | {row.get('threads', '-')} |")
+L.append("")
+L.append("Targets:\n")
+L.append("| target | value | |\n|---|---|---|")
+L.append(f"| detail ≥ 0.30 of the bare server at 64 connections | {f(ratio_detail, '.3f')} | {met(targets['detailShareOfBareServer'])} |")
+L.append(f"| detail p99 ≤ 5 ms | {f(detail_p99, '.2f')} ms | {met(targets['detailP99Ms'])} |")
+L.append(f"| checkout ≥ 0.5 of pgbench simple-update | {f(ratio_checkout, '.3f')} | {met(targets['checkoutShareOfPgbench'])} |")
+worst_idle = max((v for v in idle.values() if v is not None), default=None)
+worst_load = max((v for v in peak_load.values() if v is not None), default=None)
+L.append(f"| ≤ 15 MiB resident per service idle | worst {f(worst_idle)} MiB | {met(targets['idleRssMiBPerService'])} |")
+L.append(f"| ≤ 30 MiB resident per service under load | worst {f(worst_load)} MiB | {met(targets['loadRssMiBPerService'])} |")
+for name, r in [("detail", detail), ("checkout", checkout), ("mix", mix)]:
+    for o in (r or {}).get("operations", []):
+        if o["errors"]:
+            L.append(f"\nErrors in {name}/{o['name']}: " + ", ".join(f"{k} ×{n}" for k, n in o["errorsByKind"].items()))
+md = "\n".join(L) + "\n"
+(out / "report.md").write_text(md)
+print(md)
+PY
+say "report: $OUT/report.md and $OUT/report.json"

@@ -1,0 +1,53 @@
+//! `letsgo-loadgen`: load against a running shop, or the bare server it is compared with.
+
+mod config;
+mod hello;
+mod http;
+mod mix;
+mod report;
+mod run;
+mod shop;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.build().expect("a tokio runtime");
+    match cli.command {
+        Some(Command::Hello { listen }) => match runtime.block_on(hello::serve(listen)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("letsgo-loadgen hello: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let json = cli.load.json.clone();
+            let report = match runtime.block_on(run::run(cli.load)) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("letsgo-loadgen: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("a report serialises");
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("letsgo-loadgen: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
