@@ -1,0 +1,330 @@
+//! The reconciler: applies what a Store should have, reports what it has.
+//!
+//! Every write is a server-side apply under [`FIELD_MANAGER`], so a reconcile is idempotent and
+//! never fights with fields other managers own (an HPA's replicas, a mesh's annotations). The
+//! services are applied only once the managed middleware they need is ready; until then the
+//! Store is `Pending`. Children the Store no longer asks for (an Ingress removed, a PDB after
+//! scaling to one, middleware switched to external) are deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::manifests::{
+    Child, FIELD_MANAGER, STORE_LABEL, StoreRef, desired_state, secret_data_is_complete,
+};
+use crate::metrics::Metrics;
+use crate::status::{self, Observation};
+use crate::store::{Store, StorePhase, StoreStatus};
+use crate::{Error, Result};
+
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failed reconciles per Store (`namespace/name`), for the retry backoff.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Arc::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn backoff_key(store: &Store) -> String {
+    format!(
+        "{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    )
+}
+
+/// The retry delay after `failures` failed reconciles in a row: 5 s, doubling, at most 5 min.
+pub fn retry_delay(failures: u32) -> Duration {
+    let seconds = 5u64.saturating_mul(1 << failures.saturating_sub(1).min(6));
+    Duration::from_secs(seconds.min(300))
+}
+
+/// Runs the controller until a shutdown signal: Stores everywhere, and what they own.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let stores = Api::<Store>::all(client.clone());
+    if let Err(error) = stores.list(&ListParams::default().limit(1)).await {
+        warn!(%error, "cannot list Stores; is the CRD installed (crds/store.yaml)?");
+    }
+    // Only what carries the Store label: the operator does not cache every Secret in the cluster.
+    let children = watcher::Config::default().labels(STORE_LABEL);
+    Controller::new(stores, watcher::Config::default().any_semantic())
+        .owns(Api::<Deployment>::all(client.clone()), children.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
+        .owns(Api::<Service>::all(client.clone()), children.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
+        .owns(Api::<Secret>::all(client.clone()), children.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            children.clone(),
+        )
+        .owns(Api::<Ingress>::all(client.clone()), children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures_util::future::ready(()))
+        .await;
+}
+
+/// Brings one Store's children to what its spec asks for and writes its status.
+pub async fn reconcile(store: Arc<Store>, ctx: Arc<Context>) -> Result<Action> {
+    let _measure = ctx.metrics.reconcile.count_and_measure();
+    let target = StoreRef::new(&store)?;
+    let client = &ctx.client;
+    let namespace = target.namespace.as_str();
+    info!(store = %target.name, %namespace, "reconciling");
+
+    let problems = store.spec.problems();
+    if !problems.is_empty() {
+        let status = status::invalid(&store, &problems, &now());
+        if store.status.as_ref().and_then(|s| s.phase) != Some(StorePhase::Invalid) {
+            publish(
+                &ctx,
+                &store,
+                EventType::Warning,
+                "InvalidSpec",
+                &problems.join("; "),
+            )
+            .await;
+        }
+        patch_status(client, &store, &status).await?;
+        // Nothing to retry: the next spec change triggers the next reconcile.
+        return Ok(Action::await_change());
+    }
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let existing_secret = secrets.get_opt(&target.child_name("secrets")).await?;
+    let desired = desired_state(&target, existing_secret.as_ref());
+
+    let mut seen = Observation::default();
+    for child in desired.settings.iter().chain(&desired.middleware) {
+        seen.applied.push(apply(client, namespace, child).await?);
+    }
+    seen.middleware_ready = seen.applied.iter().all(|child| match child {
+        Child::StatefulSet(set) => {
+            let want = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            set.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= want
+        }
+        _ => true,
+    });
+    if seen.middleware_ready {
+        for child in &desired.services {
+            seen.applied.push(apply(client, namespace, child).await?);
+        }
+    }
+    prune(client, &target, &desired.all().collect::<Vec<_>>()).await?;
+
+    if !existing_secret
+        .as_ref()
+        .is_some_and(secret_data_is_complete)
+    {
+        publish(
+            &ctx,
+            &store,
+            EventType::Normal,
+            "SecretsGenerated",
+            "generated the JWT secret, the webhook secret and the database password",
+        )
+        .await;
+    }
+    let status = status::summarise(&store, &seen, &now());
+    let phase = status.phase.unwrap_or(StorePhase::Progressing);
+    if store.status.as_ref().and_then(|s| s.phase) != Some(phase) {
+        let (type_, note) = match phase {
+            StorePhase::Degraded => (EventType::Warning, condition_message(&status, "Degraded")),
+            _ => (EventType::Normal, condition_message(&status, "Ready")),
+        };
+        publish(&ctx, &store, type_, phase.as_str(), &note).await;
+    }
+    patch_status(client, &store, &status).await?;
+    ctx.failures().remove(&backoff_key(&store));
+
+    // Watches on the children bring changes sooner; this is the safety net.
+    Ok(match phase {
+        StorePhase::Ready => Action::requeue(Duration::from_secs(300)),
+        _ => Action::requeue(Duration::from_secs(30)),
+    })
+}
+
+/// Retries a failed reconcile after a delay that doubles with each failure in a row, so a
+/// Store that cannot be applied (a quota, a webhook refusing it) does not hammer the API server.
+pub fn error_policy(store: Arc<Store>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile.set_failure(error);
+    let failures = {
+        let mut failures = ctx.failures();
+        let count = failures.entry(backoff_key(&store)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = retry_delay(failures);
+    warn!(store = %store.name_any(), %error, failures, retry_in_secs = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {
+    Ok(match child {
+        Child::ConfigMap(o) => Child::ConfigMap(apply_one(client, namespace, o).await?),
+        Child::Secret(o) => Child::Secret(apply_one(client, namespace, o).await?),
+        Child::Service(o) => Child::Service(apply_one(client, namespace, o).await?),
+        Child::StatefulSet(o) => Child::StatefulSet(apply_one(client, namespace, o).await?),
+        Child::Deployment(o) => Child::Deployment(apply_one(client, namespace, o).await?),
+        Child::PodDisruptionBudget(o) => {
+            Child::PodDisruptionBudget(apply_one(client, namespace, o).await?)
+        }
+        Child::Ingress(o) => Child::Ingress(apply_one(client, namespace, o).await?),
+    })
+}
+
+async fn apply_one<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api
+        .patch(&object.name_any(), &params, &Patch::Apply(object))
+        .await?)
+}
+
+/// Deletes the kinds of children that come and go with the spec when the spec no longer has
+/// them. Only objects carrying this Store's label and owned by it are considered.
+async fn prune(client: &Client, store: &StoreRef<'_>, desired: &[&Child]) -> Result<()> {
+    let wanted: HashSet<(&str, String)> = desired.iter().map(|c| (c.kind(), c.name())).collect();
+    let namespace = store.namespace.as_str();
+    let uid = store.store.metadata.uid.as_deref();
+    let selector = format!("{STORE_LABEL}={}", store.name);
+    prune_kind::<PodDisruptionBudget>(client, namespace, &selector, uid, &wanted).await?;
+    prune_kind::<Ingress>(client, namespace, &selector, uid, &wanted).await?;
+    prune_kind::<StatefulSet>(client, namespace, &selector, uid, &wanted).await?;
+    prune_kind::<Service>(client, namespace, &selector, uid, &wanted).await?;
+    Ok(())
+}
+
+async fn prune_kind<K>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    owner_uid: Option<&str>,
+    wanted: &HashSet<(&str, String)>,
+) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let kind = K::kind(&());
+    for object in api.list(&ListParams::default().labels(selector)).await? {
+        let owned = object
+            .owner_references()
+            .iter()
+            .any(|owner| Some(owner.uid.as_str()) == owner_uid);
+        let name = object.name_any();
+        if owned && !wanted.contains(&(kind.as_ref(), name.clone())) {
+            info!(%kind, %name, "deleting what the Store no longer asks for");
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn patch_status(client: &Client, store: &Store, status: &StoreStatus) -> Result<()> {
+    let namespace = store.namespace().unwrap_or_default();
+    let api = Api::<Store>::namespaced(client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": Store::api_version(&()),
+        "kind": Store::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&store.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Events are a courtesy to whoever runs `kubectl describe`: failing to publish one is logged,
+/// never a failed reconcile.
+async fn publish(ctx: &Context, store: &Store, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        warn!(%error, reason, "could not publish an event");
+    }
+}
+
+fn condition_message(status: &StoreStatus, type_: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// The current time as Kubernetes writes it (RFC 3339, whole seconds, UTC).
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests;

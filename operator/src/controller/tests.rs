@@ -1,0 +1,321 @@
+//! The reconcile loop against a mocked API server: each test names the conversation it
+//! expects, and fails on a missing, extra or different request.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::ByteString;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::fixtures::*;
+use crate::store::{DiscoveryMode, Middleware, MiddlewareSource, StoreSpec};
+
+/// The conversations a reconcile can have.
+enum Scenario {
+    /// A new Store with managed middleware: settings and middleware are applied, the services
+    /// wait, the status says Pending.
+    FirstReconcileWaitsForMiddleware,
+    /// Middleware is ready and the Secret exists: the services are applied, everything is
+    /// ready, the Secret's values are kept.
+    MiddlewareReadyAppliesServices,
+    /// External middleware: nothing to wait for, every service is applied at once.
+    ExternalMiddlewareAppliesEverything,
+    /// A spec breaking a rule: a Warning event and an Invalid status, nothing applied.
+    InvalidSpecReported,
+}
+
+const MIDDLEWARE: [&str; 3] = ["postgres", "redis", "kafka"];
+const SERVICES: [&str; 5] = ["user", "product", "cart", "order", "payment"];
+
+fn existing_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "shop-secrets", "namespace": NAMESPACE},
+        "data": {
+            "jwt-secret": "ZXhpc3Rpbmctand0LXNlY3JldC12YWx1ZQ==",
+            "webhook-secret": "ZXhpc3Rpbmctd2ViaG9vay1zZWNyZXQ=",
+            "postgres-password": "ZXhpc3RpbmctcGFzc3dvcmQ="
+        }
+    })
+}
+
+fn steps(scenario: &Scenario) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match scenario {
+        Scenario::InvalidSpecReported => {
+            steps.push(Step::new(Method::POST, events(), Answer::Echo));
+            steps.push(Step::store_status_patch());
+            return steps;
+        }
+        Scenario::MiddlewareReadyAppliesServices => steps.push(Step::new(
+            Method::GET,
+            core("secrets", "shop-secrets"),
+            Answer::Json(existing_secret()),
+        )),
+        _ => steps.push(Step::new(
+            Method::GET,
+            core("secrets", "shop-secrets"),
+            Answer::NotFound,
+        )),
+    }
+    steps.push(Step::apply(core("configmaps", "shop-config")));
+    steps.push(Step::apply(core("secrets", "shop-secrets")));
+    if !matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything) {
+        steps.push(Step::apply(core("configmaps", "shop-postgres-init")));
+        for name in MIDDLEWARE {
+            steps.push(Step::apply(core("services", &format!("shop-{name}"))));
+            let ready = matches!(scenario, Scenario::MiddlewareReadyAppliesServices);
+            steps.push(Step::new(
+                Method::PATCH,
+                apps("statefulsets", &format!("shop-{name}")),
+                if ready {
+                    Answer::EchoWithStatus(json!({"replicas": 1, "readyReplicas": 1}))
+                } else {
+                    Answer::Echo
+                },
+            ));
+        }
+    }
+    if !matches!(scenario, Scenario::FirstReconcileWaitsForMiddleware) {
+        let deployment_answer = || match scenario {
+            Scenario::MiddlewareReadyAppliesServices => {
+                Answer::EchoWithStatus(json!({"replicas": 1, "readyReplicas": 1}))
+            }
+            _ => Answer::Echo,
+        };
+        for name in SERVICES {
+            steps.push(Step::apply(core("services", &format!("shop-{name}"))));
+            steps.push(Step::new(
+                Method::PATCH,
+                apps("deployments", &format!("shop-{name}")),
+                deployment_answer(),
+            ));
+        }
+        steps.push(Step::apply(core("services", "shop-gateway")));
+        steps.push(Step::new(
+            Method::PATCH,
+            apps("deployments", "shop-gateway"),
+            deployment_answer(),
+        ));
+    }
+    steps.extend(prune_lists());
+    if !matches!(scenario, Scenario::MiddlewareReadyAppliesServices) {
+        // SecretsGenerated
+        steps.push(Step::new(Method::POST, events(), Answer::Echo));
+    }
+    // The phase changed.
+    steps.push(Step::new(Method::POST, events(), Answer::Echo));
+    steps.push(Step::store_status_patch());
+    steps
+}
+
+/// Runs one reconcile against the scenario's conversation; returns its result and the requests.
+async fn run(store: Store, scenario: Scenario) -> (Result<Action>, Vec<Seen>) {
+    let (ctx, verifier) = test_context();
+    let server = tokio::spawn(verifier.expect(steps(&scenario)));
+    let result = reconcile(Arc::new(store), ctx).await;
+    let seen = tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .expect("the reconcile made every expected request in time")
+        .expect("every request was the expected one");
+    (result, seen)
+}
+
+fn body_at<'a>(seen: &'a [Seen], method: Method, path: &str) -> &'a Value {
+    &seen
+        .iter()
+        .find(|s| s.method == method && s.path == path)
+        .unwrap_or_else(|| panic!("no {method} {path}"))
+        .body
+}
+
+fn status_body(seen: &[Seen]) -> &Value {
+    &body_at(seen, Method::PATCH, &store_status())["status"]
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_settings_and_middleware_and_reports_pending() {
+    let (result, seen) = run(
+        store(StoreSpec::default()),
+        Scenario::FirstReconcileWaitsForMiddleware,
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+
+    let secret = body_at(&seen, Method::PATCH, &core("secrets", "shop-secrets"));
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(secret["data"].as_object().unwrap().len(), 3);
+    let postgres = body_at(&seen, Method::PATCH, &apps("statefulsets", "shop-postgres"));
+    assert_eq!(postgres["kind"], "StatefulSet");
+    assert_eq!(postgres["metadata"]["labels"]["letsgo.dev/store"], "shop");
+
+    let status = status_body(&seen);
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["readyComponents"], "0/9");
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(
+        condition(status, "Progressing")["reason"],
+        "WaitingForMiddleware"
+    );
+    assert_eq!(condition(status, "Degraded")["status"], "False");
+    assert_eq!(
+        status["gatewayEndpoint"],
+        "http://shop-gateway.default.svc:8888"
+    );
+    let events: Vec<&Value> = seen
+        .iter()
+        .filter(|s| s.path == events())
+        .map(|s| &s.body)
+        .collect();
+    assert_eq!(events[0]["reason"], "SecretsGenerated");
+    assert_eq!(events[1]["reason"], "Pending");
+    assert_eq!(events[1]["regarding"]["kind"], "Store");
+}
+
+#[tokio::test]
+async fn once_middleware_is_ready_the_services_are_applied_and_the_store_is_ready() {
+    let mut pending = store(StoreSpec::default());
+    pending.status = Some(crate::store::StoreStatus {
+        observed_generation: Some(1),
+        phase: Some(StorePhase::Pending),
+        ..Default::default()
+    });
+    let (result, seen) = run(pending, Scenario::MiddlewareReadyAppliesServices).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+
+    // The generated values already in the cluster are applied again unchanged.
+    let secret = body_at(&seen, Method::PATCH, &core("secrets", "shop-secrets"));
+    assert_eq!(secret["data"], existing_secret()["data"]);
+
+    let user = body_at(&seen, Method::PATCH, &apps("deployments", "shop-user"));
+    assert_eq!(
+        user["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/letsgo/letsgo-user:0.1.0"
+    );
+
+    let status = status_body(&seen);
+    assert_eq!(status["phase"], "Ready");
+    assert_eq!(status["readyComponents"], "9/9");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(condition(status, "Ready")["reason"], "AllComponentsReady");
+    assert_eq!(condition(status, "Progressing")["status"], "False");
+    let event = body_at(&seen, Method::POST, &events());
+    assert_eq!(event["reason"], "Ready");
+    assert_eq!(event["type"], "Normal");
+}
+
+#[tokio::test]
+async fn with_external_middleware_every_service_is_applied_on_the_first_reconcile() {
+    let spec = StoreSpec {
+        middleware: Middleware {
+            postgres: MiddlewareSource::external("shop-postgres"),
+            redis: MiddlewareSource::external("shop-redis"),
+            kafka: MiddlewareSource::external("shop-kafka"),
+            etcd: None,
+        },
+        ..StoreSpec::default()
+    };
+    let (result, seen) = run(store(spec), Scenario::ExternalMiddlewareAppliesEverything).await;
+    result.unwrap();
+    let order = body_at(&seen, Method::PATCH, &apps("deployments", "shop-order"));
+    let env = order["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(env.iter().any(|e| e["name"] == "DB_HOST"
+        && e["valueFrom"]["secretKeyRef"]["name"] == "shop-postgres"
+        && e["valueFrom"]["secretKeyRef"]["key"] == "host"));
+    let status = status_body(&seen);
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
+    assert_eq!(status["readyComponents"], "0/6");
+}
+
+#[tokio::test]
+async fn a_bad_spec_is_reported_in_status_not_crashed_on() {
+    let spec = StoreSpec {
+        discovery: DiscoveryMode::Etcd,
+        ..StoreSpec::default()
+    };
+    let (result, seen) = run(store(spec), Scenario::InvalidSpecReported).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let event = body_at(&seen, Method::POST, &events());
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidSpec");
+    let status = status_body(&seen);
+    assert_eq!(status["phase"], "Invalid");
+    assert_eq!(condition(status, "Degraded")["status"], "True");
+    assert_eq!(condition(status, "Degraded")["reason"], "InvalidSpec");
+    assert!(
+        condition(status, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("middleware.etcd must be set")
+    );
+}
+
+#[tokio::test]
+async fn a_child_the_spec_no_longer_asks_for_is_deleted() {
+    let (ctx, verifier) = test_context();
+    let store = store(StoreSpec::default());
+    let target = StoreRef::new(&store).unwrap();
+    let desired = desired_state(&target, None);
+    let stale_ingress = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressList", "metadata": {},
+        "items": [{
+            "metadata": {"name": "shop-gateway", "namespace": NAMESPACE,
+                "ownerReferences": [{"apiVersion": "letsgo.dev/v1alpha1", "kind": "Store",
+                    "name": "shop", "uid": UID, "controller": true}]},
+        }]
+    });
+    let mut expected = prune_lists();
+    expected[1].answer = Answer::Json(stale_ingress);
+    expected.insert(
+        2,
+        Step::new(
+            Method::DELETE,
+            format!("{}/shop-gateway", ingresses()),
+            Answer::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+            ),
+        ),
+    );
+    let server = tokio::spawn(verifier.expect(expected));
+    prune(&ctx.client, &target, &desired.all().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn retries_back_off_from_five_seconds_to_five_minutes() {
+    assert_eq!(retry_delay(1), Duration::from_secs(5));
+    assert_eq!(retry_delay(2), Duration::from_secs(10));
+    assert_eq!(retry_delay(4), Duration::from_secs(40));
+    assert_eq!(retry_delay(20), Duration::from_secs(300));
+}
+
+#[test]
+fn a_secret_missing_a_key_is_incomplete() {
+    let mut secret: Secret = serde_json::from_value(existing_secret()).unwrap();
+    assert!(secret_data_is_complete(&secret));
+    secret.data = Some(BTreeMap::from([(
+        "jwt-secret".to_owned(),
+        ByteString(b"x".to_vec()),
+    )]));
+    assert!(!secret_data_is_complete(&secret));
+}

@@ -1,0 +1,128 @@
+//! The letsgo operator: serves `/metrics` and `/healthz`, waits to lead, then reconciles Stores
+//! until SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use clap::Parser;
+use letsgo_operator::controller::{self, Context};
+use letsgo_operator::leader::{self, LeaderElector, LeaseConfig};
+use letsgo_operator::metrics::Metrics;
+use letsgo_operator::telemetry;
+use tracing::{error, info};
+
+/// letsgo operator: turns each Store resource into a running shop.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Config {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Elect a leader on a Lease, so several replicas are safe; off only for a single local run.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "letsgo-operator")]
+    lease_name: String,
+    /// Namespace of the Lease: the operator's own (the chart passes it); the client's default otherwise.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease: the pod name (the chart passes it).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "LEASE_DURATION_SECS", default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+    /// Log filter in tracing's env-filter syntax.
+    #[arg(long = "log-level", env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(&config.log_format, &config.log_filter);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!(%message, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|error| format!("METRICS_LISTEN {}: {error}", config.metrics_listen))?;
+    let app = admin_router(metrics.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            error!(%error, "admin listener failed");
+        }
+    });
+    info!(listen = %config.metrics_listen, "admin listener up");
+
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|error| format!("connecting to Kubernetes: {error}"))?;
+    let identity = config
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "letsgo-operator".to_owned());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Some(identity.clone()),
+    ));
+
+    if !config.leader_election {
+        controller::run(ctx).await;
+        return Ok(());
+    }
+    let lease = LeaseConfig {
+        name: config.lease_name,
+        namespace: config
+            .lease_namespace
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        identity,
+        lease_duration: Duration::from_secs(config.lease_duration_secs.max(2)),
+        renew_every: Duration::from_secs((config.lease_duration_secs / 3).max(1)),
+    };
+    let mut leading = leader::lead(LeaderElector::new(client, lease)).await;
+    metrics.leader.set(1);
+    tokio::select! {
+        () = controller::run(ctx) => Ok(()),
+        // Exiting is the safe way out: the pod restarts as a follower, and no reconcile of
+        // ours can overlap the next leader's.
+        _ = leading.wait_for(|leads| !*leads) => Err("lost the leader Lease".to_owned()),
+    }
+}
+
+fn admin_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(metrics)
+}
+
+async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}

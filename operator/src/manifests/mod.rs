@@ -1,0 +1,197 @@
+//! Manifest builders: pure functions from a Store to the Kubernetes objects that run it.
+//!
+//! Nothing here talks to the API server, so every object a Store produces can be checked in a
+//! unit test. Each object carries the Store as its controller owner (deleting the Store deletes
+//! it) and the labels in [`labels`], which the reconciler uses to find what it made.
+
+mod middleware;
+mod services;
+mod settings;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::store::{DiscoveryMode, Store};
+use crate::{Error, Result};
+
+pub use middleware::MiddlewareKind;
+pub use services::ServiceKind;
+pub use settings::{SECRET_KEYS, secret_data_is_complete};
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "letsgo-operator";
+/// Label naming the Store an object belongs to; the reconciler selects children by it.
+pub const STORE_LABEL: &str = "letsgo.dev/store";
+/// Pod-template annotation holding a hash of the shop's settings, so a change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "letsgo.dev/config-hash";
+
+/// The Store as its builders need it: name, namespace and the owner reference, checked once.
+#[derive(Clone, Debug)]
+pub struct StoreRef<'a> {
+    pub store: &'a Store,
+    pub name: String,
+    pub namespace: String,
+    owner: OwnerReference,
+}
+
+impl<'a> StoreRef<'a> {
+    /// Fails for a Store the API server has not stored yet (no namespace or uid).
+    pub fn new(store: &'a Store) -> Result<StoreRef<'a>> {
+        let namespace = store
+            .namespace()
+            .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let owner = store
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+        Ok(StoreRef {
+            store,
+            name: store.name_any(),
+            namespace,
+            owner,
+        })
+    }
+
+    /// `<store>-<suffix>`: every child's name, so several Stores share a namespace.
+    pub fn child_name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.name)
+    }
+
+    /// Metadata of a child: name, namespace, labels and the controller owner reference.
+    fn meta(&self, name: String, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels(&self.name, component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn discovery(&self) -> DiscoveryMode {
+        self.store.spec.discovery
+    }
+}
+
+/// Labels of every child: the recommended `app.kubernetes.io` set and [`STORE_LABEL`].
+pub fn labels(store: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(store, component);
+    labels.insert("app.kubernetes.io/part-of".into(), "letsgo".into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        FIELD_MANAGER.to_owned(),
+    );
+    labels
+}
+
+/// The subset that selects a component's pods; it never changes for a running component.
+pub fn selector_labels(store: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "letsgo".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), store.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
+        (STORE_LABEL.to_owned(), store.to_owned()),
+    ])
+}
+
+/// One object the operator applies.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Child {
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Service(Service),
+    StatefulSet(StatefulSet),
+    Deployment(Deployment),
+    PodDisruptionBudget(PodDisruptionBudget),
+    Ingress(Ingress),
+}
+
+impl Child {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Child::ConfigMap(_) => "ConfigMap",
+            Child::Secret(_) => "Secret",
+            Child::Service(_) => "Service",
+            Child::StatefulSet(_) => "StatefulSet",
+            Child::Deployment(_) => "Deployment",
+            Child::PodDisruptionBudget(_) => "PodDisruptionBudget",
+            Child::Ingress(_) => "Ingress",
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Child::ConfigMap(o) => o.name_any(),
+            Child::Secret(o) => o.name_any(),
+            Child::Service(o) => o.name_any(),
+            Child::StatefulSet(o) => o.name_any(),
+            Child::Deployment(o) => o.name_any(),
+            Child::PodDisruptionBudget(o) => o.name_any(),
+            Child::Ingress(o) => o.name_any(),
+        }
+    }
+}
+
+/// Everything a Store should have, in the order it is applied.
+#[derive(Clone, Debug)]
+pub struct DesiredState {
+    /// The settings ConfigMap and the generated Secret: applied first, everything reads them.
+    pub settings: Vec<Child>,
+    /// The managed middleware, each with what it needs.
+    pub middleware: Vec<Child>,
+    /// Which StatefulSets the services wait for.
+    pub managed_middleware: Vec<MiddlewareKind>,
+    /// The services and the gateway, applied once the managed middleware is ready.
+    pub services: Vec<Child>,
+}
+
+impl DesiredState {
+    pub fn all(&self) -> impl Iterator<Item = &Child> {
+        self.settings
+            .iter()
+            .chain(&self.middleware)
+            .chain(&self.services)
+    }
+}
+
+/// Builds every object of `store`. `existing_secret` is the Secret applied before, whose
+/// generated values are kept, so secrets and passwords do not change between reconciles.
+pub fn desired_state(store: &StoreRef<'_>, existing_secret: Option<&Secret>) -> DesiredState {
+    let config = settings::config_map(store);
+    let config_hash = settings::hash_of(&config);
+    let mut settings = vec![
+        Child::ConfigMap(config),
+        Child::Secret(settings::secret(store, existing_secret)),
+    ];
+
+    let managed_middleware = middleware::managed(store);
+    let mut middleware = Vec::new();
+    for kind in &managed_middleware {
+        middleware.extend(middleware::objects(store, *kind));
+    }
+    if managed_middleware.contains(&MiddlewareKind::Postgres) {
+        settings.push(Child::ConfigMap(middleware::postgres_init(store)));
+    }
+
+    let mut services = Vec::new();
+    for kind in ServiceKind::ALL {
+        services.extend(services::objects(store, kind, &config_hash));
+    }
+    DesiredState {
+        settings,
+        middleware,
+        managed_middleware,
+        services,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,523 @@
+//! The gateway and the five gRPC services: a Deployment each, a headless Service for DNS
+//! discovery, a PodDisruptionBudget when there is more than one replica, and the gateway's own
+//! Service and optional Ingress.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::settings::{
+    JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name, env_from_secret,
+    secret_name,
+};
+use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
+use crate::store::{DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
+
+/// The six deployables, in the order they are applied (callees before callers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceKind {
+    User,
+    Product,
+    Cart,
+    Order,
+    Payment,
+    Gateway,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 6] = [
+        ServiceKind::User,
+        ServiceKind::Product,
+        ServiceKind::Cart,
+        ServiceKind::Order,
+        ServiceKind::Payment,
+        ServiceKind::Gateway,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::User => "user",
+            ServiceKind::Product => "product",
+            ServiceKind::Cart => "cart",
+            ServiceKind::Order => "order",
+            ServiceKind::Payment => "payment",
+            ServiceKind::Gateway => "gateway",
+        }
+    }
+
+    /// gRPC port of a service, HTTP port of the gateway (the binaries' defaults).
+    pub fn serving_port(self) -> i32 {
+        match self {
+            ServiceKind::User => 9001,
+            ServiceKind::Product => 9002,
+            ServiceKind::Cart => 9003,
+            ServiceKind::Order => 9004,
+            ServiceKind::Payment => 9005,
+            ServiceKind::Gateway => 8888,
+        }
+    }
+
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub fn admin_port(self) -> i32 {
+        match self {
+            ServiceKind::Gateway => 9100,
+            other => other.serving_port() + 100,
+        }
+    }
+
+    fn serving_port_name(self) -> &'static str {
+        match self {
+            ServiceKind::Gateway => "http",
+            _ => "grpc",
+        }
+    }
+
+    fn uses_database(self) -> bool {
+        matches!(
+            self,
+            ServiceKind::User | ServiceKind::Product | ServiceKind::Order | ServiceKind::Payment
+        )
+    }
+
+    fn uses_redis(self) -> bool {
+        matches!(self, ServiceKind::Product | ServiceKind::Cart)
+    }
+
+    fn uses_kafka(self) -> bool {
+        matches!(
+            self,
+            ServiceKind::User | ServiceKind::Order | ServiceKind::Payment
+        )
+    }
+
+    fn signs_tokens(self) -> bool {
+        matches!(self, ServiceKind::User | ServiceKind::Gateway)
+    }
+
+    fn spec(self, store: &StoreRef<'_>) -> ServiceSizing {
+        let services = &store.store.spec.services;
+        match self {
+            ServiceKind::User => services.user.clone(),
+            ServiceKind::Product => services.product.clone(),
+            ServiceKind::Cart => services.cart.clone(),
+            ServiceKind::Order => services.order.clone(),
+            ServiceKind::Payment => services.payment.clone(),
+            ServiceKind::Gateway => services.gateway.clone(),
+        }
+    }
+}
+
+/// The objects of one service; `config_hash` goes on the pod template.
+pub(super) fn objects(store: &StoreRef<'_>, kind: ServiceKind, config_hash: &str) -> Vec<Child> {
+    let spec = kind.spec(store);
+    let mut objects = Vec::new();
+    if kind == ServiceKind::Gateway {
+        objects.push(Child::Service(gateway_service(store)));
+    } else {
+        objects.push(Child::Service(headless_service(store, kind)));
+    }
+    objects.push(Child::Deployment(deployment(
+        store,
+        kind,
+        &spec,
+        config_hash,
+    )));
+    if spec.replicas > 1 {
+        objects.push(Child::PodDisruptionBudget(disruption_budget(store, kind)));
+    }
+    if kind == ServiceKind::Gateway
+        && let Some(ingress) = gateway_ingress(store)
+    {
+        objects.push(Child::Ingress(ingress));
+    }
+    objects
+}
+
+fn deployment(
+    store: &StoreRef<'_>,
+    kind: ServiceKind,
+    spec: &ServiceSizing,
+    config_hash: &str,
+) -> Deployment {
+    let name = kind.as_str();
+    let image = &store.store.spec.image;
+    let mut template_labels = super::labels(&store.name, name);
+    template_labels.insert("app.kubernetes.io/version".into(), image.tag.clone());
+    let annotations = BTreeMap::from([
+        (CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned()),
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        (
+            "prometheus.io/port".to_owned(),
+            kind.admin_port().to_string(),
+        ),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ]);
+    let container = Container {
+        name: name.to_owned(),
+        image: Some(format!(
+            "{}/letsgo-{name}:{}",
+            image.registry.trim_end_matches('/'),
+            image.tag
+        )),
+        image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
+        ports: Some(vec![
+            container_port(kind.serving_port_name(), kind.serving_port()),
+            container_port("admin", kind.admin_port()),
+        ]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_map_name(store),
+                optional: None,
+            }),
+            ..EnvFromSource::default()
+        }]),
+        env: Some(service_env(store, kind)),
+        resources: Some(resources(spec.resources.as_ref(), &SERVICE_DEFAULTS)),
+        // Started once the process answers; migrations may take a while on first start.
+        startup_probe: Some(http_probe("/healthz", kind.admin_port(), 2, 90)),
+        liveness_probe: Some(http_probe("/healthz", kind.admin_port(), 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", kind.admin_port(), 5, 2)),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: store.meta(store.child_name(name), name),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&store.name, name)),
+                ..LabelSelector::default()
+            },
+            // Surge first: a rollout never takes a ready pod away before its successor is ready.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    // The services never call the Kubernetes API (discovery is DNS).
+                    automount_service_account_token: Some(false),
+                    // Service links would add `<NAME>_PORT=tcp://...` variables that can shadow
+                    // settings such as REDIS_PORT.
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod(65532)),
+                    termination_grace_period_seconds: Some(30),
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// Secrets and per-pod values: what the ConfigMap must not or cannot hold.
+fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
+    let spec = &store.store.spec;
+    let generated = secret_name(store);
+    let mut env = Vec::new();
+    if kind.signs_tokens() {
+        env.push(env_from_secret(
+            "JWT_SECRET",
+            &generated,
+            JWT_SECRET_KEY,
+            false,
+        ));
+    }
+    if kind == ServiceKind::Payment {
+        env.push(env_from_secret(
+            "PAYMENT_WEBHOOK_SECRET",
+            &generated,
+            WEBHOOK_SECRET_KEY,
+            false,
+        ));
+    }
+    if kind.uses_database() {
+        match external_secret(&spec.middleware.postgres) {
+            None => env.push(env_from_secret(
+                "DB_PASSWORD",
+                &generated,
+                POSTGRES_PASSWORD_KEY,
+                false,
+            )),
+            Some(secret) => {
+                env.push(env_from_secret("DB_HOST", secret, "host", false));
+                env.push(env_from_secret("DB_PORT", secret, "port", true));
+                env.push(env_from_secret("DB_USER", secret, "username", false));
+                env.push(env_from_secret("DB_PASSWORD", secret, "password", false));
+            }
+        }
+    }
+    if kind.uses_redis()
+        && let Some(secret) = external_secret(&spec.middleware.redis)
+    {
+        env.push(env_from_secret("REDIS_URL", secret, "url", false));
+    }
+    if kind.uses_kafka()
+        && let Some(secret) = external_secret(&spec.middleware.kafka)
+    {
+        env.push(env_from_secret("KAFKA_BROKERS", secret, "brokers", false));
+    }
+    if spec.discovery == DiscoveryMode::Etcd {
+        if let Some(secret) = spec.middleware.etcd.as_ref().and_then(external_secret) {
+            env.push(env_from_secret("ETCD_HOSTS", secret, "endpoints", false));
+        }
+        // Instances register under the address other pods reach them at.
+        env.push(EnvVar {
+            name: "ADVERTISE_HOST".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    env
+}
+
+fn external_secret(source: &MiddlewareSource) -> Option<&str> {
+    source
+        .external
+        .as_ref()
+        .map(|external| external.secret_name.as_str())
+}
+
+/// Named `<store>-<service>`, the name `DISCOVERY_DNS_NAME` resolves: its DNS answer is the
+/// addresses of the ready pods.
+fn headless_service(store: &StoreRef<'_>, kind: ServiceKind) -> Service {
+    let name = kind.as_str();
+    Service {
+        metadata: store.meta(store.child_name(name), name),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector_labels(&store.name, name)),
+            ports: Some(vec![
+                service_port(kind.serving_port_name(), kind.serving_port()),
+                service_port("admin", kind.admin_port()),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The gateway's address for clients; its admin port stays inside the pod network.
+fn gateway_service(store: &StoreRef<'_>) -> Service {
+    let kind = ServiceKind::Gateway;
+    let name = kind.as_str();
+    Service {
+        metadata: store.meta(store.child_name(name), name),
+        spec: Some(ServiceSpec {
+            type_: Some(store.store.spec.gateway.service_type.as_str().to_owned()),
+            selector: Some(selector_labels(&store.name, name)),
+            ports: Some(vec![service_port("http", kind.serving_port())]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn gateway_ingress(store: &StoreRef<'_>) -> Option<Ingress> {
+    let ingress = store.store.spec.gateway.ingress.as_ref()?;
+    let name = ServiceKind::Gateway.as_str();
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: store.child_name(name),
+            port: Some(ServiceBackendPort {
+                name: Some("http".into()),
+                number: None,
+            }),
+        }),
+        ..IngressBackend::default()
+    };
+    Some(Ingress {
+        metadata: store.meta(store.child_name(name), name),
+        spec: Some(IngressSpec {
+            ingress_class_name: ingress.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(ingress.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend,
+                    }],
+                }),
+            }]),
+            tls: ingress.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![ingress.host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }]
+            }),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+/// Voluntary disruptions (node drains) take one pod at a time.
+fn disruption_budget(store: &StoreRef<'_>, kind: ServiceKind) -> PodDisruptionBudget {
+    let name = kind.as_str();
+    PodDisruptionBudget {
+        metadata: store.meta(store.child_name(name), name),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&store.name, name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+pub(super) fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+fn http_probe(path: &str, port: i32, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+/// The `restricted` Pod Security Standard, for a process that needs nothing of its image's
+/// filesystem but `/tmp`.
+pub(super) fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+pub(super) fn restricted_pod(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Requests and memory limit the operator gives a container the Store says nothing about.
+pub(super) struct DefaultResources {
+    pub cpu_request: &'static str,
+    pub memory_request: &'static str,
+    pub memory_limit: &'static str,
+}
+
+const SERVICE_DEFAULTS: DefaultResources = DefaultResources {
+    cpu_request: "50m",
+    memory_request: "64Mi",
+    memory_limit: "256Mi",
+};
+
+/// The Store's resources when given (taken as they are), else the defaults. No CPU limit by
+/// default: throttling a latency-sensitive server hurts more than it protects.
+pub(super) fn resources(
+    given: Option<&Resources>,
+    defaults: &DefaultResources,
+) -> ResourceRequirements {
+    let Some(given) = given else {
+        return ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity(defaults.cpu_request.into())),
+                ("memory".into(), Quantity(defaults.memory_request.into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".into(),
+                Quantity(defaults.memory_limit.into()),
+            )])),
+            ..ResourceRequirements::default()
+        };
+    };
+    let to_map = |values: &crate::store::CpuMemory| {
+        let mut map = BTreeMap::new();
+        if let Some(cpu) = &values.cpu {
+            map.insert("cpu".to_owned(), Quantity(cpu.clone()));
+        }
+        if let Some(memory) = &values.memory {
+            map.insert("memory".to_owned(), Quantity(memory.clone()));
+        }
+        map
+    };
+    ResourceRequirements {
+        requests: given.requests.as_ref().map(to_map),
+        limits: given.limits.as_ref().map(to_map),
+        ..ResourceRequirements::default()
+    }
+}

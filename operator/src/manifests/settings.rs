@@ -1,0 +1,174 @@
+//! The shop's settings: a ConfigMap of what is not secret, and a Secret of what the operator
+//! generates (token key, webhook key, database password) once per Store.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, Secret, SecretKeySelector};
+use sha2::{Digest, Sha256};
+
+use super::StoreRef;
+use super::services::ServiceKind;
+use crate::store::{DiscoveryMode, MiddlewareSource};
+
+/// Keys of the generated Secret `<store>-secrets`.
+pub const SECRET_KEYS: [&str; 3] = [JWT_SECRET_KEY, WEBHOOK_SECRET_KEY, POSTGRES_PASSWORD_KEY];
+pub(super) const JWT_SECRET_KEY: &str = "jwt-secret";
+pub(super) const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
+pub(super) const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
+/// The database role of managed PostgreSQL.
+pub(super) const POSTGRES_USER: &str = "letsgo";
+
+pub(super) fn config_map_name(store: &StoreRef<'_>) -> String {
+    store.child_name("config")
+}
+
+pub(super) fn secret_name(store: &StoreRef<'_>) -> String {
+    store.child_name("secrets")
+}
+
+/// Settings shared by every component, read with `envFrom`; secrets are never in here.
+pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
+    let spec = &store.store.spec;
+    let mut data = BTreeMap::from([
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        ("DISCOVERY".to_owned(), spec.discovery.as_str().to_owned()),
+        (
+            "DISCOVERY_DNS_NAME".to_owned(),
+            format!("{}-{{service}}", store.name),
+        ),
+        (
+            "PAYMENT_CALLBACK_URL".to_owned(),
+            format!(
+                "http://{}.{}.svc:{}/api/v1/payment/callback",
+                store.child_name("gateway"),
+                store.namespace,
+                ServiceKind::Gateway.serving_port()
+            ),
+        ),
+        (
+            "DEMO_CATALOGUE".to_owned(),
+            spec.shop.demo_catalogue.to_string(),
+        ),
+    ]);
+    if !spec.shop.admin_usernames.is_empty() {
+        data.insert(
+            "ADMIN_USERNAMES".to_owned(),
+            spec.shop.admin_usernames.join(","),
+        );
+    }
+    if spec.discovery == DiscoveryMode::Etcd {
+        // Shops sharing an etcd must not see each other's instances.
+        data.insert(
+            "ETCD_PREFIX".to_owned(),
+            format!("/letsgo/{}/{}/services/", store.namespace, store.name),
+        );
+    }
+    let middleware = &spec.middleware;
+    if is_managed(&middleware.postgres) {
+        data.insert("DB_HOST".into(), store.child_name("postgres"));
+        data.insert("DB_PORT".into(), "5432".into());
+        data.insert("DB_USER".into(), POSTGRES_USER.into());
+    }
+    if is_managed(&middleware.redis) {
+        data.insert("REDIS_HOST".into(), store.child_name("redis"));
+        data.insert("REDIS_PORT".into(), "6379".into());
+    }
+    if is_managed(&middleware.kafka) {
+        data.insert(
+            "KAFKA_BROKERS".into(),
+            format!("{}:9092", store.child_name("kafka")),
+        );
+    }
+    if spec.discovery == DiscoveryMode::Etcd && middleware.etcd.as_ref().is_some_and(is_managed) {
+        data.insert(
+            "ETCD_HOSTS".into(),
+            format!("{}:2379", store.child_name("etcd")),
+        );
+    }
+    ConfigMap {
+        metadata: store.meta(config_map_name(store), "config"),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+fn is_managed(source: &MiddlewareSource) -> bool {
+    source.managed.is_some()
+}
+
+/// The generated Secret. Values already in `existing` are kept byte for byte; only missing
+/// keys get fresh random values, so a reconcile never rotates a secret by accident.
+pub(super) fn secret(store: &StoreRef<'_>, existing: Option<&Secret>) -> Secret {
+    let existing = existing.and_then(|secret| secret.data.as_ref());
+    let data = SECRET_KEYS
+        .iter()
+        .map(|key| {
+            let value = existing
+                .and_then(|data| data.get(*key))
+                .filter(|value| !value.0.is_empty())
+                .cloned()
+                .unwrap_or_else(|| ByteString(random_secret().into_bytes()));
+            ((*key).to_owned(), value)
+        })
+        .collect();
+    Secret {
+        metadata: store.meta(secret_name(store), "config"),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Whether a Secret read from the cluster holds every generated key (a Secret someone
+/// emptied by hand gets its missing keys back, and those only).
+pub fn secret_data_is_complete(secret: &Secret) -> bool {
+    let data = secret.data.as_ref();
+    SECRET_KEYS.iter().all(|key| {
+        data.and_then(|d| d.get(*key))
+            .is_some_and(|v| !v.0.is_empty())
+    })
+}
+
+/// 32 random bytes, hex: a valid `JWT_SECRET`, webhook secret and PostgreSQL password alike.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    hex::encode(bytes)
+}
+
+/// A short hash of the ConfigMap's data, put on pod templates so a settings change rolls them.
+pub(super) fn hash_of(config: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in config.data.iter().flatten() {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// An environment variable read from a Secret's key.
+pub(super) fn env_from_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: optional.then_some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+pub(super) fn env_value(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
+}

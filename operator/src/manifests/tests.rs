@@ -1,0 +1,432 @@
+//! The builders' output for given Stores.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+use crate::fixtures::{UID, store};
+use crate::store::{
+    GatewayServiceType, IngressSpec, Middleware, MiddlewareSource, ServiceSizing, StoreSpec,
+};
+
+fn build(spec: StoreSpec) -> DesiredState {
+    let store = store(spec);
+    let target = StoreRef::new(&store).unwrap();
+    desired_state(&target, None)
+}
+
+fn deployment<'a>(state: &'a DesiredState, name: &str) -> &'a Deployment {
+    state
+        .all()
+        .find_map(|c| match c {
+            Child::Deployment(d) if d.metadata.name.as_deref() == Some(name) => Some(d),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Deployment {name}"))
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    &deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    container.env.iter().flatten().find(|e| e.name == name)
+}
+
+fn names(state: &DesiredState, kind: &str) -> Vec<String> {
+    state
+        .all()
+        .filter(|c| c.kind() == kind)
+        .map(Child::name)
+        .collect()
+}
+
+fn secret_of(state: &DesiredState) -> Secret {
+    state
+        .settings
+        .iter()
+        .find_map(|c| match c {
+            Child::Secret(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_default_store_gets_every_service_and_managed_postgres_redis_and_kafka() {
+    let state = build(StoreSpec::default());
+    assert_eq!(
+        names(&state, "Deployment"),
+        [
+            "shop-user",
+            "shop-product",
+            "shop-cart",
+            "shop-order",
+            "shop-payment",
+            "shop-gateway"
+        ]
+    );
+    assert_eq!(
+        names(&state, "StatefulSet"),
+        ["shop-postgres", "shop-redis", "shop-kafka"]
+    );
+    assert_eq!(
+        names(&state, "ConfigMap"),
+        ["shop-config", "shop-postgres-init"]
+    );
+    // One replica each: no PodDisruptionBudget, no Ingress.
+    assert!(names(&state, "PodDisruptionBudget").is_empty());
+    assert!(names(&state, "Ingress").is_empty());
+}
+
+#[test]
+fn every_object_is_owned_by_the_store_and_labelled_with_it() {
+    let state = build(StoreSpec::default());
+    for child in state.all() {
+        let meta = match child {
+            Child::ConfigMap(o) => &o.metadata,
+            Child::Secret(o) => &o.metadata,
+            Child::Service(o) => &o.metadata,
+            Child::StatefulSet(o) => &o.metadata,
+            Child::Deployment(o) => &o.metadata,
+            Child::PodDisruptionBudget(o) => &o.metadata,
+            Child::Ingress(o) => &o.metadata,
+        };
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.uid, UID, "{}", child.name());
+        assert_eq!(owner.kind, "Store");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(meta.namespace.as_deref(), Some("default"));
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .unwrap()
+                .get(STORE_LABEL)
+                .map(String::as_str),
+            Some("shop")
+        );
+    }
+}
+
+#[test]
+fn headless_services_carry_the_names_discovery_resolves() {
+    let state = build(StoreSpec::default());
+    let config = state
+        .settings
+        .iter()
+        .find_map(|c| match c {
+            Child::ConfigMap(c) if c.metadata.name.as_deref() == Some("shop-config") => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    let data = config.data.as_ref().unwrap();
+    assert_eq!(data["DISCOVERY"], "kubernetes");
+    assert_eq!(data["DISCOVERY_DNS_NAME"], "shop-{service}");
+    for service in ["user", "product", "cart", "order", "payment"] {
+        let name = data["DISCOVERY_DNS_NAME"].replace("{service}", service);
+        let headless = state.all().find_map(|c| match c {
+            Child::Service(s) if s.metadata.name.as_deref() == Some(name.as_str()) => Some(s),
+            _ => None,
+        });
+        let spec = headless.unwrap().spec.as_ref().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "{name}");
+        assert_eq!(
+            spec.selector.as_ref().unwrap()["app.kubernetes.io/component"],
+            service
+        );
+    }
+}
+
+#[test]
+fn services_are_probed_on_their_admin_port_and_locked_down() {
+    let state = build(StoreSpec::default());
+    let cart = container(deployment(&state, "shop-cart"));
+    let ready = cart
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    assert_eq!(ready.port, IntOrString::Int(9103));
+    let live = cart
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(live.path.as_deref(), Some("/healthz"));
+    let security = cart.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_owned()][..])
+    );
+    let gateway = container(deployment(&state, "shop-gateway"));
+    let port = &gateway
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap()
+        .port;
+    assert_eq!(port, &IntOrString::Int(9100));
+    let strategy = deployment(&state, "shop-cart")
+        .spec
+        .as_ref()
+        .unwrap()
+        .strategy
+        .clone()
+        .unwrap();
+    assert_eq!(
+        strategy.rolling_update.unwrap().max_unavailable,
+        Some(IntOrString::Int(0))
+    );
+}
+
+#[test]
+fn secrets_reach_only_the_services_that_use_them() {
+    let state = build(StoreSpec::default());
+    let has = |name: &str, var: &str| env(container(deployment(&state, name)), var).is_some();
+    assert!(has("shop-user", "JWT_SECRET"));
+    assert!(has("shop-gateway", "JWT_SECRET"));
+    assert!(!has("shop-cart", "JWT_SECRET"));
+    assert!(has("shop-payment", "PAYMENT_WEBHOOK_SECRET"));
+    assert!(!has("shop-order", "PAYMENT_WEBHOOK_SECRET"));
+    assert!(has("shop-order", "DB_PASSWORD"));
+    assert!(!has("shop-cart", "DB_PASSWORD"));
+    let password = env(container(deployment(&state, "shop-order")), "DB_PASSWORD").unwrap();
+    let reference = password
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(reference.name, "shop-secrets");
+    assert_eq!(reference.key, "postgres-password");
+}
+
+#[test]
+fn generated_secrets_are_kept_across_reconciles() {
+    let store = store(StoreSpec::default());
+    let target = StoreRef::new(&store).unwrap();
+    let first = secret_of(&desired_state(&target, None));
+    let second = secret_of(&desired_state(&target, Some(&first)));
+    assert_eq!(first.data, second.data);
+    let data = first.data.unwrap();
+    assert_eq!(data.len(), 3);
+    assert!(data.values().all(|v| v.0.len() == 64));
+    // Two Stores never share a generated secret.
+    let other = secret_of(&desired_state(&target, None)).data.unwrap();
+    assert_ne!(data["jwt-secret"], other["jwt-secret"]);
+}
+
+#[test]
+fn a_missing_secret_key_is_generated_and_the_others_kept() {
+    let store = store(StoreSpec::default());
+    let target = StoreRef::new(&store).unwrap();
+    let mut partial = secret_of(&desired_state(&target, None));
+    let kept = partial.data.as_mut().unwrap();
+    let jwt = kept["jwt-secret"].clone();
+    kept.remove("webhook-secret");
+    let repaired = secret_of(&desired_state(&target, Some(&partial)))
+        .data
+        .unwrap();
+    assert_eq!(repaired["jwt-secret"], jwt);
+    assert_eq!(repaired["webhook-secret"].0.len(), 64);
+}
+
+#[test]
+fn more_than_one_replica_gets_a_disruption_budget() {
+    let mut spec = StoreSpec::default();
+    spec.services.product = ServiceSizing {
+        replicas: 3,
+        resources: None,
+    };
+    let state = build(spec);
+    assert_eq!(names(&state, "PodDisruptionBudget"), ["shop-product"]);
+    assert_eq!(
+        deployment(&state, "shop-product")
+            .spec
+            .as_ref()
+            .unwrap()
+            .replicas,
+        Some(3)
+    );
+}
+
+#[test]
+fn the_gateway_gets_a_load_balancer_and_an_ingress_when_asked() {
+    let mut spec = StoreSpec::default();
+    spec.gateway.service_type = GatewayServiceType::LoadBalancer;
+    spec.gateway.ingress = Some(IngressSpec {
+        host: "shop.example.com".into(),
+        class_name: Some("nginx".into()),
+        tls_secret_name: Some("shop-tls".into()),
+    });
+    let state = build(spec);
+    let service = state
+        .all()
+        .find_map(|c| match c {
+            Child::Service(s) if s.metadata.name.as_deref() == Some("shop-gateway") => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    let service_spec = service.spec.as_ref().unwrap();
+    assert_eq!(service_spec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(service_spec.ports.as_ref().unwrap()[0].port, 8888);
+    let Some(Child::Ingress(ingress)) = state.all().find(|c| c.kind() == "Ingress") else {
+        panic!("no Ingress");
+    };
+    let ingress = ingress.spec.as_ref().unwrap();
+    assert_eq!(ingress.ingress_class_name.as_deref(), Some("nginx"));
+    assert_eq!(
+        ingress.rules.as_ref().unwrap()[0].host.as_deref(),
+        Some("shop.example.com")
+    );
+    assert_eq!(
+        ingress.tls.as_ref().unwrap()[0].secret_name.as_deref(),
+        Some("shop-tls")
+    );
+}
+
+#[test]
+fn external_middleware_is_read_from_the_named_secrets_and_not_run() {
+    let spec = StoreSpec {
+        middleware: Middleware {
+            postgres: MiddlewareSource::external("pg"),
+            redis: MiddlewareSource::external("cache"),
+            kafka: MiddlewareSource::external("events"),
+            etcd: None,
+        },
+        ..StoreSpec::default()
+    };
+    let state = build(spec);
+    assert!(names(&state, "StatefulSet").is_empty());
+    let product = container(deployment(&state, "shop-product"));
+    let key = |var: &str| {
+        let selector = env(product, var)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap_or_else(|| panic!("{var}"));
+        (selector.name.clone(), selector.key.clone())
+    };
+    assert_eq!(key("DB_HOST"), ("pg".into(), "host".into()));
+    assert_eq!(key("DB_PASSWORD"), ("pg".into(), "password".into()));
+    assert_eq!(key("REDIS_URL"), ("cache".into(), "url".into()));
+    let order = container(deployment(&state, "shop-order"));
+    assert!(env(order, "KAFKA_BROKERS").is_some());
+}
+
+#[test]
+fn etcd_runs_only_when_discovery_uses_it() {
+    let mut spec = StoreSpec::default();
+    spec.middleware.etcd = Some(MiddlewareSource::managed());
+    assert!(!names(&build(spec.clone()), "StatefulSet").contains(&"shop-etcd".to_owned()));
+
+    spec.discovery = crate::store::DiscoveryMode::Etcd;
+    let state = build(spec);
+    assert!(names(&state, "StatefulSet").contains(&"shop-etcd".to_owned()));
+    let user = container(deployment(&state, "shop-user"));
+    let advertise = env(user, "ADVERTISE_HOST").unwrap();
+    assert_eq!(
+        advertise
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
+}
+
+#[test]
+fn postgres_creates_the_service_databases_at_first_start() {
+    let state = build(StoreSpec::default());
+    let Some(Child::ConfigMap(init)) = state
+        .settings
+        .iter()
+        .find(|c| c.name() == "shop-postgres-init")
+    else {
+        panic!("no init script");
+    };
+    let sql = &init.data.as_ref().unwrap()["create-databases.sql"];
+    for db in ["user", "product", "order", "payment"] {
+        assert!(sql.contains(&format!("CREATE DATABASE \"{db}\";")), "{sql}");
+    }
+    let Some(Child::StatefulSet(postgres)) = state
+        .all()
+        .find(|c| c.name() == "shop-postgres" && c.kind() == "StatefulSet")
+    else {
+        panic!("no postgres");
+    };
+    let spec = postgres.spec.as_ref().unwrap();
+    let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(
+        claim
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "1Gi"
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some("postgres:17.6"));
+}
+
+#[test]
+fn a_settings_change_rolls_the_services() {
+    let hash = |spec: StoreSpec| {
+        let state = build(spec);
+        deployment(&state, "shop-user")
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let mut changed = StoreSpec::default();
+    changed.shop.admin_usernames = vec!["admin".into()];
+    assert_eq!(hash(StoreSpec::default()), hash(StoreSpec::default()));
+    assert_ne!(hash(StoreSpec::default()), hash(changed));
+}
+
+#[test]
+fn the_examples_are_valid_stores() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for file in ["store.yaml", "store-external.yaml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let store: crate::store::Store =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(store.spec.problems().is_empty(), "{file}");
+    }
+}

@@ -1,0 +1,471 @@
+//! The `Store` custom resource: one shop, declared.
+//!
+//! Ranges, enums and patterns live in the generated OpenAPI schema, and the cross-field rules
+//! in CEL `x-kubernetes-validations`, so the API server refuses a bad Store at `kubectl apply`.
+//! [`StoreSpec::problems`] restates the cross-field rules for the reconciler, which must not
+//! trust that every Store it reads went through this CRD's schema (an older CRD, a dry run).
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Kubernetes resource quantity (`500m`, `256Mi`, `10Gi`), as the API server parses them.
+const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
+
+/// One shop: the gateway, the five services and the middleware they need.
+// Clippy reads each `printcolumn(type_ = "string", ...)` as a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "letsgo.dev",
+    version = "v1alpha1",
+    kind = "Store",
+    namespaced,
+    status = "StoreStatus",
+    shortname = "shop",
+    category = "letsgo",
+    doc = "A letsgo shop: the gateway, the user, product, cart, order and payment services, and their middleware.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.readyComponents",
+        description = "components ready / components"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.gatewayEndpoint"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.image.tag",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.discovery != 'etcd' || has(self.middleware.etcd)").message("middleware.etcd must be set (managed or external) when discovery is etcd").reason(Reason::FieldValueRequired).field_path(".middleware.etcd"))]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSpec {
+    /// Where the images come from; each component's image is `<registry>/letsgo-<component>:<tag>`.
+    #[serde(default)]
+    pub image: ImageSpec,
+    /// Replicas and resources of each service.
+    #[serde(default)]
+    pub services: Services,
+    /// Each middleware is either run by the operator (`managed`) or reached through a Secret (`external`).
+    #[serde(default)]
+    pub middleware: Middleware,
+    /// How services find each other: `kubernetes` (headless Services through cluster DNS) or `etcd`.
+    #[serde(default)]
+    pub discovery: DiscoveryMode,
+    /// How the gateway is reached from outside the Store.
+    #[serde(default)]
+    pub gateway: GatewayExposure,
+    /// Shop-wide settings passed to the services.
+    #[serde(default)]
+    pub shop: ShopSettings,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Registry and repository prefix, e.g. `ghcr.io/letsgo` or `localhost:5000`.
+    #[serde(default = "default_registry")]
+    #[schemars(length(min = 1, max = 200))]
+    pub registry: String,
+    /// Image tag of every component; changing it rolls every service.
+    #[serde(default = "default_tag")]
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    pub tag: String,
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        ImageSpec {
+            registry: default_registry(),
+            tag: default_tag(),
+            pull_policy: PullPolicy::default(),
+        }
+    }
+}
+
+fn default_registry() -> String {
+    "ghcr.io/letsgo".to_owned()
+}
+
+/// The shop runs the version of the operator that runs it unless told otherwise.
+fn default_tag() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The six deployables of a shop.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Services {
+    #[serde(default)]
+    pub user: ServiceSizing,
+    #[serde(default)]
+    pub product: ServiceSizing,
+    #[serde(default)]
+    pub cart: ServiceSizing,
+    #[serde(default)]
+    pub order: ServiceSizing,
+    #[serde(default)]
+    pub payment: ServiceSizing,
+    #[serde(default)]
+    pub gateway: ServiceSizing,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSizing {
+    /// Pods of this service; above 1 also gets a PodDisruptionBudget keeping one available.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Requests and limits of the service's container; the operator's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+impl Default for ServiceSizing {
+    fn default() -> Self {
+        ServiceSizing {
+            replicas: default_replicas(),
+            resources: None,
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Container requests and limits, as Kubernetes quantities.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<CpuMemory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<CpuMemory>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuMemory {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(QUANTITY))]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(QUANTITY))]
+    pub memory: Option<String>,
+}
+
+/// The middleware of a shop. PostgreSQL, Redis and Kafka are managed unless said otherwise;
+/// etcd exists only when discovery is `etcd`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Middleware {
+    /// External Secret keys: `host`, `username`, `password`, and optionally `port` (5432).
+    /// Each service uses its own database (`user`, `product`, `order`, `payment`), created by the
+    /// service when missing, so the user needs CREATEDB or the databases must exist.
+    #[serde(default = "MiddlewareSource::managed")]
+    pub postgres: MiddlewareSource,
+    /// External Secret key: `url` (`redis://[:password@]host:port/db`).
+    #[serde(default = "MiddlewareSource::managed")]
+    pub redis: MiddlewareSource,
+    /// External Secret key: `brokers` (comma-separated `host:port`, PLAINTEXT).
+    #[serde(default = "MiddlewareSource::managed")]
+    pub kafka: MiddlewareSource,
+    /// Needed only when discovery is `etcd`. External Secret key: `endpoints` (comma-separated
+    /// `host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<MiddlewareSource>,
+}
+
+impl Default for Middleware {
+    fn default() -> Self {
+        Middleware {
+            postgres: MiddlewareSource::managed(),
+            redis: MiddlewareSource::managed(),
+            kafka: MiddlewareSource::managed(),
+            etcd: None,
+        }
+    }
+}
+
+/// Exactly one of `managed` and `external`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("set exactly one of managed and external"))]
+#[serde(rename_all = "camelCase")]
+pub struct MiddlewareSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedMiddleware>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalMiddleware>,
+}
+
+impl MiddlewareSource {
+    pub fn managed() -> Self {
+        MiddlewareSource {
+            managed: Some(ManagedMiddleware::default()),
+            external: None,
+        }
+    }
+
+    pub fn external(secret_name: &str) -> Self {
+        MiddlewareSource {
+            managed: None,
+            external: Some(ExternalMiddleware {
+                secret_name: secret_name.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Run by the operator: a single-replica StatefulSet with a PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedMiddleware {
+    /// Size of the data volume.
+    #[serde(default = "default_storage")]
+    #[schemars(pattern(QUANTITY))]
+    pub storage: String,
+    /// StorageClass of the data volume; the cluster's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Replaces the official image the operator picks (same project, another version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+impl Default for ManagedMiddleware {
+    fn default() -> Self {
+        ManagedMiddleware {
+            storage: default_storage(),
+            storage_class_name: None,
+            image: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_storage() -> String {
+    "1Gi".to_owned()
+}
+
+/// Reached through a Secret in the Store's namespace; the keys are listed per middleware.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalMiddleware {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    #[default]
+    Kubernetes,
+    Etcd,
+}
+
+impl DiscoveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryMode::Kubernetes => "kubernetes",
+            DiscoveryMode::Etcd => "etcd",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayExposure {
+    #[serde(default)]
+    pub service_type: GatewayServiceType,
+    /// An Ingress for the gateway when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum GatewayServiceType {
+    #[default]
+    ClusterIP,
+    LoadBalancer,
+}
+
+impl GatewayServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayServiceType::ClusterIP => "ClusterIP",
+            GatewayServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// The shop's host name, e.g. `shop.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: String,
+    /// IngressClass to use; the cluster's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// A TLS Secret for the host; plain HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopSettings {
+    /// Usernames promoted to admin when they register or sign in (`ADMIN_USERNAMES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_usernames: Vec<String>,
+    /// Load the demo catalogue into an empty shop (`DEMO_CATALOGUE`).
+    #[serde(default)]
+    pub demo_catalogue: bool,
+}
+
+impl StoreSpec {
+    /// The cross-field rules of the CRD's CEL validations, for Stores that skipped them.
+    /// Empty when the spec can be reconciled.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let middleware = &self.middleware;
+        let named = [
+            ("postgres", Some(&middleware.postgres)),
+            ("redis", Some(&middleware.redis)),
+            ("kafka", Some(&middleware.kafka)),
+            ("etcd", middleware.etcd.as_ref()),
+        ];
+        for (name, source) in named {
+            if let Some(source) = source
+                && source.managed.is_some() == source.external.is_some()
+            {
+                problems.push(format!(
+                    "middleware.{name}: set exactly one of managed and external"
+                ));
+            }
+        }
+        if self.discovery == DiscoveryMode::Etcd && middleware.etcd.is_none() {
+            problems.push(
+                "middleware.etcd must be set (managed or external) when discovery is etcd"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+}
+
+/// What the operator last saw of the shop.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<StorePhase>,
+    /// `Ready`, `Progressing` and `Degraded`, each with a reason.
+    #[serde(default)]
+    pub conditions: Vec<StoreCondition>,
+    /// Ready replicas of each component the operator runs.
+    #[serde(default)]
+    pub components: Vec<ComponentStatus>,
+    /// `ready/total` components, for `kubectl get stores`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_components: Option<String>,
+    /// Where the gateway answers: the Ingress URL, the LoadBalancer address, or the in-cluster URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_endpoint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StorePhase {
+    /// Middleware is starting; the services wait for it.
+    Pending,
+    /// Children applied, not all ready yet.
+    Progressing,
+    Ready,
+    /// Something that was ready is not, or cannot be applied.
+    Degraded,
+    /// The spec breaks a rule; nothing is applied until it is fixed.
+    Invalid,
+}
+
+impl StorePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorePhase::Pending => "Pending",
+            StorePhase::Progressing => "Progressing",
+            StorePhase::Ready => "Ready",
+            StorePhase::Degraded => "Degraded",
+            StorePhase::Invalid => "Invalid",
+        }
+    }
+}
+
+/// A condition in the shape of `metav1.Condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreCondition {
+    /// `Ready`, `Progressing` or `Degraded`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason, e.g. `AllComponentsReady`, `WaitingForMiddleware`, `InvalidSpec`.
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339 time the status last changed.
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// `user`, ..., `gateway`, `postgres`, `redis`, `kafka`, `etcd`.
+    pub name: String,
+    pub ready_replicas: i32,
+    pub desired_replicas: i32,
+}
