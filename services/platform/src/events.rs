@@ -309,11 +309,24 @@ impl EventConsumer {
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
+        // A member with no partitions for long gets no events at all: say so, since the cause
+        // (a broker whose group coordinator is stuck) is otherwise invisible.
+        let mut assignment_check = tokio::time::interval(Duration::from_secs(30));
+        assignment_check.tick().await;
+        let mut received_any = false;
         loop {
             let message = tokio::select! {
                 _ = shutdown.wait() => return,
+                _ = assignment_check.tick() => {
+                    let assigned = self.consumer.assignment().map(|list| list.count()).unwrap_or(0);
+                    if assigned == 0 && !received_any {
+                        tracing::warn!(group = %self.group, "no partitions assigned to this consumer after 30 s; events wait in the broker (is its group coordinator stuck? restarting the broker helps)");
+                    }
+                    continue;
+                }
                 message = self.consumer.recv() => message,
             };
+            received_any = true;
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {

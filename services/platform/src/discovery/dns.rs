@@ -74,6 +74,8 @@ impl EndpointSource for DnsSource {
         let refresh = self.refresh;
         let publisher = sender.clone();
         tokio::spawn(async move {
+            // The first answer always notifies: it tells waiting callers the set is known.
+            let mut first = true;
             loop {
                 match resolver.lookup_ip(name.as_str()).await {
                     Ok(found) => {
@@ -88,19 +90,19 @@ impl EndpointSource for DnsSource {
                             .collect();
                         publisher.send_if_modified(|current| {
                             let changed = *current != set;
-                            if changed {
-                                *current = set;
-                            }
-                            changed
+                            *current = set;
+                            changed || first
                         });
+                        first = false;
                     }
                     Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
                         // No ready pod: an empty set, so callers fail fast.
                         publisher.send_if_modified(|current| {
                             let changed = !current.is_empty();
                             current.clear();
-                            changed
+                            changed || first
                         });
+                        first = false;
                     }
                     // A DNS hiccup keeps the last known set.
                     Err(error) => tracing::warn!(%error, %name, "DNS lookup failed"),

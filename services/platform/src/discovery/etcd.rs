@@ -52,15 +52,14 @@ impl EndpointSource for EtcdSource {
     }
 }
 
-fn publish(sender: &watch::Sender<Vec<Uri>>, registered: &BTreeMap<String, Uri>) {
+/// Publishes the set; `always` notifies even when nothing changed (the first answer, which
+/// tells waiting callers that an empty set really is empty).
+fn publish(sender: &watch::Sender<Vec<Uri>>, registered: &BTreeMap<String, Uri>, always: bool) {
     let set: Vec<Uri> = registered.values().cloned().collect();
     sender.send_if_modified(|current| {
-        if *current == set {
-            false
-        } else {
-            *current = set;
-            true
-        }
+        let changed = *current != set;
+        *current = set;
+        changed || always
     });
 }
 
@@ -71,6 +70,7 @@ fn parse_value(value: &[u8]) -> Option<Uri> {
 
 /// Reads the prefix, then follows its changes; starts over after any error.
 async fn follow(mut client: Client, prefix: String, sender: watch::Sender<Vec<Uri>>) {
+    let mut first = true;
     loop {
         match client
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
@@ -84,7 +84,8 @@ async fn follow(mut client: Client, prefix: String, sender: watch::Sender<Vec<Ur
                         Some((kv.key_str().ok()?.to_owned(), parse_value(kv.value())?))
                     })
                     .collect();
-                publish(&sender, &registered);
+                publish(&sender, &registered, first);
+                first = false;
                 let revision = current
                     .header()
                     .map(|header| header.revision())
@@ -110,7 +111,7 @@ async fn follow(mut client: Client, prefix: String, sender: watch::Sender<Vec<Ur
                                         }
                                     }
                                 }
-                                publish(&sender, &registered);
+                                publish(&sender, &registered, false);
                             }
                             Ok(None) => break,
                             Err(error) => {

@@ -42,7 +42,13 @@ struct Shared {
     service: ServiceName,
     endpoints: RwLock<Vec<Arc<EndpointHandle>>>,
     budget: TpsBudget,
+    /// Becomes true once the source has answered (etcd and DNS answer after a round trip):
+    /// until then an empty set means "not known yet", not "nobody there".
+    resolved: watch::Sender<bool>,
 }
+
+/// Longest a call waits for a source's first answer before failing as if the set were empty.
+const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// A balanced, self-healing channel to one service. Cheap to clone.
 #[derive(Clone)]
@@ -77,13 +83,20 @@ impl RpcChannel {
             endpoints: RwLock::new(Vec::new()),
             // Retries may add at most 20% to the traffic, with a floor of 10 a second.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+            resolved: watch::Sender::new(false),
         });
         let weak = Arc::downgrade(&shared);
         tokio::spawn(async move {
+            let mut first = true;
             loop {
                 let wanted = addresses.borrow_and_update().clone();
                 let Some(shared) = weak.upgrade() else { return };
                 shared.replace_endpoints(&wanted, connect_timeout, call_timeout);
+                // A source that starts empty has not answered yet; any later update is an answer.
+                if !first || !wanted.is_empty() {
+                    shared.resolved.send_replace(true);
+                }
+                first = false;
                 drop(shared);
                 if addresses.changed().await.is_err() {
                     return;
@@ -180,7 +193,14 @@ impl Shared {
         self.budget.deposit();
         let mut tried: Vec<Uri> = Vec::new();
         loop {
-            let Some(endpoint) = self.pick(&tried) else {
+            let mut picked = self.pick(&tried);
+            if picked.is_none() && tried.is_empty() && !*self.resolved.borrow() {
+                // Just started: give the source a moment to answer before failing.
+                let mut resolved = self.resolved.subscribe();
+                let _ = tokio::time::timeout(FIRST_ANSWER_WAIT, resolved.wait_for(|done| *done)).await;
+                picked = self.pick(&tried);
+            }
+            let Some(endpoint) = picked else {
                 return Err(Box::new(tonic::Status::unavailable(format!(
                     "no {} endpoint can take the call",
                     self.service.as_str()
