@@ -2,7 +2,7 @@
 # Extra arguments for the test runner: make test ARGS='-E "test(login)"'
 
 .DEFAULT_GOAL := help
-.PHONY: help up test build lint middleware down bench
+.PHONY: help up test build lint middleware down bench images
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,19 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 middleware: ## Install/start PostgreSQL, Redis, etcd and Kafka (tansu)
 	scripts/middleware.sh ensure
+
+# Images: one Dockerfile target per binary, tagged $(REGISTRY)/letsgo-<target>:$(TAG).
+REGISTRY ?= ghcr.io/letsgo
+TAG ?= $(shell awk -F'"' '/^appVersion:/ {print $$2}' charts/letsgo/Chart.yaml)
+IMAGES := user product cart order payment gateway operator
+DOCKER ?= docker
+
+images: ## Build every image (REGISTRY=ghcr.io/letsgo TAG=<chart appVersion>)
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found; install Docker (or set DOCKER=podman)" >&2; exit 1; }
+	@set -e; for t in $(IMAGES); do \
+		echo "$(DOCKER) build --target $$t -t $(REGISTRY)/letsgo-$$t:$(TAG) ."; \
+		$(DOCKER) build --target $$t -t $(REGISTRY)/letsgo-$$t:$(TAG) .; \
+	done
 
 bench: ## Load benchmarks against this machine's ceilings (starts make up if :8888 is free)
 	scripts/bench.sh

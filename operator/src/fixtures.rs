@@ -46,6 +46,9 @@ pub enum Answer {
     /// The request's body with these top-level fields added, e.g. the `metadata` and `spec`
     /// a status patch's answer carries besides the status it sent.
     EchoWith(Value),
+    /// The request's body with 201 Created and no status: a server-side apply that created the
+    /// object because it did not exist (a child deleted behind the operator's back).
+    Created,
     NotFound,
     Json(Value),
     /// An empty list of the requested kind.
@@ -140,6 +143,7 @@ impl ApiServerVerifier {
                     }
                     (StatusCode::OK, object)
                 }
+                Answer::Created => (StatusCode::CREATED, body.clone()),
                 Answer::NotFound => (
                     StatusCode::NOT_FOUND,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",

