@@ -661,13 +661,25 @@ async fn a_call_made_just_after_start_waits_for_discovery_to_answer() {
     let prefix = format!("/letsgo-test/{}/", unique("startup"));
     let instance = Instance::start().await;
     let stop = Shutdown::new();
-    let registration = etcd::register(etcd_client().await, &prefix, ServiceName::Cart, instance.address.to_string(), Duration::from_secs(2), stop.clone())
-        .await
-        .unwrap();
+    let registration = etcd::register(
+        etcd_client().await,
+        &prefix,
+        ServiceName::Cart,
+        instance.address.to_string(),
+        Duration::from_secs(2),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     // The channel is made and used at once, before etcd has answered its first read.
-    let discovery = Discovery::from_source(std::sync::Arc::new(etcd::EtcdSource::new(etcd_client().await, &prefix)), Mode::Etcd);
+    let discovery = Discovery::from_source(
+        std::sync::Arc::new(etcd::EtcdSource::new(etcd_client().await, &prefix)),
+        Mode::Etcd,
+    );
     let mut client = HealthClient::new(discovery.channel(ServiceName::Cart));
-    check(&mut client).await.expect("the first call finds the registered instance");
+    check(&mut client)
+        .await
+        .expect("the first call finds the registered instance");
     stop.trigger();
     registration.await.unwrap();
     instance.kill();

@@ -197,7 +197,8 @@ impl Shared {
             if picked.is_none() && tried.is_empty() && !*self.resolved.borrow() {
                 // Just started: give the source a moment to answer before failing.
                 let mut resolved = self.resolved.subscribe();
-                let _ = tokio::time::timeout(FIRST_ANSWER_WAIT, resolved.wait_for(|done| *done)).await;
+                let _ =
+                    tokio::time::timeout(FIRST_ANSWER_WAIT, resolved.wait_for(|done| *done)).await;
                 picked = self.pick(&tried);
             }
             let Some(endpoint) = picked else {
