@@ -207,7 +207,10 @@ async function main() {
   await step('a second order is cancelled before paying', async () => {
     await page.locator('#search-input').fill('chocolate');
     await page.locator('#search-input').press('Enter');
+    // Click only once the results have replaced the previous page.
+    await page.locator('h1', { hasText: 'Results for “chocolate”' }).waitFor();
     await page.locator('.card', { hasText: 'Dark Chocolate 85%' }).click();
+    await page.locator('.product-info h1', { hasText: 'Dark Chocolate 85%' }).waitFor();
     await page.getByRole('button', { name: 'Add to cart' }).click();
     await page.locator('#cart-count', { hasText: '1' }).waitFor();
     await page.goto(`${base}/#/checkout`);
