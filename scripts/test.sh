@@ -78,7 +78,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 	cargo install --locked cargo-nextest
 fi
 
-# The storefront's browser test (services/gateway/tests/storefront.rs) drives
+# The storefront's browser test (services/gateway/tests/shop/storefront.rs) drives
 # Debian's Chromium through the npm package playwright-core; nothing downloads
 # a browser of its own. Installs Chromium when it is missing, and the Node
 # packages when node_modules is missing or older than package-lock.json.

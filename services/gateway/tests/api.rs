@@ -42,6 +42,8 @@ struct ShopOptions {
     /// Without services: where the gateway looks for them (a closed port when not given).
     services_at: Option<SocketAddr>,
     max_concurrent: usize,
+    /// Load the demo catalogue into the product service (the storefront's journey uses it).
+    demo_catalogue: bool,
 }
 
 impl Default for ShopOptions {
@@ -53,6 +55,7 @@ impl Default for ShopOptions {
             kafka_brokers: None,
             services_at: None,
             max_concurrent: 1024,
+            demo_catalogue: false,
         }
     }
 }
@@ -111,6 +114,12 @@ impl Shop {
                     &redis_url(),
                     "--redis-key-prefix",
                     &prefix,
+                    "--demo-catalogue",
+                    if options.demo_catalogue {
+                        "true"
+                    } else {
+                        "false"
+                    },
                     "--log-format",
                     "text",
                     "--discovery",
@@ -1670,3 +1679,8 @@ async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503() {
     );
     holder.abort();
 }
+
+// ---------------------------------------------------------------- the storefront
+
+#[path = "shop/storefront.rs"]
+mod storefront;

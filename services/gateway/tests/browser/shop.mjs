@@ -5,7 +5,7 @@
 // Uses Debian's /usr/bin/chromium (CHROMIUM_PATH overrides) through playwright-core; nothing is
 // downloaded. Exits non-zero with the failing step on any failure, after saving a screenshot of
 // the page as it was. Saves home, product, cart, order, orders, admin and home-phone PNGs.
-// services/gateway/tests/storefront.rs runs it against a whole shop started in process.
+// services/gateway/tests/shop/storefront.rs (part of the api test binary) runs it against a whole shop started in process.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
