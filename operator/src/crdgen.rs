@@ -14,9 +14,13 @@ fn main() -> ExitCode {
         print!("{yaml}");
         return ExitCode::SUCCESS;
     }
-    let root = arg
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let root = arg.map(PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("..")
+    });
     for path in COMMITTED_PATHS {
         let path = root.join(path);
         let written = path

@@ -25,10 +25,12 @@ const HOW_TO_GET_THE_TOOLS: &str = "`make test` installs them under target/tools
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.35.0"];
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 fn chart() -> PathBuf {

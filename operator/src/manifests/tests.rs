@@ -422,7 +422,10 @@ fn a_settings_change_rolls_the_services() {
 
 #[test]
 fn the_examples_are_valid_stores() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../examples");
     for file in ["store.yaml", "store-external.yaml"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let store: crate::store::Store =

@@ -117,9 +117,12 @@ fn screenshot_dir() -> PathBuf {
                 dir
             } else {
                 // Relative to the repository root, like the make targets.
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../..")
-                    .join(dir)
+                std::path::PathBuf::from(
+                    std::env::var_os("CARGO_MANIFEST_DIR")
+                        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+                )
+                .join("../..")
+                .join(dir)
             }
         }
         None => std::env::temp_dir().join(format!("letsgo-storefront-{}", std::process::id())),
@@ -129,7 +132,10 @@ fn screenshot_dir() -> PathBuf {
 /// Runs `node shop.mjs <base> <dir>` with its output in a log file, killed after `budget`;
 /// answers whether it succeeded and what it printed.
 fn run_browser_script(base: &str, dir: &Path, budget: Duration) -> (bool, String) {
-    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let browser = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/browser");
     std::fs::create_dir_all(dir).unwrap();
     // The log stays out of the screenshot directory, which may be docs/screenshots.
     let log_path =
