@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use letsgo_platform::discovery::ServiceName;
-use letsgo_platform::events::{self, EventConsumer, OutboxRelay};
+use letsgo_platform::events::{self, EventConsumer};
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
 use letsgo_platform::proto::order::v1::order_service_server::OrderServiceServer;
@@ -70,38 +70,33 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown.clone(),
     ));
 
-    let producer =
-        events::producer(&config.kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
-    let relay = OutboxRelay::new(pool.clone(), producer, &config.kafka.kafka_topic_prefix);
+    let relay_task =
+        events::spawn_outbox_relay(pool.clone(), &config.kafka, TOPICS, shutdown.clone())?;
     let kafka = config.kafka.clone();
-    let background_shutdown = shutdown.clone();
+    let consumer_shutdown = shutdown.clone();
     let payment_orders = orders.clone();
     let session_timeout = config.kafka_session_timeout;
-    let events_task = tokio::spawn(async move {
-        // A broker that is away at start delays events; it never stops the service.
-        if let Err(error) = events::ensure_topics(&kafka, TOPICS).await {
+    let consumer_task = tokio::spawn(async move {
+        // The topic may not exist yet on a fresh broker; a broker that is away only delays.
+        if let Err(error) = events::ensure_topics(&kafka, &["payment.succeeded"]).await {
             tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
         }
-        let consumer = EventConsumer::subscribe(
+        match EventConsumer::subscribe(
             &kafka,
             orders::PAYMENT_CONSUMER_GROUP,
             &["payment.succeeded"],
             session_timeout,
-        );
-        let consume = async {
-            match consumer {
-                Ok(consumer) => {
-                    consumer
-                        .run(background_shutdown.clone(), |event| {
-                            let orders = payment_orders.clone();
-                            async move { orders.on_payment_succeeded(&event).await }
-                        })
-                        .await
-                }
-                Err(error) => tracing::error!(%error, "cannot consume payment events"),
+        ) {
+            Ok(consumer) => {
+                consumer
+                    .run(consumer_shutdown, |event| {
+                        let orders = payment_orders.clone();
+                        async move { orders.on_payment_succeeded(&event).await }
+                    })
+                    .await
             }
-        };
-        tokio::join!(relay.run(background_shutdown.clone()), consume);
+            Err(error) => tracing::error!(%error, "cannot consume payment events"),
+        }
     });
 
     let sweeper_orders = orders.clone();
@@ -142,7 +137,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     if let Some(registration) = registration {
         registration.await?;
     }
-    events_task.await?;
+    relay_task.await?;
+    consumer_task.await?;
     sweeper.await?;
     admin.await??;
     pool.close().await;

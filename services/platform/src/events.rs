@@ -125,6 +125,26 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[&str]) -> Result<(), Kafk
     Ok(())
 }
 
+/// Starts publishing `pool`'s outbox: creates `topics` (a broker away at start only delays
+/// events, it never stops the service), then relays until `shutdown`. Errors only when the
+/// producer cannot be configured, naming KAFKA_BROKERS.
+pub fn spawn_outbox_relay(
+    pool: PgPool,
+    kafka: &KafkaArgs,
+    topics: &'static [&'static str],
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let producer = producer(kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
+    let relay = OutboxRelay::new(pool, producer, &kafka.kafka_topic_prefix);
+    let kafka = kafka.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(error) = ensure_topics(&kafka, topics).await {
+            tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
+        }
+        relay.run(shutdown).await;
+    }))
+}
+
 /// Publishes the outbox to Kafka.
 ///
 /// Several replicas may run a relay on one database: each batch is claimed with

@@ -49,18 +49,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let metrics = Metrics::new("user");
     let readiness = Readiness::default();
 
-    let producer =
-        events::producer(&config.kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
-    let relay = events::OutboxRelay::new(pool.clone(), producer, &config.kafka.kafka_topic_prefix);
-    let kafka = config.kafka.clone();
-    let relay_shutdown = shutdown.clone();
-    let relay_task = tokio::spawn(async move {
-        // A broker that is away at start delays events; it never stops the service.
-        if let Err(error) = events::ensure_topics(&kafka, TOPICS).await {
-            tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
-        }
-        relay.run(relay_shutdown).await;
-    });
+    let relay_task =
+        events::spawn_outbox_relay(pool.clone(), &config.kafka, TOPICS, shutdown.clone())?;
 
     let admin = tokio::spawn(telemetry::serve_admin(
         listeners.admin,
