@@ -84,8 +84,8 @@ if ((${#missing[@]})); then
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-say "building the load generator"
-cargo build -j2 --release -p letsgo-loadgen
+say "building the load generator (with the services, as make up does: one build, shared features)"
+cargo build -j2 --release --workspace --bins --exclude letsgo-operator
 
 # ------------------------------------------------------------ cleanup
 

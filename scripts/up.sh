@@ -185,9 +185,10 @@ trap 'exit 143' TERM
 # ------------------------------------------------------------ main
 
 case ${LETSGO_PROFILE:-release} in
-# The operator and the load generator are not part of a local shop: only the services build.
-release) BUILD=(cargo build -j2 --release --workspace --bins --exclude letsgo-operator --exclude letsgo-loadgen) BIN_DIR=$TARGET/release ;;
-debug) BUILD=(cargo build -j2 --workspace --bins --exclude letsgo-operator --exclude letsgo-loadgen) BIN_DIR=$TARGET/debug ;;
+# The operator is not part of a local shop. The load generator builds with the services (it is
+# small) so `make bench` resolves the same dependency features and reuses this build.
+release) BUILD=(cargo build -j2 --release --workspace --bins --exclude letsgo-operator) BIN_DIR=$TARGET/release ;;
+debug) BUILD=(cargo build -j2 --workspace --bins --exclude letsgo-operator) BIN_DIR=$TARGET/debug ;;
 *) die "LETSGO_PROFILE must be 'release' or 'debug', not '$LETSGO_PROFILE'" ;;
 esac
 

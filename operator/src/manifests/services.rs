@@ -95,8 +95,13 @@ impl ServiceKind {
         )
     }
 
+    /// The gateway listens there for the product service's change announcements (its product
+    /// detail cache).
     fn uses_redis(self) -> bool {
-        matches!(self, ServiceKind::Product | ServiceKind::Cart)
+        matches!(
+            self,
+            ServiceKind::Product | ServiceKind::Cart | ServiceKind::Gateway
+        )
     }
 
     fn uses_kafka(self) -> bool {

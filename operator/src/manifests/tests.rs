@@ -331,6 +331,10 @@ fn external_middleware_is_read_from_the_named_secrets_and_not_run() {
     assert_eq!(key("REDIS_URL"), ("cache".into(), "url".into()));
     let order = container(deployment(&state, "shop-order"));
     assert!(env(order, "KAFKA_BROKERS").is_some());
+    // The gateway's product cache follows the product service's announcements in Redis.
+    let gateway = container(deployment(&state, "shop-gateway"));
+    assert!(env(gateway, "REDIS_URL").is_some());
+    assert!(env(order, "REDIS_URL").is_none());
 }
 
 #[test]

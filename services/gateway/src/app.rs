@@ -27,13 +27,25 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::product_cache::ProductDetailCache;
 use crate::rate_limit::{self, ClientRateLimit};
 use crate::routes::{cart, order, payment, product, system, user};
 use crate::{auth, openapi};
 
-/// What handlers share. Cheap to clone.
+/// What handlers share: one allocation, so a clone (one per middleware and handler of every
+/// request) is a reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     user: UserServiceClient<RpcChannel>,
     product: ProductServiceClient<RpcChannel>,
     cart: CartServiceClient<RpcChannel>,
@@ -41,6 +53,7 @@ pub struct AppState {
     payment: PaymentServiceClient<RpcChannel>,
     pub tokens: TokenKeys,
     pub rate_limit: ClientRateLimit,
+    pub product_details: ProductDetailCache,
     pub request_timeout: Duration,
     pub max_concurrent_requests: usize,
     pub metrics: Metrics,
@@ -54,11 +67,12 @@ impl AppState {
         discovery: &Discovery,
         tokens: TokenKeys,
         rate_limit: ClientRateLimit,
+        product_details: ProductDetailCache,
         request_timeout: Duration,
         max_concurrent_requests: usize,
         metrics: Metrics,
     ) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             user: UserServiceClient::new(discovery.channel(ServiceName::User)),
             product: ProductServiceClient::new(discovery.channel(ServiceName::Product)),
             cart: CartServiceClient::new(discovery.channel(ServiceName::Cart)),
@@ -66,13 +80,16 @@ impl AppState {
             payment: PaymentServiceClient::new(discovery.channel(ServiceName::Payment)),
             tokens,
             rate_limit,
+            product_details,
             request_timeout,
             max_concurrent_requests,
             metrics,
             openapi: Arc::new(openapi::document()),
-        }
+        }))
     }
+}
 
+impl Shared {
     pub fn user_client(&self) -> UserServiceClient<RpcChannel> {
         self.user.clone()
     }

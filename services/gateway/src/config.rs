@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use clap::Parser;
-use letsgo_platform::config::{JwtArgs, TelemetryArgs, parse_millis};
+use letsgo_platform::config::{JwtArgs, RedisArgs, TelemetryArgs, parse_millis};
 use letsgo_platform::discovery::DiscoveryArgs;
 
 /// letsgo HTTP gateway: the original letsGO REST API on :8888, routed to the gRPC services.
@@ -57,6 +57,22 @@ pub struct Config {
         default_value_t = 1024
     )]
     pub max_concurrent_requests: usize,
+    /// Longest a product detail answer stays in the gateway's cache; changes drop it sooner
+    /// (announced by the product service through Redis). 0 turns the cache off.
+    #[arg(long = "product-cache-ttl-ms", env = "PRODUCT_CACHE_TTL_MS", value_name = "PRODUCT_CACHE_TTL_MS", default_value = "30000", value_parser = parse_millis)]
+    pub product_cache_ttl: Duration,
+    /// Most product detail answers the gateway keeps. 0 turns the cache off.
+    #[arg(
+        long = "product-cache-entries",
+        env = "PRODUCT_CACHE_ENTRIES",
+        value_name = "PRODUCT_CACHE_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub product_cache_entries: usize,
+    /// The Redis the product service announces its changes on (for the product cache only:
+    /// without it the cache stays off and every detail is asked of the product service).
+    #[command(flatten)]
+    pub redis: RedisArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
     #[command(flatten)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod extract;
 pub mod money;
 pub mod openapi;
+pub mod product_cache;
 pub mod rate_limit;
 pub mod routes;
 pub mod storefront;
@@ -20,6 +21,8 @@ use letsgo_platform::shutdown::Shutdown;
 use letsgo_platform::telemetry::{self, Metrics, Readiness};
 use tokio::net::TcpListener;
 
+use crate::product_cache::ProductDetailCache;
+
 pub use app::{AppState, app};
 pub use config::Config;
 
@@ -31,10 +34,17 @@ pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppS
     let rate_limit =
         rate_limit::ClientRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst);
     rate_limit.spawn_pruning(Duration::from_secs(60));
+    let product_details = ProductDetailCache::new(
+        config.product_cache_ttl,
+        config.product_cache_entries,
+        &metrics,
+    );
+    product_details.listen(config.redis.url(), &config.redis.redis_key_prefix);
     Ok(AppState::new(
         &discovery,
         TokenKeys::from_args(&config.jwt),
         rate_limit,
+        product_details,
         config.request_timeout,
         config.max_concurrent_requests,
         metrics,

@@ -222,7 +222,7 @@ impl Shop {
                 };
                 (addr, addr, addr, addr, addr)
             };
-        let config = letsgo_gateway::Config::try_parse_from([
+        let mut gateway_args = vec![
             "letsgo-gateway".to_owned(),
             "--jwt-secret".to_owned(),
             SECRET.to_owned(),
@@ -246,8 +246,17 @@ impl Shop {
             "text".to_owned(),
             "--discovery".to_owned(),
             "static".to_owned(),
-        ])
-        .unwrap();
+        ];
+        // The product detail cache follows the test's product service's announcements.
+        if let Some(prefix) = &redis_prefix {
+            gateway_args.extend([
+                "--redis-url".to_owned(),
+                redis_url(),
+                "--redis-key-prefix".to_owned(),
+                prefix.clone(),
+            ]);
+        }
+        let config = letsgo_gateway::Config::try_parse_from(gateway_args).unwrap();
         let admin = TcpListener::bind(localhost).await.unwrap();
         let admin_base = format!("http://{}", admin.local_addr().unwrap());
         tokio::spawn(letsgo_gateway::run(
@@ -746,6 +755,137 @@ impl Shop {
         assert_eq!(status, StatusCode::OK, "{body}");
         body["data"]["productId"].as_i64().unwrap()
     }
+}
+
+impl Shop {
+    /// A counter from the admin port's /metrics (0 when absent).
+    async fn counter(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stock_of(&self, id: i64) -> i64 {
+        let (status, body) = self
+            .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["product"]["stock"].as_i64().unwrap()
+    }
+
+    /// The stock the detail shows once it is `expected`; the product service's change
+    /// announcement reaches the gateway's cache moments after the change's own answer.
+    async fn wait_for_stock(&self, id: i64, expected: i64) {
+        let mut seen = self.stock_of(id).await;
+        for _ in 0..100 {
+            if seen == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            seen = self.stock_of(id).await;
+        }
+        panic!("product {id}: stock {seen}, expected {expected}");
+    }
+}
+
+#[tokio::test]
+async fn product_detail_is_served_from_the_gateways_cache_and_follows_every_change() {
+    const HITS: &str = "letsgo_gateway_product_cache_hits_total";
+    let shop = Shop::start().await;
+    let (_, admin) = shop.register("admin").await;
+    let id = shop
+        .add_product(&admin, "Kettle", json!(25), 5, "home")
+        .await;
+
+    // The cache serves once its subscription to the product service's announcements is live.
+    let mut hits = 0;
+    for _ in 0..200 {
+        assert_eq!(shop.stock_of(id).await, 5);
+        hits = shop.counter(HITS).await;
+        if hits > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(hits > 0, "the second read of a product is a cache hit");
+    assert_eq!(shop.stock_of(id).await, 5);
+    assert!(shop.counter(HITS).await > hits, "and so is the next");
+
+    // An order reserves stock in the product service: announced, so the cached 5 goes.
+    let (_, dora) = shop.register("dora").await;
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&dora),
+            json!({"items": [{"productId": id, "quantity": 2}], "address": "8 River Street, Hangzhou", "phone": "13700137000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    shop.wait_for_stock(id, 3).await;
+    assert_eq!(
+        shop.stock_of(id).await,
+        3,
+        "and the fresh answer is what is cached"
+    );
+
+    // An admin's change through this gateway is visible in the very next read.
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/stock",
+            Some(&admin),
+            json!({"productId": id, "stock": 9}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(shop.stock_of(id).await, 9);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/update",
+            Some(&admin),
+            json!({"id": id, "name": "Electric Kettle"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{id}"), None)
+        .await;
+    assert_eq!(body["data"]["product"]["name"], "Electric Kettle");
+
+    // Cancelling gives the stock back, in the product service: announced again.
+    let order_id = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&dora),
+            json!({"items": [{"productId": id, "quantity": 4}], "address": "8 River Street, Hangzhou", "phone": "13700137000"}),
+        )
+        .await
+        .1["data"]["orderId"]
+        .as_i64()
+        .unwrap();
+    shop.wait_for_stock(id, 5).await;
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/order/cancel/{order_id}"),
+            Some(&dora),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    shop.wait_for_stock(id, 9).await;
 }
 
 #[tokio::test]

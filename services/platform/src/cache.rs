@@ -5,6 +5,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisArgs;
 
+/// The pub/sub channel (after the key prefix) on which the product service announces every
+/// committed product change: the message is the product id. Caches of product data outside the
+/// product service (the gateway's) listen to it.
+pub const PRODUCT_CHANGES: &str = "product:changed";
+
 /// A Redis connection with the process's key prefix. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {

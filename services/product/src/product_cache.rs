@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use letsgo_platform::cache::Cache;
+use letsgo_platform::cache::{Cache, PRODUCT_CHANGES};
 use redis::Script;
 
 use crate::storage::ProductRecord;
@@ -45,9 +45,11 @@ impl ProductCache {
                    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 \
                  end return 0",
             ),
+            // The announcement rides in the same script: no change is ever invalidated here
+            // without being told to the caches outside.
             invalidate: Script::new(
                 "redis.call('INCR', KEYS[2]) redis.call('EXPIRE', KEYS[2], ARGV[1]) \
-                 redis.call('DEL', KEYS[1]) return 1",
+                 redis.call('DEL', KEYS[1]) redis.call('PUBLISH', KEYS[3], ARGV[2]) return 1",
             ),
         }
     }
@@ -109,16 +111,21 @@ impl ProductCache {
         }
     }
 
-    /// Call after committing a change to these products.
+    /// Call after committing a change to these products: drops their entries and announces
+    /// the change on [`PRODUCT_CHANGES`] (before this returns, so before the change's caller
+    /// is answered).
     pub async fn invalidate(&self, ids: &[i64]) {
         let mut connection = self.cache.connection();
+        let channel = self.cache.key(PRODUCT_CHANGES);
         for id in ids {
             let (entry, version) = self.keys(*id);
             let done: redis::RedisResult<i32> = self
                 .invalidate
                 .key(&entry)
                 .key(&version)
+                .key(&channel)
                 .arg(VERSION_TTL_SECS)
+                .arg(id)
                 .invoke_async(&mut connection)
                 .await;
             if let Err(error) = done {

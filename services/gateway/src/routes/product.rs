@@ -1,6 +1,9 @@
 //! `/api/v1/product/*`: browse, search, detail, reviews; add, update and stock for admins.
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use letsgo_platform::errors::{AppError, Envelope};
 use letsgo_platform::proto::product::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -158,15 +161,28 @@ pub async fn list(
 pub async fn detail(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<ProductDetailData> {
+) -> Result<Response, AppError> {
+    // Served from the gateway's cache when it can be (see `product_cache`).
+    let cache = &state.product_details;
+    if let Some(body) = cache.get(id) {
+        return Ok(json_body(body));
+    }
+    let ticket = cache.ticket(id);
     let product = state
         .product_client()
         .get_product(pb::GetProductRequest { id })
         .await?
         .into_inner();
-    success(ProductDetailData {
+    let answer = Envelope::success(ProductDetailData {
         product: product.into(),
-    })
+    });
+    let body = Bytes::from(serde_json::to_vec(&answer).map_err(AppError::system)?);
+    cache.store(id, ticket, body.clone());
+    Ok(json_body(body))
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -318,6 +334,9 @@ pub async fn update(
             attributes: body.attributes,
         })
         .await?;
+    // The product service announces the change to every gateway; this one also drops its
+    // copy before answering, so the admin reads their own change at once.
+    state.product_details.evict(body.id);
     success(SuccessData { success: true })
 }
 
@@ -369,6 +388,7 @@ pub async fn change_stock(
         })
         .await?
         .into_inner();
+    state.product_details.evict(body.product_id);
     success(StockData { stock: reply.stock })
 }
 
@@ -414,6 +434,7 @@ pub async fn review(
         })
         .await?
         .into_inner();
+    state.product_details.evict(body.product_id);
     success(ReviewCreatedData {
         review_id: reply.review_id,
     })
