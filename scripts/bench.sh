@@ -259,14 +259,24 @@ HELLO_PID=
 
 # ------------------------------------------------------------ (c)
 
-busy checkout
-start_sampler
-loadgen checkout --target-url "$GATEWAY_URL" --only checkout -c "$CHECKOUT_CONNECTIONS"
-stop_sampler load_checkout
-
 psql_admin() { # quietly: no NOTICEs for IF EXISTS
 	PGPASSWORD=${DB_PASSWORD:-} PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d postgres "$@"
 }
+# Transactions committed in every database so far: how hard a run drove PostgreSQL.
+db_commits() { psql_admin -Atc "SELECT sum(xact_commit) FROM pg_stat_database" 2>/dev/null || echo; }
+
+busy checkout
+start_sampler
+commits_before=$(db_commits)
+started=$(date +%s.%N)
+loadgen checkout --target-url "$GATEWAY_URL" --only checkout -c "$CHECKOUT_CONNECTIONS"
+commits_after=$(db_commits)
+ended=$(date +%s.%N)
+stop_sampler load_checkout
+if [[ -n $commits_before && -n $commits_after ]]; then
+	# over the whole run, warm-up included (the statistics lag by up to a second)
+	fig checkout_db_commits_per_s "$(python3 -c "print(round(($commits_after - $commits_before) / ($ended - $started)))")"
+fi
 psql_admin -c "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null
 psql_admin -c "CREATE DATABASE $BENCH_DB" >/dev/null
 DB_CREATED=1
@@ -419,6 +429,7 @@ report = {
     "checkout": {"throughputPerSec": checkout_rate, "latencyMs": c and c["latencyMs"],
                  "operations": checkout and checkout["operations"]},
     "pgbench": {"simpleUpdateTps": pg, "latencyMs": num("pgbench_latency_ms")},
+    "checkoutDbCommitsPerSec": num("checkout_db_commits_per_s"),
     "redis": {"setPerSec": num("redis_set_rps"), "getPerSec": num("redis_get_rps")},
     "mix": mix and {"throughputPerSec": mix["totals"]["throughputPerSec"], "errors": mix["totals"]["errors"],
                     "operations": mix["operations"]},
@@ -449,6 +460,9 @@ L.append(f"| (a) product detail via gateway, one cached product | {f(detail_rate
 L.append(f"| (b) bare hyper server, same generator | {f(hello_rate, '.0f')} req/s, {lat(h and h['latencyMs'])} |")
 L.append(f"| (a)/(b) | {f(ratio_detail, '.3f')} |")
 L.append(f"| (c) checkouts (order + payment) | {f(checkout_rate, '.1f')} /s, {lat(c and c['latencyMs'])} |")
+commits = num("checkout_db_commits_per_s")
+L.append(f"| PostgreSQL commits during (c), all databases | {f(commits, '.0f')} /s"
+         + (f", {commits / checkout_rate:.1f} per checkout |" if commits and checkout_rate else " |"))
 L.append(f"| pgbench -N -c 8 -j 2 (simple update) | {f(pg, '.0f')} tps |")
 L.append(f"| (c)/pgbench | {f(ratio_checkout, '.3f')} |")
 L.append(f"| (d) redis-benchmark SET / GET | {f(num('redis_set_rps'), '.0f')} / {f(num('redis_get_rps'), '.0f')} req/s |")

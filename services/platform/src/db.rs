@@ -24,6 +24,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: it is a round trip per query or transaction (a dozen per
+        // checkout). A connection that died while idle fails its next statement instead, and
+        // the pool drops it; connections are also recycled after ten idle minutes.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(600))
         .connect_with(options)
         .await
 }

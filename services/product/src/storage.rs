@@ -87,6 +87,25 @@ pub fn merge_lines(lines: &[(i64, i64)]) -> Vec<(i64, i64)> {
     merged.into_iter().collect()
 }
 
+/// Locks the products an order's reservation holds, in id order: the order every transaction
+/// here takes product locks in (reservations update their lines sorted), so two transactions
+/// over the same products wait for each other instead of deadlocking. Without it, a release or
+/// sale updating several products in join order deadlocked with another (found under load:
+/// PostgreSQL broke the cycle after its one-second deadlock timeout).
+async fn lock_products_of(
+    transaction: &mut sqlx::Transaction<'_, Postgres>,
+    order_id: i64,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "SELECT p.id FROM products p JOIN stock_reservation_lines l ON l.product_id = p.id \
+         WHERE l.order_id = $1 ORDER BY p.id FOR UPDATE OF p",
+    )
+    .bind(order_id)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
 impl CatalogueStore {
     pub fn new(pool: PgPool) -> Self {
         CatalogueStore { pool }
@@ -339,6 +358,7 @@ impl CatalogueStore {
             transaction.commit().await?;
             return Ok(Vec::new());
         }
+        lock_products_of(&mut transaction, order_id).await?;
         let touched: Vec<i64> = sqlx::query_scalar(
             "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now() \
              FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.product_id = p.id RETURNING p.id",
@@ -364,6 +384,7 @@ impl CatalogueStore {
             transaction.commit().await?;
             return Ok(Vec::new());
         }
+        lock_products_of(&mut transaction, order_id).await?;
         let touched: Vec<i64> = sqlx::query_scalar(
             "UPDATE products p SET sales = p.sales + l.quantity, updated_at = now() \
              FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.product_id = p.id RETURNING p.id",

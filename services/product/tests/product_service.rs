@@ -517,6 +517,68 @@ async fn reservations_releases_and_sales_are_idempotent_per_order() {
 }
 
 #[tokio::test]
+async fn concurrent_reservations_releases_and_sales_of_shared_products_never_deadlock() {
+    let service = Service::start().await;
+    let initial = 1000;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        ids.push(service.add(name, 100, initial, "x").await);
+    }
+    // Every basket holds every product, listed in a different order each time.
+    let basket = |order_id: i64| {
+        let mut lines: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 1)).collect();
+        lines.rotate_left(order_id as usize % ids.len());
+        lines
+    };
+    let first = (1..=40).map(|order_id| {
+        let (service, lines) = (&service, basket(order_id));
+        async move { service.reserve(order_id, &lines).await }
+    });
+    for result in futures_util::future::join_all(first).await {
+        assert_eq!(result, Ok(()));
+    }
+
+    // Sales for half, releases for the other half, and new reservations, all at once.
+    let mut work = Vec::new();
+    for order_id in 1..=40_i64 {
+        let mut client = service.client.clone();
+        work.push(tokio::spawn(async move {
+            if order_id % 2 == 0 {
+                client
+                    .record_sales(pb::RecordSalesRequest { order_id })
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .release_stock(pb::ReleaseStockRequest { order_id })
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    let more = (41..=80).map(|order_id| {
+        let (service, lines) = (&service, basket(order_id));
+        async move { service.reserve(order_id, &lines).await }
+    });
+    for result in futures_util::future::join_all(more).await {
+        assert_eq!(result, Ok(()));
+    }
+    for task in work {
+        task.await.unwrap().expect("release or sale");
+    }
+
+    // Nothing lost or made: 20 sold, 20 given back, 40 still reserved, of each product.
+    for id in ids {
+        let product = service.product(id).await;
+        assert_eq!(
+            (product.stock, product.sales),
+            (initial - 60, 20),
+            "product {id}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_cached_detail_is_never_stale_after_a_change() {
     let service = Service::start().await;
     let id = service.add("lamp", 1000, 5, "home").await;
