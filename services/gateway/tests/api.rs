@@ -769,8 +769,16 @@ impl Shop {
             .text()
             .await
             .unwrap();
+        // `name{labels} value` or `name value`
         text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .find_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let rest = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once('}')?.1,
+                    None => rest,
+                };
+                rest.trim().parse().ok()
+            })
             .unwrap_or(0)
     }
 
