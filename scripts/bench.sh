@@ -24,8 +24,8 @@
 #   BENCH_CHECKOUT_CONNECTIONS (16) connections for (c)
 #   BENCH_PGBENCH_SECS (15)         pgbench -N -c 8 -j 2 -T this
 #   BENCH_UP_TIMEOUT (1800)         seconds make up may take (it may build first)
-#   BENCH_QUIET_WAIT (180)          seconds each phase may wait for other builds
-#                                   (rustc processes) to finish before it starts
+#   BENCH_QUIET_WAIT (180)          seconds each phase may wait for a quiet machine
+#                                   (no rustc, under 15% CPU busy for 3 s) before it starts
 #   BENCH_OUT (target/bench)        where the report and raw results go
 # and whatever scripts/middleware.sh reads (DB_HOST, DB_PORT, DB_USER, ...).
 set -euo pipefail
@@ -130,15 +130,32 @@ fig started_at "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 # What else keeps the cores busy (another engineer compiling shows as rustc):
 # wait a while for it to end, then note what is left.
+# Share of the machine's CPU time that was busy over the last second, in percent.
+cpu_busy_percent() {
+	local a b
+	read -ra a < <(head -n1 /proc/stat)
+	sleep 1
+	read -ra b < <(head -n1 /proc/stat)
+	local total=0 i
+	for ((i = 1; i < ${#a[@]}; i++)); do total=$((total + b[i] - a[i])); done
+	local idle=$((b[4] - a[4] + b[5] - a[5]))
+	((total > 0)) || total=1
+	echo $((100 - 100 * idle / total))
+}
+
+# Waits (up to BENCH_QUIET_WAIT seconds) until no other build runs and the machine has been
+# nearly idle for three seconds: the shop's own work left over from the previous phase (a
+# checkout's payment callback and events complete after its answer) must not compete with
+# the next one, least of all with pgbench.
 busy() { # PHASE
 	local load rustc quiet=0 deadline=$((SECONDS + QUIET_WAIT))
 	while ((SECONDS < deadline)); do
-		if pgrep -x rustc >/dev/null; then
+		if pgrep -x rustc >/dev/null || (($(cpu_busy_percent) > 15)); then
 			quiet=0
 		else
 			((++quiet >= 3)) && break
 		fi
-		sleep 1
+		sleep 0.2
 	done
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	rustc=$(pgrep -c -x rustc || true)
