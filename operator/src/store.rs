@@ -193,7 +193,8 @@ pub struct CpuMemory {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Middleware {
-    /// External Secret keys: `host`, `username`, `password`, and optionally `port` (5432).
+    /// External Secret keys: `host`, `username`, `password`, and optionally `port` (5432) and
+    /// `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`; default `prefer`).
     /// Each service uses its own database (`user`, `product`, `order`, `payment`), created by the
     /// service when missing, so the user needs CREATEDB or the databases must exist.
     #[serde(default = "MiddlewareSource::managed")]

@@ -285,6 +285,7 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
                 env.push(env_from_secret("DB_PORT", secret, "port", true));
                 env.push(env_from_secret("DB_USER", secret, "username", false));
                 env.push(env_from_secret("DB_PASSWORD", secret, "password", false));
+                env.push(env_from_secret("DB_SSLMODE", secret, "sslmode", true));
             }
         }
     }

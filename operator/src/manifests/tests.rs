@@ -328,6 +328,16 @@ fn external_middleware_is_read_from_the_named_secrets_and_not_run() {
     };
     assert_eq!(key("DB_HOST"), ("pg".into(), "host".into()));
     assert_eq!(key("DB_PASSWORD"), ("pg".into(), "password".into()));
+    assert_eq!(key("DB_SSLMODE"), ("pg".into(), "sslmode".into()));
+    let sslmode = env(product, "DB_SSLMODE")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!(
+        sslmode.optional,
+        Some(true),
+        "a Secret without sslmode is fine"
+    );
     assert_eq!(key("REDIS_URL"), ("cache".into(), "url".into()));
     let order = container(deployment(&state, "shop-order"));
     assert!(env(order, "KAFKA_BROKERS").is_some());

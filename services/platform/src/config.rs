@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Parses a duration written as whole milliseconds.
 pub fn parse_millis(text: &str) -> Result<Duration, String> {
@@ -78,6 +79,24 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub db_password: String,
+    /// TLS to PostgreSQL: `disable`, `prefer` (when the server offers it), `require`,
+    /// `verify-ca` or `verify-full` (the certificate, and for `verify-full` the host name, are
+    /// checked against DB_SSLROOTCERT, else the public web roots).
+    #[arg(
+        long = "db-sslmode",
+        env = "DB_SSLMODE",
+        value_name = "DB_SSLMODE",
+        default_value = "prefer",
+        value_parser = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+    )]
+    pub db_sslmode: String,
+    /// PEM file of the CA that signed the server's certificate (for `verify-ca`/`verify-full`).
+    #[arg(
+        long = "db-sslrootcert",
+        env = "DB_SSLROOTCERT",
+        value_name = "DB_SSLROOTCERT"
+    )]
+    pub db_sslrootcert: Option<String>,
     /// Database name; each service has its own default (`user`, `product`, ...).
     #[arg(long = "db-name", env = "DB_NAME", value_name = "DB_NAME")]
     pub db_name: Option<String>,
@@ -97,13 +116,26 @@ impl DatabaseArgs {
         if let Some(url) = &self.database_url {
             return url.clone();
         }
-        let name = self.db_name.as_deref().unwrap_or(default_name);
+        let encode = |part: &str| utf8_percent_encode(part, NON_ALPHANUMERIC).to_string();
+        let name = encode(self.db_name.as_deref().unwrap_or(default_name));
         let auth = if self.db_password.is_empty() {
-            self.db_user.clone()
+            encode(&self.db_user)
         } else {
-            format!("{}:{}", self.db_user, self.db_password)
+            format!("{}:{}", encode(&self.db_user), encode(&self.db_password))
         };
-        format!("postgres://{auth}@{}:{}/{name}", self.db_host, self.db_port)
+        let host = if self.db_host.contains(':') && !self.db_host.starts_with('[') {
+            format!("[{}]", self.db_host) // an IPv6 address
+        } else {
+            self.db_host.clone()
+        };
+        let mut url = format!(
+            "postgres://{auth}@{host}:{}/{name}?sslmode={}",
+            self.db_port, self.db_sslmode
+        );
+        if let Some(root) = &self.db_sslrootcert {
+            url.push_str(&format!("&sslrootcert={}", encode(root)));
+        }
+        url
     }
 }
 
@@ -253,8 +285,51 @@ mod tests {
         .unwrap();
         assert_eq!(
             probe.db.url("user"),
-            "postgres://postgres:pw@db.internal:5432/user"
+            "postgres://postgres:pw@db.internal:5432/user?sslmode=prefer"
         );
+    }
+
+    #[test]
+    fn database_url_escapes_credentials_and_carries_tls_settings() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--db-host",
+            "::1",
+            "--db-user",
+            "shop@prod",
+            "--db-password",
+            "p@ss/w:rd?#",
+            "--db-sslmode",
+            "verify-full",
+            "--db-sslrootcert",
+            "/etc/ssl/db ca.pem",
+            "--jwt-secret",
+            "0123456789abcdef",
+        ])
+        .unwrap();
+        let url = probe.db.url("order");
+        assert_eq!(
+            url,
+            "postgres://shop%40prod:p%40ss%2Fw%3Ard%3F%23@[::1]:5432/order?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Fdb%20ca%2Epem"
+        );
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        assert_eq!(options.get_username(), "shop@prod");
+        // Brackets stay in sqlx's host; it trims them when it connects.
+        assert_eq!(options.get_host(), "[::1]");
+        assert!(matches!(
+            options.get_ssl_mode(),
+            sqlx::postgres::PgSslMode::VerifyFull
+        ));
+
+        let error = Probe::try_parse_from([
+            "probe",
+            "--db-sslmode",
+            "sometimes",
+            "--jwt-secret",
+            "0123456789abcdef",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("DB_SSLMODE"), "{error}");
     }
 
     #[test]
