@@ -10,7 +10,7 @@ help: ## List the targets
 up: ## Start middleware, build and run every service; Ctrl-C stops it all
 	scripts/up.sh
 
-test: ## fmt check, clippy, nextest and doctests against real middleware
+test: ## fmt check, clippy and every test (nextest) against real middleware
 	scripts/test.sh $(ARGS)
 
 build: ## Build every binary (debug)
