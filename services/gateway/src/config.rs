@@ -69,6 +69,14 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub product_cache_entries: usize,
+    /// Most memory the product detail answers may take, in MiB. 0 turns the cache off.
+    #[arg(
+        long = "product-cache-max-mib",
+        env = "PRODUCT_CACHE_MAX_MIB",
+        value_name = "PRODUCT_CACHE_MAX_MIB",
+        default_value_t = 32
+    )]
+    pub product_cache_max_mib: usize,
     /// The Redis the product service announces its changes on (for the product cache only:
     /// without it the cache stays off and every detail is asked of the product service).
     #[command(flatten)]

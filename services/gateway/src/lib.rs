@@ -37,6 +37,7 @@ pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppS
     let product_details = ProductDetailCache::new(
         config.product_cache_ttl,
         config.product_cache_entries,
+        config.product_cache_max_mib.saturating_mul(1024 * 1024),
         &metrics,
     );
     product_details.listen(config.redis.url(), &config.redis.redis_key_prefix);

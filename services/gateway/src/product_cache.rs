@@ -11,8 +11,11 @@
 //! - A read that began before a change never lands after it: each stored answer carries the
 //!   generation of its product's slot taken before the fetch; an announcement bumps the
 //!   generation, and a store whose generation moved is dropped.
-//! - Entries also expire after a TTL, a bound on staleness should an announcement ever go
-//!   astray, and the cache holds a bounded number of entries.
+//! - The subscription is checked: a PING every few seconds that goes unanswered counts as a
+//!   break, so a Redis that vanished without closing the connection stops the serving too.
+//! - Entries also expire after a TTL, which bounds how long the gateway can hold an answer
+//!   whose announcement went astray (the product service's own Redis entry, which a refill
+//!   reads, has its TTL too). The cache is bounded in entries and in bytes.
 //! - The gateway that carries an admin's change drops the entry itself before answering, so
 //!   that admin reads their own write at once. Another gateway instance learns of it when the
 //!   announcement arrives, which on a local network is well under a millisecond after the
@@ -36,19 +39,59 @@ const SLOTS: usize = 1024;
 /// Longest wait between attempts to (re)subscribe.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// How often the subscription is checked with a PING, and how long its answer may take.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a connection and subscription may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Entry {
     body: Bytes,
     stored: Instant,
 }
 
+#[derive(Default)]
+struct Entries {
+    map: HashMap<i64, Entry>,
+    /// Sum of the stored bodies' lengths.
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, id: i64) {
+        if let Some(old) = self.map.remove(&id) {
+            self.bytes -= old.body.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    fn drop_expired(&mut self, ttl: Duration) {
+        let mut freed = 0;
+        self.map.retain(|_, entry| {
+            let fresh = entry.stored.elapsed() < ttl;
+            if !fresh {
+                freed += entry.body.len();
+            }
+            fresh
+        });
+        self.bytes -= freed;
+    }
+}
+
 struct Inner {
-    entries: RwLock<HashMap<i64, Entry>>,
+    entries: RwLock<Entries>,
     generations: Box<[AtomicU64]>,
     /// Bumped by every full clear; part of every ticket.
     epoch: AtomicU64,
     listening: AtomicBool,
     ttl: Duration,
     capacity: usize,
+    max_bytes: usize,
     hits: Counter,
     misses: Counter,
 }
@@ -67,16 +110,18 @@ pub struct ProductDetailCache {
 }
 
 impl ProductDetailCache {
-    /// A cache of at most `capacity` answers, each kept at most `ttl`; a zero for either turns
-    /// it off. It serves nothing until [`listen`](Self::listen)'s subscription is confirmed.
-    pub fn new(ttl: Duration, capacity: usize, metrics: &Metrics) -> Self {
+    /// A cache of at most `capacity` answers and `max_bytes` of them, each kept at most `ttl`;
+    /// a zero for any turns it off. It serves nothing until [`listen`](Self::listen)'s
+    /// subscription is confirmed.
+    pub fn new(ttl: Duration, capacity: usize, max_bytes: usize, metrics: &Metrics) -> Self {
         let inner = Inner {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::default()),
             generations: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             ttl,
             capacity,
+            max_bytes,
             hits: Counter::default(),
             misses: Counter::default(),
         };
@@ -96,7 +141,7 @@ impl ProductDetailCache {
     }
 
     fn enabled(&self) -> bool {
-        self.inner.capacity > 0 && !self.inner.ttl.is_zero()
+        self.inner.capacity > 0 && self.inner.max_bytes > 0 && !self.inner.ttl.is_zero()
     }
 
     fn slot(&self, id: i64) -> &AtomicU64 {
@@ -106,11 +151,13 @@ impl ProductDetailCache {
     /// The stored answer for product `id`, if there is a fresh one and the cache is live.
     pub fn get(&self, id: i64) -> Option<Bytes> {
         if !self.inner.listening.load(Ordering::Acquire) {
+            self.inner.misses.inc();
             return None;
         }
         let found = {
             let entries = self.inner.entries.read().expect("product cache lock");
             entries
+                .map
                 .get(&id)
                 .filter(|entry| entry.stored.elapsed() < self.inner.ttl)
                 .map(|entry| entry.body.clone())
@@ -141,15 +188,23 @@ impl ProductDetailCache {
         if self.ticket(id) != ticket {
             return;
         }
-        if entries.len() >= self.inner.capacity && !entries.contains_key(&id) {
-            let ttl = self.inner.ttl;
-            entries.retain(|_, entry| entry.stored.elapsed() < ttl);
-            if entries.len() >= self.inner.capacity {
+        if body.len() > self.inner.max_bytes {
+            return;
+        }
+        entries.remove(id);
+        let full = |entries: &Entries| {
+            entries.map.len() >= self.inner.capacity
+                || entries.bytes + body.len() > self.inner.max_bytes
+        };
+        if full(&entries) {
+            entries.drop_expired(self.inner.ttl);
+            if full(&entries) {
                 // Still full of fresh answers: start over rather than track recency on reads.
                 entries.clear();
             }
         }
-        entries.insert(
+        entries.bytes += body.len();
+        entries.map.insert(
             id,
             Entry {
                 body,
@@ -165,7 +220,7 @@ impl ProductDetailCache {
             .entries
             .write()
             .expect("product cache lock")
-            .remove(&id);
+            .remove(id);
     }
 
     /// Drops every answer and refuses every store in flight.
@@ -205,43 +260,74 @@ impl ProductDetailCache {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
+            // Said once per outage, not at every attempt.
+            let mut outage_told = false;
             loop {
-                match cache.follow(&redis_url, &channel).await {
-                    Ok(()) => {
-                        tracing::warn!(%channel, "product change subscription ended; product detail is not cached until it is back");
-                        wait = Duration::from_millis(100);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, %channel, "cannot follow product changes; product detail is not cached until it can");
-                    }
-                }
+                let ended = cache.follow(&redis_url, &channel).await;
+                let was_live = cache.is_live();
                 cache.set_listening(false);
+                if was_live {
+                    wait = Duration::from_millis(100);
+                    outage_told = false;
+                }
+                if !outage_told {
+                    match ended {
+                        Ok(()) => {
+                            tracing::warn!(%channel, "product change subscription ended; product detail is not cached until it is back")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, %channel, "cannot follow product changes; product detail is not cached until it can")
+                        }
+                    }
+                    outage_told = true;
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RECONNECT_MAX);
             }
         });
     }
 
+    /// Subscribes, then evicts on every announcement until the subscription breaks, ends or
+    /// stops answering its heartbeat.
     async fn follow(&self, redis_url: &str, channel: &str) -> redis::RedisResult<()> {
         let client = redis::Client::open(redis_url)?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
+        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        })
+        .await
+        .map_err(|_| timed_out("subscribing"))??;
+        let (mut sink, mut messages) = subscribed.split();
         self.set_listening(true);
         tracing::info!(%channel, "product detail cache live");
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            match message
-                .get_payload::<String>()
-                .ok()
-                .and_then(|id| id.parse().ok())
-            {
-                Some(id) => self.evict(id),
-                // Not a product id: whatever changed, forget everything.
-                None => self.clear(),
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { return Ok(()) };
+                    match message.get_payload::<String>().ok().and_then(|id| id.parse().ok()) {
+                        Some(id) => self.evict(id),
+                        // Not a product id: whatever changed, forget everything.
+                        None => self.clear(),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    tokio::time::timeout(HEARTBEAT_TIMEOUT, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| timed_out("answering a heartbeat"))??;
+                }
             }
         }
-        Ok(())
     }
+}
+
+fn timed_out(what: &str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("redis took too long {what}"),
+    ))
 }
 
 #[cfg(test)]
@@ -249,7 +335,7 @@ mod tests {
     use super::*;
 
     fn live_cache(ttl: Duration, capacity: usize) -> ProductDetailCache {
-        let cache = ProductDetailCache::new(ttl, capacity, &Metrics::new("test"));
+        let cache = ProductDetailCache::new(ttl, capacity, 1 << 20, &Metrics::new("test"));
         cache.set_listening(true);
         cache
     }
@@ -260,7 +346,8 @@ mod tests {
 
     #[test]
     fn serves_what_it_stored_only_while_listening() {
-        let cache = ProductDetailCache::new(Duration::from_secs(60), 10, &Metrics::new("test"));
+        let cache =
+            ProductDetailCache::new(Duration::from_secs(60), 10, 1 << 20, &Metrics::new("test"));
         let ticket = cache.ticket(1);
         cache.store(1, ticket, body("a"));
         assert_eq!(cache.get(1), None, "not live: nothing stored");
@@ -316,6 +403,28 @@ mod tests {
 
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(cache.get(3), None, "expired");
+    }
+
+    #[test]
+    fn the_bytes_held_are_bounded_too() {
+        let cache =
+            ProductDetailCache::new(Duration::from_secs(60), 100, 10, &Metrics::new("test"));
+        cache.set_listening(true);
+        let store = |id: i64, text: &'static str| {
+            let ticket = cache.ticket(id);
+            cache.store(id, ticket, body(text));
+        };
+        store(1, "aaaa");
+        store(2, "bbbb");
+        store(1, "cccc"); // a replacement counts once
+        assert_eq!(cache.get(1), Some(body("cccc")));
+        assert_eq!(cache.get(2), Some(body("bbbb")));
+        store(3, "dddd"); // 12 bytes would not fit: start over
+        assert_eq!(cache.get(3), Some(body("dddd")));
+        assert_eq!(cache.get(1), None);
+        store(4, "an answer longer than the whole budget");
+        assert_eq!(cache.get(4), None, "never kept");
+        assert_eq!(cache.get(3), Some(body("dddd")), "and pushes nothing out");
     }
 
     #[test]

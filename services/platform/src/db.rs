@@ -25,10 +25,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // No ping before each use: it is a round trip per query or transaction (a dozen per
-        // checkout). A connection that died while idle fails its next statement instead, and
-        // the pool drops it; connections are also recycled after ten idle minutes.
+        // checkout). Connections idle for a minute are closed instead, before a load balancer
+        // or firewall drops them silently (commonly after 4–6 idle minutes); one that died
+        // anyway (a database restart) fails its next statement, and the pool drops it.
         .test_before_acquire(false)
-        .idle_timeout(Duration::from_secs(600))
+        .idle_timeout(Duration::from_secs(60))
         .connect_with(options)
         .await
 }

@@ -20,6 +20,15 @@ pub struct Catalogue {
 }
 
 const DEFAULT_PAGE_SIZE: i32 = 20;
+
+/// Runs a change and its invalidation to the end even when the caller stops waiting (a
+/// cancelled or timed-out gRPC call drops its handler): a change committed but never
+/// announced would leave the caches (this service's and the gateways') stale until their TTLs.
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = AppResult<T>> + Send + 'static,
+) -> AppResult<T> {
+    tokio::spawn(work).await.map_err(AppError::system)?
+}
 /// Most products one batched read may ask for (a cart's worth, with room).
 const BATCH_MAX: usize = 200;
 
@@ -54,8 +63,13 @@ impl Catalogue {
         if let Some(images) = &change.images {
             rules::check_images(images)?;
         }
-        let found = self.store.update(id, change).await?;
-        self.cache.invalidate(&[id]).await;
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let found = to_completion(async move {
+            let found = store.update(id, change).await?;
+            cache.invalidate(&[id]).await;
+            Ok(found)
+        })
+        .await?;
         if found {
             Ok(())
         } else {
@@ -122,9 +136,13 @@ impl Catalogue {
         if let StockChange::SetTo(stock) = change {
             rules::check_stock(stock)?;
         }
-        let result = self.store.change_stock(id, change).await;
-        self.cache.invalidate(&[id]).await;
-        result
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        to_completion(async move {
+            let result = store.change_stock(id, change).await;
+            cache.invalidate(&[id]).await;
+            result
+        })
+        .await
     }
 
     pub async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> AppResult<()> {
@@ -134,21 +152,33 @@ impl Catalogue {
         if lines.iter().any(|(_, quantity)| *quantity <= 0) {
             return Err(AppError::invalid("quantities must be positive"));
         }
-        let touched = self.store.reserve(order_id, lines).await?;
-        self.cache.invalidate(&touched).await;
-        Ok(())
+        let (store, cache, lines) = (self.store.clone(), self.cache.clone(), lines.to_vec());
+        to_completion(async move {
+            let touched = store.reserve(order_id, &lines).await?;
+            cache.invalidate(&touched).await;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn release(&self, order_id: i64) -> AppResult<()> {
-        let touched = self.store.release(order_id).await?;
-        self.cache.invalidate(&touched).await;
-        Ok(())
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        to_completion(async move {
+            let touched = store.release(order_id).await?;
+            cache.invalidate(&touched).await;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn record_sales(&self, order_id: i64) -> AppResult<()> {
-        let touched = self.store.record_sales(order_id).await?;
-        self.cache.invalidate(&touched).await;
-        Ok(())
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        to_completion(async move {
+            let touched = store.record_sales(order_id).await?;
+            cache.invalidate(&touched).await;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn review(
@@ -159,12 +189,16 @@ impl Catalogue {
         comment: &str,
     ) -> AppResult<i64> {
         rules::check_review(rating, comment)?;
-        let id = self
-            .store
-            .upsert_review(product_id, user_id, rating, comment.trim())
-            .await?;
-        self.cache.invalidate(&[product_id]).await;
-        Ok(id)
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let comment = comment.trim().to_owned();
+        to_completion(async move {
+            let id = store
+                .upsert_review(product_id, user_id, rating, &comment)
+                .await?;
+            cache.invalidate(&[product_id]).await;
+            Ok(id)
+        })
+        .await
     }
 
     pub async fn reviews(

@@ -98,7 +98,7 @@ async fn lock_products_of(
 ) -> Result<(), AppError> {
     sqlx::query(
         "SELECT p.id FROM products p JOIN stock_reservation_lines l ON l.product_id = p.id \
-         WHERE l.order_id = $1 ORDER BY p.id FOR UPDATE OF p",
+         WHERE l.order_id = $1 ORDER BY p.id FOR NO KEY UPDATE OF p",
     )
     .bind(order_id)
     .execute(&mut **transaction)
