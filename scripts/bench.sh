@@ -242,7 +242,9 @@ stop_sampler() { # PHASE
 	done
 }
 
-sleep 3 # let start-up settle before calling it idle
+# Idle means settled: start-up done, and no work left over from before (a shop restarted
+# right after a bench run still completes that run's payments and events).
+busy idle
 record_rss idle
 
 loadgen() { # NAME ARGS...: one run, JSON to $OUT/NAME.json, table to stderr
