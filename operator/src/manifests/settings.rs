@@ -57,6 +57,16 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
             spec.shop.admin_usernames.join(","),
         );
     }
+    // Shops sharing an external Redis or Kafka must not see each other's carts, cached
+    // products, change announcements, topics or consumer groups.
+    data.insert(
+        "REDIS_KEY_PREFIX".to_owned(),
+        format!("letsgo:{}:{}:", store.namespace, store.name),
+    );
+    data.insert(
+        "KAFKA_TOPIC_PREFIX".to_owned(),
+        format!("letsgo.{}.{}.", store.namespace, store.name),
+    );
     if spec.discovery == DiscoveryMode::Etcd {
         // Shops sharing an etcd must not see each other's instances.
         data.insert(

@@ -130,6 +130,9 @@ fn headless_services_carry_the_names_discovery_resolves() {
         .unwrap();
     let data = config.data.as_ref().unwrap();
     assert_eq!(data["DISCOVERY"], "kubernetes");
+    // Two shops on one external Redis or Kafka keep apart.
+    assert_eq!(data["REDIS_KEY_PREFIX"], "letsgo:default:shop:");
+    assert_eq!(data["KAFKA_TOPIC_PREFIX"], "letsgo.default.shop.");
     assert_eq!(data["DISCOVERY_DNS_NAME"], "shop-{service}");
     for service in ["user", "product", "cart", "order", "payment"] {
         let name = data["DISCOVERY_DNS_NAME"].replace("{service}", service);
