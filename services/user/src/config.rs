@@ -29,4 +29,13 @@ pub struct Config {
         default_value = ""
     )]
     pub admin_usernames: Vec<String>,
+    /// Passwords hashed at once (each hash holds 7 MiB and a core while it runs); more wait in
+    /// a queue. Default: half the cores, at least one, so sign-in storms leave the service
+    /// cores for everything else. One pool per process.
+    #[arg(
+        long = "password-hash-threads",
+        env = "PASSWORD_HASH_THREADS",
+        value_name = "PASSWORD_HASH_THREADS"
+    )]
+    pub password_hash_threads: Option<std::num::NonZeroUsize>,
 }

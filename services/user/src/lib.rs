@@ -46,6 +46,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         .await
         .map_err(|error| format!("migrations: {error}"))?;
 
+    if let Some(threads) = config.password_hash_threads {
+        passwords::set_threads(threads.get());
+    }
     let metrics = Metrics::new("user");
     let readiness = Readiness::default();
 

@@ -1,11 +1,11 @@
 //! Password hashing with argon2id, on a small pool of threads of its own.
 //!
 //! Parameters: OWASP's argon2id profile of 7 MiB memory, 5 passes, 1 lane — as strong as their
-//! 19 MiB / 2 passes profile, with a third of the memory per hash. Hashing runs on one thread
-//! per core and no more: each hash holds its memory while it runs, and the allocator keeps what
-//! a thread used, so an unbounded pool (tokio's blocking threads, up to 512) once let a burst of
-//! sign-ups grow the service past 600 MiB. A queue in front of a fixed pool bounds it to a few
-//! hashes' worth, however many requests arrive.
+//! 19 MiB / 2 passes profile, with a third of the memory per hash. Hashing runs on a fixed pool
+//! (half the cores by default, PASSWORD_HASH_THREADS): each hash holds its memory and a core
+//! while it runs, so an unbounded pool (tokio's blocking threads, up to 512) once let a burst of
+//! sign-ups grow the service past 600 MiB. A queue in front of the pool bounds it to a few
+//! hashes' worth, however many requests arrive, and leaves cores for the service's other calls.
 //!
 //! And each hash gives its memory back when it ends: glibc serves allocations this large with
 //! `mmap`, but after the first is freed it raises that threshold and serves the next from the
@@ -33,12 +33,22 @@ fn hasher() -> Argon2<'static> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Sets how many hashing threads the process's pool starts with; only the first call before
+/// the first hash counts (the pool is per process).
+pub fn set_threads(threads: usize) {
+    let _ = THREADS.set(threads.max(1));
+}
+
 /// The hashing threads' queue, started on first use.
 fn pool() -> &'static mpsc::SyncSender<Job> {
     static POOL: OnceLock<mpsc::SyncSender<Job>> = OnceLock::new();
     POOL.get_or_init(|| {
         keep_large_allocations_mapped();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = *THREADS.get_or_init(|| {
+            std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+        });
         // Waiting requests queue here (bounded), not in memory-hungry threads.
         let (sender, receiver) = mpsc::sync_channel::<Job>(1024);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
