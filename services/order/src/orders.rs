@@ -15,8 +15,8 @@ use letsgo_platform::proto::cart::v1::{
     RemoveProductsRequest, cart_service_client::CartServiceClient,
 };
 use letsgo_platform::proto::product::v1::{
-    BatchGetProductsRequest, RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest,
-    StockLine, product_service_client::ProductServiceClient,
+    RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest, StockLine,
+    product_service_client::ProductServiceClient,
 };
 
 use crate::rules;
@@ -87,41 +87,8 @@ impl Orders {
         rules::check_phone(&request.phone)?;
         rules::check_remark(&request.remark)?;
 
-        // Names and prices come from the catalogue, never from the client.
-        let ids: Vec<i64> = lines.iter().map(|(id, _)| *id).collect();
-        let products = self
-            .products
-            .clone()
-            .batch_get_products(BatchGetProductsRequest { ids })
-            .await?
-            .into_inner()
-            .products;
-        let mut items = Vec::with_capacity(lines.len());
-        let mut total: i64 = 0;
-        for (product_id, quantity) in &lines {
-            let product = products
-                .iter()
-                .find(|product| product.id == *product_id)
-                .ok_or_else(|| {
-                    AppError::new(
-                        ErrorCode::ProductNotFound,
-                        format!("product {product_id} not found"),
-                    )
-                })?;
-            total = product
-                .price_cents
-                .checked_mul(*quantity)
-                .and_then(|line| total.checked_add(line))
-                .ok_or_else(|| AppError::invalid("the order's total is too large"))?;
-            items.push(NewItem {
-                product_id: *product_id,
-                name: product.name.clone(),
-                price_cents: product.price_cents,
-                quantity: *quantity,
-                image: product.images.first().cloned().unwrap_or_default(),
-            });
-        }
-
+        // Names and prices come from the catalogue, never from the client: the reservation
+        // answers them, read in the same transaction that takes the stock.
         let id = self.store.next_id().await?;
         let reserved = self
             .products
@@ -137,12 +104,34 @@ impl Orders {
                     .collect(),
             })
             .await;
-        if let Err(status) = reserved {
-            // The reservation may have landed even if its answer was lost; releasing also
-            // stops a late retry from taking stock.
-            self.release_with_retries(id).await;
-            return Err(status.into());
+        let held = match reserved {
+            Ok(reply) => reply.into_inner().lines,
+            Err(status) => {
+                // The reservation may have landed even if its answer was lost; releasing also
+                // stops a late retry from taking stock.
+                self.release_with_retries(id).await;
+                return Err(status.into());
+            }
+        };
+        let mut items = Vec::with_capacity(held.len());
+        let mut total: Option<i64> = Some(0);
+        for line in held {
+            total = line
+                .price_cents
+                .checked_mul(line.quantity)
+                .and_then(|cost| total?.checked_add(cost));
+            items.push(NewItem {
+                product_id: line.product_id,
+                name: line.name,
+                price_cents: line.price_cents,
+                quantity: line.quantity,
+                image: line.image,
+            });
         }
+        let Some(total) = total else {
+            self.release_with_retries(id).await;
+            return Err(AppError::invalid("the order's total is too large"));
+        };
         let order = NewOrder {
             id,
             order_no: rules::order_no(id, chrono::Utc::now()),

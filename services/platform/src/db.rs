@@ -19,7 +19,7 @@ pub fn platform_migrator() -> Migrator {
 
 /// Connects a pool to `url`, creating the database first when it does not exist.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(url)?;
+    let options = connect_options(url)?;
     ensure_database(&options).await?;
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -32,6 +32,18 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .idle_timeout(Duration::from_secs(60))
         .connect_with(options)
         .await
+}
+
+/// The options a URL gives, with an IPv6 host unbracketed: sqlx keeps the URL's brackets in the
+/// host, and TLS then refuses `[::1]` as a server name.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    let host = options.get_host();
+    if host.starts_with('[') && host.ends_with(']') {
+        let bare = host[1..host.len() - 1].to_owned();
+        return Ok(options.host(&bare));
+    }
+    Ok(options)
 }
 
 /// Creates the database `options` names if it is missing. Several replicas may race here:

@@ -6,7 +6,8 @@ use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use crate::product_cache::{Lookup, ProductCache};
 use crate::rules;
 use crate::storage::{
-    CatalogueStore, NewProduct, ProductChange, ProductRecord, ReviewRecord, SortKey, StockChange,
+    CatalogueStore, NewProduct, ProductChange, ProductRecord, ReservedLine, ReviewRecord, SortKey,
+    StockChange,
 };
 
 pub struct Page<T> {
@@ -145,7 +146,11 @@ impl Catalogue {
         .await
     }
 
-    pub async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> AppResult<()> {
+    pub async fn reserve(
+        &self,
+        order_id: i64,
+        lines: &[(i64, i64)],
+    ) -> AppResult<Vec<ReservedLine>> {
         if lines.is_empty() {
             return Err(AppError::invalid("a reservation needs at least one line"));
         }
@@ -154,9 +159,16 @@ impl Catalogue {
         }
         let (store, cache, lines) = (self.store.clone(), self.cache.clone(), lines.to_vec());
         to_completion(async move {
-            let touched = store.reserve(order_id, &lines).await?;
-            cache.invalidate(&touched).await;
-            Ok(())
+            let reservation = store.reserve(order_id, &lines).await?;
+            if reservation.changed_stock {
+                let touched: Vec<i64> = reservation
+                    .lines
+                    .iter()
+                    .map(|line| line.product_id)
+                    .collect();
+                cache.invalidate(&touched).await;
+            }
+            Ok(reservation.lines)
         })
         .await
     }

@@ -192,8 +192,19 @@ impl ProductService for ProductApi {
             .iter()
             .map(|line| (line.product_id, line.quantity))
             .collect();
-        self.catalogue.reserve(request.order_id, &lines).await?;
-        Ok(Response::new(pb::ReserveStockReply {}))
+        let held = self.catalogue.reserve(request.order_id, &lines).await?;
+        Ok(Response::new(pb::ReserveStockReply {
+            lines: held
+                .into_iter()
+                .map(|line| pb::ReservedLine {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    name: line.name,
+                    price_cents: line.price_cents,
+                    image: line.image,
+                })
+                .collect(),
+        }))
     }
 
     async fn release_stock(

@@ -87,6 +87,23 @@ pub fn merge_lines(lines: &[(i64, i64)]) -> Vec<(i64, i64)> {
     merged.into_iter().collect()
 }
 
+/// One line of a reservation, priced as it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ReservedLine {
+    pub product_id: i64,
+    pub quantity: i64,
+    pub name: String,
+    pub price_cents: i64,
+    pub image: String,
+}
+
+/// What [`CatalogueStore::reserve`] holds for an order.
+pub struct Reservation {
+    pub lines: Vec<ReservedLine>,
+    /// False when the reservation existed already (a retry): no stock moved.
+    pub changed_stock: bool,
+}
+
 /// Locks the products an order's reservation holds, in id order: the order every transaction
 /// here takes product locks in (reservations update their lines sorted), so two transactions
 /// over the same products wait for each other instead of deadlocking. Without it, a release or
@@ -270,10 +287,14 @@ impl CatalogueStore {
         }
     }
 
-    /// Takes a whole basket out of stock for `order_id`, or nothing. A reservation that exists
-    /// already (a retry) is answered as it stands, without reserving again. Answers the product
-    /// ids whose stock changed.
-    pub async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> Result<Vec<i64>, AppError> {
+    /// Takes a whole basket out of stock for `order_id`, or nothing, and answers what it holds,
+    /// priced as it was reserved. A reservation that exists already (a retry) is answered as it
+    /// stands, without reserving again.
+    pub async fn reserve(
+        &self,
+        order_id: i64,
+        lines: &[(i64, i64)],
+    ) -> Result<Reservation, AppError> {
         let lines = merge_lines(lines);
         let mut transaction = self.pool.begin().await?;
         let created = sqlx::query(
@@ -294,18 +315,34 @@ impl CatalogueStore {
                     "this order's reservation was released",
                 ));
             }
-            return Ok(Vec::new());
+            let held: Vec<ReservedLine> = sqlx::query_as(
+                "SELECT l.product_id, l.quantity, COALESCE(l.name, p.name) AS name, \
+                 COALESCE(l.price_cents, p.price_cents) AS price_cents, \
+                 COALESCE(l.image, p.images[1], '') AS image \
+                 FROM stock_reservation_lines l JOIN products p ON p.id = l.product_id \
+                 WHERE l.order_id = $1 ORDER BY l.product_id",
+            )
+            .bind(order_id)
+            .fetch_all(&mut *transaction)
+            .await?;
+            return Ok(Reservation {
+                lines: held,
+                changed_stock: false,
+            });
         }
+        let mut held = Vec::with_capacity(lines.len());
         for (product_id, quantity) in &lines {
-            // The conditional update is the guard: it only takes what is there.
-            let taken = sqlx::query(
-                "UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2",
+            // The conditional update is the guard: it only takes what is there. The price read
+            // here is the one the order charges.
+            let taken: Option<(String, i64, String)> = sqlx::query_as(
+                "UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2 \
+                 RETURNING name, price_cents, COALESCE(images[1], '')",
             )
             .bind(product_id)
             .bind(quantity)
-            .execute(&mut *transaction)
+            .fetch_optional(&mut *transaction)
             .await?;
-            if taken.rows_affected() == 0 {
+            let Some((name, price_cents, image)) = taken else {
                 let exists: bool =
                     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
                         .bind(product_id)
@@ -323,18 +360,32 @@ impl CatalogueStore {
                         format!("product {product_id} not found"),
                     )
                 });
-            }
+            };
             sqlx::query(
-                "INSERT INTO stock_reservation_lines (order_id, product_id, quantity) VALUES ($1, $2, $3)",
+                "INSERT INTO stock_reservation_lines (order_id, product_id, quantity, name, price_cents, image) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(order_id)
             .bind(product_id)
             .bind(quantity)
+            .bind(&name)
+            .bind(price_cents)
+            .bind(&image)
             .execute(&mut *transaction)
             .await?;
+            held.push(ReservedLine {
+                product_id: *product_id,
+                quantity: *quantity,
+                name,
+                price_cents,
+                image,
+            });
         }
         transaction.commit().await?;
-        Ok(lines.into_iter().map(|(id, _)| id).collect())
+        Ok(Reservation {
+            lines: held,
+            changed_stock: true,
+        })
     }
 
     /// Gives back what `order_id` holds, once. Releasing an unknown order records it as

@@ -423,6 +423,65 @@ async fn many_buyers_of_the_last_units_get_exactly_that_many_reservations() {
 }
 
 #[tokio::test]
+async fn a_reservation_answers_its_lines_priced_as_reserved_and_a_retry_answers_the_same() {
+    let service = Service::start().await;
+    let kettle = service.add("Kettle", 2500, 10, "home").await;
+    let mug = service.add("Mug", 900, 10, "home").await;
+    let client = service.client.clone();
+    let reserve = |order_id: i64| {
+        let mut client = client.clone();
+        async move {
+            client
+                .reserve_stock(pb::ReserveStockRequest {
+                    order_id,
+                    lines: [(mug, 1), (kettle, 2), (mug, 2)]
+                        .iter()
+                        .map(|(product_id, quantity)| pb::StockLine {
+                            product_id: *product_id,
+                            quantity: *quantity,
+                        })
+                        .collect(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .lines
+        }
+    };
+    let line = |product_id: i64, quantity: i64, name: &str, price_cents: i64| pb::ReservedLine {
+        product_id,
+        quantity,
+        name: name.into(),
+        price_cents,
+        image: "https://img.example.com/p.jpg".into(),
+    };
+    let expected = vec![line(kettle, 2, "Kettle", 2500), line(mug, 3, "Mug", 900)];
+    assert_eq!(
+        reserve(31).await,
+        expected,
+        "merged, in product order, priced"
+    );
+
+    // A price change after the reservation does not reprice it: a retry answers the same.
+    client
+        .clone()
+        .update_product(pb::UpdateProductRequest {
+            id: kettle,
+            price_cents: Some(9900),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reserve(31).await, expected);
+    assert_eq!(service.product(kettle).await.stock, 8, "reserved once");
+    assert_eq!(
+        reserve(32).await[0].price_cents,
+        9900,
+        "a new one pays the new price"
+    );
+}
+
+#[tokio::test]
 async fn a_basket_is_reserved_whole_or_not_at_all() {
     let service = Service::start().await;
     let plenty = service.add("plenty", 100, 10, "x").await;
