@@ -684,6 +684,54 @@ async fn the_openapi_document_lists_every_route_with_its_statuses() {
     }
 }
 
+/// The load generator (tools/loadgen, what `make bench` measures with) plays every kind of
+/// shopper against a whole shop: if it and the API drift apart, or the shop fails under mixed
+/// concurrent load (as it did once, with a deadlock between sales and reservations), this fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
+    let shop = Shop::start_with(ShopOptions {
+        rate_per_second: 100_000,
+        burst: 100_000,
+        ..ShopOptions::default()
+    })
+    .await;
+    let cli = letsgo_loadgen::config::Cli::try_parse_from([
+        "letsgo-loadgen",
+        "--target-url",
+        &shop.base,
+        "--mix",
+        "browse=30,search=20,detail=20,cart=15,checkout=15",
+        "--connections",
+        "4",
+        "--products",
+        "5",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0s",
+    ])
+    .unwrap();
+    let report = letsgo_loadgen::run::run(cli.load).await.unwrap();
+    let table = report.to_table();
+    assert_eq!(report.totals.errors, 0, "{table}");
+    for name in [
+        "browse",
+        "search",
+        "detail",
+        "cart_add",
+        "order_create",
+        "payment_create",
+        "checkout",
+    ] {
+        let done = report
+            .operations
+            .iter()
+            .find(|operation| operation.name == name)
+            .map_or(0, |operation| operation.ok);
+        assert!(done > 0, "no {name} succeeded:\n{table}");
+    }
+}
+
 #[tokio::test]
 async fn metrics_and_health_are_served_on_the_admin_port() {
     let shop = Shop::start().await;

@@ -1,18 +1,10 @@
 //! `letsgo-loadgen`: load against a running shop, or the bare server it is compared with.
 
-mod config;
-mod hello;
-mod http;
-mod mix;
-mod report;
-mod run;
-mod shop;
-
 use std::process::ExitCode;
 
 use clap::Parser;
-
-use crate::config::{Cli, Command};
+use letsgo_loadgen::config::{Cli, Command};
+use letsgo_loadgen::{hello, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
