@@ -1,18 +1,15 @@
 //! The cart service over real gRPC, on Redis, against a real product service (its own
 //! PostgreSQL database) for names, prices and existence.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use clap::Parser;
 use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
-use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::cart::v1::{self as pb, cart_service_client::CartServiceClient};
 use letsgo_platform::proto::product::v1::{
     self as product_pb, product_service_client::ProductServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::testing::{channel_when_up, start_on_free_ports};
 use tonic::transport::Channel;
 
 fn server_url() -> String {
@@ -32,20 +29,6 @@ struct Shop {
     _database: ScratchDatabase,
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{addr} did not come up");
-}
-
 impl Shop {
     async fn start() -> Shop {
         Shop::start_with_max_lines(100).await
@@ -55,7 +38,6 @@ impl Shop {
         let database = ScratchDatabase::create(&server_url()).await.unwrap();
         let redis_prefix = format!("test:{}:", database.name());
         let shutdown = Shutdown::new();
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
 
         let product_config = letsgo_product::Config::try_parse_from([
             "letsgo-product",
@@ -71,15 +53,11 @@ impl Shop {
             "static",
         ])
         .unwrap();
-        let listeners = Listeners::bind(&product_config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let product_addr = listeners.grpc.local_addr().unwrap();
-        tokio::spawn(letsgo_product::run(
-            product_config,
-            listeners,
-            shutdown.clone(),
-        ));
+        let (product_addr, _) = start_on_free_ports(
+            |listeners, shutdown| letsgo_product::run(product_config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
 
         let cart_config = letsgo_cart::Config::try_parse_from([
             "letsgo-cart".to_owned(),
@@ -97,15 +75,15 @@ impl Shop {
             "static".to_owned(),
         ])
         .unwrap();
-        let listeners = Listeners::bind(&cart_config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let cart_addr = listeners.grpc.local_addr().unwrap();
-        tokio::spawn(letsgo_cart::run(cart_config, listeners, shutdown.clone()));
+        let (cart_addr, _) = start_on_free_ports(
+            |listeners, shutdown| letsgo_cart::run(cart_config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
 
         Shop {
-            cart: CartServiceClient::new(channel(cart_addr).await),
-            products: ProductServiceClient::new(channel(product_addr).await),
+            cart: CartServiceClient::new(channel_when_up(cart_addr).await),
+            products: ProductServiceClient::new(channel_when_up(product_addr).await),
             redis_prefix,
             shutdown,
             _database: database,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use letsgo_platform::db::ScratchDatabase;
-use letsgo_platform::grpc::Listeners;
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::testing::start_on_free_ports;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -100,11 +100,11 @@ impl Shop {
                     "static",
                 ])
                 .unwrap();
-                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                    .await
-                    .unwrap();
-                let user_addr = listeners.grpc.local_addr().unwrap();
-                tokio::spawn(letsgo_user::run(config, listeners, shutdown.clone()));
+                let (user_addr, _) = start_on_free_ports(
+                    |listeners, shutdown| letsgo_user::run(config, listeners, shutdown),
+                    &shutdown,
+                )
+                .await;
 
                 let config = letsgo_product::Config::try_parse_from([
                     "letsgo-product",
@@ -126,11 +126,11 @@ impl Shop {
                     "static",
                 ])
                 .unwrap();
-                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                    .await
-                    .unwrap();
-                let product_addr = listeners.grpc.local_addr().unwrap();
-                tokio::spawn(letsgo_product::run(config, listeners, shutdown.clone()));
+                let (product_addr, _) = start_on_free_ports(
+                    |listeners, shutdown| letsgo_product::run(config, listeners, shutdown),
+                    &shutdown,
+                )
+                .await;
 
                 let config = letsgo_cart::Config::try_parse_from([
                     "letsgo-cart".to_owned(),
@@ -146,11 +146,11 @@ impl Shop {
                     "static".to_owned(),
                 ])
                 .unwrap();
-                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                    .await
-                    .unwrap();
-                let cart_addr = listeners.grpc.local_addr().unwrap();
-                tokio::spawn(letsgo_cart::run(config, listeners, shutdown.clone()));
+                let (cart_addr, _) = start_on_free_ports(
+                    |listeners, shutdown| letsgo_cart::run(config, listeners, shutdown),
+                    &shutdown,
+                )
+                .await;
                 let order_db = ScratchDatabase::create(&server_url()).await.unwrap();
                 let payment_db = ScratchDatabase::create(&server_url()).await.unwrap();
                 let topics = format!("gwtest-{}.", order_db.name());
@@ -174,11 +174,11 @@ impl Shop {
                     "static".to_owned(),
                 ])
                 .unwrap();
-                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                    .await
-                    .unwrap();
-                let order_addr = listeners.grpc.local_addr().unwrap();
-                tokio::spawn(letsgo_order::run(config, listeners, shutdown.clone()));
+                let (order_addr, _) = start_on_free_ports(
+                    |listeners, shutdown| letsgo_order::run(config, listeners, shutdown),
+                    &shutdown,
+                )
+                .await;
 
                 let config = letsgo_payment::Config::try_parse_from([
                     "letsgo-payment".to_owned(),
@@ -202,11 +202,11 @@ impl Shop {
                     "static".to_owned(),
                 ])
                 .unwrap();
-                let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-                    .await
-                    .unwrap();
-                let payment_addr = listeners.grpc.local_addr().unwrap();
-                tokio::spawn(letsgo_payment::run(config, listeners, shutdown.clone()));
+                let (payment_addr, _) = start_on_free_ports(
+                    |listeners, shutdown| letsgo_payment::run(config, listeners, shutdown),
+                    &shutdown,
+                )
+                .await;
 
                 databases.extend([user_db, product_db, order_db, payment_db]);
                 redis_prefix = Some(prefix);

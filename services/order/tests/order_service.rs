@@ -1,7 +1,6 @@
 //! The order service over real gRPC with a real product service, cart service, PostgreSQL,
 //! Redis and Kafka-protocol broker; each test has its own databases, key and topic prefixes.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -9,13 +8,13 @@ use letsgo_platform::config::KafkaArgs;
 use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::events::{self, Event};
-use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::cart::v1::{self as cart_pb, cart_service_client::CartServiceClient};
 use letsgo_platform::proto::order::v1::{self as pb, order_service_client::OrderServiceClient};
 use letsgo_platform::proto::product::v1::{
     self as product_pb, product_service_client::ProductServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::testing::{channel_when_up, start_on_free_ports};
 use rdkafka::producer::FutureRecord;
 use tonic::transport::Channel;
 
@@ -30,20 +29,6 @@ fn redis_url() -> String {
 
 fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{addr} did not come up");
 }
 
 struct Shop {
@@ -67,7 +52,6 @@ impl Shop {
         let redis_prefix = format!("test:{}:", order_db.name());
         let topic_prefix = format!("{}.", order_db.name());
         let shutdown = Shutdown::new();
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
 
         let config = letsgo_product::Config::try_parse_from([
             "letsgo-product",
@@ -83,11 +67,11 @@ impl Shop {
             "static",
         ])
         .unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let product_addr = listeners.grpc.local_addr().unwrap();
-        tokio::spawn(letsgo_product::run(config, listeners, shutdown.clone()));
+        let (product_addr, _) = start_on_free_ports(
+            |listeners, shutdown| letsgo_product::run(config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
 
         let config = letsgo_cart::Config::try_parse_from([
             "letsgo-cart".to_owned(),
@@ -103,11 +87,11 @@ impl Shop {
             "static".to_owned(),
         ])
         .unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let cart_addr = listeners.grpc.local_addr().unwrap();
-        tokio::spawn(letsgo_cart::run(config, listeners, shutdown.clone()));
+        let (cart_addr, _) = start_on_free_ports(
+            |listeners, shutdown| letsgo_cart::run(config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
 
         let config = letsgo_order::Config::try_parse_from([
             "letsgo-order".to_owned(),
@@ -131,16 +115,16 @@ impl Shop {
             "static".to_owned(),
         ])
         .unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let order_addr = listeners.grpc.local_addr().unwrap();
-        tokio::spawn(letsgo_order::run(config, listeners, shutdown.clone()));
+        let (order_addr, _) = start_on_free_ports(
+            |listeners, shutdown| letsgo_order::run(config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
 
         Shop {
-            orders: OrderServiceClient::new(channel(order_addr).await),
-            products: ProductServiceClient::new(channel(product_addr).await),
-            carts: CartServiceClient::new(channel(cart_addr).await),
+            orders: OrderServiceClient::new(channel_when_up(order_addr).await),
+            products: ProductServiceClient::new(channel_when_up(product_addr).await),
+            carts: CartServiceClient::new(channel_when_up(cart_addr).await),
             topic_prefix,
             redis_prefix,
             shutdown,

@@ -16,7 +16,6 @@ use hmac::{Hmac, Mac};
 use letsgo_payment::{Config, run};
 use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
-use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::order::v1::{
     self as order_pb, OrderStatus,
     order_service_server::{OrderService, OrderServiceServer},
@@ -25,6 +24,7 @@ use letsgo_platform::proto::payment::v1::{
     self as pb, PaymentStatus, payment_service_client::PaymentServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::testing::start_on_free_ports;
 use sha2::Sha256;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -165,13 +165,12 @@ impl Shop {
         ];
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).unwrap();
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let grpc_addr = listeners.grpc.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(run(config, listeners, shutdown.clone()));
+        let (grpc_addr, task) = start_on_free_ports(
+            |listeners, shutdown| run(config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
         let payments = connect(grpc_addr).await;
         let pool = PgPool::connect(&database.url).await.unwrap();
         Shop {

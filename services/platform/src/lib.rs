@@ -11,7 +11,8 @@
 //! - [`telemetry`]: logs, metrics, health;
 //! - [`grpc`]: the gRPC server with health, reflection and limits;
 //! - [`shutdown`]: graceful shutdown;
-//! - [`proto`]: the compiled gRPC contracts.
+//! - [`proto`]: the compiled gRPC contracts;
+//! - [`testing`]: services started inside a test's own process.
 
 pub mod auth;
 pub mod cache;
@@ -25,3 +26,4 @@ pub mod money;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;

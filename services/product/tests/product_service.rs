@@ -1,17 +1,16 @@
 //! The product service over real gRPC, on a PostgreSQL database and a Redis key prefix of its
 //! own per test.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
-use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::product::v1::{
     self as pb, product_service_client::ProductServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::testing::start_on_free_ports;
 use letsgo_product::{Config, run};
 use tonic::transport::Channel;
 
@@ -49,13 +48,12 @@ impl Service {
             "static",
         ])
         .unwrap();
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let addr = listeners.grpc.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        tokio::spawn(run(config, listeners, shutdown.clone()));
+        let (addr, _) = start_on_free_ports(
+            |listeners, shutdown| run(config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
         let mut client = None;
         for _ in 0..100 {
             if let Ok(connected) = ProductServiceClient::connect(format!("http://{addr}")).await {

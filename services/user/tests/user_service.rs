@@ -8,12 +8,12 @@ use std::time::Duration;
 use clap::Parser;
 use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
-use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
 use letsgo_platform::proto::user::v1::{
     GetProfileRequest, LoginRequest, RegisterRequest, UpdateProfileRequest,
 };
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::testing::start_on_free_ports;
 use letsgo_user::{Config, run};
 use tonic::transport::Channel;
 
@@ -56,13 +56,12 @@ impl RunningService {
             "static",
         ])
         .unwrap();
-        let localhost: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let listeners = Listeners::bind(&config.grpc, localhost, localhost)
-            .await
-            .unwrap();
-        let grpc_addr = listeners.grpc.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(run(config, listeners, shutdown.clone()));
+        let (grpc_addr, task) = start_on_free_ports(
+            |listeners, shutdown| run(config, listeners, shutdown),
+            &shutdown,
+        )
+        .await;
         let client = connect(grpc_addr).await;
         RunningService {
             client,
