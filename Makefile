@@ -2,7 +2,7 @@
 # Extra arguments for the test runner: make test ARGS='-E "test(login)"'
 
 .DEFAULT_GOAL := help
-.PHONY: help up test build lint middleware down bench images
+.PHONY: help up test build lint middleware cluster down bench images
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,5 +39,9 @@ images: ## Build every image (REGISTRY=ghcr.io/letsgo TAG=<chart appVersion>)
 bench: ## Load benchmarks against this machine's ceilings (starts make up if :8888 is free)
 	scripts/bench.sh
 
-down: ## Stop the middleware the scripts started
+cluster: ## A real Kubernetes control plane on loopback (built once); prints KUBECONFIG; Ctrl-C stops it
+	scripts/kube.sh run
+
+down: ## Stop the middleware and the control plane the scripts started
+	scripts/kube.sh stop
 	scripts/middleware.sh stop

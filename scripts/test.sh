@@ -133,10 +133,21 @@ ensure_chart_test_tools() {
 	export HELM_BIN KUBERNETES_VALIDATE_BIN
 }
 
+# The operator's control-plane suite (operator/tests/control_plane.rs) runs against
+# kube-apiserver, kube-controller-manager, kube-scheduler and a kwok node built from
+# source by scripts/kube.sh (cached outside the clone; the first build takes minutes).
+# Started here, before the tests, so the build is not charged to a test; the tests
+# find it running (and would start it themselves when run alone). Left running, like
+# the middleware; `make down` stops it.
+ensure_control_plane() {
+	scripts/kube.sh ensure >/dev/null
+}
+
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy -j2 --workspace --all-targets -- -D warnings
 step browser ensure_browser_test_deps
 step charttools ensure_chart_test_tools
+step cluster ensure_control_plane
 # nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the
 # compile is capped with --build-jobs.
 step nextest cargo nextest run --build-jobs 2 --workspace --no-fail-fast "$@"

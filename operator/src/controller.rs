@@ -80,26 +80,44 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(seconds.min(300))
 }
 
-/// Runs the controller until a shutdown signal: Stores everywhere, and what they own.
-pub async fn run(ctx: Arc<Context>) {
+/// Where the operator looks for Stores: the whole cluster, or one namespace (`WATCH_NAMESPACE`,
+/// for a shop per team or for tests that share a control plane).
+#[derive(Clone, Debug, Default)]
+pub enum Scope {
+    #[default]
+    Cluster,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Scope::Cluster => Api::all(client.clone()),
+            Scope::Namespace(namespace) => Api::namespaced(client.clone(), namespace),
+        }
+    }
+}
+
+/// Runs the controller until a shutdown signal: Stores in `scope`, and what they own.
+pub async fn run(ctx: Arc<Context>, scope: Scope) {
     let client = ctx.client.clone();
-    let stores = Api::<Store>::all(client.clone());
+    let stores = scope.api::<Store>(&client);
     if let Err(error) = stores.list(&ListParams::default().limit(1)).await {
         warn!(%error, "cannot list Stores; is the CRD installed (crds/store.yaml)?");
     }
     // Only what carries the Store label: the operator does not cache every Secret in the cluster.
     let children = watcher::Config::default().labels(STORE_LABEL);
     Controller::new(stores, watcher::Config::default().any_semantic())
-        .owns(Api::<Deployment>::all(client.clone()), children.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
-        .owns(Api::<Secret>::all(client.clone()), children.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            children.clone(),
-        )
-        .owns(Api::<Ingress>::all(client.clone()), children)
+        .owns(scope.api::<Deployment>(&client), children.clone())
+        .owns(scope.api::<StatefulSet>(&client), children.clone())
+        .owns(scope.api::<Service>(&client), children.clone())
+        .owns(scope.api::<ConfigMap>(&client), children.clone())
+        .owns(scope.api::<Secret>(&client), children.clone())
+        .owns(scope.api::<PodDisruptionBudget>(&client), children.clone())
+        .owns(scope.api::<Ingress>(&client), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures_util::future::ready(()))

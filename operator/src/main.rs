@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use clap::Parser;
-use letsgo_operator::controller::{self, Context};
+use letsgo_operator::controller::{self, Context, Scope};
 use letsgo_operator::leader::{self, LeaderElector, LeaseConfig};
 use letsgo_operator::metrics::Metrics;
 use letsgo_operator::telemetry;
@@ -38,6 +38,9 @@ struct Config {
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, env = "LEASE_DURATION_SECS", default_value_t = 15)]
     lease_duration_secs: u64,
+    /// Reconcile only the Stores of this namespace; every namespace when unset.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
@@ -86,8 +89,13 @@ async fn run(config: Config) -> Result<(), String> {
         Some(identity.clone()),
     ));
 
+    let scope = match config.watch_namespace.clone().filter(|n| !n.is_empty()) {
+        Some(namespace) => Scope::Namespace(namespace),
+        None => Scope::Cluster,
+    };
+    info!(?scope, "watching Stores");
     if !config.leader_election {
-        controller::run(ctx).await;
+        controller::run(ctx, scope).await;
         return Ok(());
     }
     let lease = LeaseConfig {
@@ -102,7 +110,7 @@ async fn run(config: Config) -> Result<(), String> {
     let mut leading = leader::lead(LeaderElector::new(client, lease)).await;
     metrics.leader.set(1);
     tokio::select! {
-        () = controller::run(ctx) => Ok(()),
+        () = controller::run(ctx, scope) => Ok(()),
         // Exiting is the safe way out: the pod restarts as a follower, and no reconcile of
         // ours can overlap the next leader's.
         _ = leading.wait_for(|leads| !*leads) => Err("lost the leader Lease".to_owned()),

@@ -21,26 +21,7 @@ pub struct Observation {
 /// The status of a Store whose children were applied (or, for services waiting on their
 /// middleware, not yet). `now` is an RFC 3339 time for conditions that change.
 pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
-    let mut components = Vec::new();
-    for child in &seen.applied {
-        match child {
-            Child::StatefulSet(set) => components.push(component(
-                child,
-                set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                set.status.as_ref().and_then(|s| s.ready_replicas),
-            )),
-            Child::Deployment(deployment) => components.push(component(
-                child,
-                deployment
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.replicas)
-                    .unwrap_or(1),
-                deployment.status.as_ref().and_then(|s| s.ready_replicas),
-            )),
-            _ => {}
-        }
-    }
+    let mut components: Vec<ComponentStatus> = seen.applied.iter().filter_map(component).collect();
     if !seen.middleware_ready {
         // The services are not applied yet: they count, as not ready.
         for kind in ServiceKind::ALL {
@@ -48,16 +29,14 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
                 name: kind.as_str().to_owned(),
                 ready_replicas: 0,
                 desired_replicas: replicas_of(store, kind),
+                up_to_date: false,
             });
         }
     }
-    let ready = components
-        .iter()
-        .filter(|c| c.ready_replicas >= c.desired_replicas)
-        .count();
+    let ready = components.iter().filter(|c| c.is_ready()).count();
     let not_ready: Vec<&str> = components
         .iter()
-        .filter(|c| c.ready_replicas < c.desired_replicas)
+        .filter(|c| !c.is_ready())
         .map(|c| c.name.as_str())
         .collect();
 
@@ -159,19 +138,54 @@ pub fn invalid(store: &Store, problems: &[String], now: &str) -> StoreStatus {
     }
 }
 
-fn component(child: &Child, desired: i32, ready: Option<i32>) -> ComponentStatus {
-    let name = match child {
-        Child::StatefulSet(o) => o.metadata.labels.as_ref(),
-        Child::Deployment(o) => o.metadata.labels.as_ref(),
-        _ => None,
-    }
-    .and_then(|labels| labels.get("app.kubernetes.io/component").cloned())
-    .unwrap_or_else(|| child.name());
-    ComponentStatus {
+/// A workload's readiness as its own controller reports it. Up to date means what
+/// `kubectl rollout status` waits for: the controller has observed the current generation, every
+/// replica runs the current template (no old ones left) and, for a Deployment, all are available.
+fn component(child: &Child) -> Option<ComponentStatus> {
+    let (labels, desired, ready, up_to_date) = match child {
+        Child::Deployment(o) => {
+            let desired = o.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = o.status.clone().unwrap_or_default();
+            let observed = status.observed_generation >= o.metadata.generation;
+            let updated = status.updated_replicas.unwrap_or(0);
+            let up_to_date = observed
+                && updated >= desired
+                && status.replicas.unwrap_or(0) <= updated
+                && status.available_replicas.unwrap_or(0) >= desired;
+            let ready = status.ready_replicas.unwrap_or(0);
+            (&o.metadata.labels, desired, ready, up_to_date)
+        }
+        Child::StatefulSet(o) => {
+            let desired = o.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = o.status.clone().unwrap_or_default();
+            let observed = status.observed_generation >= o.metadata.generation;
+            let same_revision = match (&status.current_revision, &status.update_revision) {
+                (Some(current), Some(update)) => current == update,
+                _ => true,
+            };
+            let up_to_date = observed
+                && same_revision
+                && status.updated_replicas.unwrap_or(0) >= desired
+                && status.replicas <= desired;
+            (
+                &o.metadata.labels,
+                desired,
+                status.ready_replicas.unwrap_or(0),
+                up_to_date,
+            )
+        }
+        _ => return None,
+    };
+    let name = labels
+        .as_ref()
+        .and_then(|labels| labels.get("app.kubernetes.io/component").cloned())
+        .unwrap_or_else(|| child.name());
+    Some(ComponentStatus {
         name,
-        ready_replicas: ready.unwrap_or(0),
+        ready_replicas: ready,
         desired_replicas: desired,
-    }
+        up_to_date,
+    })
 }
 
 fn replicas_of(store: &Store, kind: ServiceKind) -> i32 {
@@ -249,4 +263,66 @@ fn gateway_endpoint(store: &Store, applied: &[Child]) -> Option<String> {
         return address.map(|address| format!("http://{address}:{port}"));
     }
     Some(format!("http://{name}-gateway.{namespace}.svc:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use serde_json::json;
+
+    use super::component;
+    use crate::manifests::Child;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Child {
+        Child::Deployment(
+            serde_json::from_value::<Deployment>(json!({
+                "metadata": {"name": "shop-cart", "generation": generation,
+                    "labels": {"app.kubernetes.io/component": "cart"}},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_deployment_is_ready_only_once_its_rollout_is_complete() {
+        let done = json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+            "readyReplicas": 2, "availableReplicas": 2});
+        let ready = component(&deployment(3, done.clone())).unwrap();
+        assert_eq!(ready.name, "cart");
+        assert!(ready.is_ready(), "{ready:?}");
+
+        // The controller has not seen the new template yet: the old Pods' readiness says nothing.
+        assert!(!component(&deployment(4, done)).unwrap().is_ready());
+        // A new Pod made, an old one still running.
+        let surging = json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2,
+            "readyReplicas": 3, "availableReplicas": 3});
+        assert!(!component(&deployment(3, surging)).unwrap().is_ready());
+        // Every Pod new, one not ready.
+        let starting = json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+            "readyReplicas": 1, "availableReplicas": 1});
+        let starting = component(&deployment(3, starting)).unwrap();
+        assert!(!starting.up_to_date && !starting.is_ready(), "{starting:?}");
+    }
+
+    #[test]
+    fn a_stateful_set_is_ready_once_every_replica_runs_the_update_revision() {
+        let set = |status: serde_json::Value| {
+            Child::StatefulSet(
+                serde_json::from_value::<StatefulSet>(json!({
+                    "metadata": {"name": "shop-postgres", "generation": 2},
+                    "spec": {"replicas": 1, "selector": {}, "serviceName": "x", "template": {}},
+                    "status": status,
+                }))
+                .unwrap(),
+            )
+        };
+        let done = json!({"observedGeneration": 2, "replicas": 1, "readyReplicas": 1,
+            "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "a"});
+        assert!(component(&set(done)).unwrap().is_ready());
+        let rolling = json!({"observedGeneration": 2, "replicas": 1, "readyReplicas": 1,
+            "updatedReplicas": 0, "currentRevision": "a", "updateRevision": "b"});
+        assert!(!component(&set(rolling)).unwrap().is_ready());
+    }
 }

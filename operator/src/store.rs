@@ -469,4 +469,15 @@ pub struct ComponentStatus {
     pub name: String,
     pub ready_replicas: i32,
     pub desired_replicas: i32,
+    /// The workload's controller has seen the current spec and every replica runs it: no
+    /// rollout is under way. A component is ready when it is up to date and all its replicas
+    /// are ready.
+    #[serde(default)]
+    pub up_to_date: bool,
+}
+
+impl ComponentStatus {
+    pub fn is_ready(&self) -> bool {
+        self.up_to_date && self.ready_replicas >= self.desired_replicas
+    }
 }

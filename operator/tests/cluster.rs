@@ -1,62 +1,31 @@
-//! End to end on a real cluster (kind, k3d, ...), run only when KUBECONFIG is set: applies the
-//! CRD and examples/store.yaml in a fresh namespace, waits for the Store to be Ready, GETs the
-//! gateway's /health through `kubectl port-forward`, deletes the Store (checking that what it
-//! owned goes with it) and the namespace.
+//! End to end on a real cluster (kind, k3d, ...) with the operator deployed and the images
+//! reachable: the API server scenarios the local control-plane suite runs, then the example
+//! Store in a fresh namespace until Ready, the gateway's /health through `kubectl
+//! port-forward`, and the Store deleted with what it owned. `make test` does not run these
+//! (they need images and a cluster it cannot make here; operator/tests/control_plane.rs is
+//! their local counterpart): they are ignored unless asked for, and fail without KUBECONFIG.
 //!
-//! The operator must already run in the cluster and the images must be reachable by it:
-//! `make images`, load or push them, `helm install letsgo charts/letsgo` (or `tilt up`).
+//! `make images`, load or push them, `helm install letsgo charts/letsgo` (or `tilt up`), then
+//!
+//!   KUBECONFIG=~/.kube/config cargo nextest run -p letsgo-operator --test cluster --run-ignored only
+//!
 //! LETSGO_E2E_REGISTRY and LETSGO_E2E_TAG override the Store's image registry and tag,
 //! LETSGO_E2E_TIMEOUT (default 600s) how long it may take to become Ready, KUBECTL the kubectl
 //! binary (default: `kubectl` on PATH).
-//!
-//!   KUBECONFIG=~/.kube/config cargo nextest run -p letsgo-operator --test cluster
+
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+use support::{Kube, Namespace, repo, scenarios};
+
+fn cluster() -> Kube {
+    Kube::from_env().expect(
+        "KUBECONFIG is not set: these tests need a real cluster with the operator installed (see README, \"On Kubernetes\")",
     )
-    .parent()
-    .unwrap()
-    .to_path_buf()
-}
-
-fn kubectl(args: &[&str]) -> String {
-    let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
-    let output = Command::new(&program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (set KUBECTL): {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kubectl {} failed: {stdout}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-/// Deletes the namespace however the test ends.
-struct Namespace(String);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
-            .args([
-                "delete",
-                "namespace",
-                &self.0,
-                "--ignore-not-found",
-                "--wait=false",
-            ])
-            .status();
-    }
 }
 
 /// A `kubectl port-forward` to the gateway Service, stopped on drop.
@@ -66,9 +35,9 @@ struct PortForward {
 }
 
 impl PortForward {
-    fn start(namespace: &str, service: &str) -> PortForward {
-        let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-        let mut child = Command::new(program)
+    fn start(kube: &Kube, namespace: &str, service: &str) -> PortForward {
+        let mut child = kube
+            .command()
             .args(["port-forward", "-n", namespace, service, ":8888"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -109,30 +78,26 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 }
 
 #[test]
-fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!(
-            "KUBECONFIG is not set: the real-cluster suite does not run (see README, \"On Kubernetes\")"
-        );
-        return;
-    }
-    let timeout = std::env::var("LETSGO_E2E_TIMEOUT").unwrap_or_else(|_| "600s".into());
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let namespace = Namespace(format!("letsgo-e2e-{}-{stamp}", std::process::id()));
-    let ns = namespace.0.as_str();
+#[ignore = "needs a real cluster with the operator and images: KUBECONFIG=... --run-ignored only"]
+fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
+    let kube = cluster();
+    kube.install_crd();
+    let namespace = Namespace::create(&kube, "letsgo-admission");
+    scenarios::examples_are_accepted(&kube, &namespace.name);
+    scenarios::bad_stores_are_refused(&kube, &namespace.name);
+    scenarios::unknown_fields_are_refused_or_pruned(&kube, &namespace.name);
+    scenarios::printer_columns_show(&kube, &namespace.name);
+}
 
-    let crd = repo().join("crds/store.yaml");
-    kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/stores.letsgo.dev",
-        "--timeout=60s",
-    ]);
-    kubectl(&["create", "namespace", ns]);
+#[test]
+#[ignore = "needs a real cluster with the operator and images: KUBECONFIG=... --run-ignored only"]
+fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
+    let kube = cluster();
+    let kubectl = |args: &[&str]| kube.run(args);
+    let timeout = std::env::var("LETSGO_E2E_TIMEOUT").unwrap_or_else(|_| "600s".into());
+    kube.install_crd();
+    let namespace = Namespace::create(&kube, "letsgo-e2e");
+    let ns = namespace.name.as_str();
     let example = repo().join("examples/store.yaml");
     kubectl(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
     let mut image = serde_json::Map::new();
@@ -156,7 +121,8 @@ fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
         ]);
     }
 
-    let ready = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+    let ready = kube
+        .command()
         .args(["wait", "-n", ns, "store/shop", "--for=condition=Ready"])
         .arg(format!("--timeout={timeout}"))
         .status()
@@ -172,7 +138,7 @@ fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
     assert!(columns.contains("Ready"), "{columns}");
     assert!(columns.contains("9/9"), "{columns}");
 
-    let forward = PortForward::start(ns, "svc/shop-gateway");
+    let forward = PortForward::start(&kube, ns, "svc/shop-gateway");
     let deadline = Instant::now() + Duration::from_secs(30);
     let health = loop {
         match http_get(forward.port, "/health") {

@@ -91,7 +91,7 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
                 Method::PATCH,
                 apps("statefulsets", &format!("shop-{name}")),
                 if ready {
-                    Answer::EchoWithStatus(json!({"replicas": 1, "readyReplicas": 1}))
+                    Answer::EchoWithStatus(json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1}))
                 } else {
                     Answer::Echo
                 },
@@ -103,9 +103,9 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
             Scenario::DeletedDeploymentRecreated if name == "cart" => Answer::Created,
             Scenario::MiddlewareReadyAppliesServices
             | Scenario::NothingChanged
-            | Scenario::DeletedDeploymentRecreated => {
-                Answer::EchoWithStatus(json!({"replicas": 1, "readyReplicas": 1}))
-            }
+            | Scenario::DeletedDeploymentRecreated => Answer::EchoWithStatus(
+                json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1}),
+            ),
             _ => Answer::Echo,
         };
         for name in SERVICES.into_iter().chain(["gateway"]) {

@@ -1,0 +1,786 @@
+//! The operator, the CRD and the chart against a real control plane on this machine:
+//! kube-apiserver, kube-controller-manager and kube-scheduler built from source by
+//! `scripts/kube.sh`, with a kwok node that reports every Pod scheduled to it Running and Ready
+//! (no container runs). The first test to need it starts it (building it first on a fresh
+//! machine); the others find it running. Each test works in its own namespace, and the operator
+//! runs as a process of the test, with a kubeconfig for a ServiceAccount token bound to the
+//! chart's own ClusterRole and Role, watching only that namespace.
+//!
+//! helm is HELM_BIN (scripts/test.sh installs one), else `helm` on PATH.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Kube, Namespace, at, condition, repo, scenarios, unique_name, wait_for};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The six services and three managed middleware of examples/store.yaml.
+const DEPLOYMENTS: [&str; 6] = ["user", "product", "cart", "order", "payment", "gateway"];
+const STATEFUL_SETS: [&str; 3] = ["postgres", "redis", "kafka"];
+
+#[test]
+fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
+    let kube = Kube::local();
+    kube.install_crd();
+    let namespace = Namespace::create(&kube, "admission");
+    scenarios::examples_are_accepted(&kube, &namespace.name);
+    scenarios::bad_stores_are_refused(&kube, &namespace.name);
+    scenarios::unknown_fields_are_refused_or_pruned(&kube, &namespace.name);
+    scenarios::printer_columns_show(&kube, &namespace.name);
+}
+
+#[test]
+fn helm_installs_upgrades_and_uninstalls_the_chart() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "chart");
+    let ns = namespace.name.as_str();
+    let helm = Helm::new(&kube);
+    let release = unique_name("lg");
+    let operator = format!("{release}-letsgo-operator");
+
+    helm.run(&[
+        "install",
+        &release,
+        &chart(),
+        "-n",
+        ns,
+        "--wait",
+        "--timeout=120s",
+    ]);
+    kube.run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/stores.letsgo.dev",
+        "--timeout=60s",
+    ]);
+    for (kind, name, namespaced) in [
+        ("clusterrole", operator.as_str(), false),
+        ("clusterrolebinding", operator.as_str(), false),
+        ("serviceaccount", operator.as_str(), true),
+        ("role", &format!("{operator}-leader"), true),
+        ("rolebinding", &format!("{operator}-leader"), true),
+        ("service", &format!("{operator}-metrics"), true),
+    ] {
+        let mut args = vec!["get", kind, name, "-o", "name"];
+        if namespaced {
+            args.extend(["-n", ns]);
+        }
+        kube.run(&args);
+    }
+    let deployment = kube.json(&["get", "deployment", &operator, "-n", ns]);
+    assert_eq!(
+        at(&deployment, "status/availableReplicas"),
+        1,
+        "{deployment}"
+    );
+
+    helm.run(&[
+        "upgrade",
+        &release,
+        &chart(),
+        "-n",
+        ns,
+        "--wait",
+        "--timeout=120s",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "logging.level=debug",
+    ]);
+    let deployment = kube.json(&["get", "deployment", &operator, "-n", ns]);
+    assert_eq!(at(&deployment, "spec/replicas"), 2, "{deployment}");
+    assert_eq!(
+        at(&deployment, "status/availableReplicas"),
+        2,
+        "{deployment}"
+    );
+    let env = at(&deployment, "spec/template/spec/containers/0/env");
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "RUST_LOG" && e["value"] == "debug"),
+        "{env}"
+    );
+    // A value the schema refuses is refused before anything changes.
+    let refused = helm.try_run(&[
+        "upgrade",
+        &release,
+        &chart(),
+        "-n",
+        ns,
+        "--set",
+        "replicaCount=9",
+    ]);
+    assert!(!refused.status.success(), "replicaCount=9 was accepted");
+
+    helm.run(&["uninstall", &release, "-n", ns, "--wait", "--timeout=120s"]);
+    for (kind, name) in [
+        ("clusterrole", operator.as_str()),
+        ("clusterrolebinding", &operator),
+    ] {
+        let left = kube.run(&["get", kind, name, "--ignore-not-found", "-o", "name"]);
+        assert!(
+            left.trim().is_empty(),
+            "{kind}/{name} outlived helm uninstall"
+        );
+    }
+    let left = kube.run(&[
+        "get",
+        "deployment,serviceaccount,role,service",
+        "-n",
+        ns,
+        "-l",
+        &format!("app.kubernetes.io/instance={release}"),
+        "-o",
+        "name",
+    ]);
+    assert!(left.trim().is_empty(), "outlived helm uninstall: {left}");
+    // Helm never deletes a CRD it installed from crds/: the Stores (and the shops) stay.
+    kube.run(&["get", "crd", "stores.letsgo.dev", "-o", "name"]);
+}
+
+#[test]
+fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "life");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let _volumes = Volumes::for_store(&kube, ns, "shop");
+    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+
+    // The managed example becomes every child, and Ready once the fake node runs its Pods.
+    let example = repo().join("examples/store.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    let store = wait_ready(&kube, ns, &operator);
+    assert_eq!(at(&store, "status/readyComponents"), "9/9", "{store}");
+    assert_eq!(
+        at(&store, "status/observedGeneration"),
+        at(&store, "metadata/generation")
+    );
+    let uid = at(&store, "metadata/uid").as_str().unwrap().to_owned();
+    for name in DEPLOYMENTS.iter().chain(&STATEFUL_SETS) {
+        let kind = if DEPLOYMENTS.contains(name) {
+            "deployment"
+        } else {
+            "statefulset"
+        };
+        let child = kube.json(&["get", kind, &format!("shop-{name}"), "-n", ns]);
+        let owner = at(&child, "metadata/ownerReferences/0");
+        assert_eq!(owner["uid"], uid.as_str(), "{kind} shop-{name}: {owner}");
+        assert_eq!(owner["controller"], true, "{kind} shop-{name}: {owner}");
+    }
+    for name in ["shop-config", "shop-secrets"] {
+        let kind = if name.ends_with("config") {
+            "configmap"
+        } else {
+            "secret"
+        };
+        kube.run(&["get", kind, name, "-n", ns]);
+    }
+
+    // A second pass writes nothing: poke the Store, let a reconcile finish, compare versions.
+    let before = versions(&kube, ns);
+    let reconciles = operator.metric("letsgo_operator_reconcile_duration_seconds_count");
+    kube.run(&["annotate", "store", "shop", "-n", ns, "letsgo.dev/poked=1"]);
+    let poked = kube.json(&["get", "store", "shop", "-n", ns]);
+    wait_for(
+        "a reconcile after the annotation",
+        WAIT,
+        || {
+            let done = operator.try_metric("letsgo_operator_reconcile_duration_seconds_count");
+            (done > Some(reconciles)).then_some(())
+        },
+        || operator.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        versions(&kube, ns),
+        before,
+        "a reconcile with nothing to change wrote children"
+    );
+    let after = kube.json(&["get", "store", "shop", "-n", ns]);
+    assert_eq!(
+        at(&after, "metadata/resourceVersion"),
+        at(&poked, "metadata/resourceVersion"),
+        "a reconcile with nothing to change wrote the Store's status"
+    );
+
+    // A deleted Deployment comes back.
+    let cart = kube.json(&["get", "deployment", "shop-cart", "-n", ns]);
+    kube.run(&["delete", "deployment", "shop-cart", "-n", ns, "--wait=true"]);
+    wait_for(
+        "shop-cart to be made again",
+        WAIT,
+        || {
+            kube.get("deployment", "shop-cart", ns)
+                .filter(|d| at(d, "metadata/uid") != at(&cart, "metadata/uid"))
+        },
+        || operator.log(),
+    );
+    wait_ready(&kube, ns, &operator);
+
+    // A Pod that stops being ready makes the Store Degraded; ready again, the Store is Ready.
+    let pod = first_pod(&kube, ns, "cart");
+    set_pod_ready(&kube, ns, &pod, false);
+    let degraded = wait_phase(&kube, ns, "Degraded", &operator);
+    assert_eq!(
+        condition(&degraded, "Degraded").as_deref(),
+        Some("True"),
+        "{degraded}"
+    );
+    assert_eq!(
+        condition(&degraded, "Ready").as_deref(),
+        Some("False"),
+        "{degraded}"
+    );
+    let message = degraded["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()["message"]
+        .to_string();
+    assert!(message.contains("cart"), "{message}");
+    set_pod_ready(&kube, ns, &pod, true);
+    wait_ready(&kube, ns, &operator);
+
+    // A new image tag is Progressing until the new ReplicaSets' Pods are ready. A quota holding
+    // the namespace at its current Pod count keeps the new Pods from being made until lifted.
+    let pods = kube.json(&["get", "pods", "-n", ns]);
+    let count = pods["items"].as_array().unwrap().len();
+    kube.apply(
+        &format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: hold\nspec:\n  hard:\n    pods: \"{count}\"\n"
+        ),
+        &["-n", ns],
+    );
+    wait_for(
+        "the quota to be counted",
+        WAIT,
+        || {
+            kube.get("resourcequota", "hold", ns)
+                .filter(|q| !at(q, "status/used/pods").is_null())
+        },
+        String::new,
+    );
+    kube.run(&[
+        "patch",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"image":{"tag":"0.2.0"}}}"#,
+    ]);
+    let generation =
+        kube.json(&["get", "store", "shop", "-n", ns])["metadata"]["generation"].clone();
+    let progressing = wait_for(
+        "the Store to report the new generation as Progressing",
+        WAIT,
+        || {
+            kube.get("store", "shop", ns).filter(|s| {
+                at(s, "status/observedGeneration") == &generation
+                    && at(s, "status/phase") == "Progressing"
+            })
+        },
+        || operator.log(),
+    );
+    assert_eq!(
+        condition(&progressing, "Progressing").as_deref(),
+        Some("True"),
+        "{progressing}"
+    );
+    assert_eq!(
+        condition(&progressing, "Ready").as_deref(),
+        Some("False"),
+        "{progressing}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let held = kube.json(&["get", "store", "shop", "-n", ns]);
+    assert_eq!(
+        at(&held, "status/phase"),
+        "Progressing",
+        "Ready while no new Pod exists: {held}"
+    );
+    kube.run(&["delete", "resourcequota", "hold", "-n", ns]);
+    let store = wait_ready(&kube, ns, &operator);
+    assert_eq!(at(&store, "status/readyComponents"), "9/9", "{store}");
+    for name in DEPLOYMENTS {
+        let deployment = kube.json(&["get", "deployment", &format!("shop-{name}"), "-n", ns]);
+        let image = at(&deployment, "spec/template/spec/containers/0/image");
+        assert!(
+            image.as_str().unwrap().ends_with(":0.2.0"),
+            "shop-{name}: {image}"
+        );
+        assert_eq!(
+            at(&deployment, "status/updatedReplicas"),
+            at(&deployment, "spec/replicas")
+        );
+    }
+
+    // Deleted, the Store takes its children with it (the garbage collector follows the owner
+    // references); the middleware's volumes stay, as the README says.
+    kube.run(&[
+        "delete",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    wait_for(
+        "the garbage collector to remove the Store's children",
+        WAIT,
+        || {
+            let left = kube.run(&[
+                "get",
+                "deployments,statefulsets,services,configmaps,secrets",
+                "-n",
+                ns,
+                "-l",
+                "letsgo.dev/store=shop",
+                "-o",
+                "name",
+            ]);
+            left.trim().is_empty().then_some(())
+        },
+        || kube.run(&["get", "all", "-n", ns]),
+    );
+    let claims = kube.run(&["get", "pvc", "-n", ns, "-o", "name"]);
+    for set in STATEFUL_SETS {
+        assert!(
+            claims.contains(&format!("data-shop-{set}-0")),
+            "{set}'s volume went: {claims}"
+        );
+    }
+}
+
+#[test]
+fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "leader");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let mut first = Operator::start(&kube, &rbac, ns, "operator-a");
+    wait_for(
+        "operator-a to lead",
+        WAIT,
+        || (first.try_metric("letsgo_operator_leader") == Some(1.0)).then_some(()),
+        || first.log(),
+    );
+    let second = Operator::start(&kube, &rbac, ns, "operator-b");
+    wait_for(
+        "operator-b to serve metrics",
+        WAIT,
+        || second.try_metric("letsgo_operator_leader"),
+        || second.log(),
+    );
+
+    // Only the leader reconciles: the Store is written by one operator.
+    let example = repo().join("examples/store.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    wait_for(
+        "operator-a to reconcile the Store",
+        WAIT,
+        || {
+            kube.get("store", "shop", ns)
+                .filter(|s| !at(s, "status/phase").is_null())
+        },
+        || first.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        second.metric("letsgo_operator_leader"),
+        0.0,
+        "two leaders\n{}",
+        second.log()
+    );
+    assert_eq!(
+        second.metric("letsgo_operator_reconciliations_total"),
+        0.0,
+        "{}",
+        second.log()
+    );
+    let lease = kube.json(&["get", "lease", &rbac.lease, "-n", ns]);
+    assert_eq!(at(&lease, "spec/holderIdentity"), "operator-a", "{lease}");
+
+    // Killed without a chance to let go, the leader's Lease expires (4 s) and the other takes it.
+    first.kill();
+    wait_for(
+        "operator-b to take the Lease",
+        Duration::from_secs(20),
+        || (second.try_metric("letsgo_operator_leader") == Some(1.0)).then_some(()),
+        || second.log(),
+    );
+    let lease = kube.json(&["get", "lease", &rbac.lease, "-n", ns]);
+    assert_eq!(at(&lease, "spec/holderIdentity"), "operator-b", "{lease}");
+    kube.run(&["annotate", "store", "shop", "-n", ns, "letsgo.dev/poked=1"]);
+    wait_for(
+        "operator-b to reconcile",
+        WAIT,
+        || (second.try_metric("letsgo_operator_reconciliations_total") > Some(0.0)).then_some(()),
+        || second.log(),
+    );
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn chart() -> String {
+    repo().join("charts/letsgo").to_str().unwrap().to_owned()
+}
+
+struct Helm {
+    bin: PathBuf,
+    kube: Kube,
+}
+
+impl Helm {
+    fn new(kube: &Kube) -> Helm {
+        let bin = std::env::var_os("HELM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "helm".into());
+        let works = Command::new(&bin)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            works,
+            "helm not found: set HELM_BIN or put helm on PATH (scripts/test.sh installs one under target/tools)"
+        );
+        Helm {
+            bin,
+            kube: kube.clone(),
+        }
+    }
+
+    fn try_run(&self, args: &[&str]) -> std::process::Output {
+        support::run_with_stdin(
+            Command::new(&self.bin)
+                .env("KUBECONFIG", &self.kube.kubeconfig)
+                .args(args),
+            None,
+        )
+        .expect("helm runs")
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        support::expect_success(&format!("helm {}", args.join(" ")), self.try_run(args))
+    }
+}
+
+/// The chart's RBAC, installed for real (no operator Pod: replicaCount=0), and a kubeconfig
+/// holding a token of its ServiceAccount: what the operator may do is what the chart grants.
+struct ChartRbac {
+    kubeconfig: PathBuf,
+    lease: String,
+    helm: Helm,
+    release: String,
+    namespace: String,
+}
+
+impl ChartRbac {
+    fn install(kube: &Kube, namespace: &str) -> ChartRbac {
+        kube.install_crd();
+        let helm = Helm::new(kube);
+        let release = unique_name("lg");
+        helm.run(&[
+            "install",
+            &release,
+            &chart(),
+            "-n",
+            namespace,
+            "--set",
+            "replicaCount=0",
+            "--set",
+            "metrics.service.enabled=false",
+        ]);
+        let account = format!("{release}-letsgo-operator");
+        let token = kube.run(&[
+            "create",
+            "token",
+            &account,
+            "-n",
+            namespace,
+            "--duration=2h",
+        ]);
+        let cluster = kube.json(&["config", "view", "--raw", "--minify"]);
+        let server = at(&cluster, "clusters/0/cluster/server")
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let ca = at(&cluster, "clusters/0/cluster/certificate-authority-data")
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let kubeconfig = std::env::temp_dir().join(format!("{release}.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: operator\n  user:\n    token: {}\ncontexts:\n- name: operator\n  context: {{cluster: local, user: operator, namespace: {namespace}}}\ncurrent-context: operator\n",
+                token.trim()
+            ),
+        )
+        .unwrap();
+        ChartRbac {
+            kubeconfig,
+            lease: account,
+            helm,
+            release,
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+impl Drop for ChartRbac {
+    fn drop(&mut self) {
+        // The cluster-scoped ClusterRole and binding do not go with the namespace.
+        let _ = self
+            .helm
+            .try_run(&["uninstall", &self.release, "-n", &self.namespace]);
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+/// PersistentVolumes bound in advance to the claims a Store's StatefulSets make (this cluster
+/// has no volume provisioner), removed on drop.
+struct Volumes {
+    kube: Kube,
+    label: String,
+}
+
+impl Volumes {
+    fn for_store(kube: &Kube, namespace: &str, store: &str) -> Volumes {
+        let label = format!("letsgo.dev/test-namespace={namespace}");
+        for set in STATEFUL_SETS {
+            let claim = format!("data-{store}-{set}-0");
+            kube.apply(
+                &format!(
+                    "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {namespace}-{claim}\n  labels: {{letsgo.dev/test-namespace: {namespace}}}\nspec:\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /tmp/letsgo-kube-volumes/{namespace}/{claim}}}\n  claimRef: {{namespace: {namespace}, name: {claim}}}\n"
+                ),
+                &[],
+            );
+        }
+        Volumes {
+            kube: kube.clone(),
+            label,
+        }
+    }
+}
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        let _ = self
+            .kube
+            .try_run(&["delete", "pv", "-l", &self.label, "--wait=false"], None);
+    }
+}
+
+/// The operator binary, run as a process of the test for one namespace; killed on drop.
+struct Operator {
+    child: Option<Child>,
+    metrics: u16,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(_kube: &Kube, rbac: &ChartRbac, namespace: &str, identity: &str) -> Operator {
+        let metrics = free_port();
+        let log = std::env::temp_dir().join(format!("{namespace}-{identity}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_letsgo-operator"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &rbac.kubeconfig)
+            .env("WATCH_NAMESPACE", namespace)
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_NAME", identity)
+            .env("LEASE_NAME", &rbac.lease)
+            .env("LEASE_DURATION_SECS", "4")
+            .env("METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("the operator binary starts");
+        Operator {
+            child: Some(child),
+            metrics,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        format!(
+            "operator log ({}):\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    /// A sample of the operator's /metrics, when it answers.
+    fn try_metric(&self, name: &str) -> Option<f64> {
+        let text = http_get(self.metrics, "/metrics")?;
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        self.try_metric(name)
+            .unwrap_or_else(|| panic!("no {name} in the operator's /metrics\n{}", self.log()))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.starts_with("HTTP/1.1 200").then_some(response)
+}
+
+fn wait_phase(kube: &Kube, ns: &str, phase: &str, operator: &Operator) -> Value {
+    wait_for(
+        &format!("the Store to be {phase}"),
+        WAIT,
+        || {
+            kube.get("store", "shop", ns)
+                .filter(|s| at(s, "status/phase") == phase)
+        },
+        || {
+            let store = kube
+                .get("store", "shop", ns)
+                .map(|s| s["status"].to_string())
+                .unwrap_or_default();
+            format!(
+                "status: {store}\n{}\n{}",
+                kube.run(&["get", "all", "-n", ns]),
+                operator.log()
+            )
+        },
+    )
+}
+
+fn wait_ready(kube: &Kube, ns: &str, operator: &Operator) -> Value {
+    let store = wait_phase(kube, ns, "Ready", operator);
+    assert_eq!(
+        condition(&store, "Ready").as_deref(),
+        Some("True"),
+        "{store}"
+    );
+    store
+}
+
+/// name -> resourceVersion of everything the Store labels, and of the Store.
+fn versions(kube: &Kube, ns: &str) -> Vec<(String, String)> {
+    let list = kube.json(&[
+        "get",
+        "deployments,statefulsets,services,configmaps,secrets",
+        "-n",
+        ns,
+        "-l",
+        "letsgo.dev/store=shop",
+    ]);
+    let mut versions: Vec<(String, String)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    versions.sort();
+    assert!(
+        versions.len() >= 15,
+        "fewer children than a managed Store has: {versions:?}"
+    );
+    versions
+}
+
+fn first_pod(kube: &Kube, ns: &str, component: &str) -> String {
+    let pods = kube.json(&[
+        "get",
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        &format!("letsgo.dev/store=shop,app.kubernetes.io/component={component}"),
+    ]);
+    pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {component} pod: {pods}"))
+        .to_owned()
+}
+
+/// What a kubelet reports when a readiness probe starts failing, or passes again.
+fn set_pod_ready(kube: &Kube, ns: &str, pod: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = format!(
+        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}"}},{{"type":"ContainersReady","status":"{status}"}}]}}}}"#
+    );
+    kube.run(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        &patch,
+    ]);
+}

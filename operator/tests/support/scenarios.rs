@@ -1,0 +1,171 @@
+//! Scenarios that hold on any cluster with the Store CRD installed: what the API server itself
+//! accepts and refuses. The local control-plane suite and the real-cluster suite both run them.
+
+use super::{Kube, at, repo};
+
+/// A Store named `bad` with `spec` (YAML, indented under `spec:`).
+fn store_yaml(spec: &str) -> String {
+    let spec: String = spec.lines().map(|line| format!("  {line}\n")).collect();
+    format!("apiVersion: letsgo.dev/v1alpha1\nkind: Store\nmetadata:\n  name: bad\nspec:\n{spec}")
+}
+
+/// Specs the API server must refuse, and a piece of the message it must give.
+pub const BAD_STORES: &[(&str, &str, &str)] = &[
+    (
+        "managed and external together",
+        "middleware:\n  postgres:\n    managed: {}\n    external: {secretName: pg}",
+        "set exactly one of managed and external",
+    ),
+    (
+        "neither managed nor external",
+        "middleware:\n  redis: {}",
+        "set exactly one of managed and external",
+    ),
+    (
+        "etcd discovery without etcd",
+        "discovery: etcd",
+        "middleware.etcd must be set (managed or external) when discovery is etcd",
+    ),
+    (
+        "replicas above the maximum",
+        "services:\n  user:\n    replicas: 101",
+        "should be less than or equal to 100",
+    ),
+    (
+        "negative replicas",
+        "services:\n  gateway:\n    replicas: -1",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "an unknown discovery mode",
+        "discovery: consul",
+        "Unsupported value: \"consul\"",
+    ),
+    (
+        "an unknown pull policy",
+        "image:\n  pullPolicy: Sometimes",
+        "Unsupported value: \"Sometimes\"",
+    ),
+    (
+        "a tag with a space",
+        "image:\n  tag: \"1.0 beta\"",
+        "spec.image.tag: Invalid value",
+    ),
+    (
+        "a storage size that is not a quantity",
+        "middleware:\n  kafka:\n    managed: {storage: lots}",
+        "spec.middleware.kafka.managed.storage: Invalid value",
+    ),
+    (
+        "an empty external Secret name",
+        "middleware:\n  postgres:\n    external: {secretName: \"\"}",
+        "should be at least 1 chars long",
+    ),
+    (
+        "an ingress host with capitals",
+        "gateway:\n  ingress: {host: Shop.Example.com}",
+        "spec.gateway.ingress.host: Invalid value",
+    ),
+    (
+        "a service type the CRD does not offer",
+        "gateway:\n  serviceType: NodePort",
+        "Unsupported value: \"NodePort\"",
+    ),
+];
+
+/// Every file in examples/ passes the API server's validation (schema and CEL), unchanged.
+pub fn examples_are_accepted(kube: &Kube, namespace: &str) {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).expect("examples/") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let path = path.to_str().unwrap();
+        let applied = kube.json(&["apply", "--dry-run=server", "-n", namespace, "-f", path]);
+        assert_eq!(at(&applied, "kind"), "Store", "{path}: {applied}");
+        seen += 1;
+    }
+    assert!(seen >= 2, "examples/ holds the Store examples");
+}
+
+/// Each bad Store is refused at `kubectl apply`, with the schema's or the CEL rule's message.
+pub fn bad_stores_are_refused(kube: &Kube, namespace: &str) {
+    let mut failures = Vec::new();
+    for (what, spec, message) in BAD_STORES {
+        let yaml = store_yaml(spec);
+        let output = kube.try_run(
+            &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+            Some(&yaml),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            failures.push(format!("{what}: accepted\n{yaml}"));
+        } else if !stderr.contains(message) {
+            failures.push(format!("{what}: refused without {message:?}: {stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A field the CRD does not declare: kubectl (strict field validation, its default) refuses
+/// it; a client that does not ask for validation has it pruned, never stored.
+pub fn unknown_fields_are_refused_or_pruned(kube: &Kube, namespace: &str) {
+    let yaml = store_yaml("colour: red\nshop:\n  demoCatalogue: true");
+    let output = kube.try_run(
+        &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+        Some(&yaml),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "an unknown field was accepted under strict validation"
+    );
+    assert!(stderr.contains("unknown field \"spec.colour\""), "{stderr}");
+
+    let output = kube.try_run(
+        &[
+            "apply",
+            "--dry-run=server",
+            "--validate=false",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            "-o",
+            "json",
+        ],
+        Some(&yaml),
+    );
+    let stored: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output:?}"));
+    assert!(at(&stored, "spec/colour").is_null(), "not pruned: {stored}");
+    assert_eq!(at(&stored, "spec/shop/demoCatalogue"), true, "{stored}");
+    // Defaults come from the schema: one replica of each service.
+    assert_eq!(at(&stored, "spec/services/user/replicas"), 1, "{stored}");
+}
+
+/// `kubectl get stores` shows the printer columns (and `-o wide` the version).
+pub fn printer_columns_show(kube: &Kube, namespace: &str) {
+    let example = repo().join("examples/store.yaml");
+    kube.run(&["apply", "-n", namespace, "-f", example.to_str().unwrap()]);
+    let table = kube.run(&["get", "stores", "-n", namespace]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "READY", "ENDPOINT", "AGE"],
+        "{table}"
+    );
+    let wide = kube.run(&["get", "stores", "-n", namespace, "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap_or("").contains("VERSION"),
+        "{wide}"
+    );
+    assert!(wide.contains("0.1.0"), "{wide}");
+    kube.run(&["delete", "store", "shop", "-n", namespace, "--wait=false"]);
+}
