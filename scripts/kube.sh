@@ -163,7 +163,14 @@ kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 certificates() {
 	local pki=$STATE/pki
 	[[ -f $pki/.complete ]] && return 0
-	need openssl "Debian's openssl"
+	if ! command -v openssl >/dev/null; then
+		local sudo=()
+		((EUID == 0)) || sudo=(sudo)
+		say "installing openssl (apt-get)"
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+			"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssl >/dev/null ||
+			die "openssl is missing and apt-get install openssl failed"
+	fi
 	rm -rf "$pki"
 	mkdir -p "$pki"
 	(
@@ -195,6 +202,12 @@ certificates() {
 
 # ------------------------------------------------------------------ components
 
+# etcd's /health over plain bash (a fresh machine may have no curl).
+# shellcheck disable=SC2016 # $0 expands in the child bash
+etcd_healthy() {
+	timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && printf "GET /health HTTP/1.0\r\n\r\n" >&3 && grep -q "\"health\":\"true\"" <&3' "$ETCD_PORT"
+}
+
 start_etcd() {
 	alive etcd && return 0
 	port_open "$ETCD_PORT" && die "port $ETCD_PORT is taken by another process (etcd for the control plane wants it)"
@@ -207,7 +220,7 @@ start_etcd() {
 		--initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
 		--initial-cluster "letsgo-kube=http://127.0.0.1:$ETCD_PEER_PORT" \
 		--quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --logger=zap --log-outputs=stderr
-	wait_for etcd curl -fsS "$url/health"
+	wait_for etcd etcd_healthy
 }
 
 start_apiserver() {

@@ -6,7 +6,7 @@
 //! Store is `Pending`. Children the Store no longer asks for (an Ingress removed, a PDB after
 //! scaling to one, middleware switched to external) are deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,25 +14,29 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::manifests::external::{self, ExternalCheck};
 use crate::manifests::{
     Child, FIELD_MANAGER, STORE_LABEL, StoreRef, desired_state, secret_data_is_complete,
 };
 use crate::metrics::Metrics;
 use crate::status::{self, Observation};
-use crate::store::{Store, StorePhase, StoreStatus};
+use crate::store::{Store, StorePhase, StoreSpec, StoreStatus};
 use crate::{Error, Result};
 
 /// What every reconcile shares.
@@ -110,7 +114,29 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     }
     // Only what carries the Store label: the operator does not cache every Secret in the cluster.
     let children = watcher::Config::default().labels(STORE_LABEL);
-    Controller::new(stores, watcher::Config::default().any_semantic())
+    let controller = Controller::new(stores, watcher::Config::default().any_semantic());
+    // External middleware's Secrets carry no label of ours: their metadata alone (never their
+    // data) is watched, so a Secret created, fixed or rotated reaches its Stores at once.
+    let known_stores = controller.store();
+    let secret_changes = watcher(
+        scope.api::<PartialObjectMeta<Secret>>(&client),
+        watcher::Config::default(),
+    )
+    .touched_objects();
+    controller
+        .watches_stream(secret_changes, move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            known_stores
+                .state()
+                .into_iter()
+                .filter(|store| {
+                    store.namespace() == namespace
+                        && external::external_secrets(&store.spec).contains_key(&name)
+                })
+                .map(|store| ObjectRef::from_obj(&*store))
+                .collect::<Vec<_>>()
+        })
         .owns(scope.api::<Deployment>(&client), children.clone())
         .owns(scope.api::<StatefulSet>(&client), children.clone())
         .owns(scope.api::<Service>(&client), children.clone())
@@ -124,35 +150,64 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         .await;
 }
 
-/// Brings one Store's children to what its spec asks for and writes its status.
+/// Brings one Store's children to what its spec asks for and writes its status. A failure is
+/// written to the status and published as a Warning Event before it is retried.
 pub async fn reconcile(store: Arc<Store>, ctx: Arc<Context>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile.count_and_measure();
-    let target = StoreRef::new(&store)?;
+    match apply_store(&store, &ctx).await {
+        Ok(action) => Ok(action),
+        Err(error) => {
+            report_failure(&ctx, &store, &error).await;
+            Err(error)
+        }
+    }
+}
+
+/// Best effort: the API server may be what failed.
+async fn report_failure(ctx: &Context, store: &Store, error: &Error) {
+    let message = error.to_string();
+    let already = store.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.reason == "ReconcileFailed" && c.message == message)
+    });
+    if !already {
+        publish(ctx, store, EventType::Warning, "ReconcileFailed", &message).await;
+    }
+    let status = status::failed(store, &message, &now());
+    if let Err(error) = patch_status(&ctx.client, store, &status).await {
+        warn!(%error, "could not write the failure to the Store's status");
+    }
+}
+
+async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
+    let target = StoreRef::new(store)?;
     let client = &ctx.client;
     let namespace = target.namespace.as_str();
     info!(store = %target.name, %namespace, "reconciling");
 
     let problems = store.spec.problems();
     if !problems.is_empty() {
-        let status = status::invalid(&store, &problems, &now());
+        let status = status::invalid(store, &problems, &now());
         if store.status.as_ref().and_then(|s| s.phase) != Some(StorePhase::Invalid) {
             publish(
-                &ctx,
-                &store,
+                ctx,
+                store,
                 EventType::Warning,
                 "InvalidSpec",
                 &problems.join("; "),
             )
             .await;
         }
-        patch_status(client, &store, &status).await?;
+        patch_status(client, store, &status).await?;
         // Nothing to retry: the next spec change triggers the next reconcile.
         return Ok(Action::await_change());
     }
 
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     let existing_secret = secrets.get_opt(&target.child_name("secrets")).await?;
-    let desired = desired_state(&target, existing_secret.as_ref());
+    let external = read_external_secrets(&secrets, &store.spec).await?;
+    let desired = desired_state(&target, existing_secret.as_ref(), &external.digest);
 
     let mut seen = Observation::default();
     for child in desired.settings.iter().chain(&desired.middleware) {
@@ -169,37 +224,51 @@ pub async fn reconcile(store: Arc<Store>, ctx: Arc<Context>) -> Result<Action> {
         }
         _ => true,
     });
-    if seen.middleware_ready {
+    // Once the shop has run (a version is recorded), the services are applied whatever the
+    // middleware's state: a PostgreSQL restart must not hold back a rollback.
+    let has_run = store.status.as_ref().is_some_and(|s| s.version.is_some());
+    // Pods would only wait in CreateContainerConfigError for a missing Secret or key: the
+    // services are left as they are, and the status names what is missing.
+    seen.missing_secrets = external.missing;
+    seen.services_applied = (seen.middleware_ready || has_run) && seen.missing_secrets.is_empty();
+    if seen.services_applied {
         for child in &desired.services {
             seen.applied.push(apply(client, namespace, child).await?);
         }
     }
     prune(client, &target, &desired.all().collect::<Vec<_>>()).await?;
+    if !status::all_ready(&seen) {
+        // Why something is not ready, when waiting will not fix it (a bad image, a crash loop).
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default().labels(&format!("{STORE_LABEL}={}", target.name)))
+            .await?;
+        seen.failing_pods = status::pod_failures(&pods.items);
+    }
 
     if !existing_secret
         .as_ref()
         .is_some_and(secret_data_is_complete)
     {
         publish(
-            &ctx,
-            &store,
+            ctx,
+            store,
             EventType::Normal,
             "SecretsGenerated",
             "generated the JWT secret, the webhook secret and the database password",
         )
         .await;
     }
-    let status = status::summarise(&store, &seen, &now());
+    let status = status::summarise(store, &seen, &now());
     let phase = status.phase.unwrap_or(StorePhase::Progressing);
     if store.status.as_ref().and_then(|s| s.phase) != Some(phase) {
         let (type_, note) = match phase {
             StorePhase::Degraded => (EventType::Warning, condition_message(&status, "Degraded")),
             _ => (EventType::Normal, condition_message(&status, "Ready")),
         };
-        publish(&ctx, &store, type_, phase.as_str(), &note).await;
+        publish(ctx, store, type_, phase.as_str(), &note).await;
     }
-    patch_status(client, &store, &status).await?;
-    ctx.failures().remove(&backoff_key(&store));
+    patch_status(client, store, &status).await?;
+    ctx.failures().remove(&backoff_key(store));
 
     // Watches on the children bring changes sooner; this is the safety net.
     Ok(match phase {
@@ -221,6 +290,16 @@ pub fn error_policy(store: Arc<Store>, error: &Error, ctx: Arc<Context>) -> Acti
     let delay = retry_delay(failures);
     warn!(store = %store.name_any(), %error, failures, retry_in_secs = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
+}
+
+/// Reads the external middleware's Secrets and checks them against the keys the services read.
+async fn read_external_secrets(secrets: &Api<Secret>, spec: &StoreSpec) -> Result<ExternalCheck> {
+    let wanted = external::external_secrets(spec);
+    let mut found = BTreeMap::new();
+    for name in wanted.keys() {
+        found.insert(name.clone(), secrets.get_opt(name).await?);
+    }
+    Ok(external::check(&wanted, &found))
 }
 
 async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {

@@ -1,7 +1,7 @@
 //! A Store's status, worked out from what the last apply returned: pure, so each rule about
 //! phases and conditions is a unit test.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::manifests::{Child, ServiceKind};
@@ -16,13 +16,113 @@ pub struct Observation {
     pub applied: Vec<Child>,
     /// Managed middleware the services wait for, and whether each is ready.
     pub middleware_ready: bool,
+    /// The services were applied: their middleware is ready, or the shop has run before (a
+    /// middleware restart must not hold back a rollback of the services).
+    pub services_applied: bool,
+    /// External Secrets or keys the services need and cannot find.
+    pub missing_secrets: Vec<String>,
+    /// The Store's Pods that cannot start, as [`pod_failures`] words them.
+    pub failing_pods: Vec<String>,
+}
+
+/// Every applied workload is ready (the services among them).
+pub fn all_ready(seen: &Observation) -> bool {
+    seen.services_applied
+        && seen
+            .applied
+            .iter()
+            .filter_map(component)
+            .all(|c| c.is_ready())
+}
+
+/// Container states a person has to act on (a wrong image or tag, a missing pull Secret, a
+/// crashing binary, a missing config key); waiting longer does not fix them.
+const FAILING_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// `cart: ImagePullBackOff (Back-off pulling image "...")` for each Pod whose containers wait for
+/// one of [`FAILING_REASONS`], and each rollout past its progress deadline.
+pub fn pod_failures(pods: &[Pod]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for pod in pods {
+        let component = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/component"))
+            .map_or("?", String::as_str);
+        let statuses = pod.status.iter().flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        });
+        for container in statuses {
+            let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            if FAILING_REASONS.contains(&reason) {
+                let detail = waiting.message.as_deref().unwrap_or_default();
+                let failure = if detail.is_empty() {
+                    format!("{component}: {reason}")
+                } else {
+                    format!("{component}: {reason} ({detail})")
+                };
+                if !failures.contains(&failure) {
+                    failures.push(failure);
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// `cart: ProgressDeadlineExceeded (...)` for each Deployment whose controller gave up waiting.
+fn stalled_rollouts(applied: &[Child]) -> Vec<String> {
+    applied
+        .iter()
+        .filter_map(|child| match child {
+            Child::Deployment(d) => d
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| {
+                    c.type_ == "Progressing"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                })
+                .map(|c| {
+                    let name = d
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+                        .unwrap_or_else(|| child.name());
+                    format!(
+                        "{name}: ProgressDeadlineExceeded ({})",
+                        c.message.as_deref().unwrap_or_default()
+                    )
+                }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The status of a Store whose children were applied (or, for services waiting on their
 /// middleware, not yet). `now` is an RFC 3339 time for conditions that change.
 pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
     let mut components: Vec<ComponentStatus> = seen.applied.iter().filter_map(component).collect();
-    if !seen.middleware_ready {
+    if !seen.services_applied {
         // The services are not applied yet: they count, as not ready.
         for kind in ServiceKind::ALL {
             components.push(ComponentStatus {
@@ -47,7 +147,29 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         .and_then(|s| s.phase)
         .is_some_and(|p| matches!(p, StorePhase::Ready | StorePhase::Degraded));
 
-    let (phase, reason, message) = if !seen.middleware_ready {
+    let mut failures = stalled_rollouts(&seen.applied);
+    failures.extend(seen.failing_pods.iter().cloned());
+
+    let (phase, reason, message) = if !seen.missing_secrets.is_empty() {
+        (
+            if was_ready {
+                StorePhase::Degraded
+            } else {
+                StorePhase::Pending
+            },
+            "ExternalSecretMissing",
+            format!(
+                "the services wait for their external Secrets: {}",
+                seen.missing_secrets.join("; ")
+            ),
+        )
+    } else if !failures.is_empty() {
+        (
+            StorePhase::Degraded,
+            "ComponentsFailing",
+            format!("failing: {}", failures.join("; ")),
+        )
+    } else if !seen.services_applied {
         (
             StorePhase::Pending,
             "WaitingForMiddleware",
@@ -109,6 +231,42 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         ready_components: Some(format!("{ready}/{}", components.len())),
         components,
         gateway_endpoint: gateway_endpoint(store, &seen.applied),
+        version: if phase == StorePhase::Ready {
+            Some(store.spec.image.tag.clone())
+        } else {
+            previous.and_then(|s| s.version.clone())
+        },
+    }
+}
+
+/// The status of a Store whose reconcile failed (an API error, a refused object): what was
+/// known stays, and the conditions say what failed. The top-level observedGeneration stays the
+/// last one fully applied; each condition names the generation that failed.
+pub fn failed(store: &Store, message: &str, now: &str) -> StoreStatus {
+    let previous = store.status.clone().unwrap_or_default();
+    let message = message.to_owned();
+    StoreStatus {
+        phase: Some(StorePhase::Degraded),
+        conditions: vec![
+            condition(
+                store,
+                "Ready",
+                false,
+                "ReconcileFailed",
+                message.clone(),
+                now,
+            ),
+            condition(
+                store,
+                "Progressing",
+                false,
+                "ReconcileFailed",
+                message.clone(),
+                now,
+            ),
+            condition(store, "Degraded", true, "ReconcileFailed", message, now),
+        ],
+        ..previous
     }
 }
 
@@ -135,6 +293,7 @@ pub fn invalid(store: &Store, problems: &[String], now: &str) -> StoreStatus {
         components: previous.components,
         ready_components: previous.ready_components,
         gateway_endpoint: previous.gateway_endpoint,
+        version: previous.version,
     }
 }
 
@@ -304,6 +463,36 @@ mod tests {
             "readyReplicas": 1, "availableReplicas": 1});
         let starting = component(&deployment(3, starting)).unwrap();
         assert!(!starting.up_to_date && !starting.is_ready(), "{starting:?}");
+    }
+
+    #[test]
+    fn failures_a_person_must_act_on_are_named_and_others_are_not() {
+        let pod = |reason: &str| {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
+                "metadata": {"name": "p", "labels": {"app.kubernetes.io/component": "order"}},
+                "status": {"containerStatuses": [{"name": "order", "image": "x", "imageID": "",
+                    "ready": false, "restartCount": 3,
+                    "state": {"waiting": {"reason": reason, "message": "why"}}}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            super::pod_failures(&[pod("CrashLoopBackOff"), pod("CrashLoopBackOff")]),
+            ["order: CrashLoopBackOff (why)"]
+        );
+        // Starting up is not a failure.
+        assert!(super::pod_failures(&[pod("ContainerCreating")]).is_empty());
+
+        let stalled = deployment(
+            3,
+            json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1,
+                "conditions": [{"type": "Progressing", "status": "False",
+                    "reason": "ProgressDeadlineExceeded", "message": "timed out"}]}),
+        );
+        assert_eq!(
+            super::stalled_rollouts(&[stalled]),
+            ["cart: ProgressDeadlineExceeded (timed out)"]
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
     printcolumn(
         name = "Version",
         type_ = "string",
-        json_path = ".spec.image.tag",
+        json_path = ".status.version",
+        description = "the image tag every service runs",
         priority = "1"
     ),
     printcolumn(
@@ -404,9 +405,14 @@ pub struct StoreStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<StorePhase>,
-    /// `Ready`, `Progressing` and `Degraded`, each with a reason.
+    /// `Ready`, `Progressing` and `Degraded`, each with a reason; one of each type.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<StoreCondition>,
+    /// The image tag every service runs: set when a rollout completes, so during one it is
+    /// still the version being replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Ready replicas of each component the operator runs.
     #[serde(default)]
     pub components: Vec<ComponentStatus>,

@@ -313,14 +313,21 @@ fn the_default_render_is_the_operator_with_least_privilege_rbac() {
         .find(|r| strings(&r["resources"]) == ["stores"])
         .expect("a rule for stores");
     assert_eq!(strings(&store_rule["verbs"]), ["get", "list", "watch"]);
-    // Secrets never get a wildcard and the operator never lists Pods or Nodes.
-    let resources: BTreeSet<&str> = cluster_role["rules"]
-        .as_array()
-        .unwrap()
+    // Pods are only listed (why a component is not ready), never changed or exec'd into; Nodes
+    // are not read at all.
+    let rules = cluster_role["rules"].as_array().unwrap();
+    let resources: BTreeSet<&str> = rules
         .iter()
         .flat_map(|r| strings(&r["resources"]))
         .collect();
-    assert!(!resources.contains("pods"));
+    assert!(!resources.contains("nodes"));
+    for rule in rules
+        .iter()
+        .filter(|r| strings(&r["resources"]).contains(&"pods"))
+    {
+        assert_eq!(strings(&rule["resources"]), ["pods"], "{rule}");
+        assert_eq!(strings(&rule["verbs"]), ["list"], "{rule}");
+    }
 
     let role = one_of_kind(&objects, "Role");
     assert_least_privilege(role);

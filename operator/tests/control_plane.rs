@@ -160,6 +160,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
     kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
     let store = wait_ready(&kube, ns, &operator);
     assert_eq!(at(&store, "status/readyComponents"), "9/9", "{store}");
+    assert_eq!(at(&store, "status/version"), "0.1.0", "{store}");
     assert_eq!(
         at(&store, "status/observedGeneration"),
         at(&store, "metadata/generation")
@@ -251,6 +252,95 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
     set_pod_ready(&kube, ns, &pod, true);
     wait_ready(&kube, ns, &operator);
 
+    // A Pod whose image cannot be pulled: Degraded with the reason a person can act on.
+    let container = kube.json(&["get", "pod", &pod, "-n", ns])["spec"]["containers"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting = format!(
+        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"False"}},{{"type":"ContainersReady","status":"False"}}],"containerStatuses":[{{"name":"{container}","ready":false,"state":{{"running":null,"waiting":{{"reason":"ImagePullBackOff","message":"Back-off pulling image"}}}}}}]}}}}"#
+    );
+    kube.run(&[
+        "patch",
+        "pod",
+        &pod,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        &waiting,
+    ]);
+    let failing = wait_for(
+        "the Store to name the failing Pod",
+        WAIT,
+        || {
+            kube.get("store", "shop", ns)
+                .filter(|s| s["status"].to_string().contains("ComponentsFailing"))
+        },
+        || operator.log(),
+    );
+    assert_eq!(
+        at(&failing, "status/phase"),
+        "Degraded",
+        "{}",
+        failing["status"]
+    );
+    assert!(
+        failing["status"]
+            .to_string()
+            .contains("cart: ImagePullBackOff (Back-off pulling image)"),
+        "{}",
+        failing["status"]
+    );
+    let running = format!(
+        r#"{{"status":{{"containerStatuses":[{{"name":"{container}","ready":true,"state":{{"waiting":null,"running":{{"startedAt":"2026-01-01T00:00:00Z"}}}}}}]}}}}"#
+    );
+    kube.run(&[
+        "patch",
+        "pod",
+        &pod,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        &running,
+    ]);
+    set_pod_ready(&kube, ns, &pod, true);
+    wait_ready(&kube, ns, &operator);
+
+    // PostgreSQL restarting after the shop has run: Degraded (not Pending), and a change to the
+    // services still goes through.
+    set_pod_ready(&kube, ns, "shop-postgres-0", false);
+    let degraded = wait_phase(&kube, ns, "Degraded", &operator);
+    assert!(
+        degraded.to_string().contains("not ready: postgres"),
+        "{}",
+        degraded["status"]
+    );
+    kube.run(&[
+        "patch",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"services":{"cart":{"replicas":2}}}}"#,
+    ]);
+    wait_for(
+        "the cart's new replica count while PostgreSQL is down",
+        WAIT,
+        || {
+            kube.get("deployment", "shop-cart", ns)
+                .filter(|d| at(d, "status/readyReplicas") == 2)
+        },
+        || operator.log(),
+    );
+    set_pod_ready(&kube, ns, "shop-postgres-0", true);
+    wait_ready(&kube, ns, &operator);
+
     // A new image tag is Progressing until the new ReplicaSets' Pods are ready. A quota holding
     // the namespace at its current Pod count keeps the new Pods from being made until lifted.
     let pods = kube.json(&["get", "pods", "-n", ns]);
@@ -310,9 +400,11 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         "Progressing",
         "Ready while no new Pod exists: {held}"
     );
+    assert_eq!(at(&held, "status/version"), "0.1.0", "{held}");
     kube.run(&["delete", "resourcequota", "hold", "-n", ns]);
     let store = wait_ready(&kube, ns, &operator);
     assert_eq!(at(&store, "status/readyComponents"), "9/9", "{store}");
+    assert_eq!(at(&store, "status/version"), "0.2.0", "{store}");
     for name in DEPLOYMENTS {
         let deployment = kube.json(&["get", "deployment", &format!("shop-{name}"), "-n", ns]);
         let image = at(&deployment, "spec/template/spec/containers/0/image");
@@ -362,6 +454,181 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
             "{set}'s volume went: {claims}"
         );
     }
+    operator.assert_never_forbidden();
+}
+
+#[test]
+fn a_refused_child_is_reported_in_the_status_and_as_a_warning_event() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "refused");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    // A Deployment already named like the Store's cart, with another selector: the selector is
+    // immutable, so the operator's apply is refused (422) on every try.
+    kube.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop-cart\nspec:\n  selector:\n    matchLabels: {app: squatter}\n  template:\n    metadata:\n      labels: {app: squatter}\n    spec:\n      containers: [{name: c, image: squatter:1}]\n",
+        &["-n", ns],
+    );
+    // External middleware, its Secrets in place: the services are applied on the first pass.
+    create_external_secrets(&kube, ns, "password=secret");
+    let example = repo().join("examples/store-external.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    let failed = wait_for(
+        "the failure in the Store's status",
+        WAIT,
+        || {
+            kube.get("store", "shop", ns).filter(|s| {
+                s["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|conditions| {
+                        conditions
+                            .iter()
+                            .any(|c| c["type"] == "Degraded" && c["reason"] == "ReconcileFailed")
+                    })
+            })
+        },
+        || operator.log(),
+    );
+    assert_eq!(
+        at(&failed, "status/phase"),
+        "Degraded",
+        "{}",
+        failed["status"]
+    );
+    assert_eq!(condition(&failed, "Ready").as_deref(), Some("False"));
+    let message = failed["status"].to_string();
+    assert!(message.contains("field is immutable"), "{message}");
+    assert!(message.contains("shop-cart"), "{message}");
+    let events = kube.json(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=ReconcileFailed",
+    ]);
+    let event = &events["items"][0];
+    assert_eq!(event["type"], "Warning", "{events}");
+    assert_eq!(event["regarding"]["name"], "shop", "{events}");
+
+    // The squatter gone, the next retry succeeds and the Store says so.
+    kube.run(&["delete", "deployment", "shop-cart", "-n", ns, "--wait=true"]);
+    let store = wait_ready(&kube, ns, &operator);
+    assert_eq!(
+        condition(&store, "Degraded").as_deref(),
+        Some("False"),
+        "{store}"
+    );
+    operator.assert_never_forbidden();
+}
+
+#[test]
+fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "external");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    let example = repo().join("examples/store-external.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+
+    // No Secret yet: the Store names them, and no Pod is left failing on a missing Secret.
+    let waiting = wait_for(
+        "the Store to name the missing Secrets",
+        WAIT,
+        || {
+            kube.get("store", "shop", ns)
+                .filter(|s| s["status"].to_string().contains("ExternalSecretMissing"))
+        },
+        || operator.log(),
+    );
+    assert_eq!(
+        at(&waiting, "status/phase"),
+        "Pending",
+        "{}",
+        waiting["status"]
+    );
+    let message = waiting["status"].to_string();
+    for secret in ["shop-postgres", "shop-redis", "shop-kafka", "shop-etcd"] {
+        assert!(
+            message.contains(&format!("Secret {secret} not found")),
+            "{message}"
+        );
+    }
+    let deployments = kube.run(&[
+        "get",
+        "deployments",
+        "-n",
+        ns,
+        "-l",
+        "letsgo.dev/store=shop",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        deployments.trim().is_empty(),
+        "services applied without their Secrets: {deployments}"
+    );
+
+    // Every Secret but a key: the Store names the key (the Secrets' watch brings it at once).
+    create_external_secrets(&kube, ns, "");
+    wait_for(
+        "the Store to name the missing key",
+        Duration::from_secs(20),
+        || {
+            kube.get("store", "shop", ns).filter(|s| {
+                s["status"]
+                    .to_string()
+                    .contains(r#"Secret shop-postgres has no key \"password\""#)
+            })
+        },
+        || {
+            kube.get("store", "shop", ns)
+                .map(|s| s["status"].to_string())
+                .unwrap_or_default()
+                + &operator.log()
+        },
+    );
+
+    // The key added, the shop runs; the password rotated, the services that use it roll.
+    kube.run(&[
+        "patch",
+        "secret",
+        "shop-postgres",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"password":"first"}}"#,
+    ]);
+    let store = wait_ready(&kube, ns, &operator);
+    assert_eq!(at(&store, "status/readyComponents"), "6/6", "{store}");
+    let hash = |name: &str| {
+        let deployment = kube.json(&["get", "deployment", name, "-n", ns]);
+        deployment["spec"]["template"]["metadata"]["annotations"]["letsgo.dev/config-hash"].clone()
+    };
+    let order = hash("shop-order");
+    assert!(order.is_string(), "no config hash on shop-order");
+    kube.run(&[
+        "patch",
+        "secret",
+        "shop-postgres",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"password":"second"}}"#,
+    ]);
+    wait_for(
+        "the order service to roll after the password changed",
+        Duration::from_secs(20),
+        || (hash("shop-order") != order).then_some(()),
+        || operator.log(),
+    );
+    wait_ready(&kube, ns, &operator);
+    assert_ne!(hash("shop-order"), order);
+    operator.assert_never_forbidden();
 }
 
 #[test]
@@ -430,9 +697,34 @@ fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
         || (second.try_metric("letsgo_operator_reconciliations_total") > Some(0.0)).then_some(()),
         || second.log(),
     );
+    first.assert_never_forbidden();
+    second.assert_never_forbidden();
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// The Secrets examples/store-external.yaml names; the PostgreSQL one with `password` (a
+/// `key=value`, or nothing to leave the key out).
+fn create_external_secrets(kube: &Kube, ns: &str, password: &str) {
+    let mut postgres = vec!["host=db.example", "username=shop"];
+    if !password.is_empty() {
+        postgres.push(password);
+    }
+    for (name, pairs) in [
+        ("shop-redis", vec!["url=redis://redis.example:6379/0"]),
+        ("shop-kafka", vec!["brokers=kafka.example:9092"]),
+        ("shop-etcd", vec!["endpoints=etcd.example:2379"]),
+        ("shop-postgres", postgres),
+    ] {
+        let mut args = vec!["create", "secret", "generic", name, "-n", ns];
+        let literals: Vec<String> = pairs
+            .iter()
+            .map(|p| format!("--from-literal={p}"))
+            .collect();
+        args.extend(literals.iter().map(String::as_str));
+        kube.run(&args);
+    }
+}
 
 fn chart() -> String {
     repo().join("charts/letsgo").to_str().unwrap().to_owned()
@@ -618,6 +910,16 @@ impl Operator {
             metrics,
             log,
         }
+    }
+
+    /// The chart's RBAC was enough: no request of the whole run was refused (a refused Event is
+    /// only logged, so the log is where it shows).
+    fn assert_never_forbidden(&self) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            !text.contains("forbidden") && !text.contains("Forbidden"),
+            "the operator was refused something the chart should grant\n{text}"
+        );
     }
 
     fn log(&self) -> String {

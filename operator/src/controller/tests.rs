@@ -79,6 +79,24 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
             Answer::NotFound,
         )),
     }
+    if matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything) {
+        // The external Secrets, in name order, each with every key the services read.
+        for (name, data) in [
+            ("shop-kafka", json!({"brokers": "a2Fma2E6OTA5Mg=="})),
+            (
+                "shop-postgres",
+                json!({"host": "ZGI=", "username": "c2hvcA==", "password": "cHc="}),
+            ),
+            ("shop-redis", json!({"url": "cmVkaXM6Ly9yZWRpcw=="})),
+        ] {
+            steps.push(Step::new(
+                Method::GET,
+                core("secrets", name),
+                Answer::Json(json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": name, "namespace": NAMESPACE}, "data": data})),
+            ));
+        }
+    }
     steps.push(Step::apply(core("configmaps", "shop-config")));
     steps.push(Step::apply(core("secrets", "shop-secrets")));
     if !matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything) {
@@ -125,6 +143,17 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
         lists[3].answer = owned_list("ServiceList", services);
     }
     steps.extend(lists);
+    if !matches!(
+        scenario,
+        Scenario::MiddlewareReadyAppliesServices | Scenario::NothingChanged
+    ) {
+        // Something is not ready: the Store's Pods are read for failures.
+        steps.push(Step::new(
+            Method::GET,
+            format!("/api/v1/namespaces/{NAMESPACE}/pods"),
+            Answer::EmptyList,
+        ));
+    }
     if !matches!(scenario, Scenario::MiddlewareReadyAppliesServices) && !scenario.steady() {
         // SecretsGenerated
         steps.push(Step::new(Method::POST, events(), Answer::Echo));
@@ -388,7 +417,7 @@ async fn a_child_the_spec_no_longer_asks_for_is_deleted() {
     let (ctx, verifier) = test_context();
     let store = store(StoreSpec::default());
     let target = StoreRef::new(&store).unwrap();
-    let desired = desired_state(&target, None);
+    let desired = desired_state(&target, None, "");
     let stale_ingress = json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "IngressList", "metadata": {},
         "items": [{

@@ -4,6 +4,7 @@
 //! unit test. Each object carries the Store as its controller owner (deleting the Store deletes
 //! it) and the labels in [`labels`], which the reconciler uses to find what it made.
 
+pub mod external;
 mod middleware;
 mod services;
 mod settings;
@@ -164,9 +165,18 @@ impl DesiredState {
 
 /// Builds every object of `store`. `existing_secret` is the Secret applied before, whose
 /// generated values are kept, so secrets and passwords do not change between reconciles.
-pub fn desired_state(store: &StoreRef<'_>, existing_secret: Option<&Secret>) -> DesiredState {
+/// `external_digest` ([`external::check`]) joins the settings' hash on the pod templates, so a
+/// rotated external Secret rolls the services.
+pub fn desired_state(
+    store: &StoreRef<'_>,
+    existing_secret: Option<&Secret>,
+    external_digest: &str,
+) -> DesiredState {
     let config = settings::config_map(store);
-    let config_hash = settings::hash_of(&config);
+    let mut config_hash = settings::hash_of(&config);
+    if !external_digest.is_empty() {
+        config_hash = format!("{config_hash}-{external_digest}");
+    }
     let mut settings = vec![
         Child::ConfigMap(config),
         Child::Secret(settings::secret(store, existing_secret)),

@@ -13,7 +13,7 @@ use crate::store::{
 fn build(spec: StoreSpec) -> DesiredState {
     let store = store(spec);
     let target = StoreRef::new(&store).unwrap();
-    desired_state(&target, None)
+    desired_state(&target, None, "")
 }
 
 fn deployment<'a>(state: &'a DesiredState, name: &str) -> &'a Deployment {
@@ -228,14 +228,14 @@ fn secrets_reach_only_the_services_that_use_them() {
 fn generated_secrets_are_kept_across_reconciles() {
     let store = store(StoreSpec::default());
     let target = StoreRef::new(&store).unwrap();
-    let first = secret_of(&desired_state(&target, None));
-    let second = secret_of(&desired_state(&target, Some(&first)));
+    let first = secret_of(&desired_state(&target, None, ""));
+    let second = secret_of(&desired_state(&target, Some(&first), ""));
     assert_eq!(first.data, second.data);
     let data = first.data.unwrap();
     assert_eq!(data.len(), 3);
     assert!(data.values().all(|v| v.0.len() == 64));
     // Two Stores never share a generated secret.
-    let other = secret_of(&desired_state(&target, None)).data.unwrap();
+    let other = secret_of(&desired_state(&target, None, "")).data.unwrap();
     assert_ne!(data["jwt-secret"], other["jwt-secret"]);
 }
 
@@ -243,11 +243,11 @@ fn generated_secrets_are_kept_across_reconciles() {
 fn a_missing_secret_key_is_generated_and_the_others_kept() {
     let store = store(StoreSpec::default());
     let target = StoreRef::new(&store).unwrap();
-    let mut partial = secret_of(&desired_state(&target, None));
+    let mut partial = secret_of(&desired_state(&target, None, ""));
     let kept = partial.data.as_mut().unwrap();
     let jwt = kept["jwt-secret"].clone();
     kept.remove("webhook-secret");
-    let repaired = secret_of(&desired_state(&target, Some(&partial)))
+    let repaired = secret_of(&desired_state(&target, Some(&partial), ""))
         .data
         .unwrap();
     assert_eq!(repaired["jwt-secret"], jwt);
