@@ -310,25 +310,33 @@ ensure() {
 	say "control plane $K8S_VERSION ready at https://127.0.0.1:$PORT (logs in $STATE)"
 }
 
-stop_one() { # NAME
-	local pid i
-	pid=$(pid_of "$1") || return 0
-	if [[ -n $pid ]] && alive "$1"; then
-		kill -TERM "$pid" 2>/dev/null || true
+# SIGTERM to each named component at once, then wait (SIGKILL after 10 s).
+stop_together() { # NAME...
+	local name pid i pids=()
+	for name in "$@"; do
+		pid=$(pid_of "$name") || continue
+		if [[ -n $pid ]] && alive "$name"; then
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$name:$pid")
+		fi
+		rm -f "$STATE/$name.pid"
+	done
+	for entry in "${pids[@]}"; do
+		pid=${entry#*:}
 		for ((i = 0; i < 40; i++)); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.25
 		done
 		kill -KILL "$pid" 2>/dev/null || true
-		say "$1: stopped (pid $pid)"
-	fi
-	rm -f "$STATE/$1.pid"
+		say "${entry%%:*}: stopped (pid $pid)"
+	done
 }
 
 stop() {
 	[[ -d $STATE ]] || return 0
-	local name
-	for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_one "$name"; done
+	stop_together kwok kube-scheduler kube-controller-manager
+	stop_together kube-apiserver
+	stop_together etcd
 	# The cluster's data goes with it: the next start is a fresh cluster.
 	rm -rf "$STATE/etcd"
 }
