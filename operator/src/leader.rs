@@ -135,9 +135,29 @@ fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool> {
     }
 }
 
-/// Waits until this replica holds the Lease, then keeps renewing it in the background. The
-/// receiver turns `false`, for good, once leadership is lost or could not be renewed in time.
-pub async fn lead(elector: LeaderElector) -> watch::Receiver<bool> {
+/// Held leadership: `leading` turns `false`, for good, once it is lost or could not be renewed
+/// in time.
+pub struct Leadership {
+    pub leading: watch::Receiver<bool>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    /// Stops renewing and gives the Lease up, so a successor takes over at once instead of
+    /// waiting for it to expire. Call it on the way out: the process must not end before.
+    pub async fn release(self) {
+        drop(self.leading);
+        if tokio::time::timeout(Duration::from_secs(5), self.renewal)
+            .await
+            .is_err()
+        {
+            warn!("leader election: the Lease was not released in time; it will expire");
+        }
+    }
+}
+
+/// Waits until this replica holds the Lease, then keeps renewing it in the background.
+pub async fn lead(elector: LeaderElector) -> Leadership {
     let renew_every = elector.config.renew_every;
     loop {
         match elector.try_acquire_or_renew().await {
@@ -149,7 +169,7 @@ pub async fn lead(elector: LeaderElector) -> watch::Receiver<bool> {
     }
     info!(identity = %elector.config.identity, lease = %elector.config.name, "leading");
     let (sender, receiver) = watch::channel(true);
-    tokio::spawn(async move {
+    let renewal = tokio::spawn(async move {
         let mut last_renewed = tokio::time::Instant::now();
         // Stop a little before the Lease can expire in others' eyes.
         let give_up_after = elector
@@ -181,7 +201,10 @@ pub async fn lead(elector: LeaderElector) -> watch::Receiver<bool> {
             }
         }
     });
-    receiver
+    Leadership {
+        leading: receiver,
+        renewal,
+    }
 }
 
 #[cfg(test)]

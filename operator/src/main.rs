@@ -107,14 +107,19 @@ async fn run(config: Config) -> Result<(), String> {
         lease_duration: Duration::from_secs(config.lease_duration_secs.max(2)),
         renew_every: Duration::from_secs((config.lease_duration_secs / 3).max(1)),
     };
-    let mut leading = leader::lead(LeaderElector::new(client, lease)).await;
+    let leadership = leader::lead(LeaderElector::new(client, lease)).await;
     metrics.leader.set(1);
-    tokio::select! {
+    let mut leading = leadership.leading.clone();
+    let outcome = tokio::select! {
         () = controller::run(ctx, scope) => Ok(()),
         // Exiting is the safe way out: the pod restarts as a follower, and no reconcile of
         // ours can overlap the next leader's.
         _ = leading.wait_for(|leads| !*leads) => Err("lost the leader Lease".to_owned()),
-    }
+    };
+    drop(leading);
+    leadership.release().await;
+    metrics.leader.set(0);
+    outcome
 }
 
 fn admin_router(metrics: Arc<Metrics>) -> Router {

@@ -632,19 +632,16 @@ fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
 }
 
 #[test]
-fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
+fn of_two_operators_one_leads_and_the_other_takes_over_when_it_stops_or_dies() {
     let kube = Kube::local();
     let namespace = Namespace::create(&kube, "leader");
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
-    let mut first = Operator::start(&kube, &rbac, ns, "operator-a");
-    wait_for(
-        "operator-a to lead",
-        WAIT,
-        || (first.try_metric("letsgo_operator_leader") == Some(1.0)).then_some(()),
-        || first.log(),
-    );
-    let second = Operator::start(&kube, &rbac, ns, "operator-b");
+    // A 10 s Lease: a successor that waited for it to expire would take more than that.
+    let lease_secs = 10;
+    let mut first = Operator::start_with_lease(&rbac, ns, "operator-a", lease_secs);
+    wait_leader(&first, "operator-a");
+    let mut second = Operator::start_with_lease(&rbac, ns, "operator-b", lease_secs);
     wait_for(
         "operator-b to serve metrics",
         WAIT,
@@ -677,19 +674,23 @@ fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
         "{}",
         second.log()
     );
-    let lease = kube.json(&["get", "lease", &rbac.lease, "-n", ns]);
-    assert_eq!(at(&lease, "spec/holderIdentity"), "operator-a", "{lease}");
+    assert_eq!(holder(&kube, &rbac, ns), "operator-a");
 
-    // Killed without a chance to let go, the leader's Lease expires (4 s) and the other takes it.
-    first.kill();
-    wait_for(
-        "operator-b to take the Lease",
-        Duration::from_secs(20),
-        || (second.try_metric("letsgo_operator_leader") == Some(1.0)).then_some(()),
-        || second.log(),
+    // Stopped (SIGTERM), the leader gives the Lease up on its way out: the other takes it at
+    // once, not after the Lease's 10 s.
+    first.terminate();
+    assert!(
+        first.exited_cleanly(),
+        "operator-a did not stop on SIGTERM\n{}",
+        first.log()
     );
-    let lease = kube.json(&["get", "lease", &rbac.lease, "-n", ns]);
-    assert_eq!(at(&lease, "spec/holderIdentity"), "operator-b", "{lease}");
+    wait_for(
+        "operator-b to take the released Lease",
+        Duration::from_secs(5),
+        || (second.try_metric("letsgo_operator_leader") == Some(1.0)).then_some(()),
+        || format!("{}\n{}", first.log(), second.log()),
+    );
+    assert_eq!(holder(&kube, &rbac, ns), "operator-b");
     kube.run(&["annotate", "store", "shop", "-n", ns, "letsgo.dev/poked=1"]);
     wait_for(
         "operator-b to reconcile",
@@ -697,8 +698,38 @@ fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
         || (second.try_metric("letsgo_operator_reconciliations_total") > Some(0.0)).then_some(()),
         || second.log(),
     );
-    first.assert_never_forbidden();
-    second.assert_never_forbidden();
+
+    // Killed without a chance to let go, the leader's Lease expires and a third takes it.
+    let third = Operator::start_with_lease(&rbac, ns, "operator-c", lease_secs);
+    wait_for(
+        "operator-c to serve metrics",
+        WAIT,
+        || third.try_metric("letsgo_operator_leader"),
+        || third.log(),
+    );
+    second.kill();
+    wait_leader(&third, "operator-c");
+    assert_eq!(holder(&kube, &rbac, ns), "operator-c");
+    for operator in [&first, &second, &third] {
+        operator.assert_never_forbidden();
+    }
+}
+
+fn wait_leader(operator: &Operator, name: &str) {
+    wait_for(
+        &format!("{name} to lead"),
+        Duration::from_secs(30),
+        || (operator.try_metric("letsgo_operator_leader") == Some(1.0)).then_some(()),
+        || operator.log(),
+    );
+}
+
+fn holder(kube: &Kube, rbac: &ChartRbac, ns: &str) -> String {
+    let lease = kube.json(&["get", "lease", &rbac.lease, "-n", ns]);
+    at(&lease, "spec/holderIdentity")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 // ------------------------------------------------------------------ helpers
@@ -885,6 +916,15 @@ struct Operator {
 
 impl Operator {
     fn start(_kube: &Kube, rbac: &ChartRbac, namespace: &str, identity: &str) -> Operator {
+        Operator::start_with_lease(rbac, namespace, identity, 4)
+    }
+
+    fn start_with_lease(
+        rbac: &ChartRbac,
+        namespace: &str,
+        identity: &str,
+        lease_secs: u32,
+    ) -> Operator {
         let metrics = free_port();
         let log = std::env::temp_dir().join(format!("{namespace}-{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -896,7 +936,7 @@ impl Operator {
             .env("POD_NAMESPACE", namespace)
             .env("POD_NAME", identity)
             .env("LEASE_NAME", &rbac.lease)
-            .env("LEASE_DURATION_SECS", "4")
+            .env("LEASE_DURATION_SECS", lease_secs.to_string())
             .env("METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
             .env("LOG_FORMAT", "text")
             .env("RUST_LOG", "info,kube=warn")
@@ -944,6 +984,32 @@ impl Operator {
     fn metric(&self, name: &str) -> f64 {
         self.try_metric(name)
             .unwrap_or_else(|| panic!("no {name} in the operator's /metrics\n{}", self.log()))
+    }
+
+    /// SIGTERM, as Kubernetes stops a Pod.
+    fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+        }
+    }
+
+    /// Waits (10 s at most) for the process to end; whether it ended with status 0.
+    fn exited_cleanly(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        for _ in 0..40 {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        false
     }
 
     fn kill(&mut self) {
