@@ -50,6 +50,7 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name must be at most 40 characters: the Store's children are named <name>-<component>, and Kubernetes limits some of those names and labels to 63"))]
 #[x_kube(validation = Rule::new("self.discovery != 'etcd' || has(self.middleware.etcd)").message("middleware.etcd must be set (managed or external) when discovery is etcd").reason(Reason::FieldValueRequired).field_path(".middleware.etcd"))]
 #[serde(rename_all = "camelCase")]
 pub struct StoreSpec {
@@ -252,8 +253,10 @@ impl MiddlewareSource {
     }
 }
 
-/// Run by the operator: a single-replica StatefulSet with a PersistentVolumeClaim.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Run by the operator: a single-replica StatefulSet with a PersistentVolumeClaim. The volume's
+/// size and class are fixed once it exists (a StatefulSet's claim templates cannot change).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.storage == oldSelf.storage && has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storage and storageClassName cannot change once the volume exists; resize its PersistentVolumeClaim where the StorageClass allows it"))]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedMiddleware {
     /// Size of the data volume.

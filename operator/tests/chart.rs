@@ -123,8 +123,9 @@ fn render(args: &[&str]) -> (String, Vec<Value>) {
     (yaml, objects)
 }
 
-/// The values that exercise the chart's options: a Store, two replicas, no leader election,
-/// no metrics Service, an image override, a pull secret, scheduling constraints.
+/// The values that exercise the chart's options: a Store, one namespace watched, no leader
+/// election (so one replica), no metrics Service, an image override, a pull secret, scheduling
+/// constraints.
 const NOTABLE_VALUES: &[&str] = &[
     "--include-crds",
     "--set",
@@ -134,7 +135,7 @@ const NOTABLE_VALUES: &[&str] = &[
     "--set-json",
     r#"store.spec={"image":{"registry":"registry.example.com/shop","tag":"0.2.0"},"services":{"gateway":{"replicas":2}},"gateway":{"serviceType":"LoadBalancer","ingress":{"host":"shop.example.com"}},"shop":{"adminUsernames":["admin"],"demoCatalogue":true}}"#,
     "--set",
-    "replicaCount=2",
+    "watchNamespace=shops",
     "--set",
     "leaderElection.enabled=false",
     "--set",
@@ -365,16 +366,32 @@ fn the_notable_values_render_a_store_and_drop_what_is_switched_off() {
     assert_eq!(
         kinds(&objects),
         [
-            "ClusterRole",
-            "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "Role",
+            "RoleBinding",
             "ServiceAccount",
             "Store"
         ]
         .map(String::from)
         .into(),
-        "no Role for the Lease without leader election, no metrics Service when disabled"
+        "one namespace watched: a Role there and no ClusterRole; no Role for the Lease without \
+         leader election, no metrics Service when disabled"
+    );
+    let role = one_of_kind(&objects, "Role");
+    assert_eq!(role["metadata"]["namespace"], "shops", "{role}");
+    assert_eq!(
+        one_of_kind(&objects, "RoleBinding")["roleRef"]["kind"],
+        "Role"
+    );
+    let env =
+        &one_of_kind(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "WATCH_NAMESPACE" && e["value"] == "shops"),
+        "{env}"
     );
     let crd = one_of_kind(&objects, "CustomResourceDefinition");
     let committed: Value =
@@ -394,7 +411,7 @@ fn the_notable_values_render_a_store_and_drop_what_is_switched_off() {
 
     let deployment = one_of_kind(&objects, "Deployment");
     assert_runs_non_root(deployment);
-    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["replicas"], 1);
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(
         pod["containers"][0]["image"],
@@ -409,7 +426,38 @@ fn the_notable_values_render_a_store_and_drop_what_is_switched_off() {
         .find(|e| e["name"] == "LEADER_ELECTION")
         .unwrap();
     assert_eq!(leader_election["value"], "false");
-    assert_least_privilege(one_of_kind(&objects, "ClusterRole"));
+    assert_least_privilege(role);
+}
+
+#[test]
+fn several_replicas_get_a_disruption_budget_and_need_leader_election() {
+    let (_, objects) = render(&["--set", "replicaCount=3"]);
+    let budget = one_of_kind(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1, "{budget}");
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        one_of_kind(&objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    let (_, single) = render(&[]);
+    assert!(of_kind(&single, "PodDisruptionBudget").is_empty());
+
+    let output = run(template_command(&[
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "leaderElection.enabled=false",
+    ])
+    .arg("--dry-run"));
+    assert!(
+        !output.status.success(),
+        "two replicas without leader election were accepted:\n{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("leaderElection"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]
@@ -420,6 +468,7 @@ fn the_values_schema_refuses_bad_values() {
         "image.pullPolicy=Sometimes",
         "store.name=Not_A_Name",
         "metrics.service.port=70000",
+        "watchNamespace=Not_A_Namespace",
         "unknownSetting=1",
     ] {
         let output = run(template_command(&["--set", bad]).arg("--dry-run"));

@@ -33,6 +33,7 @@ fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
     scenarios::bad_stores_are_refused(&kube, &namespace.name);
     scenarios::unknown_fields_are_refused_or_pruned(&kube, &namespace.name);
     scenarios::printer_columns_show(&kube, &namespace.name);
+    scenarios::names_and_volumes_are_guarded(&kube, &namespace.name);
 }
 
 #[test]
@@ -528,7 +529,14 @@ fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
     let kube = Kube::local();
     let namespace = Namespace::create(&kube, "external");
     let ns = namespace.name.as_str();
-    let rbac = ChartRbac::install(&kube, ns);
+    // The chart's single-namespace mode: a Role in this namespace, no ClusterRole at all.
+    let watch = format!("watchNamespace={ns}");
+    let rbac = ChartRbac::install_with(&kube, ns, &["--set", &watch]);
+    let cluster_roles = kube.run(&["get", "clusterroles", "-o", "name"]);
+    assert!(
+        !cluster_roles.contains(&rbac.lease),
+        "a ClusterRole in single-namespace mode"
+    );
     let operator = Operator::start(&kube, &rbac, ns, "operator-a");
     let example = repo().join("examples/store-external.yaml");
     kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
@@ -812,20 +820,28 @@ struct ChartRbac {
 
 impl ChartRbac {
     fn install(kube: &Kube, namespace: &str) -> ChartRbac {
+        ChartRbac::install_with(kube, namespace, &[])
+    }
+
+    /// With more `helm install` arguments (`--set watchNamespace=...`).
+    fn install_with(kube: &Kube, namespace: &str, values: &[&str]) -> ChartRbac {
         kube.install_crd();
         let helm = Helm::new(kube);
         let release = unique_name("lg");
-        helm.run(&[
+        let chart = chart();
+        let mut args = vec![
             "install",
             &release,
-            &chart(),
+            &chart,
             "-n",
             namespace,
             "--set",
             "replicaCount=0",
             "--set",
             "metrics.service.enabled=false",
-        ]);
+        ];
+        args.extend_from_slice(values);
+        helm.run(&args);
         let account = format!("{release}-letsgo-operator");
         let token = kube.run(&[
             "create",

@@ -73,6 +73,60 @@ pub const BAD_STORES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Rules that need a name or an earlier version of the Store: a name too long for its
+/// children's names, and a managed volume's size or class changed after creation.
+pub fn names_and_volumes_are_guarded(kube: &Kube, namespace: &str) {
+    let long = "s".repeat(41);
+    let yaml =
+        store_yaml("shop: {demoCatalogue: true}").replace("name: bad", &format!("name: {long}"));
+    let output = kube.try_run(
+        &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+        Some(&yaml),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a 41-character name was accepted");
+    assert!(
+        stderr.contains("metadata.name must be at most 40 characters"),
+        "{stderr}"
+    );
+    let fits = yaml.replace(&long, &"s".repeat(40));
+    kube.apply(&fits, &["--dry-run=server", "-n", namespace]);
+
+    let volume = |size: &str, class: &str| {
+        store_yaml(&format!(
+            "middleware:\n  postgres:\n    managed: {{storage: {size}{class}}}"
+        ))
+        .replace("name: bad", "name: volumes")
+    };
+    kube.apply(&volume("1Gi", ""), &["-n", namespace]);
+    for (what, changed) in [
+        ("a new size", volume("2Gi", "")),
+        ("a new class", volume("1Gi", ", storageClassName: fast")),
+    ] {
+        let output = kube.try_run(&["apply", "-n", namespace, "-f", "-"], Some(&changed));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{what} for an existing volume was accepted"
+        );
+        assert!(
+            stderr.contains("storage and storageClassName cannot change"),
+            "{what}: {stderr}"
+        );
+    }
+    // Everything else about the middleware may change.
+    let image = volume("1Gi", ", image: \"postgres:17.7\"");
+    kube.apply(&image, &["-n", namespace]);
+    kube.run(&[
+        "delete",
+        "store",
+        "volumes",
+        "-n",
+        namespace,
+        "--wait=false",
+    ]);
+}
+
 /// Every file in examples/ passes the API server's validation (schema and CEL), unchanged.
 pub fn examples_are_accepted(kube: &Kube, namespace: &str) {
     let mut seen = 0;
