@@ -611,3 +611,79 @@ spec:
         assert!(out.contains(field), "{field} not refused:\n{out}");
     }
 }
+
+/// The quoted strings of the first line of `text` starting with `start`, through its `]`.
+fn quoted_list(text: &str, start: &str) -> Vec<String> {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("no `{start}` in the file"));
+    let list = &text[from..from + text[from..].find(']').expect("a closing ]")];
+    list.split(['\'', '"'])
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Tilt's image builds see everything the Dockerfile's build reads: `cargo build --locked`
+/// loads every workspace member, so a member missing from the context (tools/ once was) breaks
+/// every image; and .dockerignore hides none of it.
+#[test]
+fn the_tiltfile_and_the_image_context_hold_every_workspace_member() {
+    let tiltfile = std::fs::read_to_string(repo().join("Tiltfile")).unwrap();
+    let sources = quoted_list(&tiltfile, "sources = [");
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let members = quoted_list(&cargo, "members = [");
+    assert!(members.len() >= 9, "{members:?}");
+    let ignored: Vec<String> = std::fs::read_to_string(repo().join(".dockerignore"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().trim_end_matches('/').to_owned())
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .collect();
+    let mut needed: Vec<String> = members
+        .iter()
+        .map(|m| m.split('/').next().unwrap().to_owned())
+        .collect();
+    needed.extend(["Cargo.toml", "Cargo.lock", "proto", "Dockerfile"].map(String::from));
+    for path in &needed {
+        assert!(
+            sources.contains(path),
+            "the Tiltfile's sources miss {path}: {sources:?}"
+        );
+        assert!(
+            !ignored.contains(path),
+            ".dockerignore hides {path}, which the image build needs"
+        );
+    }
+    // Every package the Dockerfile builds is a member, and what it copies is in the context.
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let build = &dockerfile[dockerfile.find("cargo build").expect("a cargo build")..];
+    let build = &build[..build.find("--bins").expect("cargo build ... --bins")];
+    for package in build
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "-p")
+        .map(|w| w[1])
+    {
+        let member = members.iter().find(|m| {
+            std::fs::read_to_string(repo().join(m).join("Cargo.toml"))
+                .is_ok_and(|toml| toml.contains(&format!("name = \"{package}\"")))
+        });
+        assert!(
+            member.is_some(),
+            "the Dockerfile builds {package}, which no member is"
+        );
+    }
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let source = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            source == "." || sources.iter().any(|s| source.starts_with(s.as_str())),
+            "the Dockerfile copies {source}, which Tilt's context lacks"
+        );
+    }
+}
