@@ -232,7 +232,7 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         components,
         gateway_endpoint: gateway_endpoint(store, &seen.applied),
         version: if phase == StorePhase::Ready {
-            Some(store.spec.image.tag.clone())
+            Some(store.spec.image.tag().to_owned())
         } else {
             previous.and_then(|s| s.version.clone())
         },

@@ -50,7 +50,7 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[kube(validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name must be at most 40 characters: the Store's children are named <name>-<component>, and Kubernetes limits some of those names and labels to 63"))]
+#[kube(validation = Rule::new("oldSelf.hasValue() || self.metadata.name.size() <= 40").optional_old_self(true).message("metadata.name must be at most 40 characters: the Store's children are named <name>-<component>, and Kubernetes limits some of those names and labels to 63"))]
 #[x_kube(validation = Rule::new("self.discovery != 'etcd' || has(self.middleware.etcd)").message("middleware.etcd must be set (managed or external) when discovery is etcd").reason(Reason::FieldValueRequired).field_path(".middleware.etcd"))]
 #[serde(rename_all = "camelCase")]
 pub struct StoreSpec {
@@ -81,10 +81,12 @@ pub struct ImageSpec {
     #[serde(default = "default_registry")]
     #[schemars(length(min = 1, max = 200))]
     pub registry: String,
-    /// Image tag of every component; changing it rolls every service.
-    #[serde(default = "default_tag")]
+    /// Image tag of every component; changing it rolls every service. Unset, the shop runs the
+    /// operator's own version, so upgrading the operator upgrades the shops that pin none (the
+    /// CRD has no default here: a default would be written into each Store at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
-    pub tag: String,
+    pub tag: Option<String>,
     #[serde(default)]
     pub pull_policy: PullPolicy,
 }
@@ -93,7 +95,7 @@ impl Default for ImageSpec {
     fn default() -> Self {
         ImageSpec {
             registry: default_registry(),
-            tag: default_tag(),
+            tag: None,
             pull_policy: PullPolicy::default(),
         }
     }
@@ -103,9 +105,11 @@ fn default_registry() -> String {
     "ghcr.io/letsgo".to_owned()
 }
 
-/// The shop runs the version of the operator that runs it unless told otherwise.
-fn default_tag() -> String {
-    env!("CARGO_PKG_VERSION").to_owned()
+impl ImageSpec {
+    /// The tag the services run: the Store's, else the operator's own version.
+    pub fn tag(&self) -> &str {
+        self.tag.as_deref().unwrap_or(env!("CARGO_PKG_VERSION"))
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -37,6 +37,120 @@ fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
 }
 
 #[test]
+fn the_crd_upgrades_in_place_over_the_last_release_with_stores_present() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "upgrade");
+    let ns = namespace.name.as_str();
+    // Under a group and names of this test's own: the Store CRD the other tests share is not
+    // touched, and `kubectl get stores` stays unambiguous for them.
+    let group = format!("{}.upgrade.letsgo.test", unique_name("g"));
+    let crd = |path: std::path::PathBuf| {
+        support::file(&path)
+            .replace(
+                "name: stores.letsgo.dev",
+                &format!("name: upgradestores.{group}"),
+            )
+            .replace("group: letsgo.dev", &format!("group: {group}"))
+            .replace("kind: Store\n", "kind: UpgradeStore\n")
+            .replace("plural: stores\n", "plural: upgradestores\n")
+            .replace("singular: store\n", "singular: upgradestore\n")
+            .replace("    - shop\n", "    - upgradeshop\n")
+            .replace("    - letsgo\n", "    - letsgo-upgrade-test\n")
+    };
+    let crd_name = format!("crd/upgradestores.{group}");
+    let _cleanup = DeleteOnDrop(kube.clone(), crd_name.clone());
+    let store = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: {group}/v1alpha1\nkind: UpgradeStore\nmetadata:\n  name: {name}\nspec: {spec}\n"
+        )
+    };
+    let established = || {
+        kube.run(&[
+            "wait",
+            "--for=condition=Established",
+            &crd_name,
+            "--timeout=60s",
+        ]);
+    };
+
+    // 0.1.0's CRD, and Stores made under it: one without a tag, one with a name the new CRD
+    // no longer accepts for new Stores.
+    kube.apply(
+        &crd(repo().join("operator/tests/fixtures/store-crd-0.1.0.yaml")),
+        &["--server-side"],
+    );
+    established();
+    let long = "l".repeat(45);
+    kube.apply(&store("old", "{shop: {demoCatalogue: true}}"), &["-n", ns]);
+    kube.apply(&store(&long, "{}"), &["-n", ns]);
+    let kind = format!("upgradestores.{group}");
+    let old = kube.json(&["get", &kind, "old", "-n", ns]);
+    // The old schema wrote its default tag into the Store: it will not follow the operator.
+    assert_eq!(at(&old, "spec/image/tag"), "0.1.0", "{old}");
+
+    // The new CRD applied over it, as the README's upgrade steps do.
+    kube.apply(
+        &crd(repo().join("crds/store.yaml")),
+        &["--server-side", "--force-conflicts"],
+    );
+    established();
+    // The old Stores are still read and still accept changes, the long name included.
+    for name in ["old", long.as_str()] {
+        kube.run(&[
+            "patch",
+            &kind,
+            name,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"services":{"cart":{"replicas":2}}}}"#,
+        ]);
+    }
+    // The frozen tag can be removed, and then the Store follows the operator's version.
+    kube.run(&[
+        "patch",
+        &kind,
+        "old",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/image/tag"}]"#,
+    ]);
+    let old = kube.json(&["get", &kind, "old", "-n", ns]);
+    assert!(at(&old, "spec/image/tag").is_null(), "{old}");
+    // A new Store without a tag stays without one; a new long name is refused.
+    kube.apply(&store("new", "{}"), &["-n", ns]);
+    let new = kube.json(&["get", &kind, "new", "-n", ns]);
+    assert!(
+        at(&new, "spec/image/tag").is_null(),
+        "the CRD froze a default tag: {new}"
+    );
+    assert_eq!(at(&new, "spec/image/registry"), "ghcr.io/letsgo", "{new}");
+    let refused = kube.try_run(
+        &["apply", "-n", ns, "-f", "-"],
+        Some(&store(&"n".repeat(41), "{}")),
+    );
+    assert!(
+        !refused.status.success(),
+        "a new 41-character name was accepted"
+    );
+}
+
+/// Deletes a cluster-scoped object (`kind/name`) however the test ends.
+struct DeleteOnDrop(Kube, String);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.try_run(
+            &["delete", &self.1, "--wait=false", "--ignore-not-found"],
+            None,
+        );
+    }
+}
+
+#[test]
 fn helm_installs_upgrades_and_uninstalls_the_chart() {
     let kube = Kube::local();
     let namespace = Namespace::create(&kube, "chart");

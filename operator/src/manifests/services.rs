@@ -163,7 +163,7 @@ fn deployment(
     let name = kind.as_str();
     let image = &store.store.spec.image;
     let mut template_labels = super::labels(&store.name, name);
-    template_labels.insert("app.kubernetes.io/version".into(), image.tag.clone());
+    template_labels.insert("app.kubernetes.io/version".into(), image.tag().to_owned());
     let annotations = BTreeMap::from([
         (CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned()),
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
@@ -178,7 +178,7 @@ fn deployment(
         image: Some(format!(
             "{}/letsgo-{name}:{}",
             image.registry.trim_end_matches('/'),
-            image.tag
+            image.tag()
         )),
         image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         ports: Some(vec![
