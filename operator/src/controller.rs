@@ -32,7 +32,8 @@ use tracing::{info, warn};
 
 use crate::manifests::external::{self, ExternalCheck};
 use crate::manifests::{
-    Child, FIELD_MANAGER, STORE_LABEL, StoreRef, desired_state, secret_data_is_complete,
+    Child, FIELD_MANAGER, STORE_LABEL, ServiceKind, StoreRef, desired_state,
+    secret_data_is_complete,
 };
 use crate::metrics::Metrics;
 use crate::status::{self, Observation};
@@ -230,9 +231,31 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
     // Pods would only wait in CreateContainerConfigError for a missing Secret or key: the
     // services are left as they are, and the status names what is missing.
     seen.missing_secrets = external.missing;
-    seen.services_applied = (seen.middleware_ready || has_run) && seen.missing_secrets.is_empty();
+    // Services roll after the middleware they need: while a middleware StatefulSet is rolling
+    // to a new spec they wait, but a middleware that is merely down does not hold them.
+    let middleware_rolling = seen
+        .applied
+        .iter()
+        .any(|child| matches!(child, Child::StatefulSet(_)) && !status::rolled_out(child));
+    seen.services_applied = (seen.middleware_ready || (has_run && !middleware_rolling))
+        && seen.missing_secrets.is_empty();
     if seen.services_applied {
         for child in &desired.services {
+            // The gateway rolls last, once the services it calls run their new spec.
+            if child.component() == Some(ServiceKind::Gateway.as_str())
+                && matches!(child, Child::Deployment(_))
+                && !seen
+                    .applied
+                    .iter()
+                    .filter(|c| matches!(c, Child::Deployment(_)))
+                    .all(status::rolled_out)
+            {
+                let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+                if let Some(current) = deployments.get_opt(&child.name()).await? {
+                    seen.applied.push(Child::Deployment(current));
+                }
+                continue;
+            }
             seen.applied.push(apply(client, namespace, child).await?);
         }
     }

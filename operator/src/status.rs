@@ -25,9 +25,42 @@ pub struct Observation {
     pub failing_pods: Vec<String>,
 }
 
+/// The workload's controller has seen its current spec and no replica of an older one is left
+/// (whether the replicas are ready is another question): its rollout is over.
+pub fn rolled_out(child: &Child) -> bool {
+    match child {
+        Child::Deployment(o) => {
+            let desired = o.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = o.status.clone().unwrap_or_default();
+            let updated = status.updated_replicas.unwrap_or(0);
+            status.observed_generation >= o.metadata.generation
+                && updated >= desired
+                && status.replicas.unwrap_or(0) <= updated
+        }
+        Child::StatefulSet(o) => {
+            let desired = o.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = o.status.clone().unwrap_or_default();
+            let same_revision = match (&status.current_revision, &status.update_revision) {
+                (Some(current), Some(update)) => current == update,
+                _ => true,
+            };
+            status.observed_generation >= o.metadata.generation
+                && same_revision
+                && status.updated_replicas.unwrap_or(0) >= desired
+        }
+        _ => true,
+    }
+}
+
 /// Every applied workload is ready (the services among them).
 pub fn all_ready(seen: &Observation) -> bool {
+    let deployments = seen
+        .applied
+        .iter()
+        .filter(|c| matches!(c, Child::Deployment(_)))
+        .count();
     seen.services_applied
+        && deployments == ServiceKind::ALL.len()
         && seen
             .applied
             .iter()
@@ -122,9 +155,10 @@ fn stalled_rollouts(applied: &[Child]) -> Vec<String> {
 /// middleware, not yet). `now` is an RFC 3339 time for conditions that change.
 pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
     let mut components: Vec<ComponentStatus> = seen.applied.iter().filter_map(component).collect();
-    if !seen.services_applied {
-        // The services are not applied yet: they count, as not ready.
-        for kind in ServiceKind::ALL {
+    // Services not applied yet (waiting for their middleware), or held back (the gateway, until
+    // the others have rolled out), count as not ready.
+    for kind in ServiceKind::ALL {
+        if !components.iter().any(|c| c.name == kind.as_str()) {
             components.push(ComponentStatus {
                 name: kind.as_str().to_owned(),
                 ready_replicas: 0,

@@ -516,6 +516,24 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         "Ready while no new Pod exists: {held}"
     );
     assert_eq!(at(&held, "status/version"), "0.1.0", "{held}");
+    // The gateway rolls last: the services it calls have the new tag, it keeps the old one.
+    let image = |name: &str| {
+        let deployment = kube.json(&["get", "deployment", name, "-n", ns]);
+        at(&deployment, "spec/template/spec/containers/0/image")
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        image("shop-cart").ends_with(":0.2.0"),
+        "{}",
+        image("shop-cart")
+    );
+    assert!(
+        image("shop-gateway").ends_with(":0.1.0"),
+        "the gateway rolled before the services it calls: {}",
+        image("shop-gateway")
+    );
     kube.run(&["delete", "resourcequota", "hold", "-n", ns]);
     let store = wait_ready(&kube, ns, &operator);
     assert_eq!(at(&store, "status/readyComponents"), "9/9", "{store}");

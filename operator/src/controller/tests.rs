@@ -128,6 +128,31 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
         };
         for name in SERVICES.into_iter().chain(["gateway"]) {
             steps.push(Step::apply(core("services", &format!("shop-{name}"))));
+            let services_rolling = matches!(
+                scenario,
+                Scenario::ExternalMiddlewareAppliesEverything
+                    | Scenario::DeletedDeploymentRecreated
+            );
+            if name == "gateway" && services_rolling {
+                // The gateway rolls last: while a service has not rolled out, it is only read.
+                let current = match scenario {
+                    Scenario::DeletedDeploymentRecreated => Answer::Json(json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "shop-gateway", "namespace": NAMESPACE,
+                            "labels": {"app.kubernetes.io/component": "gateway"}},
+                        "spec": {"replicas": 1, "selector": {}, "template": {}},
+                        "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                            "availableReplicas": 1}
+                    })),
+                    _ => Answer::NotFound,
+                };
+                steps.push(Step::new(
+                    Method::GET,
+                    apps("deployments", "shop-gateway"),
+                    current,
+                ));
+                continue;
+            }
             steps.push(Step::new(
                 Method::PATCH,
                 apps("deployments", &format!("shop-{name}")),

@@ -128,6 +128,24 @@ impl Child {
         }
     }
 
+    /// The `app.kubernetes.io/component` label: `cart`, `gateway`, `postgres`, ...
+    pub fn component(&self) -> Option<&str> {
+        let metadata = match self {
+            Child::ConfigMap(o) => &o.metadata,
+            Child::Secret(o) => &o.metadata,
+            Child::Service(o) => &o.metadata,
+            Child::StatefulSet(o) => &o.metadata,
+            Child::Deployment(o) => &o.metadata,
+            Child::PodDisruptionBudget(o) => &o.metadata,
+            Child::Ingress(o) => &o.metadata,
+        };
+        metadata
+            .labels
+            .as_ref()?
+            .get("app.kubernetes.io/component")
+            .map(String::as_str)
+    }
+
     pub fn name(&self) -> String {
         match self {
             Child::ConfigMap(o) => o.name_any(),
