@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::manifests::external::{self, ExternalCheck};
 use crate::manifests::{
-    Child, FIELD_MANAGER, STORE_LABEL, ServiceKind, StoreRef, desired_state,
+    Child, FIELD_MANAGER, STORE_LABEL, ServiceKind, StoreRef, desired_state, reads_secret,
     secret_data_is_complete,
 };
 use crate::metrics::Metrics;
@@ -116,8 +116,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     // Only what carries the Store label: the operator does not cache every Secret in the cluster.
     let children = watcher::Config::default().labels(STORE_LABEL);
     let controller = Controller::new(stores, watcher::Config::default().any_semantic());
-    // External middleware's Secrets carry no label of ours: their metadata alone (never their
-    // data) is watched, so a Secret created, fixed or rotated reaches its Stores at once.
+    // External middleware's Secrets carry no label of ours, and a retained shop's generated
+    // Secret is not owned by its Store: Secrets' metadata alone (never their data) is watched,
+    // so a Secret created, fixed, rotated or deleted reaches its Stores at once.
     let known_stores = controller.store();
     let secret_changes = watcher(
         scope.api::<PartialObjectMeta<Secret>>(&client),
@@ -131,10 +132,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
             known_stores
                 .state()
                 .into_iter()
-                .filter(|store| {
-                    store.namespace() == namespace
-                        && external::external_secrets(&store.spec).contains_key(&name)
-                })
+                .filter(|store| store.namespace() == namespace && reads_secret(store, &name))
                 .map(|store| ObjectRef::from_obj(&*store))
                 .collect::<Vec<_>>()
         })

@@ -72,6 +72,27 @@ pub struct StoreSpec {
     /// Shop-wide settings passed to the services.
     #[serde(default)]
     pub shop: ShopSettings,
+    /// What happens to the shop's data when the Store is deleted: `Retain` (the default) keeps
+    /// the managed middleware's volumes and the generated Secret holding their credentials, so
+    /// the Store applied again opens the same data; `Delete` removes them with the Store.
+    #[serde(default)]
+    pub data_retention: DataRetention,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DataRetention {
+    #[default]
+    Retain,
+    Delete,
+}
+
+impl DataRetention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataRetention::Retain => "Retain",
+            DataRetention::Delete => "Delete",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

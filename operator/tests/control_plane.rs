@@ -551,8 +551,37 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         );
     }
 
+    // The generated Secret deleted by mistake: made again with new credentials, and PostgreSQL
+    // restarts so its init container sets them on the data (the script is tested for real in
+    // the_postgres_credentials_script_reopens_data_made_under_another_password).
+    let secret = kube.json(&["get", "secret", "shop-secrets", "-n", ns]);
+    let credentials = |set: &Value| {
+        set["spec"]["template"]["metadata"]["annotations"]["letsgo.dev/credentials-hash"].clone()
+    };
+    let postgres = kube.json(&["get", "statefulset", "shop-postgres", "-n", ns]);
+    let init = at(&postgres, "spec/template/spec/initContainers/0/name");
+    assert_eq!(init, "credentials", "{postgres}");
+    kube.run(&["delete", "secret", "shop-secrets", "-n", ns]);
+    wait_for(
+        "PostgreSQL to restart with the new credentials",
+        WAIT,
+        || {
+            kube.get("statefulset", "shop-postgres", ns)
+                .filter(|set| credentials(set) != credentials(&postgres))
+        },
+        || operator.log(),
+    );
+    let remade = kube.json(&["get", "secret", "shop-secrets", "-n", ns]);
+    assert_ne!(
+        remade["data"], secret["data"],
+        "the same credentials were made again?"
+    );
+    wait_ready(&kube, ns, &operator);
+
     // Deleted, the Store takes its children with it (the garbage collector follows the owner
-    // references); the middleware's volumes stay, as the README says.
+    // references); the data stays, as the README says: the volumes and the Secret holding their
+    // credentials. Applied again, the Store finds both.
+    let secret = kube.json(&["get", "secret", "shop-secrets", "-n", ns]);
     kube.run(&[
         "delete",
         "store",
@@ -568,7 +597,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         || {
             let left = kube.run(&[
                 "get",
-                "deployments,statefulsets,services,configmaps,secrets",
+                "deployments,statefulsets,services,configmaps",
                 "-n",
                 ns,
                 "-l",
@@ -587,6 +616,17 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
             "{set}'s volume went: {claims}"
         );
     }
+    let kept = kube.json(&["get", "secret", "shop-secrets", "-n", ns]);
+    assert_eq!(kept["data"], secret["data"], "the credentials changed");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    wait_ready(&kube, ns, &operator);
+    let reopened = kube.json(&["get", "secret", "shop-secrets", "-n", ns]);
+    assert_eq!(
+        reopened["data"], secret["data"],
+        "the re-applied Store made new credentials"
+    );
+    let claims = kube.json(&["get", "pvc", "data-shop-postgres-0", "-n", ns]);
+    assert_eq!(at(&claims, "status/phase"), "Bound", "{claims}");
     operator.assert_never_forbidden();
 }
 
@@ -870,6 +910,138 @@ fn holder(kube: &Kube, rbac: &ChartRbac, ns: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The managed PostgreSQL's init container, run for real (Debian's PostgreSQL binaries, as the
+/// `postgres` user): data made under one password opens with the Secret's new one, and an empty
+/// data directory is left alone. This is what keeps a shop whose generated Secret was deleted
+/// and made again from being locked out of its retained volume.
+#[test]
+fn the_postgres_credentials_script_reopens_data_made_under_another_password() {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|versions| versions.filter_map(Result::ok).map(|v| v.path().join("bin")).max())
+        .filter(|bin| bin.join("initdb").exists())
+        .expect("PostgreSQL's server binaries (/usr/lib/postgresql/*/bin): `make test` installs them (scripts/middleware.sh), or apt-get install postgresql");
+    let dir = std::env::temp_dir().join(unique_name("letsgo-pg-credentials"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveDir(dir.clone());
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let as_postgres = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", "env", &format!("PATH={path}")]);
+        for (key, value) in env {
+            command.arg(format!("{key}={value}"));
+        }
+        command.args(args);
+        support::run_with_stdin(&mut command, None).expect("runuser runs")
+    };
+    assert!(
+        Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let data = dir.join("pgdata");
+    let data = data.to_str().unwrap();
+    let script = letsgo_operator::manifests::POSTGRES_CREDENTIALS_SCRIPT;
+    let env = |password: &'static str| {
+        [
+            ("PGDATA", data),
+            ("POSTGRES_USER", "letsgo"),
+            ("POSTGRES_PASSWORD", password),
+        ]
+    };
+
+    // A first start: no data yet, nothing to do.
+    let first = as_postgres(&["sh", "-c", script], &env("unused"));
+    assert!(first.status.success(), "{first:?}");
+    assert!(!std::path::Path::new(data).exists());
+
+    // Data made under the first password, then the script with another (a quote in it too).
+    let pwfile = dir.join("pw");
+    std::fs::write(&pwfile, "first-password\n").unwrap();
+    assert!(
+        Command::new("chown")
+            .args(["postgres:postgres", pwfile.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let init = as_postgres(
+        &[
+            "initdb",
+            "-D",
+            data,
+            "-U",
+            "letsgo",
+            "--auth=scram-sha-256",
+            &format!("--pwfile={}", pwfile.display()),
+        ],
+        &[],
+    );
+    assert!(init.status.success(), "{init:?}");
+    let reset = as_postgres(&["sh", "-c", script], &env("new'password"));
+    assert!(reset.status.success(), "{reset:?}");
+
+    let port = free_port();
+    let started = as_postgres(
+        &[
+            "pg_ctl",
+            "-D",
+            data,
+            "-w",
+            "-l",
+            &format!("{data}.log"),
+            "-o",
+            &format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                dir.display()
+            ),
+            "start",
+        ],
+        &[],
+    );
+    assert!(started.status.success(), "{started:?}");
+    let stop = || as_postgres(&["pg_ctl", "-D", data, "-m", "fast", "stop"], &[]);
+    let login = |password: &str| {
+        Command::new(bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "letsgo",
+                "-d",
+                "postgres",
+                "-tAc",
+                "select 1",
+            ])
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let new = login("new'password");
+    let old = login("first-password");
+    stop();
+    assert!(
+        new.status.success(),
+        "the Secret's password does not open the data: {new:?}"
+    );
+    assert!(
+        !old.status.success(),
+        "the old password still opens the data"
+    );
+}
+
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 // ------------------------------------------------------------------ helpers

@@ -21,7 +21,7 @@ use super::services::{DefaultResources, container_port, resources, restricted_po
 use super::settings::{
     POSTGRES_PASSWORD_KEY, POSTGRES_USER, env_from_secret, env_value, secret_name,
 };
-use super::{Child, StoreRef, selector_labels};
+use super::{CREDENTIALS_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{DiscoveryMode, ManagedMiddleware, MiddlewareSource};
 
 /// The databases of the services that own one; created at PostgreSQL's first start.
@@ -139,10 +139,30 @@ fn managed_spec(store: &StoreRef<'_>, kind: MiddlewareKind) -> ManagedMiddleware
 }
 
 /// The governing headless Service and the StatefulSet of one managed middleware.
-pub(super) fn objects(store: &StoreRef<'_>, kind: MiddlewareKind) -> Vec<Child> {
+/// Run before PostgreSQL at every start (an init container on the same volume). Data made under
+/// another password (the generated Secret deleted by mistake and made again, a Store re-applied
+/// without its Secret) then opens with the Secret's password: the role's password is set to it in
+/// single-user mode. An empty data directory is left to the image's own initialisation.
+pub const POSTGRES_CREDENTIALS_SCRIPT: &str = r#"set -eu
+if [ -s "$PGDATA/PG_VERSION" ]; then
+  password=$(printf '%s' "$POSTGRES_PASSWORD" | sed "s/'/''/g")
+  out=$(printf 'ALTER ROLE "%s" WITH PASSWORD '"'"'%s'"'"';\n' "$POSTGRES_USER" "$password" \
+    | postgres --single -D "$PGDATA" postgres 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
+  case "$out" in *ERROR*|*FATAL*) printf '%s\n' "$out" >&2; exit 1 ;; esac
+  echo "the password of role $POSTGRES_USER is the Secret's"
+fi
+"#;
+
+/// `credentials_hash` goes on the pod template, so new credentials restart the middleware (and
+/// PostgreSQL's init container sets them on its data).
+pub(super) fn objects(
+    store: &StoreRef<'_>,
+    kind: MiddlewareKind,
+    credentials_hash: &str,
+) -> Vec<Child> {
     vec![
         Child::Service(service(store, kind)),
-        Child::StatefulSet(stateful_set(store, kind)),
+        Child::StatefulSet(stateful_set(store, kind, credentials_hash)),
     ]
 }
 
@@ -174,7 +194,7 @@ fn service(store: &StoreRef<'_>, kind: MiddlewareKind) -> Service {
     }
 }
 
-fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind) -> StatefulSet {
+fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &str) -> StatefulSet {
     let name = kind.as_str();
     let spec = managed_spec(store, kind);
     let mut container = Container {
@@ -205,6 +225,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind) -> StatefulSet {
         ..Container::default()
     };
     let mut volumes = Vec::new();
+    let mut init_containers = Vec::new();
     match kind {
         MiddlewareKind::Postgres => {
             container.env = Some(vec![
@@ -218,6 +239,16 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind) -> StatefulSet {
                 // A subdirectory: the volume's root may hold lost+found.
                 env_value("PGDATA", "/var/lib/postgresql/data/pgdata"),
             ]);
+            init_containers.push(Container {
+                name: "credentials".into(),
+                command: Some(strings(&["sh", "-c", POSTGRES_CREDENTIALS_SCRIPT])),
+                // Init containers take no ports and no probes.
+                ports: None,
+                readiness_probe: None,
+                liveness_probe: None,
+                startup_probe: None,
+                ..container.clone()
+            });
             let ready = exec_probe(&["pg_isready", "-U", POSTGRES_USER, "-h", "127.0.0.1"]);
             container.readiness_probe = Some(ready.clone());
             container.liveness_probe = Some(Probe {
@@ -360,10 +391,15 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(super::labels(&store.name, name)),
+                    annotations: Some(BTreeMap::from([(
+                        CREDENTIALS_HASH_ANNOTATION.to_owned(),
+                        credentials_hash.to_owned(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     security_context: Some(restricted_pod(kind.uid())),
@@ -372,10 +408,11 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind) -> StatefulSet {
                 }),
             },
             volume_claim_templates: Some(vec![claim]),
-            // The shop's data outlives its Store: deleting a Store by mistake loses no orders.
+            // By default the shop's data outlives its Store: deleting a Store by mistake loses
+            // no orders (spec.dataRetention).
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
+                    when_deleted: Some(store.store.spec.data_retention.as_str().into()),
                     when_scaled: Some("Retain".into()),
                 },
             ),

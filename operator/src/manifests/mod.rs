@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use crate::store::{DiscoveryMode, Store};
 use crate::{Error, Result};
 
-pub use middleware::MiddlewareKind;
+pub use middleware::{MiddlewareKind, POSTGRES_CREDENTIALS_SCRIPT};
 pub use services::ServiceKind;
 pub use settings::{SECRET_KEYS, secret_data_is_complete};
 
@@ -31,6 +31,8 @@ pub const FIELD_MANAGER: &str = "letsgo-operator";
 pub const STORE_LABEL: &str = "letsgo.dev/store";
 /// Pod-template annotation holding a hash of the shop's settings, so a change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "letsgo.dev/config-hash";
+/// Middleware pod-template annotation holding a hash of the generated credentials.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "letsgo.dev/credentials-hash";
 
 /// The Store as its builders need it: name, namespace and the owner reference, checked once.
 #[derive(Clone, Debug)]
@@ -159,6 +161,13 @@ impl Child {
     }
 }
 
+/// Whether the Store's Pods read the Secret `name`: the generated one, or an external
+/// middleware's. The operator watches Secrets' metadata and reconciles the Stores they concern.
+pub fn reads_secret(store: &Store, name: &str) -> bool {
+    let generated = format!("{}-secrets", store.name_any());
+    name == generated || external::external_secrets(&store.spec).contains_key(name)
+}
+
 /// Everything a Store should have, in the order it is applied.
 #[derive(Clone, Debug)]
 pub struct DesiredState {
@@ -191,19 +200,20 @@ pub fn desired_state(
     external_digest: &str,
 ) -> DesiredState {
     let config = settings::config_map(store);
-    let mut config_hash = settings::hash_of(&config);
+    let secret = settings::secret(store, existing_secret);
+    // Services read both at start: a change in either (a rotated or re-made credential too)
+    // rolls them.
+    let credentials_hash = settings::hash_of_secret(&secret);
+    let mut config_hash = format!("{}-{credentials_hash}", settings::hash_of(&config));
     if !external_digest.is_empty() {
         config_hash = format!("{config_hash}-{external_digest}");
     }
-    let mut settings = vec![
-        Child::ConfigMap(config),
-        Child::Secret(settings::secret(store, existing_secret)),
-    ];
+    let mut settings = vec![Child::ConfigMap(config), Child::Secret(secret)];
 
     let managed_middleware = middleware::managed(store);
     let mut middleware = Vec::new();
     for kind in &managed_middleware {
-        middleware.extend(middleware::objects(store, *kind));
+        middleware.extend(middleware::objects(store, *kind, &credentials_hash));
     }
     if managed_middleware.contains(&MiddlewareKind::Postgres) {
         settings.push(Child::ConfigMap(middleware::postgres_init(store)));

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::StoreRef;
 use super::services::ServiceKind;
-use crate::store::{DiscoveryMode, MiddlewareSource};
+use crate::store::{DataRetention, DiscoveryMode, MiddlewareSource};
 
 /// Keys of the generated Secret `<store>-secrets`.
 pub const SECRET_KEYS: [&str; 3] = [JWT_SECRET_KEY, WEBHOOK_SECRET_KEY, POSTGRES_PASSWORD_KEY];
@@ -24,6 +24,7 @@ pub(super) fn config_map_name(store: &StoreRef<'_>) -> String {
 }
 
 pub(super) fn secret_name(store: &StoreRef<'_>) -> String {
+    // reads_secret (manifests/mod.rs) knows this name too.
     store.child_name("secrets")
 }
 
@@ -122,8 +123,14 @@ pub(super) fn secret(store: &StoreRef<'_>, existing: Option<&Secret>) -> Secret 
             ((*key).to_owned(), value)
         })
         .collect();
+    let mut metadata = store.meta(secret_name(store), "config");
+    if store.store.spec.data_retention == DataRetention::Retain {
+        // The credentials live as long as the data they open: not owned, so the garbage
+        // collector leaves the Secret with the retained volumes when the Store goes.
+        metadata.owner_references = None;
+    }
     Secret {
-        metadata: store.meta(secret_name(store), "config"),
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()
@@ -154,6 +161,19 @@ pub(super) fn hash_of(config: &ConfigMap) -> String {
         hasher.update(key.as_bytes());
         hasher.update([0]);
         hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// A short hash of the generated Secret's values, put on pod templates so new credentials
+/// restart what reads them.
+pub(super) fn hash_of_secret(secret: &Secret) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in secret.data.iter().flatten() {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(&value.0);
         hasher.update([0]);
     }
     hex::encode(&hasher.finalize()[..8])

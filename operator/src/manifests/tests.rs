@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::*;
 use crate::fixtures::{UID, store};
 use crate::store::{
-    GatewayServiceType, IngressSpec, Middleware, MiddlewareSource, ServiceSizing, StoreSpec,
+    DataRetention, GatewayServiceType, IngressSpec, Middleware, MiddlewareSource, ServiceSizing,
+    StoreSpec,
 };
 
 fn build(spec: StoreSpec) -> DesiredState {
@@ -90,7 +91,10 @@ fn a_default_store_gets_every_service_and_managed_postgres_redis_and_kafka() {
 
 #[test]
 fn every_object_is_owned_by_the_store_and_labelled_with_it() {
-    let state = build(StoreSpec::default());
+    let state = build(StoreSpec {
+        data_retention: DataRetention::Delete,
+        ..StoreSpec::default()
+    });
     for child in state.all() {
         let meta = match child {
             Child::ConfigMap(o) => &o.metadata,
@@ -416,8 +420,11 @@ fn postgres_creates_the_service_databases_at_first_start() {
 
 #[test]
 fn a_settings_change_rolls_the_services() {
+    let secret = secret_of(&build(StoreSpec::default()));
     let hash = |spec: StoreSpec| {
-        let state = build(spec);
+        let store = store(spec);
+        let target = StoreRef::new(&store).unwrap();
+        let state = desired_state(&target, Some(&secret), "");
         deployment(&state, "shop-user")
             .spec
             .as_ref()
@@ -435,6 +442,25 @@ fn a_settings_change_rolls_the_services() {
     changed.shop.admin_usernames = vec!["admin".into()];
     assert_eq!(hash(StoreSpec::default()), hash(StoreSpec::default()));
     assert_ne!(hash(StoreSpec::default()), hash(changed));
+    // New credentials (the Secret made again) roll the services too.
+    let remade = desired_state(
+        &StoreRef::new(&store(StoreSpec::default())).unwrap(),
+        None,
+        "",
+    );
+    let remade_hash = deployment(&remade, "shop-user")
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone();
+    assert_ne!(hash(StoreSpec::default()), remade_hash);
 }
 
 #[test]
@@ -449,4 +475,41 @@ fn the_examples_are_valid_stores() {
             serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(store.spec.problems().is_empty(), "{file}");
     }
+}
+
+#[test]
+fn retained_data_keeps_its_credentials_and_deleted_data_goes_with_the_store() {
+    let retained = build(StoreSpec::default());
+    let secret = retained
+        .all()
+        .find_map(|c| match c {
+            Child::Secret(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        secret.metadata.owner_references.is_none(),
+        "a retained shop's Secret must outlive the Store: {:?}",
+        secret.metadata.owner_references
+    );
+    let policy = |state: &DesiredState| {
+        state
+            .all()
+            .filter_map(|c| match c {
+                Child::StatefulSet(s) => s
+                    .spec
+                    .as_ref()?
+                    .persistent_volume_claim_retention_policy
+                    .clone(),
+                _ => None,
+            })
+            .map(|p| p.when_deleted.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(policy(&retained), ["Retain", "Retain", "Retain"]);
+    let deleted = build(StoreSpec {
+        data_retention: DataRetention::Delete,
+        ..StoreSpec::default()
+    });
+    assert_eq!(policy(&deleted), ["Delete", "Delete", "Delete"]);
 }
