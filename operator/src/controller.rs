@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -142,7 +143,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         .owns(scope.api::<ConfigMap>(&client), children.clone())
         .owns(scope.api::<Secret>(&client), children.clone())
         .owns(scope.api::<PodDisruptionBudget>(&client), children.clone())
-        .owns(scope.api::<Ingress>(&client), children)
+        .owns(scope.api::<Ingress>(&client), children.clone())
+        .owns(scope.api::<HorizontalPodAutoscaler>(&client), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures_util::future::ready(()))
@@ -334,6 +336,9 @@ async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child>
             Child::PodDisruptionBudget(apply_one(client, namespace, o).await?)
         }
         Child::Ingress(o) => Child::Ingress(apply_one(client, namespace, o).await?),
+        Child::HorizontalPodAutoscaler(o) => {
+            Child::HorizontalPodAutoscaler(apply_one(client, namespace, o).await?)
+        }
     })
 }
 
@@ -363,6 +368,7 @@ async fn prune(client: &Client, store: &StoreRef<'_>, desired: &[&Child]) -> Res
     prune_kind::<Ingress>(client, namespace, &selector, uid, &wanted).await?;
     prune_kind::<StatefulSet>(client, namespace, &selector, uid, &wanted).await?;
     prune_kind::<Service>(client, namespace, &selector, uid, &wanted).await?;
+    prune_kind::<HorizontalPodAutoscaler>(client, namespace, &selector, uid, &wanted).await?;
     Ok(())
 }
 

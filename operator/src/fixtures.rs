@@ -212,5 +212,10 @@ pub fn prune_lists() -> Vec<Step> {
             format!("/api/v1/namespaces/{NAMESPACE}/services"),
             Answer::EmptyList,
         ),
+        Step::new(
+            Method::GET,
+            format!("/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers"),
+            Answer::EmptyList,
+        ),
     ]
 }

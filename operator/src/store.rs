@@ -179,6 +179,10 @@ pub struct ServiceSizing {
     /// Requests and limits of the service's container; the operator's defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// A HorizontalPodAutoscaler for this service. `replicas` is then the autoscaler's: the
+    /// operator stops setting it, so its choice stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
 }
 
 impl Default for ServiceSizing {
@@ -186,8 +190,38 @@ impl Default for ServiceSizing {
         ServiceSizing {
             replicas: default_replicas(),
             resources: None,
+            autoscaling: None,
         }
     }
+}
+
+impl ServiceSizing {
+    /// The most Pods this service runs: what its connection budget is made for.
+    pub fn max_replicas(&self) -> i32 {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.replicas, |a| a.max_replicas)
+    }
+}
+
+/// Scales a service on CPU between `minReplicas` and `maxReplicas`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the container's CPU request, the autoscaler aims at.
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
 }
 
 fn default_replicas() -> i32 {
@@ -236,7 +270,24 @@ pub struct Middleware {
     /// `host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<MiddlewareSource>,
+    /// PostgreSQL's `max_connections`: the managed server is started with it; for an external
+    /// server, give its limit (or the share of it this shop may use). Each service's pool
+    /// (`DB_MAX_CONNECTIONS`) is sized so that every Pod the Store may run fits in it.
+    #[serde(default = "default_postgres_max_connections")]
+    #[schemars(range(min = 10, max = 100000))]
+    pub postgres_max_connections: i32,
 }
+
+fn default_postgres_max_connections() -> i32 {
+    100
+}
+
+/// Connections PostgreSQL keeps for a person (superuser reserved slots, a psql session).
+const RESERVED_CONNECTIONS: i32 = 5;
+/// The most one Pod's pool takes, the services' own default.
+const MAX_POOL: i32 = 16;
+/// Fewer than this per Pod and a Pod's outbox relay starves its handlers.
+const MIN_POOL: i32 = 2;
 
 impl Default for Middleware {
     fn default() -> Self {
@@ -245,6 +296,7 @@ impl Default for Middleware {
             redis: MiddlewareSource::managed(),
             kafka: MiddlewareSource::managed(),
             etcd: None,
+            postgres_max_connections: default_postgres_max_connections(),
         }
     }
 }
@@ -394,6 +446,27 @@ pub struct ShopSettings {
 }
 
 impl StoreSpec {
+    /// Pods of the services with a database, at most (autoscaled ones at their maximum).
+    pub fn database_pods(&self) -> i32 {
+        let services = &self.services;
+        [
+            &services.user,
+            &services.product,
+            &services.order,
+            &services.payment,
+        ]
+        .iter()
+        .map(|s| s.max_replicas())
+        .sum()
+    }
+
+    /// Each database Pod's pool (`DB_MAX_CONNECTIONS`): an even share of PostgreSQL's
+    /// connections, less a few kept for a person, at most the services' default of 16.
+    pub fn database_pool(&self) -> i32 {
+        let available = self.middleware.postgres_max_connections - RESERVED_CONNECTIONS;
+        (available / self.database_pods().max(1)).min(MAX_POOL)
+    }
+
     /// The cross-field rules of the CRD's CEL validations, for Stores that skipped them.
     /// Empty when the spec can be reconciled.
     pub fn problems(&self) -> Vec<String> {
@@ -413,6 +486,16 @@ impl StoreSpec {
                     "middleware.{name}: set exactly one of managed and external"
                 ));
             }
+        }
+        if self.database_pool() < MIN_POOL {
+            problems.push(format!(
+                "up to {} Pods use the database and each needs {MIN_POOL} connections, but \
+                 middleware.postgresMaxConnections is {} ({RESERVED_CONNECTIONS} kept for a \
+                 person): raise it, or lower the replicas (maxReplicas) of user, product, order \
+                 and payment",
+                self.database_pods(),
+                middleware.postgres_max_connections
+            ));
         }
         if self.discovery == DiscoveryMode::Etcd && middleware.etcd.is_none() {
             problems.push(

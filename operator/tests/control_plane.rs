@@ -812,6 +812,96 @@ fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
 }
 
 #[test]
+fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "autoscale");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    create_external_secrets(&kube, ns, "password=secret");
+    let example = repo().join("examples/store-external.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    kube.run(&[
+        "patch",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"services":{"cart":{"autoscaling":{"minReplicas":1,"maxReplicas":4}}}}}"#,
+    ]);
+    wait_ready(&kube, ns, &operator);
+    let hpa = kube.json(&["get", "horizontalpodautoscaler", "shop-cart", "-n", ns]);
+    assert_eq!(at(&hpa, "spec/maxReplicas"), 4, "{hpa}");
+    assert_eq!(at(&hpa, "spec/scaleTargetRef/name"), "shop-cart", "{hpa}");
+
+    // Scaled through /scale by another field manager (as the autoscaler does), and the order
+    // service, which is not autoscaled, too.
+    kube.run(&["scale", "deployment", "shop-cart", "-n", ns, "--replicas=3"]);
+    kube.run(&[
+        "scale",
+        "deployment",
+        "shop-order",
+        "-n",
+        ns,
+        "--replicas=3",
+    ]);
+    let reconciles = operator.metric("letsgo_operator_reconcile_duration_seconds_count");
+    kube.run(&["annotate", "store", "shop", "-n", ns, "letsgo.dev/poked=1"]);
+    wait_for(
+        "a reconcile after the scaling",
+        WAIT,
+        || {
+            let done = operator.try_metric("letsgo_operator_reconcile_duration_seconds_count");
+            (done > Some(reconciles)).then_some(())
+        },
+        || operator.log(),
+    );
+    // The operator set the order service back to its spec; the autoscaler's choice stands.
+    wait_for(
+        "the order service back at one replica",
+        WAIT,
+        || {
+            kube.get("deployment", "shop-order", ns)
+                .filter(|d| at(d, "spec/replicas") == 1)
+        },
+        || operator.log(),
+    );
+    let cart = kube.json(&["get", "deployment", "shop-cart", "-n", ns]);
+    assert_eq!(
+        at(&cart, "spec/replicas"),
+        3,
+        "the operator took the autoscaler's replicas back"
+    );
+
+    // Autoscaling off: the operator owns the count again, and the autoscaler goes.
+    kube.run(&[
+        "patch",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/services/cart/autoscaling"}]"#,
+    ]);
+    wait_for(
+        "the autoscaler removed and the cart back at one replica",
+        WAIT,
+        || {
+            let gone = kube
+                .get("horizontalpodautoscaler", "shop-cart", ns)
+                .is_none();
+            kube.get("deployment", "shop-cart", ns)
+                .filter(|d| gone && at(d, "spec/replicas") == 1)
+        },
+        || operator.log(),
+    );
+    operator.assert_never_forbidden();
+}
+
+#[test]
 fn of_two_operators_one_leads_and_the_other_takes_over_when_it_stops_or_dies() {
     let kube = Kube::local();
     let namespace = Namespace::create(&kube, "leader");

@@ -321,6 +321,7 @@ async fn with_external_middleware_every_service_is_applied_on_the_first_reconcil
             redis: MiddlewareSource::external("shop-redis"),
             kafka: MiddlewareSource::external("shop-kafka"),
             etcd: None,
+            ..Middleware::default()
         },
         ..StoreSpec::default()
     };

@@ -239,6 +239,15 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
                 // A subdirectory: the volume's root may hold lost+found.
                 env_value("PGDATA", "/var/lib/postgresql/data/pgdata"),
             ]);
+            // Started with the limit the services' pools are sized for.
+            container.args = Some(vec![
+                "postgres".into(),
+                "-c".into(),
+                format!(
+                    "max_connections={}",
+                    store.store.spec.middleware.postgres_max_connections
+                ),
+            ]);
             init_containers.push(Container {
                 name: "credentials".into(),
                 command: Some(strings(&["sh", "-c", POSTGRES_CREDENTIALS_SCRIPT])),

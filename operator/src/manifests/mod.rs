@@ -12,6 +12,7 @@ mod settings;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -115,6 +116,7 @@ pub enum Child {
     Deployment(Deployment),
     PodDisruptionBudget(PodDisruptionBudget),
     Ingress(Ingress),
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
 }
 
 impl Child {
@@ -127,6 +129,7 @@ impl Child {
             Child::Deployment(_) => "Deployment",
             Child::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Child::Ingress(_) => "Ingress",
+            Child::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
         }
     }
 
@@ -140,6 +143,7 @@ impl Child {
             Child::Deployment(o) => &o.metadata,
             Child::PodDisruptionBudget(o) => &o.metadata,
             Child::Ingress(o) => &o.metadata,
+            Child::HorizontalPodAutoscaler(o) => &o.metadata,
         };
         metadata
             .labels
@@ -157,6 +161,7 @@ impl Child {
             Child::Deployment(o) => o.name_any(),
             Child::PodDisruptionBudget(o) => o.name_any(),
             Child::Ingress(o) => o.name_any(),
+            Child::HorizontalPodAutoscaler(o) => o.name_any(),
         }
     }
 }

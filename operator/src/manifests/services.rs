@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
@@ -27,7 +31,7 @@ use super::settings::{
     secret_name,
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
-use crate::store::{DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
+use crate::store::{Autoscaling, DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
 
 /// The six deployables, in the order they are applied (callees before callers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,8 +147,15 @@ pub(super) fn objects(store: &StoreRef<'_>, kind: ServiceKind, config_hash: &str
         &spec,
         config_hash,
     )));
-    if spec.replicas > 1 {
+    if spec.max_replicas() > 1 {
         objects.push(Child::PodDisruptionBudget(disruption_budget(store, kind)));
+    }
+    if let Some(autoscaling) = &spec.autoscaling {
+        objects.push(Child::HorizontalPodAutoscaler(autoscaler(
+            store,
+            kind,
+            autoscaling,
+        )));
     }
     if kind == ServiceKind::Gateway
         && let Some(ingress) = gateway_ingress(store)
@@ -209,7 +220,8 @@ fn deployment(
     Deployment {
         metadata: store.meta(store.child_name(name), name),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            // Autoscaled, the field is left out of the apply: the autoscaler owns it.
+            replicas: spec.autoscaling.is_none().then_some(spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&store.name, name)),
                 ..LabelSelector::default()
@@ -273,6 +285,11 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
         ));
     }
     if kind.uses_database() {
+        env.push(EnvVar {
+            name: "DB_MAX_CONNECTIONS".into(),
+            value: Some(spec.database_pool().to_string()),
+            ..EnvVar::default()
+        });
         match external_secret(&spec.middleware.postgres) {
             None => env.push(env_from_secret(
                 "DB_PASSWORD",
@@ -401,6 +418,41 @@ fn gateway_ingress(store: &StoreRef<'_>) -> Option<Ingress> {
 }
 
 /// Voluntary disruptions (node drains) take one pod at a time.
+/// Scales the service's Deployment on CPU use, relative to its CPU request.
+fn autoscaler(
+    store: &StoreRef<'_>,
+    kind: ServiceKind,
+    autoscaling: &Autoscaling,
+) -> HorizontalPodAutoscaler {
+    let name = kind.as_str();
+    HorizontalPodAutoscaler {
+        metadata: store.meta(store.child_name(name), name),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: store.child_name(name),
+            },
+            min_replicas: Some(autoscaling.min_replicas),
+            max_replicas: autoscaling.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(autoscaling.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    }
+}
+
 fn disruption_budget(store: &StoreRef<'_>, kind: ServiceKind) -> PodDisruptionBudget {
     let name = kind.as_str();
     PodDisruptionBudget {

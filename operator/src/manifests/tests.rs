@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::*;
 use crate::fixtures::{UID, store};
 use crate::store::{
-    DataRetention, GatewayServiceType, IngressSpec, Middleware, MiddlewareSource, ServiceSizing,
-    StoreSpec,
+    Autoscaling, DataRetention, GatewayServiceType, IngressSpec, Middleware, MiddlewareSource,
+    ServiceSizing, StoreSpec,
 };
 
 fn build(spec: StoreSpec) -> DesiredState {
@@ -104,6 +104,7 @@ fn every_object_is_owned_by_the_store_and_labelled_with_it() {
             Child::Deployment(o) => &o.metadata,
             Child::PodDisruptionBudget(o) => &o.metadata,
             Child::Ingress(o) => &o.metadata,
+            Child::HorizontalPodAutoscaler(o) => &o.metadata,
         };
         let owner = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.uid, UID, "{}", child.name());
@@ -263,7 +264,7 @@ fn more_than_one_replica_gets_a_disruption_budget() {
     let mut spec = StoreSpec::default();
     spec.services.product = ServiceSizing {
         replicas: 3,
-        resources: None,
+        ..ServiceSizing::default()
     };
     let state = build(spec);
     assert_eq!(names(&state, "PodDisruptionBudget"), ["shop-product"]);
@@ -320,6 +321,7 @@ fn external_middleware_is_read_from_the_named_secrets_and_not_run() {
             redis: MiddlewareSource::external("cache"),
             kafka: MiddlewareSource::external("events"),
             etcd: None,
+            ..Middleware::default()
         },
         ..StoreSpec::default()
     };
@@ -512,4 +514,125 @@ fn retained_data_keeps_its_credentials_and_deleted_data_goes_with_the_store() {
         ..StoreSpec::default()
     });
     assert_eq!(policy(&deleted), ["Delete", "Delete", "Delete"]);
+}
+
+#[test]
+fn an_autoscaled_service_gets_an_autoscaler_and_leaves_replicas_to_it() {
+    let mut spec = StoreSpec::default();
+    spec.services.cart.autoscaling = Some(Autoscaling {
+        min_replicas: 2,
+        max_replicas: 6,
+        target_cpu_utilization_percentage: 60,
+    });
+    let state = build(spec);
+    let cart = deployment(&state, "shop-cart");
+    assert_eq!(
+        cart.spec.as_ref().unwrap().replicas,
+        None,
+        "the autoscaler owns replicas"
+    );
+    assert_eq!(
+        deployment(&state, "shop-order")
+            .spec
+            .as_ref()
+            .unwrap()
+            .replicas,
+        Some(1)
+    );
+    let autoscaler = state
+        .all()
+        .find_map(|c| match c {
+            Child::HorizontalPodAutoscaler(h) => Some(h),
+            _ => None,
+        })
+        .expect("an autoscaler");
+    let hpa = autoscaler.spec.as_ref().unwrap();
+    assert_eq!(hpa.scale_target_ref.name, "shop-cart");
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 6));
+    let target = &hpa.metrics.as_ref().unwrap()[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .target;
+    assert_eq!(target.average_utilization, Some(60));
+    assert!(
+        state.all().any(|c| matches!(c, Child::PodDisruptionBudget(p) if p.metadata.name.as_deref() == Some("shop-cart"))),
+        "an autoscaled service that may run several Pods keeps one through a drain"
+    );
+}
+
+#[test]
+fn database_pools_are_sized_so_every_pod_fits_in_postgres() {
+    let env_of = |state: &DesiredState, name: &str, key: &str| {
+        deployment(state, name)
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == key)
+            .and_then(|e| e.value.clone())
+    };
+    // Four database services, one Pod each, 100 connections less 5: capped at 16.
+    let state = build(StoreSpec::default());
+    assert_eq!(
+        env_of(&state, "shop-order", "DB_MAX_CONNECTIONS").as_deref(),
+        Some("16")
+    );
+    assert_eq!(
+        env_of(&state, "shop-cart", "DB_MAX_CONNECTIONS"),
+        None,
+        "the cart has no database"
+    );
+    let postgres = state
+        .all()
+        .find_map(|c| match c {
+            Child::StatefulSet(s) if s.metadata.name.as_deref() == Some("shop-postgres") => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    let args = postgres
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args, ["postgres", "-c", "max_connections=100"]);
+
+    // Up to 3 + 10 + 1 + 1 = 15 Pods share 95 connections: 6 each.
+    let mut spec = StoreSpec::default();
+    spec.services.user.replicas = 3;
+    spec.services.product.autoscaling = Some(Autoscaling {
+        min_replicas: 1,
+        max_replicas: 10,
+        target_cpu_utilization_percentage: 70,
+    });
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    assert_eq!(
+        env_of(&build(spec.clone()), "shop-user", "DB_MAX_CONNECTIONS").as_deref(),
+        Some("6")
+    );
+
+    // 60 Pods cannot have 2 each out of 95: the spec is refused, saying what to change.
+    spec.services.order.replicas = 45;
+    let problems = spec.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("postgresMaxConnections"),
+        "{problems:?}"
+    );
+    spec.middleware.postgres_max_connections = 200;
+    assert!(spec.problems().is_empty());
 }
