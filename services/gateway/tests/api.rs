@@ -1628,6 +1628,33 @@ async fn a_callback_with_a_bad_signature_is_401_and_changes_nothing() {
     }
 }
 
+#[tokio::test]
+async fn a_callback_built_to_burn_cpu_is_refused_at_once() {
+    let shop = Shop::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Thousands of empty v1 entries (each once cost a MAC over the whole body, per secret).
+    let burner = format!("t={now}{}", ",v1=".repeat(5000));
+    let small = r#"{"paymentNo":"PAY1","orderId":1,"status":2,"amount":10,"tradeNo":"T1"}"#;
+    let request = shop
+        .http
+        .post(format!("{}/api/v1/payment/callback", shop.base))
+        .header("X-Signature", &burner)
+        .body(small);
+    let (status, answer) = shop.send(request).await;
+    assert_error(status, &answer, StatusCode::UNAUTHORIZED, 2003);
+    // A large body is refused by the gateway, unread past the limit and never forwarded.
+    let request = shop
+        .http
+        .post(format!("{}/api/v1/payment/callback", shop.base))
+        .header("X-Signature", format!("t={now},v1={}", "0".repeat(64)))
+        .body(vec![b' '; 1024 * 1024]);
+    let (status, answer) = shop.send(request).await;
+    assert_error(status, &answer, StatusCode::PAYLOAD_TOO_LARGE, 1001);
+}
+
 // ---------------------------------------------------------------- broker outage
 
 /// A Kafka-protocol broker of this test's own (tansu, in memory), so that pausing it touches no

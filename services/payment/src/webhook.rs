@@ -21,8 +21,15 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest secret accepted: an HMAC key guessable by brute force protects nothing.
 pub const SECRET_MIN_BYTES: usize = 16;
-/// Largest callback body read; a real one is a few hundred bytes.
-pub const BODY_MAX_BYTES: usize = 16 * 1024;
+/// Largest callback body read; a real one is a few hundred bytes. Checked before anything
+/// else, the signature included: the body is what each MAC has to hash.
+pub const BODY_MAX_BYTES: usize = letsgo_platform::proto::CALLBACK_BODY_MAX_BYTES;
+/// Longest `X-Signature` read: a timestamp and [`SIGNATURES_MAX`] signatures fit with room.
+pub const HEADER_MAX_BYTES: usize = 512;
+/// Most `v1` signatures in one header (a provider rotating its secret sends two).
+pub const SIGNATURES_MAX: usize = 4;
+/// A `v1` signature: an HMAC-SHA256, 32 bytes as hex.
+const SIGNATURE_HEX_LEN: usize = 64;
 
 /// The webhook secrets, from `PAYMENT_WEBHOOK_SECRET`: the first signs, every one verifies, so
 /// a secret is rotated by putting the new one first and dropping the old one later.
@@ -81,17 +88,23 @@ impl WebhookSecrets {
         now: i64,
         tolerance: Duration,
     ) -> AppResult<()> {
+        // Bounded work before any hashing: the body's size, then the header's shape.
+        if body.len() > BODY_MAX_BYTES {
+            return Err(AppError::invalid("callback body is too large"));
+        }
         let signature = WebhookSignature::parse(header)?;
         let age = now.abs_diff(signature.timestamp);
         if age > tolerance.as_secs() {
             return Err(refused("signature timestamp is outside the tolerance"));
         }
+        // The body is hashed once per secret; each signature is then compared with that MAC in
+        // constant time (verify_slice on a copy of the finished state hashes nothing more).
         let matches = self.0.iter().any(|secret| {
-            signature.digests.iter().any(|digest| {
-                Self::mac(secret, signature.timestamp, body)
-                    .verify_slice(digest)
-                    .is_ok()
-            })
+            let mac = Self::mac(secret, signature.timestamp, body);
+            signature
+                .digests
+                .iter()
+                .any(|digest| mac.clone().verify_slice(digest).is_ok())
         });
         if !matches {
             return Err(refused("signature does not match"));
@@ -117,6 +130,9 @@ pub struct WebhookSignature {
 
 impl WebhookSignature {
     pub fn parse(header: &str) -> AppResult<WebhookSignature> {
+        if header.len() > HEADER_MAX_BYTES {
+            return Err(refused("header is too long"));
+        }
         let mut timestamp = None;
         let mut digests = Vec::new();
         for part in header.split(',') {
@@ -133,7 +149,15 @@ impl WebhookSignature {
                         return Err(refused("more than one timestamp"));
                     }
                 }
-                "v1" => digests.push(hex::decode(value).map_err(|_| refused("malformed v1"))?),
+                "v1" => {
+                    if value.len() != SIGNATURE_HEX_LEN {
+                        return Err(refused("a v1 signature is 64 hex digits"));
+                    }
+                    if digests.len() == SIGNATURES_MAX {
+                        return Err(refused("too many v1 signatures"));
+                    }
+                    digests.push(hex::decode(value).map_err(|_| refused("malformed v1"))?);
+                }
                 _ => {}
             }
         }
@@ -234,6 +258,46 @@ mod tests {
         for bad in ["", "t=1", "v1=00", "t=x,v1=00", "t=1,v1=zz", "garbage"] {
             assert_eq!(refused(bad, body, NOW), ErrorCode::InvalidToken, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_header_or_body_built_to_burn_cpu_is_refused_before_any_hashing() {
+        let body = br#"{"paymentNo":"P1"}"#;
+        let valid = secrets().sign(NOW, body);
+        let signature = valid.split_once(",v1=").unwrap().1.to_owned();
+        let verify = |header: &str, body: &[u8]| secrets().verify(header, body, NOW, TOLERANCE);
+        // Thousands of entries, empty ones, short ones: refused on their shape.
+        let many = format!("t={NOW}{}", ",v1=".repeat(5000));
+        assert_eq!(
+            verify(&many, body).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            verify(&format!("t={NOW},v1="), body).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+        let five = format!("t={NOW}{}", format!(",v1={}", "0".repeat(64)).repeat(5));
+        assert!(
+            five.len() <= HEADER_MAX_BYTES,
+            "the count, not the length, refuses it"
+        );
+        assert_eq!(
+            verify(&five, body).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+        // A large body is refused whatever the signature says.
+        let large = vec![b' '; BODY_MAX_BYTES + 1];
+        assert_eq!(
+            verify(&valid, &large).unwrap_err().code,
+            ErrorCode::InvalidParams
+        );
+        // Up to four signatures, the right one among them, still verify.
+        let rotated = format!(
+            "t={NOW},v1={},v1={},v1={signature}",
+            "1".repeat(64),
+            "2".repeat(64)
+        );
+        assert!(verify(&rotated, body).is_ok());
     }
 
     #[test]

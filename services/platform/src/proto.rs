@@ -28,3 +28,8 @@ pub mod payment {
 
 /// Every letsgo package's descriptors, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("letsgo_descriptor");
+
+/// Largest payment-provider callback body the shop reads: a real one is a few hundred bytes.
+/// The gateway refuses more with 413 before forwarding; the payment service checks it again
+/// before verifying the signature (each MAC hashes the whole body).
+pub const CALLBACK_BODY_MAX_BYTES: usize = 4 * 1024;

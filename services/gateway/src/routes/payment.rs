@@ -1,9 +1,11 @@
 //! `/api/v1/payment/*`: paying the caller's own orders, and the provider's signed webhook.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use letsgo_platform::errors::{AppError, Envelope};
+use letsgo_platform::proto::CALLBACK_BODY_MAX_BYTES;
 use letsgo_platform::proto::payment::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -175,12 +177,29 @@ pub async fn query(
         (status = 400, description = "1001: a malformed body or an order mismatch; 6003: the amount does not match", body = ErrorEnvelope),
         (status = 401, description = "2003: a missing, wrong or stale signature", body = ErrorEnvelope),
         (status = 404, description = "6000: no such payment", body = ErrorEnvelope),
+        (status = 413, description = "1001: a body larger than 4 KiB", body = ErrorEnvelope),
         (status = 429, description = "1006: too many requests", body = ErrorEnvelope),
         (status = 503, description = "1004: the payment service is unavailable", body = ErrorEnvelope),
     ))]
-pub async fn callback(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+pub async fn callback(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    // Read at most the limit: a larger body is refused before it is buffered or forwarded.
+    let Ok(body) = axum::body::to_bytes(body, CALLBACK_BODY_MAX_BYTES).await else {
+        let mut refused = AppError::invalid(format!(
+            "callback body is larger than {CALLBACK_BODY_MAX_BYTES} bytes"
+        ))
+        .into_response();
+        *refused.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return refused;
+    };
+    match forward_callback(&state, &headers, body).await {
+        Ok(answer) => answer.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn forward_callback(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Bytes,
 ) -> ApiResult<CallbackData> {
     let signature = headers
