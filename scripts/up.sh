@@ -4,7 +4,7 @@
 # middleware this run started (middleware that was already running is left).
 #
 # Settings (environment, defaults in parentheses):
-#   JWT_SECRET         token signing key, >= 16 bytes (random for this run)
+#   JWT_SECRET         token signing key, >= 32 bytes (random for this run)
 #   PAYMENT_WEBHOOK_SECRET  payment callback signing key(s) (random for this run)
 #   ADMIN_USERNAMES    (admin)   LOG_FORMAT (text)   RUST_LOG (info)
 #   DEMO_CATALOGUE     (true)    load demo products into an empty catalogue
@@ -195,8 +195,8 @@ esac
 if [[ -z ${JWT_SECRET:-} ]]; then
 	JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	say "JWT_SECRET is not set: using a random one for this run (sign-ins do not survive a restart)"
-elif (($(printf '%s' "$JWT_SECRET" | wc -c) < 16)); then
-	die "JWT_SECRET must be at least 16 bytes long"
+elif (($(printf '%s' "$JWT_SECRET" | wc -c) < 32)); then
+	die "JWT_SECRET must be at least 32 bytes long (e.g. openssl rand -hex 32)"
 fi
 if [[ -z ${PAYMENT_WEBHOOK_SECRET:-} ]]; then
 	PAYMENT_WEBHOOK_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')

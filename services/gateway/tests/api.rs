@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-const SECRET: &str = "gateway-test-secret-0123";
-const WEBHOOK_SECRET: &str = "gateway-test-webhook-secret";
+const SECRET: &str = "gateway-test-secret-0123456789abcdef";
+const WEBHOOK_SECRET: &str = "gateway-test-webhook-secret-0123456789";
 
 fn server_url() -> String {
     std::env::var("DATABASE_URL_BASE")

@@ -88,7 +88,7 @@ mod tests {
         let config = Config::try_parse_from([
             "letsgo-payment",
             "--payment-webhook-secret",
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
         ])
         .unwrap();
         assert!(config.mock_autocomplete);
@@ -98,7 +98,7 @@ mod tests {
             config.callback_url.as_str(),
             "http://127.0.0.1:8888/api/v1/payment/callback"
         );
-        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        assert!(!format!("{config:?}").contains("0123456789abcdef0123456789abcdef"));
     }
 
     #[test]
@@ -107,7 +107,7 @@ mod tests {
             Config::try_parse_from([
                 "letsgo-payment",
                 "--payment-webhook-secret",
-                "0123456789abcdef",
+                "0123456789abcdef0123456789abcdef",
                 flag,
                 value,
             ])

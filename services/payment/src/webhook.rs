@@ -19,8 +19,9 @@ use letsgo_platform::money;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Shortest secret accepted: an HMAC key guessable by brute force protects nothing.
-pub const SECRET_MIN_BYTES: usize = 16;
+/// Shortest secret accepted: an HMAC key guessable by brute force protects nothing (RFC 7518:
+/// at least the hash's 32 bytes).
+pub const SECRET_MIN_BYTES: usize = letsgo_platform::config::HMAC_KEY_MIN_BYTES;
 /// Largest callback body read; a real one is a few hundred bytes. Checked before anything
 /// else, the signature included: the body is what each MAC has to hash.
 pub const BODY_MAX_BYTES: usize = letsgo_platform::proto::CALLBACK_BODY_MAX_BYTES;
@@ -43,7 +44,7 @@ impl std::fmt::Debug for WebhookSecrets {
 }
 
 impl WebhookSecrets {
-    /// Parses a comma-separated list; each secret must be at least 16 bytes.
+    /// Parses a comma-separated list; each secret must be at least 32 bytes.
     pub fn parse(list: &str) -> Result<WebhookSecrets, String> {
         let secrets: Vec<Vec<u8>> = list
             .split(',')
@@ -223,7 +224,10 @@ mod tests {
     const TOLERANCE: Duration = Duration::from_secs(300);
 
     fn secrets() -> WebhookSecrets {
-        WebhookSecrets::parse("new-secret-0123456789,old-secret-0123456789").unwrap()
+        WebhookSecrets::parse(
+            "new-secret-0123456789abcdef0123456789,old-secret-0123456789abcdef0123456789",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -232,7 +236,7 @@ mod tests {
         let header = secrets().sign(NOW, body);
         assert!(header.starts_with(&format!("t={NOW},v1=")));
         assert!(secrets().verify(&header, body, NOW, TOLERANCE).is_ok());
-        let old_only = WebhookSecrets::parse("old-secret-0123456789").unwrap();
+        let old_only = WebhookSecrets::parse("old-secret-0123456789abcdef0123456789").unwrap();
         let old_header = old_only.sign(NOW, body);
         assert!(secrets().verify(&old_header, body, NOW, TOLERANCE).is_ok());
     }
@@ -304,7 +308,9 @@ mod tests {
     fn short_or_missing_secrets_are_refused() {
         assert!(WebhookSecrets::parse("").is_err());
         assert!(WebhookSecrets::parse("short").is_err());
-        assert!(WebhookSecrets::parse("long-enough-secret-1,short").is_err());
+        assert!(
+            WebhookSecrets::parse("long-enough-secret-0123456789abcdef,sixteen-bytes-ok").is_err()
+        );
         assert!(!format!("{:?}", secrets()).contains("secret-0123"));
     }
 

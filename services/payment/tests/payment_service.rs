@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-const SIGNING_SECRET: &str = "current-webhook-secret-0001";
-const ROTATED_SECRET: &str = "previous-webhook-secret-0002";
+const SIGNING_SECRET: &str = "current-webhook-secret-0001-abcdefgh";
+const ROTATED_SECRET: &str = "previous-webhook-secret-0002-abcdefgh";
 const ALICE: i64 = 11;
 const BOB: i64 = 22;
 

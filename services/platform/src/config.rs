@@ -41,7 +41,7 @@ pub struct TelemetryArgs {
 }
 
 /// PostgreSQL: either a full URL or the original's host settings.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
     /// Full connection URL; when set, the DB_* settings are ignored.
     #[arg(
@@ -140,7 +140,7 @@ impl DatabaseArgs {
 }
 
 /// Redis.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct RedisArgs {
     /// Full URL (`redis://host:port/db`); when set, REDIS_HOST and REDIS_PORT are ignored.
     #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
@@ -200,9 +200,9 @@ pub struct KafkaArgs {
 }
 
 /// Signing and checking of sign-in tokens.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct JwtArgs {
-    /// HMAC key for HS256 tokens; at least 16 bytes.
+    /// HMAC key for HS256 tokens; at least 32 bytes (RFC 7518: a key as long as the hash).
     #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
     pub jwt_secret: String,
     /// Token lifetime in seconds.
@@ -224,11 +224,75 @@ pub struct JwtArgs {
     pub jwt_audience: String,
 }
 
+/// Shortest HMAC-SHA256 key accepted for tokens and webhooks: RFC 7518 asks for a key at least
+/// as long as the hash's output.
+pub const HMAC_KEY_MIN_BYTES: usize = 32;
+
 fn parse_jwt_secret(text: &str) -> Result<String, String> {
-    if text.len() < 16 {
-        return Err("must be at least 16 bytes long".to_owned());
+    if text.len() < HMAC_KEY_MIN_BYTES {
+        return Err(format!(
+            "must be at least {HMAC_KEY_MIN_BYTES} bytes long (e.g. `openssl rand -hex 32`)"
+        ));
     }
     Ok(text.to_owned())
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("db_host", &self.db_host)
+            .field("db_port", &self.db_port)
+            .field("db_user", &self.db_user)
+            .field("db_password", &REDACTED)
+            .field("db_sslmode", &self.db_sslmode)
+            .field("db_sslrootcert", &self.db_sslrootcert)
+            .field("db_name", &self.db_name)
+            .field("db_max_connections", &self.db_max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_host", &self.redis_host)
+            .field("redis_port", &self.redis_port)
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JwtArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtArgs")
+            .field("jwt_secret", &REDACTED)
+            .field("jwt_ttl", &self.jwt_ttl)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .finish()
+    }
+}
+
+/// What a Debug print shows instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// A URL with its password replaced, for Debug prints (`postgres://shop:<redacted>@db/x`).
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:{REDACTED}{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// A gRPC service's listeners.
@@ -280,7 +344,7 @@ mod tests {
             "--db-password",
             "pw",
             "--jwt-secret",
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
         ])
         .unwrap();
         assert_eq!(
@@ -304,7 +368,7 @@ mod tests {
             "--db-sslrootcert",
             "/etc/ssl/db ca.pem",
             "--jwt-secret",
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
         ])
         .unwrap();
         let url = probe.db.url("order");
@@ -326,10 +390,38 @@ mod tests {
             "--db-sslmode",
             "sometimes",
             "--jwt-secret",
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
         ])
         .unwrap_err();
         assert!(error.to_string().contains("DB_SSLMODE"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_prints() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--database-url",
+            "postgres://shop:db-pass-Zq81@db.internal:5432/user",
+            "--db-password",
+            "host-pass-Kx22",
+            "--jwt-secret",
+            "jwt-secret-value-0123456789abcdef-Mw47",
+        ])
+        .unwrap();
+        let printed = format!("{probe:?}");
+        for secret in ["db-pass-Zq81", "host-pass-Kx22", "jwt-secret-value"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(
+            printed.contains("postgres://shop:<redacted>@db.internal:5432/user"),
+            "{printed}"
+        );
+        let redis = super::redact_url("redis://:cache-pass@cache:6379/0");
+        assert_eq!(redis, "redis://:<redacted>@cache:6379/0");
+        assert_eq!(
+            super::redact_url("redis://cache:6379/0"),
+            "redis://cache:6379/0"
+        );
     }
 
     #[test]
@@ -345,7 +437,7 @@ mod tests {
             "--db-port",
             "eighty",
             "--jwt-secret",
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
         ])
         .unwrap_err();
         assert!(error.to_string().contains("DB_PORT"), "{error}");

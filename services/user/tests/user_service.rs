@@ -17,7 +17,7 @@ use letsgo_platform::testing::start_on_free_ports;
 use letsgo_user::{Config, run};
 use tonic::transport::Channel;
 
-const SECRET: &str = "test-secret-0123456789";
+const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
 fn server_url() -> String {
     std::env::var("DATABASE_URL_BASE")
