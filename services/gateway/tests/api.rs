@@ -1629,6 +1629,54 @@ async fn a_callback_with_a_bad_signature_is_401_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_1001_and_changes_nothing() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.register("arrays").await;
+    for body in ["[]", r#"["evil@example.com"]"#, "null", "42", "\"text\""] {
+        let (status, answer) = shop
+            .send(
+                shop.http
+                    .put(format!("{}/api/v1/user/profile", shop.base))
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert_error(status, &answer, StatusCode::BAD_REQUEST, 1001);
+    }
+    // A JSON type with parameters, or a +json type, is still JSON.
+    let (status, answer) = shop
+        .send(
+            shop.http
+                .put(format!("{}/api/v1/user/profile", shop.base))
+                .bearer_auth(&token)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(r#" {"avatar":"https://img.example.com/a.png"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_at_most_128_visible_characters_at_the_gateway() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.register("keys").await;
+    for key in ["k".repeat(129), "has space".to_owned()] {
+        let (status, answer) = shop
+            .send(
+                shop.http
+                    .post(format!("{}/api/v1/payment/create", shop.base))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", key)
+                    .json(&json!({"orderId": 1, "paymentType": 1, "amount": 1})),
+            )
+            .await;
+        assert_error(status, &answer, StatusCode::BAD_REQUEST, 1001);
+        assert!(answer["msg"].as_str().unwrap().contains("128"), "{answer}");
+    }
+}
+
+#[tokio::test]
 async fn a_callback_built_to_burn_cpu_is_refused_at_once() {
     let shop = Shop::start().await;
     let now = std::time::SystemTime::now()

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 /// Idempotency keys are promised for 24 h; they are pruned once twice that old.
 pub const IDEMPOTENCY_KEY_RETENTION: Duration = Duration::from_secs(48 * 3600);
-/// Longest Idempotency-Key accepted (UUIDs and similar fit with room).
-pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+/// Longest Idempotency-Key accepted: the contract's limit.
+pub const IDEMPOTENCY_KEY_MAX: usize = letsgo_platform::proto::IDEMPOTENCY_KEY_MAX_CHARS;
 /// Longest provider trade number accepted from a callback.
 pub const TRADE_NO_MAX: usize = 128;
 
@@ -80,9 +80,9 @@ pub fn check_ids(user_id: i64, order_id: i64) -> AppResult<()> {
 /// An empty key means the client sent none.
 pub fn check_idempotency_key(key: &str) -> AppResult<()> {
     if key.len() > IDEMPOTENCY_KEY_MAX || key.chars().any(|c| !c.is_ascii_graphic()) {
-        return Err(AppError::invalid(
-            "Idempotency-Key must be at most 128 visible ASCII characters",
-        ));
+        return Err(AppError::invalid(format!(
+            "Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+        )));
     }
     Ok(())
 }

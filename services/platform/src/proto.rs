@@ -33,3 +33,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lets
 /// The gateway refuses more with 413 before forwarding; the payment service checks it again
 /// before verifying the signature (each MAC hashes the whole body).
 pub const CALLBACK_BODY_MAX_BYTES: usize = 4 * 1024;
+
+/// Longest `Idempotency-Key` a client may send (UUIDs and similar fit with room): the gateway
+/// refuses a longer one before calling the payment service, which checks it again.
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 128;

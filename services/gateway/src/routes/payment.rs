@@ -17,7 +17,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::money::Yuan;
 
 /// Longest `Idempotency-Key` accepted.
-const IDEMPOTENCY_KEY_MAX: usize = 200;
+const IDEMPOTENCY_KEY_MAX: usize = letsgo_platform::proto::IDEMPOTENCY_KEY_MAX_CHARS;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -82,7 +82,7 @@ const UNAUTHORIZED: &str = "2003/2004: no, bad or expired token";
 /// one. Send `Idempotency-Key` to make retries safe: the same key and body give the first
 /// answer again.
 #[utoipa::path(post, path = "/api/v1/payment/create", tag = "payment", security(("bearer" = [])), request_body = CreatePaymentRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe (at most 200 characters, kept 24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe (1 to 128 visible ASCII characters, kept at least 24 h)")),
     responses(
         (status = 200, description = "A payment to complete at payUrl", body = Envelope<CreatedPaymentData>),
         (status = 400, description = "1001: bad payment type or key; 6003: the amount is not the order's total", body = ErrorEnvelope),
@@ -105,10 +105,13 @@ pub async fn create(
                 .to_str()
                 .map_err(|_| AppError::invalid("Idempotency-Key must be printable text"))?
                 .trim();
-            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
-                return Err(AppError::invalid(
-                    "Idempotency-Key must be 1 to 200 characters",
-                ));
+            if key.is_empty()
+                || key.len() > IDEMPOTENCY_KEY_MAX
+                || key.chars().any(|c| !c.is_ascii_graphic())
+            {
+                return Err(AppError::invalid(format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+                )));
             }
             key.to_owned()
         }
