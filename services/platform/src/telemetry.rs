@@ -5,10 +5,11 @@
 //! - health: `/healthz` answers while the process runs, `/readyz` only while it serves traffic
 //!   (it turns unready as soon as shutdown begins, so load balancers drain it first).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -160,6 +161,41 @@ pub struct RequestMetricsService<S> {
     metrics: Metrics,
 }
 
+/// The route label of a gRPC call to a method no letsgo service has.
+pub const UNKNOWN_GRPC_METHOD: &str = "unknown_grpc_method";
+
+/// Every gRPC method letsgo serves, `/<package>.<Service>/<Method>`, read once from the
+/// descriptors compiled into the binary, and the health and reflection services' methods.
+fn known_grpc_methods() -> &'static HashSet<String> {
+    static METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+        use prost::Message;
+        let mut methods: HashSet<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .map(String::from)
+        .into();
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set compiled into the binary decodes");
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        methods
+    });
+    &METHODS
+}
+
 /// The route label, and whether the request is gRPC.
 fn route_label<B>(request: &Request<B>) -> (String, bool) {
     let is_grpc = request
@@ -171,7 +207,15 @@ fn route_label<B>(request: &Request<B>) -> (String, bool) {
         return (path.as_str().to_owned(), is_grpc);
     }
     if is_grpc {
-        (request.uri().path().to_owned(), true)
+        // Only methods we serve become label values: a client cannot mint them by calling
+        // made-up paths.
+        let path = request.uri().path();
+        let label = if known_grpc_methods().contains(path) {
+            path.to_owned()
+        } else {
+            UNKNOWN_GRPC_METHOD.to_owned()
+        };
+        (label, true)
     } else {
         ("unmatched".to_owned(), false)
     }
@@ -270,4 +314,43 @@ pub async fn serve_admin(
     axum::serve(listener, admin_router(metrics, readiness))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::{UNKNOWN_GRPC_METHOD, known_grpc_methods, route_label};
+
+    fn grpc(path: &str) -> Request<()> {
+        Request::builder()
+            .uri(path)
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn grpc_calls_are_labelled_by_known_methods_only() {
+        let login = known_grpc_methods()
+            .iter()
+            .find(|m| m.starts_with("/letsgo.user.v1."))
+            .expect("the user service's methods are known")
+            .clone();
+        assert_eq!(route_label(&grpc(&login)), (login.clone(), true));
+        assert_eq!(
+            route_label(&grpc("/grpc.health.v1.Health/Check")).0,
+            "/grpc.health.v1.Health/Check"
+        );
+        for made_up in [
+            "/letsgo.user.v1.UserService/Nope",
+            "/x/y",
+            "/a-unique-string-12345",
+        ] {
+            assert_eq!(
+                route_label(&grpc(made_up)),
+                (UNKNOWN_GRPC_METHOD.to_owned(), true)
+            );
+        }
+    }
 }
