@@ -8,6 +8,7 @@
 #   PAYMENT_WEBHOOK_SECRET  payment callback signing key(s) (random for this run)
 #   ADMIN_USERNAMES    (admin)   LOG_FORMAT (text)   RUST_LOG (info)
 #   DEMO_CATALOGUE     (true)    load demo products into an empty catalogue
+#   MOCK_PROVIDER_AUTOCOMPLETE (true)  the mock provider approves payments by itself
 #   LETSGO_PROFILE     release (default) or debug
 #   CARGO_TARGET_DIR   (target)
 #   LETSGO_STATE_DIR   (/tmp/letsgo)   logs in $LETSGO_STATE_DIR/logs
@@ -209,7 +210,9 @@ fi
 LOG_FORMAT=${LOG_FORMAT:-text}
 # The product service loads a demo catalogue into an empty shop, so a newcomer sees products.
 DEMO_CATALOGUE=${DEMO_CATALOGUE:-true}
-export JWT_SECRET PAYMENT_WEBHOOK_SECRET ADMIN_USERNAMES LOG_FORMAT DEMO_CATALOGUE
+# The demo's mock provider approves payments by itself (off by default in the binary).
+MOCK_PROVIDER_AUTOCOMPLETE=${MOCK_PROVIDER_AUTOCOMPLETE:-true}
+export JWT_SECRET PAYMENT_WEBHOOK_SECRET ADMIN_USERNAMES LOG_FORMAT DEMO_CATALOGUE MOCK_PROVIDER_AUTOCOMPLETE
 
 if ! command -v curl >/dev/null && ! command -v python3 >/dev/null; then
 	say "installing curl (apt-get) to probe readiness"

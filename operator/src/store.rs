@@ -443,6 +443,10 @@ pub struct ShopSettings {
     /// Load the demo catalogue into an empty shop (`DEMO_CATALOGUE`).
     #[serde(default)]
     pub demo_catalogue: bool,
+    /// The mock payment provider approves every payment by itself, a second later
+    /// (`MOCK_PROVIDER_AUTOCOMPLETE`): for a demo only, never for a shop taking real orders.
+    #[serde(default)]
+    pub mock_payments_autocomplete: bool,
 }
 
 impl StoreSpec {

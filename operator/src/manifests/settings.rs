@@ -51,6 +51,10 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
             "DEMO_CATALOGUE".to_owned(),
             spec.shop.demo_catalogue.to_string(),
         ),
+        (
+            "MOCK_PROVIDER_AUTOCOMPLETE".to_owned(),
+            spec.shop.mock_payments_autocomplete.to_string(),
+        ),
     ]);
     if !spec.shop.admin_usernames.is_empty() {
         data.insert(

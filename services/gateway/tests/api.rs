@@ -190,6 +190,8 @@ impl Shop {
                     WEBHOOK_SECRET.to_owned(),
                     "--payment-callback-url".to_owned(),
                     format!("{base}/api/v1/payment/callback"),
+                    "--mock-provider-autocomplete".to_owned(),
+                    "true".to_owned(),
                     "--mock-provider-delay-ms".to_owned(),
                     "200".to_owned(),
                     "--kafka-topic-prefix".to_owned(),

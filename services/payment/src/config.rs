@@ -43,8 +43,9 @@ pub struct Config {
         value_parser = parse_callback_url
     )]
     pub callback_url: Url,
-    /// Whether the mock provider answers each new payment with a callback by itself.
-    #[arg(long = "mock-provider-autocomplete", env = "MOCK_PROVIDER_AUTOCOMPLETE", value_name = "MOCK_PROVIDER_AUTOCOMPLETE", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Whether the mock provider answers each new payment with a callback by itself: off, so a
+    /// shop never approves its own payments; a demo (`make up`, the example Store) turns it on.
+    #[arg(long = "mock-provider-autocomplete", env = "MOCK_PROVIDER_AUTOCOMPLETE", value_name = "MOCK_PROVIDER_AUTOCOMPLETE", default_value_t = false, action = clap::ArgAction::Set)]
     pub mock_autocomplete: bool,
     /// How long the mock provider "takes" before it calls back.
     #[arg(long = "mock-provider-delay-ms", env = "MOCK_PROVIDER_DELAY_MS", value_name = "MOCK_PROVIDER_DELAY_MS", default_value = "1000", value_parser = parse_millis)]
@@ -91,7 +92,10 @@ mod tests {
             "0123456789abcdef0123456789abcdef",
         ])
         .unwrap();
-        assert!(config.mock_autocomplete);
+        assert!(
+            !config.mock_autocomplete,
+            "a real shop never approves its own payments"
+        );
         assert_eq!(config.mock_outcome, ProviderOutcome::Succeeded);
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(

@@ -804,6 +804,8 @@ async fn the_mock_provider_posts_a_signed_callback_and_retries_a_server_error() 
     let (addr, mut received) = serve_callback_recorder().await;
     let url = format!("http://{addr}/api/v1/payment/callback");
     let shop = Shop::start_with(&[
+        "--mock-provider-autocomplete",
+        "true",
         "--payment-callback-url",
         &url,
         "--mock-provider-delay-ms",
@@ -850,6 +852,8 @@ async fn the_mock_provider_reports_failure_when_told_to() {
     let (addr, mut received) = serve_callback_recorder().await;
     let url = format!("http://{addr}/api/v1/payment/callback");
     let shop = Shop::start_with(&[
+        "--mock-provider-autocomplete",
+        "true",
         "--payment-callback-url",
         &url,
         "--mock-provider-delay-ms",
