@@ -258,6 +258,18 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             }
             seen.applied.push(apply(client, namespace, child).await?);
         }
+    } else if has_run {
+        // Held back (a middleware rollout, a missing Secret): what runs is still counted.
+        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+        for child in desired
+            .services
+            .iter()
+            .filter(|c| matches!(c, Child::Deployment(_)))
+        {
+            if let Some(current) = deployments.get_opt(&child.name()).await? {
+                seen.applied.push(Child::Deployment(current));
+            }
+        }
     }
     prune(client, &target, &desired.all().collect::<Vec<_>>()).await?;
     if !status::all_ready(&seen) {

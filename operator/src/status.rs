@@ -204,11 +204,17 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
             format!("failing: {}", failures.join("; ")),
         )
     } else if !seen.services_applied {
+        // Before the first run the shop is not up yet; after it, the services keep running while
+        // a middleware rollout holds their changes back.
         (
-            StorePhase::Pending,
+            if was_ready {
+                StorePhase::Progressing
+            } else {
+                StorePhase::Pending
+            },
             "WaitingForMiddleware",
             format!(
-                "services start once the middleware is ready: {}",
+                "the services' changes wait for the middleware: {}",
                 not_ready.join(", ")
             ),
         )
