@@ -83,11 +83,7 @@ fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
     let kube = cluster();
     kube.install_crd();
     let namespace = Namespace::create(&kube, "letsgo-admission");
-    scenarios::examples_are_accepted(&kube, &namespace.name);
-    scenarios::bad_stores_are_refused(&kube, &namespace.name);
-    scenarios::unknown_fields_are_refused_or_pruned(&kube, &namespace.name);
-    scenarios::printer_columns_show(&kube, &namespace.name);
-    scenarios::names_and_volumes_are_guarded(&kube, &namespace.name);
+    scenarios::admission(&kube, &namespace.name);
 }
 
 #[test]

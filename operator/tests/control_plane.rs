@@ -29,11 +29,7 @@ fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
     let kube = Kube::local();
     kube.install_crd();
     let namespace = Namespace::create(&kube, "admission");
-    scenarios::examples_are_accepted(&kube, &namespace.name);
-    scenarios::bad_stores_are_refused(&kube, &namespace.name);
-    scenarios::unknown_fields_are_refused_or_pruned(&kube, &namespace.name);
-    scenarios::printer_columns_show(&kube, &namespace.name);
-    scenarios::names_and_volumes_are_guarded(&kube, &namespace.name);
+    scenarios::admission(&kube, &namespace.name);
 }
 
 #[test]
@@ -303,18 +299,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
 
     // A second pass writes nothing: poke the Store, let a reconcile finish, compare versions.
     let before = versions(&kube, ns);
-    let reconciles = operator.metric("letsgo_operator_reconcile_duration_seconds_count");
-    kube.run(&["annotate", "store", "shop", "-n", ns, "letsgo.dev/poked=1"]);
-    let poked = kube.json(&["get", "store", "shop", "-n", ns]);
-    wait_for(
-        "a reconcile after the annotation",
-        WAIT,
-        || {
-            let done = operator.try_metric("letsgo_operator_reconcile_duration_seconds_count");
-            (done > Some(reconciles)).then_some(())
-        },
-        || operator.log(),
-    );
+    let poked = poke_and_wait_reconcile(&kube, ns, &operator);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         versions(&kube, ns),
@@ -386,14 +371,12 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         "-p",
         &waiting,
     ]);
-    let failing = wait_for(
+    let failing = wait_status_contains(
+        &kube,
+        ns,
         "the Store to name the failing Pod",
-        WAIT,
-        || {
-            kube.get("store", "shop", ns)
-                .filter(|s| s["status"].to_string().contains("ComponentsFailing"))
-        },
-        || operator.log(),
+        "ComponentsFailing",
+        &operator,
     );
     assert_eq!(
         at(&failing, "status/phase"),
@@ -434,16 +417,11 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         "{}",
         degraded["status"]
     );
-    kube.run(&[
-        "patch",
-        "store",
-        "shop",
-        "-n",
+    patch_store(
+        &kube,
         ns,
-        "--type=merge",
-        "-p",
         r#"{"spec":{"services":{"cart":{"replicas":2}}}}"#,
-    ]);
+    );
     wait_for(
         "the cart's new replica count while PostgreSQL is down",
         WAIT,
@@ -475,16 +453,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         },
         String::new,
     );
-    kube.run(&[
-        "patch",
-        "store",
-        "shop",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"image":{"tag":"0.2.0"}}}"#,
-    ]);
+    patch_store(&kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
     let generation =
         kube.json(&["get", "store", "shop", "-n", ns])["metadata"]["generation"].clone();
     let progressing = wait_for(
@@ -714,14 +683,12 @@ fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
     kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
 
     // No Secret yet: the Store names them, and no Pod is left failing on a missing Secret.
-    let waiting = wait_for(
+    let waiting = wait_status_contains(
+        &kube,
+        ns,
         "the Store to name the missing Secrets",
-        WAIT,
-        || {
-            kube.get("store", "shop", ns)
-                .filter(|s| s["status"].to_string().contains("ExternalSecretMissing"))
-        },
-        || operator.log(),
+        "ExternalSecretMissing",
+        &operator,
     );
     assert_eq!(
         at(&waiting, "status/phase"),
@@ -821,16 +788,11 @@ fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
     create_external_secrets(&kube, ns, "password=secret");
     let example = repo().join("examples/store-external.yaml");
     kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
-    kube.run(&[
-        "patch",
-        "store",
-        "shop",
-        "-n",
+    patch_store(
+        &kube,
         ns,
-        "--type=merge",
-        "-p",
         r#"{"spec":{"services":{"cart":{"autoscaling":{"minReplicas":1,"maxReplicas":4}}}}}"#,
-    ]);
+    );
     wait_ready(&kube, ns, &operator);
     let hpa = kube.json(&["get", "horizontalpodautoscaler", "shop-cart", "-n", ns]);
     assert_eq!(at(&hpa, "spec/maxReplicas"), 4, "{hpa}");
@@ -847,17 +809,7 @@ fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
         ns,
         "--replicas=3",
     ]);
-    let reconciles = operator.metric("letsgo_operator_reconcile_duration_seconds_count");
-    kube.run(&["annotate", "store", "shop", "-n", ns, "letsgo.dev/poked=1"]);
-    wait_for(
-        "a reconcile after the scaling",
-        WAIT,
-        || {
-            let done = operator.try_metric("letsgo_operator_reconcile_duration_seconds_count");
-            (done > Some(reconciles)).then_some(())
-        },
-        || operator.log(),
-    );
+    poke_and_wait_reconcile(&kube, ns, &operator);
     // The operator set the order service back to its spec; the autoscaler's choice stands.
     wait_for(
         "the order service back at one replica",
@@ -1135,6 +1087,66 @@ impl Drop for RemoveDir {
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// Waits until the Store's status mentions `text` (a reason, a message); returns the Store.
+fn wait_status_contains(
+    kube: &Kube,
+    ns: &str,
+    what: &str,
+    text: &str,
+    operator: &Operator,
+) -> Value {
+    wait_for(
+        what,
+        WAIT,
+        || {
+            kube.get("store", "shop", ns)
+                .filter(|s| s["status"].to_string().contains(text))
+        },
+        || operator.log(),
+    )
+}
+
+/// A merge patch of the Store `shop`.
+fn patch_store(kube: &Kube, ns: &str, patch: &str) {
+    kube.run(&[
+        "patch",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+}
+
+/// Annotates the Store (which starts a reconcile) and waits for that reconcile to finish;
+/// returns the Store as annotated.
+fn poke_and_wait_reconcile(kube: &Kube, ns: &str, operator: &Operator) -> Value {
+    let reconciles = operator.metric("letsgo_operator_reconcile_duration_seconds_count");
+    let stamp = unique_name("poke");
+    kube.run(&[
+        "annotate",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--overwrite",
+        &format!("letsgo.dev/poked={stamp}"),
+    ]);
+    let poked = kube.json(&["get", "store", "shop", "-n", ns]);
+    wait_for(
+        "a reconcile after the annotation",
+        WAIT,
+        || {
+            let done = operator.try_metric("letsgo_operator_reconcile_duration_seconds_count");
+            (done > Some(reconciles)).then_some(())
+        },
+        || operator.log(),
+    );
+    poked
+}
 
 /// The Secrets examples/store-external.yaml names; the PostgreSQL one with `password` (a
 /// `key=value`, or nothing to leave the key out).

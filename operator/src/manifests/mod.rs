@@ -133,9 +133,8 @@ impl Child {
         }
     }
 
-    /// The `app.kubernetes.io/component` label: `cart`, `gateway`, `postgres`, ...
-    pub fn component(&self) -> Option<&str> {
-        let metadata = match self {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
             Child::ConfigMap(o) => &o.metadata,
             Child::Secret(o) => &o.metadata,
             Child::Service(o) => &o.metadata,
@@ -144,8 +143,12 @@ impl Child {
             Child::PodDisruptionBudget(o) => &o.metadata,
             Child::Ingress(o) => &o.metadata,
             Child::HorizontalPodAutoscaler(o) => &o.metadata,
-        };
-        metadata
+        }
+    }
+
+    /// The `app.kubernetes.io/component` label: `cart`, `gateway`, `postgres`, ...
+    pub fn component(&self) -> Option<&str> {
+        self.metadata()
             .labels
             .as_ref()?
             .get("app.kubernetes.io/component")

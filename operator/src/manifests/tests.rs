@@ -96,16 +96,7 @@ fn every_object_is_owned_by_the_store_and_labelled_with_it() {
         ..StoreSpec::default()
     });
     for child in state.all() {
-        let meta = match child {
-            Child::ConfigMap(o) => &o.metadata,
-            Child::Secret(o) => &o.metadata,
-            Child::Service(o) => &o.metadata,
-            Child::StatefulSet(o) => &o.metadata,
-            Child::Deployment(o) => &o.metadata,
-            Child::PodDisruptionBudget(o) => &o.metadata,
-            Child::Ingress(o) => &o.metadata,
-            Child::HorizontalPodAutoscaler(o) => &o.metadata,
-        };
+        let meta = child.metadata();
         let owner = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.uid, UID, "{}", child.name());
         assert_eq!(owner.kind, "Store");

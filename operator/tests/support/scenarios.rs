@@ -9,6 +9,15 @@ fn store_yaml(spec: &str) -> String {
     format!("apiVersion: letsgo.dev/v1alpha1\nkind: Store\nmetadata:\n  name: bad\nspec:\n{spec}")
 }
 
+/// Every admission scenario, in a namespace of the test's own.
+pub fn admission(kube: &Kube, namespace: &str) {
+    examples_are_accepted(kube, namespace);
+    bad_stores_are_refused(kube, namespace);
+    unknown_fields_are_refused_or_pruned(kube, namespace);
+    printer_columns_show(kube, namespace);
+    names_and_volumes_are_guarded(kube, namespace);
+}
+
 /// Specs the API server must refuse, and a piece of the message it must give.
 pub const BAD_STORES: &[(&str, &str, &str)] = &[
     (
