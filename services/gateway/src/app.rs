@@ -143,7 +143,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/order/cancel/{id}", put(order::cancel))
         .route("/api/v1/payment/create", post(payment::create))
         .route("/api/v1/payment/query/{order_id}", get(payment::query))
-        .route("/api/v1/payment/callback", post(payment::callback))
+        .route(crate::rate_limit::CALLBACK_PATH, post(payment::callback))
         .merge(crate::storefront::routes())
         .fallback(|| async { AppError::of(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { AppError::of(ErrorCode::MethodNotAllowed) });

@@ -543,6 +543,45 @@ async fn fields_outside_the_original_rules_are_400_with_1001() {
 }
 
 #[tokio::test]
+async fn the_payment_providers_callbacks_are_not_rate_limited() {
+    let shop = Shop::start_with(ShopOptions {
+        rate_per_second: 1,
+        burst: 3,
+        ..Default::default()
+    })
+    .await;
+    // Far past the address's burst: each callback still reaches the payment service (and is
+    // refused there for its bad signature), none is a 429.
+    for _ in 0..10 {
+        let (status, answer) = shop
+            .send(
+                shop.http
+                    .post(format!("{}/api/v1/payment/callback", shop.base))
+                    .header("X-Signature", "t=1,v1=00")
+                    .body("{}"),
+            )
+            .await;
+        assert_error(status, &answer, StatusCode::UNAUTHORIZED, 2003);
+    }
+    // The address's other requests are limited as before.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            shop.http
+                .get(format!("{}/health", shop.base))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_over_its_rate_is_429_with_retry_after() {
     let shop = Shop::start_with(ShopOptions {
         rate_per_second: 1,

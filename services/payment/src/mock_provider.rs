@@ -74,9 +74,9 @@ impl MockProvider {
         });
     }
 
-    /// Retries connection failures and 5xx answers with backoff; a 4xx is final (the callback
-    /// was refused and would be again). Each attempt is signed afresh, so a late retry is
-    /// never refused as stale.
+    /// Retries connection failures, 429 and 5xx answers with backoff (at least as long as a
+    /// 429's Retry-After, up to a minute); another 4xx is final (the callback was refused and
+    /// would be again). Each attempt is signed afresh, so a late retry is never refused as stale.
     async fn deliver(&self, notice: ProviderNotice) {
         tokio::time::sleep(self.delay).await;
         let body = webhook::notice_body(&notice);
@@ -96,7 +96,19 @@ impl MockProvider {
                     tracing::info!(payment_no = %notice.payment_no, attempt, "mock provider callback delivered");
                     return;
                 }
-                Ok(response) if response.status().is_server_error() => {
+                Ok(response)
+                    if response.status().is_server_error()
+                        || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    let asked = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|secs| Duration::from_secs(secs.min(60)));
+                    if let Some(asked) = asked {
+                        retry_delay = retry_delay.max(asked);
+                    }
                     format!("answered {}", response.status())
                 }
                 Ok(response) => {

@@ -755,17 +755,19 @@ async fn serve_callback_recorder() -> (SocketAddr, mpsc::UnboundedReceiver<Poste
         State(recorder): State<Recorder>,
         headers: HeaderMap,
         body: axum::body::Bytes,
-    ) -> StatusCode {
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
         let signature = headers
             .get("x-signature")
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();
         recorder.posted.send((signature, body.to_vec())).unwrap();
-        if recorder.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
+        // A rate-limited first attempt, a failing second, then success.
+        match recorder.calls.fetch_add(1, Ordering::SeqCst) {
+            0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
+            1 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            _ => StatusCode::OK.into_response(),
         }
     }
 
@@ -800,7 +802,7 @@ fn verifies(signature: &str, body: &[u8]) -> bool {
 }
 
 #[tokio::test]
-async fn the_mock_provider_posts_a_signed_callback_and_retries_a_server_error() {
+async fn the_mock_provider_posts_a_signed_callback_and_retries_a_429_and_a_server_error() {
     let (addr, mut received) = serve_callback_recorder().await;
     let url = format!("http://{addr}/api/v1/payment/callback");
     let shop = Shop::start_with(&[
@@ -815,9 +817,12 @@ async fn the_mock_provider_posts_a_signed_callback_and_retries_a_server_error() 
     let created = shop.pending_payment(100).await;
 
     let (first_signature, first_body) = next_post(&mut received).await;
+    let (second_signature, second_body) = next_post(&mut received).await;
     let (signature, body) = next_post(&mut received).await;
+    assert_eq!(second_body, first_body, "a retry sends the same body");
     assert_eq!(body, first_body, "a retry sends the same body");
     assert!(verifies(&first_signature, &first_body));
+    assert!(verifies(&second_signature, &second_body));
     assert!(verifies(&signature, &body), "{signature}");
 
     let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
