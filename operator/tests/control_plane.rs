@@ -854,6 +854,70 @@ fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
 }
 
 #[test]
+fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "deadline");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    create_external_secrets(&kube, ns, "password=secret");
+    let example = repo().join("examples/store-external.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    wait_ready(&kube, ns, &operator);
+
+    // The cart's deadline shortened by another field manager (the operator sets none), and a
+    // quota that keeps the new Pods from being made: the rollout cannot progress.
+    kube.run(&[
+        "patch",
+        "deployment",
+        "shop-cart",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"progressDeadlineSeconds":2}}"#,
+    ]);
+    let pods = kube.json(&["get", "pods", "-n", ns]);
+    let count = pods["items"].as_array().unwrap().len();
+    kube.apply(
+        &format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: hold\nspec:\n  hard:\n    pods: \"{count}\"\n"
+        ),
+        &["-n", ns],
+    );
+    wait_for(
+        "the quota to be counted",
+        WAIT,
+        || {
+            kube.get("resourcequota", "hold", ns)
+                .filter(|q| !at(q, "status/used/pods").is_null())
+        },
+        String::new,
+    );
+    patch_store(&kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
+    let stalled = wait_status_contains(
+        &kube,
+        ns,
+        "the stalled rollout named in the status",
+        "cart: ProgressDeadlineExceeded",
+        &operator,
+    );
+    assert_eq!(
+        at(&stalled, "status/phase"),
+        "Degraded",
+        "{}",
+        stalled["status"]
+    );
+    assert_eq!(condition(&stalled, "Degraded").as_deref(), Some("True"));
+
+    // Unblocked, the rollout completes and the Store is Ready at the new tag.
+    kube.run(&["delete", "resourcequota", "hold", "-n", ns]);
+    let store = wait_ready(&kube, ns, &operator);
+    assert_eq!(at(&store, "status/version"), "0.2.0", "{}", store["status"]);
+    operator.assert_never_forbidden();
+}
+
+#[test]
 fn of_two_operators_one_leads_and_the_other_takes_over_when_it_stops_or_dies() {
     let kube = Kube::local();
     let namespace = Namespace::create(&kube, "leader");
