@@ -118,19 +118,24 @@ fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
         ]);
     }
 
-    let ready = kube
-        .command()
-        .args(["wait", "-n", ns, "store/shop", "--for=condition=Ready"])
-        .arg(format!("--timeout={timeout}"))
-        .status()
-        .unwrap();
-    if !ready.success() {
-        let status = kubectl(&["get", "store", "shop", "-n", ns, "-o", "jsonpath={.status}"]);
-        let events = kubectl(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
-        panic!(
-            "the Store did not become Ready within {timeout} (is the operator running?)\nstatus: {status}\n{events}"
-        );
-    }
+    // Polled: `kubectl wait` fails at once while the Store has no conditions yet.
+    let seconds: u64 = timeout
+        .trim_end_matches('s')
+        .parse()
+        .expect("LETSGO_E2E_TIMEOUT in seconds, e.g. 600s");
+    support::wait_for(
+        "the Store to be Ready (is the operator running?)",
+        Duration::from_secs(seconds),
+        || {
+            kube.get("store", "shop", ns)
+                .filter(|store| support::condition(store, "Ready").as_deref() == Some("True"))
+        },
+        || {
+            let status = kubectl(&["get", "store", "shop", "-n", ns, "-o", "jsonpath={.status}"]);
+            let events = kubectl(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
+            format!("status: {status}\n{events}")
+        },
+    );
     let columns = kubectl(&["get", "stores", "-n", ns]);
     assert!(columns.contains("Ready"), "{columns}");
     assert!(columns.contains("9/9"), "{columns}");

@@ -60,14 +60,7 @@ fn the_crd_upgrades_in_place_over_the_last_release_with_stores_present() {
             "apiVersion: {group}/v1alpha1\nkind: UpgradeStore\nmetadata:\n  name: {name}\nspec: {spec}\n"
         )
     };
-    let established = || {
-        kube.run(&[
-            "wait",
-            "--for=condition=Established",
-            &crd_name,
-            "--timeout=60s",
-        ]);
-    };
+    let established = || kube.wait_established(crd_name.trim_start_matches("crd/"));
 
     // 0.1.0's CRD, and Stores made under it: one without a tag, one with a name the new CRD
     // no longer accepts for new Stores.
@@ -164,12 +157,7 @@ fn helm_installs_upgrades_and_uninstalls_the_chart() {
         "--wait",
         "--timeout=120s",
     ]);
-    kube.run(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/stores.letsgo.dev",
-        "--timeout=60s",
-    ]);
+    kube.wait_established("stores.letsgo.dev");
     for (kind, name, namespaced) in [
         ("clusterrole", operator.as_str(), false),
         ("clusterrolebinding", operator.as_str(), false),

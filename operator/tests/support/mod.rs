@@ -138,12 +138,23 @@ impl Kube {
             "-f",
             crd.to_str().unwrap(),
         ]);
-        self.run(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/stores.letsgo.dev",
-            "--timeout=60s",
-        ]);
+        self.wait_established("stores.letsgo.dev");
+    }
+
+    /// Waits until the CRD `name` is Established. Polled rather than `kubectl wait`, which fails
+    /// at once on a CRD whose status has no conditions yet (just created, or a control plane
+    /// just restarted).
+    pub fn wait_established(&self, name: &str) {
+        wait_for(
+            &format!("the CRD {name} to be Established"),
+            std::time::Duration::from_secs(60),
+            || {
+                let output = self.try_run(&["get", "crd", name, "-o", "json"], None);
+                let crd: Value = serde_json::from_slice(&output.stdout).ok()?;
+                (condition(&crd, "Established").as_deref() == Some("True")).then_some(())
+            },
+            || self.run(&["get", "crd", name, "-o", "yaml"]),
+        );
     }
 }
 
