@@ -106,16 +106,7 @@ fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
     }
     if !image.is_empty() {
         let patch = serde_json::json!({"spec": {"image": image}}).to_string();
-        kubectl(&[
-            "patch",
-            "store",
-            "shop",
-            "-n",
-            ns,
-            "--type=merge",
-            "-p",
-            &patch,
-        ]);
+        support::patch_store(&kube, ns, &patch);
     }
 
     // Polled: `kubectl wait` fails at once while the Store has no conditions yet.

@@ -16,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Kube, Namespace, at, condition, repo, scenarios, unique_name, wait_for};
+use support::{
+    Kube, Namespace, at, condition, patch_store, repo, scenarios, unique_name, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -424,23 +426,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
 
     // A new image tag is Progressing until the new ReplicaSets' Pods are ready. A quota holding
     // the namespace at its current Pod count keeps the new Pods from being made until lifted.
-    let pods = kube.json(&["get", "pods", "-n", ns]);
-    let count = pods["items"].as_array().unwrap().len();
-    kube.apply(
-        &format!(
-            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: hold\nspec:\n  hard:\n    pods: \"{count}\"\n"
-        ),
-        &["-n", ns],
-    );
-    wait_for(
-        "the quota to be counted",
-        WAIT,
-        || {
-            kube.get("resourcequota", "hold", ns)
-                .filter(|q| !at(q, "status/used/pods").is_null())
-        },
-        String::new,
-    );
+    hold_new_pods(&kube, ns);
     patch_store(&kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
     let generation =
         kube.json(&["get", "store", "shop", "-n", ns])["metadata"]["generation"].clone();
@@ -865,23 +851,7 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
         "-p",
         r#"{"spec":{"progressDeadlineSeconds":2}}"#,
     ]);
-    let pods = kube.json(&["get", "pods", "-n", ns]);
-    let count = pods["items"].as_array().unwrap().len();
-    kube.apply(
-        &format!(
-            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: hold\nspec:\n  hard:\n    pods: \"{count}\"\n"
-        ),
-        &["-n", ns],
-    );
-    wait_for(
-        "the quota to be counted",
-        WAIT,
-        || {
-            kube.get("resourcequota", "hold", ns)
-                .filter(|q| !at(q, "status/used/pods").is_null())
-        },
-        String::new,
-    );
+    hold_new_pods(&kube, ns);
     patch_store(&kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
     let stalled = wait_status_contains(
         &kube,
@@ -1140,6 +1110,28 @@ impl Drop for RemoveDir {
 
 // ------------------------------------------------------------------ helpers
 
+/// A ResourceQuota holding the namespace at its current Pod count, counted before it returns:
+/// a rollout's new Pods cannot be made until `kubectl delete resourcequota hold`.
+fn hold_new_pods(kube: &Kube, ns: &str) {
+    let pods = kube.json(&["get", "pods", "-n", ns]);
+    let count = pods["items"].as_array().unwrap().len();
+    kube.apply(
+        &format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: hold\nspec:\n  hard:\n    pods: \"{count}\"\n"
+        ),
+        &["-n", ns],
+    );
+    wait_for(
+        "the quota to be counted",
+        WAIT,
+        || {
+            kube.get("resourcequota", "hold", ns)
+                .filter(|q| !at(q, "status/used/pods").is_null())
+        },
+        String::new,
+    );
+}
+
 /// Waits until the Store's status mentions `text` (a reason, a message); returns the Store.
 fn wait_status_contains(
     kube: &Kube,
@@ -1157,20 +1149,6 @@ fn wait_status_contains(
         },
         || operator.log(),
     )
-}
-
-/// A merge patch of the Store `shop`.
-fn patch_store(kube: &Kube, ns: &str, patch: &str) {
-    kube.run(&[
-        "patch",
-        "store",
-        "shop",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        patch,
-    ]);
 }
 
 /// Annotates the Store (which starts a reconcile) and waits for that reconcile to finish;

@@ -190,6 +190,20 @@ pub fn expect_success(what: &str, output: Output) -> String {
     stdout
 }
 
+/// A merge patch of the Store `shop`.
+pub fn patch_store(kube: &Kube, ns: &str, patch: &str) {
+    kube.run(&[
+        "patch",
+        "store",
+        "shop",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+}
+
 /// A namespace of this test's own, deleted (with everything in it) when dropped.
 pub struct Namespace {
     pub kube: Kube,

@@ -46,10 +46,14 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
+    // Compared without allocating: this runs for every request with a body.
     let essence = value.split(';').next().unwrap_or_default().trim();
-    let essence = essence.to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let (kind, subtype) = essence.split_once('/').unwrap_or_default();
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .get(subtype.len().saturating_sub(5)..)
+                .is_some_and(|end| end.eq_ignore_ascii_case("+json")))
 }
 
 fn json_error(rejection: JsonRejection) -> AppError {
@@ -96,5 +100,38 @@ where
             .await
             .map(|axum::extract::Query(value)| ApiQuery(value))
             .map_err(|rejection: QueryRejection| AppError::invalid(rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+    use axum::http::header::CONTENT_TYPE;
+
+    use super::is_json;
+
+    #[test]
+    fn json_content_types_are_recognised_with_any_case_and_parameters() {
+        let of = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, value.parse().unwrap());
+            is_json(&headers)
+        };
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert!(of(yes), "{yes}");
+        }
+        for no in [
+            "text/json",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "json",
+        ] {
+            assert!(!of(no), "{no}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 }
