@@ -587,9 +587,7 @@ fn a_refused_child_is_reported_in_the_status_and_as_a_warning_event() {
         &["-n", ns],
     );
     // External middleware, its Secrets in place: the services are applied on the first pass.
-    create_external_secrets(&kube, ns, "password=secret");
-    let example = repo().join("examples/store-external.yaml");
-    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    apply_external_example(&kube, ns);
     let failed = wait_for(
         "the failure in the Store's status",
         WAIT,
@@ -759,9 +757,7 @@ fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
     let operator = Operator::start(&kube, &rbac, ns, "operator-a");
-    create_external_secrets(&kube, ns, "password=secret");
-    let example = repo().join("examples/store-external.yaml");
-    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    apply_external_example(&kube, ns);
     patch_store(
         &kube,
         ns,
@@ -834,9 +830,7 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
     let operator = Operator::start(&kube, &rbac, ns, "operator-a");
-    create_external_secrets(&kube, ns, "password=secret");
-    let example = repo().join("examples/store-external.yaml");
-    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    apply_external_example(&kube, ns);
     wait_ready(&kube, ns, &operator);
 
     // The cart's deadline shortened by another field manager (the operator sets none), and a
@@ -1176,6 +1170,13 @@ fn poke_and_wait_reconcile(kube: &Kube, ns: &str, operator: &Operator) -> Value 
         || operator.log(),
     );
     poked
+}
+
+/// examples/store-external.yaml with every Secret it names in place.
+fn apply_external_example(kube: &Kube, ns: &str) {
+    create_external_secrets(kube, ns, "password=secret");
+    let example = repo().join("examples/store-external.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
 }
 
 /// The Secrets examples/store-external.yaml names; the PostgreSQL one with `password` (a
