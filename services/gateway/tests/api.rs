@@ -44,6 +44,8 @@ struct ShopOptions {
     max_concurrent: usize,
     /// Load the demo catalogue into the product service (the storefront's journey uses it).
     demo_catalogue: bool,
+    /// More gateway flags, after the ones above.
+    gateway_args: Vec<String>,
 }
 
 impl Default for ShopOptions {
@@ -56,6 +58,7 @@ impl Default for ShopOptions {
             services_at: None,
             max_concurrent: 1024,
             demo_catalogue: false,
+            gateway_args: Vec::new(),
         }
     }
 }
@@ -258,6 +261,7 @@ impl Shop {
                 prefix.clone(),
             ]);
         }
+        gateway_args.extend(options.gateway_args.iter().cloned());
         let config = letsgo_gateway::Config::try_parse_from(gateway_args).unwrap();
         let admin = TcpListener::bind(localhost).await.unwrap();
         let admin_base = format!("http://{}", admin.local_addr().unwrap());
@@ -2079,3 +2083,8 @@ async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503() {
 
 #[path = "shop/storefront.rs"]
 mod storefront;
+
+// ---------------------------------------------------------------- slow and abusive clients
+
+#[path = "shop/abuse.rs"]
+mod abuse;
