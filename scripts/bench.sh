@@ -196,6 +196,14 @@ else
 	fi
 	say "the shop is up"
 fi
+# The load generator signs in as the shop's admin to make its products: make up keeps the
+# password it generated in its state directory.
+if [[ -z ${ADMIN_PASSWORD:-} ]]; then
+	password_file=${LETSGO_STATE_DIR:-/tmp/letsgo}/admin-password
+	[[ -s $password_file ]] || die "ADMIN_PASSWORD is not set and $password_file is missing: pass the shop's admin password"
+	ADMIN_PASSWORD=$(<"$password_file")
+fi
+export ADMIN_PASSWORD
 
 declare -A PID_OF=()
 for entry in "${SERVICES[@]}"; do

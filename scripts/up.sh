@@ -6,7 +6,9 @@
 # Settings (environment, defaults in parentheses):
 #   JWT_SECRET         token signing key, >= 32 bytes (random for this run)
 #   PAYMENT_WEBHOOK_SECRET  payment callback signing key(s) (random for this run)
-#   ADMIN_USERNAMES    (admin)   LOG_FORMAT (text)   RUST_LOG (info)
+#   ADMIN_USERNAME     (admin)   the initial admin, made when its account does not exist
+#   ADMIN_PASSWORD     its password (generated once, kept in $LETSGO_STATE_DIR/admin-password)
+#   LOG_FORMAT (text)   RUST_LOG (info)
 #   DEMO_CATALOGUE     (true)    load demo products into an empty catalogue
 #   MOCK_PROVIDER_AUTOCOMPLETE (true)  the mock provider approves payments by itself
 #   LETSGO_PROFILE     release (default) or debug
@@ -97,7 +99,12 @@ start() { # NAME PORT ADMIN URL
 	local name=$1 port=$2 admin=$3 url=$4 log=$LOGS/$1.log pid rc deadline
 	check_ports "$name" "$port" "$admin"
 	say "starting $name (log $log)"
-	"$BIN_DIR/$name" </dev/null >"$log" 2>&1 &
+	# Only the user service reads the initial admin's password.
+	if [[ $name == letsgo-user ]]; then
+		ADMIN_PASSWORD=$ADMIN_PASSWORD "$BIN_DIR/$name" </dev/null >"$log" 2>&1 &
+	else
+		"$BIN_DIR/$name" </dev/null >"$log" 2>&1 &
+	fi
 	pid=$!
 	PIDS+=("$pid")
 	NAME_OF[$pid]=$name
@@ -203,16 +210,27 @@ if [[ -z ${PAYMENT_WEBHOOK_SECRET:-} ]]; then
 	PAYMENT_WEBHOOK_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	say "PAYMENT_WEBHOOK_SECRET is not set: using a random one for this run (the mock provider signs with it)"
 fi
-if [[ -z ${ADMIN_USERNAMES+set} ]]; then
-	ADMIN_USERNAMES='admin'
-	say "ADMIN_USERNAMES is not set: defaulting to 'admin' (register a user named admin to get admin rights)"
+ADMIN_USERNAME=${ADMIN_USERNAME:-admin}
+ADMIN_PASSWORD_FILE=$STATE/admin-password
+if [[ -z ${ADMIN_PASSWORD:-} ]]; then
+	if [[ -s $ADMIN_PASSWORD_FILE ]]; then
+		ADMIN_PASSWORD=$(<"$ADMIN_PASSWORD_FILE")
+	else
+		mkdir -p "$STATE"
+		ADMIN_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+		(umask 077 && printf '%s\n' "$ADMIN_PASSWORD" >"$ADMIN_PASSWORD_FILE")
+		say "ADMIN_PASSWORD is not set: generated one, kept in $ADMIN_PASSWORD_FILE"
+	fi
+fi
+if [[ -n ${ADMIN_USERNAMES:-} ]]; then
+	say "ADMIN_USERNAMES is no longer read: the admin is $ADMIN_USERNAME; grant others with letsgo-user grant-admin NAME"
 fi
 LOG_FORMAT=${LOG_FORMAT:-text}
 # The product service loads a demo catalogue into an empty shop, so a newcomer sees products.
 DEMO_CATALOGUE=${DEMO_CATALOGUE:-true}
 # The demo's mock provider approves payments by itself (off by default in the binary).
 MOCK_PROVIDER_AUTOCOMPLETE=${MOCK_PROVIDER_AUTOCOMPLETE:-true}
-export JWT_SECRET PAYMENT_WEBHOOK_SECRET ADMIN_USERNAMES LOG_FORMAT DEMO_CATALOGUE MOCK_PROVIDER_AUTOCOMPLETE
+export JWT_SECRET PAYMENT_WEBHOOK_SECRET ADMIN_USERNAME LOG_FORMAT DEMO_CATALOGUE MOCK_PROVIDER_AUTOCOMPLETE
 
 if ! command -v curl >/dev/null && ! command -v python3 >/dev/null; then
 	say "installing curl (apt-get) to probe readiness"
@@ -285,6 +303,9 @@ for entry in "${STARTED[@]}"; do
 	read -r name port admin _ <<<"$entry"
 	printf '  %-15s :%-5s  metrics http://127.0.0.1:%s/metrics\n' "$name" "$port" "$admin"
 done
+printf '\n  admin    %s / %s   (sign in at %s/#/signin)\n' "$ADMIN_USERNAME" "$ADMIN_PASSWORD" "$GATEWAY_URL"
+printf '           the password is the one the account was made with; a lost one is replaced with\n'
+printf '           %s/letsgo-user set-password %s  (the new one on stdin)\n' "$BIN_DIR" "$ADMIN_USERNAME"
 printf '\n  logs     %s/<binary>.log   (tail -f %s/*.log)\n' "$LOGS" "$LOGS"
 printf '  healthy  %ss after start (build %ss, binaries %ss)\n' "$t_ready" "$t_build" "$t_start"
 printf '\n  Ctrl-C stops everything.\n\n'

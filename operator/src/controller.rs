@@ -289,7 +289,22 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             store,
             EventType::Normal,
             "SecretsGenerated",
-            "generated the JWT secret, the webhook secret and the database password",
+            "generated the missing secrets (JWT and webhook keys, database and initial admin \
+             passwords)",
+        )
+        .await;
+    }
+    let spec_is_new =
+        store.status.as_ref().and_then(|s| s.observed_generation) != store.metadata.generation;
+    if spec_is_new && !store.spec.shop.admin_usernames.is_empty() {
+        publish(
+            ctx,
+            store,
+            EventType::Warning,
+            "AdminUsernamesIgnored",
+            "shop.adminUsernames is no longer read: the initial admin is shop.adminUsername, \
+             its password in the Secret's admin-password key; grant others with `letsgo-user \
+             grant-admin NAME` in the user Deployment",
         )
         .await;
     }

@@ -434,10 +434,19 @@ pub struct IngressSpec {
     pub tls_secret_name: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShopSettings {
-    /// Usernames promoted to admin when they register or sign in (`ADMIN_USERNAMES`).
+    /// The initial admin's username (`ADMIN_USERNAME`): the user service makes this account
+    /// at start, with the password in the Store's Secret (key `admin-password`), and nobody
+    /// can register it. More admins: `kubectl exec deploy/<store>-user -- letsgo-user
+    /// grant-admin NAME`.
+    #[serde(default = "default_admin_username")]
+    #[schemars(length(min = 3, max = 20), pattern(r"^[A-Za-z0-9_-]+$"))]
+    pub admin_username: String,
+    /// No longer read (0.1 promoted these usernames to admin at sign-up, which let anyone
+    /// who registered one first take the catalogue). Accepted so older manifests apply; a
+    /// Store that sets it gets a Warning Event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_usernames: Vec<String>,
     /// Load the demo catalogue into an empty shop (`DEMO_CATALOGUE`).
@@ -447,6 +456,21 @@ pub struct ShopSettings {
     /// (`MOCK_PROVIDER_AUTOCOMPLETE`): for a demo only, never for a shop taking real orders.
     #[serde(default)]
     pub mock_payments_autocomplete: bool,
+}
+
+impl Default for ShopSettings {
+    fn default() -> Self {
+        ShopSettings {
+            admin_username: default_admin_username(),
+            admin_usernames: Vec::new(),
+            demo_catalogue: false,
+            mock_payments_autocomplete: false,
+        }
+    }
+}
+
+fn default_admin_username() -> String {
+    "admin".to_owned()
 }
 
 impl StoreSpec {

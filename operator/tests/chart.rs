@@ -133,7 +133,7 @@ const NOTABLE_VALUES: &[&str] = &[
     "--set",
     "store.name=demo",
     "--set-json",
-    r#"store.spec={"image":{"registry":"registry.example.com/shop","tag":"0.2.0"},"services":{"gateway":{"replicas":2}},"gateway":{"serviceType":"LoadBalancer","ingress":{"host":"shop.example.com"}},"shop":{"adminUsernames":["admin"],"demoCatalogue":true}}"#,
+    r#"store.spec={"image":{"registry":"registry.example.com/shop","tag":"0.2.0"},"services":{"gateway":{"replicas":2}},"gateway":{"serviceType":"LoadBalancer","ingress":{"host":"shop.example.com"}},"shop":{"adminUsername":"root","demoCatalogue":true}}"#,
     "--set",
     "watchNamespace=shops",
     "--set",

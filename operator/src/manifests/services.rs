@@ -27,8 +27,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::{
-    JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name, env_from_secret,
-    secret_name,
+    ADMIN_PASSWORD_KEY, JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name,
+    env_from_secret, secret_name,
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{Autoscaling, DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
@@ -273,6 +273,14 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
             "JWT_SECRET",
             &generated,
             JWT_SECRET_KEY,
+            false,
+        ));
+    }
+    if kind == ServiceKind::User {
+        env.push(env_from_secret(
+            "ADMIN_PASSWORD",
+            &generated,
+            ADMIN_PASSWORD_KEY,
             false,
         ));
     }

@@ -1,5 +1,5 @@
 //! The shop's settings: a ConfigMap of what is not secret, and a Secret of what the operator
-//! generates (token key, webhook key, database password) once per Store.
+//! generates (token key, webhook key, database and initial admin passwords) once per Store.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +12,17 @@ use super::services::ServiceKind;
 use crate::store::{DataRetention, DiscoveryMode, MiddlewareSource};
 
 /// Keys of the generated Secret `<store>-secrets`.
-pub const SECRET_KEYS: [&str; 3] = [JWT_SECRET_KEY, WEBHOOK_SECRET_KEY, POSTGRES_PASSWORD_KEY];
+pub const SECRET_KEYS: [&str; 4] = [
+    JWT_SECRET_KEY,
+    WEBHOOK_SECRET_KEY,
+    POSTGRES_PASSWORD_KEY,
+    ADMIN_PASSWORD_KEY,
+];
 pub(super) const JWT_SECRET_KEY: &str = "jwt-secret";
 pub(super) const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
 pub(super) const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
+/// The initial admin's password; the user service reads it only when it makes the account.
+pub(super) const ADMIN_PASSWORD_KEY: &str = "admin-password";
 /// The database role of managed PostgreSQL.
 pub(super) const POSTGRES_USER: &str = "letsgo";
 
@@ -56,12 +63,10 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
             spec.shop.mock_payments_autocomplete.to_string(),
         ),
     ]);
-    if !spec.shop.admin_usernames.is_empty() {
-        data.insert(
-            "ADMIN_USERNAMES".to_owned(),
-            spec.shop.admin_usernames.join(","),
-        );
-    }
+    data.insert(
+        "ADMIN_USERNAME".to_owned(),
+        spec.shop.admin_username.clone(),
+    );
     // Shops sharing an external Redis or Kafka must not see each other's carts, cached
     // products, change announcements, topics or consumer groups.
     data.insert(
@@ -151,7 +156,7 @@ pub fn secret_data_is_complete(secret: &Secret) -> bool {
     })
 }
 
-/// 32 random bytes, hex: a valid `JWT_SECRET`, webhook secret and PostgreSQL password alike.
+/// 32 random bytes, hex: a valid `JWT_SECRET`, webhook secret and password alike.
 fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source");

@@ -1,7 +1,7 @@
 //! The builders' output for given Stores.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -62,6 +62,20 @@ fn secret_of(state: &DesiredState) -> Secret {
         .unwrap()
 }
 
+/// The shop's settings ConfigMap (not the PostgreSQL init script's).
+fn config_map_of(state: &DesiredState) -> ConfigMap {
+    state
+        .settings
+        .iter()
+        .find_map(|c| match c {
+            Child::ConfigMap(c) if c.metadata.name.as_deref() == Some("shop-config") => {
+                Some(c.clone())
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
 #[test]
 fn a_default_store_gets_every_service_and_managed_postgres_redis_and_kafka() {
     let state = build(StoreSpec::default());
@@ -116,15 +130,7 @@ fn every_object_is_owned_by_the_store_and_labelled_with_it() {
 #[test]
 fn headless_services_carry_the_names_discovery_resolves() {
     let state = build(StoreSpec::default());
-    let config = state
-        .settings
-        .iter()
-        .find_map(|c| match c {
-            Child::ConfigMap(c) if c.metadata.name.as_deref() == Some("shop-config") => Some(c),
-            _ => None,
-        })
-        .unwrap();
-    let data = config.data.as_ref().unwrap();
+    let data = config_map_of(&state).data.unwrap();
     assert_eq!(data["DISCOVERY"], "kubernetes");
     // Two shops on one external Redis or Kafka keep apart.
     assert_eq!(data["REDIS_KEY_PREFIX"], "letsgo:default:shop:");
@@ -206,6 +212,14 @@ fn secrets_reach_only_the_services_that_use_them() {
     assert!(!has("shop-cart", "JWT_SECRET"));
     assert!(has("shop-payment", "PAYMENT_WEBHOOK_SECRET"));
     assert!(!has("shop-order", "PAYMENT_WEBHOOK_SECRET"));
+    // The initial admin's password reaches the user service only; its name is no secret.
+    assert!(has("shop-user", "ADMIN_PASSWORD"));
+    assert!(!has("shop-gateway", "ADMIN_PASSWORD"));
+    assert!(!has("shop-product", "ADMIN_PASSWORD"));
+    assert_eq!(
+        config_map_of(&state).data.unwrap()["ADMIN_USERNAME"],
+        "admin"
+    );
     assert!(has("shop-order", "DB_PASSWORD"));
     assert!(!has("shop-cart", "DB_PASSWORD"));
     let password = env(container(deployment(&state, "shop-order")), "DB_PASSWORD").unwrap();
@@ -228,7 +242,7 @@ fn generated_secrets_are_kept_across_reconciles() {
     let second = secret_of(&desired_state(&target, Some(&first), ""));
     assert_eq!(first.data, second.data);
     let data = first.data.unwrap();
-    assert_eq!(data.len(), 3);
+    assert_eq!(data.len(), SECRET_KEYS.len());
     assert!(data.values().all(|v| v.0.len() == 64));
     // Two Stores never share a generated secret.
     let other = secret_of(&desired_state(&target, None, "")).data.unwrap();
@@ -243,11 +257,14 @@ fn a_missing_secret_key_is_generated_and_the_others_kept() {
     let kept = partial.data.as_mut().unwrap();
     let jwt = kept["jwt-secret"].clone();
     kept.remove("webhook-secret");
+    // A Secret made by 0.1, before the initial admin, lacks its password.
+    kept.remove("admin-password");
     let repaired = secret_of(&desired_state(&target, Some(&partial), ""))
         .data
         .unwrap();
     assert_eq!(repaired["jwt-secret"], jwt);
     assert_eq!(repaired["webhook-secret"].0.len(), 64);
+    assert_eq!(repaired["admin-password"].0.len(), 64);
 }
 
 #[test]
@@ -438,7 +455,7 @@ fn a_settings_change_rolls_the_services() {
         ))
     };
     let mut changed = StoreSpec::default();
-    changed.shop.admin_usernames = vec!["admin".into()];
+    changed.shop.admin_username = "root".into();
     assert_eq!(hash(StoreSpec::default()), hash(StoreSpec::default()));
     assert_ne!(hash(StoreSpec::default()), hash(changed));
     // New credentials (the Secret made again) roll the services too.

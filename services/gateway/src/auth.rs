@@ -6,8 +6,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
-use letsgo_platform::auth::{Caller, TokenKeys};
+use letsgo_platform::auth::{Caller, Role, TokenKeys};
 use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::proto::user::v1::GetProfileRequest;
+
+use crate::app::AppState;
 
 /// What the request's `Authorization` header said.
 #[derive(Clone, Debug)]
@@ -86,18 +89,36 @@ impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
     }
 }
 
-/// A handler argument for admin-only routes: 403 with 2005 for a signed-in non-admin.
+/// A handler argument for admin-only routes: 403 with 2005 for a signed-in non-admin. The
+/// account's role is read from the user service on each call rather than trusted from the
+/// token, which says what it was at sign-in: a revoked admin loses the rights at once, and a
+/// granted one gains them at once. Admin calls are rare, so the extra call costs little.
 pub struct Admin(pub Caller);
 
-impl<S: Send + Sync> FromRequestParts<S> for Admin {
+impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let SignedIn(caller) = SignedIn::from_request_parts(parts, state).await?;
-        if caller.is_admin() {
-            Ok(Admin(caller))
-        } else {
-            Err(AppError::of(ErrorCode::PermissionDenied))
+        let profile = state
+            .user_client()
+            .get_profile(GetProfileRequest {
+                user_id: caller.user_id,
+            })
+            .await
+            .map_err(AppError::from);
+        match profile {
+            Ok(profile) if Role::parse(&profile.get_ref().role) == Some(Role::Admin) => {
+                Ok(Admin(caller))
+            }
+            Ok(_) => Err(AppError::of(ErrorCode::PermissionDenied)),
+            Err(error) if error.code == ErrorCode::UserNotFound => {
+                Err(AppError::of(ErrorCode::PermissionDenied))
+            }
+            Err(error) => Err(error),
         }
     }
 }

@@ -1107,7 +1107,7 @@ function typedValue(text) {
 async function adminPage(ctx, _match, route) {
   if (!requireSignIn(route, 'Please sign in with an administrator account.')) return;
   if (!api.isAdmin()) {
-    mount(main, emptyState('For shop administrators', 'Your account cannot manage products. Sign in as an administrator to add or edit them.', 'Back to the shop', '#/'));
+    mount(main, emptyState('For shop administrators', 'Your account cannot manage products. Sign in as the shop\'s admin (its password is set when the shop is installed), or ask an admin to grant your account admin rights.', 'Back to the shop', '#/'));
     return;
   }
   let editing = null; // the product being edited, or null when adding

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 const SECRET: &str = "gateway-test-secret-0123456789abcdef";
+/// The initial admin's password (ADMIN_PASSWORD) in every test shop.
+const ADMIN_PASSWORD: &str = "gateway-admin-pass-0123";
 const WEBHOOK_SECRET: &str = "gateway-test-webhook-secret-0123456789";
 
 fn server_url() -> String {
@@ -91,8 +93,8 @@ impl Shop {
                     &user_db.url,
                     "--jwt-secret",
                     SECRET,
-                    "--admin-usernames",
-                    "admin",
+                    "--admin-password",
+                    ADMIN_PASSWORD,
                     "--kafka-topic-prefix",
                     &format!("gwtest-{}.", user_db.name()),
                     "--kafka-brokers",
@@ -319,6 +321,18 @@ impl Shop {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         self.send(request).await
+    }
+
+    /// Signs in as the initial admin the user service made at start.
+    async fn sign_in_admin(&self) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/user/login",
+                json!({"username": "admin", "password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["token"].as_str().unwrap().to_owned()
     }
 
     async fn register(&self, username: &str) -> (i64, String) {
@@ -754,6 +768,8 @@ async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
         "3s",
         "--warmup",
         "0s",
+        "--admin-password",
+        ADMIN_PASSWORD,
     ])
     .unwrap();
     let report = letsgo_loadgen::run::run(cli.load).await.unwrap();
@@ -902,7 +918,7 @@ impl Shop {
 async fn product_detail_is_served_from_the_gateways_cache_and_follows_every_change() {
     const HITS: &str = "letsgo_gateway_product_cache_hits_total";
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop
         .add_product(&admin, "Kettle", json!(25), 5, "home")
         .await;
@@ -992,7 +1008,7 @@ async fn product_detail_is_served_from_the_gateways_cache_and_follows_every_chan
 #[tokio::test]
 async fn a_shopper_browses_searches_and_fills_a_cart() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let tea = shop
         .add_product(&admin, "Green Tea", json!(19.9), 10, "food")
         .await;
@@ -1122,7 +1138,7 @@ async fn a_shopper_browses_searches_and_fills_a_cart() {
 #[tokio::test]
 async fn only_admins_add_or_change_products() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let (_, carol) = shop.register("carol").await;
     let product = json!({"name": "Lamp", "description": "bright", "price": 10, "stock": 1, "category": "home", "images": ["https://img.example.com/l.jpg"]});
     let (status, body) = shop
@@ -1215,10 +1231,63 @@ async fn only_admins_add_or_change_products() {
     assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
 }
 
+impl Shop {
+    /// Runs a `letsgo-user` command (grant-admin, revoke-admin, ...) on the shop's user
+    /// database, as an operator does with `kubectl exec`.
+    async fn user_command(&self, words: &[&str]) -> String {
+        let url = &self._databases[0].url;
+        let mut args = vec!["letsgo-user", "--database-url", url, "--jwt-secret", SECRET];
+        args.extend_from_slice(words);
+        let config = letsgo_user::Config::try_parse_from(args).unwrap();
+        let command = config.command.clone().unwrap();
+        letsgo_user::run_command(&config, &command).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn admin_rights_follow_the_account_not_the_token() {
+    let shop = Shop::start().await;
+    let lamp = || json!({"name": "Lamp", "description": "bright", "price": 10, "stock": 1, "category": "home", "images": ["https://img.example.com/l.jpg"]});
+    let add = |token: String| {
+        let shop = &shop;
+        async move {
+            shop.send_json(
+                reqwest::Method::POST,
+                "/api/v1/product/add",
+                Some(&token),
+                lamp(),
+            )
+            .await
+        }
+    };
+    // Nobody becomes an admin by registering the admin's name.
+    let (status, body) = shop
+        .post(
+            "/api/v1/user/register",
+            json!({"username": "Admin", "password": "password123", "email": "mallory@example.com"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, 2001);
+
+    // Granted: frank's token still says "user", and the gateway asks for his role.
+    let (_, frank) = shop.register("frank").await;
+    let (status, body) = add(frank.clone()).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
+    shop.user_command(&["grant-admin", "frank"]).await;
+    let (status, body) = add(frank.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Revoked: the admin's token still says "admin" for a day, and counts for nothing.
+    let admin = shop.sign_in_admin().await;
+    shop.user_command(&["revoke-admin", "admin"]).await;
+    let (status, body) = add(admin).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
+}
+
 #[tokio::test]
 async fn bad_catalogue_input_is_400_with_1001() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     for price in [
         json!(19.999),
         json!("19.9"),
@@ -1283,7 +1352,7 @@ async fn bad_catalogue_input_is_400_with_1001() {
 #[tokio::test]
 async fn cart_mistakes_get_the_original_codes() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop
         .add_product(&admin, "Pen", json!(1.5), 5, "office")
         .await;
@@ -1351,7 +1420,7 @@ async fn cart_mistakes_get_the_original_codes() {
 #[tokio::test]
 async fn reviews_show_on_the_product() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop
         .add_product(&admin, "Novel", json!(45), 5, "books")
         .await;
@@ -1409,7 +1478,7 @@ async fn reviews_show_on_the_product() {
 #[tokio::test]
 async fn a_shopper_checks_out_pays_and_sees_the_order_paid() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let tea = shop
         .add_product(&admin, "Green Tea", json!(19.9), 5, "food")
         .await;
@@ -1578,7 +1647,7 @@ async fn a_shopper_checks_out_pays_and_sees_the_order_paid() {
 #[tokio::test]
 async fn a_pending_order_cancels_and_gives_its_stock_back() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop.add_product(&admin, "Lamp", json!(10), 2, "home").await;
     let (_, carol) = shop.register("carol").await;
     let order = |quantity: i64| {
@@ -1888,7 +1957,7 @@ impl CapturedLogs {
 async fn no_secret_reaches_a_log_line() {
     let logs = CapturedLogs::install();
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop
         .add_product(&admin, "Lantern", json!(20), 10, "home")
         .await;
@@ -1938,7 +2007,7 @@ async fn a_broker_outage_during_checkouts_delays_events_and_loses_none() {
         ..Default::default()
     })
     .await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop
         .add_product(&admin, "Kite", json!(12.5), 100, "toys")
         .await;
@@ -2000,7 +2069,7 @@ async fn a_broker_outage_during_checkouts_delays_events_and_loses_none() {
 #[tokio::test]
 async fn many_buyers_racing_for_few_units_get_exactly_that_many_orders() {
     let shop = Shop::start().await;
-    let (_, admin) = shop.register("admin").await;
+    let admin = shop.sign_in_admin().await;
     let id = shop
         .add_product(&admin, "Rare print", json!(300), 3, "art")
         .await;

@@ -44,6 +44,15 @@ pub fn init_logging(args: &TelemetryArgs) {
     }
 }
 
+/// Logging for a one-off command (e.g. `letsgo-user grant-admin`): warnings and errors on
+/// stderr, so stdout holds only the command's answer.
+pub fn init_command_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,

@@ -4,7 +4,7 @@ use letsgo_platform::auth::{IssuedToken, Role, TokenKeys};
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 
 use crate::passwords;
-use crate::rules::{self, AdminList};
+use crate::rules;
 use crate::storage::{NewUser, ProfileChange, UserRow, UserStore};
 
 pub struct Registration {
@@ -30,15 +30,16 @@ pub struct ProfileUpdate {
 pub struct Accounts {
     store: UserStore,
     tokens: TokenKeys,
-    admins: AdminList,
+    /// The initial admin's username, lowercased: nobody can register it.
+    reserved_username: String,
 }
 
 impl Accounts {
-    pub fn new(store: UserStore, tokens: TokenKeys, admins: AdminList) -> Self {
+    pub fn new(store: UserStore, tokens: TokenKeys, reserved_username: &str) -> Self {
         Accounts {
             store,
             tokens,
-            admins,
+            reserved_username: reserved_username.trim().to_lowercase(),
         }
     }
 
@@ -49,15 +50,18 @@ impl Accounts {
         rules::check_password(&registration.password)?;
         rules::check_email(email)?;
         rules::check_phone(&registration.phone)?;
-        // Cheap early answer for the common case; the unique index settles races.
-        if self.store.find_by_username(username).await?.is_some() {
+        // Cheap early answer for the common case; the unique index settles races. The initial
+        // admin's name is taken even before its account exists (ADMIN_PASSWORD unset).
+        if username.to_lowercase() == self.reserved_username
+            || self.store.find_by_username(username).await?.is_some()
+        {
             return Err(AppError::new(
                 ErrorCode::UserExists,
                 "username already taken",
             ));
         }
         let password_hash = passwords::hash(registration.password).await?;
-        let role = self.admins.role_for(username, Role::User);
+        let role = Role::User;
         let user = self
             .store
             .insert(NewUser {
@@ -80,11 +84,7 @@ impl Accounts {
             Some(user) if matches => user,
             _ => return Err(AppError::of(ErrorCode::WrongPassword)),
         };
-        let role = self.admins.role_for(&user.username, user.role());
-        if role != user.role() {
-            self.store.set_role(user.id, role).await?;
-        }
-        self.sign_in(&user, role)
+        self.sign_in(&user, user.role())
     }
 
     fn sign_in(&self, user: &UserRow, role: Role) -> AppResult<SignedIn> {

@@ -2,6 +2,7 @@
 //! over gRPC, in PostgreSQL database `user`.
 
 pub mod accounts;
+pub mod admins;
 pub mod config;
 pub mod grpc;
 pub mod passwords;
@@ -18,7 +19,7 @@ use letsgo_platform::shutdown::Shutdown;
 use letsgo_platform::telemetry::{Metrics, Readiness};
 use letsgo_platform::{db, events, grpc as grpc_server, telemetry};
 
-pub use config::Config;
+pub use config::{Command, Config};
 
 /// The topics this service produces.
 pub const TOPICS: &[&str] = &["user.registered"];
@@ -36,15 +37,17 @@ pub fn default_addresses() -> (SocketAddr, SocketAddr) {
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = db::connect(
-        &config.database.url("user"),
-        config.database.db_max_connections,
-    )
-    .await
-    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
-    db::migrate(&pool, sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|error| format!("migrations: {error}"))?;
+    admins::check(&config.initial_admin)?;
+    if std::env::var_os("ADMIN_USERNAMES").is_some() {
+        tracing::warn!(
+            "ADMIN_USERNAMES is no longer read: accounts it made admins stay admins; the \
+             initial admin comes from ADMIN_USERNAME and ADMIN_PASSWORD, others from \
+             `letsgo-user grant-admin`"
+        );
+    }
+    let pool = open_database(&config).await?;
+    let store = storage::UserStore::new(pool.clone());
+    admins::ensure_initial(&store, &config.initial_admin).await?;
 
     if let Some(threads) = config.password_hash_threads {
         passwords::set_threads(threads.get());
@@ -63,9 +66,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     ));
 
     let accounts = accounts::Accounts::new(
-        storage::UserStore::new(pool.clone()),
+        store,
         TokenKeys::from_args(&config.jwt),
-        rules::AdminList::new(&config.admin_usernames),
+        &config.initial_admin.admin_username,
     );
     let discovery = config.discovery.build().await?;
     readiness.set_ready(true);
@@ -96,4 +99,40 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     pool.close().await;
     tracing::info!("user service stopped");
     Ok(())
+}
+
+/// Connects to the service's database and brings its schema up to date.
+async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
+    let pool = db::connect(
+        &config.database.url("user"),
+        config.database.db_max_connections,
+    )
+    .await
+    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+    db::migrate(&pool, sqlx::migrate!("./migrations"))
+        .await
+        .map_err(|error| format!("migrations: {error}"))?;
+    Ok(pool)
+}
+
+/// Runs one command-line job (`grant-admin`, `revoke-admin`, `list-admins`, `set-password`)
+/// and answers what to print; an error says why it was refused.
+pub async fn run_command(config: &Config, command: &Command) -> Result<String, BoxError> {
+    let pool = open_database(config).await?;
+    let store = storage::UserStore::new(pool.clone());
+    let outcome = match command {
+        Command::GrantAdmin { username } => admins::grant(&store, username).await,
+        Command::RevokeAdmin { username } => admins::revoke(&store, username).await,
+        Command::ListAdmins => admins::list(&store).await,
+        Command::SetPassword { username } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|error| format!("reading the password from stdin: {error}"))?;
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            admins::set_password(&store, username, password).await
+        }
+    };
+    pool.close().await;
+    Ok(outcome?)
 }

@@ -95,6 +95,11 @@ async fn on_pool<T: Send + 'static>(
 ) -> AppResult<T> {
     let (answer, answered) = oneshot::channel();
     let job: Job = Box::new(move || {
+        // The caller has gone (its request timed out or its client hung up): nobody would
+        // read the answer, so the core and the 7 MiB go to the next caller instead.
+        if answer.is_closed() {
+            return;
+        }
         let _ = answer.send(work());
     });
     let sender = pool().clone();
@@ -169,5 +174,36 @@ mod tests {
         for result in futures_util::future::join_all(hashes).await {
             result.unwrap();
         }
+    }
+
+    /// Nextest runs each test in a process of its own, so this one sizes the pool.
+    #[tokio::test]
+    async fn a_job_whose_caller_has_gone_is_not_run() {
+        set_threads(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, started) = oneshot::channel();
+        let gate = tokio::spawn(on_pool(move || {
+            let _ = entered.send(());
+            let _ = held.recv();
+            Ok(())
+        }));
+        started.await.unwrap();
+        // Queued behind the gate; its caller gives up before the pool reaches it.
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            on_pool(move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the gate holds the only hashing thread");
+        release.send(()).unwrap();
+        gate.await.unwrap().unwrap();
+        // A job queued after the abandoned one runs, so the pool has passed it.
+        on_pool(|| Ok(())).await.unwrap();
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

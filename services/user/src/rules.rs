@@ -1,6 +1,5 @@
-//! What makes account data valid, and who is an admin. No SQL and no proto here.
+//! What makes account data valid. No SQL and no proto here.
 
-use letsgo_platform::auth::Role;
 use letsgo_platform::errors::{AppError, AppResult};
 
 pub const USERNAME_LENGTH: std::ops::RangeInclusive<usize> = 3..=20;
@@ -78,33 +77,6 @@ pub fn check_avatar(avatar: &str) -> AppResult<()> {
     }
 }
 
-/// The usernames configured as admins (ADMIN_USERNAMES), compared case-insensitively like
-/// usernames themselves.
-#[derive(Debug, Clone, Default)]
-pub struct AdminList(Vec<String>);
-
-impl AdminList {
-    pub fn new(usernames: &[String]) -> Self {
-        AdminList(
-            usernames
-                .iter()
-                .map(|name| name.trim().to_lowercase())
-                .filter(|name| !name.is_empty())
-                .collect(),
-        )
-    }
-
-    /// The role `username` should have given the role it has now: a listed name is promoted;
-    /// nobody is demoted here (an admin made by hand in the database stays one).
-    pub fn role_for(&self, username: &str, current: Role) -> Role {
-        if self.0.contains(&username.to_lowercase()) {
-            Role::Admin
-        } else {
-            current
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,13 +106,5 @@ mod tests {
         assert!(check_phone("13800138000").is_ok());
         assert!(check_phone("1380013800").is_err());
         assert!(check_phone("1380013800x").is_err());
-    }
-
-    #[test]
-    fn listed_usernames_become_admins_and_nobody_is_demoted() {
-        let admins = AdminList::new(&["Root".to_owned(), " ".to_owned()]);
-        assert_eq!(admins.role_for("root", Role::User), Role::Admin);
-        assert_eq!(admins.role_for("alice", Role::User), Role::User);
-        assert_eq!(admins.role_for("alice", Role::Admin), Role::Admin);
     }
 }

@@ -39,6 +39,15 @@ pub struct ProfileChange<'a> {
     pub avatar: Option<&'a str>,
 }
 
+/// How `revoke_admin` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked(String),
+    NotAnAdmin(String),
+    LastAdmin(String),
+    NoSuchAccount,
+}
+
 /// Maps a unique-index violation to 2001, naming what was taken.
 fn conflict_or(error: sqlx::Error) -> AppError {
     if let sqlx::Error::Database(db) = &error {
@@ -115,13 +124,64 @@ impl UserStore {
         )
     }
 
-    pub async fn set_role(&self, id: i64, role: Role) -> Result<(), AppError> {
-        sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
+    /// Makes the named account an admin; None when there is no such account.
+    pub async fn grant_admin(&self, username: &str) -> Result<Option<UserRow>, AppError> {
+        Ok(sqlx::query_as(&format!(
+            "UPDATE users SET role = 'admin', updated_at = now() \
+             WHERE lower(username) = lower($1) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Takes admin rights from the named account unless it is the last admin. The admins'
+    /// rows are locked first, so two revocations at once cannot leave the shop without one.
+    pub async fn revoke_admin(&self, username: &str) -> Result<Revocation, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let admins: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, username FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE",
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        let Some((id, name)) = admins
+            .iter()
+            .find(|(_, name)| name.eq_ignore_ascii_case(username))
+            .cloned()
+        else {
+            let exists = self.find_by_username(username).await?;
+            return Ok(match exists {
+                Some(user) => Revocation::NotAnAdmin(user.username),
+                None => Revocation::NoSuchAccount,
+            });
+        };
+        if admins.len() == 1 {
+            return Ok(Revocation::LastAdmin(name));
+        }
+        sqlx::query("UPDATE users SET role = 'user', updated_at = now() WHERE id = $1")
             .bind(id)
-            .bind(role.as_str())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Revocation::Revoked(name))
+    }
+
+    pub async fn set_password_hash(&self, id: i64, password_hash: &str) -> Result<(), AppError> {
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The admins' usernames, oldest account first.
+    pub async fn admins(&self) -> Result<Vec<String>, AppError> {
+        Ok(
+            sqlx::query_scalar("SELECT username FROM users WHERE role = 'admin' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Changes the given fields; answers false when there is no such user.

@@ -33,29 +33,15 @@ struct RunningService {
 }
 
 impl RunningService {
-    async fn start(admins: &str) -> RunningService {
+    /// A service on a database of its own; `admin_password` is ADMIN_PASSWORD ("" leaves it
+    /// unset).
+    async fn start(admin_password: &str) -> RunningService {
         let database = ScratchDatabase::create(&server_url()).await.unwrap();
-        RunningService::start_on(database, admins).await
+        RunningService::start_on(database, admin_password).await
     }
 
-    async fn start_on(database: ScratchDatabase, admins: &str) -> RunningService {
-        let prefix = format!("test-{}.", uuid_like());
-        let config = Config::try_parse_from([
-            "letsgo-user",
-            "--database-url",
-            &database.url,
-            "--jwt-secret",
-            SECRET,
-            "--admin-usernames",
-            admins,
-            "--kafka-topic-prefix",
-            &prefix,
-            "--log-format",
-            "text",
-            "--discovery",
-            "static",
-        ])
-        .unwrap();
+    async fn start_on(database: ScratchDatabase, admin_password: &str) -> RunningService {
+        let config = Config::try_parse_from(service_args(&database, admin_password)).unwrap();
         let shutdown = Shutdown::new();
         let (grpc_addr, task) = start_on_free_ports(
             |listeners, shutdown| run(config, listeners, shutdown),
@@ -81,6 +67,28 @@ impl RunningService {
             .unwrap();
         self.database
     }
+}
+
+fn service_args(database: &ScratchDatabase, admin_password: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "letsgo-user",
+        "--database-url",
+        &database.url,
+        "--jwt-secret",
+        SECRET,
+        "--kafka-topic-prefix",
+        &format!("test-{}.", uuid_like()),
+        "--log-format",
+        "text",
+        "--discovery",
+        "static",
+    ]
+    .map(str::to_owned)
+    .into();
+    if !admin_password.is_empty() {
+        args.extend(["--admin-password".to_owned(), admin_password.to_owned()]);
+    }
+    args
 }
 
 fn uuid_like() -> String {
@@ -316,36 +324,196 @@ async fn profile_update_changes_only_given_fields_and_guards_email() {
     service.stop().await;
 }
 
+const ADMIN_PASSWORD: &str = "initial-admin-pass-1";
+
+fn login_request(username: &str, password: &str) -> LoginRequest {
+    LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    }
+}
+
 #[tokio::test]
-async fn listed_admins_are_admins_at_registration_and_at_later_sign_in() {
-    let mut service = RunningService::start("root").await;
-    let root = service
+async fn the_initial_admin_is_made_once_and_its_password_never_changed() {
+    let mut service = RunningService::start(ADMIN_PASSWORD).await;
+    let admin = service
         .client
-        .register(registration("root", "root@example.com"))
+        .login(login_request("admin", ADMIN_PASSWORD))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(root.role, "admin");
-    assert!(keys().verify(&root.token).unwrap().is_admin());
-    service
+    assert_eq!(admin.role, "admin");
+    assert!(keys().verify(&admin.token).unwrap().is_admin());
+    let database = service.stop().await;
+
+    // A restart with another password (a regenerated secret, say) leaves the account alone.
+    let mut service = RunningService::start_on(database, "another-password-22").await;
+    let again = service
+        .client
+        .login(login_request("admin", ADMIN_PASSWORD))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.user_id, admin.user_id);
+    let refused = service
+        .client
+        .login(login_request("admin", "another-password-22"))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(refused), ErrorCode::WrongPassword);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_registers_the_admins_name_even_before_the_account_exists() {
+    for password in [ADMIN_PASSWORD, ""] {
+        let mut service = RunningService::start(password).await;
+        for name in ["admin", "ADMIN", " Admin "] {
+            let taken = service
+                .client
+                .register(registration(name, "stranger@example.com"))
+                .await
+                .unwrap_err();
+            assert_eq!(code_of(taken), ErrorCode::UserExists, "{name:?}");
+        }
+        // Without ADMIN_PASSWORD no account is made at all, so no password can open it.
+        if password.is_empty() {
+            let refused = service
+                .client
+                .login(login_request("admin", ADMIN_PASSWORD))
+                .await
+                .unwrap_err();
+            assert_eq!(code_of(refused), ErrorCode::WrongPassword);
+        }
+        service.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_who_took_the_admins_name_earlier_is_not_promoted() {
+    // An older release let anyone register "admin"; this one starts on that database.
+    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+        sqlx::migrate!("./migrations").run(&pool).await.unwrap();
+        let stranger = letsgo_user::passwords::hash("strangers-own-pass".into())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO users (username, email, password_hash, role) \
+             VALUES ('admin', 'stranger@example.com', $1, 'user')",
+        )
+        .bind(stranger)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let mut service = RunningService::start_on(database, ADMIN_PASSWORD).await;
+    let refused = service
+        .client
+        .login(login_request("admin", ADMIN_PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(refused), ErrorCode::WrongPassword);
+    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE username = 'admin'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(role, "user");
+    pool.close().await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_admin_password_is_refused_at_start_by_name() {
+    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let config = Config::try_parse_from(service_args(&database, "short-pw")).unwrap();
+    let listeners = letsgo_platform::grpc::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let error = run(config, listeners, Shutdown::new()).await.unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("ADMIN_PASSWORD"), "{message}");
+    assert!(!message.contains("short-pw"), "{message}");
+}
+
+/// Runs the real binary's command line, as `kubectl exec deploy/<store>-user -- letsgo-user
+/// grant-admin NAME` does; answers (succeeded, what it printed).
+fn command_line(database: &ScratchDatabase, words: &[&str]) -> (bool, String) {
+    command_line_with_input(database, words, "")
+}
+
+fn command_line_with_input(
+    database: &ScratchDatabase,
+    words: &[&str],
+    input: &str,
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-user"))
+        .args(words)
+        .env("DATABASE_URL", &database.url)
+        .env("JWT_SECRET", SECRET)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    // The answer is on stdout; a refusal, and any warning, on stderr.
+    let printed = if output.status.success() {
+        &output.stdout
+    } else {
+        &output.stderr
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(printed).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn admins_are_granted_and_revoked_from_the_command_line_never_the_last() {
+    let mut service = RunningService::start(ADMIN_PASSWORD).await;
+    let frank = service
         .client
         .register(registration("frank", "frank@example.com"))
         .await
-        .unwrap();
-    let database = service.stop().await;
+        .unwrap()
+        .into_inner();
+    assert_eq!(frank.role, "user");
+    let database = &service.database;
 
-    // frank registered as a plain user; listed after the fact, his next sign-in makes him admin.
-    let mut service = RunningService::start_on(database, "root,Frank").await;
-    let frank = service
+    let (ok, printed) = command_line(database, &["grant-admin", "Frank"]);
+    assert!(ok, "{printed}");
+    assert!(printed.contains("frank is an admin"), "{printed}");
+    let frank_again = service
         .client
-        .login(LoginRequest {
-            username: "frank".into(),
-            password: "password123".into(),
-        })
+        .login(login_request("frank", "password123"))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(frank.role, "admin");
+    assert_eq!(frank_again.role, "admin");
+    let (ok, printed) = command_line(database, &["list-admins"]);
+    assert!(ok, "{printed}");
+    assert_eq!(printed.trim(), "admin\nfrank");
+
+    let (ok, printed) = command_line(database, &["grant-admin", "nobody"]);
+    assert!(
+        !ok && printed.contains("no account is named nobody"),
+        "{printed}"
+    );
+
+    let (ok, printed) = command_line(database, &["revoke-admin", "admin"]);
+    assert!(ok, "{printed}");
     let profile = service
         .client
         .get_profile(GetProfileRequest {
@@ -355,6 +523,64 @@ async fn listed_admins_are_admins_at_registration_and_at_later_sign_in() {
         .unwrap()
         .into_inner();
     assert_eq!(profile.role, "admin");
+    // frank is now the only admin: he stays one.
+    let (ok, printed) = command_line(database, &["revoke-admin", "frank"]);
+    assert!(!ok && printed.contains("last admin"), "{printed}");
+    let (ok, printed) = command_line(database, &["list-admins"]);
+    assert!(ok && printed.trim() == "frank", "{printed}");
+
+    // A lost password is replaced from stdin; an admin's needs the admin minimum.
+    let (ok, printed) =
+        command_line_with_input(database, &["set-password", "frank"], "short-pass\n");
+    assert!(!ok && printed.contains("at least 12"), "{printed}");
+    let (ok, printed) =
+        command_line_with_input(database, &["set-password", "frank"], "frank-new-password\n");
+    assert!(ok, "{printed}");
+    let refused = service
+        .client
+        .login(login_request("frank", "password123"))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(refused), ErrorCode::WrongPassword);
+    service
+        .client
+        .login(login_request("frank", "frank-new-password"))
+        .await
+        .unwrap();
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn two_revocations_at_once_leave_an_admin() {
+    let service = RunningService::start(ADMIN_PASSWORD).await;
+    let mut client = service.client.clone();
+    client
+        .register(registration("frank", "frank@example.com"))
+        .await
+        .unwrap();
+    let database = &service.database;
+    assert!(command_line(database, &["grant-admin", "frank"]).0);
+    let revocations = ["admin", "frank"].map(|name| {
+        let url = database.url.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-user"))
+                .args(["revoke-admin", name])
+                .env("DATABASE_URL", url)
+                .env("JWT_SECRET", SECRET)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        })
+    });
+    let succeeded = revocations
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(succeeded, 1);
+    let (_, printed) = command_line(database, &["list-admins"]);
+    assert_eq!(printed.trim().lines().count(), 1, "{printed}");
     service.stop().await;
 }
 

@@ -95,15 +95,18 @@ pub struct LoadArgs {
     #[arg(long)]
     pub users: Option<usize>,
 
-    /// Admin username (in the shop's ADMIN_USERNAMES), registered if missing.
-    #[arg(long, env = "LOADGEN_ADMIN_USER", default_value = "admin")]
+    /// The shop's admin (ADMIN_USERNAME of the user service), who makes the products.
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
     pub admin_user: String,
 
+    /// The admin's password (ADMIN_PASSWORD of the user service; `make up` keeps it in
+    /// /tmp/letsgo/admin-password). Needed unless the mix is `--raw`.
     #[arg(
         long,
-        env = "LOADGEN_ADMIN_PASSWORD",
-        default_value = "loadgen-admin-password",
-        hide_env_values = true
+        env = "ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
     )]
     pub admin_password: String,
 

@@ -131,8 +131,8 @@ fn fatal(what: &str, err: String) -> String {
 }
 
 impl Shop {
-    /// Signs in the admin (registering it on a fresh shop), finds or creates the catalogue this
-    /// tool uses, and registers the shoppers. Progress goes to stderr.
+    /// Signs in the admin, finds or creates the catalogue this tool uses, and registers the
+    /// shoppers. Progress goes to stderr.
     pub async fn set_up(conn: &mut Connection, plan: &SetupPlan<'_>) -> Result<Shop, String> {
         let admin_token = sign_in_admin(conn, plan.admin_user, plan.admin_password).await?;
         let products = ensure_products(conn, &admin_token, plan.products).await?;
@@ -188,24 +188,12 @@ async fn sign_in_admin(
     user: &str,
     password: &str,
 ) -> Result<String, String> {
-    let register = json!({
-        "username": user,
-        "password": password,
-        "email": format!("{user}@loadgen.example.com"),
-    });
-    let registered: Result<Token, String> = data(
-        conn.send(Call::with_json(
-            Method::POST,
-            "/api/v1/user/register",
-            &register,
-        ))
-        .await,
-    );
-    match registered {
-        Ok(t) => return Ok(t.token),
-        // Registered before (by an earlier run or by hand): sign in instead.
-        Err(label) if label.ends_with("/2001") => {}
-        Err(label) => return Err(fatal(&format!("registering admin '{user}'"), label)),
+    if password.is_empty() {
+        return Err(
+            "the admin's password is needed to make products: pass --admin-password or \
+                    ADMIN_PASSWORD (make up keeps it in /tmp/letsgo/admin-password)"
+                .to_owned(),
+        );
     }
     let login = json!({"username": user, "password": password});
     let token: Token = data(
@@ -214,7 +202,7 @@ async fn sign_in_admin(
     )
     .map_err(|label| {
         let hint = if label.ends_with("/2002") {
-            " (the user exists with another password: pass --admin-password)"
+            " (wrong password: pass the shop's ADMIN_PASSWORD)"
         } else {
             ""
         };

@@ -146,6 +146,7 @@ fn run_browser_script(base: &str, dir: &Path, budget: Duration) -> (bool, String
         .arg(base)
         .arg(dir)
         .current_dir(&browser)
+        .env("ADMIN_PASSWORD", super::ADMIN_PASSWORD)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
