@@ -135,7 +135,15 @@ spawn() { # NAME CMD...
 	shift
 	# fd 9 is the lock of ensure: the daemons must not inherit it.
 	(cd "$STATE" && exec setsid nohup "$@" </dev/null >"$STATE/$name.log" 2>&1 9>&-) &
-	printf '%s\n' "$!" >"$STATE/$name.pid"
+	local pid=$! _
+	printf '%s\n' "$pid" >"$STATE/$name.pid"
+	# Until the child has exec'd, its command line is this script's, and alive() would take
+	# it for dead (seen: "etcd exited during start-up" while etcd was starting fine).
+	for _ in $(seq 100); do
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name" && return 0
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.05
+	done
 }
 
 wait_for() { # NAME CHECK...
