@@ -239,6 +239,10 @@ impl From<sqlx::Error> for AppError {
                 tracing::error!(%error, "database unreachable");
                 AppError::of(ErrorCode::ServiceUnavailable)
             }
+            // PostgreSQL refuses NUL in text (SQLSTATE 22021): the client's input, not a fault.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                AppError::invalid("text must not contain NUL (\\u0000) characters")
+            }
             other => AppError::database(other),
         }
     }

@@ -249,11 +249,11 @@ fn classify(result: &Result<Response<Body>, tonic::transport::Error>) -> (Outcom
             match code {
                 // Shed by the server's load limit before it did anything.
                 Some(tonic::Code::ResourceExhausted) => (Outcome::Failed, true),
-                Some(
-                    tonic::Code::Unavailable
-                    | tonic::Code::Internal
-                    | tonic::Code::DeadlineExceeded,
-                ) => (Outcome::Failed, false),
+                // INTERNAL is an answer: the server is up, and one bad request (a bug its
+                // input found) must not open the breaker for everyone's calls.
+                Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                    (Outcome::Failed, false)
+                }
                 _ => (Outcome::Answered, false),
             }
         }
@@ -331,6 +331,11 @@ mod tests {
         );
         assert_eq!(
             classify(&answer(Some("13"), false)),
+            (Outcome::Answered, false),
+            "INTERNAL: the server answered"
+        );
+        assert_eq!(
+            classify(&answer(Some("4"), false)),
             (Outcome::Failed, false)
         );
         assert_eq!(
