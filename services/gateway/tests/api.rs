@@ -557,7 +557,10 @@ async fn text_with_a_nul_character_is_400_and_takes_nothing_down() {
             .await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
         let (status, body) = shop
-            .get_with_token("/api/v1/product/search?keyword=a%00b&page=1&pageSize=10", None)
+            .get_with_token(
+                "/api/v1/product/search?keyword=a%00b&page=1&pageSize=10",
+                None,
+            )
             .await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
     }
