@@ -4,20 +4,27 @@ use std::time::Duration;
 
 use clap::Parser;
 use letsgo_platform::config::{
-    DatabaseArgs, GrpcServerArgs, KafkaArgs, TelemetryArgs, parse_millis, parse_secs,
+    DatabaseArgs, EventConsumerArgs, GrpcServerArgs, KafkaArgs, TelemetryArgs, parse_millis,
+    parse_secs,
 };
 use letsgo_platform::discovery::DiscoveryArgs;
+use letsgo_platform::events::EventCommand;
 
 /// letsgo order service: orders from basket to paid or cancelled over gRPC (default :9004).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "letsgo-order", version, about)]
 pub struct Config {
+    /// Without a command the service runs; a command does its job on the database and exits.
+    #[command(subcommand)]
+    pub command: Option<EventCommand>,
     #[command(flatten)]
     pub grpc: GrpcServerArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub events: EventConsumerArgs,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]

@@ -44,15 +44,7 @@ pub fn default_addresses() -> (SocketAddr, SocketAddr) {
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = db::connect(
-        &config.database.url("order"),
-        config.database.db_max_connections,
-    )
-    .await
-    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
-    db::migrate(&pool, sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|error| format!("migrations: {error}"))?;
+    let pool = open_database(&config).await?;
     let discovery = config.discovery.build().await?;
     let orders = orders::Orders::new(
         storage::OrderStore::new(pool.clone()),
@@ -63,6 +55,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
 
     let metrics = Metrics::new("order");
     let readiness = Readiness::default();
+    let dead_letters = events::DeadLetters::new(pool.clone(), &config.events, &metrics);
     let admin = tokio::spawn(telemetry::serve_admin(
         listeners.admin,
         metrics.clone(),
@@ -89,7 +82,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         ) {
             Ok(consumer) => {
                 consumer
-                    .run(consumer_shutdown, |event| {
+                    .run(consumer_shutdown, dead_letters, |event| {
                         let orders = payment_orders.clone();
                         async move { orders.on_payment_succeeded(&event).await }
                     })
@@ -144,4 +137,29 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     pool.close().await;
     tracing::info!("order service stopped");
     Ok(())
+}
+
+/// Connects to the service's database and brings its schema up to date.
+async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
+    let pool = db::connect(
+        &config.database.url("order"),
+        config.database.db_max_connections,
+    )
+    .await
+    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+    db::migrate(&pool, sqlx::migrate!("./migrations"))
+        .await
+        .map_err(|error| format!("migrations: {error}"))?;
+    Ok(pool)
+}
+
+/// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.
+pub async fn run_command(
+    config: &Config,
+    command: &events::EventCommand,
+) -> Result<String, BoxError> {
+    let pool = open_database(config).await?;
+    let answer = events::run_command(&pool, command).await;
+    pool.close().await;
+    Ok(answer?)
 }

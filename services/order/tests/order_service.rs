@@ -196,10 +196,7 @@ impl Shop {
     }
 
     async fn publish(&self, event: &Event, key: &str) {
-        let args = KafkaArgs {
-            kafka_brokers: brokers(),
-            kafka_topic_prefix: self.topic_prefix.clone(),
-        };
+        let args = KafkaArgs::new(&brokers(), &self.topic_prefix);
         events::ensure_topics(&args, &["payment.succeeded"])
             .await
             .unwrap();

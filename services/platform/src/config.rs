@@ -197,6 +197,54 @@ pub struct KafkaArgs {
         default_value = ""
     )]
     pub kafka_topic_prefix: String,
+    /// Partitions of each topic the services create (topics that exist are left as they are).
+    #[arg(
+        long = "kafka-topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        value_name = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 3
+    )]
+    pub kafka_topic_partitions: i32,
+    /// Replicas of each topic the services create: 1 for one broker, 3 for a production cluster.
+    #[arg(
+        long = "kafka-topic-replication",
+        env = "KAFKA_TOPIC_REPLICATION",
+        value_name = "KAFKA_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
+    pub kafka_topic_replication: i32,
+}
+
+impl KafkaArgs {
+    /// Brokers and prefix, with topics made as the defaults say (tests, tools).
+    pub fn new(brokers: &str, topic_prefix: &str) -> Self {
+        KafkaArgs {
+            kafka_brokers: brokers.to_owned(),
+            kafka_topic_prefix: topic_prefix.to_owned(),
+            kafka_topic_partitions: 3,
+            kafka_topic_replication: 1,
+        }
+    }
+}
+
+/// How a service consumes events: when it gives up on one, and how long it remembers the ones
+/// it handled.
+#[derive(Debug, Clone, Args)]
+pub struct EventConsumerArgs {
+    /// Failures of one event (not counting outages, which are waited out) before it is parked
+    /// in the `dead_letters` table and the consumer moves on.
+    #[arg(
+        long = "event-max-attempts",
+        env = "EVENT_MAX_ATTEMPTS",
+        value_name = "EVENT_MAX_ATTEMPTS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub event_max_attempts: u32,
+    /// How long the ids of handled events are kept to recognise redeliveries; keep it longer
+    /// than the topics' retention (Kafka's default: 7 days).
+    #[arg(long = "handled-events-retention-secs", env = "HANDLED_EVENTS_RETENTION_SECS", value_name = "HANDLED_EVENTS_RETENTION_SECS", default_value = "1209600", value_parser = parse_secs)]
+    pub handled_events_retention: Duration,
 }
 
 /// Signing and checking of sign-in tokens.

@@ -5,11 +5,19 @@
 //! with an idempotent producer and marks it published, so a broker outage delays events and
 //! never loses them. Delivery is at least once: consumers use [`EventConsumer`], which commits
 //! offsets only after the handler succeeded, and [`mark_handled`] to ignore redeliveries.
+//!
+//! An event its handler keeps failing on (a bug, data no retry will fix) is parked in the
+//! `dead_letters` table after EVENT_MAX_ATTEMPTS failures, so one bad event never stalls its
+//! partition; [`redrive`] sends parked events round again once the cause is fixed. Outages
+//! (a database or service away) are waited out instead, however long they last.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -22,8 +30,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::config::KafkaArgs;
+use crate::config::{EventConsumerArgs, KafkaArgs};
+use crate::errors::{AppError, ErrorCode};
 use crate::shutdown::Shutdown;
+use crate::telemetry::Metrics;
 
 /// The envelope every event travels in. `type` is also the topic name (before the prefix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +119,13 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[&str]) -> Result<(), Kafk
         .collect();
     let new_topics: Vec<NewTopic> = names
         .iter()
-        .map(|name| NewTopic::new(name, 3, TopicReplication::Fixed(1)))
+        .map(|name| {
+            NewTopic::new(
+                name,
+                args.kafka_topic_partitions,
+                TopicReplication::Fixed(args.kafka_topic_replication),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new_topics, &options).await? {
@@ -320,19 +336,22 @@ impl EventConsumer {
         &self.group
     }
 
-    /// Hands every event to `handler` until shutdown. A handler error retries the same event
-    /// (with backoff) rather than skipping it; a message that is not an event is logged and
-    /// skipped, since no retry could ever read it.
-    pub async fn run<F, Fut, E>(self, shutdown: Shutdown, handler: F)
+    /// Hands every event to `handler` until shutdown. A failed event is retried with backoff:
+    /// without end while the failures are outages ([`HandlerError::is_transient`]), and
+    /// otherwise until `dead_letters` parks it, after which the consumer moves on. A message
+    /// that is not an event is logged and skipped, since no retry could ever read it.
+    pub async fn run<F, Fut, E>(self, shutdown: Shutdown, dead_letters: DeadLetters, handler: F)
     where
         F: Fn(Event) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        E: HandlerError,
     {
         // A member with no partitions for long gets no events at all: say so, since the cause
         // (a broker whose group coordinator is stuck) is otherwise invisible.
         let mut assignment_check = tokio::time::interval(Duration::from_secs(30));
         assignment_check.tick().await;
+        // Handled ids are forgotten once no redelivery can bring them back.
+        let mut pruning = tokio::time::interval(Duration::from_secs(3600));
         let mut received_any = false;
         loop {
             let message = tokio::select! {
@@ -341,6 +360,12 @@ impl EventConsumer {
                     let assigned = self.consumer.assignment().map(|list| list.count()).unwrap_or(0);
                     if assigned == 0 && !received_any {
                         tracing::warn!(group = %self.group, "no partitions assigned to this consumer after 30 s; events wait in the broker (is its group coordinator stuck? restarting the broker helps)");
+                    }
+                    continue;
+                }
+                _ = pruning.tick() => {
+                    if let Err(error) = dead_letters.prune_handled(&self.group).await {
+                        tracing::warn!(%error, "could not prune handled event ids");
                     }
                     continue;
                 }
@@ -361,19 +386,15 @@ impl EventConsumer {
                 .transpose();
             match parsed {
                 Ok(Some(event)) => {
-                    let mut backoff = Duration::from_millis(100);
-                    loop {
-                        match handler(event.clone()).await {
-                            Ok(()) => break,
-                            Err(error) => {
-                                tracing::warn!(%error, event_id = %event.id, event_type = %event.event_type, "event handler failed; retrying");
-                                tokio::select! {
-                                    _ = shutdown.wait() => return,
-                                    _ = tokio::time::sleep(backoff) => {}
-                                }
-                                backoff = (backoff * 2).min(Duration::from_secs(10));
-                            }
-                        }
+                    let key = message
+                        .key()
+                        .map(|key| String::from_utf8_lossy(key).into_owned())
+                        .unwrap_or_default();
+                    let settled = self
+                        .handle(&shutdown, &dead_letters, &event, &key, &handler)
+                        .await;
+                    if !settled {
+                        return;
                     }
                 }
                 Ok(None) | Err(_) => {
@@ -387,6 +408,245 @@ impl EventConsumer {
             if let Err(error) = self.consumer.commit_message(&message, CommitMode::Async) {
                 tracing::warn!(%error, "offset commit failed; the event may be redelivered");
             }
+        }
+    }
+
+    /// Runs the handler on one event until it succeeds or the event is parked; answers false
+    /// when shutdown came first (the event is then neither handled nor committed).
+    async fn handle<F, Fut, E>(
+        &self,
+        shutdown: &Shutdown,
+        dead_letters: &DeadLetters,
+        event: &Event,
+        key: &str,
+        handler: &F,
+    ) -> bool
+    where
+        F: Fn(Event) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: HandlerError,
+    {
+        let mut backoff = Duration::from_millis(100);
+        let mut failures: u32 = 0;
+        loop {
+            let error = match handler(event.clone()).await {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            if !error.is_transient() {
+                failures += 1;
+            }
+            if failures >= dead_letters.max_attempts {
+                match dead_letters
+                    .park(&self.group, event, key, &error.to_string(), failures)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::error!(%error, event_id = %event.id, event_type = %event.event_type, group = %self.group, attempts = failures, "event parked in dead_letters after repeated failures; redrive it once the cause is fixed");
+                        return true;
+                    }
+                    Err(park_error) => {
+                        tracing::warn!(error = %park_error, event_id = %event.id, "could not park the event; retrying it");
+                    }
+                }
+            } else {
+                tracing::warn!(%error, event_id = %event.id, event_type = %event.event_type, failures, transient = error.is_transient(), "event handler failed; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return false,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// What a handler's failure says about retrying it.
+pub trait HandlerError: std::fmt::Display {
+    /// An outage that waiting fixes (a database or service away): retried without counting
+    /// toward parking, so an outage never fills the dead letters.
+    fn is_transient(&self) -> bool;
+}
+
+impl HandlerError for AppError {
+    fn is_transient(&self) -> bool {
+        self.code == ErrorCode::ServiceUnavailable
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ParkedLabels {
+    group: String,
+    event_type: String,
+}
+
+/// The consumer's side of its database: where events it gives up on are parked
+/// (`dead_letters`), and the handled ids it prunes. One per service.
+#[derive(Clone)]
+pub struct DeadLetters {
+    pool: PgPool,
+    max_attempts: u32,
+    handled_retention: Duration,
+    parked: Family<ParkedLabels, Counter>,
+}
+
+impl DeadLetters {
+    /// Registers `letsgo_events_dead_lettered_total` on `metrics`.
+    pub fn new(pool: PgPool, args: &EventConsumerArgs, metrics: &Metrics) -> Self {
+        let parked = Family::<ParkedLabels, Counter>::default();
+        metrics.register(
+            "events_dead_lettered",
+            "Events parked in dead_letters after repeated handler failures, by consumer group and type",
+            parked.clone(),
+        );
+        DeadLetters {
+            pool,
+            max_attempts: args.event_max_attempts.max(1),
+            handled_retention: args.handled_events_retention,
+            parked,
+        }
+    }
+
+    async fn park(
+        &self,
+        group: &str,
+        event: &Event,
+        key: &str,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO dead_letters (consumer_group, event_id, event_type, event_key, payload, error, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (consumer_group, event_id) DO UPDATE \
+             SET error = EXCLUDED.error, attempts = dead_letters.attempts + EXCLUDED.attempts, parked_at = now()",
+        )
+        .bind(group)
+        .bind(event.id)
+        .bind(&event.event_type)
+        .bind(key)
+        .bind(sqlx::types::Json(event))
+        .bind(error)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?;
+        self.parked
+            .get_or_create(&ParkedLabels {
+                group: group.to_owned(),
+                event_type: event.event_type.clone(),
+            })
+            .inc();
+        Ok(())
+    }
+
+    async fn prune_handled(&self, group: &str) -> Result<u64, sqlx::Error> {
+        let deleted = sqlx::query(
+            "DELETE FROM handled_events WHERE consumer_group = $1 \
+             AND handled_at < now() - make_interval(secs => $2)",
+        )
+        .bind(group)
+        .bind(self.handled_retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+/// A parked event, as `dead-letters` lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ParkedEvent {
+    pub consumer_group: String,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub error: String,
+    pub attempts: i32,
+    pub parked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The events parked in `pool`'s dead letters, oldest first.
+pub async fn parked(pool: &PgPool) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT consumer_group, event_id, event_type, error, attempts, parked_at \
+         FROM dead_letters ORDER BY parked_at, event_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Sends parked events round again: each goes back into this database's outbox, so the relay
+/// publishes it to its topic once more, and leaves the dead letters in the same transaction.
+/// Other consumer groups of the topic have handled it already and skip it by its id. Only
+/// `event_id` when given; answers how many were re-driven.
+pub async fn redrive(pool: &PgPool, event_id: Option<Uuid>) -> Result<u64, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let rows = sqlx::query(
+        "DELETE FROM dead_letters WHERE $1::uuid IS NULL OR event_id = $1 \
+         RETURNING event_id, event_type, event_key, payload",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *transaction)
+    .await?;
+    for row in &rows {
+        // An event this service wrote itself is in its outbox already: publish it anew.
+        sqlx::query(
+            "INSERT INTO event_outbox (event_id, topic, event_key, payload) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (event_id) DO UPDATE SET published_at = NULL",
+        )
+        .bind(row.try_get::<Uuid, _>("event_id")?)
+        .bind(row.try_get::<String, _>("event_type")?)
+        .bind(row.try_get::<String, _>("event_key")?)
+        .bind(row.try_get::<serde_json::Value, _>("payload")?)
+        .execute(&mut *transaction)
+        .await?;
+    }
+    transaction.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// The dead-letter commands every consuming service's binary offers, e.g. through
+/// `kubectl exec`: they use the service's own database settings and exit.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum EventCommand {
+    /// Lists the events parked after repeated handler failures, with their last error.
+    DeadLetters,
+    /// Sends parked events round again (all of them, or one by its id) once the cause is
+    /// fixed: each is published to its topic anew, and handled like any event.
+    RedriveEvents {
+        /// Only this event.
+        #[arg(long = "event-id", value_name = "UUID")]
+        event_id: Option<Uuid>,
+    },
+}
+
+/// Runs `command` on `pool` and answers what to print.
+pub async fn run_command(pool: &PgPool, command: &EventCommand) -> Result<String, sqlx::Error> {
+    match command {
+        EventCommand::DeadLetters => {
+            let parked = parked(pool).await?;
+            if parked.is_empty() {
+                return Ok("no parked events".to_owned());
+            }
+            Ok(parked
+                .iter()
+                .map(|event| {
+                    format!(
+                        "{} {} {} group={} attempts={} error={}",
+                        event.parked_at.to_rfc3339(),
+                        event.event_id,
+                        event.event_type,
+                        event.consumer_group,
+                        event.attempts,
+                        event.error
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        EventCommand::RedriveEvents { event_id } => {
+            let count = redrive(pool, *event_id).await?;
+            Ok(format!(
+                "{count} event(s) back in the outbox; the relay publishes them within a second"
+            ))
         }
     }
 }

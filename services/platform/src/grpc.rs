@@ -46,6 +46,26 @@ impl Listeners {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a service binary's `main` does for a one-off command (`grant-admin`, `redrive-events`,
+/// ...): warnings and errors go to stderr, the answer to stdout, a refusal to stderr with a
+/// failing exit status.
+pub async fn run_command<Fut>(binary: &str, job: Fut) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = Result<String, Box<dyn std::error::Error + Send + Sync>>>,
+{
+    crate::telemetry::init_command_logging();
+    match job.await {
+        Ok(answer) => {
+            println!("{answer}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What a service binary's `main` does once logging is set up: binds its listeners (the
 /// configured addresses or the service's defaults), runs until SIGTERM or Ctrl-C, and turns a
 /// failure into a message naming the binary and an exit status.

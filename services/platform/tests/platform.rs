@@ -5,10 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use letsgo_platform::cache::Cache;
+use letsgo_platform::config::EventConsumerArgs;
 use letsgo_platform::config::KafkaArgs;
 use letsgo_platform::db::{self, ScratchDatabase};
-use letsgo_platform::events::{self, Event, EventConsumer, OutboxRelay};
+use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::events::{self, DeadLetters, Event, EventConsumer, OutboxRelay};
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::telemetry::Metrics;
 use sqlx::PgPool;
 
 fn server_url() -> String {
@@ -17,11 +20,10 @@ fn server_url() -> String {
 }
 
 fn kafka(prefix: &str) -> KafkaArgs {
-    KafkaArgs {
-        kafka_brokers: std::env::var("KAFKA_BROKERS")
-            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-        kafka_topic_prefix: prefix.to_owned(),
-    }
+    KafkaArgs::new(
+        &std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+        prefix,
+    )
 }
 
 fn unique(label: &str) -> String {
@@ -47,6 +49,18 @@ async fn write_events(pool: &PgPool, count: usize) -> Vec<Event> {
     }
     transaction.commit().await.unwrap();
     written
+}
+
+fn dead_letters(pool: &PgPool, max_attempts: u32) -> DeadLetters {
+    dead_letters_on(pool, max_attempts, &Metrics::new("test"))
+}
+
+fn dead_letters_on(pool: &PgPool, max_attempts: u32, metrics: &Metrics) -> DeadLetters {
+    let args = EventConsumerArgs {
+        event_max_attempts: max_attempts,
+        handled_events_retention: Duration::from_secs(86400),
+    };
+    DeadLetters::new(pool.clone(), &args, metrics)
 }
 
 async fn unpublished(pool: &PgPool) -> i64 {
@@ -88,13 +102,17 @@ async fn outbox_events_reach_a_consumer_group_through_the_broker() {
     .unwrap();
     let shutdown = Shutdown::new();
     let sink = received.clone();
-    let task = tokio::spawn(consumer.run(shutdown.clone(), move |event: Event| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(event);
-            Ok::<(), String>(())
-        }
-    }));
+    let task = tokio::spawn(consumer.run(
+        shutdown.clone(),
+        dead_letters(&pool, 8),
+        move |event: Event| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(event);
+                Ok::<(), AppError>(())
+            }
+        },
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while received.lock().unwrap().len() < written.len() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,16 +125,113 @@ async fn outbox_events_reach_a_consumer_group_through_the_broker() {
     pool.close().await;
 }
 
+/// One event its handler cannot take (a bug, bad data) is parked after EVENT_MAX_ATTEMPTS
+/// failures and the partition moves on; an outage, however long, parks nothing; a parked
+/// event re-driven once the cause is fixed is handled.
+#[tokio::test]
+async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
+    let (_database, pool) = outbox_database().await;
+    let args = kafka(&format!("{}.", unique("poison")));
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    let written = write_events(&pool, 3).await;
+    let (poison, flaky) = (written[0].id, written[1].id);
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        events::producer(&args).unwrap(),
+        &args.kafka_topic_prefix,
+    );
+    assert_eq!(relay.relay_batch().await.unwrap(), 3);
+
+    let metrics = Metrics::new("test");
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let outages = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer = EventConsumer::subscribe(
+        &args,
+        &unique("group"),
+        &["order.created"],
+        Duration::from_secs(6),
+    )
+    .unwrap();
+    let shutdown = Shutdown::new();
+    let task = {
+        let (handled, outages, fixed) = (handled.clone(), outages.clone(), fixed.clone());
+        tokio::spawn(consumer.run(
+            shutdown.clone(),
+            dead_letters_on(&pool, 3, &metrics),
+            move |event: Event| {
+                let (handled, outages, fixed) = (handled.clone(), outages.clone(), fixed.clone());
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    if event.id == poison && !fixed.load(SeqCst) {
+                        return Err(AppError::invalid("no such product (a bug, say)"));
+                    }
+                    // Five outages in a row: more than the three failures that park.
+                    if event.id == flaky && outages.fetch_add(1, SeqCst) < 5 {
+                        return Err(AppError::of(ErrorCode::ServiceUnavailable));
+                    }
+                    handled.lock().unwrap().push(event.id);
+                    Ok(())
+                }
+            },
+        ))
+    };
+    let wait_for = |want: usize| {
+        let handled = handled.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while handled.lock().unwrap().len() < want && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            handled.lock().unwrap().clone()
+        }
+    };
+    let first = wait_for(2).await;
+    assert!(
+        first.contains(&flaky) && first.contains(&written[2].id),
+        "{first:?}"
+    );
+    let parked = events::parked(&pool).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].event_id, poison);
+    assert_eq!(parked[0].attempts, 3);
+    assert!(parked[0].error.contains("no such product"), "{parked:?}");
+    let exposition = metrics.encode();
+    assert!(
+        exposition.lines().any(
+            |line| line.starts_with("letsgo_events_dead_lettered_total{")
+                && line.contains("event_type=\"order.created\"")
+                && line.ends_with(" 1")
+        ),
+        "{exposition}"
+    );
+
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answer = events::run_command(
+        &pool,
+        &events::EventCommand::RedriveEvents { event_id: None },
+    )
+    .await
+    .unwrap();
+    assert!(answer.starts_with("1 event"), "{answer}");
+    assert!(events::parked(&pool).await.unwrap().is_empty());
+    assert_eq!(relay.relay_batch().await.unwrap(), 1);
+    let all = wait_for(3).await;
+    assert!(all.contains(&poison), "{all:?}");
+    shutdown.trigger();
+    task.await.unwrap();
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn a_broker_outage_delays_events_and_loses_none() {
     let (_database, pool) = outbox_database().await;
     write_events(&pool, 3).await;
 
     // Nothing listens on port 1: every send fails, and the events stay in the outbox.
-    let down = KafkaArgs {
-        kafka_brokers: "127.0.0.1:1".to_owned(),
-        kafka_topic_prefix: String::new(),
-    };
+    let down = KafkaArgs::new("127.0.0.1:1", "");
     let mut producer_config = rdkafka::ClientConfig::new();
     producer_config
         .set("bootstrap.servers", &down.kafka_brokers)

@@ -5,17 +5,8 @@ use letsgo_user::{Config, default_addresses, run, run_command};
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     if let Some(command) = &config.command {
-        letsgo_platform::telemetry::init_command_logging();
-        return match run_command(&config, command).await {
-            Ok(answer) => {
-                println!("{answer}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("letsgo-user: {error}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return letsgo_platform::grpc::run_command("letsgo-user", run_command(&config, command))
+            .await;
     }
     letsgo_platform::telemetry::init_logging(&config.telemetry);
     let grpc = config.grpc.clone();
