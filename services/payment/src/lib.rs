@@ -76,13 +76,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
                 config.mock_delay,
                 config.mock_outcome,
                 config.webhook_secrets.clone(),
-                shutdown.clone(),
             )
             .map_err(|error| format!("mock provider HTTP client: {error}"))?,
         )
     } else {
         None
     };
+    let provider_task = provider
+        .clone()
+        .map(|provider| tokio::spawn(provider.run(store.clone(), shutdown.clone())));
     let payments = payments::Payments::new(
         store,
         orders,
@@ -115,6 +117,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     }
     relay_task.await?;
     prune_task.await?;
+    if let Some(task) = provider_task {
+        task.await?;
+    }
     admin.await??;
     pool.close().await;
     tracing::info!("payment service stopped");

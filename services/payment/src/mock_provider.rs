@@ -1,6 +1,7 @@
 //! The mock payment provider: its checkout links, and — so that local runs complete payments by
 //! themselves — the signed callback it posts a moment after each payment is created, as a real
-//! provider would once the buyer paid.
+//! provider would once the buyer paid. Callbacks are scheduled in the payment database, so they
+//! survive a restart.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use letsgo_platform::shutdown::Shutdown;
 use reqwest::Url;
 
 use crate::rules::{ProviderNotice, ProviderOutcome};
-use crate::storage::Checkout;
+use crate::storage::{Checkout, Delivery, DueCallback, PaymentStore, ScheduledCallback};
 use crate::webhook::{self, WebhookSecrets};
 
 /// Where a buyer would pay, and what a phone would scan.
@@ -20,10 +21,16 @@ pub fn checkout(payment_no: &str) -> Checkout {
 }
 
 /// Deliveries tried before a callback is given up (the payment then stays pending).
-const DELIVERY_ATTEMPTS: u32 = 5;
+const DELIVERY_ATTEMPTS: i32 = 5;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How long a claimed callback is left to its deliverer before another may post it.
+const DELIVERY_LEASE: Duration = Duration::from_secs(30);
+/// How often the provider looks for callbacks that are due.
+const POLL: Duration = Duration::from_millis(200);
 
-/// Answers every new payment with a signed callback, unless turned off.
+/// Posts the callbacks scheduled with each new payment (`mock_callbacks`, written in the
+/// payment's own transaction), so a restart between a payment and its callback delays the
+/// callback and loses nothing. Replicas share the table: each claims rows with a lease.
 #[derive(Clone)]
 pub struct MockProvider {
     http: reqwest::Client,
@@ -31,7 +38,6 @@ pub struct MockProvider {
     delay: Duration,
     outcome: ProviderOutcome,
     secrets: WebhookSecrets,
-    shutdown: Shutdown,
 }
 
 impl MockProvider {
@@ -40,7 +46,6 @@ impl MockProvider {
         delay: Duration,
         outcome: ProviderOutcome,
         secrets: WebhookSecrets,
-        shutdown: Shutdown,
     ) -> Result<MockProvider, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -51,78 +56,111 @@ impl MockProvider {
             delay,
             outcome,
             secrets,
-            shutdown,
         })
     }
 
-    /// Posts the callback for a just-created payment after the configured delay, in the
-    /// background.
-    pub fn complete_later(&self, payment_no: String, order_id: i64, amount_cents: i64) {
-        let notice = ProviderNotice {
-            trade_no: format!("MOCK{}", uuid::Uuid::new_v4().simple()),
-            payment_no,
-            order_id,
+    /// What to schedule with a new payment.
+    pub fn schedule(&self) -> ScheduledCallback {
+        ScheduledCallback {
             outcome: self.outcome,
-            amount_cents,
-        };
-        let provider = self.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = provider.shutdown.wait() => {}
-                _ = provider.deliver(notice) => {}
-            }
-        });
+            after: self.delay,
+        }
     }
 
-    /// Retries connection failures, 429 and 5xx answers with backoff (at least as long as a
-    /// 429's Retry-After, up to a minute); another 4xx is final (the callback was refused and
-    /// would be again). Each attempt is signed afresh, so a late retry is never refused as stale.
-    async fn deliver(&self, notice: ProviderNotice) {
-        tokio::time::sleep(self.delay).await;
-        let body = webhook::notice_body(&notice);
-        let mut retry_delay = FIRST_RETRY_DELAY;
-        for attempt in 1..=DELIVERY_ATTEMPTS {
-            let signature = self.secrets.sign(chrono::Utc::now().timestamp(), &body);
-            let sent = self
-                .http
-                .post(self.callback_url.clone())
-                .header("content-type", "application/json")
-                .header("x-signature", signature)
-                .body(body.clone())
-                .send()
-                .await;
-            let retry_reason = match sent {
-                Ok(response) if response.status().is_success() => {
-                    tracing::info!(payment_no = %notice.payment_no, attempt, "mock provider callback delivered");
-                    return;
-                }
-                Ok(response)
-                    if response.status().is_server_error()
-                        || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    let asked = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(|secs| Duration::from_secs(secs.min(60)));
-                    if let Some(asked) = asked {
-                        retry_delay = retry_delay.max(asked);
+    /// Posts due callbacks until shutdown.
+    pub async fn run(self, store: PaymentStore, shutdown: Shutdown) {
+        while !shutdown.is_triggered() {
+            match store.claim_callbacks(16, DELIVERY_LEASE).await {
+                Ok(due) if !due.is_empty() => {
+                    let deliveries = due.into_iter().map(|callback| {
+                        let (provider, store) = (self.clone(), store.clone());
+                        async move {
+                            let delivery = provider.deliver(&callback).await;
+                            if let Err(error) =
+                                store.record_delivery(&callback.payment_no, &delivery).await
+                            {
+                                // The lease runs out and the callback is posted again.
+                                tracing::warn!(%error, payment_no = %callback.payment_no, "could not record a callback delivery");
+                            }
+                        }
+                    });
+                    tokio::select! {
+                        _ = futures_util::future::join_all(deliveries) => {}
+                        _ = shutdown.wait() => return,
                     }
-                    format!("answered {}", response.status())
+                    continue;
                 }
-                Ok(response) => {
-                    tracing::warn!(payment_no = %notice.payment_no, status = %response.status(), "mock provider callback refused");
-                    return;
-                }
-                Err(error) => error.to_string(),
-            };
-            tracing::warn!(payment_no = %notice.payment_no, attempt, reason = %retry_reason, "mock provider callback not delivered");
-            if attempt < DELIVERY_ATTEMPTS {
-                tokio::time::sleep(retry_delay).await;
-                retry_delay *= 2;
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not read due mock callbacks"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.wait() => return,
             }
         }
-        tracing::error!(payment_no = %notice.payment_no, "mock provider gave up; the payment stays pending");
+    }
+
+    /// One delivery attempt. Connection failures, 429 and 5xx answers are retried with
+    /// backoff (at least a 429's Retry-After, up to a minute); another 4xx is final (the
+    /// callback was refused and would be again). Each attempt is signed afresh, so a late
+    /// retry is never refused as stale.
+    async fn deliver(&self, callback: &DueCallback) -> Delivery {
+        let notice = ProviderNotice {
+            trade_no: callback.trade_no.clone(),
+            payment_no: callback.payment_no.clone(),
+            order_id: callback.order_id,
+            outcome: match ProviderOutcome::from_code(callback.outcome.into()) {
+                Ok(outcome) => outcome,
+                Err(error) => return Delivery::GivenUp(error.message),
+            },
+            amount_cents: callback.amount_cents,
+        };
+        let body = webhook::notice_body(&notice);
+        let signature = self.secrets.sign(chrono::Utc::now().timestamp(), &body);
+        let sent = self
+            .http
+            .post(self.callback_url.clone())
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let attempt = callback.attempts;
+        let mut retry_delay = FIRST_RETRY_DELAY * 2u32.pow(attempt.clamp(1, 8) as u32 - 1);
+        let error = match sent {
+            Ok(response) if response.status().is_success() => {
+                tracing::info!(payment_no = %notice.payment_no, attempt, "mock provider callback delivered");
+                return Delivery::Delivered;
+            }
+            Ok(response)
+                if response.status().is_server_error()
+                    || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let asked = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(|secs| Duration::from_secs(secs.min(60)));
+                if let Some(asked) = asked {
+                    retry_delay = retry_delay.max(asked);
+                }
+                format!("answered {}", response.status())
+            }
+            Ok(response) => {
+                tracing::warn!(payment_no = %notice.payment_no, status = %response.status(), "mock provider callback refused");
+                return Delivery::Refused(format!("answered {}", response.status()));
+            }
+            Err(error) => error.to_string(),
+        };
+        if attempt >= DELIVERY_ATTEMPTS {
+            tracing::error!(payment_no = %notice.payment_no, %error, "mock provider gave up; the payment stays pending");
+            return Delivery::GivenUp(error);
+        }
+        tracing::warn!(payment_no = %notice.payment_no, attempt, reason = %error, "mock provider callback not delivered; retrying");
+        Delivery::Retry {
+            error,
+            after: retry_delay,
+        }
     }
 }

@@ -105,6 +105,7 @@ impl Payments {
                     order_id: request.order_id,
                     payment_type: payment_type.code(),
                     amount_cents: request.amount_cents,
+                    mock_callback: self.provider.as_ref().map(MockProvider::schedule),
                 },
                 key.map(|key| IdempotencyClaim {
                     key,
@@ -126,13 +127,6 @@ impl Payments {
             }
         };
         tracing::info!(payment_id = record.id, payment_no = %record.payment_no, order_id = record.order_id, "payment created");
-        if let Some(provider) = &self.provider {
-            provider.complete_later(
-                record.payment_no.clone(),
-                record.order_id,
-                record.amount_cents,
-            );
-        }
         Ok(CreatedPayment {
             payment_id: record.id,
             payment_no: record.payment_no,

@@ -6,7 +6,9 @@ use letsgo_platform::events::{self, Event};
 use serde_json::json;
 use sqlx::{FromRow, PgPool};
 
-use crate::rules::{IDEMPOTENCY_KEY_RETENTION, PaymentFacts, PaymentStatus, Settlement};
+use crate::rules::{
+    IDEMPOTENCY_KEY_RETENTION, PaymentFacts, PaymentStatus, ProviderOutcome, Settlement,
+};
 
 /// A payment as stored.
 #[derive(Debug, Clone, FromRow)]
@@ -65,6 +67,39 @@ pub struct NewPayment {
     pub order_id: i64,
     pub payment_type: i16,
     pub amount_cents: i64,
+    /// The mock provider's answer to schedule with the payment, when it answers by itself.
+    pub mock_callback: Option<ScheduledCallback>,
+}
+
+/// A callback the mock provider will post: what it reports, and after how long.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduledCallback {
+    pub outcome: ProviderOutcome,
+    pub after: std::time::Duration,
+}
+
+/// A claimed callback, ready to post.
+#[derive(Debug, Clone, FromRow)]
+pub struct DueCallback {
+    pub payment_no: String,
+    pub order_id: i64,
+    pub amount_cents: i64,
+    pub outcome: i16,
+    pub trade_no: String,
+    pub attempts: i32,
+}
+
+/// How a delivery attempt ended.
+pub enum Delivery {
+    Delivered,
+    /// Refused for good (a 4xx other than 429).
+    Refused(String),
+    /// To try again after the delay; given up when attempts are spent.
+    Retry {
+        error: String,
+        after: std::time::Duration,
+    },
+    GivenUp(String),
 }
 
 /// The provider's checkout for a payment number.
@@ -168,6 +203,20 @@ impl PaymentStore {
         let Some(record) = inserted else {
             return Err(AppError::system("no free payment number after 5 draws"));
         };
+        if let Some(callback) = payment.mock_callback {
+            sqlx::query(
+                "INSERT INTO mock_callbacks (payment_no, order_id, amount_cents, outcome, trade_no, due_at) \
+                 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+            )
+            .bind(&record.payment_no)
+            .bind(record.order_id)
+            .bind(record.amount_cents)
+            .bind(callback.outcome.status().code())
+            .bind(format!("MOCK{}", uuid::Uuid::new_v4().simple()))
+            .bind(callback.after.as_secs_f64())
+            .execute(&mut *transaction)
+            .await?;
+        }
         if let Some(claim) = claim {
             // Waits for a concurrent holder of the key to finish; inserts nothing if it committed.
             let recorded = sqlx::query(
@@ -191,6 +240,48 @@ impl PaymentStore {
         }
         transaction.commit().await?;
         Ok(CreateOutcome::Created(record))
+    }
+
+    /// Claims up to `limit` due callbacks for `lease`: another replica will not post them
+    /// until it runs out.
+    pub async fn claim_callbacks(
+        &self,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> AppResult<Vec<DueCallback>> {
+        Ok(sqlx::query_as(
+            "UPDATE mock_callbacks SET due_at = now() + make_interval(secs => $2), \
+             attempts = attempts + 1, updated_at = now() \
+             WHERE payment_no IN (SELECT payment_no FROM mock_callbacks \
+               WHERE state = 'pending' AND due_at <= now() ORDER BY due_at LIMIT $1 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING payment_no, order_id, amount_cents, outcome, trade_no, attempts",
+        )
+        .bind(limit)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records how a delivery attempt of `payment_no` ended.
+    pub async fn record_delivery(&self, payment_no: &str, delivery: &Delivery) -> AppResult<()> {
+        let (state, error, after) = match delivery {
+            Delivery::Delivered => ("delivered", "", 0.0),
+            Delivery::Refused(error) => ("refused", error.as_str(), 0.0),
+            Delivery::Retry { error, after } => ("pending", error.as_str(), after.as_secs_f64()),
+            Delivery::GivenUp(error) => ("given_up", error.as_str(), 0.0),
+        };
+        sqlx::query(
+            "UPDATE mock_callbacks SET state = $2, last_error = $3, \
+             due_at = now() + make_interval(secs => $4), updated_at = now() WHERE payment_no = $1",
+        )
+        .bind(payment_no)
+        .bind(state)
+        .bind(error)
+        .bind(after)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The order's latest payment, if it is this user's.

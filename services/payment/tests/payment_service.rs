@@ -143,7 +143,22 @@ impl Shop {
 
     async fn start_with(extra: &[&str]) -> Shop {
         let database = ScratchDatabase::create(&server_url()).await.unwrap();
-        let orders = FakeOrders::default();
+        Shop::start_on(database, FakeOrders::default(), extra).await
+    }
+
+    /// Stops the service and starts a new one on the same database and orders.
+    async fn restart(self, extra: &[&str]) -> Shop {
+        self.pool.close().await;
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("service stops within 10 s of shutdown")
+            .unwrap()
+            .unwrap();
+        Shop::start_on(self._database, self.orders, extra).await
+    }
+
+    async fn start_on(database: ScratchDatabase, orders: FakeOrders, extra: &[&str]) -> Shop {
         let order_addr = serve_fake_orders(orders.clone()).await;
         let topic_prefix = format!("test-{}.", database.name());
         let secrets = format!("{SIGNING_SECRET},{ROTATED_SECRET}");
@@ -876,5 +891,50 @@ async fn the_mock_provider_reports_failure_when_told_to() {
         shop.query(ALICE, 100).await.unwrap().status(),
         PaymentStatus::Failed
     );
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_scheduled_before_a_restart_is_posted_after_it() {
+    let (addr, mut received) = serve_callback_recorder().await;
+    let url = format!("http://{addr}/api/v1/payment/callback");
+    let provider = |delay_ms: &'static str| {
+        [
+            "--mock-provider-autocomplete",
+            "true",
+            "--payment-callback-url",
+            &url,
+            "--mock-provider-delay-ms",
+            delay_ms,
+        ]
+        .map(str::to_owned)
+    };
+    let slow = provider("1500");
+    let shop = Shop::start_with(&slow.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let created = shop.pending_payment(100).await;
+    // Stopped before the callback was due: nothing was posted.
+    let shop = shop
+        .restart(&provider("0").iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let (signature, body) = next_post(&mut received).await;
+    let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(posted["paymentNo"], created.payment_no.as_str());
+    // The recorder refuses the first two posts; the third is delivered and then it stops.
+    next_post(&mut received).await;
+    let (signature_3, body_3) = next_post(&mut received).await;
+    assert_eq!(body_3, body, "every attempt reports the same trade");
+    assert!(verifies(&signature, &body) && verifies(&signature_3, &body_3));
+    shop.callback(&body_3, &signature_3).await.unwrap();
+    assert_eq!(
+        shop.query(ALICE, 100).await.unwrap().status(),
+        PaymentStatus::Success
+    );
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM mock_callbacks WHERE payment_no = $1")
+            .bind(&created.payment_no)
+            .fetch_one(&shop.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "delivered");
     shop.stop().await;
 }
