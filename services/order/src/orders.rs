@@ -15,8 +15,8 @@ use letsgo_platform::proto::cart::v1::{
     RemoveProductsRequest, cart_service_client::CartServiceClient,
 };
 use letsgo_platform::proto::product::v1::{
-    RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest, StockLine,
-    product_service_client::ProductServiceClient,
+    CommitReservationRequest, RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest,
+    StockLine, product_service_client::ProductServiceClient,
 };
 
 use crate::rules;
@@ -36,6 +36,16 @@ pub struct CreatedOrder {
     pub id: i64,
     pub order_no: String,
     pub total_amount_cents: i64,
+}
+
+/// How committing an order's reservation went.
+#[derive(Debug, PartialEq, Eq)]
+enum Committed {
+    Yes,
+    /// Not now (the product service or database away): the sweeper retries.
+    Later,
+    /// Too late: the order is cancelled.
+    Expired,
 }
 
 pub struct Page {
@@ -146,6 +156,18 @@ impl Orders {
             self.release_with_retries(id).await;
             return Err(error);
         }
+        // Saved: the reservation is kept for good. A product service that is away leaves the
+        // commit to the sweeper; a reservation that expired first cancels the order.
+        match self.commit_stock(id).await {
+            Committed::Yes | Committed::Later => {}
+            Committed::Expired => {
+                return Err(AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the stock held for this order ran out of time before the order was saved; \
+                     please order again",
+                ));
+            }
+        }
         // The ordered products leave the cart before the answer; a cart that is away only
         // keeps them there.
         let ordered: Vec<i64> = lines.iter().map(|(id, _)| *id).collect();
@@ -165,6 +187,44 @@ impl Orders {
             order_no: order.order_no,
             total_amount_cents: total,
         })
+    }
+
+    /// Commits the order's reservation and records it; an expired reservation cancels the
+    /// order (its stock is back in the catalogue already).
+    async fn commit_stock(&self, order_id: i64) -> Committed {
+        let answer = self
+            .products
+            .clone()
+            .commit_reservation(CommitReservationRequest { order_id })
+            .await;
+        match answer {
+            Ok(_) => match self.store.mark_stock_committed(order_id).await {
+                Ok(()) => Committed::Yes,
+                Err(_) => Committed::Later,
+            },
+            Err(status) if AppError::from(status.clone()).code == ErrorCode::BadOrderStatus => {
+                tracing::warn!(order_id, error = %status.message(), "the order's reservation expired before it was committed; cancelling the order");
+                match self
+                    .store
+                    .cancel(None, order_id, "stock hold expired")
+                    .await
+                {
+                    Ok(CancelOutcome::Cancelled) => {
+                        let _ = self.settle_release(order_id).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(order_id, %error, "could not cancel; the sweeper will");
+                        return Committed::Later;
+                    }
+                }
+                Committed::Expired
+            }
+            Err(status) => {
+                tracing::warn!(order_id, error = %status.message(), "committing the reservation failed; the sweeper retries");
+                Committed::Later
+            }
+        }
     }
 
     async fn release(&self, order_id: i64) -> bool {
@@ -258,6 +318,16 @@ impl Orders {
             .as_i64()
             .ok_or_else(|| AppError::invalid("payment.succeeded without orderId"))?;
         let payment_no = event.data["paymentNo"].as_str().unwrap_or_default();
+        // Paid before its reservation was committed (the product service was away): commit
+        // it first, so the units sold are units held. An expired one cancels the order.
+        if self.store.awaits_stock_commit(order_id).await?
+            && self.commit_stock(order_id).await == Committed::Later
+        {
+            return Err(AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "the order's reservation is not committed yet",
+            ));
+        }
         match self
             .store
             .mark_paid(PAYMENT_CONSUMER_GROUP, event.id, order_id, payment_no)
@@ -294,6 +364,14 @@ impl Orders {
                 tracing::info!(order_id, "cancelled an unpaid order");
                 self.settle_release(order_id).await?;
             }
+        }
+        // Commits the create call could not make; a moment's grace for the one in flight.
+        for order_id in self
+            .store
+            .commits_due(chrono::Utc::now() - chrono::Duration::seconds(2), 100)
+            .await?
+        {
+            self.commit_stock(order_id).await;
         }
         for order_id in self.store.releases_due(100).await? {
             self.settle_release(order_id).await?;

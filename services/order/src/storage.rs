@@ -108,8 +108,8 @@ impl OrderStore {
     pub async fn insert(&self, order: &NewOrder) -> Result<(), AppError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO orders (id, order_no, user_id, total_amount_cents, status, address, phone, remark) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO orders (id, order_no, user_id, total_amount_cents, status, address, phone, remark, stock_committed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false)",
         )
         .bind(order.id)
         .bind(&order.order_no)
@@ -308,6 +308,40 @@ impl OrderStore {
         };
         transaction.commit().await?;
         Ok(outcome)
+    }
+
+    /// Pending orders saved before `cutoff` whose reservation is not committed yet.
+    pub async fn commits_due(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<i64>, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM orders WHERE status = 1 AND NOT stock_committed AND created_at < $1 \
+             ORDER BY created_at LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether the order still waits for its reservation's commit.
+    pub async fn awaits_stock_commit(&self, order_id: i64) -> Result<bool, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND NOT stock_committed)",
+        )
+        .bind(order_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn mark_stock_committed(&self, order_id: i64) -> Result<(), AppError> {
+        sqlx::query("UPDATE orders SET stock_committed = true WHERE id = $1")
+            .bind(order_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Cancelled orders whose stock has not been given back yet.

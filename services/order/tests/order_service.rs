@@ -61,6 +61,11 @@ impl Shop {
             &redis_url(),
             "--redis-key-prefix",
             &redis_prefix,
+            // Every order here must commit its reservation, or lose it within a second.
+            "--reservation-hold-secs",
+            "1",
+            "--reservation-sweep-interval-ms",
+            "100",
             "--log-format",
             "text",
             "--discovery",
@@ -344,6 +349,43 @@ async fn a_failed_order_creates_nothing_and_leaks_no_stock() {
         .unwrap()
         .into_inner();
     assert_eq!(list.total, 0);
+}
+
+/// A saved order commits its reservation and keeps its stock past the product service's hold;
+/// a reservation whose order was never saved (its order service died in between) gives its
+/// stock back by itself.
+#[tokio::test]
+async fn saved_orders_keep_their_stock_and_abandoned_reservations_give_it_back() {
+    let shop = Shop::start().await;
+    let lamp = shop.product("lamp", 100, 10).await;
+    shop.order(1, &[(lamp, 3)]).await.unwrap();
+    // What an order service that died after reserving leaves behind.
+    shop.products
+        .clone()
+        .reserve_stock(product_pb::ReserveStockRequest {
+            order_id: 987_654_321,
+            lines: vec![product_pb::StockLine {
+                product_id: lamp,
+                quantity: 4,
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(shop.stock(lamp).await.0, 3);
+    let mut stock = 0;
+    for _ in 0..50 {
+        stock = shop.stock(lamp).await.0;
+        if stock == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stock, 7,
+        "the abandoned four came back; the order's three stay held"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.stock(lamp).await.0, 7);
 }
 
 #[tokio::test]

@@ -1,13 +1,15 @@
 //! The catalogue's rules: what may be added and changed, how lists and searches page, how
 //! stock moves, and that every change reaches the cache.
 
+use std::time::Duration;
+
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 
 use crate::product_cache::{Lookup, ProductCache};
 use crate::rules;
 use crate::storage::{
-    CatalogueStore, NewProduct, ProductChange, ProductRecord, ReservedLine, ReviewRecord, SortKey,
-    StockChange,
+    CatalogueStore, Commit, NewProduct, ProductChange, ProductRecord, ReservedLine, ReviewRecord,
+    SortKey, StockChange, released_error,
 };
 
 pub struct Page<T> {
@@ -18,6 +20,8 @@ pub struct Page<T> {
 pub struct Catalogue {
     store: CatalogueStore,
     cache: ProductCache,
+    /// How long a reservation waits for its order to commit it.
+    reservation_hold: Duration,
 }
 
 const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -34,8 +38,12 @@ async fn to_completion<T: Send + 'static>(
 const BATCH_MAX: usize = 200;
 
 impl Catalogue {
-    pub fn new(store: CatalogueStore, cache: ProductCache) -> Self {
-        Catalogue { store, cache }
+    pub fn new(store: CatalogueStore, cache: ProductCache, reservation_hold: Duration) -> Self {
+        Catalogue {
+            store,
+            cache,
+            reservation_hold,
+        }
     }
 
     pub async fn add(&self, product: NewProduct) -> AppResult<i64> {
@@ -158,8 +166,9 @@ impl Catalogue {
             return Err(AppError::invalid("quantities must be positive"));
         }
         let (store, cache, lines) = (self.store.clone(), self.cache.clone(), lines.to_vec());
+        let hold = self.reservation_hold;
         to_completion(async move {
-            let reservation = store.reserve(order_id, &lines).await?;
+            let reservation = store.reserve(order_id, &lines, hold).await?;
             if reservation.changed_stock {
                 let touched: Vec<i64> = reservation
                     .lines
@@ -171,6 +180,34 @@ impl Catalogue {
             Ok(reservation.lines)
         })
         .await
+    }
+
+    /// Keeps an order's reservation for good; 5001 when it expired first.
+    pub async fn commit_reservation(&self, order_id: i64) -> AppResult<()> {
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        to_completion(async move {
+            match store.commit_reservation(order_id).await? {
+                Commit::Kept => Ok(()),
+                Commit::Expired(touched) => {
+                    cache.invalidate(&touched).await;
+                    Err(released_error())
+                }
+            }
+        })
+        .await
+    }
+
+    /// Releases every reservation past its expiry; answers how many.
+    pub async fn release_expired(&self) -> AppResult<usize> {
+        let expired = self.store.expired_reservations(100).await?;
+        for order_id in &expired {
+            let touched = self.store.release_expired(*order_id).await?;
+            if !touched.is_empty() {
+                tracing::info!(order_id, "released stock no order committed in time");
+            }
+            self.cache.invalidate(&touched).await;
+        }
+        Ok(expired.len())
     }
 
     pub async fn release(&self, order_id: i64) -> AppResult<()> {

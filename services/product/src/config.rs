@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use clap::Parser;
-use letsgo_platform::config::{DatabaseArgs, GrpcServerArgs, RedisArgs, TelemetryArgs, parse_secs};
+use letsgo_platform::config::{
+    DatabaseArgs, GrpcServerArgs, RedisArgs, TelemetryArgs, parse_millis, parse_secs,
+};
 use letsgo_platform::discovery::DiscoveryArgs;
 
 /// letsgo product service: catalogue, search, stock and reviews over gRPC (default :9002).
@@ -26,4 +28,11 @@ pub struct Config {
     /// Load the demo catalogue at start when the catalogue is empty (`make up` turns it on).
     #[arg(long = "demo-catalogue", env = "DEMO_CATALOGUE", value_name = "DEMO_CATALOGUE", default_value_t = false, action = clap::ArgAction::Set)]
     pub demo_catalogue: bool,
+    /// How long stock reserved for an order stays held before the order is saved and
+    /// commits it; past that it comes back by itself (its order service died, say).
+    #[arg(long = "reservation-hold-secs", env = "RESERVATION_HOLD_SECS", value_name = "RESERVATION_HOLD_SECS", default_value = "120", value_parser = parse_secs)]
+    pub reservation_hold: Duration,
+    /// How often expired reservations are looked for.
+    #[arg(long = "reservation-sweep-interval-ms", env = "RESERVATION_SWEEP_INTERVAL_MS", value_name = "RESERVATION_SWEEP_INTERVAL_MS", default_value = "5000", value_parser = parse_millis)]
+    pub reservation_sweep_interval: Duration,
 }

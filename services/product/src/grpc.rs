@@ -6,6 +6,8 @@ use letsgo_platform::proto::product::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use crate::catalogue::Catalogue;
 use crate::rules;
 use crate::storage::{
@@ -13,11 +15,11 @@ use crate::storage::{
 };
 
 pub struct ProductApi {
-    catalogue: Catalogue,
+    catalogue: Arc<Catalogue>,
 }
 
 impl ProductApi {
-    pub fn new(catalogue: Catalogue) -> Self {
+    pub fn new(catalogue: Arc<Catalogue>) -> Self {
         ProductApi { catalogue }
     }
 }
@@ -205,6 +207,16 @@ impl ProductService for ProductApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn commit_reservation(
+        &self,
+        request: Request<pb::CommitReservationRequest>,
+    ) -> Result<Response<pb::CommitReservationReply>, Status> {
+        self.catalogue
+            .commit_reservation(request.into_inner().order_id)
+            .await?;
+        Ok(Response::new(pb::CommitReservationReply {}))
     }
 
     async fn release_stock(

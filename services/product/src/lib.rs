@@ -62,10 +62,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown.clone(),
     ));
 
-    let catalogue = catalogue::Catalogue::new(
+    let catalogue = std::sync::Arc::new(catalogue::Catalogue::new(
         storage::CatalogueStore::new(pool.clone()),
         product_cache::ProductCache::new(cache, config.cache_ttl),
-    );
+        config.reservation_hold,
+    ));
+    let sweeper = tokio::spawn(release_expired_reservations(
+        catalogue.clone(),
+        config.reservation_sweep_interval,
+        shutdown.clone(),
+    ));
     let discovery = config.discovery.build().await?;
     readiness.set_ready(true);
     // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
@@ -90,8 +96,26 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     if let Some(registration) = registration {
         registration.await?;
     }
+    sweeper.await?;
     admin.await??;
     pool.close().await;
     tracing::info!("product service stopped");
     Ok(())
+}
+
+/// Gives back the stock of reservations no order committed in time, every `interval`.
+async fn release_expired_reservations(
+    catalogue: std::sync::Arc<catalogue::Catalogue>,
+    interval: std::time::Duration,
+    shutdown: Shutdown,
+) {
+    while !shutdown.is_triggered() {
+        if let Err(error) = catalogue.release_expired().await {
+            tracing::warn!(%error, "could not release expired reservations");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval.max(std::time::Duration::from_millis(50))) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The catalogue's tables. All SQL of the service is here.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use letsgo_platform::errors::{AppError, ErrorCode};
@@ -294,26 +295,28 @@ impl CatalogueStore {
         &self,
         order_id: i64,
         lines: &[(i64, i64)],
+        hold: Duration,
     ) -> Result<Reservation, AppError> {
         let lines = merge_lines(lines);
         let mut transaction = self.pool.begin().await?;
         let created = sqlx::query(
-            "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'reserved') ON CONFLICT DO NOTHING",
+            "INSERT INTO stock_reservations (order_id, state, expires_at) \
+             VALUES ($1, 'reserved', now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING",
         )
         .bind(order_id)
+        .bind(hold.as_secs_f64())
         .execute(&mut *transaction)
         .await?;
         if created.rows_affected() == 0 {
-            let state: String =
-                sqlx::query_scalar("SELECT state FROM stock_reservations WHERE order_id = $1")
-                    .bind(order_id)
-                    .fetch_one(&mut *transaction)
-                    .await?;
-            if state == "released" {
-                return Err(AppError::new(
-                    ErrorCode::BadOrderStatus,
-                    "this order's reservation was released",
-                ));
+            let (state, expired): (String, bool) = sqlx::query_as(
+                "SELECT state, COALESCE(expires_at <= now(), false) FROM stock_reservations \
+                 WHERE order_id = $1",
+            )
+            .bind(order_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+            if state == "released" || (state == "reserved" && expired) {
+                return Err(released_error());
             }
             let held: Vec<ReservedLine> = sqlx::query_as(
                 "SELECT l.product_id, l.quantity, COALESCE(l.name, p.name) AS name, \
@@ -388,21 +391,74 @@ impl CatalogueStore {
         })
     }
 
+    /// Keeps `order_id`'s reservation for good (its order is saved). An expired one is
+    /// released here and then, like a released one, refused: its stock may be sold again.
+    pub async fn commit_reservation(&self, order_id: i64) -> Result<Commit, AppError> {
+        let committed = sqlx::query(
+            "UPDATE stock_reservations SET expires_at = NULL, updated_at = now() \
+             WHERE order_id = $1 AND state = 'reserved' AND (expires_at IS NULL OR expires_at > now())",
+        )
+        .bind(order_id)
+        .execute(&self.pool)
+        .await?;
+        if committed.rows_affected() == 1 {
+            return Ok(Commit::Kept);
+        }
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM stock_reservations WHERE order_id = $1")
+                .bind(order_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match state.as_deref() {
+            Some("sold") => Ok(Commit::Kept),
+            // Expired, and not swept yet.
+            Some("reserved") => Ok(Commit::Expired(self.release_where(order_id, true).await?)),
+            Some(_) => Ok(Commit::Expired(Vec::new())),
+            None => Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                "this order has no reservation",
+            )),
+        }
+    }
+
+    /// Reservations past their expiry, oldest first: for the sweeper to release.
+    pub async fn expired_reservations(&self, limit: i64) -> Result<Vec<i64>, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT order_id FROM stock_reservations WHERE state = 'reserved' \
+             AND expires_at <= now() ORDER BY expires_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Releases `order_id`'s reservation if it has expired meanwhile (a commit may have won).
+    pub async fn release_expired(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
+        self.release_where(order_id, true).await
+    }
+
     /// Gives back what `order_id` holds, once. Releasing an unknown order records it as
     /// released, so a reservation that arrives late (a retry racing a cancel) cannot take stock.
     pub async fn release(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
+        self.release_where(order_id, false).await
+    }
+
+    async fn release_where(&self, order_id: i64, only_expired: bool) -> Result<Vec<i64>, AppError> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'released') ON CONFLICT DO NOTHING",
-        )
-        .bind(order_id)
-        .execute(&mut *transaction)
-        .await?;
+        if !only_expired {
+            sqlx::query(
+                "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'released') ON CONFLICT DO NOTHING",
+            )
+            .bind(order_id)
+            .execute(&mut *transaction)
+            .await?;
+        }
         let released = sqlx::query(
             "UPDATE stock_reservations SET state = 'released', updated_at = now() \
-             WHERE order_id = $1 AND state = 'reserved'",
+             WHERE order_id = $1 AND state = 'reserved' AND (NOT $2 OR expires_at <= now())",
         )
         .bind(order_id)
+        .bind(only_expired)
         .execute(&mut *transaction)
         .await?;
         if released.rows_affected() == 0 {
@@ -531,6 +587,20 @@ pub fn like_pattern(word: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+/// How committing a reservation ended.
+pub enum Commit {
+    Kept,
+    /// Too late: the reservation is released (these products' stock came back just now).
+    Expired(Vec<i64>),
+}
+
+pub fn released_error() -> AppError {
+    AppError::new(
+        ErrorCode::BadOrderStatus,
+        "this order's reservation was released or expired",
+    )
 }
 
 #[cfg(test)]

@@ -32,22 +32,28 @@ struct Service {
 
 impl Service {
     async fn start() -> Service {
+        Service::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Service {
         let database = ScratchDatabase::create(&server_url()).await.unwrap();
         let redis_prefix = format!("test:{}:", database.name());
-        let config = Config::try_parse_from([
+        let redis = redis_url();
+        let mut args = vec![
             "letsgo-product",
             "--database-url",
             &database.url,
             "--redis-url",
-            &redis_url(),
+            &redis,
             "--redis-key-prefix",
             &redis_prefix,
             "--log-format",
             "text",
             "--discovery",
             "static",
-        ])
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::try_parse_from(args).unwrap();
         let shutdown = Shutdown::new();
         let (addr, _) = start_on_free_ports(
             |listeners, shutdown| run(config, listeners, shutdown),
@@ -508,6 +514,86 @@ async fn a_basket_is_reserved_whole_or_not_at_all() {
         Ok(())
     );
     assert_eq!(service.product(plenty).await.stock, 0);
+}
+
+/// An order service that dies (or whose caller gives up) between reserving and saving the
+/// order never commits the reservation: its stock comes back by itself, and a commit that
+/// arrives too late is refused rather than keeping stock that may be sold again.
+#[tokio::test]
+async fn a_reservation_no_order_commits_comes_back_by_itself() {
+    let service = Service::start_with(&[
+        "--reservation-hold-secs",
+        "1",
+        "--reservation-sweep-interval-ms",
+        "100",
+    ])
+    .await;
+    let id = service.add("widget", 100, 10, "x").await;
+    let mut client = service.client.clone();
+    service.reserve(40, &[(id, 3)]).await.unwrap();
+    service.reserve(41, &[(id, 2)]).await.unwrap();
+    client
+        .commit_reservation(pb::CommitReservationRequest { order_id: 41 })
+        .await
+        .unwrap();
+    assert_eq!(service.product(id).await.stock, 5);
+
+    let mut stock = 0;
+    for _ in 0..50 {
+        stock = service.product(id).await.stock;
+        if stock == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stock, 8,
+        "order 40's three units came back; order 41's two stay held"
+    );
+    let late = client
+        .commit_reservation(pb::CommitReservationRequest { order_id: 40 })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(late).code, ErrorCode::BadOrderStatus);
+    assert_eq!(
+        service.reserve(40, &[(id, 3)]).await,
+        Err(ErrorCode::BadOrderStatus),
+        "a retried reservation cannot take the stock again"
+    );
+    // The committed one is sold as usual, and committing it again is harmless.
+    client
+        .record_sales(pb::RecordSalesRequest { order_id: 41 })
+        .await
+        .unwrap();
+    client
+        .commit_reservation(pb::CommitReservationRequest { order_id: 41 })
+        .await
+        .unwrap();
+    let product = service.product(id).await;
+    assert_eq!((product.stock, product.sales), (8, 2));
+}
+
+/// A commit racing the sweeper: whichever wins, the stock is counted once.
+#[tokio::test]
+async fn an_expired_reservation_is_released_by_its_late_commit_when_the_sweeper_has_not_run() {
+    let service = Service::start_with(&[
+        "--reservation-hold-secs",
+        "1",
+        "--reservation-sweep-interval-ms",
+        "600000",
+    ])
+    .await;
+    let id = service.add("widget", 100, 10, "x").await;
+    service.reserve(50, &[(id, 4)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let late = service
+        .client
+        .clone()
+        .commit_reservation(pb::CommitReservationRequest { order_id: 50 })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(late).code, ErrorCode::BadOrderStatus);
+    assert_eq!(service.product(id).await.stock, 10);
 }
 
 #[tokio::test]
