@@ -27,9 +27,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::client_address::{self, TrustedProxies};
 use crate::product_cache::ProductDetailCache;
 use crate::rate_limit::{self, ClientRateLimit};
 use crate::routes::{cart, order, payment, product, system, user};
+use crate::sign_in_throttle::SignInThrottle;
 use crate::{auth, openapi};
 
 /// What handlers share: one allocation, so a clone (one per middleware and handler of every
@@ -52,12 +54,21 @@ pub struct Shared {
     order: OrderServiceClient<RpcChannel>,
     payment: PaymentServiceClient<RpcChannel>,
     pub tokens: TokenKeys,
+    pub trusted_proxies: TrustedProxies,
     pub rate_limit: ClientRateLimit,
+    pub sign_in_throttle: SignInThrottle,
     pub product_details: ProductDetailCache,
     pub request_timeout: Duration,
     pub max_concurrent_requests: usize,
     pub metrics: Metrics,
     pub openapi: Arc<serde_json::Value>,
+}
+
+/// How clients are told apart, and the budgets they are held to.
+pub struct ClientLimits {
+    pub trusted_proxies: TrustedProxies,
+    pub rate_limit: ClientRateLimit,
+    pub sign_in_throttle: SignInThrottle,
 }
 
 impl AppState {
@@ -66,7 +77,7 @@ impl AppState {
     pub fn new(
         discovery: &Discovery,
         tokens: TokenKeys,
-        rate_limit: ClientRateLimit,
+        clients: ClientLimits,
         product_details: ProductDetailCache,
         request_timeout: Duration,
         max_concurrent_requests: usize,
@@ -79,7 +90,9 @@ impl AppState {
             order: OrderServiceClient::new(discovery.channel(ServiceName::Order)),
             payment: PaymentServiceClient::new(discovery.channel(ServiceName::Payment)),
             tokens,
-            rate_limit,
+            trusted_proxies: clients.trusted_proxies,
+            rate_limit: clients.rate_limit,
+            sign_in_throttle: clients.sign_in_throttle,
             product_details,
             request_timeout,
             max_concurrent_requests,
@@ -175,6 +188,12 @@ pub fn app(state: AppState) -> Router {
             .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrent_requests))
             // Bounds how long any request can hold resources.
             .layer(middleware::from_fn_with_state(state.request_timeout, limit_duration))
+            // Works out the client's address once (through trusted proxies), for the limiter
+            // and the sign-in throttle.
+            .layer(middleware::from_fn_with_state(
+                state.trusted_proxies.clone(),
+                client_address::identify,
+            ))
             // Reads the bearer token once, for the limiter and the handlers.
             .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::read_token))
             // Keeps one client from starving the others.

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_address;
 pub mod config;
 pub mod extract;
 pub mod money;
@@ -11,9 +12,10 @@ pub mod openapi;
 pub mod product_cache;
 pub mod rate_limit;
 pub mod routes;
+pub mod server;
+pub mod sign_in_throttle;
 pub mod storefront;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use letsgo_platform::auth::TokenKeys;
@@ -21,7 +23,10 @@ use letsgo_platform::shutdown::Shutdown;
 use letsgo_platform::telemetry::{self, Metrics, Readiness};
 use tokio::net::TcpListener;
 
+use crate::app::ClientLimits;
 use crate::product_cache::ProductDetailCache;
+use crate::server::ConnectionLimits;
+use crate::sign_in_throttle::{FailureBudget, SignInThrottle};
 
 pub use app::{AppState, app};
 pub use config::Config;
@@ -34,6 +39,19 @@ pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppS
     let rate_limit =
         rate_limit::ClientRateLimit::new(config.rate_limit_per_second, config.rate_limit_burst);
     rate_limit.spawn_pruning(Duration::from_secs(60));
+    let sign_in_throttle = SignInThrottle::new(
+        FailureBudget::new(
+            config.login_failures_per_account,
+            config.login_failure_window,
+        ),
+        FailureBudget::new(
+            config.login_failures_per_address,
+            config.login_failure_window,
+        ),
+        sign_in_throttle::TRACKED_KEYS,
+        &metrics,
+    );
+    sign_in_throttle.spawn_pruning();
     let product_details = ProductDetailCache::new(
         config.product_cache_ttl,
         config.product_cache_entries,
@@ -44,7 +62,11 @@ pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppS
     Ok(AppState::new(
         &discovery,
         TokenKeys::from_args(&config.jwt),
-        rate_limit,
+        ClientLimits {
+            trusted_proxies: config.trusted_proxies.clone(),
+            rate_limit,
+            sign_in_throttle,
+        },
         product_details,
         config.request_timeout,
         config.max_concurrent_requests,
@@ -62,9 +84,14 @@ pub async fn run(
     let metrics = Metrics::new("gateway");
     let readiness = Readiness::default();
     let state = state_from_config(&config, metrics.clone()).await?;
+    let limits = ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections.get(),
+    };
     let admin_task = tokio::spawn(telemetry::serve_admin(
         admin,
-        metrics,
+        metrics.clone(),
         readiness.clone(),
         shutdown.clone(),
     ));
@@ -78,12 +105,7 @@ pub async fn run(
             readiness.set_ready(false);
         }
     };
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drain)
-    .await?;
+    server::serve(listener, app(state), limits, &metrics, drain).await;
     admin_task.await??;
     tracing::info!("gateway stopped");
     Ok(())

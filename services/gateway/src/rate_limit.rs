@@ -1,12 +1,14 @@
 //! Per-client rate limiting with governor's keyed GCRA limiter: a signed-in user is limited as
-//! themselves wherever they connect from; anyone else by their address.
+//! themselves wherever they connect from; anyone else by their address (see
+//! [`client_address`](crate::client_address): behind trusted proxies, the forwarded one; an
+//! IPv6 client by its /64).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -14,11 +16,12 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use letsgo_platform::errors::AppError;
 
 use crate::auth::Authentication;
+use crate::client_address::ClientAddress;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ClientKey {
     User(i64),
-    Address(std::net::IpAddr),
+    Address(IpAddr),
     Unknown,
 }
 
@@ -54,10 +57,10 @@ impl ClientRateLimit {
     }
 }
 
-/// Middleware: answers 429 with code 1006 and `Retry-After` when the client is over its quota.
 /// The payment provider's webhook, which the limiter lets through.
 pub const CALLBACK_PATH: &str = "/api/v1/payment/callback";
 
+/// Middleware: answers 429 with code 1006 and `Retry-After` when the client is over its quota.
 pub async fn limit(State(limit): State<ClientRateLimit>, request: Request, next: Next) -> Response {
     // The payment provider's callbacks are not a client's traffic: they all come from the
     // provider's few addresses, and refusing one leaves a paid order pending. The route costs
@@ -71,8 +74,8 @@ pub async fn limit(State(limit): State<ClientRateLimit>, request: Request, next:
         .and_then(Authentication::caller)
     {
         Some(caller) => ClientKey::User(caller.user_id),
-        None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(address)) => ClientKey::Address(address.ip()),
+        None => match request.extensions().get::<ClientAddress>() {
+            Some(address) => ClientKey::Address(address.limit_key()),
             None => ClientKey::Unknown,
         },
     };

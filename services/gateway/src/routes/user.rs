@@ -1,6 +1,8 @@
 //! `/api/v1/user/*`: register, login, profile.
 
+use axum::Extension;
 use axum::extract::State;
+use letsgo_platform::errors::{AppError, Envelope, ErrorCode};
 use letsgo_platform::proto::user::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,8 +10,8 @@ use utoipa::ToSchema;
 use super::{ApiResult, ErrorEnvelope, SuccessData, success};
 use crate::app::AppState;
 use crate::auth::SignedIn;
+use crate::client_address::ClientAddress;
 use crate::extract::ApiJson;
-use letsgo_platform::errors::Envelope;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -101,28 +103,41 @@ pub async fn register(
     success(auth_data(reply))
 }
 
-/// Signs in. An unknown username and a wrong password get the same answer.
+/// Signs in. An unknown username and a wrong password get the same answer. Failed sign-ins
+/// are budgeted per account and per client address: past either budget, sign-ins are refused
+/// with 429 until it recovers.
 #[utoipa::path(post, path = "/api/v1/user/login", tag = "user", request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = Envelope<AuthData>),
         (status = 400, description = "1001: malformed JSON or missing fields", body = ErrorEnvelope),
         (status = 401, description = "2002: wrong username or password", body = ErrorEnvelope),
-        (status = 429, description = "1006: too many requests; see Retry-After", body = ErrorEnvelope),
+        (status = 429, description = "1006: too many requests, or too many failed sign-ins for this account or from this address (refused whatever the password); see Retry-After", body = ErrorEnvelope),
         (status = 503, description = "1004: the user service is unavailable", body = ErrorEnvelope),
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<Extension<ClientAddress>>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<AuthData> {
+    let address = client.map(|Extension(address)| address.limit_key());
+    let attempt = state.sign_in_throttle.begin(&body.username, address)?;
     let reply = state
         .user_client()
         .login(pb::LoginRequest {
             username: body.username,
             password: body.password,
         })
-        .await?
-        .into_inner();
-    success(auth_data(reply))
+        .await
+        .map_err(AppError::from);
+    match reply {
+        Ok(reply) => success(auth_data(reply.into_inner())),
+        Err(error) => {
+            if error.code == ErrorCode::WrongPassword {
+                attempt.failed();
+            }
+            Err(error)
+        }
+    }
 }
 
 /// The signed-in user's profile.
