@@ -752,9 +752,9 @@ async function checkoutPage(ctx, _match, route) {
 
 // ---- orders --------------------------------------------------------------------------------
 
-function statusBadge(status) {
+function statusBadge(status, refundedAt = 0) {
   const [label, kind] = ORDER_STATUS[status] ?? ['Unknown', 'unknown'];
-  return h('span', { class: `status status-${kind}` }, label);
+  return h('span', { class: `status status-${kind}` }, refundedAt ? `${label} · refunded` : label);
 }
 
 async function ordersPage(ctx, _match, route) {
@@ -780,7 +780,7 @@ async function ordersPage(ctx, _match, route) {
               'a',
               { class: 'order-row panel', href: `#/orders/${order.id}`, dataset: { orderId: order.id } },
               h('div', { class: 'order-row-main' }, h('strong', {}, `Order ${order.orderNo}`), h('span', { class: 'muted' }, dateTime(order.createdAt)), h('span', { class: 'order-row-items' }, names.slice(0, 2).join(', ') + (names.length > 2 ? ` and ${names.length - 2} more` : ''))),
-              h('div', { class: 'order-row-side' }, statusBadge(order.status), h('strong', {}, money(order.totalAmount))),
+              h('div', { class: 'order-row-side' }, statusBadge(order.status, order.refundedAt), h('strong', {}, money(order.totalAmount))),
             ),
           );
         }),
@@ -837,10 +837,15 @@ async function orderPage(ctx, match, route) {
         'div',
         { class: 'order-head' },
         h('div', {}, h('h1', {}, `Order ${order.orderNo}`), h('p', { class: 'muted' }, `Placed ${dateTime(order.createdAt)}`)),
-        h('div', { id: 'order-status' }, statusBadge(order.status)),
+        h('div', { id: 'order-status' }, statusBadge(order.status, order.refundedAt)),
       ),
       order.status === 5
-        ? notice('This order was cancelled. Nothing was charged for it.', 'info')
+        ? notice(
+            order.refundedAt
+              ? `This order was cancelled after it was paid. The payment was refunded on ${dateTime(order.refundedAt)}.`
+              : 'This order was cancelled. Nothing was charged for it.',
+            'info',
+          )
         : h(
             'ol',
             { class: 'progress' },
@@ -888,7 +893,10 @@ async function orderPage(ctx, match, route) {
 
   const settledPanel = () => {
     const method = PAYMENT_TYPES.find(([type]) => type === paymentInfo?.paymentType)?.[1];
-    if (order.status === 5) return h('div', {}, h('h2', {}, 'Payment'), h('p', {}, 'Cancelled before payment.'), h('a', { class: 'button button-wide', href: '#/' }, 'Back to the shop'));
+    if (order.status === 5) {
+      const what = order.refundedAt ? `Refunded on ${dateTime(order.refundedAt)}.` : 'Cancelled before payment.';
+      return h('div', {}, h('h2', {}, 'Payment'), h('p', {}, what), h('a', { class: 'button button-wide', href: '#/' }, 'Back to the shop'));
+    }
     return h(
       'div',
       {},

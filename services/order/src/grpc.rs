@@ -48,6 +48,7 @@ fn order_message(found: OrderWithItems) -> pb::Order {
         paid_at: unix(order.paid_at),
         shipped_at: unix(order.shipped_at),
         completed_at: unix(order.completed_at),
+        refunded_at: unix(order.refunded_at),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The letsgo order service: orders from basket to paid or cancelled, over gRPC, in PostgreSQL
 //! database `order`. Stock is reserved through the product service; events leave through the
-//! outbox; `payment.succeeded` events mark orders paid.
+//! outbox; `payment.succeeded` events mark orders paid, `payment.refunded` ones refunded.
 
 pub mod config;
 pub mod grpc;
@@ -31,7 +31,11 @@ pub const TOPICS: &[&str] = &[
     "order.cancelled",
     "order.paid",
     "payment.succeeded",
+    "payment.refunded",
 ];
+
+/// The payment service's events this service consumes.
+const PAYMENT_TOPICS: &[&str] = &["payment.succeeded", "payment.refunded"];
 
 /// The default listeners: gRPC on :9004, admin on :9104.
 pub fn default_addresses() -> (SocketAddr, SocketAddr) {
@@ -71,20 +75,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let session_timeout = config.kafka_session_timeout;
     let consumer_task = tokio::spawn(async move {
         // The topic may not exist yet on a fresh broker; a broker that is away only delays.
-        if let Err(error) = events::ensure_topics(&kafka, &["payment.succeeded"]).await {
+        if let Err(error) = events::ensure_topics(&kafka, PAYMENT_TOPICS).await {
             tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
         }
         match EventConsumer::subscribe(
             &kafka,
             orders::PAYMENT_CONSUMER_GROUP,
-            &["payment.succeeded"],
+            PAYMENT_TOPICS,
             session_timeout,
         ) {
             Ok(consumer) => {
                 consumer
                     .run(consumer_shutdown, dead_letters, |event| {
                         let orders = payment_orders.clone();
-                        async move { orders.on_payment_succeeded(&event).await }
+                        async move { orders.on_payment_event(&event).await }
                     })
                     .await
             }
@@ -139,18 +143,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     Ok(())
 }
 
-/// Connects to the service's database and brings its schema up to date.
+/// The service's database, its schema up to date.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
-    let pool = db::connect(
-        &config.database.url("order"),
-        config.database.db_max_connections,
-    )
-    .await
-    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
-    db::migrate(&pool, sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|error| format!("migrations: {error}"))?;
-    Ok(pool)
+    Ok(db::open(&config.database, "order", sqlx::migrate!("./migrations")).await?)
 }
 
 /// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.

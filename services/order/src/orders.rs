@@ -336,16 +336,40 @@ impl Orders {
             PaidOutcome::Paid => self.settle_sales(order_id).await,
             PaidOutcome::AlreadyHandled => Ok(()),
             PaidOutcome::NotPending(status) => {
-                // Paid after it was cancelled (the timeout won the race): the money has to go
-                // back; until refunds exist, this is for a person to see.
-                tracing::error!(
+                // Paid after it was cancelled: the payment service heard of the cancellation
+                // too, and refunds the payment (payment.refunded then marks the order).
+                tracing::warn!(
                     order_id,
                     ?status,
                     payment_no,
-                    "payment succeeded for an order that is not pending"
+                    "payment succeeded for an order that is not pending; the payment service refunds it"
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// Handles `payment.refunded`: the order shows the refund.
+    pub async fn on_payment_refunded(&self, event: &Event) -> AppResult<()> {
+        let order_id = event.data["orderId"]
+            .as_i64()
+            .ok_or_else(|| AppError::invalid("payment.refunded without orderId"))?;
+        if self
+            .store
+            .mark_refunded(PAYMENT_CONSUMER_GROUP, event.id, order_id)
+            .await?
+        {
+            tracing::info!(order_id, "the order's payment was refunded");
+        }
+        Ok(())
+    }
+
+    /// Hands a payment event to its handler.
+    pub async fn on_payment_event(&self, event: &Event) -> AppResult<()> {
+        match event.event_type.as_str() {
+            "payment.succeeded" => self.on_payment_succeeded(event).await,
+            "payment.refunded" => self.on_payment_refunded(event).await,
+            other => Err(AppError::invalid(format!("unexpected event type {other}"))),
         }
     }
 

@@ -25,10 +25,11 @@ pub struct OrderRow {
     pub paid_at: Option<DateTime<Utc>>,
     pub shipped_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 const ORDER_COLUMNS: &str = "id, order_no, user_id, total_amount_cents, status, address, phone, \
-     remark, created_at, updated_at, paid_at, shipped_at, completed_at";
+     remark, created_at, updated_at, paid_at, shipped_at, completed_at, refunded_at";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ItemRow {
@@ -342,6 +343,28 @@ impl OrderStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records a refund of the order's payment, once per event; answers whether it was new.
+    pub async fn mark_refunded(
+        &self,
+        group: &str,
+        event_id: Uuid,
+        order_id: i64,
+    ) -> Result<bool, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        if !events::mark_handled(&mut transaction, group, event_id).await? {
+            return Ok(false);
+        }
+        let updated = sqlx::query(
+            "UPDATE orders SET refunded_at = now(), updated_at = now() \
+             WHERE id = $1 AND refunded_at IS NULL",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(updated.rows_affected() == 1)
     }
 
     /// Cancelled orders whose stock has not been given back yet.

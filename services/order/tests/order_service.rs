@@ -202,7 +202,7 @@ impl Shop {
 
     async fn publish(&self, event: &Event, key: &str) {
         let args = KafkaArgs::new(&brokers(), &self.topic_prefix);
-        events::ensure_topics(&args, &["payment.succeeded"])
+        events::ensure_topics(&args, &["payment.succeeded", "payment.refunded"])
             .await
             .unwrap();
         let producer = events::producer(&args).unwrap();
@@ -590,6 +590,47 @@ async fn a_payment_event_marks_the_order_paid_once_and_counts_the_sale() {
         .await
         .unwrap_err();
     assert_eq!(AppError::from(cancel).code, ErrorCode::CannotCancel);
+}
+
+/// Paid after it was cancelled: the success changes nothing here (the payment service refunds
+/// it), and the refund, when confirmed, shows on the order.
+#[tokio::test]
+async fn a_payment_for_a_cancelled_order_leaves_it_cancelled_and_its_refund_shows() {
+    let shop = Shop::start().await;
+    let id = shop.product("x", 250, 10).await;
+    let created = shop.order(7, &[(id, 2)]).await.unwrap();
+    shop.orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 7,
+            order_id: created.order_id,
+        })
+        .await
+        .unwrap();
+    let data = serde_json::json!({"paymentId": 1, "paymentNo": "PAY1", "orderId": created.order_id, "userId": 7, "amountCents": 500, "tradeNo": "T1"});
+    let key = created.order_id.to_string();
+    shop.publish(
+        &Event::new("payment.succeeded", data.clone()).unwrap(),
+        &key,
+    )
+    .await;
+    let refunded = Event::new("payment.refunded", data).unwrap();
+    shop.publish(&refunded, &key).await;
+    shop.publish(&refunded, &key).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut order = shop.get(7, created.order_id).await.unwrap();
+    while order.refunded_at == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        order = shop.get(7, created.order_id).await.unwrap();
+    }
+    assert!(order.refunded_at > 0, "the refund shows");
+    assert_eq!(order.status, pb::OrderStatus::Cancelled as i32);
+    assert_eq!(order.paid_at, 0, "never paid as far as the order goes");
+    assert_eq!(
+        shop.stock(id).await,
+        (10, 0),
+        "its stock is back, nothing sold"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use letsgo_platform::config::{
-    DatabaseArgs, GrpcServerArgs, KafkaArgs, TelemetryArgs, parse_millis, parse_secs,
+    DatabaseArgs, EventConsumerArgs, GrpcServerArgs, KafkaArgs, TelemetryArgs, parse_millis,
+    parse_secs,
 };
 use letsgo_platform::discovery::DiscoveryArgs;
 use reqwest::Url;
@@ -17,6 +18,9 @@ use crate::webhook::WebhookSecrets;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "letsgo-payment", version, about)]
 pub struct Config {
+    /// Without a command the service runs; a command does its job on the database and exits.
+    #[command(subcommand)]
+    pub command: Option<letsgo_platform::events::EventCommand>,
     #[command(flatten)]
     pub grpc: GrpcServerArgs,
     #[command(flatten)]
@@ -24,9 +28,14 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
+    pub events: EventConsumerArgs,
+    #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Kafka session timeout of the order-events consumer.
+    #[arg(long = "kafka-session-timeout-ms", env = "KAFKA_SESSION_TIMEOUT_MS", value_name = "KAFKA_SESSION_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+    pub kafka_session_timeout: Duration,
     /// HMAC secrets of the provider's callback signatures, comma-separated, each at least 16
     /// bytes: the first signs, all verify (put a new secret first to rotate).
     #[arg(long = "payment-webhook-secret", env = "PAYMENT_WEBHOOK_SECRET", value_name = "PAYMENT_WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecrets::parse)]

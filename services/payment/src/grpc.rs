@@ -7,11 +7,11 @@ use crate::payments::{CallbackResult, CreatePayment, Payments};
 use crate::storage::PaymentRecord;
 
 pub struct PaymentApi {
-    payments: Payments,
+    payments: std::sync::Arc<Payments>,
 }
 
 impl PaymentApi {
-    pub fn new(payments: Payments) -> Self {
+    pub fn new(payments: std::sync::Arc<Payments>) -> Self {
         PaymentApi { payments }
     }
 }

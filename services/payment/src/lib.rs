@@ -1,6 +1,7 @@
 //! The letsgo payment service: payments for pending orders on a mock provider, the provider's
-//! signed callbacks, and `payment.succeeded` / `payment.failed` events through the outbox, over
-//! gRPC, in PostgreSQL database `payment`.
+//! signed callbacks, and `payment.succeeded` / `payment.failed` / `payment.refunded` events
+//! through the outbox, over gRPC, in PostgreSQL database `payment`. `order.cancelled` events call
+//! off an order's pending payment and refund one that succeeded.
 
 pub mod config;
 pub mod grpc;
@@ -22,8 +23,13 @@ use letsgo_platform::{db, events, grpc as grpc_server, telemetry};
 
 pub use config::Config;
 
-/// The topics this service produces.
-pub const TOPICS: &[&str] = &["payment.succeeded", "payment.failed"];
+/// The topics this service produces or consumes.
+pub const TOPICS: &[&str] = &[
+    "payment.succeeded",
+    "payment.failed",
+    "payment.refunded",
+    "order.cancelled",
+];
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,15 +44,7 @@ pub fn default_addresses() -> (SocketAddr, SocketAddr) {
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = db::connect(
-        &config.database.url("payment"),
-        config.database.db_max_connections,
-    )
-    .await
-    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
-    db::migrate(&pool, sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|error| format!("migrations: {error}"))?;
+    let pool = open_database(&config).await?;
     let discovery = config.discovery.build().await?;
     let orders = OrderServiceClient::new(discovery.channel(ServiceName::Order));
 
@@ -69,29 +67,48 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown.clone(),
     ));
 
-    let provider = if config.mock_autocomplete {
-        Some(
-            mock_provider::MockProvider::new(
-                config.callback_url.clone(),
-                config.mock_delay,
-                config.mock_outcome,
-                config.webhook_secrets.clone(),
-            )
-            .map_err(|error| format!("mock provider HTTP client: {error}"))?,
-        )
-    } else {
-        None
-    };
-    let provider_task = provider
-        .clone()
-        .map(|provider| tokio::spawn(provider.run(store.clone(), shutdown.clone())));
-    let payments = payments::Payments::new(
+    // The mock provider posts refund confirmations always, and the buyer's payment callbacks
+    // only when it approves payments by itself.
+    let provider = mock_provider::MockProvider::new(
+        config.callback_url.clone(),
+        config.mock_delay,
+        config.mock_outcome,
+        config.webhook_secrets.clone(),
+    )
+    .map_err(|error| format!("mock provider HTTP client: {error}"))?;
+    let autocomplete = config.mock_autocomplete.then(|| provider.schedule());
+    let provider_task = tokio::spawn(provider.run(store.clone(), shutdown.clone()));
+    let payments = std::sync::Arc::new(payments::Payments::new(
         store,
         orders,
         config.webhook_secrets.clone(),
         config.webhook_tolerance,
-        provider,
-    );
+        autocomplete,
+    ));
+    let dead_letters = events::DeadLetters::new(pool.clone(), &config.events, &metrics);
+    let consumer_task = {
+        let (kafka, payments, shutdown) =
+            (config.kafka.clone(), payments.clone(), shutdown.clone());
+        let session_timeout = config.kafka_session_timeout;
+        tokio::spawn(async move {
+            match events::EventConsumer::subscribe(
+                &kafka,
+                payments::CANCELLATION_CONSUMER_GROUP,
+                &["order.cancelled"],
+                session_timeout,
+            ) {
+                Ok(consumer) => {
+                    consumer
+                        .run(shutdown, dead_letters, |event| {
+                            let payments = payments.clone();
+                            async move { payments.on_order_cancelled(&event).await }
+                        })
+                        .await
+                }
+                Err(error) => tracing::error!(%error, "cannot consume order events"),
+            }
+        })
+    };
     readiness.set_ready(true);
     // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
     let registration = discovery
@@ -117,11 +134,26 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     }
     relay_task.await?;
     prune_task.await?;
-    if let Some(task) = provider_task {
-        task.await?;
-    }
+    provider_task.await?;
+    consumer_task.await?;
     admin.await??;
     pool.close().await;
     tracing::info!("payment service stopped");
     Ok(())
+}
+
+/// The service's database, its schema up to date.
+async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
+    Ok(db::open(&config.database, "payment", sqlx::migrate!("./migrations")).await?)
+}
+
+/// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.
+pub async fn run_command(
+    config: &Config,
+    command: &events::EventCommand,
+) -> Result<String, BoxError> {
+    let pool = open_database(config).await?;
+    let answer = events::run_command(&pool, command).await;
+    pool.close().await;
+    Ok(answer?)
 }

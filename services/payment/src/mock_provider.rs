@@ -76,8 +76,7 @@ impl MockProvider {
                         let (provider, store) = (self.clone(), store.clone());
                         async move {
                             let delivery = provider.deliver(&callback).await;
-                            if let Err(error) =
-                                store.record_delivery(&callback.payment_no, &delivery).await
+                            if let Err(error) = store.record_delivery(&callback, &delivery).await
                             {
                                 // The lease runs out and the callback is posted again.
                                 tracing::warn!(%error, payment_no = %callback.payment_no, "could not record a callback delivery");

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
+use letsgo_platform::events::Event;
 use letsgo_platform::proto::order::v1::{
     GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
 
-use crate::mock_provider::{self, MockProvider};
+use crate::mock_provider;
 use crate::rules::{self, OrderToPay, PaymentType};
 use crate::storage::{
     CreateOutcome, CreatedPayment, IdempotencyClaim, NewPayment, PaymentRecord, PaymentStore,
-    SettleOutcome,
+    ScheduledCallback, SettleOutcome,
 };
 use crate::webhook::{self, WebhookSecrets};
 
@@ -39,8 +40,9 @@ pub struct Payments {
     orders: OrderServiceClient<RpcChannel>,
     secrets: WebhookSecrets,
     signature_tolerance: Duration,
-    /// `None` when callbacks come from elsewhere (tests, a real provider).
-    provider: Option<MockProvider>,
+    /// The mock provider's answer to schedule with each new payment; `None` when the buyer's
+    /// callbacks come from elsewhere (tests, a person).
+    autocomplete: Option<ScheduledCallback>,
 }
 
 impl Payments {
@@ -49,14 +51,14 @@ impl Payments {
         orders: OrderServiceClient<RpcChannel>,
         secrets: WebhookSecrets,
         signature_tolerance: Duration,
-        provider: Option<MockProvider>,
+        autocomplete: Option<ScheduledCallback>,
     ) -> Self {
         Payments {
             store,
             orders,
             secrets,
             signature_tolerance,
-            provider,
+            autocomplete,
         }
     }
 
@@ -105,7 +107,7 @@ impl Payments {
                     order_id: request.order_id,
                     payment_type: payment_type.code(),
                     amount_cents: request.amount_cents,
-                    mock_callback: self.provider.as_ref().map(MockProvider::schedule),
+                    mock_callback: self.autocomplete,
                 },
                 key.map(|key| IdempotencyClaim {
                     key,
@@ -183,6 +185,27 @@ impl Payments {
         }
     }
 }
+
+impl Payments {
+    /// Handles `order.cancelled`: the order takes no payment from now on; a pending one is
+    /// called off and one that succeeded is refunded.
+    pub async fn on_order_cancelled(&self, event: &Event) -> AppResult<()> {
+        let order_id = event.data["orderId"]
+            .as_i64()
+            .ok_or_else(|| AppError::invalid("order.cancelled without orderId"))?;
+        let refunding = self
+            .store
+            .on_order_cancelled(CANCELLATION_CONSUMER_GROUP, event.id, order_id)
+            .await?;
+        for payment_no in refunding {
+            tracing::warn!(order_id, %payment_no, "the order was cancelled after its payment succeeded; refunding it");
+        }
+        Ok(())
+    }
+}
+
+/// The consumer group that calls off and refunds the payments of cancelled orders.
+pub const CANCELLATION_CONSUMER_GROUP: &str = "letsgo-payment";
 
 /// Deletes idempotency keys past their retention, hourly, until shutdown.
 pub async fn prune_idempotency_keys_hourly(store: PaymentStore, shutdown: Shutdown) {

@@ -44,18 +44,25 @@ pub enum PaymentStatus {
     Pending = 1,
     Success = 2,
     Failed = 3,
-    /// Superseded by a newer payment of the same order before the provider answered.
+    /// Superseded by a newer payment of the same order, or called off with its order, before
+    /// the provider answered.
     Cancelled = 4,
+    /// Paid, and its refund asked of the provider (the order could not take it).
+    Refunding = 5,
+    /// Paid and given back: the provider confirmed the refund.
+    Refunded = 6,
 }
 
 impl PaymentStatus {
-    /// The stored number; the table's CHECK keeps it within 1..=4.
+    /// The stored number; the table's CHECK keeps it within 1..=6.
     pub fn from_code(code: i16) -> Option<PaymentStatus> {
         match code {
             1 => Some(PaymentStatus::Pending),
             2 => Some(PaymentStatus::Success),
             3 => Some(PaymentStatus::Failed),
             4 => Some(PaymentStatus::Cancelled),
+            5 => Some(PaymentStatus::Refunding),
+            6 => Some(PaymentStatus::Refunded),
             _ => None,
         }
     }
@@ -64,9 +71,15 @@ impl PaymentStatus {
         self as i16
     }
 
-    /// Success and failure are final: the provider has answered.
+    /// The provider has answered whether the buyer paid.
     pub fn is_settled(self) -> bool {
-        matches!(self, PaymentStatus::Success | PaymentStatus::Failed)
+        matches!(
+            self,
+            PaymentStatus::Success
+                | PaymentStatus::Failed
+                | PaymentStatus::Refunding
+                | PaymentStatus::Refunded
+        )
     }
 }
 
@@ -130,16 +143,20 @@ pub fn payment_no(now: DateTime<Utc>, random: u128) -> String {
 pub enum ProviderOutcome {
     Succeeded,
     Failed,
+    /// The refund we asked for is done.
+    Refunded,
 }
 
 impl ProviderOutcome {
-    /// The callback's `status`: 2 success, 3 failed (the payment statuses they lead to).
+    /// The callback's `status`: 2 success, 3 failed, 6 refunded (the payment statuses they
+    /// lead to).
     pub fn from_code(code: i64) -> AppResult<ProviderOutcome> {
         match code {
             2 => Ok(ProviderOutcome::Succeeded),
             3 => Ok(ProviderOutcome::Failed),
+            6 => Ok(ProviderOutcome::Refunded),
             _ => Err(AppError::invalid(
-                "status must be 2 (success) or 3 (failed)",
+                "status must be 2 (success), 3 (failed) or 6 (refunded)",
             )),
         }
     }
@@ -152,6 +169,7 @@ impl ProviderOutcome {
         match self {
             ProviderOutcome::Succeeded => PaymentStatus::Success,
             ProviderOutcome::Failed => PaymentStatus::Failed,
+            ProviderOutcome::Refunded => PaymentStatus::Refunded,
         }
     }
 
@@ -160,6 +178,7 @@ impl ProviderOutcome {
         match self {
             ProviderOutcome::Succeeded => "payment.succeeded",
             ProviderOutcome::Failed => "payment.failed",
+            ProviderOutcome::Refunded => "payment.refunded",
         }
     }
 }
@@ -202,6 +221,17 @@ pub fn settle(payment: PaymentFacts, notice: &ProviderNotice) -> AppResult<Settl
     }
     if notice.amount_cents != payment.amount_cents {
         return Err(AppError::of(ErrorCode::PaymentAmount));
+    }
+    if notice.outcome == ProviderOutcome::Refunded {
+        // Only a refund we asked for can be confirmed.
+        return match payment.status {
+            PaymentStatus::Refunding => Ok(Settlement::Apply(notice.outcome)),
+            PaymentStatus::Refunded => Ok(Settlement::AlreadyProcessed),
+            _ => Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                "no refund was asked for this payment",
+            )),
+        };
     }
     if payment.status.is_settled() {
         return Ok(Settlement::AlreadyProcessed);
@@ -308,5 +338,32 @@ mod tests {
                 .code,
             ErrorCode::PaymentAmount
         );
+        // A refunded payment's late success callback changes nothing.
+        assert_eq!(
+            settle(facts(PaymentStatus::Refunding), &open).unwrap(),
+            Settlement::AlreadyProcessed
+        );
+    }
+
+    #[test]
+    fn only_a_refund_we_asked_for_is_confirmed() {
+        let refunded = ProviderNotice {
+            outcome: ProviderOutcome::Refunded,
+            ..notice(7, 1990)
+        };
+        assert_eq!(
+            settle(facts(PaymentStatus::Refunding), &refunded).unwrap(),
+            Settlement::Apply(ProviderOutcome::Refunded)
+        );
+        assert_eq!(
+            settle(facts(PaymentStatus::Refunded), &refunded).unwrap(),
+            Settlement::AlreadyProcessed
+        );
+        for status in [PaymentStatus::Pending, PaymentStatus::Success] {
+            assert_eq!(
+                settle(facts(status), &refunded).unwrap_err().code,
+                ErrorCode::BadOrderStatus
+            );
+        }
     }
 }

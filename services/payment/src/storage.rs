@@ -1,7 +1,7 @@
 //! The payment tables. All SQL of the service is here.
 
 use chrono::{DateTime, Utc};
-use letsgo_platform::errors::{AppError, AppResult};
+use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::events::{self, Event};
 use serde_json::json;
 use sqlx::{FromRow, PgPool};
@@ -29,7 +29,7 @@ pub struct PaymentRecord {
 
 impl PaymentRecord {
     pub fn status(&self) -> PaymentStatus {
-        // The table's CHECK admits only the four statuses.
+        // The table's CHECK admits only the six statuses.
         PaymentStatus::from_code(self.status).unwrap_or(PaymentStatus::Pending)
     }
 
@@ -82,6 +82,7 @@ pub struct ScheduledCallback {
 #[derive(Debug, Clone, FromRow)]
 pub struct DueCallback {
     pub payment_no: String,
+    pub kind: String,
     pub order_id: i64,
     pub amount_cents: i64,
     pub outcome: i16,
@@ -168,10 +169,28 @@ impl PaymentStore {
         checkout: impl Fn(&str) -> Checkout,
     ) -> AppResult<CreateOutcome> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(payment.order_id)
-            .execute(&mut *transaction)
-            .await?;
+        lock_order(&mut transaction, payment.order_id).await?;
+        // The order service may not have heard yet of a success or a cancellation: this
+        // service knows, and takes no second charge.
+        let (paid, cancelled): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM payments WHERE order_id = $1 AND status = 2), \
+                    EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1)",
+        )
+        .bind(payment.order_id)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if paid {
+            return Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                "this order is paid already",
+            ));
+        }
+        if cancelled {
+            return Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                "this order is cancelled",
+            ));
+        }
         sqlx::query(
             "UPDATE payments SET status = 4, updated_at = now() WHERE order_id = $1 AND status = 1",
         )
@@ -252,10 +271,10 @@ impl PaymentStore {
         Ok(sqlx::query_as(
             "UPDATE mock_callbacks SET due_at = now() + make_interval(secs => $2), \
              attempts = attempts + 1, updated_at = now() \
-             WHERE payment_no IN (SELECT payment_no FROM mock_callbacks \
+             WHERE (payment_no, kind) IN (SELECT payment_no, kind FROM mock_callbacks \
                WHERE state = 'pending' AND due_at <= now() ORDER BY due_at LIMIT $1 \
                FOR UPDATE SKIP LOCKED) \
-             RETURNING payment_no, order_id, amount_cents, outcome, trade_no, attempts",
+             RETURNING payment_no, kind, order_id, amount_cents, outcome, trade_no, attempts",
         )
         .bind(limit)
         .bind(lease.as_secs_f64())
@@ -264,7 +283,11 @@ impl PaymentStore {
     }
 
     /// Records how a delivery attempt of `payment_no` ended.
-    pub async fn record_delivery(&self, payment_no: &str, delivery: &Delivery) -> AppResult<()> {
+    pub async fn record_delivery(
+        &self,
+        callback: &DueCallback,
+        delivery: &Delivery,
+    ) -> AppResult<()> {
         let (state, error, after) = match delivery {
             Delivery::Delivered => ("delivered", "", 0.0),
             Delivery::Refused(error) => ("refused", error.as_str(), 0.0),
@@ -273,12 +296,14 @@ impl PaymentStore {
         };
         sqlx::query(
             "UPDATE mock_callbacks SET state = $2, last_error = $3, \
-             due_at = now() + make_interval(secs => $4), updated_at = now() WHERE payment_no = $1",
+             due_at = now() + make_interval(secs => $4), updated_at = now() \
+             WHERE payment_no = $1 AND kind = $5 AND state = 'pending'",
         )
-        .bind(payment_no)
+        .bind(&callback.payment_no)
         .bind(state)
         .bind(error)
         .bind(after)
+        .bind(&callback.kind)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -301,8 +326,12 @@ impl PaymentStore {
     }
 
     /// Applies a provider callback to the payment `payment_no` and writes its event, in one
-    /// transaction. The row is locked first, so concurrent callbacks of one payment settle it
-    /// once; `decide` (the domain's rule) sees the locked row and may refuse the callback.
+    /// transaction. The order is locked first (as creations and cancellations lock it), then
+    /// the row, so concurrent callbacks of one payment settle it once; `decide` (the domain's
+    /// rule) sees the locked row and may refuse the callback.
+    ///
+    /// A success the order cannot take (it is cancelled, or another payment of it succeeded)
+    /// is refunded at once: the payment turns refunding and the provider is asked.
     pub async fn settle(
         &self,
         payment_no: &str,
@@ -310,22 +339,52 @@ impl PaymentStore {
         decide: impl FnOnce(PaymentFacts) -> AppResult<Settlement>,
     ) -> AppResult<SettleOutcome> {
         let mut transaction = self.pool.begin().await?;
-        let current: Option<PaymentRecord> = sqlx::query_as(&format!(
+        let order_id: Option<i64> =
+            sqlx::query_scalar("SELECT order_id FROM payments WHERE payment_no = $1")
+                .bind(payment_no)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        let Some(order_id) = order_id else {
+            return Ok(SettleOutcome::UnknownPayment);
+        };
+        lock_order(&mut transaction, order_id).await?;
+        let current: PaymentRecord = sqlx::query_as(&format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_no = $1 FOR UPDATE"
         ))
         .bind(payment_no)
-        .fetch_optional(&mut *transaction)
+        .fetch_one(&mut *transaction)
         .await?;
-        let Some(current) = current else {
-            return Ok(SettleOutcome::UnknownPayment);
-        };
         let outcome = match decide(current.facts())? {
             Settlement::AlreadyProcessed => return Ok(SettleOutcome::AlreadyProcessed),
             Settlement::Apply(outcome) => outcome,
         };
+        if outcome == ProviderOutcome::Succeeded
+            && let Some(reason) = refund_reason(&mut transaction, &current).await?
+        {
+            let refunding: PaymentRecord = sqlx::query_as(&format!(
+                "UPDATE payments SET status = 5, trade_no = $2, paid_at = now(), refund_reason = $3, \
+                 updated_at = now() WHERE id = $1 RETURNING {PAYMENT_COLUMNS}"
+            ))
+            .bind(current.id)
+            .bind(trade_no)
+            .bind(reason)
+            .fetch_one(&mut *transaction)
+            .await?;
+            ask_refund(&mut transaction, &refunding).await?;
+            transaction.commit().await?;
+            tracing::warn!(
+                payment_no,
+                order_id,
+                reason,
+                "a payment succeeded that its order cannot take; refunding it"
+            );
+            return Ok(SettleOutcome::Applied(refunding));
+        }
         let settled: PaymentRecord = sqlx::query_as(&format!(
-            "UPDATE payments SET status = $2, trade_no = $3, updated_at = now(), \
-             paid_at = CASE WHEN $2 = 2 THEN now() END \
+            "UPDATE payments SET status = $2, updated_at = now(), \
+             trade_no = CASE WHEN $2 = 6 THEN trade_no ELSE $3 END, \
+             paid_at = CASE WHEN $2 = 2 THEN now() WHEN $2 = 6 THEN paid_at END, \
+             refunded_at = CASE WHEN $2 = 6 THEN now() END \
              WHERE id = $1 RETURNING {PAYMENT_COLUMNS}"
         ))
         .bind(current.id)
@@ -350,6 +409,52 @@ impl PaymentStore {
         Ok(SettleOutcome::Applied(settled))
     }
 
+    /// Handles `order.cancelled` once per event: from now on the order takes no payment; a
+    /// pending one is called off (the mock provider will not post its success), and one that
+    /// succeeded already is refunded. Answers the payments it refunds.
+    pub async fn on_order_cancelled(
+        &self,
+        group: &str,
+        event_id: uuid::Uuid,
+        order_id: i64,
+    ) -> AppResult<Vec<String>> {
+        let mut transaction = self.pool.begin().await?;
+        if !events::mark_handled(&mut transaction, group, event_id).await? {
+            return Ok(Vec::new());
+        }
+        lock_order(&mut transaction, order_id).await?;
+        sqlx::query("INSERT INTO cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(order_id)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "UPDATE mock_callbacks SET state = 'voided', updated_at = now() \
+             WHERE kind = 'payment' AND state = 'pending' AND payment_no IN \
+               (SELECT payment_no FROM payments WHERE order_id = $1 AND status = 1)",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "UPDATE payments SET status = 4, updated_at = now() WHERE order_id = $1 AND status = 1",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        let refunding: Vec<PaymentRecord> = sqlx::query_as(&format!(
+            "UPDATE payments SET status = 5, refund_reason = 'order cancelled', updated_at = now() \
+             WHERE order_id = $1 AND status = 2 RETURNING {PAYMENT_COLUMNS}"
+        ))
+        .bind(order_id)
+        .fetch_all(&mut *transaction)
+        .await?;
+        for payment in &refunding {
+            ask_refund(&mut transaction, payment).await?;
+        }
+        transaction.commit().await?;
+        Ok(refunding.into_iter().map(|p| p.payment_no).collect())
+    }
+
     /// Deletes idempotency keys past their retention; answers how many went.
     pub async fn prune_idempotency_keys(&self) -> AppResult<u64> {
         let deleted = sqlx::query(
@@ -360,4 +465,58 @@ impl PaymentStore {
         .await?;
         Ok(deleted.rows_affected())
     }
+}
+
+/// Serialises everything that decides an order's payments: creations, callbacks and
+/// cancellations of one order take this lock first.
+async fn lock_order(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    order_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(order_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+/// Why `payment`'s success cannot stand, if it cannot.
+async fn refund_reason(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    payment: &PaymentRecord,
+) -> Result<Option<&'static str>, sqlx::Error> {
+    let (cancelled, paid): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1), \
+                EXISTS (SELECT 1 FROM payments WHERE order_id = $1 AND status = 2 AND id <> $2)",
+    )
+    .bind(payment.order_id)
+    .bind(payment.id)
+    .fetch_one(&mut **transaction)
+    .await?;
+    Ok(if cancelled {
+        Some("order cancelled")
+    } else if paid {
+        Some("order paid by another payment")
+    } else {
+        None
+    })
+}
+
+/// Asks the provider to refund `payment`. The only provider is the mock one, which confirms
+/// with a signed callback like a payment's, posted from `mock_callbacks`.
+async fn ask_refund(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    payment: &PaymentRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO mock_callbacks (payment_no, kind, order_id, amount_cents, outcome, trade_no, due_at) \
+         VALUES ($1, 'refund', $2, $3, 6, $4, now()) ON CONFLICT DO NOTHING",
+    )
+    .bind(&payment.payment_no)
+    .bind(payment.order_id)
+    .bind(payment.amount_cents)
+    .bind(format!("RFND{}", uuid::Uuid::new_v4().simple()))
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
 }

@@ -138,7 +138,14 @@ struct Shop {
 impl Shop {
     /// A shop whose mock provider stays quiet: tests send the callbacks themselves.
     async fn start() -> Shop {
-        Shop::start_with(&["--mock-provider-autocomplete", "false"]).await
+        // Refund confirmations go to a closed port: nothing listens on the discard port.
+        Shop::start_with(&[
+            "--mock-provider-autocomplete",
+            "false",
+            "--payment-callback-url",
+            "http://127.0.0.1:9/api/v1/payment/callback",
+        ])
+        .await
     }
 
     async fn start_with(extra: &[&str]) -> Shop {
@@ -173,6 +180,8 @@ impl Shop {
             &secrets,
             "--kafka-topic-prefix",
             &topic_prefix,
+            "--kafka-session-timeout-ms",
+            "3000",
             "--log-format",
             "text",
             "--discovery",
@@ -936,5 +945,183 @@ async fn a_callback_scheduled_before_a_restart_is_posted_after_it() {
             .await
             .unwrap();
     assert_eq!(state, "delivered");
+    shop.stop().await;
+}
+
+// ---- one charge per order, and refunds ----
+
+impl Shop {
+    /// Tells the service its order was cancelled, as the order service's event does.
+    async fn order_cancelled(&self, order_id: i64) {
+        use letsgo_platform::events::{self, Event};
+        let topic_prefix = format!("test-{}.", self._database.name());
+        let args = letsgo_platform::config::KafkaArgs::new(
+            &std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+            &topic_prefix,
+        );
+        let event = Event::new(
+            "order.cancelled",
+            serde_json::json!({"orderId": order_id, "userId": ALICE, "reason": "user"}),
+        )
+        .unwrap();
+        let payload = serde_json::to_string(&event).unwrap();
+        let topic = format!("{topic_prefix}order.cancelled");
+        let key = order_id.to_string();
+        events::producer(&args)
+            .unwrap()
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The order's payment statuses, once they read `want` (the consumer runs a moment later).
+    async fn wait_for_statuses(&self, order_id: i64, want: &[i16]) {
+        let mut seen = Vec::new();
+        for _ in 0..300 {
+            seen = self.payment_statuses(order_id).await;
+            if seen == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("order {order_id}: payment statuses {seen:?}, expected {want:?}");
+    }
+
+    async fn succeed(&self, payment_no: &str, order_id: i64) -> pb::HandleCallbackReply {
+        let body = callback_body(payment_no, order_id, 2, "199.00");
+        self.callback(&body, &sign(SIGNING_SECRET, now(), &body))
+            .await
+            .unwrap()
+    }
+
+    async fn topics(&self, order_id: i64) -> Vec<String> {
+        self.events(order_id)
+            .await
+            .into_iter()
+            .map(|(topic, _)| topic)
+            .collect()
+    }
+}
+
+/// Starts a shop whose mock provider posts (refund confirmations) to a recorder.
+async fn shop_with_recorder() -> (Shop, mpsc::UnboundedReceiver<Posted>) {
+    let (addr, received) = serve_callback_recorder().await;
+    let url = format!("http://{addr}/api/v1/payment/callback");
+    let shop = Shop::start_with(&[
+        "--mock-provider-autocomplete",
+        "false",
+        "--payment-callback-url",
+        &url,
+    ])
+    .await;
+    (shop, received)
+}
+
+/// The provider's refund confirmation, as the gateway forwards it: the service marks the
+/// payment refunded and writes `payment.refunded`.
+async fn confirm_refund(
+    shop: &Shop,
+    received: &mut mpsc::UnboundedReceiver<Posted>,
+    order_id: i64,
+) {
+    let (signature, body) = next_post(received).await;
+    let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(posted["status"], 6, "a refund confirmation");
+    assert_eq!(posted["orderId"], order_id);
+    shop.callback(&body, &signature).await.unwrap();
+    // The same confirmation again changes nothing.
+    shop.callback(&body, &sign(SIGNING_SECRET, now(), &body))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_second_payment_after_a_success_is_refused() {
+    let shop = Shop::start().await;
+    let created = shop.pending_payment(100).await;
+    // The order service has not heard of the success yet: the order still reads pending.
+    shop.succeed(&created.payment_no, 100).await;
+    assert_eq!(
+        shop.create(ALICE, 100, 1, 19900, "").await.unwrap_err(),
+        ErrorCode::BadOrderStatus
+    );
+    assert_eq!(shop.payment_statuses(100).await, [2]);
+    shop.stop().await;
+}
+
+/// Cancel first, then the provider's success arrives: the payment is called off, and the
+/// success that comes anyway is refunded, never kept.
+#[tokio::test]
+async fn a_success_after_the_order_was_cancelled_is_refunded() {
+    let (shop, mut received) = shop_with_recorder().await;
+    let created = shop.pending_payment(200).await;
+    shop.order_cancelled(200).await;
+    shop.wait_for_statuses(200, &[4]).await;
+    assert_eq!(
+        shop.create(ALICE, 200, 1, 19900, "").await.unwrap_err(),
+        ErrorCode::BadOrderStatus,
+        "a cancelled order takes no new payment"
+    );
+    let reply = shop.succeed(&created.payment_no, 200).await;
+    assert!(reply.success);
+    assert_eq!(shop.payment_statuses(200).await, [5]);
+    assert!(
+        shop.topics(200).await.is_empty(),
+        "no payment.succeeded for a charge that does not stand"
+    );
+    confirm_refund(&shop, &mut received, 200).await;
+    assert_eq!(shop.payment_statuses(200).await, [6]);
+    assert_eq!(shop.topics(200).await, ["payment.refunded"]);
+    shop.stop().await;
+}
+
+/// The success is in (its event still on its way to the order service) when the order is
+/// cancelled: the cancellation refunds it.
+#[tokio::test]
+async fn a_cancellation_after_the_success_refunds_the_payment() {
+    let (shop, mut received) = shop_with_recorder().await;
+    let created = shop.pending_payment(300).await;
+    shop.succeed(&created.payment_no, 300).await;
+    shop.order_cancelled(300).await;
+    shop.wait_for_statuses(300, &[5]).await;
+    confirm_refund(&shop, &mut received, 300).await;
+    assert_eq!(shop.payment_statuses(300).await, [6]);
+    assert_eq!(
+        shop.topics(300).await,
+        ["payment.succeeded", "payment.refunded"]
+    );
+    shop.stop().await;
+}
+
+/// Two payments of one order both succeed on the provider (the first was superseded, but the
+/// buyer had paid it): one charge stands, the other is refunded.
+#[tokio::test]
+async fn of_two_payments_that_both_succeed_one_is_refunded() {
+    let (shop, mut received) = shop_with_recorder().await;
+    let first = shop.pending_payment(400).await;
+    let second = shop.create(ALICE, 400, 2, 19900, "").await.unwrap();
+    assert_eq!(shop.payment_statuses(400).await, [4, 1]);
+    let (a, b) = tokio::join!(
+        shop.succeed(&first.payment_no, 400),
+        shop.succeed(&second.payment_no, 400)
+    );
+    assert!(a.success && b.success);
+    let mut statuses = shop.payment_statuses(400).await;
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [2, 5],
+        "one charge stands, the other is being refunded"
+    );
+    assert_eq!(shop.topics(400).await, ["payment.succeeded"]);
+    confirm_refund(&shop, &mut received, 400).await;
+    let mut statuses = shop.payment_statuses(400).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [2, 6]);
     shop.stop().await;
 }

@@ -17,6 +17,23 @@ pub fn platform_migrator() -> Migrator {
     migrator
 }
 
+/// A service's database, ready to use: connected with the service's settings (database
+/// `name` unless DATABASE_URL names one), created when missing, its schema brought up to
+/// date. Errors name the setting or step that failed.
+pub async fn open(
+    args: &crate::config::DatabaseArgs,
+    name: &str,
+    service_migrator: Migrator,
+) -> Result<PgPool, String> {
+    let pool = connect(&args.url(name), args.db_max_connections)
+        .await
+        .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+    migrate(&pool, service_migrator)
+        .await
+        .map_err(|error| format!("migrations: {error}"))?;
+    Ok(pool)
+}
+
 /// Connects a pool to `url`, creating the database first when it does not exist.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options = connect_options(url)?;

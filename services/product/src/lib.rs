@@ -34,15 +34,7 @@ pub fn default_addresses() -> (SocketAddr, SocketAddr) {
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = db::connect(
-        &config.database.url("product"),
-        config.database.db_max_connections,
-    )
-    .await
-    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
-    db::migrate(&pool, sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|error| format!("migrations: {error}"))?;
+    let pool = db::open(&config.database, "product", sqlx::migrate!("./migrations")).await?;
     if config.demo_catalogue {
         let added = demo::load_if_empty(&pool).await?;
         if added > 0 {

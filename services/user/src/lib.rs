@@ -101,18 +101,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     Ok(())
 }
 
-/// Connects to the service's database and brings its schema up to date.
+/// The service's database, its schema up to date.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
-    let pool = db::connect(
-        &config.database.url("user"),
-        config.database.db_max_connections,
-    )
-    .await
-    .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
-    db::migrate(&pool, sqlx::migrate!("./migrations"))
-        .await
-        .map_err(|error| format!("migrations: {error}"))?;
-    Ok(pool)
+    Ok(db::open(&config.database, "user", sqlx::migrate!("./migrations")).await?)
 }
 
 /// Runs one command-line job (`grant-admin`, `revoke-admin`, `list-admins`, `set-password`)

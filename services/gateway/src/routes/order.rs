@@ -76,6 +76,9 @@ pub struct OrderData {
     pub paid_at: i64,
     pub shipped_at: i64,
     pub completed_at: i64,
+    /// When a payment of the order was refunded (it was cancelled while, or after, the buyer
+    /// paid); 0 when none was. Our addition.
+    pub refunded_at: i64,
 }
 
 impl From<pb::Order> for OrderData {
@@ -106,6 +109,7 @@ impl From<pb::Order> for OrderData {
             paid_at: order.paid_at,
             shipped_at: order.shipped_at,
             completed_at: order.completed_at,
+            refunded_at: order.refunded_at,
         }
     }
 }

@@ -45,7 +45,7 @@ pub struct PaymentData {
     pub payment_id: i64,
     pub payment_no: String,
     pub order_id: i64,
-    /// 1 pending, 2 success, 3 failed, 4 cancelled.
+    /// 1 pending, 2 success, 3 failed, 4 cancelled; 5 refunding, 6 refunded (our addition).
     pub status: i32,
     #[schema(value_type = f64)]
     pub amount: Yuan,
@@ -88,7 +88,7 @@ const UNAUTHORIZED: &str = "2003/2004: no, bad or expired token";
         (status = 400, description = "1001: bad payment type or key; 6003: the amount is not the order's total", body = ErrorEnvelope),
         (status = 401, description = UNAUTHORIZED, body = ErrorEnvelope),
         (status = 404, description = "5000: no such order of the caller's", body = ErrorEnvelope),
-        (status = 409, description = "5001: the order is not pending; 1001: the Idempotency-Key was used with another body", body = ErrorEnvelope),
+        (status = 409, description = "5001: the order is not pending, or is paid or cancelled already; 1001: the Idempotency-Key was used with another body", body = ErrorEnvelope),
         (status = 429, description = "1006: too many requests", body = ErrorEnvelope),
         (status = 503, description = "1004: a service is unavailable", body = ErrorEnvelope),
     ))]
