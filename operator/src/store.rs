@@ -399,6 +399,12 @@ pub struct GatewayExposure {
     /// An Ingress for the gateway when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Addresses or CIDRs of the proxies in front of the gateway (the Ingress controller's
+    /// Pods, a load balancer), whose `X-Forwarded-For` the gateway believes when it tells
+    /// anonymous clients apart (`TRUSTED_PROXIES`); empty when clients connect directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 2, max = 49)))]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -515,6 +521,13 @@ impl StoreSpec {
                 ));
             }
         }
+        for proxy in &self.gateway.trusted_proxies {
+            if !is_address_or_cidr(proxy) {
+                problems.push(format!(
+                    "gateway.trustedProxies: {proxy:?} is not an IP address or CIDR"
+                ));
+            }
+        }
         if self.database_pool() < MIN_POOL {
             problems.push(format!(
                 "up to {} Pods use the database and each needs {MIN_POOL} connections, but \
@@ -625,4 +638,17 @@ impl ComponentStatus {
     pub fn is_ready(&self) -> bool {
         self.up_to_date && self.ready_replicas >= self.desired_replicas
     }
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, `192.168.1.7`: what the gateway's TRUSTED_PROXIES accepts.
+fn is_address_or_cidr(text: &str) -> bool {
+    let (address, prefix) = match text.trim().split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text.trim(), None),
+    };
+    let Ok(address) = address.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let width = if address.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|prefix| prefix.parse::<u8>().is_ok_and(|bits| bits <= width))
 }

@@ -276,6 +276,13 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
             false,
         ));
     }
+    if kind == ServiceKind::Gateway && !spec.gateway.trusted_proxies.is_empty() {
+        env.push(EnvVar {
+            name: "TRUSTED_PROXIES".into(),
+            value: Some(spec.gateway.trusted_proxies.join(",")),
+            ..EnvVar::default()
+        });
+    }
     if kind == ServiceKind::User {
         env.push(env_from_secret(
             "ADMIN_PASSWORD",

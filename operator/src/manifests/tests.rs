@@ -204,6 +204,34 @@ fn services_are_probed_on_their_admin_port_and_locked_down() {
 }
 
 #[test]
+fn trusted_proxies_reach_the_gateway_and_bad_ones_are_refused() {
+    let mut spec = StoreSpec::default();
+    spec.gateway.trusted_proxies = vec!["10.42.0.0/16".into(), "fd00::1".into()];
+    let state = build(spec.clone());
+    let proxies = env(
+        container(deployment(&state, "shop-gateway")),
+        "TRUSTED_PROXIES",
+    )
+    .unwrap();
+    assert_eq!(proxies.value.as_deref(), Some("10.42.0.0/16,fd00::1"));
+    assert!(
+        env(
+            container(deployment(&state, "shop-user")),
+            "TRUSTED_PROXIES"
+        )
+        .is_none()
+    );
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    spec.gateway.trusted_proxies = vec!["10.0.0.0/33".into(), "ingress-nginx".into()];
+    let problems = spec.problems();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("gateway.trustedProxies"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn secrets_reach_only_the_services_that_use_them() {
     let state = build(StoreSpec::default());
     let has = |name: &str, var: &str| env(container(deployment(&state, name)), var).is_some();
