@@ -153,8 +153,5 @@ pub async fn run_command(
     config: &Config,
     command: &events::EventCommand,
 ) -> Result<String, BoxError> {
-    let pool = open_database(config).await?;
-    let answer = events::run_command(&pool, command).await;
-    pool.close().await;
-    Ok(answer?)
+    Ok(events::run_command(open_database(config).await?, command).await?)
 }

@@ -618,8 +618,14 @@ pub enum EventCommand {
     },
 }
 
-/// Runs `command` on `pool` and answers what to print.
-pub async fn run_command(pool: &PgPool, command: &EventCommand) -> Result<String, sqlx::Error> {
+/// Runs `command` on `pool`, closes the pool, and answers what to print.
+pub async fn run_command(pool: PgPool, command: &EventCommand) -> Result<String, sqlx::Error> {
+    let answer = run_command_on(&pool, command).await;
+    pool.close().await;
+    answer
+}
+
+async fn run_command_on(pool: &PgPool, command: &EventCommand) -> Result<String, sqlx::Error> {
     match command {
         EventCommand::DeadLetters => {
             let parked = parked(pool).await?;

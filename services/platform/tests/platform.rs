@@ -130,7 +130,7 @@ async fn outbox_events_reach_a_consumer_group_through_the_broker() {
 /// event re-driven once the cause is fixed is handled.
 #[tokio::test]
 async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
-    let (_database, pool) = outbox_database().await;
+    let (database, pool) = outbox_database().await;
     let args = kafka(&format!("{}.", unique("poison")));
     events::ensure_topics(&args, &["order.created"])
         .await
@@ -209,8 +209,10 @@ async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
     );
 
     fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // As `letsgo-order redrive-events` does, on a pool of its own.
+    let command_pool = db::connect(&database.url, 1).await.unwrap();
     let answer = events::run_command(
-        &pool,
+        command_pool,
         &events::EventCommand::RedriveEvents { event_id: None },
     )
     .await
