@@ -3,7 +3,7 @@
 use letsgo_platform::proto::order::v1::{self as pb, order_service_server::OrderService};
 use tonic::{Request, Response, Status};
 
-use crate::orders::{OrderRequest, Orders};
+use crate::orders::{OrderRequest, Orders, Page};
 use crate::storage::OrderWithItems;
 
 pub struct OrderApi {
@@ -49,6 +49,15 @@ fn order_message(found: OrderWithItems) -> pb::Order {
         shipped_at: unix(order.shipped_at),
         completed_at: unix(order.completed_at),
         refunded_at: unix(order.refunded_at),
+        carrier: order.carrier,
+        tracking_no: order.tracking_no,
+    }
+}
+
+fn page_message(page: Page) -> pb::OrderPage {
+    pb::OrderPage {
+        total: page.total,
+        orders: page.orders.into_iter().map(order_message).collect(),
     }
 }
 
@@ -94,10 +103,7 @@ impl OrderService for OrderApi {
                 request.page_size,
             )
             .await?;
-        Ok(Response::new(pb::OrderPage {
-            total: page.total,
-            orders: page.orders.into_iter().map(order_message).collect(),
-        }))
+        Ok(Response::new(page_message(page)))
     }
 
     async fn get_order(
@@ -118,5 +124,44 @@ impl OrderService for OrderApi {
             .cancel(request.user_id, request.order_id)
             .await?;
         Ok(Response::new(pb::CancelOrderReply {}))
+    }
+
+    async fn list_all_orders(
+        &self,
+        request: Request<pb::ListAllOrdersRequest>,
+    ) -> Result<Response<pb::OrderPage>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .orders
+            .list_all(
+                request.status,
+                &request.keyword,
+                request.page,
+                request.page_size,
+            )
+            .await?;
+        Ok(Response::new(page_message(page)))
+    }
+
+    async fn ship_order(
+        &self,
+        request: Request<pb::ShipOrderRequest>,
+    ) -> Result<Response<pb::ShipOrderReply>, Status> {
+        let request = request.into_inner();
+        self.orders
+            .ship(request.order_id, &request.carrier, &request.tracking_no)
+            .await?;
+        Ok(Response::new(pb::ShipOrderReply {}))
+    }
+
+    async fn confirm_receipt(
+        &self,
+        request: Request<pb::ConfirmReceiptRequest>,
+    ) -> Result<Response<pb::ConfirmReceiptReply>, Status> {
+        let request = request.into_inner();
+        self.orders
+            .confirm_receipt(request.user_id, request.order_id)
+            .await?;
+        Ok(Response::new(pb::ConfirmReceiptReply {}))
     }
 }

@@ -1,6 +1,7 @@
-//! The letsgo order service: orders from basket to paid or cancelled, over gRPC, in PostgreSQL
-//! database `order`. Stock is reserved through the product service; events leave through the
-//! outbox; `payment.succeeded` events mark orders paid, `payment.refunded` ones refunded.
+//! The letsgo order service: orders from basket to paid, shipped and completed, or cancelled,
+//! over gRPC, in PostgreSQL database `order`. Stock is reserved through the product service;
+//! events leave through the outbox; `payment.succeeded` events mark orders paid,
+//! `payment.refunded` ones refunded.
 
 pub mod config;
 pub mod grpc;
@@ -30,6 +31,8 @@ pub const TOPICS: &[&str] = &[
     "order.created",
     "order.cancelled",
     "order.paid",
+    "order.shipped",
+    "order.completed",
     "payment.succeeded",
     "payment.refunded",
 ];
@@ -55,6 +58,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         ProductServiceClient::new(discovery.channel(ServiceName::Product)),
         CartServiceClient::new(discovery.channel(ServiceName::Cart)),
         config.payment_timeout,
+        config.auto_complete,
     );
 
     let metrics = Metrics::new("order");

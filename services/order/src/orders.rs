@@ -1,9 +1,13 @@
 //! The order rules: how an order is made from a basket, who may see and cancel it, when it
-//! times out, and how payment events move it on.
+//! times out, how payment events move it on, and how it is shipped and completed.
 //!
 //! Stock is reserved in the product service under the order's id before the order is written;
 //! every path that gives up after reserving releases again. Releases and sales counts owed to
 //! the product service after a status change are retried by [`Orders::sweep`] until they land.
+//!
+//! Fulfilment: an admin ships a paid order with its carrier and tracking number; the buyer
+//! confirms receipt of a shipped one, or [`Orders::sweep`] completes it once it has been
+//! shipped for the auto-complete period. Each change writes its event in its own transaction.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,8 +24,10 @@ use letsgo_platform::proto::product::v1::{
 };
 
 use crate::rules;
+use crate::rules::OrderStatus;
 use crate::storage::{
-    CancelOutcome, NewItem, NewOrder, OrderStore, OrderWithItems, PaidOutcome, not_found,
+    CancelOutcome, CompleteOutcome, CompletedBy, NewItem, NewOrder, OrderFilter, OrderStore,
+    OrderWithItems, PaidOutcome, ShipOutcome, not_found,
 };
 
 pub struct OrderRequest {
@@ -62,6 +68,8 @@ pub struct Orders {
     products: ProductServiceClient<RpcChannel>,
     carts: CartServiceClient<RpcChannel>,
     payment_timeout: Duration,
+    /// How long after shipping an order completes by itself.
+    auto_complete: Duration,
 }
 
 /// Merges repeated products of a basket into one line each.
@@ -79,12 +87,14 @@ impl Orders {
         products: ProductServiceClient<RpcChannel>,
         carts: CartServiceClient<RpcChannel>,
         payment_timeout: Duration,
+        auto_complete: Duration,
     ) -> Self {
         Orders {
             store,
             products,
             carts,
             payment_timeout,
+            auto_complete,
         }
     }
 
@@ -267,13 +277,72 @@ impl Orders {
         page_size: i32,
     ) -> AppResult<Page> {
         let (limit, offset) = rules::page(page, page_size)?;
-        let status = match status {
-            0 => None,
-            1..=5 => Some(status as i16),
-            _ => return Err(AppError::invalid("status must be 0 (all) or 1 to 5")),
-        };
+        let status = rules::status_filter(status)?;
         let (total, orders) = self.store.list(user_id, status, limit, offset).await?;
         Ok(Page { total, orders })
+    }
+
+    /// Every user's orders, newest first (for admins: the caller checks). A keyword matches
+    /// the order number, address or phone anywhere, and, when it is a whole number, the order
+    /// id or the buyer's user id.
+    pub async fn list_all(
+        &self,
+        status: i32,
+        keyword: &str,
+        page: i32,
+        page_size: i32,
+    ) -> AppResult<Page> {
+        let (limit, offset) = rules::page(page, page_size)?;
+        let keyword = rules::keyword(keyword)?;
+        let filter = OrderFilter {
+            status: rules::status_filter(status)?,
+            number: keyword.parse().ok(),
+            text: Some(keyword).filter(|keyword| !keyword.is_empty()),
+        };
+        let (total, orders) = self.store.list_all(&filter, limit, offset).await?;
+        Ok(Page { total, orders })
+    }
+
+    /// Ships a paid order (5001 otherwise). The same carrier and tracking number again is a
+    /// success that changes nothing, so a retried request is safe; others are a 5001.
+    pub async fn ship(&self, order_id: i64, carrier: &str, tracking_no: &str) -> AppResult<()> {
+        let (carrier, tracking_no) = rules::shipment(carrier, tracking_no)?;
+        match self.store.ship(order_id, &carrier, &tracking_no).await? {
+            ShipOutcome::Shipped => {
+                tracing::info!(order_id, carrier, tracking_no, "order shipped");
+                Ok(())
+            }
+            ShipOutcome::AlreadyShipped => Ok(()),
+            ShipOutcome::ShippedOtherwise => Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                "this order has already shipped with another carrier or tracking number",
+            )),
+            ShipOutcome::NotPaid(status) => Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                match status {
+                    OrderStatus::Cancelled => "a cancelled order cannot be shipped",
+                    _ => "only a paid order can be shipped",
+                },
+            )),
+            ShipOutcome::NotFound => Err(not_found()),
+        }
+    }
+
+    /// The buyer confirms a shipped order arrived: it completes. Only the buyer's own order
+    /// (5000 otherwise), only a shipped one (5001 otherwise).
+    pub async fn confirm_receipt(&self, user_id: i64, order_id: i64) -> AppResult<()> {
+        match self
+            .store
+            .complete(Some(user_id), order_id, CompletedBy::Buyer)
+            .await?
+        {
+            CompleteOutcome::Completed => Ok(()),
+            CompleteOutcome::NotShipped => Err(AppError::new(
+                ErrorCode::BadOrderStatus,
+                "only a shipped order can be confirmed as received",
+            )),
+            CompleteOutcome::NotFound => Err(not_found()),
+        }
     }
 
     /// Only a pending order can be cancelled (5002 otherwise); its stock goes back at once, or
@@ -373,8 +442,9 @@ impl Orders {
         }
     }
 
-    /// One pass of the background work: cancels orders unpaid past the timeout, and retries
-    /// the releases and sales counts still owed to the product service.
+    /// One pass of the background work: cancels orders unpaid past the timeout, completes
+    /// orders shipped longer than the auto-complete period, and retries the releases and sales
+    /// counts still owed to the product service.
     pub async fn sweep(&self) -> AppResult<()> {
         let timeout = chrono::Duration::from_std(self.payment_timeout).map_err(AppError::system)?;
         for order_id in self
@@ -387,6 +457,23 @@ impl Orders {
             {
                 tracing::info!(order_id, "cancelled an unpaid order");
                 self.settle_release(order_id).await?;
+            }
+        }
+        let auto_complete =
+            chrono::Duration::from_std(self.auto_complete).map_err(AppError::system)?;
+        for order_id in self
+            .store
+            .completions_due(chrono::Utc::now() - auto_complete, 100)
+            .await?
+        {
+            // The buyer may have confirmed since: then nothing changes here.
+            if self
+                .store
+                .complete(None, order_id, CompletedBy::Timeout)
+                .await?
+                == CompleteOutcome::Completed
+            {
+                tracing::info!(order_id, "completed an order shipped long enough ago");
             }
         }
         // Commits the create call could not make; a moment's grace for the one in flight.

@@ -8,6 +8,9 @@ pub const ADDRESS_MIN: usize = 10;
 pub const ADDRESS_MAX: usize = 200;
 pub const REMARK_MAX: usize = 500;
 pub const PAGE_SIZE_MAX: i32 = 100;
+pub const CARRIER_MAX: usize = 50;
+pub const TRACKING_NO_MAX: usize = 64;
+pub const KEYWORD_MAX: usize = 100;
 
 /// The original's order states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,62 @@ pub fn check_remark(remark: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// Characters a shipment's text may not hold: control characters (a NUL, a newline, an
+/// escape), and the invisible ones that reorder or hide text on screen (bidirectional
+/// overrides and isolates, zero-width characters, line and paragraph separators), which would
+/// let one tracking number pass for another in the admin's list or on the buyer's page.
+fn is_hidden_or_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+fn check_shipment_text(value: &str, what: &str, max: usize) -> AppResult<String> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(AppError::invalid(format!(
+            "{what} must be 1 to {max} characters"
+        )));
+    }
+    if value.chars().any(is_hidden_or_control) {
+        return Err(AppError::invalid(format!(
+            "{what} must not hold control or invisible characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// Who carries the order and its tracking number, trimmed; 1001 when either is empty, too long
+/// or holds control or invisible characters.
+pub fn shipment(carrier: &str, tracking_no: &str) -> AppResult<(String, String)> {
+    Ok((
+        check_shipment_text(carrier, "carrier", CARRIER_MAX)?,
+        check_shipment_text(tracking_no, "trackingNo", TRACKING_NO_MAX)?,
+    ))
+}
+
+/// The admins' search keyword, trimmed; empty means every order.
+pub fn keyword(keyword: &str) -> AppResult<String> {
+    let keyword = keyword.trim();
+    if keyword.chars().count() > KEYWORD_MAX {
+        return Err(AppError::invalid("keyword must be at most 100 characters"));
+    }
+    if keyword.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "keyword must not hold control characters",
+        ));
+    }
+    Ok(keyword.to_owned())
+}
+
+/// A status filter: 0 for all, else one of the five.
+pub fn status_filter(status: i32) -> AppResult<Option<i16>> {
+    match status {
+        0 => Ok(None),
+        1..=5 => Ok(Some(status as i16)),
+        _ => Err(AppError::invalid("status must be 0 (all) or 1 to 5")),
+    }
+}
+
 /// Page ≥ 1, size ≥ 1 (clamped to 100); zero means "not given".
 pub fn page(page: i32, page_size: i32) -> AppResult<(i64, i64)> {
     let page = if page == 0 { 1 } else { page };
@@ -110,5 +169,49 @@ mod tests {
         assert!(check_address("1 Long Street, Springfield").is_ok());
         assert!(check_phone("13800138000").is_ok());
         assert!(check_phone("138001380").is_err());
+    }
+
+    #[test]
+    fn shipments_are_trimmed_bounded_and_free_of_hidden_characters() {
+        assert_eq!(
+            shipment("  SF Express ", " SF1234567890 ").unwrap(),
+            ("SF Express".to_owned(), "SF1234567890".to_owned())
+        );
+        assert_eq!(
+            shipment("顺丰速运", "SF 1234 5678").unwrap().0,
+            "顺丰速运",
+            "any script, and spaces inside"
+        );
+        assert!(shipment(&"快".repeat(50), &"9".repeat(64)).is_ok());
+        for (carrier, tracking_no) in [
+            ("", "SF1"),
+            ("SF", "   "),
+            (&*"x".repeat(51), "SF1"),
+            ("SF", &*"9".repeat(65)),
+            ("SF\u{0}", "SF1"),
+            ("SF", "SF1\nSF2"),
+            ("SF", "SF1\u{1b}[2J"),
+            ("SF", "SF\u{202E}1"),
+            ("S\u{200B}F", "SF1"),
+            ("SF", "SF\u{85}1"),
+        ] {
+            let error = shipment(carrier, tracking_no).unwrap_err();
+            assert_eq!(
+                error.code,
+                letsgo_platform::errors::ErrorCode::InvalidParams,
+                "{carrier:?} {tracking_no:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keywords_and_status_filters_follow_the_rules() {
+        assert_eq!(keyword("  LG2026 ").unwrap(), "LG2026");
+        assert!(keyword(&"x".repeat(101)).is_err());
+        assert!(keyword("a\u{0}b").is_err());
+        assert_eq!(status_filter(0).unwrap(), None);
+        assert_eq!(status_filter(3).unwrap(), Some(3));
+        assert!(status_filter(6).is_err());
+        assert!(status_filter(-1).is_err());
     }
 }

@@ -26,10 +26,14 @@ pub struct OrderRow {
     pub shipped_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub refunded_at: Option<DateTime<Utc>>,
+    /// Empty until shipped.
+    pub carrier: String,
+    pub tracking_no: String,
 }
 
 const ORDER_COLUMNS: &str = "id, order_no, user_id, total_amount_cents, status, address, phone, \
-     remark, created_at, updated_at, paid_at, shipped_at, completed_at, refunded_at";
+     remark, created_at, updated_at, paid_at, shipped_at, completed_at, refunded_at, carrier, \
+     tracking_no";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ItemRow {
@@ -80,6 +84,66 @@ pub enum PaidOutcome {
     AlreadyHandled,
     /// The order was not pending (cancelled meanwhile, say): nothing changed.
     NotPending(Option<i16>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShipOutcome {
+    Shipped,
+    /// Shipped (or since completed) with this very carrier and tracking number: a repeat.
+    AlreadyShipped,
+    /// Shipped with another carrier or tracking number.
+    ShippedOtherwise,
+    /// Not paid: pending, or cancelled.
+    NotPaid(OrderStatus),
+    NotFound,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    Completed,
+    NotShipped,
+    NotFound,
+}
+
+/// Who completed an order, as `order.completed` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletedBy {
+    /// The buyer confirmed receipt.
+    Buyer,
+    /// It was shipped long enough ago (ORDER_AUTO_COMPLETE_SECS).
+    Timeout,
+}
+
+impl CompletedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            CompletedBy::Buyer => "buyer",
+            CompletedBy::Timeout => "timeout",
+        }
+    }
+}
+
+/// What the admins' list filters on; `None` is no filter.
+pub struct OrderFilter {
+    pub status: Option<i16>,
+    /// Matched anywhere in the order number, address and phone, case-insensitively.
+    pub text: Option<String>,
+    /// Matched against the order id and the buyer's user id.
+    pub number: Option<i64>,
+}
+
+/// `%text%` for ILIKE, with the text's own `%`, `_` and `\` matched literally.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 fn event(event_type: &str, data: serde_json::Value) -> Result<Event, AppError> {
@@ -204,9 +268,46 @@ impl OrderStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
+        Ok((total, self.with_items(orders).await?))
+    }
+
+    /// Every user's orders, newest first, filtered.
+    pub async fn list_all(
+        &self,
+        filter: &OrderFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<OrderWithItems>), AppError> {
+        const MATCHES: &str = "($1::smallint IS NULL OR status = $1) AND ($2::text IS NULL \
+             OR order_no ILIKE $2 OR address ILIKE $2 OR phone ILIKE $2 \
+             OR id = $3::bigint OR user_id = $3::bigint)";
+        let pattern = filter.text.as_deref().map(like_pattern);
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM orders WHERE {MATCHES}"))
+                .bind(filter.status)
+                .bind(&pattern)
+                .bind(filter.number)
+                .fetch_one(&self.pool)
+                .await?;
+        let orders: Vec<OrderRow> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE {MATCHES} \
+             ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+        ))
+        .bind(filter.status)
+        .bind(&pattern)
+        .bind(filter.number)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((total, self.with_items(orders).await?))
+    }
+
+    /// The orders with their items, in one read of the items.
+    async fn with_items(&self, orders: Vec<OrderRow>) -> Result<Vec<OrderWithItems>, AppError> {
         let ids: Vec<i64> = orders.iter().map(|order| order.id).collect();
         let mut items = self.items_of(&ids).await?;
-        let orders = orders
+        Ok(orders
             .into_iter()
             .map(|order| {
                 let (mine, rest): (Vec<ItemRow>, Vec<ItemRow>) =
@@ -214,8 +315,119 @@ impl OrderStore {
                 items = rest;
                 OrderWithItems { order, items: mine }
             })
-            .collect();
-        Ok((total, orders))
+            .collect())
+    }
+
+    /// Ships a paid order with its carrier and tracking number and writes `order.shipped`, in
+    /// one transaction. Of two shipments at once, one ships; the other, once the first has
+    /// committed, finds the order shipped and compares.
+    pub async fn ship(
+        &self,
+        order_id: i64,
+        carrier: &str,
+        tracking_no: &str,
+    ) -> Result<ShipOutcome, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let shipped: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE orders SET status = 3, shipped_at = now(), updated_at = now(), \
+             carrier = $2, tracking_no = $3 WHERE id = $1 AND status = 2 RETURNING user_id, shipped_at",
+        )
+        .bind(order_id)
+        .bind(carrier)
+        .bind(tracking_no)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some((user_id, shipped_at)) = shipped else {
+            let found: Option<(i16, String, String)> =
+                sqlx::query_as("SELECT status, carrier, tracking_no FROM orders WHERE id = $1")
+                    .bind(order_id)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+            let Some((status, shipped_by, shipped_as)) = found else {
+                return Ok(ShipOutcome::NotFound);
+            };
+            return Ok(match OrderStatus::from_i16(status) {
+                Some(OrderStatus::Shipped | OrderStatus::Completed)
+                    if shipped_by == carrier && shipped_as == tracking_no =>
+                {
+                    ShipOutcome::AlreadyShipped
+                }
+                Some(OrderStatus::Shipped | OrderStatus::Completed) => {
+                    ShipOutcome::ShippedOtherwise
+                }
+                Some(other) => ShipOutcome::NotPaid(other),
+                None => {
+                    return Err(AppError::system(format!(
+                        "order {order_id} has status {status}"
+                    )));
+                }
+            });
+        };
+        let shipped = event(
+            "order.shipped",
+            json!({"orderId": order_id, "userId": user_id, "carrier": carrier,
+                   "trackingNo": tracking_no, "shippedAt": shipped_at.timestamp()}),
+        )?;
+        events::enqueue(&mut transaction, &order_id.to_string(), &shipped).await?;
+        transaction.commit().await?;
+        Ok(ShipOutcome::Shipped)
+    }
+
+    /// Completes a shipped order and writes `order.completed`, in one transaction. With a
+    /// user, only that user's order; without (the timeout), any.
+    pub async fn complete(
+        &self,
+        user_id: Option<i64>,
+        order_id: i64,
+        by: CompletedBy,
+    ) -> Result<CompleteOutcome, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let completed: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE orders SET status = 4, completed_at = now(), updated_at = now() \
+             WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2) AND status = 3 \
+             RETURNING user_id, completed_at",
+        )
+        .bind(order_id)
+        .bind(user_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some((owner, completed_at)) = completed else {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2))",
+            )
+            .bind(order_id)
+            .bind(user_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+            return Ok(if exists {
+                CompleteOutcome::NotShipped
+            } else {
+                CompleteOutcome::NotFound
+            });
+        };
+        let completed = event(
+            "order.completed",
+            json!({"orderId": order_id, "userId": owner, "completedAt": completed_at.timestamp(),
+                   "by": by.as_str()}),
+        )?;
+        events::enqueue(&mut transaction, &order_id.to_string(), &completed).await?;
+        transaction.commit().await?;
+        Ok(CompleteOutcome::Completed)
+    }
+
+    /// Orders shipped before `cutoff` and not completed yet, oldest shipment first.
+    pub async fn completions_due(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<i64>, AppError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM orders WHERE status = 3 AND shipped_at < $1 ORDER BY shipped_at LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Cancels a pending order and writes `order.cancelled`, in one transaction. With a user,
@@ -385,10 +597,11 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Paid orders whose units have not been counted as sold yet.
+    /// Paid (and since shipped or completed) orders whose units have not been counted as sold
+    /// yet.
     pub async fn sales_due(&self, limit: i64) -> Result<Vec<i64>, AppError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM orders WHERE status = 2 AND NOT sales_recorded ORDER BY id LIMIT $1",
+            "SELECT id FROM orders WHERE status IN (2, 3, 4) AND NOT sales_recorded ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

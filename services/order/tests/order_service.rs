@@ -37,16 +37,19 @@ struct Shop {
     carts: CartServiceClient<Channel>,
     topic_prefix: String,
     redis_prefix: String,
+    /// The order service's database, to read its outbox.
+    order_db_url: String,
     shutdown: Shutdown,
     _databases: Vec<ScratchDatabase>,
 }
 
 impl Shop {
     async fn start() -> Shop {
-        Shop::start_with_timeout(1800).await
+        Shop::start_with(&[]).await
     }
 
-    async fn start_with_timeout(timeout_secs: u64) -> Shop {
+    /// A shop whose order service also gets `order_args` (its settings under test).
+    async fn start_with(order_args: &[&str]) -> Shop {
         let product_db = ScratchDatabase::create(&server_url()).await.unwrap();
         let order_db = ScratchDatabase::create(&server_url()).await.unwrap();
         let redis_prefix = format!("test:{}:", order_db.name());
@@ -98,27 +101,29 @@ impl Shop {
         )
         .await;
 
-        let config = letsgo_order::Config::try_parse_from([
-            "letsgo-order".to_owned(),
-            "--database-url".to_owned(),
-            order_db.url.clone(),
-            "--product-rpc".to_owned(),
-            product_addr.to_string(),
-            "--cart-rpc".to_owned(),
-            cart_addr.to_string(),
-            "--kafka-topic-prefix".to_owned(),
-            topic_prefix.clone(),
-            "--kafka-session-timeout-ms".to_owned(),
-            "3000".to_owned(),
-            "--order-payment-timeout-secs".to_owned(),
-            timeout_secs.to_string(),
-            "--order-sweep-interval-ms".to_owned(),
-            "200".to_owned(),
-            "--log-format".to_owned(),
-            "text".to_owned(),
-            "--discovery".to_owned(),
-            "static".to_owned(),
-        ])
+        let config = letsgo_order::Config::try_parse_from(
+            [
+                "letsgo-order".to_owned(),
+                "--database-url".to_owned(),
+                order_db.url.clone(),
+                "--product-rpc".to_owned(),
+                product_addr.to_string(),
+                "--cart-rpc".to_owned(),
+                cart_addr.to_string(),
+                "--kafka-topic-prefix".to_owned(),
+                topic_prefix.clone(),
+                "--kafka-session-timeout-ms".to_owned(),
+                "3000".to_owned(),
+                "--order-sweep-interval-ms".to_owned(),
+                "200".to_owned(),
+                "--log-format".to_owned(),
+                "text".to_owned(),
+                "--discovery".to_owned(),
+                "static".to_owned(),
+            ]
+            .into_iter()
+            .chain(order_args.iter().map(|arg| (*arg).to_owned())),
+        )
         .unwrap();
         let (order_addr, _) = start_on_free_ports(
             |listeners, shutdown| letsgo_order::run(config, listeners, shutdown),
@@ -132,6 +137,7 @@ impl Shop {
             carts: CartServiceClient::new(channel_when_up(cart_addr).await),
             topic_prefix,
             redis_prefix,
+            order_db_url: order_db.url.clone(),
             shutdown,
             _databases: vec![product_db, order_db],
         }
@@ -532,7 +538,7 @@ async fn cancelling_releases_stock_once_and_only_a_pending_order() {
 
 #[tokio::test]
 async fn unpaid_orders_are_cancelled_after_the_timeout() {
-    let shop = Shop::start_with_timeout(1).await;
+    let shop = Shop::start_with(&["--order-payment-timeout-secs", "1"]).await;
     let id = shop.product("x", 100, 10).await;
     let created = shop.order(1, &[(id, 3)]).await.unwrap();
     let order = shop
@@ -648,4 +654,516 @@ async fn two_buyers_never_get_the_last_item_twice() {
             .all(|code| *code == ErrorCode::OutOfStock)
     );
     assert_eq!(shop.stock(id).await.0, 0);
+}
+
+// ---------------------------------------------------------------- fulfilment
+
+impl Shop {
+    /// Pays `order_id` as the payment service would (a `payment.succeeded` event) and waits
+    /// until the order shows paid.
+    async fn pay(&self, user_id: i64, order_id: i64, amount_cents: i64) {
+        let event = Event::new(
+            "payment.succeeded",
+            serde_json::json!({"paymentId": order_id, "paymentNo": format!("PAY{order_id}"), "orderId": order_id,
+                               "userId": user_id, "amountCents": amount_cents, "tradeNo": format!("T{order_id}")}),
+        )
+        .unwrap();
+        self.publish(&event, &order_id.to_string()).await;
+        let order = self
+            .wait_for_status(
+                user_id,
+                order_id,
+                pb::OrderStatus::Paid,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(
+            order.status,
+            pb::OrderStatus::Paid as i32,
+            "paid: {order:?}"
+        );
+    }
+
+    /// A paid order of one unit of a new product, for `user_id`.
+    async fn paid_order(&self, user_id: i64) -> i64 {
+        let product = self.product("kettle", 3000, 10).await;
+        let created = self.order(user_id, &[(product, 1)]).await.unwrap();
+        self.pay(user_id, created.order_id, created.total_amount_cents)
+            .await;
+        created.order_id
+    }
+
+    async fn ship(&self, order_id: i64, carrier: &str, tracking_no: &str) -> Result<(), ErrorCode> {
+        self.orders
+            .clone()
+            .ship_order(pb::ShipOrderRequest {
+                order_id,
+                carrier: carrier.into(),
+                tracking_no: tracking_no.into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|status| AppError::from(status).code)
+    }
+
+    async fn confirm(&self, user_id: i64, order_id: i64) -> Result<(), ErrorCode> {
+        self.orders
+            .clone()
+            .confirm_receipt(pb::ConfirmReceiptRequest { user_id, order_id })
+            .await
+            .map(|_| ())
+            .map_err(|status| AppError::from(status).code)
+    }
+
+    async fn list_all(
+        &self,
+        status: pb::OrderStatus,
+        keyword: &str,
+    ) -> Result<pb::OrderPage, ErrorCode> {
+        self.orders
+            .clone()
+            .list_all_orders(pb::ListAllOrdersRequest {
+                page: 1,
+                page_size: 20,
+                status: status as i32,
+                keyword: keyword.into(),
+            })
+            .await
+            .map(|reply| reply.into_inner())
+            .map_err(|status| AppError::from(status).code)
+    }
+
+    async fn order_database(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.order_db_url).await.unwrap()
+    }
+
+    /// The `data` of every `topic` event the order service wrote for `order_id`, oldest first.
+    async fn events_of(&self, order_id: i64, topic: &str) -> Vec<serde_json::Value> {
+        let pool = self.order_database().await;
+        let payloads: Vec<sqlx::types::Json<serde_json::Value>> = sqlx::query_scalar(
+            "SELECT payload FROM event_outbox WHERE event_key = $1 AND topic = $2 ORDER BY id",
+        )
+        .bind(order_id.to_string())
+        .bind(topic)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        payloads
+            .into_iter()
+            .map(|payload| payload.0["data"].clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn only_a_paid_order_ships_and_the_same_shipment_again_changes_nothing() {
+    let shop = Shop::start().await;
+    let product = shop.product("kettle", 3000, 10).await;
+    let pending = shop.order(7, &[(product, 1)]).await.unwrap().order_id;
+    assert_eq!(
+        shop.ship(pending, "SF Express", "SF100").await.unwrap_err(),
+        ErrorCode::BadOrderStatus,
+        "not paid yet"
+    );
+    let cancelled = shop.order(7, &[(product, 1)]).await.unwrap().order_id;
+    shop.orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 7,
+            order_id: cancelled,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        shop.ship(cancelled, "SF Express", "SF100")
+            .await
+            .unwrap_err(),
+        ErrorCode::BadOrderStatus,
+        "cancelled"
+    );
+    assert_eq!(
+        shop.ship(424_242, "SF Express", "SF100").await.unwrap_err(),
+        ErrorCode::OrderNotFound
+    );
+
+    shop.pay(7, pending, 3000).await;
+    let order_id = pending;
+    shop.ship(order_id, "  SF Express ", " SF100 ")
+        .await
+        .unwrap();
+    let shipped = shop.get(7, order_id).await.unwrap();
+    assert_eq!(shipped.status, pb::OrderStatus::Shipped as i32);
+    assert!(shipped.shipped_at > 0);
+    assert_eq!(shipped.completed_at, 0);
+    assert_eq!(
+        (shipped.carrier.as_str(), shipped.tracking_no.as_str()),
+        ("SF Express", "SF100"),
+        "stored trimmed"
+    );
+
+    // A retried request: the same shipment succeeds and changes nothing.
+    shop.ship(order_id, "SF Express", "SF100").await.unwrap();
+    let again = shop.get(7, order_id).await.unwrap();
+    assert_eq!(again.shipped_at, shipped.shipped_at);
+    assert_eq!(again.updated_at, shipped.updated_at);
+    // Another one is refused and changes nothing either.
+    assert_eq!(
+        shop.ship(order_id, "SF Express", "SF999")
+            .await
+            .unwrap_err(),
+        ErrorCode::BadOrderStatus
+    );
+    assert_eq!(
+        shop.ship(order_id, "EMS", "SF100").await.unwrap_err(),
+        ErrorCode::BadOrderStatus
+    );
+    assert_eq!(shop.get(7, order_id).await.unwrap().tracking_no, "SF100");
+
+    let events = shop.events_of(order_id, "order.shipped").await;
+    assert_eq!(events.len(), 1, "one order.shipped: {events:?}");
+    assert_eq!(events[0]["userId"], 7);
+    assert_eq!(events[0]["carrier"], "SF Express");
+    assert_eq!(events[0]["trackingNo"], "SF100");
+    assert_eq!(events[0]["shippedAt"], shipped.shipped_at);
+    assert!(shop.events_of(pending, "order.cancelled").await.is_empty());
+
+    // Bad shipments are the caller's 1001, whatever state the order is in.
+    for (carrier, tracking_no) in [
+        ("", "SF1"),
+        ("SF Express", ""),
+        ("SF Express", "SF1\u{0}"),
+        ("SF\nExpress", "SF1"),
+        ("SF Express", "SF\u{202E}1"),
+        (&*"x".repeat(51), "SF1"),
+        ("SF Express", &*"9".repeat(100_000)),
+    ] {
+        assert_eq!(
+            shop.ship(order_id, carrier, tracking_no).await.unwrap_err(),
+            ErrorCode::InvalidParams,
+            "{carrier:?}"
+        );
+    }
+}
+
+/// Two admins shipping the same order at once with different tracking numbers: one ships,
+/// the others are told it shipped otherwise, and one event tells of the one shipment.
+#[tokio::test]
+async fn shipments_racing_for_one_order_ship_it_once() {
+    let shop = Shop::start().await;
+    let order_id = shop.paid_order(7).await;
+    let attempts = (0..8).map(|n| {
+        let shop = &shop;
+        async move {
+            (
+                n,
+                shop.ship(order_id, "SF Express", &format!("SF{n}")).await,
+            )
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let won: Vec<_> = results
+        .iter()
+        .filter(|(_, result)| result.is_ok())
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|(_, result)| result.err())
+            .all(|code| code == ErrorCode::BadOrderStatus),
+        "{results:?}"
+    );
+    let order = shop.get(7, order_id).await.unwrap();
+    assert_eq!(order.tracking_no, format!("SF{}", won[0].0));
+    let events = shop.events_of(order_id, "order.shipped").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["trackingNo"], order.tracking_no);
+}
+
+/// The status change and its event commit together or not at all: with the outbox refusing
+/// the event, the order stays as it was.
+#[tokio::test]
+async fn shipping_and_completing_write_their_events_in_the_same_transaction() {
+    let shop = Shop::start().await;
+    let order_id = shop.paid_order(7).await;
+    let pool = shop.order_database().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_fulfilment_events() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.topic IN ('order.shipped', 'order.completed') THEN \
+           RAISE EXCEPTION 'outbox refuses %', NEW.topic; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_fulfilment_events BEFORE INSERT ON event_outbox \
+           FOR EACH ROW EXECUTE FUNCTION refuse_fulfilment_events();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    assert!(shop.ship(order_id, "SF Express", "SF100").await.is_err());
+    let order = shop.get(7, order_id).await.unwrap();
+    assert_eq!(order.status, pb::OrderStatus::Paid as i32, "not shipped");
+    assert_eq!((order.shipped_at, order.carrier.as_str()), (0, ""));
+
+    sqlx::query("ALTER TABLE event_outbox DISABLE TRIGGER refuse_fulfilment_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    shop.ship(order_id, "SF Express", "SF100").await.unwrap();
+    sqlx::query("ALTER TABLE event_outbox ENABLE TRIGGER refuse_fulfilment_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    assert!(shop.confirm(7, order_id).await.is_err());
+    let order = shop.get(7, order_id).await.unwrap();
+    assert_eq!(
+        order.status,
+        pb::OrderStatus::Shipped as i32,
+        "not completed"
+    );
+    assert_eq!(order.completed_at, 0);
+    assert!(shop.events_of(order_id, "order.completed").await.is_empty());
+
+    sqlx::query("ALTER TABLE event_outbox DISABLE TRIGGER refuse_fulfilment_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    shop.confirm(7, order_id).await.unwrap();
+    pool.close().await;
+    assert_eq!(shop.events_of(order_id, "order.shipped").await.len(), 1);
+    assert_eq!(shop.events_of(order_id, "order.completed").await.len(), 1);
+}
+
+#[tokio::test]
+async fn only_the_buyer_confirms_receipt_and_only_of_a_shipped_order() {
+    let shop = Shop::start().await;
+    let product = shop.product("kettle", 3000, 10).await;
+    let pending = shop.order(7, &[(product, 1)]).await.unwrap().order_id;
+    assert_eq!(
+        shop.confirm(7, pending).await.unwrap_err(),
+        ErrorCode::BadOrderStatus
+    );
+    let order_id = shop.paid_order(7).await;
+    assert_eq!(
+        shop.confirm(7, order_id).await.unwrap_err(),
+        ErrorCode::BadOrderStatus,
+        "paid, not shipped"
+    );
+    shop.ship(order_id, "SF Express", "SF100").await.unwrap();
+    assert_eq!(
+        shop.confirm(8, order_id).await.unwrap_err(),
+        ErrorCode::OrderNotFound,
+        "someone else's order is as missing as no order"
+    );
+    assert_eq!(
+        shop.confirm(7, 424_242).await.unwrap_err(),
+        ErrorCode::OrderNotFound
+    );
+    // With the default auto-complete period (14 days) the sweeper leaves it shipped.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        shop.get(7, order_id).await.unwrap().status,
+        pb::OrderStatus::Shipped as i32
+    );
+
+    shop.confirm(7, order_id).await.unwrap();
+    let order = shop.get(7, order_id).await.unwrap();
+    assert_eq!(order.status, pb::OrderStatus::Completed as i32);
+    assert!(order.completed_at >= order.shipped_at && order.completed_at > 0);
+    assert_eq!(
+        order.tracking_no, "SF100",
+        "the shipment stays on the order"
+    );
+    assert_eq!(
+        shop.confirm(7, order_id).await.unwrap_err(),
+        ErrorCode::BadOrderStatus,
+        "completed already"
+    );
+    // The admin's retry of the very same shipment is still fine; another is not.
+    shop.ship(order_id, "SF Express", "SF100").await.unwrap();
+    assert_eq!(
+        shop.ship(order_id, "SF Express", "SF101")
+            .await
+            .unwrap_err(),
+        ErrorCode::BadOrderStatus
+    );
+    let events = shop.events_of(order_id, "order.completed").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["by"], "buyer");
+    assert_eq!(events[0]["userId"], 7);
+    assert_eq!(events[0]["completedAt"], order.completed_at);
+
+    let completed = shop
+        .orders
+        .clone()
+        .list_orders(pb::ListOrdersRequest {
+            user_id: 7,
+            page: 1,
+            page_size: 10,
+            status: pb::OrderStatus::Completed as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(completed.total, 1);
+    assert_eq!(completed.orders[0].id, order_id);
+}
+
+#[tokio::test]
+async fn a_shipped_order_completes_by_itself_after_the_auto_complete_period() {
+    let shop = Shop::start_with(&["--order-auto-complete-secs", "1"]).await;
+    let shipped = shop.paid_order(7).await;
+    let waiting = shop.paid_order(7).await;
+    shop.ship(shipped, "SF Express", "SF100").await.unwrap();
+    let order = shop
+        .wait_for_status(
+            7,
+            shipped,
+            pb::OrderStatus::Completed,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(order.status, pb::OrderStatus::Completed as i32);
+    assert!(order.completed_at > 0);
+    let events = shop.events_of(shipped, "order.completed").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["by"], "timeout");
+    assert_eq!(
+        shop.get(7, waiting).await.unwrap().status,
+        pb::OrderStatus::Paid as i32,
+        "a paid order that never shipped does not complete"
+    );
+    assert_eq!(
+        shop.confirm(7, shipped).await.unwrap_err(),
+        ErrorCode::BadOrderStatus,
+        "nothing left to confirm"
+    );
+}
+
+#[tokio::test]
+async fn admins_list_every_order_newest_first_by_status_and_keyword() {
+    let shop = Shop::start().await;
+    let product = shop.product("kettle", 3000, 50).await;
+    let mut ids = Vec::new();
+    for (user_id, address, phone) in [
+        (7, "12 Harbour Road, Shanghai", "13800138000"),
+        (8, "3 Garden Lane, Beijing 100%", "13900139000"),
+        (9, "7 River Street, Hangzhou", "13700137000"),
+    ] {
+        let created = shop
+            .orders
+            .clone()
+            .create_order(pb::CreateOrderRequest {
+                user_id,
+                items: vec![pb::OrderLine {
+                    product_id: product,
+                    quantity: 1,
+                }],
+                address: address.into(),
+                phone: phone.into(),
+                remark: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(created);
+    }
+    shop.orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 9,
+            order_id: ids[2].order_id,
+        })
+        .await
+        .unwrap();
+
+    let all = shop
+        .list_all(pb::OrderStatus::Unspecified, "")
+        .await
+        .unwrap();
+    assert_eq!(all.total, 3);
+    assert_eq!(
+        all.orders.iter().map(|order| order.id).collect::<Vec<_>>(),
+        ids.iter()
+            .rev()
+            .map(|created| created.order_id)
+            .collect::<Vec<_>>(),
+        "every user's orders, newest first"
+    );
+    assert_eq!(all.orders[2].items.len(), 1, "with their items");
+
+    let cancelled = shop.list_all(pb::OrderStatus::Cancelled, "").await.unwrap();
+    assert_eq!(cancelled.total, 1);
+    assert_eq!(cancelled.orders[0].user_id, 9);
+    let pending = shop.list_all(pb::OrderStatus::Pending, "").await.unwrap();
+    assert_eq!(pending.total, 2);
+
+    let found = |page: pb::OrderPage| -> Vec<i64> {
+        page.orders.iter().map(|order| order.user_id).collect()
+    };
+    let by_number = shop
+        .list_all(
+            pb::OrderStatus::Unspecified,
+            &ids[1].order_no.to_lowercase(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found(by_number), [8], "the order number, in any case");
+    let by_buyer = shop
+        .list_all(pb::OrderStatus::Unspecified, " 8 ")
+        .await
+        .unwrap();
+    assert!(found(by_buyer).contains(&8), "the buyer's user id");
+    let by_phone = shop
+        .list_all(pb::OrderStatus::Unspecified, "1370013")
+        .await
+        .unwrap();
+    assert_eq!(found(by_phone), [9]);
+    let by_address = shop
+        .list_all(pb::OrderStatus::Unspecified, "harbour")
+        .await
+        .unwrap();
+    assert_eq!(found(by_address), [7]);
+    let both = shop
+        .list_all(pb::OrderStatus::Pending, "hangzhou")
+        .await
+        .unwrap();
+    assert_eq!(both.total, 0, "status and keyword together");
+    let percent = shop
+        .list_all(pb::OrderStatus::Unspecified, "100%")
+        .await
+        .unwrap();
+    assert_eq!(found(percent), [8], "% is plain text");
+    let nothing = shop
+        .list_all(pb::OrderStatus::Unspecified, "_")
+        .await
+        .unwrap();
+    assert_eq!(nothing.total, 0, "_ is plain text too");
+
+    assert_eq!(
+        shop.list_all(pb::OrderStatus::Unspecified, &"x".repeat(101))
+            .await
+            .unwrap_err(),
+        ErrorCode::InvalidParams
+    );
+    let bad_status = shop
+        .orders
+        .clone()
+        .list_all_orders(pb::ListAllOrdersRequest {
+            status: 9,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(bad_status).code, ErrorCode::InvalidParams);
+    let bad_page = shop
+        .orders
+        .clone()
+        .list_all_orders(pb::ListAllOrdersRequest {
+            page: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(AppError::from(bad_page).code, ErrorCode::InvalidParams);
 }

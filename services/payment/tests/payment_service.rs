@@ -113,6 +113,27 @@ impl OrderService for FakeOrders {
     ) -> Result<Response<order_pb::CancelOrderReply>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    async fn list_all_orders(
+        &self,
+        _: Request<order_pb::ListAllOrdersRequest>,
+    ) -> Result<Response<order_pb::OrderPage>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn ship_order(
+        &self,
+        _: Request<order_pb::ShipOrderRequest>,
+    ) -> Result<Response<order_pb::ShipOrderReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn confirm_receipt(
+        &self,
+        _: Request<order_pb::ConfirmReceiptRequest>,
+    ) -> Result<Response<order_pb::ConfirmReceiptReply>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 async fn serve_fake_orders(orders: FakeOrders) -> SocketAddr {
