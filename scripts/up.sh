@@ -6,6 +6,7 @@
 # Settings (environment, defaults in parentheses):
 #   JWT_SECRET         token signing key, >= 32 bytes (random for this run)
 #   PAYMENT_WEBHOOK_SECRET  payment callback signing key(s) (random for this run)
+#   INTERNAL_TOKEN     the token of internal gRPC calls (random for this run)
 #   ADMIN_USERNAME     (admin)   the initial admin, made when its account does not exist
 #   ADMIN_PASSWORD     its password (generated once, kept in $LETSGO_STATE_DIR/admin-password)
 #   LOG_FORMAT (text)   RUST_LOG (info)
@@ -206,6 +207,10 @@ if [[ -z ${JWT_SECRET:-} ]]; then
 elif (($(printf '%s' "$JWT_SECRET" | wc -c) < 32)); then
 	die "JWT_SECRET must be at least 32 bytes long (e.g. openssl rand -hex 32)"
 fi
+if [[ -z ${INTERNAL_TOKEN:-} ]]; then
+	# Every internal gRPC call carries it and every service requires it.
+	INTERNAL_TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+fi
 if [[ -z ${PAYMENT_WEBHOOK_SECRET:-} ]]; then
 	PAYMENT_WEBHOOK_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	say "PAYMENT_WEBHOOK_SECRET is not set: using a random one for this run (the mock provider signs with it)"
@@ -230,7 +235,7 @@ LOG_FORMAT=${LOG_FORMAT:-text}
 DEMO_CATALOGUE=${DEMO_CATALOGUE:-true}
 # The demo's mock provider approves payments by itself (off by default in the binary).
 MOCK_PROVIDER_AUTOCOMPLETE=${MOCK_PROVIDER_AUTOCOMPLETE:-true}
-export JWT_SECRET PAYMENT_WEBHOOK_SECRET ADMIN_USERNAME LOG_FORMAT DEMO_CATALOGUE MOCK_PROVIDER_AUTOCOMPLETE
+export JWT_SECRET PAYMENT_WEBHOOK_SECRET INTERNAL_TOKEN ADMIN_USERNAME LOG_FORMAT DEMO_CATALOGUE MOCK_PROVIDER_AUTOCOMPLETE
 
 if ! command -v curl >/dev/null && ! command -v python3 >/dev/null; then
 	say "installing curl (apt-get) to probe readiness"

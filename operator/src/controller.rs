@@ -290,7 +290,7 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             EventType::Normal,
             "SecretsGenerated",
             "generated the missing secrets (JWT and webhook keys, database and initial admin \
-             passwords)",
+             passwords, internal token)",
         )
         .await;
     }

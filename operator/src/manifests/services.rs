@@ -27,8 +27,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::{
-    ADMIN_PASSWORD_KEY, JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name,
-    env_from_secret, secret_name,
+    ADMIN_PASSWORD_KEY, INTERNAL_TOKEN_KEY, JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY,
+    WEBHOOK_SECRET_KEY, config_map_name, env_from_secret, secret_name,
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{Autoscaling, DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
@@ -267,7 +267,13 @@ fn deployment(
 fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
     let spec = &store.store.spec;
     let generated = secret_name(store);
-    let mut env = Vec::new();
+    // Every component calls or is called over gRPC: all carry and require the shop's token.
+    let mut env = vec![env_from_secret(
+        "INTERNAL_TOKEN",
+        &generated,
+        INTERNAL_TOKEN_KEY,
+        false,
+    )];
     if kind.signs_tokens() {
         env.push(env_from_secret(
             "JWT_SECRET",

@@ -12,17 +12,20 @@ use super::services::ServiceKind;
 use crate::store::{DataRetention, DiscoveryMode, MiddlewareSource};
 
 /// Keys of the generated Secret `<store>-secrets`.
-pub const SECRET_KEYS: [&str; 4] = [
+pub const SECRET_KEYS: [&str; 5] = [
     JWT_SECRET_KEY,
     WEBHOOK_SECRET_KEY,
     POSTGRES_PASSWORD_KEY,
     ADMIN_PASSWORD_KEY,
+    INTERNAL_TOKEN_KEY,
 ];
 pub(super) const JWT_SECRET_KEY: &str = "jwt-secret";
 pub(super) const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
 pub(super) const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
 /// The initial admin's password; the user service reads it only when it makes the account.
 pub(super) const ADMIN_PASSWORD_KEY: &str = "admin-password";
+/// The token every internal gRPC call carries and every service requires.
+pub(super) const INTERNAL_TOKEN_KEY: &str = "internal-token";
 /// The database role of managed PostgreSQL.
 pub(super) const POSTGRES_USER: &str = "letsgo";
 

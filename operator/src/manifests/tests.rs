@@ -244,6 +244,13 @@ fn secrets_reach_only_the_services_that_use_them() {
     assert!(has("shop-user", "ADMIN_PASSWORD"));
     assert!(!has("shop-gateway", "ADMIN_PASSWORD"));
     assert!(!has("shop-product", "ADMIN_PASSWORD"));
+    // Every component carries the internal token, from the generated Secret.
+    for component in ["user", "product", "cart", "order", "payment", "gateway"] {
+        assert!(
+            has(&format!("shop-{component}"), "INTERNAL_TOKEN"),
+            "{component}"
+        );
+    }
     assert_eq!(
         config_map_of(&state).data.unwrap()["ADMIN_USERNAME"],
         "admin"

@@ -66,6 +66,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         CartServiceServer::new(grpc::CartApi::new(carts)),
         listeners.grpc,
         &config.grpc,
+        discovery.internal_auth(),
         metrics,
         readiness,
         shutdown,

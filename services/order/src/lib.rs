@@ -130,6 +130,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         OrderServiceServer::new(grpc::OrderApi::new(orders)),
         listeners.grpc,
         &config.grpc,
+        discovery.internal_auth(),
         metrics,
         readiness,
         shutdown,

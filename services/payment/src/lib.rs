@@ -124,6 +124,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         PaymentServiceServer::new(grpc::PaymentApi::new(payments)),
         listeners.grpc,
         &config.grpc,
+        discovery.internal_auth(),
         metrics,
         readiness,
         shutdown,

@@ -368,6 +368,9 @@ pub struct GrpcServerArgs {
         default_value_t = 512
     )]
     pub max_concurrent_requests: usize,
+    /// Serve gRPC reflection (for grpcurl and the like). Off: it lists every method to anyone.
+    #[arg(long = "grpc-reflection", env = "GRPC_REFLECTION", value_name = "GRPC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub grpc_reflection: bool,
 }
 
 #[cfg(test)]

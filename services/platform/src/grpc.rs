@@ -15,6 +15,7 @@ use tonic_health::ServingStatus;
 use tower::Service;
 
 use crate::config::GrpcServerArgs;
+use crate::internal_auth::InternalAuth;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, Readiness};
@@ -98,6 +99,7 @@ pub async fn serve<S>(
     service: S,
     listener: TcpListener,
     args: &GrpcServerArgs,
+    auth: &InternalAuth,
     metrics: Metrics,
     readiness: Readiness,
     shutdown: Shutdown,
@@ -112,10 +114,17 @@ where
     health
         .set_service_status(S::NAME, ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection tells anyone who asks every method of every service: only when asked for.
+    let reflection = if args.grpc_reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?,
+        )
+    } else {
+        None
+    };
 
     let drain = async move {
         shutdown.wait().await;
@@ -134,8 +143,10 @@ where
         .layer(metrics.layer())
         // Beyond the limit, refuse at once with UNAVAILABLE instead of queueing without bound.
         .layer(ConcurrencyGateLayer::new(args.max_concurrent_requests))
+        // Only the shop's own callers (when it has an internal token).
+        .layer(auth.require())
         .add_service(health_service)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), drain)
         .await?;

@@ -10,6 +10,7 @@
 //! - [`events`]: Kafka, the transactional outbox and its relay, idempotent consumers;
 //! - [`telemetry`]: logs, metrics, health;
 //! - [`grpc`]: the gRPC server with health, reflection and limits;
+//! - [`internal_auth`]: the token every internal gRPC call carries;
 //! - [`shutdown`]: graceful shutdown;
 //! - [`proto`]: the compiled gRPC contracts;
 //! - [`testing`]: services started inside a test's own process.
@@ -22,6 +23,7 @@ pub mod discovery;
 pub mod errors;
 pub mod events;
 pub mod grpc;
+pub mod internal_auth;
 pub mod money;
 pub mod proto;
 pub mod shutdown;

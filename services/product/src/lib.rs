@@ -80,6 +80,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         ProductServiceServer::new(grpc::ProductApi::new(catalogue)),
         listeners.grpc,
         &config.grpc,
+        discovery.internal_auth(),
         metrics,
         readiness,
         shutdown,

@@ -86,6 +86,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         UserServiceServer::new(grpc::UserApi::new(accounts)),
         listeners.grpc,
         &config.grpc,
+        discovery.internal_auth(),
         metrics,
         readiness,
         shutdown,

@@ -41,7 +41,17 @@ impl RunningService {
     }
 
     async fn start_on(database: ScratchDatabase, admin_password: &str) -> RunningService {
-        let config = Config::try_parse_from(service_args(&database, admin_password)).unwrap();
+        RunningService::start_with(database, admin_password, &[]).await
+    }
+
+    async fn start_with(
+        database: ScratchDatabase,
+        admin_password: &str,
+        extra: &[&str],
+    ) -> RunningService {
+        let mut args = service_args(&database, admin_password);
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let config = Config::try_parse_from(args).unwrap();
         let shutdown = Shutdown::new();
         let (grpc_addr, task) = start_on_free_ports(
             |listeners, shutdown| run(config, listeners, shutdown),
@@ -636,7 +646,8 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let service = RunningService::start("").await;
+    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let service = RunningService::start_with(database, "", &["--grpc-reflection", "true"]).await;
     let url = format!("http://{}", service.grpc_addr);
     let channel = tonic::transport::Endpoint::from_shared(url)
         .unwrap()
@@ -711,4 +722,70 @@ async fn migrations_run_safely_when_replicas_start_at_once() {
         "the platform's outbox and dead letters, and users, each applied once"
     );
     pool.close().await;
+}
+
+/// With the shop's internal token set, a caller without it (a Pod that is not part of the
+/// shop) is refused; health stays open, and reflection is off unless asked for.
+#[tokio::test]
+async fn without_the_internal_token_a_call_is_unauthenticated() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    const TOKEN: &str = "internal-token-0123456789abcdef0123";
+    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let mut service = RunningService::start_with(database, "", &["--internal-token", TOKEN]).await;
+    let refused = service
+        .client
+        .register(registration("mallory", "mallory@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(registration("mallory", "mallory@example.com"));
+    wrong.metadata_mut().insert(
+        letsgo_platform::internal_auth::TOKEN_HEADER,
+        "internal-token-0123456789abcdef0124".parse().unwrap(),
+    );
+    assert_eq!(
+        service.client.register(wrong).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut right = tonic::Request::new(registration("alice", "alice@example.com"));
+    right.metadata_mut().insert(
+        letsgo_platform::internal_auth::TOKEN_HEADER,
+        TOKEN.parse().unwrap(),
+    );
+    service.client.register(right).await.unwrap();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", service.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health needs no token");
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut ask = tonic::Request::new(futures_util::stream::iter(vec![
+        tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                    String::new(),
+                ),
+            ),
+        },
+    ]));
+    ask.metadata_mut().insert(
+        letsgo_platform::internal_auth::TOKEN_HEADER,
+        TOKEN.parse().unwrap(),
+    );
+    let listed = reflection.server_reflection_info(ask).await.unwrap_err();
+    assert_eq!(
+        listed.code(),
+        tonic::Code::Unimplemented,
+        "reflection is off unless asked for"
+    );
+    service.stop().await;
 }

@@ -76,6 +76,8 @@ impl ServiceName {
 /// Where the addresses come from.
 #[derive(Debug, Clone, Args)]
 pub struct DiscoveryArgs {
+    #[command(flatten)]
+    pub internal_auth: crate::internal_auth::InternalAuthArgs,
     /// `auto`, `kubernetes`, `etcd` or `static`.
     #[arg(long = "discovery", env = "DISCOVERY", value_name = "DISCOVERY", default_value = "auto", value_parser = ["auto", "kubernetes", "etcd", "static"])]
     pub discovery: String,
@@ -261,6 +263,7 @@ impl DiscoveryArgs {
             advertise_host: self.advertise_host.clone(),
             connect_timeout: self.connect_timeout,
             call_timeout: self.call_timeout,
+            auth: crate::internal_auth::InternalAuth::from_args(&self.internal_auth),
         })
     }
 }
@@ -334,6 +337,7 @@ pub struct Discovery {
     advertise_host: String,
     connect_timeout: Duration,
     call_timeout: Duration,
+    auth: crate::internal_auth::InternalAuth,
 }
 
 impl Discovery {
@@ -353,7 +357,13 @@ impl Discovery {
             advertise_host: "127.0.0.1".to_owned(),
             connect_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(3),
+            auth: crate::internal_auth::InternalAuth::default(),
         }
+    }
+
+    /// The shop's internal token: sent with this process's calls, required of its callers.
+    pub fn internal_auth(&self) -> &crate::internal_auth::InternalAuth {
+        &self.auth
     }
 
     pub fn mode(&self) -> Mode {
@@ -372,6 +382,7 @@ impl Discovery {
             self.source.watch(service),
             self.connect_timeout,
             self.call_timeout,
+            self.auth.clone(),
         )
     }
 

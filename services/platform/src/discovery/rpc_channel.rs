@@ -25,6 +25,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use super::ServiceName;
 use super::breaker::{Breaker, Outcome};
+use crate::internal_auth::InternalAuth;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,6 +41,8 @@ struct EndpointHandle {
 
 struct Shared {
     service: ServiceName,
+    /// Stamped on every call: the receiving service checks it.
+    auth: InternalAuth,
     endpoints: RwLock<Vec<Arc<EndpointHandle>>>,
     budget: TpsBudget,
     /// Becomes true once the source has answered (etcd and DNS answer after a round trip):
@@ -77,9 +80,11 @@ impl RpcChannel {
         mut addresses: watch::Receiver<Vec<Uri>>,
         connect_timeout: Duration,
         call_timeout: Duration,
+        auth: InternalAuth,
     ) -> RpcChannel {
         let shared = Arc::new(Shared {
             service,
+            auth,
             endpoints: RwLock::new(Vec::new()),
             // Retries may add at most 20% to the traffic, with a floor of 10 a second.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
@@ -187,7 +192,8 @@ impl Shared {
 
     async fn dispatch(self: Arc<Self>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
         let idempotent = is_idempotent(request.uri().path());
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        self.auth.stamp(&mut parts.headers);
         // Unary request bodies are small; keeping them makes a retry possible.
         let bytes: Bytes = body.collect().await?.to_bytes();
         self.budget.deposit();
