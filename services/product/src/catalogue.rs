@@ -1,5 +1,6 @@
 //! The catalogue's rules: what may be added and changed, how lists and searches page, how
-//! stock moves, and that every change reaches the cache.
+//! stock moves, what an unlisted product is hidden from, and that every change reaches the
+//! cache.
 
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ async fn to_completion<T: Send + 'static>(
 ) -> AppResult<T> {
     tokio::spawn(work).await.map_err(AppError::system)?
 }
+fn not_found() -> AppError {
+    AppError::of(ErrorCode::ProductNotFound)
+}
+
 /// Most products one batched read may ask for (a cart's worth, with room).
 const BATCH_MAX: usize = 200;
 
@@ -86,22 +91,42 @@ impl Catalogue {
         }
     }
 
-    /// Served from the cache when it can be.
+    /// Takes a product off sale (`listed` false) or puts it back. The caches drop it before
+    /// this answers, like any change.
+    pub async fn set_listed(&self, id: i64, listed: bool) -> AppResult<()> {
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let found = to_completion(async move {
+            let found = store.set_listed(id, listed).await?;
+            cache.invalidate(&[id]).await;
+            Ok(found)
+        })
+        .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(AppError::of(ErrorCode::ProductNotFound))
+        }
+    }
+
+    /// A listed product, served from the cache when it can be; an unlisted one is as missing
+    /// as an unknown one (3000).
     pub async fn get(&self, id: i64) -> AppResult<ProductRecord> {
-        let version = match self.cache.lookup(id).await {
-            Lookup::Hit(product) => return Ok(*product),
-            Lookup::Miss { version } => version,
+        let product = match self.cache.lookup(id).await {
+            Lookup::Hit(product) => *product,
+            Lookup::Miss { version } => {
+                let product = self.store.get(id).await?.ok_or_else(not_found)?;
+                self.cache.store(&product, &version).await;
+                product
+            }
         };
-        let product = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| AppError::of(ErrorCode::ProductNotFound))?;
-        self.cache.store(&product, &version).await;
+        if !product.listed {
+            return Err(not_found());
+        }
         Ok(product)
     }
 
-    /// Always from the database: callers (cart, order) need current prices and stock.
+    /// Always from the database: the cart needs current prices and stock. Unlisted products
+    /// are left out, as unknown ones are.
     pub async fn batch_get(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
         if ids.len() > BATCH_MAX {
             return Err(AppError::invalid("at most 200 products per batch"));
@@ -109,11 +134,13 @@ impl Catalogue {
         self.store.batch_get(ids).await
     }
 
+    /// Listed products; `include_unlisted` (for admins: the caller checks) adds the others.
     pub async fn list(
         &self,
         category: &str,
         sort: SortKey,
         ascending: bool,
+        include_unlisted: bool,
         page: i32,
         page_size: i32,
     ) -> AppResult<Page<ProductRecord>> {
@@ -121,14 +148,16 @@ impl Catalogue {
         let category = Some(category.trim()).filter(|category| !category.is_empty());
         let (total, items) = self
             .store
-            .list(category, sort, ascending, limit, offset)
+            .list(category, sort, ascending, include_unlisted, limit, offset)
             .await?;
         Ok(Page { total, items })
     }
 
+    /// Listed products matching `keyword`; `include_unlisted` (for admins) adds the others.
     pub async fn search(
         &self,
         keyword: &str,
+        include_unlisted: bool,
         page: i32,
         page_size: i32,
     ) -> AppResult<Page<ProductRecord>> {
@@ -136,7 +165,7 @@ impl Catalogue {
         let (limit, offset) = rules::page(page, page_size, DEFAULT_PAGE_SIZE)?;
         let (total, items) = self
             .store
-            .search(&words, keyword.trim(), limit, offset)
+            .search(&words, keyword.trim(), include_unlisted, limit, offset)
             .await?;
         Ok(Page { total, items })
     }
@@ -257,8 +286,13 @@ impl Catalogue {
         page_size: i32,
     ) -> AppResult<Page<ReviewRecord>> {
         let (limit, offset) = rules::page(page, page_size, DEFAULT_PAGE_SIZE)?;
-        if self.store.get(product_id).await?.is_none() {
-            return Err(AppError::of(ErrorCode::ProductNotFound));
+        if !self
+            .store
+            .get(product_id)
+            .await?
+            .is_some_and(|product| product.listed)
+        {
+            return Err(not_found());
         }
         let (total, items) = self.store.list_reviews(product_id, limit, offset).await?;
         Ok(Page { total, items })

@@ -45,6 +45,7 @@ fn product_message(record: ProductRecord) -> pb::Product {
         updated_at: record.updated_at.timestamp(),
         rating_average,
         rating_count: record.rating_count,
+        listed: record.listed,
     }
 }
 
@@ -84,6 +85,7 @@ impl ProductService for ProductApi {
                 &request.category,
                 sort,
                 request.ascending,
+                request.include_unlisted,
                 request.page,
                 request.page_size,
             )
@@ -116,7 +118,12 @@ impl ProductService for ProductApi {
         let request = request.into_inner();
         let page = self
             .catalogue
-            .search(&request.keyword, request.page, request.page_size)
+            .search(
+                &request.keyword,
+                request.include_unlisted,
+                request.page,
+                request.page_size,
+            )
             .await?;
         Ok(Response::new(page_message(page)))
     }
@@ -182,6 +189,17 @@ impl ProductService for ProductApi {
             .change_stock(request.product_id, change)
             .await?;
         Ok(Response::new(pb::ChangeStockReply { stock }))
+    }
+
+    async fn set_product_listed(
+        &self,
+        request: Request<pb::SetProductListedRequest>,
+    ) -> Result<Response<pb::SetProductListedReply>, Status> {
+        let request = request.into_inner();
+        self.catalogue
+            .set_listed(request.product_id, request.listed)
+            .await?;
+        Ok(Response::new(pb::SetProductListedReply {}))
     }
 
     async fn reserve_stock(

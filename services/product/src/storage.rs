@@ -25,10 +25,18 @@ pub struct ProductRecord {
     pub rating_count: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// False once an admin took it off sale. Entries cached before unlisting existed are of
+    /// listed products.
+    #[serde(default = "listed_by_default")]
+    pub listed: bool,
+}
+
+fn listed_by_default() -> bool {
+    true
 }
 
 const PRODUCT_COLUMNS: &str = "id, name, description, price_cents, stock, category, images, \
-     attributes::text AS attributes, sales, rating_sum, rating_count, created_at, updated_at";
+     attributes::text AS attributes, sales, rating_sum, rating_count, created_at, updated_at, listed";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ReviewRecord {
@@ -165,6 +173,7 @@ impl CatalogueStore {
         Ok(updated.rows_affected() == 1)
     }
 
+    /// The product, listed or not.
     pub async fn get(&self, id: i64) -> Result<Option<ProductRecord>, AppError> {
         Ok(sqlx::query_as(&format!(
             "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
@@ -174,20 +183,34 @@ impl CatalogueStore {
         .await?)
     }
 
+    /// The listed products among `ids`.
     pub async fn batch_get(&self, ids: &[i64]) -> Result<Vec<ProductRecord>, AppError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1) ORDER BY id"
+            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1) AND listed ORDER BY id"
         ))
         .bind(ids)
         .fetch_all(&self.pool)
         .await?)
     }
 
+    /// Takes a product off sale or puts it back; answers false when there is no such product.
+    pub async fn set_listed(&self, id: i64, listed: bool) -> Result<bool, AppError> {
+        let updated =
+            sqlx::query("UPDATE products SET listed = $2, updated_at = now() WHERE id = $1")
+                .bind(id)
+                .bind(listed)
+                .execute(&self.pool)
+                .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Listed products (and unlisted ones too with `include_unlisted`).
     pub async fn list(
         &self,
         category: Option<&str>,
         sort: SortKey,
         ascending: bool,
+        include_unlisted: bool,
         limit: i64,
         offset: i64,
     ) -> Result<(i64, Vec<ProductRecord>), AppError> {
@@ -198,35 +221,40 @@ impl CatalogueStore {
             SortKey::Sales => format!("sales {direction}, id {direction}"),
         };
         let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM products WHERE ($1::text IS NULL OR category = $1)",
+            "SELECT count(*) FROM products WHERE ($1::text IS NULL OR category = $1) AND (listed OR $2)",
         )
         .bind(category)
+        .bind(include_unlisted)
         .fetch_one(&self.pool)
         .await?;
         let rows = sqlx::query_as(&format!(
             "SELECT {PRODUCT_COLUMNS} FROM products WHERE ($1::text IS NULL OR category = $1) \
-             ORDER BY {order} LIMIT $2 OFFSET $3"
+             AND (listed OR $4) ORDER BY {order} LIMIT $2 OFFSET $3"
         ))
         .bind(category)
         .bind(limit)
         .bind(offset)
+        .bind(include_unlisted)
         .fetch_all(&self.pool)
         .await?;
         Ok((total, rows))
     }
 
-    /// Products whose name, description or category hold every word, case-insensitively.
-    /// Ranked: more words in the name first, then how alike name and keyword are, then sales.
+    /// Products whose name, description or category hold every word, case-insensitively:
+    /// listed ones (and unlisted ones too with `include_unlisted`). Ranked: more words in the
+    /// name first, then how alike name and keyword are, then sales.
     pub async fn search(
         &self,
         words: &[String],
         keyword: &str,
+        include_unlisted: bool,
         limit: i64,
         offset: i64,
     ) -> Result<(i64, Vec<ProductRecord>), AppError> {
         let patterns: Vec<String> = words.iter().map(|word| like_pattern(word)).collect();
         let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
-            builder.push(" WHERE TRUE");
+            builder.push(" WHERE (listed OR ");
+            builder.push_bind(include_unlisted).push(")");
             for pattern in &patterns {
                 builder
                     .push(" AND (name || ' ' || description || ' ' || category) ILIKE ")
@@ -335,10 +363,11 @@ impl CatalogueStore {
         }
         let mut held = Vec::with_capacity(lines.len());
         for (product_id, quantity) in &lines {
-            // The conditional update is the guard: it only takes what is there. The price read
-            // here is the one the order charges.
+            // The conditional update is the guard: it only takes what is there, of a product on
+            // sale. The price read here is the one the order charges.
             let taken: Option<(String, i64, String)> = sqlx::query_as(
-                "UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2 \
+                "UPDATE products SET stock = stock - $2, updated_at = now() \
+                 WHERE id = $1 AND listed AND stock >= $2 \
                  RETURNING name, price_cents, COALESCE(images[1], '')",
             )
             .bind(product_id)
@@ -346,22 +375,25 @@ impl CatalogueStore {
             .fetch_optional(&mut *transaction)
             .await?;
             let Some((name, price_cents, image)) = taken else {
-                let exists: bool =
-                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
+                let listed: Option<bool> =
+                    sqlx::query_scalar("SELECT listed FROM products WHERE id = $1")
                         .bind(product_id)
-                        .fetch_one(&mut *transaction)
+                        .fetch_optional(&mut *transaction)
                         .await?;
                 // Dropping the transaction rolls back every line reserved so far.
-                return Err(if exists {
-                    AppError::new(
+                return Err(match listed {
+                    Some(true) => AppError::new(
                         ErrorCode::OutOfStock,
                         format!("product {product_id} is out of stock"),
-                    )
-                } else {
-                    AppError::new(
+                    ),
+                    Some(false) => AppError::new(
+                        ErrorCode::ProductNotFound,
+                        format!("product {product_id} is no longer sold"),
+                    ),
+                    None => AppError::new(
                         ErrorCode::ProductNotFound,
                         format!("product {product_id} not found"),
-                    )
+                    ),
                 });
             };
             sqlx::query(
@@ -503,8 +535,9 @@ impl CatalogueStore {
         Ok(touched)
     }
 
-    /// Adds or replaces the user's review and refreshes the product's rating, in one
-    /// transaction that holds the product row, so concurrent reviews never lose a count.
+    /// Adds or replaces the user's review of a listed product and refreshes the product's
+    /// rating, in one transaction that holds the product row, so concurrent reviews never lose
+    /// a count.
     pub async fn upsert_review(
         &self,
         product_id: i64,
@@ -514,7 +547,7 @@ impl CatalogueStore {
     ) -> Result<i64, AppError> {
         let mut transaction = self.pool.begin().await?;
         let exists: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM products WHERE id = $1 FOR UPDATE")
+            sqlx::query_scalar("SELECT id FROM products WHERE id = $1 AND listed FOR UPDATE")
                 .bind(product_id)
                 .fetch_optional(&mut *transaction)
                 .await?;

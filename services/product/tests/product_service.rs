@@ -258,6 +258,7 @@ async fn lists_page_sort_and_filter() {
             category: category.into(),
             sort_by: sort_by as i32,
             ascending,
+            include_unlisted: false,
         };
         async move { client.list_products(request).await }
     };
@@ -339,6 +340,7 @@ async fn search_ranks_name_matches_first_and_treats_sql_as_text() {
             keyword: "TEA".into(),
             page: 1,
             page_size: 10,
+            include_unlisted: false,
         })
         .await
         .unwrap()
@@ -353,6 +355,7 @@ async fn search_ranks_name_matches_first_and_treats_sql_as_text() {
             keyword: "green water".into(),
             page: 1,
             page_size: 10,
+            include_unlisted: false,
         })
         .await
         .unwrap()
@@ -368,6 +371,7 @@ async fn search_ranks_name_matches_first_and_treats_sql_as_text() {
                 keyword: hostile.into(),
                 page: 1,
                 page_size: 10,
+                include_unlisted: false,
             })
             .await
             .unwrap()
@@ -389,6 +393,7 @@ async fn search_ranks_name_matches_first_and_treats_sql_as_text() {
             keyword: "   ".into(),
             page: 1,
             page_size: 10,
+            include_unlisted: false,
         })
         .await
         .unwrap_err();
@@ -950,6 +955,7 @@ async fn a_read_that_raced_a_change_is_not_cached() {
         rating_count: 0,
         created_at: Default::default(),
         updated_at: Default::default(),
+        listed: true,
     };
     // A reader misses and reads the old row; meanwhile a writer commits and invalidates.
     let Lookup::Miss { version } = products.lookup(1).await else {
@@ -985,4 +991,233 @@ fn uuid_like() -> String {
         .unwrap()
         .as_nanos();
     format!("{nanos:x}-{}", std::process::id())
+}
+
+// ---------------------------------------------------------------- unlisting
+
+impl Service {
+    async fn set_listed(&self, product_id: i64, listed: bool) -> Result<(), ErrorCode> {
+        self.client
+            .clone()
+            .set_product_listed(pb::SetProductListedRequest { product_id, listed })
+            .await
+            .map(|_| ())
+            .map_err(code_of)
+    }
+
+    /// The names a list shows, newest first.
+    async fn listed_names(&self, include_unlisted: bool) -> Vec<String> {
+        let page = self
+            .client
+            .clone()
+            .list_products(pb::ListProductsRequest {
+                page: 1,
+                page_size: 50,
+                include_unlisted,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.total as usize, page.products.len());
+        page.products
+            .into_iter()
+            .map(|product| product.name)
+            .collect()
+    }
+
+    async fn found_names(&self, keyword: &str, include_unlisted: bool) -> Vec<String> {
+        let page = self
+            .client
+            .clone()
+            .search_products(pb::SearchProductsRequest {
+                keyword: keyword.into(),
+                page: 1,
+                page_size: 50,
+                include_unlisted,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.total as usize, page.products.len());
+        page.products
+            .into_iter()
+            .map(|product| product.name)
+            .collect()
+    }
+
+    /// Stock and sales as stored, whatever the product's listing.
+    async fn stored_stock(&self, id: i64) -> (i64, i64) {
+        let pool = sqlx::PgPool::connect(&self.database.url).await.unwrap();
+        let stored = sqlx::query_as("SELECT stock, sales FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        stored
+    }
+}
+
+#[tokio::test]
+async fn an_unlisted_product_leaves_lists_searches_and_detail_until_relisted() {
+    let service = Service::start().await;
+    let green = service.add("Green tea", 100, 5, "tea").await;
+    let black = service.add("Black tea", 100, 5, "tea").await;
+    assert!(service.product(green).await.listed);
+    service
+        .client
+        .clone()
+        .add_review(pb::AddReviewRequest {
+            product_id: green,
+            user_id: 1,
+            rating: 5,
+            comment: "fresh".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(service.product(green).await.rating_count, 1); // now cached
+
+    service.set_listed(green, false).await.unwrap();
+    let detail = service
+        .client
+        .clone()
+        .get_product(pb::GetProductRequest { id: green })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(detail),
+        ErrorCode::ProductNotFound,
+        "not the cached copy"
+    );
+    assert_eq!(service.listed_names(false).await, ["Black tea"]);
+    assert_eq!(service.found_names("tea", false).await, ["Black tea"]);
+    let batch = service
+        .client
+        .clone()
+        .batch_get_products(pb::BatchGetProductsRequest {
+            ids: vec![green, black],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.products.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [black],
+        "a cart leaves it out"
+    );
+    let reviews = service
+        .client
+        .clone()
+        .list_reviews(pb::ListReviewsRequest {
+            product_id: green,
+            page: 1,
+            page_size: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(reviews), ErrorCode::ProductNotFound);
+    let review = service
+        .client
+        .clone()
+        .add_review(pb::AddReviewRequest {
+            product_id: green,
+            user_id: 2,
+            rating: 1,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(review), ErrorCode::ProductNotFound);
+
+    // Admins still see it, marked, and can still change it.
+    let mut everything = service.listed_names(true).await;
+    everything.sort();
+    assert_eq!(everything, ["Black tea", "Green tea"]);
+    assert_eq!(service.found_names("green", true).await, ["Green tea"]);
+    let admin_view = service
+        .client
+        .clone()
+        .list_products(pb::ListProductsRequest {
+            include_unlisted: true,
+            category: "tea".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let unlisted = admin_view.products.iter().find(|p| p.id == green).unwrap();
+    assert!(!unlisted.listed);
+    service
+        .client
+        .clone()
+        .update_product(pb::UpdateProductRequest {
+            id: green,
+            price_cents: Some(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Unlisting twice is fine; an unknown product is a 3000.
+    service.set_listed(green, false).await.unwrap();
+    assert_eq!(
+        service.set_listed(424_242, false).await,
+        Err(ErrorCode::ProductNotFound)
+    );
+
+    service.set_listed(green, true).await.unwrap();
+    let back = service.product(green).await;
+    assert!(back.listed);
+    assert_eq!((back.price_cents, back.rating_count), (120, 1));
+    assert_eq!(service.listed_names(false).await.len(), 2);
+    assert_eq!(service.found_names("green", false).await, ["Green tea"]);
+}
+
+/// An unlisted product takes no new reservation, alone or in a basket (nothing of the basket
+/// is taken), while orders that reserved it before settle as usual.
+#[tokio::test]
+async fn an_unlisted_product_cannot_be_reserved_but_earlier_reservations_settle() {
+    let service = Service::start().await;
+    let kettle = service.add("Kettle", 2500, 10, "home").await;
+    let mug = service.add("Mug", 900, 10, "home").await;
+    service.reserve(1, &[(kettle, 2)]).await.unwrap();
+    service.reserve(2, &[(kettle, 3)]).await.unwrap();
+    service.set_listed(kettle, false).await.unwrap();
+
+    assert_eq!(
+        service.reserve(3, &[(kettle, 1)]).await,
+        Err(ErrorCode::ProductNotFound)
+    );
+    assert_eq!(
+        service.reserve(4, &[(mug, 1), (kettle, 1)]).await,
+        Err(ErrorCode::ProductNotFound)
+    );
+    assert_eq!(
+        service.product(mug).await.stock,
+        10,
+        "the basket took nothing"
+    );
+    assert_eq!(service.stored_stock(kettle).await, (5, 0));
+
+    // A retry of a reservation made before unlisting answers what it holds.
+    assert_eq!(service.reserve(1, &[(kettle, 2)]).await, Ok(()));
+    let mut client = service.client.clone();
+    client
+        .commit_reservation(pb::CommitReservationRequest { order_id: 1 })
+        .await
+        .unwrap();
+    client
+        .record_sales(pb::RecordSalesRequest { order_id: 1 })
+        .await
+        .unwrap();
+    client
+        .release_stock(pb::ReleaseStockRequest { order_id: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        service.stored_stock(kettle).await,
+        (8, 2),
+        "sold two, three came back"
+    );
 }

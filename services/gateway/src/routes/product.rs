@@ -143,6 +143,7 @@ pub async fn list(
             category: query.category.unwrap_or_default(),
             sort_by: sort_by as i32,
             ascending,
+            include_unlisted: false,
         })
         .await?
         .into_inner();
@@ -214,6 +215,7 @@ pub async fn search(
             keyword: query.keyword,
             page,
             page_size,
+            include_unlisted: false,
         })
         .await?
         .into_inner();
