@@ -16,7 +16,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -144,6 +144,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         .owns(scope.api::<Secret>(&client), children.clone())
         .owns(scope.api::<PodDisruptionBudget>(&client), children.clone())
         .owns(scope.api::<Ingress>(&client), children.clone())
+        .owns(scope.api::<NetworkPolicy>(&client), children.clone())
         .owns(scope.api::<HorizontalPodAutoscaler>(&client), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -363,6 +364,7 @@ async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child>
             Child::PodDisruptionBudget(apply_one(client, namespace, o).await?)
         }
         Child::Ingress(o) => Child::Ingress(apply_one(client, namespace, o).await?),
+        Child::NetworkPolicy(o) => Child::NetworkPolicy(apply_one(client, namespace, o).await?),
         Child::HorizontalPodAutoscaler(o) => {
             Child::HorizontalPodAutoscaler(apply_one(client, namespace, o).await?)
         }
@@ -396,6 +398,7 @@ async fn prune(client: &Client, store: &StoreRef<'_>, desired: &[&Child]) -> Res
     prune_kind::<StatefulSet>(client, namespace, &selector, uid, &wanted).await?;
     prune_kind::<Service>(client, namespace, &selector, uid, &wanted).await?;
     prune_kind::<HorizontalPodAutoscaler>(client, namespace, &selector, uid, &wanted).await?;
+    prune_kind::<NetworkPolicy>(client, namespace, &selector, uid, &wanted).await?;
     Ok(())
 }
 

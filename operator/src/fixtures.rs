@@ -185,6 +185,10 @@ pub fn ingresses() -> String {
     format!("/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/ingresses")
 }
 
+pub fn network_policy(name: &str) -> String {
+    format!("/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies/{name}")
+}
+
 pub fn events() -> String {
     format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events")
 }
@@ -193,7 +197,7 @@ pub fn store_status() -> String {
     format!("/apis/letsgo.dev/v1alpha1/namespaces/{NAMESPACE}/stores/shop/status")
 }
 
-/// The four lists of children that come and go with the spec, answered empty.
+/// The lists of children that come and go with the spec, answered empty.
 pub fn prune_lists() -> Vec<Step> {
     vec![
         Step::new(
@@ -215,6 +219,11 @@ pub fn prune_lists() -> Vec<Step> {
         Step::new(
             Method::GET,
             format!("/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers"),
+            Answer::EmptyList,
+        ),
+        Step::new(
+            Method::GET,
+            format!("/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies"),
             Answer::EmptyList,
         ),
     ]

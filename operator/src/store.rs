@@ -15,7 +15,7 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
 /// One shop: the gateway, the five services and the middleware they need.
 // Clippy reads each `printcolumn(type_ = "string", ...)` as a repeated attribute.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "letsgo.dev",
     version = "v1alpha1",
@@ -77,6 +77,28 @@ pub struct StoreSpec {
     /// the Store applied again opens the same data; `Delete` removes them with the Store.
     #[serde(default)]
     pub data_retention: DataRetention,
+    /// NetworkPolicies: only the gateway takes traffic from outside the Store, each service
+    /// only from its callers, each managed middleware only from the services that use it.
+    /// They need a NetworkPolicy controller to take effect (the internal token guards the
+    /// services either way).
+    #[serde(default = "enabled")]
+    pub network_policies: bool,
+}
+
+/// What a spec of `{}` means.
+impl Default for StoreSpec {
+    fn default() -> Self {
+        StoreSpec {
+            image: ImageSpec::default(),
+            services: Services::default(),
+            middleware: Middleware::default(),
+            discovery: DiscoveryMode::default(),
+            gateway: GatewayExposure::default(),
+            shop: ShopSettings::default(),
+            data_retention: DataRetention::default(),
+            network_policies: enabled(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -473,6 +495,10 @@ impl Default for ShopSettings {
             mock_payments_autocomplete: false,
         }
     }
+}
+
+fn enabled() -> bool {
+    true
 }
 
 fn default_admin_username() -> String {

@@ -262,6 +262,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
     let store = wait_ready(&kube, ns, &operator);
     assert_eq!(at(&store, "status/readyComponents"), "9/9", "{store}");
     assert_eq!(at(&store, "status/version"), "0.1.0", "{store}");
+    policies_select_exactly_their_pods(&kube, ns);
     assert_eq!(
         at(&store, "status/observedGeneration"),
         at(&store, "metadata/generation")
@@ -1524,6 +1525,97 @@ fn wait_phase(kube: &Kube, ns: &str, phase: &str, operator: &Operator) -> Value 
             )
         },
     )
+}
+
+/// Every NetworkPolicy of the Store selects exactly its component's Pods and lets in, on its
+/// serving port, exactly the Pods of the components that call it (anyone for the gateway).
+fn policies_select_exactly_their_pods(kube: &Kube, ns: &str) {
+    let expected: [(&str, Option<&[&str]>); 9] = [
+        ("user", Some(&["gateway"])),
+        ("product", Some(&["cart", "gateway", "order"])),
+        ("cart", Some(&["gateway", "order"])),
+        ("order", Some(&["gateway", "payment"])),
+        ("payment", Some(&["gateway"])),
+        ("gateway", None),
+        ("postgres", Some(&["order", "payment", "product", "user"])),
+        ("redis", Some(&["cart", "gateway", "product"])),
+        ("kafka", Some(&["order", "payment", "user"])),
+    ];
+    let all = kube.json(&[
+        "get",
+        "networkpolicies",
+        "-n",
+        ns,
+        "-l",
+        "letsgo.dev/store=shop",
+    ]);
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        expected.len(),
+        "{all}"
+    );
+    let components_of = |selector: &Value| -> Vec<String> {
+        let mut terms: Vec<String> = selector["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| format!("{key}={}", value.as_str().unwrap()))
+            .collect();
+        for expression in selector["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(expression["operator"], "In");
+            let values: Vec<&str> = expression["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            terms.push(format!(
+                "{} in ({})",
+                expression["key"].as_str().unwrap(),
+                values.join(",")
+            ));
+        }
+        let pods = kube.json(&["get", "pods", "-n", ns, "-l", &terms.join(",")]);
+        let mut components: Vec<String> = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pod| {
+                pod["metadata"]["labels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        components.sort();
+        components.dedup();
+        components
+    };
+    for (component, callers) in expected {
+        let policy = kube.json(&[
+            "get",
+            "networkpolicy",
+            &format!("shop-{component}"),
+            "-n",
+            ns,
+        ]);
+        assert_eq!(
+            components_of(&policy["spec"]["podSelector"]),
+            [component],
+            "{policy}"
+        );
+        let from = &policy["spec"]["ingress"][0]["from"];
+        match callers {
+            None => assert!(from.is_null(), "{policy}"),
+            Some(callers) => {
+                assert_eq!(components_of(&from[0]["podSelector"]), callers, "{policy}");
+            }
+        }
+    }
 }
 
 fn wait_ready(kube: &Kube, ns: &str, operator: &Operator) -> Value {

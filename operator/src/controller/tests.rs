@@ -101,8 +101,19 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
     }
     steps.push(Step::apply(core("configmaps", "shop-config")));
     steps.push(Step::apply(core("secrets", "shop-secrets")));
-    if !matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything) {
+    let external = matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything);
+    if !external {
         steps.push(Step::apply(core("configmaps", "shop-postgres-init")));
+    }
+    // A NetworkPolicy per component: the services and gateway, then the managed middleware.
+    let guarded = SERVICES
+        .into_iter()
+        .chain(["gateway"])
+        .chain(MIDDLEWARE.into_iter().filter(|_| !external));
+    for name in guarded {
+        steps.push(Step::apply(network_policy(&format!("shop-{name}"))));
+    }
+    if !external {
         for name in MIDDLEWARE {
             steps.push(Step::apply(core("services", &format!("shop-{name}"))));
             let ready =
@@ -403,7 +414,8 @@ async fn a_second_pass_with_nothing_changed_changes_nothing() {
     // (no new resourceVersion, no rollout). It deletes nothing, creates nothing, publishes no
     // Event, and writes the same status (conditions keep their transition times).
     let applied = child_applies(&second);
-    assert_eq!(applied.len(), 3 + 3 + 3 + 6 * 2, "every child, once");
+    // Settings 3, policies 9, middleware 3 x 2, services 6 x 2.
+    assert_eq!(applied.len(), 3 + 9 + 3 * 2 + 6 * 2, "every child, once");
     assert_eq!(applied, child_applies(&first));
     assert!(
         second

@@ -58,7 +58,7 @@ impl MiddlewareKind {
         }
     }
 
-    fn port(self) -> i32 {
+    pub(super) fn port(self) -> i32 {
         match self {
             MiddlewareKind::Postgres => 5432,
             MiddlewareKind::Redis => 6379,

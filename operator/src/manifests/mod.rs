@@ -6,6 +6,7 @@
 
 pub mod external;
 mod middleware;
+pub mod network;
 mod services;
 mod settings;
 
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -117,6 +118,7 @@ pub enum Child {
     PodDisruptionBudget(PodDisruptionBudget),
     Ingress(Ingress),
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
+    NetworkPolicy(NetworkPolicy),
 }
 
 impl Child {
@@ -130,6 +132,7 @@ impl Child {
             Child::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Child::Ingress(_) => "Ingress",
             Child::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+            Child::NetworkPolicy(_) => "NetworkPolicy",
         }
     }
 
@@ -143,6 +146,7 @@ impl Child {
             Child::PodDisruptionBudget(o) => &o.metadata,
             Child::Ingress(o) => &o.metadata,
             Child::HorizontalPodAutoscaler(o) => &o.metadata,
+            Child::NetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -165,6 +169,7 @@ impl Child {
             Child::PodDisruptionBudget(o) => o.name_any(),
             Child::Ingress(o) => o.name_any(),
             Child::HorizontalPodAutoscaler(o) => o.name_any(),
+            Child::NetworkPolicy(o) => o.name_any(),
         }
     }
 }
@@ -179,7 +184,8 @@ pub fn reads_secret(store: &Store, name: &str) -> bool {
 /// Everything a Store should have, in the order it is applied.
 #[derive(Clone, Debug)]
 pub struct DesiredState {
-    /// The settings ConfigMap and the generated Secret: applied first, everything reads them.
+    /// The settings ConfigMap, the generated Secret and the network policies: applied first,
+    /// everything reads or passes them.
     pub settings: Vec<Child>,
     /// The managed middleware, each with what it needs.
     pub middleware: Vec<Child>,
@@ -226,6 +232,7 @@ pub fn desired_state(
     if managed_middleware.contains(&MiddlewareKind::Postgres) {
         settings.push(Child::ConfigMap(middleware::postgres_init(store)));
     }
+    settings.extend(network::policies(store, &managed_middleware));
 
     let mut services = Vec::new();
     for kind in ServiceKind::ALL {

@@ -92,7 +92,7 @@ impl ServiceKind {
         }
     }
 
-    fn uses_database(self) -> bool {
+    pub(super) fn uses_database(self) -> bool {
         matches!(
             self,
             ServiceKind::User | ServiceKind::Product | ServiceKind::Order | ServiceKind::Payment
@@ -101,14 +101,14 @@ impl ServiceKind {
 
     /// The gateway listens there for the product service's change announcements (its product
     /// detail cache).
-    fn uses_redis(self) -> bool {
+    pub(super) fn uses_redis(self) -> bool {
         matches!(
             self,
             ServiceKind::Product | ServiceKind::Cart | ServiceKind::Gateway
         )
     }
 
-    fn uses_kafka(self) -> bool {
+    pub(super) fn uses_kafka(self) -> bool {
         matches!(
             self,
             ServiceKind::User | ServiceKind::Order | ServiceKind::Payment

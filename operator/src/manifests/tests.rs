@@ -232,6 +232,89 @@ fn trusted_proxies_reach_the_gateway_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn a_spec_of_nothing_is_the_default_spec() {
+    let empty: StoreSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+    assert_eq!(empty, StoreSpec::default());
+    assert!(empty.network_policies);
+}
+
+/// (component, who may reach its serving port) for a default Store.
+fn policy_table(state: &DesiredState) -> Vec<(String, Option<Vec<String>>, i32)> {
+    state
+        .all()
+        .filter_map(|child| match child {
+            Child::NetworkPolicy(policy) => Some(policy.clone()),
+            _ => None,
+        })
+        .map(|policy| {
+            let spec = policy.spec.unwrap();
+            let selected =
+                spec.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/component"]
+                    .clone();
+            let first = &spec.ingress.unwrap()[0];
+            let from = first.from.as_ref().map(|peers| {
+                let selector = peers[0].pod_selector.clone().unwrap();
+                assert_eq!(
+                    selector.match_labels.unwrap()["letsgo.dev/store"],
+                    "shop",
+                    "only the Store's own Pods"
+                );
+                selector.match_expressions.unwrap()[0]
+                    .values
+                    .clone()
+                    .unwrap()
+            });
+            let port = match first.ports.as_ref().unwrap()[0].port {
+                Some(IntOrString::Int(port)) => port,
+                ref other => panic!("{other:?}"),
+            };
+            (selected, from, port)
+        })
+        .collect()
+}
+
+#[test]
+fn network_policies_let_each_component_be_reached_only_by_its_callers() {
+    let names = |list: &[&str]| Some(list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    let table = policy_table(&build(StoreSpec::default()));
+    assert_eq!(
+        table,
+        vec![
+            ("user".to_owned(), names(&["gateway"]), 9001),
+            (
+                "product".to_owned(),
+                names(&["gateway", "cart", "order"]),
+                9002
+            ),
+            ("cart".to_owned(), names(&["gateway", "order"]), 9003),
+            ("order".to_owned(), names(&["gateway", "payment"]), 9004),
+            ("payment".to_owned(), names(&["gateway"]), 9005),
+            ("gateway".to_owned(), None, 8888),
+            (
+                "postgres".to_owned(),
+                names(&["user", "product", "order", "payment"]),
+                5432
+            ),
+            (
+                "redis".to_owned(),
+                names(&["product", "cart", "gateway"]),
+                6379
+            ),
+            (
+                "kafka".to_owned(),
+                names(&["user", "order", "payment"]),
+                9092
+            ),
+        ]
+    );
+    let off = build(StoreSpec {
+        network_policies: false,
+        ..StoreSpec::default()
+    });
+    assert!(policy_table(&off).is_empty());
+}
+
+#[test]
 fn secrets_reach_only_the_services_that_use_them() {
     let state = build(StoreSpec::default());
     let has = |name: &str, var: &str| env(container(deployment(&state, name)), var).is_some();
