@@ -30,7 +30,7 @@ use tower_http::trace::TraceLayer;
 use crate::client_address::{self, TrustedProxies};
 use crate::product_cache::ProductDetailCache;
 use crate::rate_limit::{self, ClientRateLimit};
-use crate::routes::{cart, order, payment, product, system, user};
+use crate::routes::{admin, cart, order, payment, product, system, user};
 use crate::sign_in_throttle::SignInThrottle;
 use crate::{auth, openapi};
 
@@ -141,6 +141,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/product/add", post(product::add))
         .route("/api/v1/product/update", put(product::update))
         .route("/api/v1/product/stock", put(product::change_stock))
+        .route("/api/v1/product/unlist", put(product::unlist))
         .route("/api/v1/product/review", post(product::review))
         .route("/api/v1/product/reviews/{id}", get(product::reviews))
         // The original's path has the trailing slash; the bare one is a courtesy.
@@ -154,6 +155,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/order/list", get(order::list))
         .route("/api/v1/order/detail/{id}", get(order::detail))
         .route("/api/v1/order/cancel/{id}", put(order::cancel))
+        .route("/api/v1/order/confirm/{id}", put(order::confirm))
+        .route("/api/v1/admin/orders", get(admin::orders))
+        .route("/api/v1/admin/orders/{id}/ship", put(admin::ship))
+        .route("/api/v1/admin/products", get(admin::products))
         .route("/api/v1/payment/create", post(payment::create))
         .route("/api/v1/payment/query/{order_id}", get(payment::query))
         .route(crate::rate_limit::CALLBACK_PATH, post(payment::callback))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{cart, order, payment, product, system, user};
+use crate::routes::{admin, cart, order, payment, product, system, user};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,7 @@ use crate::routes::{cart, order, payment, product, system, user};
         product::add,
         product::update,
         product::change_stock,
+        product::unlist,
         product::review,
         product::reviews,
         cart::get,
@@ -36,6 +37,10 @@ use crate::routes::{cart, order, payment, product, system, user};
         order::list,
         order::detail,
         order::cancel,
+        order::confirm,
+        admin::orders,
+        admin::ship,
+        admin::products,
         payment::create,
         payment::query,
         payment::callback,
@@ -48,6 +53,7 @@ use crate::routes::{cart, order, payment, product, system, user};
         (name = "cart", description = "The signed-in user's cart"),
         (name = "order", description = "The signed-in user's orders"),
         (name = "payment", description = "Paying orders, and the provider's webhook"),
+        (name = "admin", description = "Every order, shipping, and the whole catalogue, for admins"),
     )
 )]
 pub struct ApiDoc;

@@ -768,6 +768,31 @@ async fn the_openapi_document_lists_every_route_with_its_statuses() {
             "put",
             vec!["200", "400", "401", "404", "409", "429", "503"],
         ),
+        (
+            "/api/v1/admin/orders",
+            "get",
+            vec!["200", "400", "401", "403", "429", "503"],
+        ),
+        (
+            "/api/v1/admin/orders/{id}/ship",
+            "put",
+            vec!["200", "400", "401", "403", "404", "409", "429", "503"],
+        ),
+        (
+            "/api/v1/order/confirm/{id}",
+            "put",
+            vec!["200", "400", "401", "404", "409", "429", "503"],
+        ),
+        (
+            "/api/v1/product/unlist",
+            "put",
+            vec!["200", "400", "401", "403", "404", "429", "503"],
+        ),
+        (
+            "/api/v1/admin/products",
+            "get",
+            vec!["200", "400", "401", "403", "429", "503"],
+        ),
     ] {
         let responses = &paths[path][method]["responses"];
         for status in statuses {
@@ -1754,6 +1779,415 @@ async fn a_pending_order_cancels_and_gives_its_stock_back() {
         )
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+}
+
+impl Shop {
+    /// A paid order of one unit of `product_id` at `price`, for the shopper with `token`.
+    async fn paid_order(&self, token: &str, product_id: i64, price: Value) -> i64 {
+        let order_id = self.checkout(token, product_id, price).await;
+        assert!(
+            wait_until_paid(self, token, order_id, Duration::from_secs(30)).await,
+            "order {order_id} turns paid"
+        );
+        order_id
+    }
+
+    async fn ship(&self, token: Option<&str>, order_id: i64, body: Value) -> (StatusCode, Value) {
+        self.send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/admin/orders/{order_id}/ship"),
+            token,
+            body,
+        )
+        .await
+    }
+
+    async fn confirm(&self, token: Option<&str>, order_id: i64) -> (StatusCode, Value) {
+        self.send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/order/confirm/{order_id}"),
+            token,
+            json!({}),
+        )
+        .await
+    }
+
+    async fn order_of(&self, token: &str, order_id: i64) -> Value {
+        let (status, body) = self
+            .get_with_token(&format!("/api/v1/order/detail/{order_id}"), Some(token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["order"].clone()
+    }
+}
+
+#[tokio::test]
+async fn an_admin_ships_a_paid_order_and_its_buyer_confirms_receipt() {
+    let shop = Shop::start().await;
+    let admin = shop.sign_in_admin().await;
+    let kettle = shop
+        .add_product(&admin, "Kettle", json!(30), 5, "home")
+        .await;
+    let (alice_id, alice) = shop.register("alice").await;
+    let (_, bob) = shop.register("bob").await;
+    let order_id = shop.paid_order(&alice, kettle, json!(30)).await;
+    let order = shop.order_of(&alice, order_id).await;
+    assert_eq!(
+        (order["carrier"].as_str(), order["trackingNo"].as_str()),
+        (Some(""), Some(""))
+    );
+
+    let (status, body) = shop
+        .get_with_token(
+            "/api/v1/admin/orders?status=2&page=1&pageSize=10",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["total"], 1);
+    let listed = &body["data"]["orders"][0];
+    assert_eq!(listed["id"], order_id);
+    assert_eq!(listed["userId"], alice_id);
+    assert_eq!(listed["items"][0]["name"], "Kettle");
+    let order_no = listed["orderNo"].as_str().unwrap().to_owned();
+    let (_, body) = shop
+        .get_with_token(
+            &format!("/api/v1/admin/orders?keyword={order_no}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["total"], 1,
+        "found by its order number: {body}"
+    );
+    let (_, body) = shop
+        .get_with_token("/api/v1/admin/orders?status=3", Some(&admin))
+        .await;
+    assert_eq!(body["data"]["total"], 0);
+
+    let shipment = json!({"carrier": "SF Express", "trackingNo": "SF1234567890"});
+    let (status, body) = shop.ship(Some(&admin), order_id, shipment.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["success"], true);
+    let (status, body) = shop.ship(Some(&admin), order_id, shipment.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same shipment again is fine: {body}"
+    );
+    let (status, body) = shop
+        .ship(
+            Some(&admin),
+            order_id,
+            json!({"carrier": "SF Express", "trackingNo": "SF0000000000"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5001);
+
+    let shipped = shop.order_of(&alice, order_id).await;
+    assert_eq!(shipped["status"], 3);
+    assert!(shipped["shippedAt"].as_i64().unwrap() >= shipped["paidAt"].as_i64().unwrap());
+    assert_eq!(shipped["completedAt"], 0);
+    assert_eq!(shipped["carrier"], "SF Express");
+    assert_eq!(shipped["trackingNo"], "SF1234567890");
+
+    let (status, body) = shop.confirm(Some(&bob), order_id).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 5000);
+    let (status, body) = shop.confirm(Some(&alice), order_id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let completed = shop.order_of(&alice, order_id).await;
+    assert_eq!(completed["status"], 4);
+    assert!(completed["completedAt"].as_i64().unwrap() >= shipped["shippedAt"].as_i64().unwrap());
+    assert_eq!(completed["trackingNo"], "SF1234567890");
+    let (status, body) = shop.confirm(Some(&alice), order_id).await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5001);
+
+    let (_, body) = shop
+        .get_with_token("/api/v1/order/list?status=4", Some(&alice))
+        .await;
+    assert_eq!(body["data"]["total"], 1);
+    let (_, body) = shop
+        .get_with_token("/api/v1/admin/orders?status=4", Some(&admin))
+        .await;
+    assert_eq!(body["data"]["orders"][0]["id"], order_id);
+}
+
+#[tokio::test]
+async fn fulfilment_is_for_admins_and_buyers_and_refuses_bad_input() {
+    let shop = Shop::start().await;
+    let admin = shop.sign_in_admin().await;
+    let lamp = shop
+        .add_product(&admin, "Lamp", json!(10), 10, "home")
+        .await;
+    let (_, carol) = shop.register("carol").await;
+    let shipment = json!({"carrier": "SF Express", "trackingNo": "SF1"});
+
+    // Who may call.
+    for token in [None, Some(carol.as_str())] {
+        let (want_status, want_code) = match token {
+            None => (StatusCode::UNAUTHORIZED, 2003),
+            Some(_) => (StatusCode::FORBIDDEN, 2005),
+        };
+        for path in ["/api/v1/admin/orders", "/api/v1/admin/products"] {
+            let (status, body) = shop.get_with_token(path, token).await;
+            assert_error(status, &body, want_status, want_code);
+        }
+        let (status, body) = shop.ship(token, 1, shipment.clone()).await;
+        assert_error(status, &body, want_status, want_code);
+        let (status, body) = shop
+            .send_json(
+                reqwest::Method::PUT,
+                "/api/v1/product/unlist",
+                token,
+                json!({"productId": lamp}),
+            )
+            .await;
+        assert_error(status, &body, want_status, want_code);
+    }
+    let (status, body) = shop.confirm(None, 1).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, 2003);
+
+    // What may be shipped or confirmed.
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&carol),
+            json!({"items": [{"productId": lamp, "quantity": 1}], "address": "3 Garden Lane, Beijing", "phone": "13900139000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pending = body["data"]["orderId"].as_i64().unwrap();
+    let (status, body) = shop.ship(Some(&admin), pending, shipment.clone()).await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5001);
+    let (status, body) = shop.confirm(Some(&carol), pending).await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5001);
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/order/cancel/{pending}"),
+            Some(&carol),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = shop.ship(Some(&admin), pending, shipment.clone()).await;
+    assert_error(status, &body, StatusCode::CONFLICT, 5001);
+    let (status, body) = shop.ship(Some(&admin), 424_242, shipment.clone()).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 5000);
+    let (status, body) = shop.confirm(Some(&carol), 424_242).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 5000);
+
+    // Bad input is 1001, before anything changes.
+    let huge = "9".repeat(100_000);
+    for bad in [
+        json!({}),
+        json!({"carrier": "SF Express"}),
+        json!({"carrier": 5, "trackingNo": "SF1"}),
+        json!({"carrier": "", "trackingNo": "SF1"}),
+        json!({"carrier": "SF Express", "trackingNo": "   "}),
+        json!({"carrier": "SF\u{0}Express", "trackingNo": "SF1"}),
+        json!({"carrier": "SF Express", "trackingNo": "SF1\r\nX-Injected: yes"}),
+        json!({"carrier": "SF Express", "trackingNo": "SF\u{202e}1"}),
+        json!({"carrier": "x".repeat(51), "trackingNo": "SF1"}),
+        json!({"carrier": "SF Express", "trackingNo": huge}),
+    ] {
+        let (status, body) = shop.ship(Some(&admin), pending, bad.clone()).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/admin/orders/abc/ship",
+            Some(&admin),
+            shipment.clone(),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    let (status, body) = shop
+        .send(
+            shop.http
+                .put(format!("{}/api/v1/admin/orders/{pending}/ship", shop.base))
+                .bearer_auth(&admin)
+                .header("Content-Type", "application/json")
+                .body("[\"SF Express\", \"SF1\"]"),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    let (status, body) = shop.confirm(Some(&carol), -1).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 5000);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/order/confirm/abc",
+            Some(&carol),
+            json!({}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    let long_keyword = "x".repeat(101);
+    for query in [
+        "status=9",
+        "status=-1",
+        "page=0",
+        "pageSize=0",
+        "pageSize=abc",
+        &*format!("keyword={long_keyword}"),
+        "keyword=%00",
+    ] {
+        let (status, body) = shop
+            .get_with_token(&format!("/api/v1/admin/orders?{query}"), Some(&admin))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    let (status, body) = shop
+        .get_with_token(
+            "/api/v1/admin/orders?pageSize=1000&keyword=%25",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a large page is clamped, % is plain text: {body}"
+    );
+    assert_eq!(body["data"]["total"], 0);
+    let order = shop.order_of(&carol, pending).await;
+    assert_eq!(
+        (order["status"].as_i64(), order["carrier"].as_str()),
+        (Some(5), Some(""))
+    );
+}
+
+#[tokio::test]
+async fn an_unlisted_product_leaves_the_shop_and_carts_until_relisted() {
+    let shop = Shop::start().await;
+    let admin = shop.sign_in_admin().await;
+    let teapot = shop
+        .add_product(&admin, "Iron Teapot", json!(88.5), 5, "home")
+        .await;
+    let cup = shop.add_product(&admin, "Cup", json!(5), 5, "home").await;
+    let (_, dave) = shop.register("dave").await;
+    for product_id in [teapot, cup] {
+        let (status, _) = shop
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/cart/add",
+                Some(&dave),
+                json!({"productId": product_id, "quantity": 1}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{teapot}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK); // now in the gateway's cache
+    assert_eq!(body["data"]["product"]["listed"], true);
+
+    let unlist = |body: Value| {
+        shop.send_json(
+            reqwest::Method::PUT,
+            "/api/v1/product/unlist",
+            Some(&admin),
+            body,
+        )
+    };
+    let (status, body) = unlist(json!({"productId": teapot})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = unlist(json!({"productId": teapot, "listed": false})).await;
+    assert_eq!(status, StatusCode::OK, "twice is fine: {body}");
+
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{teapot}"), None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+    let names = |body: &Value| -> Vec<String> {
+        body["data"]["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|product| product["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, body) = shop.get_with_token("/api/v1/product/list", None).await;
+    assert_eq!(names(&body), ["Cup"]);
+    let (_, body) = shop
+        .get_with_token("/api/v1/product/search?keyword=teapot", None)
+        .await;
+    assert_eq!(body["data"]["total"], 0);
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/product/reviews/{teapot}"), None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+
+    // Mid-checkout: the cart drops it, and ordering it takes nothing.
+    let (_, cart) = shop.get_with_token("/api/v1/cart/", Some(&dave)).await;
+    assert_eq!(cart["data"]["items"].as_array().unwrap().len(), 1, "{cart}");
+    assert_eq!(cart["data"]["items"][0]["productId"], cup);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/cart/add",
+            Some(&dave),
+            json!({"productId": teapot, "quantity": 1}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&dave),
+            json!({"items": [{"productId": cup, "quantity": 1}, {"productId": teapot, "quantity": 1}],
+                   "address": "12 Harbour Road, Shanghai", "phone": "13800138000"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+    assert_eq!(shop.stock_of(cup).await, 5, "the basket took nothing");
+
+    // The admins' catalogue shows it, off sale, with its stock untouched.
+    let (status, body) = shop
+        .get_with_token("/api/v1/admin/products?keyword=teapot", Some(&admin))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["products"][0]["id"], teapot);
+    assert_eq!(body["data"]["products"][0]["listed"], false);
+    assert_eq!(body["data"]["products"][0]["stock"], 5);
+    let (_, body) = shop
+        .get_with_token("/api/v1/admin/products?page=1&pageSize=10", Some(&admin))
+        .await;
+    assert_eq!(body["data"]["total"], 2);
+
+    for bad in [
+        json!({}),
+        json!({"productId": "teapot"}),
+        json!({"productId": teapot, "listed": "no"}),
+    ] {
+        let (status, body) = unlist(bad).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+    }
+    let (status, body) = unlist(json!({"productId": 424_242})).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, 3000);
+
+    let (status, body) = unlist(json!({"productId": teapot, "listed": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = shop
+        .get_with_token(&format!("/api/v1/product/detail/{teapot}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["product"]["listed"], true);
+    let (_, body) = shop.get_with_token("/api/v1/product/list", None).await;
+    assert_eq!(names(&body).len(), 2);
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(&dave),
+            json!({"items": [{"productId": teapot, "quantity": 1}], "address": "12 Harbour Road, Shanghai", "phone": "13800138000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "on sale again: {body}");
 }
 
 #[tokio::test]

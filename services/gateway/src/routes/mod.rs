@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per service, plus the gateway's own.
 
+pub mod admin;
 pub mod cart;
 pub mod order;
 pub mod payment;

@@ -1,4 +1,6 @@
 //! `/api/v1/order/*`: the signed-in user's own orders.
+//!
+//! The order shapes here are also the admins' (`routes::admin`).
 
 use axum::extract::State;
 use letsgo_platform::errors::{AppError, Envelope};
@@ -79,6 +81,10 @@ pub struct OrderData {
     /// When a payment of the order was refunded (it was cancelled while, or after, the buyer
     /// paid); 0 when none was. Our addition.
     pub refunded_at: i64,
+    /// Who carries the order once shipped; empty before. Our addition.
+    pub carrier: String,
+    /// The carrier's tracking number once shipped; empty before. Our addition.
+    pub tracking_no: String,
 }
 
 impl From<pb::Order> for OrderData {
@@ -110,6 +116,8 @@ impl From<pb::Order> for OrderData {
             shipped_at: order.shipped_at,
             completed_at: order.completed_at,
             refunded_at: order.refunded_at,
+            carrier: order.carrier,
+            tracking_no: order.tracking_no,
         }
     }
 }
@@ -125,7 +133,7 @@ pub struct OrderDetailData {
     pub order: OrderData,
 }
 
-const UNAUTHORIZED: &str = "2003/2004: no, bad or expired token";
+pub(crate) const UNAUTHORIZED: &str = "2003/2004: no, bad or expired token";
 
 /// Orders the given products: prices come from the catalogue, stock is reserved, and the
 /// products leave the cart.
@@ -265,6 +273,33 @@ pub async fn cancel(
     state
         .order_client()
         .cancel_order(pb::CancelOrderRequest {
+            user_id: caller.user_id,
+            order_id: id,
+        })
+        .await?;
+    success(SuccessData { success: true })
+}
+
+/// The buyer confirms a shipped order arrived: it completes (our addition).
+#[utoipa::path(put, path = "/api/v1/order/confirm/{id}", tag = "order", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "Completed", body = Envelope<SuccessData>),
+        (status = 400, description = "1001: the id is not a number", body = ErrorEnvelope),
+        (status = 401, description = UNAUTHORIZED, body = ErrorEnvelope),
+        (status = 404, description = "5000: no such order of the caller's", body = ErrorEnvelope),
+        (status = 409, description = "5001: only a shipped order can be confirmed", body = ErrorEnvelope),
+        (status = 429, description = "1006: too many requests", body = ErrorEnvelope),
+        (status = 503, description = "1004: the order service is unavailable", body = ErrorEnvelope),
+    ))]
+pub async fn confirm(
+    State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<SuccessData> {
+    state
+        .order_client()
+        .confirm_receipt(pb::ConfirmReceiptRequest {
             user_id: caller.user_id,
             order_id: id,
         })

@@ -1,4 +1,5 @@
-//! `/api/v1/product/*`: browse, search, detail, reviews; add, update and stock for admins.
+//! `/api/v1/product/*`: browse, search, detail, reviews; add, update, stock and unlisting for
+//! admins. Shoppers see listed products only.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,6 +37,9 @@ pub struct ProductData {
     pub rating: f64,
     /// Number of reviews (our addition).
     pub review_count: i64,
+    /// False for a product an admin took off sale: only the admins' list shows one (our
+    /// addition).
+    pub listed: bool,
 }
 
 impl From<pb::Product> for ProductData {
@@ -54,6 +58,7 @@ impl From<pb::Product> for ProductData {
             updated_at: product.updated_at,
             rating: product.rating_average,
             review_count: product.rating_count,
+            listed: product.listed,
         }
     }
 }
@@ -64,7 +69,7 @@ pub struct ProductPageData {
     pub products: Vec<ProductData>,
 }
 
-fn page_data(page: pb::ProductPage) -> ProductPageData {
+pub(crate) fn page_data(page: pb::ProductPage) -> ProductPageData {
     ProductPageData {
         total: page.total,
         products: page.products.into_iter().map(ProductData::from).collect(),
@@ -91,7 +96,7 @@ pub struct ListQuery {
     pub order: Option<String>,
 }
 
-fn page_args(page: Option<i32>, page_size: Option<i32>) -> Result<(i32, i32), AppError> {
+pub(crate) fn page_args(page: Option<i32>, page_size: Option<i32>) -> Result<(i32, i32), AppError> {
     let page = page.unwrap_or(1);
     let page_size = page_size.unwrap_or(20);
     if page < 1 {
@@ -392,6 +397,44 @@ pub async fn change_stock(
         .into_inner();
     state.product_details.evict(body.product_id);
     success(StockData { stock: reply.stock })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnlistRequest {
+    pub product_id: i64,
+    /// false (the default) takes the product off sale; true puts it back.
+    #[serde(default)]
+    pub listed: bool,
+}
+
+/// Takes a product off sale, or puts it back with `listed: true` (admins only; our addition).
+/// Unlisted, it leaves lists and searches, its detail and reviews are 404 (3000), carts drop
+/// it, and ordering it is a 404 (3000); orders that hold it keep their lines.
+#[utoipa::path(put, path = "/api/v1/product/unlist", tag = "product", security(("bearer" = [])), request_body = UnlistRequest,
+    responses(
+        (status = 200, description = "Unlisted (or relisted); doing it twice is fine", body = Envelope<SuccessData>),
+        (status = 400, description = "1001: no productId, or not a boolean listed", body = ErrorEnvelope),
+        (status = 401, description = "2003/2004: no, bad or expired token", body = ErrorEnvelope),
+        (status = 403, description = "2005: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "3000: no such product", body = ErrorEnvelope),
+        (status = 429, description = "1006: too many requests", body = ErrorEnvelope),
+        (status = 503, description = "1004: the product service is unavailable", body = ErrorEnvelope),
+    ))]
+pub async fn unlist(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    ApiJson(body): ApiJson<UnlistRequest>,
+) -> ApiResult<SuccessData> {
+    state
+        .product_client()
+        .set_product_listed(pb::SetProductListedRequest {
+            product_id: body.product_id,
+            listed: body.listed,
+        })
+        .await?;
+    state.product_details.evict(body.product_id);
+    success(SuccessData { success: true })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
