@@ -290,8 +290,8 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             store,
             EventType::Normal,
             "SecretsGenerated",
-            "generated the missing secrets (JWT and webhook keys, database and initial admin \
-             passwords, internal token)",
+            "generated the missing secrets (JWT and webhook keys, database, Redis and initial \
+             admin passwords, internal token)",
         )
         .await;
     }

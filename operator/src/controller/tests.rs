@@ -55,7 +55,8 @@ fn existing_secret() -> Value {
             "webhook-secret": "ZXhpc3Rpbmctd2ViaG9vay1zZWNyZXQ=",
             "postgres-password": "ZXhpc3RpbmctcGFzc3dvcmQ=",
             "admin-password": "ZXhpc3RpbmctYWRtaW4tcGFzc3dvcmQ=",
-            "internal-token": "ZXhpc3RpbmctaW50ZXJuYWwtdG9rZW4="
+            "internal-token": "ZXhpc3RpbmctaW50ZXJuYWwtdG9rZW4=",
+            "redis-password": "ZXhpc3RpbmctcmVkaXMtcGFzc3dvcmQ="
         }
     })
 }
@@ -265,7 +266,7 @@ async fn first_reconcile_applies_settings_and_middleware_and_reports_pending() {
     let secret = body_at(&seen, Method::PATCH, &core("secrets", "shop-secrets"));
     // The credentials outlive the Store with its volumes (spec.dataRetention: Retain).
     assert!(secret["metadata"]["ownerReferences"].is_null(), "{secret}");
-    assert_eq!(secret["data"].as_object().unwrap().len(), 5);
+    assert_eq!(secret["data"].as_object().unwrap().len(), 6);
     let postgres = body_at(&seen, Method::PATCH, &apps("statefulsets", "shop-postgres"));
     assert_eq!(postgres["kind"], "StatefulSet");
     assert_eq!(postgres["metadata"]["labels"]["letsgo.dev/store"], "shop");

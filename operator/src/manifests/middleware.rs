@@ -19,7 +19,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::services::{DefaultResources, container_port, resources, restricted_pod, service_port};
 use super::settings::{
-    POSTGRES_PASSWORD_KEY, POSTGRES_USER, env_from_secret, env_value, secret_name,
+    POSTGRES_PASSWORD_KEY, POSTGRES_USER, REDIS_PASSWORD_KEY, env_from_secret, env_value,
+    secret_name,
 };
 use super::{CREDENTIALS_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{DiscoveryMode, ManagedMiddleware, MiddlewareSource};
@@ -284,7 +285,30 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             });
         }
         MiddlewareKind::Redis => {
-            container.args = Some(strings(&["--appendonly", "yes", "--dir", "/data"]));
+            // Kubernetes expands $(REDIS_PASSWORD) from the container's env; redis-cli (the
+            // probes) reads REDISCLI_AUTH.
+            container.args = Some(strings(&[
+                "--appendonly",
+                "yes",
+                "--dir",
+                "/data",
+                "--requirepass",
+                "$(REDIS_PASSWORD)",
+            ]));
+            container.env = Some(vec![
+                env_from_secret(
+                    "REDIS_PASSWORD",
+                    &secret_name(store),
+                    REDIS_PASSWORD_KEY,
+                    false,
+                ),
+                env_from_secret(
+                    "REDISCLI_AUTH",
+                    &secret_name(store),
+                    REDIS_PASSWORD_KEY,
+                    false,
+                ),
+            ]);
             let ready = exec_probe(&["redis-cli", "-h", "127.0.0.1", "ping"]);
             container.readiness_probe = Some(ready.clone());
             container.liveness_probe = Some(Probe {

@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::{
     ADMIN_PASSWORD_KEY, INTERNAL_TOKEN_KEY, JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY,
-    WEBHOOK_SECRET_KEY, config_map_name, env_from_secret, secret_name,
+    REDIS_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name, env_from_secret, secret_name,
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{Autoscaling, DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
@@ -288,6 +288,14 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
             value: Some(spec.gateway.trusted_proxies.join(",")),
             ..EnvVar::default()
         });
+    }
+    if kind.uses_redis() && spec.middleware.redis.managed.is_some() {
+        env.push(env_from_secret(
+            "REDIS_PASSWORD",
+            &generated,
+            REDIS_PASSWORD_KEY,
+            false,
+        ));
     }
     if kind == ServiceKind::User {
         env.push(env_from_secret(

@@ -12,12 +12,13 @@ use super::services::ServiceKind;
 use crate::store::{DataRetention, DiscoveryMode, MiddlewareSource};
 
 /// Keys of the generated Secret `<store>-secrets`.
-pub const SECRET_KEYS: [&str; 5] = [
+pub const SECRET_KEYS: [&str; 6] = [
     JWT_SECRET_KEY,
     WEBHOOK_SECRET_KEY,
     POSTGRES_PASSWORD_KEY,
     ADMIN_PASSWORD_KEY,
     INTERNAL_TOKEN_KEY,
+    REDIS_PASSWORD_KEY,
 ];
 pub(super) const JWT_SECRET_KEY: &str = "jwt-secret";
 pub(super) const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
@@ -26,6 +27,8 @@ pub(super) const POSTGRES_PASSWORD_KEY: &str = "postgres-password";
 pub(super) const ADMIN_PASSWORD_KEY: &str = "admin-password";
 /// The token every internal gRPC call carries and every service requires.
 pub(super) const INTERNAL_TOKEN_KEY: &str = "internal-token";
+/// Managed Redis's `requirepass`.
+pub(super) const REDIS_PASSWORD_KEY: &str = "redis-password";
 /// The database role of managed PostgreSQL.
 pub(super) const POSTGRES_USER: &str = "letsgo";
 

@@ -327,6 +327,19 @@ fn secrets_reach_only_the_services_that_use_them() {
     assert!(has("shop-user", "ADMIN_PASSWORD"));
     assert!(!has("shop-gateway", "ADMIN_PASSWORD"));
     assert!(!has("shop-product", "ADMIN_PASSWORD"));
+    // Managed Redis has a password, and the services that use it have it too.
+    for (component, uses) in [
+        ("product", true),
+        ("cart", true),
+        ("gateway", true),
+        ("order", false),
+    ] {
+        assert_eq!(
+            has(&format!("shop-{component}"), "REDIS_PASSWORD"),
+            uses,
+            "{component}"
+        );
+    }
     // Every component carries the internal token, from the generated Secret.
     for component in ["user", "product", "cart", "order", "payment", "gateway"] {
         assert!(

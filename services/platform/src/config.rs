@@ -159,6 +159,14 @@ pub struct RedisArgs {
         default_value_t = 6379
     )]
     pub redis_port: u16,
+    /// Password of REDIS_HOST (`requirepass`); none when it has none.
+    #[arg(
+        long = "redis-password",
+        env = "REDIS_PASSWORD",
+        value_name = "REDIS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_password: Option<String>,
     /// Prefix of every key this process writes, so several shops or test runs share a Redis.
     #[arg(
         long = "redis-key-prefix",
@@ -173,7 +181,15 @@ impl RedisArgs {
     pub fn url(&self) -> String {
         match &self.redis_url {
             Some(url) => url.clone(),
-            None => format!("redis://{}:{}/", self.redis_host, self.redis_port),
+            None => match &self.redis_password {
+                Some(password) => format!(
+                    "redis://:{}@{}:{}/",
+                    utf8_percent_encode(password, NON_ALPHANUMERIC),
+                    self.redis_host,
+                    self.redis_port
+                ),
+                None => format!("redis://{}:{}/", self.redis_host, self.redis_port),
+            },
         }
     }
 }
@@ -310,6 +326,10 @@ impl std::fmt::Debug for RedisArgs {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_host", &self.redis_host)
             .field("redis_port", &self.redis_port)
+            .field(
+                "redis_password",
+                &self.redis_password.as_ref().map(|_| REDACTED),
+            )
             .field("redis_key_prefix", &self.redis_key_prefix)
             .finish()
     }
@@ -473,6 +493,28 @@ mod tests {
             super::redact_url("redis://cache:6379/0"),
             "redis://cache:6379/0"
         );
+    }
+
+    #[test]
+    fn a_redis_password_goes_into_the_url_encoded_and_prints_redacted() {
+        #[derive(Parser, Debug)]
+        struct RedisProbe {
+            #[command(flatten)]
+            redis: RedisArgs,
+        }
+        let probe = RedisProbe::try_parse_from([
+            "probe",
+            "--redis-host",
+            "cache",
+            "--redis-password",
+            "p@ss/w:rd-Qv93",
+        ])
+        .unwrap();
+        assert_eq!(
+            probe.redis.url(),
+            "redis://:p%40ss%2Fw%3Ard%2DQv93@cache:6379/"
+        );
+        assert!(!format!("{probe:?}").contains("Qv93"), "{probe:?}");
     }
 
     #[test]
