@@ -167,6 +167,10 @@ pub async fn reconcile(store: Arc<Store>, ctx: Arc<Context>) -> Result<Action> {
 
 /// Best effort: the API server may be what failed.
 async fn report_failure(ctx: &Context, store: &Store, error: &Error) {
+    ctx.metrics.stores.failed(
+        store.metadata.namespace.as_deref().unwrap_or_default(),
+        &store.name_any(),
+    );
     let message = error.to_string();
     let already = store.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -202,6 +206,9 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             .await;
         }
         patch_status(client, store, &status).await?;
+        ctx.metrics
+            .stores
+            .reconciled(namespace, &target.name, StorePhase::Invalid);
         // Nothing to retry: the next spec change triggers the next reconcile.
         return Ok(Action::await_change());
     }
@@ -311,6 +318,9 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
     }
     let status = status::summarise(store, &seen, &now());
     let phase = status.phase.unwrap_or(StorePhase::Progressing);
+    ctx.metrics
+        .stores
+        .reconciled(&target.namespace, &target.name, phase);
     if store.status.as_ref().and_then(|s| s.phase) != Some(phase) {
         let (type_, note) = match phase {
             StorePhase::Degraded => (EventType::Warning, condition_message(&status, "Degraded")),

@@ -1,7 +1,7 @@
 //! The operator's Prometheus metrics: how many reconciles, how many failed and why, how long
 //! they took, and whether this replica leads.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,9 +12,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::Error;
+use crate::store::StorePhase;
 
 pub struct Metrics {
     pub reconcile: ReconcileMetrics,
+    /// Each Store's state, so alerts can name the Store.
+    pub stores: StoreMetrics,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge<i64, AtomicI64>,
     registry: Registry,
@@ -30,6 +33,87 @@ pub struct ReconcileMetrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    namespace: String,
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorePhaseLabels {
+    namespace: String,
+    store: String,
+    phase: String,
+}
+
+/// Per Store: whether it is Ready, its phase, when a reconcile last succeeded, how many failed.
+/// A deleted Store's series stay until the operator restarts (it is not reconciled again).
+#[derive(Clone, Default)]
+pub struct StoreMetrics {
+    ready: Family<StoreLabels, Gauge>,
+    phase: Family<StorePhaseLabels, Gauge>,
+    last_success: Family<StoreLabels, Gauge<f64, AtomicU64>>,
+    failures: Family<StoreLabels, Counter>,
+}
+
+impl StoreMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "store_ready",
+            "1 while the Store is Ready, by namespace and store",
+            self.ready.clone(),
+        );
+        registry.register(
+            "store_phase",
+            "1 for the Store's current phase, 0 for the others",
+            self.phase.clone(),
+        );
+        registry.register(
+            "store_last_success_timestamp_seconds",
+            "When a reconcile of the Store last succeeded (unix seconds)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "store_reconcile_failures",
+            "Reconciles of the Store that failed",
+            self.failures.clone(),
+        );
+    }
+
+    /// Records a successful reconcile that left the Store in `phase`.
+    pub fn reconciled(&self, namespace: &str, store: &str, phase: StorePhase) {
+        let labels = StoreLabels {
+            namespace: namespace.to_owned(),
+            store: store.to_owned(),
+        };
+        self.ready
+            .get_or_create(&labels)
+            .set(i64::from(phase == StorePhase::Ready));
+        for each in StorePhase::ALL {
+            self.phase
+                .get_or_create(&StorePhaseLabels {
+                    namespace: namespace.to_owned(),
+                    store: store.to_owned(),
+                    phase: each.as_str().to_owned(),
+                })
+                .set(i64::from(each == phase));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        self.last_success.get_or_create(&labels).set(now);
+    }
+
+    pub fn failed(&self, namespace: &str, store: &str) {
+        self.failures
+            .get_or_create(&StoreLabels {
+                namespace: namespace.to_owned(),
+                store: store.to_owned(),
+            })
+            .inc();
+    }
 }
 
 impl Default for Metrics {
@@ -57,8 +141,11 @@ impl Default for Metrics {
             reconcile.duration.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        let stores = StoreMetrics::default();
+        stores.register(&mut registry);
         Metrics {
             reconcile,
+            stores,
             leader,
             registry,
         }
@@ -132,5 +219,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("letsgo_operator_leader 0"), "{text}");
+    }
+
+    #[test]
+    fn each_store_is_named_in_its_series() {
+        let metrics = Metrics::default();
+        metrics
+            .stores
+            .reconciled("shops", "north", StorePhase::Degraded);
+        metrics.stores.failed("shops", "north");
+        let text = metrics.encode();
+        for line in [
+            r#"letsgo_operator_store_ready{namespace="shops",store="north"} 0"#,
+            r#"letsgo_operator_store_phase{namespace="shops",store="north",phase="Degraded"} 1"#,
+            r#"letsgo_operator_store_phase{namespace="shops",store="north",phase="Ready"} 0"#,
+            r#"letsgo_operator_store_reconcile_failures_total{namespace="shops",store="north"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            text.contains(r#"letsgo_operator_store_last_success_timestamp_seconds{namespace="shops",store="north"}"#),
+            "{text}"
+        );
     }
 }

@@ -616,6 +616,14 @@ pub enum StorePhase {
 }
 
 impl StorePhase {
+    pub const ALL: [StorePhase; 5] = [
+        StorePhase::Pending,
+        StorePhase::Progressing,
+        StorePhase::Ready,
+        StorePhase::Degraded,
+        StorePhase::Invalid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StorePhase::Pending => "Pending",

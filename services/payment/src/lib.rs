@@ -51,8 +51,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let metrics = Metrics::new("payment");
     let readiness = Readiness::default();
 
-    let relay_task =
-        events::spawn_outbox_relay(pool.clone(), &config.kafka, TOPICS, shutdown.clone())?;
+    let relay_task = events::spawn_outbox_relay(
+        pool.clone(),
+        &config.kafka,
+        TOPICS,
+        &metrics,
+        shutdown.clone(),
+    )?;
 
     let store = storage::PaymentStore::new(pool.clone());
     let prune_task = tokio::spawn(payments::prune_idempotency_keys_hourly(

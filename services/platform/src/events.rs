@@ -12,12 +12,14 @@
 //! (a database or service away) are waited out instead, however long they last.
 
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -148,10 +150,11 @@ pub fn spawn_outbox_relay(
     pool: PgPool,
     kafka: &KafkaArgs,
     topics: &'static [&'static str],
+    metrics: &Metrics,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let producer = producer(kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
-    let relay = OutboxRelay::new(pool, producer, &kafka.kafka_topic_prefix);
+    let relay = OutboxRelay::new(pool, producer, &kafka.kafka_topic_prefix).with_metrics(metrics);
     let kafka = kafka.clone();
     Ok(tokio::spawn(async move {
         if let Err(error) = ensure_topics(&kafka, topics).await {
@@ -174,6 +177,14 @@ pub struct OutboxRelay {
     idle_poll: Duration,
     /// Published rows are kept this long, for inspection, then deleted.
     retention: Duration,
+    backlog: Option<BacklogGauges>,
+}
+
+/// How far publishing is behind, for `/metrics` (and the outbox alert).
+#[derive(Clone, Default)]
+struct BacklogGauges {
+    events: Gauge,
+    oldest_age: Gauge<f64, AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +204,38 @@ impl OutboxRelay {
             batch_size: 256,
             idle_poll: Duration::from_millis(200),
             retention: Duration::from_secs(24 * 3600),
+            backlog: None,
         }
+    }
+
+    /// Registers `letsgo_outbox_backlog` (events not yet published) and
+    /// `letsgo_outbox_oldest_unpublished_age_seconds` on `metrics`, refreshed every 10 s.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        let gauges = BacklogGauges::default();
+        metrics.register(
+            "outbox_backlog",
+            "Events written to the outbox and not yet published",
+            gauges.events.clone(),
+        );
+        metrics.register(
+            "outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest event not yet published (0 when none waits)",
+            gauges.oldest_age.clone(),
+        );
+        self.backlog = Some(gauges);
+        self
+    }
+
+    async fn measure_backlog(&self, gauges: &BacklogGauges) -> Result<(), sqlx::Error> {
+        let (count, age): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) \
+             FROM event_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        gauges.events.set(count);
+        gauges.oldest_age.set(age);
+        Ok(())
     }
 
     /// Publishes one batch; answers how many events went out.
@@ -261,7 +303,16 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(200);
         let mut batches: u64 = 0;
+        let mut measured = tokio::time::Instant::now() - Duration::from_secs(60);
         while !shutdown.is_triggered() {
+            if let Some(gauges) = &self.backlog
+                && measured.elapsed() >= Duration::from_secs(10)
+            {
+                measured = tokio::time::Instant::now();
+                if let Err(error) = self.measure_backlog(gauges).await {
+                    tracing::debug!(%error, "could not measure the outbox backlog");
+                }
+            }
             let pause = match self.relay_batch().await {
                 Ok(0) => self.idle_poll,
                 Ok(count) => {

@@ -238,10 +238,36 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     producer_config
         .set("bootstrap.servers", &down.kafka_brokers)
         .set("message.timeout.ms", "1500");
-    let dead_producer = producer_config.create().unwrap();
-    let relay = OutboxRelay::new(pool.clone(), dead_producer, "");
+    let dead_producer: rdkafka::producer::FutureProducer = producer_config.create().unwrap();
+    let relay = OutboxRelay::new(pool.clone(), dead_producer.clone(), "");
     assert!(relay.relay_batch().await.is_err());
     assert_eq!(unpublished(&pool).await, 3);
+
+    // Meanwhile /metrics says how far behind publishing is.
+    let metrics = Metrics::new("test");
+    let shutdown = Shutdown::new();
+    let measuring = tokio::spawn(
+        OutboxRelay::new(pool.clone(), dead_producer, "")
+            .with_metrics(&metrics)
+            .run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.trigger();
+    measuring.await.unwrap();
+    let exposition = metrics.encode();
+    assert!(
+        exposition.contains(r#"letsgo_outbox_backlog{component="test"} 3"#),
+        "{exposition}"
+    );
+    let age: f64 = exposition
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"letsgo_outbox_oldest_unpublished_age_seconds{component="test"} "#)
+        })
+        .expect("the age gauge")
+        .parse()
+        .unwrap();
+    assert!(age >= 0.0 && age < 60.0, "{age}");
 
     // The broker is back: the same events go out.
     let args = kafka(&format!("{}.", unique("outage-test")));

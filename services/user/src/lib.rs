@@ -55,8 +55,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let metrics = Metrics::new("user");
     let readiness = Readiness::default();
 
-    let relay_task =
-        events::spawn_outbox_relay(pool.clone(), &config.kafka, TOPICS, shutdown.clone())?;
+    let relay_task = events::spawn_outbox_relay(
+        pool.clone(),
+        &config.kafka,
+        TOPICS,
+        &metrics,
+        shutdown.clone(),
+    )?;
 
     let admin = tokio::spawn(telemetry::serve_admin(
         listeners.admin,
