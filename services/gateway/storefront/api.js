@@ -25,7 +25,7 @@ const WORDS = {
   2003: 'Please sign in to continue.',
   2004: 'Your session has expired — please sign in again.',
   2005: 'Only shop administrators can do that.',
-  3000: 'Sorry, we could not find that product.',
+  3000: 'Sorry, that product is not available any more.',
   3001: 'Sorry, that item just sold out.',
   3002: 'That product is not available.',
   4000: 'Your cart is empty.',
@@ -228,6 +228,16 @@ export const review = (productId, rating, comment) =>
 export const addProduct = (fields) => call('POST', '/product/add', { body: fields });
 export const updateProduct = (fields) => call('PUT', '/product/update', { body: fields });
 export const setStock = (productId, stock) => call('PUT', '/product/stock', { body: { productId, stock } });
+/** Takes a product off sale (`listed` false) or puts it back. */
+export const setListed = (productId, listed) => call('PUT', '/product/unlist', { body: { productId, listed } });
+/** The whole catalogue for admins, products off sale included (`listed` false). */
+export const adminProducts = ({ page = 1, pageSize = 10, keyword } = {}) =>
+  call('GET', '/admin/products', { query: { page, pageSize, keyword } });
+/** Every shopper's orders for admins; `status` 0 is all. */
+export const adminOrders = ({ page = 1, pageSize = 10, status = 0, keyword } = {}) =>
+  call('GET', '/admin/orders', { query: { page, pageSize, status: status || undefined, keyword } });
+export const shipOrder = (id, carrier, trackingNo) =>
+  call('PUT', `/admin/orders/${encodeURIComponent(id)}/ship`, { body: { carrier, trackingNo } });
 
 export const cart = () => call('GET', '/cart/');
 export const addToCart = (productId, quantity) => call('POST', '/cart/add', { body: { productId, quantity } });
@@ -239,6 +249,8 @@ export const createOrder = ({ items, address, phone, remark }) =>
 export const orders = (page = 1) => call('GET', '/order/list', { query: { page, pageSize: 10 } });
 export const order = (id) => call('GET', `/order/detail/${encodeURIComponent(id)}`).then((d) => d.order);
 export const cancelOrder = (id) => call('PUT', `/order/cancel/${encodeURIComponent(id)}`);
+/** The buyer says a shipped order arrived: it completes. */
+export const confirmReceipt = (id) => call('PUT', `/order/confirm/${encodeURIComponent(id)}`);
 
 /** Starts a payment; the same `idempotencyKey` with the same body replays the first answer. */
 export const pay = ({ orderId, paymentType, amount, idempotencyKey }) =>

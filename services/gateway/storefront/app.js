@@ -5,9 +5,10 @@
 //   #/search?q=tea         search
 //   #/product/12           a product, its details and reviews
 //   #/cart, #/checkout     the cart, then address and phone
-//   #/orders, #/orders/7   order history; one order, with payment and cancel
+//   #/orders, #/orders/7   order history; one order, with payment, cancel and receipt
 //   #/signin, #/signup     accounts (?next= is where to go afterwards)
-//   #/admin                add and edit products (admins)
+//   #/admin                add, edit, unlist and relist products (admins)
+//   #/admin/orders         every order, by status or keyword; ship paid ones (admins)
 
 import * as api from './api.js';
 import {
@@ -34,7 +35,7 @@ const ORDER_STATUS = {
   1: ['Awaiting payment', 'pending'],
   2: ['Paid', 'paid'],
   3: ['Shipped', 'shipped'],
-  4: ['Delivered', 'completed'],
+  4: ['Completed', 'completed'],
   5: ['Cancelled', 'cancelled'],
 };
 const PAYMENT_TYPES = [
@@ -70,6 +71,7 @@ const ROUTES = [
   [/^\/signin$/, signInPage],
   [/^\/signup$/, signUpPage],
   [/^\/admin$/, adminPage],
+  [/^\/admin\/orders$/, adminOrdersPage],
 ];
 
 function currentRoute() {
@@ -752,6 +754,18 @@ async function checkoutPage(ctx, _match, route) {
 
 // ---- orders --------------------------------------------------------------------------------
 
+/** "Shipped with SF Express · tracking SF1234567890", for a shipped order. */
+function shipmentLine(order) {
+  return h(
+    'p',
+    { class: 'shipment' },
+    'Shipped with ',
+    h('strong', { class: 'shipment-carrier' }, order.carrier),
+    ' · tracking number ',
+    h('strong', { class: 'shipment-tracking' }, order.trackingNo),
+  );
+}
+
 function statusBadge(status, refundedAt = 0) {
   const [label, kind] = ORDER_STATUS[status] ?? ['Unknown', 'unknown'];
   return h('span', { class: `status status-${kind}` }, refundedAt ? `${label} · refunded` : label);
@@ -828,7 +842,7 @@ async function orderPage(ctx, match, route) {
       ['Placed', order.createdAt],
       ['Paid', order.paidAt],
       ['Shipped', order.shippedAt],
-      ['Delivered', order.completedAt],
+      ['Received', order.completedAt],
     ];
     mount(
       main,
@@ -876,6 +890,7 @@ async function orderPage(ctx, match, route) {
           h('p', {}, order.address),
           h('p', { class: 'muted' }, `Phone ${order.phone}`),
           order.remark ? h('p', { class: 'muted' }, `Note: ${order.remark}`) : null,
+          order.trackingNo ? shipmentLine(order) : null,
         ),
         h('aside', { class: 'summary panel' }, pending ? (waiting ? waitingPanel() : payPanel()) : settledPanel()),
       ),
@@ -904,8 +919,53 @@ async function orderPage(ctx, match, route) {
       h('p', { class: 'notice notice-ok', role: 'status' }, `Paid ${money(order.totalAmount)}${method ? ` with ${method}` : ''}. Thank you!`),
       order.paidAt ? h('p', { class: 'muted' }, `Paid ${dateTime(order.paidAt)}`) : null,
       paymentInfo?.paymentNo ? h('p', { class: 'muted' }, `Payment ${paymentInfo.paymentNo}`) : null,
+      deliveryPanel(),
       h('a', { class: 'button button-wide', href: '#/' }, 'Continue shopping'),
     );
+  };
+
+  /** Where the parcel is (the carrier and tracking number show beside the address), and,
+   * once it is on its way, the buyer's "it arrived". */
+  const deliveryPanel = () => {
+    if (order.status === 2) {
+      return h('div', { class: 'delivery' }, h('h2', {}, 'Delivery'), h('p', { class: 'muted' }, 'We are packing your order. You will see its tracking number here once it ships.'));
+    }
+    if (order.status === 4) {
+      return h('div', { class: 'delivery' }, h('h2', {}, 'Delivery'), h('p', { class: 'notice notice-ok', role: 'status' }, `Received ${dateTime(order.completedAt)}. Enjoy!`));
+    }
+    const receiptArea = h('div', { class: 'receipt-area' });
+    const askConfirm = () =>
+      mount(
+        receiptArea,
+        h('p', {}, 'Has everything arrived in good order? Once confirmed, the order is complete.'),
+        h(
+          'div',
+          { class: 'button-row' },
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'button button-primary',
+              id: 'confirm-received',
+              onclick: async (event) => {
+                try {
+                  await busy(event.currentTarget, 'Confirming…', () => api.confirmReceipt(id));
+                  toast('Thank you! Your order is complete.', 'ok');
+                  order = await api.order(id);
+                  show();
+                } catch (error) {
+                  if (!error.sessionEnded) mount(receiptArea, notice(error.message), confirmButton());
+                }
+              },
+            },
+            'Yes, I received it',
+          ),
+          h('button', { type: 'button', class: 'button button-ghost', onclick: () => mount(receiptArea, confirmButton()) }, 'Not yet'),
+        ),
+      );
+    const confirmButton = () => h('button', { type: 'button', class: 'button button-wide', id: 'confirm-receipt', onclick: askConfirm }, 'Confirm receipt');
+    mount(receiptArea, confirmButton());
+    return h('div', { class: 'delivery' }, h('h2', {}, 'Delivery'), h('p', { class: 'muted' }, `On its way since ${dateTime(order.shippedAt)}.`), receiptArea);
   };
 
   const payPanel = () => {
@@ -982,17 +1042,23 @@ async function orderPage(ctx, match, route) {
   };
 
   show();
+  // Watches a pending order turn paid, and, less often, a paid one ship.
+  let ticks = 0;
   ctx.every(POLL_MS, async () => {
-    if (order.status !== 1) return;
+    ticks += 1;
+    if (order.status !== 1 && !(order.status === 2 && ticks % 4 === 0)) return;
     try {
       const fresh = await api.order(id);
       if (!ctx.alive) return;
       if (fresh.status !== order.status) {
+        const was = order.status;
         order = fresh;
         if (order.status === 2) {
           awaitingPayment.delete(id);
           await loadPayment();
           toast('Payment received — thank you!', 'ok');
+        } else if (was === 2 && order.status === 3) {
+          toast('Your order is on its way.', 'ok');
         }
         show();
       } else if (awaitingPayment.has(id)) {
@@ -1112,12 +1178,30 @@ function typedValue(text) {
   return trimmed;
 }
 
+/** Sends non-admins away with words; answers whether the shopper is an admin. */
+function requireAdmin(route) {
+  if (!requireSignIn(route, 'Please sign in with an administrator account.')) return false;
+  if (api.isAdmin()) return true;
+  mount(main, emptyState('For shop administrators', 'Your account cannot manage the shop. Sign in as the shop\'s admin (its password is set when the shop is installed), or ask an admin to grant your account admin rights.', 'Back to the shop', '#/'));
+  return false;
+}
+
+/** The admin pages' own navigation. */
+function adminTabs(current) {
+  return h(
+    'nav',
+    { class: 'chips admin-tabs', 'aria-label': 'Admin' },
+    [
+      ['products', '#/admin', 'Products'],
+      ['orders', '#/admin/orders', 'Orders'],
+    ].map(([name, href, label]) =>
+      h('a', { class: `chip${name === current ? ' active' : ''}`, href, 'aria-current': name === current ? 'page' : null }, label),
+    ),
+  );
+}
+
 async function adminPage(ctx, _match, route) {
-  if (!requireSignIn(route, 'Please sign in with an administrator account.')) return;
-  if (!api.isAdmin()) {
-    mount(main, emptyState('For shop administrators', 'Your account cannot manage products. Sign in as the shop\'s admin (its password is set when the shop is installed), or ask an admin to grant your account admin rights.', 'Back to the shop', '#/'));
-    return;
-  }
+  if (!requireAdmin(route)) return;
   let editing = null; // the product being edited, or null when adding
   let listPage = 1;
   let filter = '';
@@ -1200,9 +1284,7 @@ async function adminPage(ctx, _match, route) {
   const showList = async () => {
     mount(tableArea, spinner('Loading products…'));
     try {
-      const data = filter
-        ? await api.searchProducts({ keyword: filter, page: listPage, pageSize: 10 })
-        : await api.listProducts({ page: listPage, pageSize: 10 });
+      const data = await api.adminProducts({ keyword: filter, page: listPage, pageSize: 10 });
       if (!ctx.alive) return;
       const pages = Math.max(1, Math.ceil(data.total / 10));
       mount(
@@ -1218,8 +1300,22 @@ async function adminPage(ctx, _match, route) {
                 data.products.map((p) =>
                   h(
                     'tr',
-                    { dataset: { productId: p.id } },
-                    h('td', {}, h('div', { class: 'admin-product' }, picture(p, { size: 'thumb' }), h('div', {}, h('a', { href: `#/product/${p.id}` }, p.name), h('span', { class: 'muted' }, humanize(p.category))))),
+                    { dataset: { productId: p.id }, class: p.listed ? null : 'unlisted' },
+                    h(
+                      'td',
+                      {},
+                      h(
+                        'div',
+                        { class: 'admin-product' },
+                        picture(p, { size: 'thumb' }),
+                        h(
+                          'div',
+                          {},
+                          p.listed ? h('a', { href: `#/product/${p.id}` }, p.name) : h('span', {}, p.name, ' ', h('span', { class: 'tag tag-off' }, 'Off sale')),
+                          h('span', { class: 'muted' }, humanize(p.category)),
+                        ),
+                      ),
+                    ),
                     h('td', {}, money(p.price)),
                     h('td', { class: p.stock < 10 ? 'stock-low' : '' }, String(p.stock)),
                     h('td', {}, String(p.sales)),
@@ -1227,22 +1323,40 @@ async function adminPage(ctx, _match, route) {
                       'td',
                       {},
                       h(
-                        'button',
-                        {
-                          type: 'button',
-                          class: 'button button-small button-ghost',
-                          onclick: async (event) => {
-                            try {
-                              const fresh = await busy(event.currentTarget, 'Opening…', () => api.product(p.id));
-                              fill(fresh);
+                        'div',
+                        { class: 'button-row' },
+                        h(
+                          'button',
+                          {
+                            type: 'button',
+                            class: 'button button-small button-ghost',
+                            onclick: () => {
+                              // The admins' list is fresh, and it holds products off sale too.
+                              fill(p);
                               name.focus();
                               formTitle.scrollIntoView({ behavior: 'smooth', block: 'start' });
-                            } catch (error) {
-                              if (!error.sessionEnded) toast(error.message, 'error');
-                            }
+                            },
                           },
-                        },
-                        'Edit',
+                          'Edit',
+                        ),
+                        h(
+                          'button',
+                          {
+                            type: 'button',
+                            class: 'button button-small button-ghost',
+                            onclick: async (event) => {
+                              try {
+                                await busy(event.currentTarget, p.listed ? 'Unlisting…' : 'Relisting…', () => api.setListed(p.id, !p.listed));
+                                toast(p.listed ? `“${p.name}” is off sale: shoppers no longer see it.` : `“${p.name}” is on sale again.`, 'ok');
+                                categoriesCache = null;
+                                showList();
+                              } catch (error) {
+                                if (!error.sessionEnded) toast(error.message, 'error');
+                              }
+                            },
+                          },
+                          p.listed ? 'Unlist' : 'Relist',
+                        ),
                       ),
                     ),
                   ),
@@ -1271,6 +1385,7 @@ async function adminPage(ctx, _match, route) {
   mount(
     main,
     h('h1', { class: 'page-title' }, 'Manage products'),
+    adminTabs('products'),
     h(
       'div',
       { class: 'admin-layout' },
@@ -1292,7 +1407,7 @@ async function adminPage(ctx, _match, route) {
                   if (stockValue !== editing.stock) await api.setStock(id, stockValue);
                 });
                 toast(`Saved “${values.name}”.`, 'ok');
-                fill(await api.product(id));
+                fill({ ...editing, ...values, stock: stockValue });
               } else {
                 const added = await busy(submit, 'Adding…', async () => {
                   const created = await api.addProduct({ ...values, stock: stockValue });
@@ -1341,6 +1456,158 @@ async function adminPage(ctx, _match, route) {
         ),
         tableArea,
       ),
+    ),
+  );
+  await showList();
+}
+
+/** What an admin is told when the shop refuses a shipment: our words, then the shop's reason. */
+function shipmentProblem(error) {
+  if (error.code === 5001) return `This order cannot be shipped: ${error.serverMessage || 'it is not paid, or it has shipped already'}.`;
+  if (error.code === 1001 && error.serverMessage) return `Please check the shipment: ${error.serverMessage}.`;
+  return error.message;
+}
+
+async function adminOrdersPage(ctx, _match, route) {
+  if (!requireAdmin(route)) return;
+  let listPage = 1;
+  let status = 0;
+  let keyword = '';
+
+  const statusFilter = h(
+    'select',
+    {
+      id: 'order-status-filter',
+      'aria-label': 'Show orders',
+      onchange: (event) => {
+        status = Number(event.target.value);
+        listPage = 1;
+        showList();
+      },
+    },
+    h('option', { value: 0 }, 'All orders'),
+    Object.entries(ORDER_STATUS).map(([value, [label]]) => h('option', { value }, label)),
+  );
+  const tableArea = h('div', { class: 'admin-table-area' });
+
+  /** The ship form that takes the place of a paid order's Ship button. */
+  const shipForm = (order, cell) => {
+    const carrier = h('input', { class: 'ship-carrier', name: 'carrier', required: true, maxlength: 50, placeholder: 'Carrier, e.g. SF Express', 'aria-label': `Carrier for order ${order.orderNo}` });
+    const trackingNo = h('input', { class: 'ship-tracking', name: 'trackingNo', required: true, maxlength: 64, placeholder: 'Tracking number', 'aria-label': `Tracking number for order ${order.orderNo}` });
+    const message = h('div', { 'aria-live': 'polite' });
+    const submit = h('button', { class: 'button button-small button-primary', type: 'submit' }, 'Mark shipped');
+    mount(
+      cell,
+      h(
+        'form',
+        {
+          class: 'ship-form',
+          novalidate: true,
+          onsubmit: async (event) => {
+            event.preventDefault();
+            const values = [carrier.value.trim(), trackingNo.value.trim()];
+            if (!values[0] || !values[1]) return mount(message, notice('Give the carrier and the tracking number.'));
+            mount(message);
+            try {
+              await busy(submit, 'Shipping…', () => api.shipOrder(order.id, ...values));
+              toast(`Order ${order.orderNo} shipped with ${values[0]}.`, 'ok');
+              showList();
+            } catch (error) {
+              if (!error.sessionEnded) mount(message, notice(shipmentProblem(error)));
+            }
+          },
+        },
+        carrier,
+        trackingNo,
+        message,
+        h('div', { class: 'button-row' }, submit, h('button', { type: 'button', class: 'link-button', onclick: () => mount(cell, shipButton(order, cell)) }, 'Cancel')),
+      ),
+    );
+    carrier.focus();
+  };
+  const shipButton = (order, cell) =>
+    h('button', { type: 'button', class: 'button button-small', onclick: () => shipForm(order, cell) }, 'Ship');
+
+  const fulfilmentCell = (order) => {
+    const cell = h('td', { class: 'fulfilment' });
+    if (order.status === 2) mount(cell, shipButton(order, cell));
+    else if (order.trackingNo) mount(cell, h('span', {}, order.carrier), h('span', { class: 'muted' }, order.trackingNo));
+    return cell;
+  };
+
+  // Only the latest load is shown: a slow one must not overwrite the filter chosen since.
+  let loads = 0;
+  const showList = async () => {
+    const load = ++loads;
+    mount(tableArea, spinner('Loading orders…'));
+    try {
+      const data = await api.adminOrders({ page: listPage, pageSize: 10, status, keyword });
+      if (!ctx.alive || load !== loads) return;
+      const pages = Math.max(1, Math.ceil(data.total / 10));
+      mount(
+        tableArea,
+        data.orders.length
+          ? h(
+              'table',
+              { class: 'admin-table admin-orders' },
+              h('thead', {}, h('tr', {}, ['Order', 'Buyer', 'Items', 'Total', 'Status', 'Shipment'].map((title) => h('th', {}, title)))),
+              h(
+                'tbody',
+                {},
+                data.orders.map((order) =>
+                  h(
+                    'tr',
+                    { dataset: { orderId: order.id } },
+                    h('td', {}, h('div', { class: 'stacked' }, h('strong', {}, order.orderNo), h('span', { class: 'muted' }, dateTime(order.createdAt)))),
+                    h('td', {}, h('div', { class: 'stacked' }, h('span', {}, `Shopper #${order.userId} · ${order.phone}`), h('span', { class: 'muted' }, order.address))),
+                    h('td', {}, order.items.map((item) => h('div', {}, `${item.quantity} × ${item.name}`))),
+                    h('td', {}, money(order.totalAmount)),
+                    h('td', {}, statusBadge(order.status, order.refundedAt)),
+                    fulfilmentCell(order),
+                  ),
+                ),
+              ),
+            )
+          : h('p', { class: 'muted' }, keyword || status ? 'No orders match.' : 'No orders yet.'),
+        pages > 1
+          ? h(
+              'div',
+              { class: 'pager' },
+              h('button', { type: 'button', class: 'button button-ghost', disabled: listPage <= 1, onclick: () => { listPage -= 1; showList(); } }, '← Previous'),
+              h('span', { class: 'pager-where' }, `Page ${listPage} of ${pages}`),
+              h('button', { type: 'button', class: 'button button-ghost', disabled: listPage >= pages, onclick: () => { listPage += 1; showList(); } }, 'Next →'),
+            )
+          : null,
+      );
+    } catch (error) {
+      if (!error.sessionEnded && ctx.alive && load === loads) mount(tableArea, failure(error, showList));
+    }
+  };
+
+  mount(
+    main,
+    h('h1', { class: 'page-title' }, 'Orders'),
+    adminTabs('orders'),
+    h(
+      'section',
+      { class: 'panel' },
+      h(
+        'form',
+        {
+          class: 'admin-search',
+          role: 'search',
+          onsubmit: (event) => {
+            event.preventDefault();
+            keyword = event.target.querySelector('input').value.trim();
+            listPage = 1;
+            showList();
+          },
+        },
+        statusFilter,
+        h('input', { type: 'search', id: 'admin-order-filter', maxlength: 100, placeholder: 'Order number, shopper #, phone or address', 'aria-label': 'Find an order' }),
+        h('button', { class: 'button button-ghost', type: 'submit' }, 'Find'),
+      ),
+      tableArea,
     ),
   );
   await showList();

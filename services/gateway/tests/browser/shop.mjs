@@ -4,7 +4,8 @@
 //
 // Uses Debian's /usr/bin/chromium (CHROMIUM_PATH overrides) through playwright-core; nothing is
 // downloaded. Exits non-zero with the failing step on any failure, after saving a screenshot of
-// the page as it was. Saves home, product, cart, order, orders, admin and home-phone PNGs.
+// the page as it was. Saves home, product, cart, order, orders, admin, admin-orders and
+// home-phone PNGs.
 // services/gateway/tests/shop/storefront.rs (part of the api test binary) runs it against a whole shop started in process.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -322,6 +323,62 @@ async function main() {
     await admin.locator('.product-info .price', { hasText: '¥79.90' }).waitFor();
     await admin.locator('.attributes tr', { hasText: 'Capacity' }).locator('td', { hasText: '1.2 L' }).waitFor();
     await admin.getByText('Only 12 left').or(admin.getByText('In stock')).first().waitFor();
+  });
+
+  await step('the admin takes the new product off sale, and back', async () => {
+    await admin.goto(`${base}/#/admin`);
+    const row = admin.locator('.admin-table tr', { hasText: teapot });
+    await row.getByRole('button', { name: 'Unlist' }).click();
+    await row.locator('.tag-off', { hasText: 'Off sale' }).waitFor();
+    await admin.goto(`${base}/#/search?q=teapot`);
+    await admin.getByText('No matches').waitFor();
+    await admin.goto(`${base}/#/admin`);
+    await admin.locator('.admin-table tr', { hasText: teapot }).getByRole('button', { name: 'Relist' }).click();
+    await admin.locator('.admin-table tr', { hasText: teapot }).getByRole('button', { name: 'Unlist' }).waitFor();
+    await admin.goto(`${base}/#/search?q=teapot`);
+    await admin.locator('.card', { hasText: teapot }).waitFor();
+  });
+
+  await step('the admin ships the paid tea order from the Orders screen', async () => {
+    await admin.locator('#nav-admin').click();
+    await admin.locator('.admin-tabs a', { hasText: 'Orders' }).click();
+    await admin.locator('h1', { hasText: 'Orders' }).waitFor();
+    await admin.locator('#order-status-filter').selectOption('2');
+    const row = admin.locator('.admin-orders tbody tr', { hasText: 'Green Tea Longjing' });
+    await row.locator('.status', { hasText: 'Paid' }).waitFor();
+    await admin.waitForFunction(() => document.querySelectorAll('.admin-orders tbody tr').length === 1);
+    check((await row.innerText()).includes('12 Harbour Road'), 'the row shows where to send it');
+    await row.getByRole('button', { name: 'Ship' }).click();
+    await row.locator('.ship-carrier').fill('SF Express');
+    await row.locator('.ship-tracking').fill('SF1234567890');
+    await row.getByRole('button', { name: 'Mark shipped' }).click();
+    await admin.getByText('No orders match.').waitFor(); // it left the paid orders
+    await admin.locator('#order-status-filter').selectOption('0');
+    const shipped = admin.locator('.admin-orders tbody tr', { hasText: 'Green Tea Longjing' });
+    await shipped.locator('.status', { hasText: 'Shipped' }).waitFor();
+    await shipped.locator('.fulfilment', { hasText: 'SF1234567890' }).waitFor();
+    await admin.locator('.admin-orders tbody tr', { hasText: 'Dark Chocolate' }).locator('.status', { hasText: 'Cancelled' }).waitFor();
+    await admin.evaluate(() => window.scrollTo(0, 0));
+    await shoot(admin, 'admin-orders');
+  });
+
+  await step('the shopper sees the order shipped and confirms receipt', async () => {
+    await page.goto(`${base}/#/signin?next=%2Forders`);
+    await page.locator('#username').fill(shopper);
+    await page.locator('#password').fill(password);
+    await page.locator('.account-form button[type=submit]').click();
+    await page.locator('h1', { hasText: 'Your orders' }).waitFor();
+    const row = page.locator('.order-row', { hasText: 'Green Tea Longjing' });
+    await row.locator('.status', { hasText: 'Shipped' }).waitFor();
+    await row.click();
+    await page.locator('#order-status', { hasText: 'Shipped' }).waitFor();
+    await page.locator('.shipment-carrier', { hasText: 'SF Express' }).first().waitFor();
+    await page.locator('.shipment-tracking', { hasText: 'SF1234567890' }).first().waitFor();
+    await page.locator('#confirm-receipt').click();
+    await page.locator('#confirm-received').click();
+    await page.locator('#order-status', { hasText: 'Completed' }).waitFor();
+    await page.getByText(/^Received .* Enjoy!$/).waitFor();
+    await page.locator('.progress li.done', { hasText: 'Received' }).waitFor();
   });
 
   await step('on a phone the shop fits the screen', async () => {

@@ -197,6 +197,7 @@ async fn storefront_sign_up_to_paid_order_in_a_real_browser() {
         "order",
         "orders",
         "admin",
+        "admin-orders",
         "home-phone",
     ] {
         let png = dir.join(format!("{page}.png"));
