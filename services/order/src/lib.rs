@@ -71,14 +71,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown.clone(),
     ));
 
-    let relay_task =
-        events::spawn_outbox_relay(
-            pool.clone(),
-            &config.kafka,
-            TOPICS,
-            &metrics,
-            shutdown.clone(),
-        )?;
+    let relay_task = events::spawn_outbox_relay(
+        pool.clone(),
+        &config.kafka,
+        TOPICS,
+        &metrics,
+        shutdown.clone(),
+    )?;
     let kafka = config.kafka.clone();
     let consumer_shutdown = shutdown.clone();
     let payment_orders = orders.clone();
