@@ -687,3 +687,175 @@ fn the_tiltfile_and_the_image_context_hold_every_workspace_member() {
         );
     }
 }
+
+/// Every monitoring object is made only when enabled and when the cluster has its CRD.
+const MONITORING_ON: &[&str] = &[
+    "--set",
+    "monitoring.serviceMonitor.enabled=true",
+    "--set",
+    "monitoring.podMonitor.enabled=true",
+    "--set",
+    "monitoring.prometheusRule.enabled=true",
+    "--set",
+    "monitoring.dashboards.enabled=true",
+];
+
+const MONITORING_CRDS: &[&str] = &[
+    "--api-versions",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PodMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+];
+
+/// The metric names the binaries register, as a Prometheus server sees them: what each
+/// `register("<name>", ...)` in the services' and the operator's sources becomes, with the
+/// suffixes counters and histograms add.
+fn exported_metric_names() -> BTreeSet<String> {
+    fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["services", "operator/src"] {
+        sources(&repo().join(dir), &mut files);
+    }
+    let mut names = BTreeSet::new();
+    for file in files {
+        if file.components().any(|c| c.as_os_str() == "tests") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let prefix = if file.starts_with(repo().join("operator")) {
+            "letsgo_operator_"
+        } else {
+            "letsgo_"
+        };
+        // `register(` then, maybe after whitespace and a newline, the quoted name.
+        for piece in text.split("register(").skip(1) {
+            let piece = piece.trim_start();
+            let Some(rest) = piece.strip_prefix('"') else {
+                continue;
+            };
+            let name = &rest[..rest.find('"').unwrap()];
+            for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
+                names.insert(format!("{prefix}{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("letsgo_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn monitoring_objects_come_only_when_asked_for_and_their_crds_exist() {
+    let (_, objects) = render(MONITORING_ON);
+    let monitoring: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["apiVersion"] == "monitoring.coreos.com/v1")
+        .collect();
+    assert!(
+        monitoring.is_empty(),
+        "no Prometheus Operator CRDs, no objects: {monitoring:?}"
+    );
+    let (_, objects) = render(MONITORING_CRDS);
+    assert!(
+        !kinds(&objects).contains("PrometheusRule"),
+        "off by default"
+    );
+    let args: Vec<&str> = MONITORING_ON
+        .iter()
+        .chain(MONITORING_CRDS)
+        .copied()
+        .collect();
+    let (_, objects) = render(&args);
+    let service_monitor = one_of_kind(&objects, "ServiceMonitor");
+    assert_eq!(
+        at_path(service_monitor, "spec/endpoints/0/port"),
+        "http-metrics"
+    );
+    assert_eq!(
+        at_path(service_monitor, "spec/endpoints/0/honorLabels"),
+        true
+    );
+    let pod_monitor = one_of_kind(&objects, "PodMonitor");
+    assert_eq!(
+        at_path(pod_monitor, "spec/podMetricsEndpoints/0/port"),
+        "admin"
+    );
+    let dashboards = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard ConfigMap, with the sidecar's label");
+    let dashboard: Value =
+        serde_json::from_str(dashboards["data"]["letsgo.json"].as_str().unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "letsgo-shop");
+
+    // Every metric the alerts and the dashboard read is one the binaries export.
+    let exported = exported_metric_names();
+    let rule = one_of_kind(&objects, "PrometheusRule");
+    let mut alerts = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for alert in group["rules"].as_array().unwrap() {
+            alerts.insert(alert["alert"].as_str().unwrap().to_owned());
+            assert!(
+                alert["annotations"]["runbook"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("README")),
+                "{alert}"
+            );
+            used.extend(metric_names_in(alert["expr"].as_str().unwrap()));
+        }
+    }
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            used.extend(metric_names_in(target["expr"].as_str().unwrap()));
+        }
+    }
+    let unknown: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "not exported by any binary: {unknown:?}"
+    );
+    assert!(used.len() >= 8, "{used:?}");
+    // Each alert has its runbook in the README.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for alert in &alerts {
+        assert!(
+            readme.contains(&format!("`{alert}`")),
+            "{alert} has no runbook in the README"
+        );
+    }
+}
+
+fn at_path<'a>(value: &'a Value, path: &str) -> &'a Value {
+    path.split('/').fold(value, |v, key| match v {
+        Value::Array(items) => key
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| items.get(i))
+            .unwrap_or(&Value::Null),
+        _ => v.get(key).unwrap_or(&Value::Null),
+    })
+}
