@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 const SECRET: &str = "gateway-test-secret-0123456789abcdef";
+/// Every test shop's services require, and its gateway and services send, this token
+/// (INTERNAL_TOKEN): each test exercises the internal calls' authentication.
+const INTERNAL_TOKEN: &str = "gateway-test-internal-token-0123456789";
 /// The initial admin's password (ADMIN_PASSWORD) in every test shop.
 const ADMIN_PASSWORD: &str = "gateway-admin-pass-0123";
 const WEBHOOK_SECRET: &str = "gateway-test-webhook-secret-0123456789";
@@ -101,6 +104,8 @@ impl Shop {
                     &brokers,
                     "--log-format",
                     "text",
+                    "--internal-token",
+                    INTERNAL_TOKEN,
                     "--discovery",
                     "static",
                 ])
@@ -127,6 +132,8 @@ impl Shop {
                     },
                     "--log-format",
                     "text",
+                    "--internal-token",
+                    INTERNAL_TOKEN,
                     "--discovery",
                     "static",
                 ])
@@ -147,6 +154,8 @@ impl Shop {
                     product_addr.to_string(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
+                    "--internal-token".to_owned(),
+                    INTERNAL_TOKEN.to_owned(),
                     "--discovery".to_owned(),
                     "static".to_owned(),
                 ])
@@ -175,6 +184,8 @@ impl Shop {
                     "3000".to_owned(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
+                    "--internal-token".to_owned(),
+                    INTERNAL_TOKEN.to_owned(),
                     "--discovery".to_owned(),
                     "static".to_owned(),
                 ])
@@ -205,6 +216,8 @@ impl Shop {
                     brokers.clone(),
                     "--log-format".to_owned(),
                     "text".to_owned(),
+                    "--internal-token".to_owned(),
+                    INTERNAL_TOKEN.to_owned(),
                     "--discovery".to_owned(),
                     "static".to_owned(),
                 ])
@@ -251,6 +264,8 @@ impl Shop {
             options.max_concurrent.to_string(),
             "--log-format".to_owned(),
             "text".to_owned(),
+            "--internal-token".to_owned(),
+            INTERNAL_TOKEN.to_owned(),
             "--discovery".to_owned(),
             "static".to_owned(),
         ];
