@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use letsgo_platform::discovery::ServiceName;
-use letsgo_platform::events::{self, EventConsumer};
+use letsgo_platform::events;
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
 use letsgo_platform::proto::order::v1::order_service_server::OrderServiceServer;
@@ -78,32 +78,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         &metrics,
         shutdown.clone(),
     )?;
-    let kafka = config.kafka.clone();
-    let consumer_shutdown = shutdown.clone();
     let payment_orders = orders.clone();
-    let session_timeout = config.kafka_session_timeout;
-    let consumer_task = tokio::spawn(async move {
-        // The topic may not exist yet on a fresh broker; a broker that is away only delays.
-        if let Err(error) = events::ensure_topics(&kafka, PAYMENT_TOPICS).await {
-            tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
-        }
-        match EventConsumer::subscribe(
-            &kafka,
-            orders::PAYMENT_CONSUMER_GROUP,
-            PAYMENT_TOPICS,
-            session_timeout,
-        ) {
-            Ok(consumer) => {
-                consumer
-                    .run(consumer_shutdown, dead_letters, |event| {
-                        let orders = payment_orders.clone();
-                        async move { orders.on_payment_event(&event).await }
-                    })
-                    .await
-            }
-            Err(error) => tracing::error!(%error, "cannot consume payment events"),
-        }
-    });
+    let consumer_task = events::spawn_consumer(
+        &config.kafka,
+        orders::PAYMENT_CONSUMER_GROUP,
+        PAYMENT_TOPICS,
+        config.kafka_session_timeout,
+        dead_letters,
+        shutdown.clone(),
+        move |event| {
+            let orders = payment_orders.clone();
+            async move { orders.on_payment_event(&event).await }
+        },
+    );
 
     let sweeper_orders = orders.clone();
     let sweeper_shutdown = shutdown.clone();

@@ -392,18 +392,13 @@ impl OrderStore {
         .fetch_optional(&mut *transaction)
         .await?;
         let Some((owner, completed_at)) = completed else {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2))",
-            )
-            .bind(order_id)
-            .bind(user_id)
-            .fetch_one(&mut *transaction)
-            .await?;
-            return Ok(if exists {
-                CompleteOutcome::NotShipped
-            } else {
-                CompleteOutcome::NotFound
-            });
+            return Ok(
+                if order_exists(&mut transaction, order_id, user_id).await? {
+                    CompleteOutcome::NotShipped
+                } else {
+                    CompleteOutcome::NotFound
+                },
+            );
         };
         let completed = event(
             "order.completed",
@@ -448,18 +443,13 @@ impl OrderStore {
         .fetch_optional(&mut *transaction)
         .await?;
         let Some(owner) = cancelled else {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2))",
-            )
-            .bind(order_id)
-            .bind(user_id)
-            .fetch_one(&mut *transaction)
-            .await?;
-            return Ok(if exists {
-                CancelOutcome::NotPending
-            } else {
-                CancelOutcome::NotFound
-            });
+            return Ok(
+                if order_exists(&mut transaction, order_id, user_id).await? {
+                    CancelOutcome::NotPending
+                } else {
+                    CancelOutcome::NotFound
+                },
+            );
         };
         let cancelled = event(
             "order.cancelled",
@@ -620,4 +610,20 @@ impl OrderStore {
 /// 5000 for an order that is not there (or not the caller's).
 pub fn not_found() -> AppError {
     AppError::of(ErrorCode::OrderNotFound)
+}
+
+/// Whether `order_id` exists (as `user_id`'s, when given): what tells "not yours or none" from
+/// "not in the right status" after a conditional update changed nothing.
+async fn order_exists(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    order_id: i64,
+    user_id: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2))",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .fetch_one(&mut **transaction)
+    .await
 }

@@ -91,29 +91,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         autocomplete,
     ));
     let dead_letters = events::DeadLetters::new(pool.clone(), &config.events, &metrics);
-    let consumer_task = {
-        let (kafka, payments, shutdown) =
-            (config.kafka.clone(), payments.clone(), shutdown.clone());
-        let session_timeout = config.kafka_session_timeout;
-        tokio::spawn(async move {
-            match events::EventConsumer::subscribe(
-                &kafka,
-                payments::CANCELLATION_CONSUMER_GROUP,
-                &["order.cancelled"],
-                session_timeout,
-            ) {
-                Ok(consumer) => {
-                    consumer
-                        .run(shutdown, dead_letters, |event| {
-                            let payments = payments.clone();
-                            async move { payments.on_order_cancelled(&event).await }
-                        })
-                        .await
-                }
-                Err(error) => tracing::error!(%error, "cannot consume order events"),
-            }
-        })
-    };
+    let cancelled_payments = payments.clone();
+    let consumer_task = events::spawn_consumer(
+        &config.kafka,
+        payments::CANCELLATION_CONSUMER_GROUP,
+        &["order.cancelled"],
+        config.kafka_session_timeout,
+        dead_letters,
+        shutdown.clone(),
+        move |event| {
+            let payments = cancelled_payments.clone();
+            async move { payments.on_order_cancelled(&event).await }
+        },
+    );
     readiness.set_ready(true);
     // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
     let registration = discovery

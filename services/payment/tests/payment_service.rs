@@ -1003,7 +1003,8 @@ impl Shop {
     /// The order's payment statuses, once they read `want` (the consumer runs a moment later).
     async fn wait_for_statuses(&self, order_id: i64, want: &[i16]) {
         let mut seen = Vec::new();
-        for _ in 0..300 {
+        // A consumer group's first join can take a while on a busy machine.
+        for _ in 0..600 {
             seen = self.payment_statuses(order_id).await;
             if seen == want {
                 return;

@@ -343,6 +343,35 @@ impl OutboxRelay {
     }
 }
 
+/// Starts consuming `topics` as `group`: creates the topics first (a consumer subscribed to a
+/// topic that does not exist yet may not see it for minutes), then hands every event to
+/// `handler` until `shutdown`. A broker that is away only delays.
+pub fn spawn_consumer<F, Fut, E>(
+    kafka: &KafkaArgs,
+    group: &'static str,
+    topics: &'static [&'static str],
+    session_timeout: Duration,
+    dead_letters: DeadLetters,
+    shutdown: Shutdown,
+    handler: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: HandlerError + Send,
+{
+    let kafka = kafka.clone();
+    tokio::spawn(async move {
+        if let Err(error) = ensure_topics(&kafka, topics).await {
+            tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
+        }
+        match EventConsumer::subscribe(&kafka, group, topics, session_timeout) {
+            Ok(consumer) => consumer.run(shutdown, dead_letters, handler).await,
+            Err(error) => tracing::error!(%error, group, "cannot consume events"),
+        }
+    })
+}
+
 /// A consumer-group member that hands each event to a handler and commits its offset only
 /// after the handler succeeded.
 pub struct EventConsumer {
