@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -145,6 +146,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         .owns(scope.api::<PodDisruptionBudget>(&client), children.clone())
         .owns(scope.api::<Ingress>(&client), children.clone())
         .owns(scope.api::<NetworkPolicy>(&client), children.clone())
+        .owns(scope.api::<CronJob>(&client), children.clone())
         .owns(scope.api::<HorizontalPodAutoscaler>(&client), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -375,6 +377,12 @@ async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child>
         }
         Child::Ingress(o) => Child::Ingress(apply_one(client, namespace, o).await?),
         Child::NetworkPolicy(o) => Child::NetworkPolicy(apply_one(client, namespace, o).await?),
+        Child::PersistentVolumeClaim(o) => {
+            Child::PersistentVolumeClaim(apply_one(client, namespace, o).await?)
+        }
+        Child::CronJob(o) => {
+            Child::CronJob(Box::new(apply_one(client, namespace, o.as_ref()).await?))
+        }
         Child::HorizontalPodAutoscaler(o) => {
             Child::HorizontalPodAutoscaler(apply_one(client, namespace, o).await?)
         }
@@ -409,6 +417,7 @@ async fn prune(client: &Client, store: &StoreRef<'_>, desired: &[&Child]) -> Res
     prune_kind::<Service>(client, namespace, &selector, uid, &wanted).await?;
     prune_kind::<HorizontalPodAutoscaler>(client, namespace, &selector, uid, &wanted).await?;
     prune_kind::<NetworkPolicy>(client, namespace, &selector, uid, &wanted).await?;
+    prune_kind::<CronJob>(client, namespace, &selector, uid, &wanted).await?;
     Ok(())
 }
 

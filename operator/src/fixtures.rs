@@ -226,5 +226,10 @@ pub fn prune_lists() -> Vec<Step> {
             format!("/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies"),
             Answer::EmptyList,
         ),
+        Step::new(
+            Method::GET,
+            format!("/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs"),
+            Answer::EmptyList,
+        ),
     ]
 }

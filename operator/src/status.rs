@@ -271,6 +271,8 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         ready_components: Some(format!("{ready}/{}", components.len())),
         components,
         gateway_endpoint: gateway_endpoint(store, &seen.applied),
+        last_backup: last_backup(&seen.applied)
+            .or_else(|| previous.and_then(|s| s.last_backup.clone())),
         version: if phase == StorePhase::Ready {
             Some(store.spec.image.tag().to_owned())
         } else {
@@ -334,6 +336,7 @@ pub fn invalid(store: &Store, problems: &[String], now: &str) -> StoreStatus {
         ready_components: previous.ready_components,
         gateway_endpoint: previous.gateway_endpoint,
         version: previous.version,
+        last_backup: previous.last_backup,
     }
 }
 
@@ -462,6 +465,19 @@ fn gateway_endpoint(store: &Store, applied: &[Child]) -> Option<String> {
         return address.map(|address| format!("http://{address}:{port}"));
     }
     Some(format!("http://{name}-gateway.{namespace}.svc:{port}"))
+}
+
+/// When the backup CronJob last ran to success, as the API server reports it.
+fn last_backup(applied: &[Child]) -> Option<String> {
+    applied.iter().find_map(|child| match child {
+        Child::CronJob(job) => job
+            .status
+            .as_ref()?
+            .last_successful_time
+            .as_ref()
+            .map(|time| time.0.to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -83,6 +83,37 @@ pub struct StoreSpec {
     /// services either way).
     #[serde(default = "enabled")]
     pub network_policies: bool,
+    /// Scheduled backups of managed PostgreSQL: each service database dumped (pg_dump, custom
+    /// format) onto a volume of their own; absent, none are made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When, in cron syntax (UTC), e.g. `0 3 * * *` for every night at three.
+    #[schemars(length(min = 9, max = 100))]
+    pub schedule: String,
+    /// How many backups are kept; older ones are deleted after each new one.
+    #[serde(default = "default_keep")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: u32,
+    /// Size of the backups' volume.
+    #[serde(default = "default_backup_storage")]
+    #[schemars(pattern(QUANTITY))]
+    pub storage: String,
+    /// StorageClass of the backups' volume; the cluster's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_keep() -> u32 {
+    7
+}
+
+fn default_backup_storage() -> String {
+    "10Gi".to_owned()
 }
 
 /// What a spec of `{}` means.
@@ -97,6 +128,7 @@ impl Default for StoreSpec {
             shop: ShopSettings::default(),
             data_retention: DataRetention::default(),
             network_policies: enabled(),
+            backup: None,
         }
     }
 }
@@ -547,6 +579,21 @@ impl StoreSpec {
                 ));
             }
         }
+        if self.backup.is_some() && self.middleware.postgres.managed.is_none() {
+            problems.push(
+                "backup: backups are made of managed PostgreSQL only (back up an external one \
+                 where it runs)"
+                    .to_owned(),
+            );
+        }
+        if let Some(backup) = &self.backup
+            && backup.schedule.split_whitespace().count() != 5
+        {
+            problems.push(format!(
+                "backup.schedule: {:?} is not a cron schedule of five fields",
+                backup.schedule
+            ));
+        }
         for proxy in &self.gateway.trusted_proxies {
             if !is_address_or_cidr(proxy) {
                 problems.push(format!(
@@ -600,6 +647,9 @@ pub struct StoreStatus {
     /// Where the gateway answers: the Ingress URL, the LoadBalancer address, or the in-cluster URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_endpoint: Option<String>,
+    /// When the last backup succeeded (RFC 3339), when backups are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -195,16 +195,19 @@ fn service(store: &StoreRef<'_>, kind: MiddlewareKind) -> Service {
     }
 }
 
+/// The image a managed middleware runs: the Store's choice, else the official one.
+pub(super) fn image(store: &StoreRef<'_>, kind: MiddlewareKind) -> String {
+    managed_spec(store, kind)
+        .image
+        .unwrap_or_else(|| kind.default_image().to_owned())
+}
+
 fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &str) -> StatefulSet {
     let name = kind.as_str();
     let spec = managed_spec(store, kind);
     let mut container = Container {
         name: name.to_owned(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| kind.default_image().to_owned()),
-        ),
+        image: Some(image(store, kind)),
         ports: Some(vec![container_port(name, kind.port())]),
         resources: Some(resources(spec.resources.as_ref(), &kind.defaults())),
         volume_mounts: Some(vec![VolumeMount {

@@ -4,6 +4,7 @@
 //! unit test. Each object carries the Store as its controller owner (deleting the Store deletes
 //! it) and the labels in [`labels`], which the reconciler uses to find what it made.
 
+pub mod backup;
 pub mod external;
 mod middleware;
 pub mod network;
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -119,6 +121,8 @@ pub enum Child {
     Ingress(Ingress),
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     NetworkPolicy(NetworkPolicy),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    CronJob(Box<CronJob>),
 }
 
 impl Child {
@@ -133,6 +137,8 @@ impl Child {
             Child::Ingress(_) => "Ingress",
             Child::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
             Child::NetworkPolicy(_) => "NetworkPolicy",
+            Child::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
+            Child::CronJob(_) => "CronJob",
         }
     }
 
@@ -147,6 +153,8 @@ impl Child {
             Child::Ingress(o) => &o.metadata,
             Child::HorizontalPodAutoscaler(o) => &o.metadata,
             Child::NetworkPolicy(o) => &o.metadata,
+            Child::PersistentVolumeClaim(o) => &o.metadata,
+            Child::CronJob(o) => &o.metadata,
         }
     }
 
@@ -170,6 +178,8 @@ impl Child {
             Child::Ingress(o) => o.name_any(),
             Child::HorizontalPodAutoscaler(o) => o.name_any(),
             Child::NetworkPolicy(o) => o.name_any(),
+            Child::PersistentVolumeClaim(o) => o.name_any(),
+            Child::CronJob(o) => o.name_any(),
         }
     }
 }
@@ -233,6 +243,16 @@ pub fn desired_state(
         settings.push(Child::ConfigMap(middleware::postgres_init(store)));
     }
     settings.extend(network::policies(store, &managed_middleware));
+
+    if let Some(backup) = &store.store.spec.backup
+        && managed_middleware.contains(&MiddlewareKind::Postgres)
+    {
+        middleware.extend(backup::objects(
+            store,
+            backup,
+            middleware::image(store, MiddlewareKind::Postgres),
+        ));
+    }
 
     let mut services = Vec::new();
     for kind in ServiceKind::ALL {

@@ -57,7 +57,8 @@ pub(super) fn policies(store: &StoreRef<'_>, managed: &[MiddlewareKind]) -> Vec<
                 // The shop's front door: anyone.
                 rule(None, kind.serving_port())
             } else {
-                rule(Some(peers(store, callers(kind))), kind.serving_port())
+                let callers: Vec<&str> = callers(kind).iter().map(|c| c.as_str()).collect();
+                rule(Some(peers(store, &callers)), kind.serving_port())
             };
             policy(
                 store,
@@ -67,7 +68,10 @@ pub(super) fn policies(store: &StoreRef<'_>, managed: &[MiddlewareKind]) -> Vec<
         })
         .collect();
     for kind in managed {
-        let users = users(*kind);
+        let mut users: Vec<&str> = users(*kind).iter().map(|s| s.as_str()).collect();
+        if *kind == MiddlewareKind::Postgres && store.store.spec.backup.is_some() {
+            users.push(super::backup::COMPONENT);
+        }
         policies.push(policy(
             store,
             kind.as_str(),
@@ -105,14 +109,14 @@ fn rule(from: Option<NetworkPolicyPeer>, port: i32) -> NetworkPolicyIngressRule 
 }
 
 /// The Store's Pods of `components`.
-fn peers(store: &StoreRef<'_>, components: &[ServiceKind]) -> NetworkPolicyPeer {
+fn peers(store: &StoreRef<'_>, components: &[&str]) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
             match_labels: Some([(STORE_LABEL.to_owned(), store.name.clone())].into()),
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: COMPONENT_LABEL.to_owned(),
                 operator: "In".to_owned(),
-                values: Some(components.iter().map(|c| c.as_str().to_owned()).collect()),
+                values: Some(components.iter().map(|c| (*c).to_owned()).collect()),
             }]),
         }),
         ..NetworkPolicyPeer::default()

@@ -232,6 +232,78 @@ fn trusted_proxies_reach_the_gateway_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
+    let spec: StoreSpec =
+        serde_json::from_value(serde_json::json!({"backup": {"schedule": "0 3 * * *"}})).unwrap();
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    let state = build(spec.clone());
+    let cron = state
+        .all()
+        .find_map(|c| match c {
+            Child::CronJob(job) => Some((**job).clone()),
+            _ => None,
+        })
+        .expect("a CronJob");
+    let cron_spec = cron.spec.unwrap();
+    assert_eq!(cron_spec.schedule, "0 3 * * *");
+    assert_eq!(cron_spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let pod = cron_spec.job_template.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("postgres:17.6"),
+        "the same PostgreSQL"
+    );
+    assert_eq!(
+        env(container, "PGHOST").unwrap().value.as_deref(),
+        Some("shop-postgres")
+    );
+    assert_eq!(
+        env(container, "BACKUP_KEEP").unwrap().value.as_deref(),
+        Some("7")
+    );
+    let password = env(container, "PGPASSWORD")
+        .unwrap()
+        .value_from
+        .clone()
+        .unwrap();
+    assert_eq!(password.secret_key_ref.unwrap().key, "postgres-password");
+    let volume = state
+        .all()
+        .find_map(|c| match c {
+            Child::PersistentVolumeClaim(claim) => Some(claim.clone()),
+            _ => None,
+        })
+        .expect("the backups' volume");
+    assert_eq!(volume.metadata.name.as_deref(), Some("shop-backups"));
+    assert!(
+        volume.metadata.owner_references.is_none(),
+        "kept with the data (Retain)"
+    );
+    // PostgreSQL's policy lets the backup Pods in.
+    let table = policy_table(&state);
+    let postgres = table.iter().find(|(c, _, _)| c == "postgres").unwrap();
+    assert!(
+        postgres.1.as_ref().unwrap().contains(&"backup".to_owned()),
+        "{postgres:?}"
+    );
+
+    let mut external = spec;
+    external.middleware.postgres =
+        serde_json::from_value(serde_json::json!({"external": {"secretName": "pg"}})).unwrap();
+    external.backup.as_mut().unwrap().schedule = "nightly".into();
+    let problems = external.problems();
+    assert!(
+        problems.iter().any(|p| p.starts_with("backup:")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.starts_with("backup.schedule")),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn a_spec_of_nothing_is_the_default_spec() {
     let empty: StoreSpec = serde_json::from_value(serde_json::json!({})).unwrap();
     assert_eq!(empty, StoreSpec::default());
