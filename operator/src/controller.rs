@@ -247,8 +247,13 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
         .applied
         .iter()
         .any(|child| matches!(child, Child::StatefulSet(_)) && !status::rolled_out(child));
+    if let Some(job) = desired.restore.as_ref().filter(|_| !has_run) {
+        // A restore runs before the first start only: it never overwrites a live shop.
+        seen.restore = restore(client, namespace, job, seen.middleware_ready).await?;
+    }
     seen.services_applied = (seen.middleware_ready || (has_run && !middleware_rolling))
-        && seen.missing_secrets.is_empty();
+        && seen.missing_secrets.is_empty()
+        && seen.restore.is_none();
     if seen.services_applied {
         for child in &desired.services {
             // The gateway rolls last, once the services it calls run their new spec.
@@ -383,6 +388,7 @@ async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child>
         Child::CronJob(o) => {
             Child::CronJob(Box::new(apply_one(client, namespace, o.as_ref()).await?))
         }
+        Child::Job(o) => Child::Job(Box::new(apply_one(client, namespace, o.as_ref()).await?)),
         Child::HorizontalPodAutoscaler(o) => {
             Child::HorizontalPodAutoscaler(apply_one(client, namespace, o).await?)
         }
@@ -402,6 +408,43 @@ where
     Ok(api
         .patch(&object.name_any(), &params, &Patch::Apply(object))
         .await?)
+}
+
+/// Runs the restore Job once PostgreSQL is ready; `None` once it has succeeded, so the services
+/// may start on the restored data.
+async fn restore(
+    client: &Client,
+    namespace: &str,
+    job: &Child,
+    postgres_ready: bool,
+) -> Result<Option<status::Restore>> {
+    let name = job.name();
+    if !postgres_ready {
+        return Ok(Some(status::Restore::Running(format!(
+            "{name} waits for PostgreSQL"
+        ))));
+    }
+    let Child::Job(wanted) = job else {
+        return Ok(None);
+    };
+    let applied = apply_one(client, namespace, wanted.as_ref()).await?;
+    let state = applied.status.unwrap_or_default();
+    let failed = state
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Failed" && c.status == "True");
+    Ok(if state.succeeded.unwrap_or(0) > 0 {
+        None
+    } else if failed {
+        Some(status::Restore::Failed(format!(
+            "{name} failed; `kubectl logs job/{name}` says why (a missing backup lists the ones there are)"
+        )))
+    } else {
+        Some(status::Restore::Running(format!(
+            "{name} restores the backup before the services start"
+        )))
+    })
 }
 
 /// Deletes the kinds of children that come and go with the spec when the spec no longer has

@@ -23,6 +23,15 @@ pub struct Observation {
     pub missing_secrets: Vec<String>,
     /// The Store's Pods that cannot start, as [`pod_failures`] words them.
     pub failing_pods: Vec<String>,
+    /// A restore the services wait for (`spec.restoreFrom`): under way, or failed.
+    pub restore: Option<Restore>,
+}
+
+/// Where a `spec.restoreFrom` stands while the services wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    Running(String),
+    Failed(String),
 }
 
 /// The workload's controller has seen its current spec and no replica of an older one is left
@@ -184,7 +193,12 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
     let mut failures = stalled_rollouts(&seen.applied);
     failures.extend(seen.failing_pods.iter().cloned());
 
-    let (phase, reason, message) = if !seen.missing_secrets.is_empty() {
+    let (phase, reason, message) = if let Some(restore) = &seen.restore {
+        match restore {
+            Restore::Running(message) => (StorePhase::Pending, "Restoring", message.clone()),
+            Restore::Failed(message) => (StorePhase::Degraded, "RestoreFailed", message.clone()),
+        }
+    } else if !seen.missing_secrets.is_empty() {
         (
             if was_ready {
                 StorePhase::Degraded

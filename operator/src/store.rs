@@ -87,6 +87,12 @@ pub struct StoreSpec {
     /// format) onto a volume of their own; absent, none are made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+    /// A backup (its folder name on the backups volume, e.g. `20261130T030000Z`) to restore
+    /// into PostgreSQL before the services first start. Acts only on a Store that has not run
+    /// yet: it never overwrites a live shop's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]{8}T[0-9]{6}Z$"))]
+    pub restore_from: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -129,6 +135,7 @@ impl Default for StoreSpec {
             data_retention: DataRetention::default(),
             network_policies: enabled(),
             backup: None,
+            restore_from: None,
         }
     }
 }
@@ -583,6 +590,12 @@ impl StoreSpec {
             problems.push(
                 "backup: backups are made of managed PostgreSQL only (back up an external one \
                  where it runs)"
+                    .to_owned(),
+            );
+        }
+        if self.restore_from.is_some() && self.backup.is_none() {
+            problems.push(
+                "restoreFrom: a restore reads the backups volume, so backup must be set too"
                     .to_owned(),
             );
         }

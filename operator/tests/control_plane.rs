@@ -1312,6 +1312,55 @@ fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
     operator.assert_never_forbidden();
 }
 
+/// A Store created `restoreFrom` a backup runs the restore Job once PostgreSQL is ready and
+/// starts its services only after the Job succeeded (kwok completes Job Pods on the fake node).
+#[test]
+fn a_restored_store_starts_its_services_after_the_restore_job() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "restore");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let _volumes = Volumes::for_store(&kube, ns, "shop");
+    kube.apply(
+        &format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {ns}-shop-backups\n  labels: {{letsgo.dev/test-namespace: {ns}}}\nspec:\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /tmp/letsgo-kube-volumes/{ns}/backups}}\n  claimRef: {{namespace: {ns}, name: shop-backups}}\n"
+        ),
+        &[],
+    );
+    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    let mut store = support::file(&repo().join("examples/store.yaml"));
+    store.push_str("  backup:\n    schedule: \"0 3 * * *\"\n  restoreFrom: \"20261130T030000Z\"\n");
+    kube.apply(&store, &["-n", ns]);
+    let ready = wait_ready(&kube, ns, &operator);
+    assert_eq!(at(&ready, "status/readyComponents"), "9/9", "{ready}");
+    let job = kube.json(&["get", "job", "shop-restore-20261130t030000z", "-n", ns]);
+    assert!(at(&job, "status/succeeded").as_i64() >= Some(1), "{job}");
+    let env = &at(&job, "spec/template/spec/containers/0")["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "RESTORE_FROM" && e["value"] == "20261130T030000Z"),
+        "{env}"
+    );
+    // The services were made after the restore finished.
+    let finished = at(&job, "status/completionTime")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for service in DEPLOYMENTS {
+        let deployment = kube.json(&["get", "deployment", &format!("shop-{service}"), "-n", ns]);
+        let created = at(&deployment, "metadata/creationTimestamp")
+            .as_str()
+            .unwrap();
+        assert!(
+            created >= finished.as_str(),
+            "shop-{service} made at {created}, the restore finished at {finished}"
+        );
+    }
+    operator.assert_never_forbidden();
+}
+
 struct RemoveDir(std::path::PathBuf);
 
 impl Drop for RemoveDir {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
@@ -29,6 +29,8 @@ pub const RESTORE_SCRIPT: &str = include_str!("scripts/restore.sh");
 /// The label value of the backup Job's Pods (`app.kubernetes.io/component`); PostgreSQL's
 /// NetworkPolicy lets them in.
 pub const COMPONENT: &str = "backup";
+/// The label value of the restore Job's Pods.
+pub const RESTORE_COMPONENT: &str = "restore";
 
 /// The uid the PostgreSQL image's tools run as.
 const POSTGRES_UID: i64 = 999;
@@ -67,26 +69,85 @@ pub(super) fn objects(
         }),
         ..PersistentVolumeClaim::default()
     };
+    let cron_job = CronJob {
+        metadata: store.meta(store.child_name("backup"), COMPONENT),
+        spec: Some(CronJobSpec {
+            schedule: backup.schedule.clone(),
+            time_zone: Some("Etc/UTC".into()),
+            // One at a time: a slow dump is not raced by the next.
+            concurrency_policy: Some("Forbid".into()),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: None,
+                spec: Some(job_spec(
+                    store,
+                    postgres_image,
+                    COMPONENT,
+                    "backup.sh",
+                    vec![env_value("BACKUP_KEEP", &backup.keep.to_string())],
+                )),
+            },
+            ..CronJobSpec::default()
+        }),
+        ..CronJob::default()
+    };
+    vec![
+        Child::ConfigMap(scripts),
+        Child::PersistentVolumeClaim(volume),
+        Child::CronJob(Box::new(cron_job)),
+    ]
+}
+
+/// The Job that restores `name` before the services first start (`spec.restoreFrom`), named
+/// after the backup: Jobs cannot change, and another backup is another Job.
+pub(super) fn restore_job(store: &StoreRef<'_>, name: &str, postgres_image: String) -> Child {
+    Child::Job(Box::new(Job {
+        metadata: store.meta(
+            store.child_name(&format!("restore-{}", name.to_lowercase())),
+            RESTORE_COMPONENT,
+        ),
+        spec: Some(job_spec(
+            store,
+            postgres_image,
+            RESTORE_COMPONENT,
+            "restore.sh",
+            vec![env_value("RESTORE_FROM", name)],
+        )),
+        ..Job::default()
+    }))
+}
+
+/// A Job running `script` from the scripts ConfigMap in the PostgreSQL image, connected to the
+/// Store's PostgreSQL, with the backups volume at /backups.
+fn job_spec(
+    store: &StoreRef<'_>,
+    postgres_image: String,
+    component: &str,
+    script: &str,
+    extra_env: Vec<k8s_openapi::api::core::v1::EnvVar>,
+) -> JobSpec {
+    let mut env = vec![
+        env_value(
+            "PGHOST",
+            &store.child_name(MiddlewareKind::Postgres.as_str()),
+        ),
+        env_value("PGPORT", "5432"),
+        env_value("PGUSER", POSTGRES_USER),
+        env_from_secret(
+            "PGPASSWORD",
+            &secret_name(store),
+            POSTGRES_PASSWORD_KEY,
+            false,
+        ),
+        env_value("BACKUP_DIR", "/backups"),
+    ];
+    env.extend(extra_env);
     let container = Container {
-        name: COMPONENT.to_owned(),
+        name: component.to_owned(),
         image: Some(postgres_image),
-        command: Some(vec!["bash".into(), "/scripts/backup.sh".into()]),
-        env: Some(vec![
-            env_value(
-                "PGHOST",
-                &store.child_name(MiddlewareKind::Postgres.as_str()),
-            ),
-            env_value("PGPORT", "5432"),
-            env_value("PGUSER", POSTGRES_USER),
-            env_from_secret(
-                "PGPASSWORD",
-                &secret_name(store),
-                POSTGRES_PASSWORD_KEY,
-                false,
-            ),
-            env_value("BACKUP_DIR", "/backups"),
-            env_value("BACKUP_KEEP", &backup.keep.to_string()),
-        ]),
+        command: Some(vec!["bash".into(), format!("/scripts/{script}")]),
+        env: Some(env),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "scripts".into(),
@@ -102,63 +163,40 @@ pub(super) fn objects(
         ]),
         ..Container::default()
     };
-    let cron_job = CronJob {
-        metadata: store.meta(store.child_name("backup"), COMPONENT),
-        spec: Some(CronJobSpec {
-            schedule: backup.schedule.clone(),
-            time_zone: Some("Etc/UTC".into()),
-            // One at a time: a slow dump is not raced by the next.
-            concurrency_policy: Some("Forbid".into()),
-            successful_jobs_history_limit: Some(3),
-            failed_jobs_history_limit: Some(3),
-            job_template: JobTemplateSpec {
-                metadata: None,
-                spec: Some(JobSpec {
-                    backoff_limit: Some(2),
-                    template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta {
-                            labels: Some(super::labels(&store.name, COMPONENT)),
-                            ..ObjectMeta::default()
+    JobSpec {
+        backoff_limit: Some(2),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(super::labels(&store.name, component)),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![container],
+                restart_policy: Some("Never".into()),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                security_context: Some(restricted_pod(POSTGRES_UID)),
+                volumes: Some(vec![
+                    Volume {
+                        name: "scripts".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: store.child_name("backup-scripts"),
+                            ..ConfigMapVolumeSource::default()
                         }),
-                        spec: Some(PodSpec {
-                            containers: vec![container],
-                            restart_policy: Some("Never".into()),
-                            automount_service_account_token: Some(false),
-                            enable_service_links: Some(false),
-                            security_context: Some(restricted_pod(POSTGRES_UID)),
-                            volumes: Some(vec![
-                                Volume {
-                                    name: "scripts".into(),
-                                    config_map: Some(ConfigMapVolumeSource {
-                                        name: store.child_name("backup-scripts"),
-                                        ..ConfigMapVolumeSource::default()
-                                    }),
-                                    ..Volume::default()
-                                },
-                                Volume {
-                                    name: "backups".into(),
-                                    persistent_volume_claim: Some(
-                                        PersistentVolumeClaimVolumeSource {
-                                            claim_name: store.child_name("backups"),
-                                            read_only: None,
-                                        },
-                                    ),
-                                    ..Volume::default()
-                                },
-                            ]),
-                            ..PodSpec::default()
-                        }),
+                        ..Volume::default()
                     },
-                    ..JobSpec::default()
-                }),
-            },
-            ..CronJobSpec::default()
-        }),
-        ..CronJob::default()
-    };
-    vec![
-        Child::ConfigMap(scripts),
-        Child::PersistentVolumeClaim(volume),
-        Child::CronJob(Box::new(cron_job)),
-    ]
+                    Volume {
+                        name: "backups".into(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: store.child_name("backups"),
+                            read_only: None,
+                        }),
+                        ..Volume::default()
+                    },
+                ]),
+                ..PodSpec::default()
+            }),
+        },
+        ..JobSpec::default()
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -123,6 +123,7 @@ pub enum Child {
     NetworkPolicy(NetworkPolicy),
     PersistentVolumeClaim(PersistentVolumeClaim),
     CronJob(Box<CronJob>),
+    Job(Box<Job>),
 }
 
 impl Child {
@@ -139,6 +140,7 @@ impl Child {
             Child::NetworkPolicy(_) => "NetworkPolicy",
             Child::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             Child::CronJob(_) => "CronJob",
+            Child::Job(_) => "Job",
         }
     }
 
@@ -155,6 +157,7 @@ impl Child {
             Child::NetworkPolicy(o) => &o.metadata,
             Child::PersistentVolumeClaim(o) => &o.metadata,
             Child::CronJob(o) => &o.metadata,
+            Child::Job(o) => &o.metadata,
         }
     }
 
@@ -180,6 +183,7 @@ impl Child {
             Child::NetworkPolicy(o) => o.name_any(),
             Child::PersistentVolumeClaim(o) => o.name_any(),
             Child::CronJob(o) => o.name_any(),
+            Child::Job(o) => o.name_any(),
         }
     }
 }
@@ -203,6 +207,8 @@ pub struct DesiredState {
     pub managed_middleware: Vec<MiddlewareKind>,
     /// The services and the gateway, applied once the managed middleware is ready.
     pub services: Vec<Child>,
+    /// The Job restoring `spec.restoreFrom` before the services first start.
+    pub restore: Option<Child>,
 }
 
 impl DesiredState {
@@ -244,14 +250,18 @@ pub fn desired_state(
     }
     settings.extend(network::policies(store, &managed_middleware));
 
+    let mut restore = None;
     if let Some(backup) = &store.store.spec.backup
         && managed_middleware.contains(&MiddlewareKind::Postgres)
     {
-        middleware.extend(backup::objects(
-            store,
-            backup,
-            middleware::image(store, MiddlewareKind::Postgres),
-        ));
+        let image = middleware::image(store, MiddlewareKind::Postgres);
+        middleware.extend(backup::objects(store, backup, image.clone()));
+        restore = store
+            .store
+            .spec
+            .restore_from
+            .as_deref()
+            .map(|name| backup::restore_job(store, name, image));
     }
 
     let mut services = Vec::new();
@@ -263,6 +273,7 @@ pub fn desired_state(
         middleware,
         managed_middleware,
         services,
+        restore,
     }
 }
 

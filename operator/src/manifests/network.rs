@@ -71,6 +71,7 @@ pub(super) fn policies(store: &StoreRef<'_>, managed: &[MiddlewareKind]) -> Vec<
         let mut users: Vec<&str> = users(*kind).iter().map(|s| s.as_str()).collect();
         if *kind == MiddlewareKind::Postgres && store.store.spec.backup.is_some() {
             users.push(super::backup::COMPONENT);
+            users.push(super::backup::RESTORE_COMPONENT);
         }
         policies.push(policy(
             store,

@@ -288,6 +288,32 @@ fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
         "{postgres:?}"
     );
 
+    // A restore: a Job per backup name, PostgreSQL lets it in.
+    let restored = build(StoreSpec {
+        restore_from: Some("20261130T030000Z".into()),
+        ..spec.clone()
+    });
+    let Some(Child::Job(job)) = &restored.restore else {
+        panic!("a restore Job");
+    };
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some("shop-restore-20261130t030000z")
+    );
+    assert!(
+        postgres.1.as_ref().unwrap().contains(&"restore".to_owned()),
+        "{postgres:?}"
+    );
+    assert!(
+        StoreSpec {
+            restore_from: Some("20261130T030000Z".into()),
+            ..StoreSpec::default()
+        }
+        .problems()
+        .iter()
+        .any(|p| p.starts_with("restoreFrom"))
+    );
+
     let mut external = spec;
     external.middleware.postgres =
         serde_json::from_value(serde_json::json!({"external": {"secretName": "pg"}})).unwrap();
