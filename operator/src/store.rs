@@ -386,6 +386,7 @@ impl MiddlewareSource {
             managed: None,
             external: Some(ExternalMiddleware {
                 secret_name: secret_name.to_owned(),
+                ca_secret_name: None,
             }),
         }
     }
@@ -433,6 +434,12 @@ fn default_storage() -> String {
 pub struct ExternalMiddleware {
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
+    /// PostgreSQL only: a Secret whose `ca.crt` signs the server's certificate (CloudNativePG's
+    /// `<cluster>-ca`). The services then check the server against it and its name
+    /// (`sslmode=verify-full`) whatever the Secret's `sslmode` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_secret_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

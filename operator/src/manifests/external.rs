@@ -55,6 +55,15 @@ pub fn external_secrets(spec: &StoreSpec) -> BTreeMap<String, Vec<SecretKey>> {
         sources.push((etcd, ETCD));
     }
     let mut secrets: BTreeMap<String, Vec<SecretKey>> = BTreeMap::new();
+    // PostgreSQL's CA, mounted into the services that use the database.
+    if let Some(ca) = middleware
+        .postgres
+        .external
+        .as_ref()
+        .and_then(|external| external.ca_secret_name.clone())
+    {
+        secrets.entry(ca).or_default().push(required("ca.crt"));
+    }
     for (source, keys) in sources {
         if let Some(external) = &source.external {
             secrets

@@ -13,9 +13,9 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -28,7 +28,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::{
     ADMIN_PASSWORD_KEY, INTERNAL_TOKEN_KEY, JWT_SECRET_KEY, POSTGRES_PASSWORD_KEY,
-    REDIS_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name, env_from_secret, secret_name,
+    REDIS_PASSWORD_KEY, WEBHOOK_SECRET_KEY, config_map_name, env_from_secret, env_value,
+    secret_name,
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{Autoscaling, DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
@@ -184,6 +185,39 @@ fn deployment(
         ),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ]);
+    let mut volume_mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if kind.uses_database()
+        && let Some(ca) = postgres_ca(store)
+    {
+        volume_mounts.push(VolumeMount {
+            name: "postgres-ca".into(),
+            mount_path: POSTGRES_CA_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "postgres-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.to_owned()),
+                items: Some(vec![KeyToPath {
+                    key: "ca.crt".into(),
+                    path: "ca.crt".into(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     let container = Container {
         name: name.to_owned(),
         image: Some(format!(
@@ -210,11 +244,7 @@ fn deployment(
         liveness_probe: Some(http_probe("/healthz", kind.admin_port(), 10, 3)),
         readiness_probe: Some(http_probe("/readyz", kind.admin_port(), 5, 2)),
         security_context: Some(restricted_container()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
     Deployment {
@@ -249,11 +279,7 @@ fn deployment(
                     enable_service_links: Some(false),
                     security_context: Some(restricted_pod(65532)),
                     termination_grace_period_seconds: Some(30),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -261,6 +287,23 @@ fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// Where an external PostgreSQL's CA certificate is mounted.
+const POSTGRES_CA_DIR: &str = "/etc/letsgo/postgres-ca";
+const POSTGRES_CA_FILE: &str = "/etc/letsgo/postgres-ca/ca.crt";
+
+/// The Secret holding external PostgreSQL's CA (`ca.crt`), when the Store names one.
+fn postgres_ca<'a>(store: &'a StoreRef<'_>) -> Option<&'a str> {
+    store
+        .store
+        .spec
+        .middleware
+        .postgres
+        .external
+        .as_ref()?
+        .ca_secret_name
+        .as_deref()
 }
 
 /// Secrets and per-pod values: what the ConfigMap must not or cannot hold.
@@ -331,7 +374,12 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
                 env.push(env_from_secret("DB_PORT", secret, "port", true));
                 env.push(env_from_secret("DB_USER", secret, "username", false));
                 env.push(env_from_secret("DB_PASSWORD", secret, "password", false));
-                env.push(env_from_secret("DB_SSLMODE", secret, "sslmode", true));
+                if postgres_ca(store).is_some() {
+                    env.push(env_value("DB_SSLMODE", "verify-full"));
+                    env.push(env_value("DB_SSLROOTCERT", POSTGRES_CA_FILE));
+                } else {
+                    env.push(env_from_secret("DB_SSLMODE", secret, "sslmode", true));
+                }
             }
         }
     }

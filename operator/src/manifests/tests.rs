@@ -1,7 +1,7 @@
 //! The builders' output for given Stores.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Secret};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -327,6 +327,78 @@ fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
         problems.iter().any(|p| p.starts_with("backup.schedule")),
         "{problems:?}"
     );
+}
+
+/// A CloudNativePG cluster's `<cluster>-app` Secret is read as it is, and its CA makes the
+/// services verify the server.
+#[test]
+fn a_cloudnativepg_app_secret_and_ca_are_used_as_they_are() {
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+        "middleware": {"postgres": {"external": {"secretName": "shop-db-app", "caSecretName": "shop-db-ca"}}}
+    }))
+    .unwrap();
+    // Exactly the keys CloudNativePG writes.
+    let cnpg = Secret {
+        data: Some(
+            [
+                "dbname", "host", "jdbc-uri", "password", "pgpass", "port", "uri", "user",
+                "username",
+            ]
+            .into_iter()
+            .map(|key| (key.to_owned(), k8s_openapi::ByteString(b"x".to_vec())))
+            .collect(),
+        ),
+        ..Secret::default()
+    };
+    let ca = Secret {
+        data: Some(
+            [(
+                "ca.crt".to_owned(),
+                k8s_openapi::ByteString(b"PEM".to_vec()),
+            )]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    let wanted = external::external_secrets(&spec);
+    let mut found = std::collections::BTreeMap::from([("shop-db-app".to_owned(), Some(cnpg))]);
+    assert_eq!(
+        external::check(&wanted, &found).missing,
+        ["Secret shop-db-ca not found"],
+        "the CA is checked for too"
+    );
+    found.insert("shop-db-ca".to_owned(), Some(ca));
+    assert!(external::check(&wanted, &found).missing.is_empty());
+
+    let state = build(spec);
+    let order = container(deployment(&state, "shop-order"));
+    assert_eq!(
+        env(order, "DB_SSLMODE").unwrap().value.as_deref(),
+        Some("verify-full")
+    );
+    assert_eq!(
+        env(order, "DB_SSLROOTCERT").unwrap().value.as_deref(),
+        Some("/etc/letsgo/postgres-ca/ca.crt")
+    );
+    let pod = deployment(&state, "shop-order")
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let ca = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "postgres-ca")
+        .expect("the CA volume");
+    assert_eq!(
+        ca.secret.unwrap().secret_name.as_deref(),
+        Some("shop-db-ca")
+    );
+    // The cart has no database: no CA either.
+    assert!(env(container(deployment(&state, "shop-cart")), "DB_SSLROOTCERT").is_none());
 }
 
 #[test]
