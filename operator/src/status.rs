@@ -271,12 +271,23 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         if degraded { reason } else { "AsExpected" },
         if degraded { message } else { String::new() },
     );
-    let conditions = [ready_condition, progressing_condition, degraded_condition]
-        .into_iter()
-        .map(|(type_, status, reason, message)| {
-            condition(store, type_, status, reason, message, now)
-        })
-        .collect();
+    let mut conditions: Vec<StoreCondition> =
+        [ready_condition, progressing_condition, degraded_condition]
+            .into_iter()
+            .map(|(type_, status, reason, message)| {
+                condition(store, type_, status, reason, message, now)
+            })
+            .collect();
+    if let Some((healthy, reason, message)) = backup_health(&seen.applied) {
+        conditions.push(condition(
+            store,
+            "BackupsHealthy",
+            healthy,
+            reason,
+            message,
+            now,
+        ));
+    }
 
     StoreStatus {
         observed_generation: generation,
@@ -481,6 +492,40 @@ fn gateway_endpoint(store: &Store, applied: &[Child]) -> Option<String> {
     Some(format!("http://{name}-gateway.{namespace}.svc:{port}"))
 }
 
+/// Whether the last scheduled backup succeeded, from the CronJob's status: its last run was
+/// scheduled after its last success and nothing of it is running any more.
+fn backup_health(applied: &[Child]) -> Option<(bool, &'static str, String)> {
+    let job = applied.iter().find_map(|child| match child {
+        Child::CronJob(job) => Some(job),
+        _ => None,
+    })?;
+    let status = job.status.clone().unwrap_or_default();
+    let scheduled = status.last_schedule_time.map(|t| t.0);
+    let succeeded = status.last_successful_time.map(|t| t.0);
+    let running = status.active.is_some_and(|active| !active.is_empty());
+    Some(match (scheduled, succeeded) {
+        (None, _) => (
+            true,
+            "NoneYet",
+            "no backup has been scheduled yet".to_owned(),
+        ),
+        (Some(scheduled), Some(succeeded)) if succeeded >= scheduled => (
+            true,
+            "LastBackupSucceeded",
+            format!("the last backup succeeded at {succeeded}"),
+        ),
+        _ if running => (true, "BackupRunning", "a backup is running".to_owned()),
+        (Some(scheduled), _) => (
+            false,
+            "LastBackupFailed",
+            format!(
+                "the backup scheduled at {scheduled} did not succeed: `kubectl logs job/<the \
+                 CronJob's last Job>` says why"
+            ),
+        ),
+    })
+}
+
 /// When the backup CronJob last ran to success, as the API server reports it.
 fn last_backup(applied: &[Child]) -> Option<String> {
     applied.iter().find_map(|child| match child {
@@ -583,5 +628,31 @@ mod tests {
         let rolling = json!({"observedGeneration": 2, "replicas": 1, "readyReplicas": 1,
             "updatedReplicas": 0, "currentRevision": "a", "updateRevision": "b"});
         assert!(!component(&set(rolling)).unwrap().is_ready());
+    }
+
+    #[test]
+    fn a_backup_scheduled_after_the_last_success_and_not_running_has_failed() {
+        use super::backup_health;
+        use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |text: &str| Time(text.parse().unwrap());
+        let cron = |scheduled: Option<&str>, succeeded: Option<&str>| {
+            vec![Child::CronJob(Box::new(CronJob {
+                status: Some(CronJobStatus {
+                    last_schedule_time: scheduled.map(at),
+                    last_successful_time: succeeded.map(at),
+                    active: None,
+                }),
+                ..CronJob::default()
+            }))]
+        };
+        assert!(backup_health(&[]).is_none(), "no backups, no condition");
+        assert!(backup_health(&cron(None, None)).unwrap().0);
+        let ok = cron(Some("2026-11-30T03:00:00Z"), Some("2026-11-30T03:00:41Z"));
+        assert_eq!(backup_health(&ok).unwrap().1, "LastBackupSucceeded");
+        let failed = cron(Some("2026-12-01T03:00:00Z"), Some("2026-11-30T03:00:41Z"));
+        let (healthy, reason, _) = backup_health(&failed).unwrap();
+        assert!(!healthy);
+        assert_eq!(reason, "LastBackupFailed");
     }
 }
