@@ -428,8 +428,9 @@ impl EventConsumer {
     {
         // A member with no partitions for long gets no events at all: say so, since the cause
         // (a broker whose group coordinator is stuck) is otherwise invisible.
-        let mut assignment_check = tokio::time::interval(Duration::from_secs(30));
+        let mut assignment_check = tokio::time::interval(Duration::from_secs(10));
         assignment_check.tick().await;
+        let started = tokio::time::Instant::now();
         // Handled ids are forgotten once no redelivery can bring them back.
         let mut pruning = tokio::time::interval(Duration::from_secs(3600));
         let mut received_any = false;
@@ -438,7 +439,8 @@ impl EventConsumer {
                 _ = shutdown.wait() => return,
                 _ = assignment_check.tick() => {
                     let assigned = self.consumer.assignment().map(|list| list.count()).unwrap_or(0);
-                    if assigned == 0 && !received_any {
+                    dead_letters.record_assignment(&self.group, assigned);
+                    if assigned == 0 && !received_any && started.elapsed() >= Duration::from_secs(30) {
                         tracing::warn!(group = %self.group, "no partitions assigned to this consumer after 30 s; events wait in the broker (is its group coordinator stuck? restarting the broker helps)");
                     }
                     continue;
@@ -555,6 +557,11 @@ impl HandlerError for AppError {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ParkedLabels {
     group: String,
     event_type: String,
@@ -568,6 +575,7 @@ pub struct DeadLetters {
     max_attempts: u32,
     handled_retention: Duration,
     parked: Family<ParkedLabels, Counter>,
+    assigned: Family<GroupLabels, Gauge>,
 }
 
 impl DeadLetters {
@@ -579,12 +587,27 @@ impl DeadLetters {
             "Events parked in dead_letters after repeated handler failures, by consumer group and type",
             parked.clone(),
         );
+        let assigned = Family::<GroupLabels, Gauge>::default();
+        metrics.register(
+            "events_assigned_partitions",
+            "Partitions this consumer reads, by consumer group (0 in every replica: nobody consumes)",
+            assigned.clone(),
+        );
         DeadLetters {
             pool,
             max_attempts: args.event_max_attempts.max(1),
             handled_retention: args.handled_events_retention,
             parked,
+            assigned,
         }
+    }
+
+    fn record_assignment(&self, group: &str, partitions: usize) {
+        self.assigned
+            .get_or_create(&GroupLabels {
+                group: group.to_owned(),
+            })
+            .set(i64::try_from(partitions).unwrap_or(i64::MAX));
     }
 
     async fn park(

@@ -198,7 +198,21 @@ async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
     assert_eq!(parked[0].event_id, poison);
     assert_eq!(parked[0].attempts, 3);
     assert!(parked[0].error.contains("no such product"), "{parked:?}");
-    let exposition = metrics.encode();
+    // Every 10 s the consumer reports the partitions it reads.
+    let reads_partitions = |exposition: &str| {
+        exposition.lines().any(|line| {
+            line.starts_with("letsgo_events_assigned_partitions{") && !line.ends_with(" 0")
+        })
+    };
+    let mut exposition = metrics.encode();
+    for _ in 0..150 {
+        if reads_partitions(&exposition) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        exposition = metrics.encode();
+    }
+    assert!(reads_partitions(&exposition), "{exposition}");
     assert!(
         exposition.lines().any(
             |line| line.starts_with("letsgo_events_dead_lettered_total{")
