@@ -6,8 +6,6 @@ pub mod config;
 pub mod grpc;
 pub mod storage;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use letsgo_platform::cache::Cache;
 use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::grpc::Listeners;
@@ -19,16 +17,7 @@ use letsgo_platform::{grpc as grpc_server, telemetry};
 
 pub use config::Config;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The default listeners: gRPC on :9003, admin on :9103.
-pub fn default_addresses() -> (SocketAddr, SocketAddr) {
-    let any = Ipv4Addr::UNSPECIFIED;
-    (
-        SocketAddr::from((any, ServiceName::Cart.default_port())),
-        SocketAddr::from((any, ServiceName::Cart.default_admin_port())),
-    )
-}
+pub use letsgo_platform::BoxError;
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {

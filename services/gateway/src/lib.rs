@@ -31,7 +31,7 @@ use crate::sign_in_throttle::{FailureBudget, SignInThrottle};
 pub use app::{AppState, app};
 pub use config::Config;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use letsgo_platform::BoxError;
 
 /// Builds the state a [`Config`] describes.
 pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppState, BoxError> {

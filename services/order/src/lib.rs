@@ -9,7 +9,6 @@ pub mod orders;
 pub mod rules;
 pub mod storage;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use letsgo_platform::discovery::ServiceName;
@@ -24,7 +23,7 @@ use letsgo_platform::{db, grpc as grpc_server, telemetry};
 
 pub use config::Config;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use letsgo_platform::BoxError;
 
 /// The topics this service produces or consumes.
 pub const TOPICS: &[&str] = &[
@@ -39,15 +38,6 @@ pub const TOPICS: &[&str] = &[
 
 /// The payment service's events this service consumes.
 const PAYMENT_TOPICS: &[&str] = &["payment.succeeded", "payment.refunded"];
-
-/// The default listeners: gRPC on :9004, admin on :9104.
-pub fn default_addresses() -> (SocketAddr, SocketAddr) {
-    let any = Ipv4Addr::UNSPECIFIED;
-    (
-        SocketAddr::from((any, ServiceName::Order.default_port())),
-        SocketAddr::from((any, ServiceName::Order.default_admin_port())),
-    )
-}
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {

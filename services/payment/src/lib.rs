@@ -11,8 +11,6 @@ pub mod rules;
 pub mod storage;
 pub mod webhook;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::order::v1::order_service_client::OrderServiceClient;
@@ -31,16 +29,7 @@ pub const TOPICS: &[&str] = &[
     "order.cancelled",
 ];
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The default listeners: gRPC on :9005, admin on :9105.
-pub fn default_addresses() -> (SocketAddr, SocketAddr) {
-    let any = Ipv4Addr::UNSPECIFIED;
-    (
-        SocketAddr::from((any, ServiceName::Payment.default_port())),
-        SocketAddr::from((any, ServiceName::Payment.default_admin_port())),
-    )
-}
+pub use letsgo_platform::BoxError;
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {

@@ -45,7 +45,7 @@ impl Listeners {
     }
 }
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::BoxError;
 
 /// What a service binary's `main` does for a one-off command (`grant-admin`, `redrive-events`,
 /// ...): warnings and errors go to stderr, the answer to stdout, a refusal to stderr with a
@@ -71,16 +71,17 @@ where
 /// configured addresses or the service's defaults), runs until SIGTERM or Ctrl-C, and turns a
 /// failure into a message naming the binary and an exit status.
 pub async fn run_until_signalled<F, Fut>(
-    binary: &str,
+    service: crate::discovery::ServiceName,
     args: &GrpcServerArgs,
-    defaults: (SocketAddr, SocketAddr),
     run: F,
 ) -> std::process::ExitCode
 where
     F: FnOnce(Listeners, Shutdown) -> Fut,
     Fut: std::future::Future<Output = Result<(), BoxError>>,
 {
-    let result = match Listeners::bind(args, defaults.0, defaults.1).await {
+    let binary = service.binary();
+    let (grpc, admin) = service.default_addresses();
+    let result = match Listeners::bind(args, grpc, admin).await {
         Ok(listeners) => run(listeners, Shutdown::on_signals()).await,
         Err(error) => Err(error.into()),
     };

@@ -15,6 +15,9 @@
 //! - [`proto`]: the compiled gRPC contracts;
 //! - [`testing`]: services started inside a test's own process.
 
+/// Any error, for start-up and task results.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub mod auth;
 pub mod cache;
 pub mod config;

@@ -9,8 +9,6 @@ pub mod product_cache;
 pub mod rules;
 pub mod storage;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use letsgo_platform::cache::Cache;
 use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::grpc::Listeners;
@@ -21,16 +19,7 @@ use letsgo_platform::{db, grpc as grpc_server, telemetry};
 
 pub use config::Config;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The default listeners: gRPC on :9002, admin on :9102.
-pub fn default_addresses() -> (SocketAddr, SocketAddr) {
-    let any = Ipv4Addr::UNSPECIFIED;
-    (
-        SocketAddr::from((any, ServiceName::Product.default_port())),
-        SocketAddr::from((any, ServiceName::Product.default_admin_port())),
-    )
-}
+pub use letsgo_platform::BoxError;
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {

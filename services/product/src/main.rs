@@ -1,5 +1,5 @@
 use clap::Parser;
-use letsgo_product::{Config, default_addresses, run};
+use letsgo_product::{Config, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -7,9 +7,8 @@ async fn main() -> std::process::ExitCode {
     letsgo_platform::telemetry::init_logging(&config.telemetry);
     let grpc = config.grpc.clone();
     letsgo_platform::grpc::run_until_signalled(
-        "letsgo-product",
+        letsgo_platform::discovery::ServiceName::Product,
         &grpc,
-        default_addresses(),
         |listeners, shutdown| run(config, listeners, shutdown),
     )
     .await

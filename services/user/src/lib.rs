@@ -9,8 +9,6 @@ pub mod passwords;
 pub mod rules;
 pub mod storage;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use letsgo_platform::auth::TokenKeys;
 use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::grpc::Listeners;
@@ -24,16 +22,7 @@ pub use config::{Command, Config};
 /// The topics this service produces.
 pub const TOPICS: &[&str] = &["user.registered"];
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The default listeners: gRPC on :9001, admin on :9101.
-pub fn default_addresses() -> (SocketAddr, SocketAddr) {
-    let any = Ipv4Addr::UNSPECIFIED;
-    (
-        SocketAddr::from((any, ServiceName::User.default_port())),
-        SocketAddr::from((any, ServiceName::User.default_admin_port())),
-    )
-}
+pub use letsgo_platform::BoxError;
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {

@@ -1,5 +1,5 @@
 use clap::Parser;
-use letsgo_user::{Config, default_addresses, run, run_command};
+use letsgo_user::{Config, run, run_command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -11,9 +11,8 @@ async fn main() -> std::process::ExitCode {
     letsgo_platform::telemetry::init_logging(&config.telemetry);
     let grpc = config.grpc.clone();
     letsgo_platform::grpc::run_until_signalled(
-        "letsgo-user",
+        letsgo_platform::discovery::ServiceName::User,
         &grpc,
-        default_addresses(),
         |listeners, shutdown| run(config, listeners, shutdown),
     )
     .await

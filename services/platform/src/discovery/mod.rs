@@ -71,6 +71,21 @@ impl ServiceName {
     pub fn default_admin_port(self) -> u16 {
         self.default_port() + 100
     }
+
+    /// The default listeners: gRPC on the service's port, admin on its admin port, every
+    /// interface.
+    pub fn default_addresses(self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let any = std::net::Ipv4Addr::UNSPECIFIED;
+        (
+            (any, self.default_port()).into(),
+            (any, self.default_admin_port()).into(),
+        )
+    }
+
+    /// The service's binary, as logs and errors name it.
+    pub fn binary(self) -> String {
+        format!("letsgo-{}", self.as_str())
+    }
 }
 
 /// Where the addresses come from.

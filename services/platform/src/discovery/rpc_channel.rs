@@ -27,7 +27,7 @@ use super::ServiceName;
 use super::breaker::{Breaker, Outcome};
 use crate::internal_auth::InternalAuth;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::BoxError;
 
 /// Most attempts one call makes (the first and two retries).
 const ATTEMPTS_MAX: usize = 3;
