@@ -54,6 +54,10 @@ use tower::ServiceExt;
 /// over the cap is closed without an answer.
 const REFUSALS_AT_ONCE: usize = 256;
 
+/// Most bytes of one request head (and of the read buffer): 64 KiB, far above any real
+/// client's, so 10,000 connections hold at most 640 MiB of buffers.
+const HEAD_MAX_BYTES: usize = 64 * 1024;
+
 /// How long to wait before accepting again after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -195,6 +199,10 @@ impl Connection {
         // The clocks are kept here; hyper's would also end idle connections early.
         let mut connection = http1::Builder::new()
             .header_read_timeout(None)
+            // A request head past this is a 431: hyper's default (about 400 KiB) would let
+            // every open connection hold that much.
+            .max_header_size(HEAD_MAX_BYTES)
+            .max_buf_size(HEAD_MAX_BYTES)
             .serve_connection(io, service);
         let mut drain_started = false;
         loop {
@@ -238,6 +246,8 @@ async fn refuse(stream: TcpStream, patience: Duration, _permit: OwnedSemaphorePe
     let connection = http1::Builder::new()
         .keep_alive(false)
         .header_read_timeout(None)
+        .max_header_size(HEAD_MAX_BYTES)
+        .max_buf_size(HEAD_MAX_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     let _ = tokio::time::timeout(patience, connection).await;
 }

@@ -535,3 +535,32 @@ async fn a_throttled_account_is_refused_even_the_right_password_until_its_budget
     let answer = sign_in(&shop, "ida", "password123", "198.51.100.2").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
+
+/// A request head far past any real client's is refused (431), so open connections cannot
+/// each hold hundreds of KiB of buffered headers.
+#[tokio::test]
+async fn an_oversized_request_head_is_431() {
+    let shop = Shop::start_with(ShopOptions {
+        with_user_service: false,
+        ..ShopOptions::default()
+    })
+    .await;
+    let address = shop.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    head.extend(b"\r\n\r\n");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The server may answer and close before the whole head is written.
+    let _ = stream.write_all(&head).await;
+    let mut answer = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&answer[..read]);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+    // An ordinary request is fine.
+    let (status, _) = shop.get_with_token("/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
