@@ -294,6 +294,17 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             .await?;
         seen.failing_pods = status::pod_failures(&pods.items);
     }
+    if store.spec.backup.is_some() {
+        // What the newest finished backup Pod reported: its name and size.
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default().labels(&format!(
+                "{STORE_LABEL}={},app.kubernetes.io/component={}",
+                target.name,
+                crate::manifests::backup::COMPONENT
+            )))
+            .await?;
+        seen.last_backup_report = status::last_backup_report(&pods.items);
+    }
 
     if !existing_secret
         .as_ref()

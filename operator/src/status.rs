@@ -25,6 +25,8 @@ pub struct Observation {
     pub failing_pods: Vec<String>,
     /// A restore the services wait for (`spec.restoreFrom`): under way, or failed.
     pub restore: Option<Restore>,
+    /// The newest backup a finished backup Pod reported: its name and size in bytes.
+    pub last_backup_report: Option<(String, i64)>,
 }
 
 /// Where a `spec.restoreFrom` stands while the services wait for it.
@@ -298,6 +300,16 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         gateway_endpoint: gateway_endpoint(store, &seen.applied),
         last_backup: last_backup(&seen.applied)
             .or_else(|| previous.and_then(|s| s.last_backup.clone())),
+        last_backup_name: seen
+            .last_backup_report
+            .as_ref()
+            .map(|(name, _)| name.clone())
+            .or_else(|| previous.and_then(|s| s.last_backup_name.clone())),
+        last_backup_bytes: seen
+            .last_backup_report
+            .as_ref()
+            .map(|(_, bytes)| *bytes)
+            .or_else(|| previous.and_then(|s| s.last_backup_bytes)),
         version: if phase == StorePhase::Ready {
             Some(store.spec.image.tag().to_owned())
         } else {
@@ -362,6 +374,8 @@ pub fn invalid(store: &Store, problems: &[String], now: &str) -> StoreStatus {
         gateway_endpoint: previous.gateway_endpoint,
         version: previous.version,
         last_backup: previous.last_backup,
+        last_backup_name: previous.last_backup_name,
+        last_backup_bytes: previous.last_backup_bytes,
     }
 }
 
@@ -526,6 +540,30 @@ fn backup_health(applied: &[Child]) -> Option<(bool, &'static str, String)> {
     })
 }
 
+/// The newest backup a succeeded backup Pod reported in its termination message
+/// (`backup <name>: <bytes> bytes, ...`, what `scripts/backup.sh` writes).
+pub fn last_backup_report(pods: &[Pod]) -> Option<(String, i64)> {
+    pods.iter()
+        .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+        .filter_map(|pod| {
+            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+            let message = statuses
+                .first()?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .message
+                .clone()?;
+            let rest = message.trim().strip_prefix("backup ")?;
+            let (name, rest) = rest.split_once(": ")?;
+            let bytes = rest.split_whitespace().next()?.parse::<i64>().ok()?;
+            Some((name.to_owned(), bytes))
+        })
+        // Backups are named by their UTC time: the greatest name is the newest.
+        .max_by(|a, b| a.0.cmp(&b.0))
+}
+
 /// When the backup CronJob last ran to success, as the API server reports it.
 fn last_backup(applied: &[Child]) -> Option<String> {
     applied.iter().find_map(|child| match child {
@@ -628,6 +666,37 @@ mod tests {
         let rolling = json!({"observedGeneration": 2, "replicas": 1, "readyReplicas": 1,
             "updatedReplicas": 0, "currentRevision": "a", "updateRevision": "b"});
         assert!(!component(&set(rolling)).unwrap().is_ready());
+    }
+
+    #[test]
+    fn the_newest_finished_backup_pod_tells_the_name_and_size() {
+        use super::last_backup_report;
+        let pod = |phase: &str, message: &str| {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(serde_json::json!({
+                "status": {"phase": phase, "containerStatuses": [{
+                    "name": "backup", "image": "postgres", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "message": message}}}]}
+            }))
+            .unwrap()
+        };
+        let pods = [
+            pod(
+                "Succeeded",
+                "backup 20261129T030000Z: 1200 bytes, databases: user",
+            ),
+            pod(
+                "Succeeded",
+                "backup 20261130T030000Z: 1337 bytes, databases: user",
+            ),
+            pod("Failed", "backup 20261201T030000Z: 1 bytes"),
+            pod("Succeeded", "something else"),
+        ];
+        assert_eq!(
+            last_backup_report(&pods),
+            Some(("20261130T030000Z".to_owned(), 1337))
+        );
+        assert_eq!(last_backup_report(&[]), None);
     }
 
     #[test]

@@ -670,6 +670,12 @@ pub struct StoreStatus {
     /// When the last backup succeeded (RFC 3339), when backups are on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<String>,
+    /// The newest backup's name (its folder on the backups volume, what `restoreFrom` takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_name: Option<String>,
+    /// The newest backup's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_bytes: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
