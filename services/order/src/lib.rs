@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::events;
+use letsgo_platform::events::topics;
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
 use letsgo_platform::proto::order::v1::order_service_server::OrderServiceServer;
@@ -27,17 +28,17 @@ pub use letsgo_platform::BoxError;
 
 /// The topics this service produces or consumes.
 pub const TOPICS: &[&str] = &[
-    "order.created",
-    "order.cancelled",
-    "order.paid",
-    "order.shipped",
-    "order.completed",
-    "payment.succeeded",
-    "payment.refunded",
+    topics::ORDER_CREATED,
+    topics::ORDER_CANCELLED,
+    topics::ORDER_PAID,
+    topics::ORDER_SHIPPED,
+    topics::ORDER_COMPLETED,
+    topics::PAYMENT_SUCCEEDED,
+    topics::PAYMENT_REFUNDED,
 ];
 
 /// The payment service's events this service consumes.
-const PAYMENT_TOPICS: &[&str] = &["payment.succeeded", "payment.refunded"];
+const PAYMENT_TOPICS: &[&str] = &[topics::PAYMENT_SUCCEEDED, topics::PAYMENT_REFUNDED];
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {

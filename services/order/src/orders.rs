@@ -15,6 +15,7 @@ use std::time::Duration;
 use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::events::Event;
+use letsgo_platform::events::topics;
 use letsgo_platform::proto::cart::v1::{
     RemoveProductsRequest, cart_service_client::CartServiceClient,
 };
@@ -436,8 +437,8 @@ impl Orders {
     /// Hands a payment event to its handler.
     pub async fn on_payment_event(&self, event: &Event) -> AppResult<()> {
         match event.event_type.as_str() {
-            "payment.succeeded" => self.on_payment_succeeded(event).await,
-            "payment.refunded" => self.on_payment_refunded(event).await,
+            topics::PAYMENT_SUCCEEDED => self.on_payment_succeeded(event).await,
+            topics::PAYMENT_REFUNDED => self.on_payment_refunded(event).await,
             other => Err(AppError::invalid(format!("unexpected event type {other}"))),
         }
     }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::events::topics;
 use letsgo_platform::events::{self, Event};
 use serde_json::json;
 use sqlx::{FromRow, PgPool};
@@ -199,7 +200,7 @@ impl OrderStore {
         .execute(&mut *transaction)
         .await?;
         let created = event(
-            "order.created",
+            topics::ORDER_CREATED,
             json!({
                 "orderId": order.id,
                 "orderNo": order.order_no,
@@ -364,7 +365,7 @@ impl OrderStore {
             });
         };
         let shipped = event(
-            "order.shipped",
+            topics::ORDER_SHIPPED,
             json!({"orderId": order_id, "userId": user_id, "carrier": carrier,
                    "trackingNo": tracking_no, "shippedAt": shipped_at.timestamp()}),
         )?;
@@ -401,7 +402,7 @@ impl OrderStore {
             );
         };
         let completed = event(
-            "order.completed",
+            topics::ORDER_COMPLETED,
             json!({"orderId": order_id, "userId": owner, "completedAt": completed_at.timestamp(),
                    "by": by.as_str()}),
         )?;
@@ -452,7 +453,7 @@ impl OrderStore {
             );
         };
         let cancelled = event(
-            "order.cancelled",
+            topics::ORDER_CANCELLED,
             json!({"orderId": order_id, "userId": owner, "reason": reason}),
         )?;
         events::enqueue(&mut transaction, &order_id.to_string(), &cancelled).await?;
@@ -494,7 +495,7 @@ impl OrderStore {
         let outcome = match paid {
             Some((user_id, paid_at)) => {
                 let paid = event(
-                    "order.paid",
+                    topics::ORDER_PAID,
                     json!({"orderId": order_id, "userId": user_id, "paymentNo": payment_no, "paidAt": paid_at.timestamp()}),
                 )?;
                 events::enqueue(&mut transaction, &order_id.to_string(), &paid).await?;

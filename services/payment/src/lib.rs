@@ -12,6 +12,7 @@ pub mod storage;
 pub mod webhook;
 
 use letsgo_platform::discovery::ServiceName;
+use letsgo_platform::events::topics;
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::order::v1::order_service_client::OrderServiceClient;
 use letsgo_platform::proto::payment::v1::payment_service_server::PaymentServiceServer;
@@ -23,10 +24,10 @@ pub use config::Config;
 
 /// The topics this service produces or consumes.
 pub const TOPICS: &[&str] = &[
-    "payment.succeeded",
-    "payment.failed",
-    "payment.refunded",
-    "order.cancelled",
+    topics::PAYMENT_SUCCEEDED,
+    topics::PAYMENT_FAILED,
+    topics::PAYMENT_REFUNDED,
+    topics::ORDER_CANCELLED,
 ];
 
 pub use letsgo_platform::BoxError;
@@ -84,7 +85,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     let consumer_task = events::spawn_consumer(
         &config.kafka,
         payments::CANCELLATION_CONSUMER_GROUP,
-        &["order.cancelled"],
+        &[topics::ORDER_CANCELLED],
         config.kafka_session_timeout,
         dead_letters,
         shutdown.clone(),

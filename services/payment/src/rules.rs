@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
+use letsgo_platform::events::topics;
 use sha2::{Digest, Sha256};
 
 /// Idempotency keys are promised for 24 h; they are pruned once twice that old.
@@ -176,9 +177,9 @@ impl ProviderOutcome {
     /// The event the outcome is announced by.
     pub fn event_type(self) -> &'static str {
         match self {
-            ProviderOutcome::Succeeded => "payment.succeeded",
-            ProviderOutcome::Failed => "payment.failed",
-            ProviderOutcome::Refunded => "payment.refunded",
+            ProviderOutcome::Succeeded => topics::PAYMENT_SUCCEEDED,
+            ProviderOutcome::Failed => topics::PAYMENT_FAILED,
+            ProviderOutcome::Refunded => topics::PAYMENT_REFUNDED,
         }
     }
 }

@@ -37,6 +37,20 @@ use crate::errors::{AppError, ErrorCode};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
 
+/// Every event type of the shop, which is also its topic (before the prefix): one home for the
+/// names producers and consumers agree on.
+pub mod topics {
+    pub const USER_REGISTERED: &str = "user.registered";
+    pub const ORDER_CREATED: &str = "order.created";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    pub const ORDER_PAID: &str = "order.paid";
+    pub const ORDER_SHIPPED: &str = "order.shipped";
+    pub const ORDER_COMPLETED: &str = "order.completed";
+    pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+    pub const PAYMENT_FAILED: &str = "payment.failed";
+    pub const PAYMENT_REFUNDED: &str = "payment.refunded";
+}
+
 /// The envelope every event travels in. `type` is also the topic name (before the prefix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

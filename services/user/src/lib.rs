@@ -11,6 +11,7 @@ pub mod storage;
 
 use letsgo_platform::auth::TokenKeys;
 use letsgo_platform::discovery::ServiceName;
+use letsgo_platform::events::topics;
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::user::v1::user_service_server::UserServiceServer;
 use letsgo_platform::shutdown::Shutdown;
@@ -20,7 +21,7 @@ use letsgo_platform::{db, events, grpc as grpc_server, telemetry};
 pub use config::{Command, Config};
 
 /// The topics this service produces.
-pub const TOPICS: &[&str] = &["user.registered"];
+pub const TOPICS: &[&str] = &[topics::USER_REGISTERED];
 
 pub use letsgo_platform::BoxError;
 

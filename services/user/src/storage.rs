@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use letsgo_platform::auth::Role;
 use letsgo_platform::errors::{AppError, ErrorCode};
+use letsgo_platform::events::topics;
 use letsgo_platform::events::{self, Event};
 use sqlx::{FromRow, PgPool};
 
@@ -92,7 +93,7 @@ impl UserStore {
         .await
         .map_err(conflict_or)?;
         let event = Event::new(
-            "user.registered",
+            topics::USER_REGISTERED,
             serde_json::json!({
                 "userId": row.id,
                 "username": row.username,
