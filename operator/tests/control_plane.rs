@@ -576,11 +576,8 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
 
 #[test]
 fn a_refused_child_is_reported_in_the_status_and_as_a_warning_event() {
-    let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "refused");
-    let ns = namespace.name.as_str();
-    let rbac = ChartRbac::install(&kube, ns);
-    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    let scene = Scene::start("refused");
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
     // A Deployment already named like the Store's cart, with another selector: the selector is
     // immutable, so the operator's apply is refused (422) on every try.
     kube.apply(
@@ -588,7 +585,7 @@ fn a_refused_child_is_reported_in_the_status_and_as_a_warning_event() {
         &["-n", ns],
     );
     // External middleware, its Secrets in place: the services are applied on the first pass.
-    apply_external_example(&kube, ns);
+    apply_external_example(kube, ns);
     let failed = wait_for(
         "the failure in the Store's status",
         WAIT,
@@ -629,7 +626,7 @@ fn a_refused_child_is_reported_in_the_status_and_as_a_warning_event() {
 
     // The squatter gone, the next retry succeeds and the Store says so.
     kube.run(&["delete", "deployment", "shop-cart", "-n", ns, "--wait=true"]);
-    let store = wait_ready(&kube, ns, &operator);
+    let store = wait_ready(kube, ns, operator);
     assert_eq!(
         condition(&store, "Degraded").as_deref(),
         Some("False"),
@@ -753,18 +750,15 @@ fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
 
 #[test]
 fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
-    let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "autoscale");
-    let ns = namespace.name.as_str();
-    let rbac = ChartRbac::install(&kube, ns);
-    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
-    apply_external_example(&kube, ns);
+    let scene = Scene::start("autoscale");
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
+    apply_external_example(kube, ns);
     patch_store(
-        &kube,
+        kube,
         ns,
         r#"{"spec":{"services":{"cart":{"autoscaling":{"minReplicas":1,"maxReplicas":4}}}}}"#,
     );
-    wait_ready(&kube, ns, &operator);
+    wait_ready(kube, ns, operator);
     let hpa = kube.json(&["get", "horizontalpodautoscaler", "shop-cart", "-n", ns]);
     assert_eq!(at(&hpa, "spec/maxReplicas"), 4, "{hpa}");
     assert_eq!(at(&hpa, "spec/scaleTargetRef/name"), "shop-cart", "{hpa}");
@@ -780,7 +774,7 @@ fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
         ns,
         "--replicas=3",
     ]);
-    poke_and_wait_reconcile(&kube, ns, &operator);
+    poke_and_wait_reconcile(kube, ns, operator);
     // The operator set the order service back to its spec; the autoscaler's choice stands.
     wait_for(
         "the order service back at one replica",
@@ -826,13 +820,10 @@ fn an_autoscaled_service_keeps_the_replicas_its_autoscaler_sets() {
 
 #[test]
 fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
-    let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "deadline");
-    let ns = namespace.name.as_str();
-    let rbac = ChartRbac::install(&kube, ns);
-    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
-    apply_external_example(&kube, ns);
-    wait_ready(&kube, ns, &operator);
+    let scene = Scene::start("deadline");
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
+    apply_external_example(kube, ns);
+    wait_ready(kube, ns, operator);
 
     // The cart's deadline shortened by another field manager (the operator sets none), and a
     // quota that keeps the new Pods from being made: the rollout cannot progress.
@@ -846,14 +837,14 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
         "-p",
         r#"{"spec":{"progressDeadlineSeconds":2}}"#,
     ]);
-    hold_new_pods(&kube, ns);
-    patch_store(&kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
+    hold_new_pods(kube, ns);
+    patch_store(kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
     let stalled = wait_status_contains(
-        &kube,
+        kube,
         ns,
         "the stalled rollout named in the status",
         "cart: ProgressDeadlineExceeded",
-        &operator,
+        operator,
     );
     assert_eq!(
         at(&stalled, "status/phase"),
@@ -865,7 +856,7 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
 
     // Unblocked, the rollout completes and the Store is Ready at the new tag.
     kube.run(&["delete", "resourcequota", "hold", "-n", ns]);
-    let store = wait_ready(&kube, ns, &operator);
+    let store = wait_ready(kube, ns, operator);
     assert_eq!(at(&store, "status/version"), "0.2.0", "{}", store["status"]);
     operator.assert_never_forbidden();
 }
@@ -1273,15 +1264,12 @@ fn the_backup_and_restore_scripts_bring_a_shops_databases_back() {
 /// A Store with backups gets the scripts, a volume and a CronJob the API server accepts.
 #[test]
 fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
-    let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "backup");
-    let ns = namespace.name.as_str();
-    let rbac = ChartRbac::install(&kube, ns);
-    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    let scene = Scene::start("backup");
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
     let example = repo().join("examples/store.yaml");
     kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
     patch_store(
-        &kube,
+        kube,
         ns,
         r#"{"spec":{"backup":{"schedule":"30 2 * * *","keep":3,"storage":"1Gi"}}}"#,
     );
@@ -1316,22 +1304,16 @@ fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
 /// starts its services only after the Job succeeded (kwok completes Job Pods on the fake node).
 #[test]
 fn a_restored_store_starts_its_services_after_the_restore_job() {
-    let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "restore");
-    let ns = namespace.name.as_str();
-    let rbac = ChartRbac::install(&kube, ns);
-    let _volumes = Volumes::for_store(&kube, ns, "shop");
-    kube.apply(
-        &format!(
-            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {ns}-shop-backups\n  labels: {{letsgo.dev/test-namespace: {ns}}}\nspec:\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /tmp/letsgo-kube-volumes/{ns}/backups}}\n  claimRef: {{namespace: {ns}, name: shop-backups}}\n"
-        ),
-        &[],
-    );
-    let operator = Operator::start(&kube, &rbac, ns, "operator-a");
+    let mut volumes = Vec::new();
+    let scene = Scene::start_with("restore", |kube, ns| {
+        volumes.push(Volumes::for_store(kube, ns, "shop"));
+        volumes.push(Volumes::for_claims(kube, ns, &["shop-backups".to_owned()]));
+    });
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
     let mut store = support::file(&repo().join("examples/store.yaml"));
     store.push_str("  backup:\n    schedule: \"0 3 * * *\"\n  restoreFrom: \"20261130T030000Z\"\n");
     kube.apply(&store, &["-n", ns]);
-    let ready = wait_ready(&kube, ns, &operator);
+    let ready = wait_ready(kube, ns, operator);
     assert_eq!(at(&ready, "status/readyComponents"), "9/9", "{ready}");
     let job = kube.json(&["get", "job", "shop-restore-20261130t030000z", "-n", ns]);
     assert!(at(&job, "status/succeeded").as_i64() >= Some(1), "{job}");
@@ -1601,10 +1583,18 @@ struct Volumes {
 }
 
 impl Volumes {
+    /// A pre-bound volume for each managed middleware's data claim of `store`.
     fn for_store(kube: &Kube, namespace: &str, store: &str) -> Volumes {
-        let label = format!("letsgo.dev/test-namespace={namespace}");
-        for set in STATEFUL_SETS {
-            let claim = format!("data-{store}-{set}-0");
+        let claims: Vec<String> = STATEFUL_SETS
+            .iter()
+            .map(|set| format!("data-{store}-{set}-0"))
+            .collect();
+        Volumes::for_claims(kube, namespace, &claims)
+    }
+
+    /// A pre-bound hostPath volume for each claim.
+    fn for_claims(kube: &Kube, namespace: &str, claims: &[String]) -> Volumes {
+        for claim in claims {
             kube.apply(
                 &format!(
                     "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {namespace}-{claim}\n  labels: {{letsgo.dev/test-namespace: {namespace}}}\nspec:\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /tmp/letsgo-kube-volumes/{namespace}/{claim}}}\n  claimRef: {{namespace: {namespace}, name: {claim}}}\n"
@@ -1614,7 +1604,7 @@ impl Volumes {
         }
         Volumes {
             kube: kube.clone(),
-            label,
+            label: format!("letsgo.dev/test-namespace={namespace}"),
         }
     }
 }
@@ -1624,6 +1614,40 @@ impl Drop for Volumes {
         let _ = self
             .kube
             .try_run(&["delete", "pv", "-l", &self.label, "--wait=false"], None);
+    }
+}
+
+/// A namespace of its own, the chart's RBAC in it, and an operator watching it: what most
+/// tests start from. Dropped in field order: the operator stops first.
+struct Scene {
+    operator: Operator,
+    _rbac: ChartRbac,
+    namespace: Namespace,
+    kube: Kube,
+}
+
+impl Scene {
+    fn start(prefix: &str) -> Scene {
+        Scene::start_with(prefix, |_, _| {})
+    }
+
+    /// `before` runs once the namespace and RBAC exist, before the operator starts (volumes).
+    fn start_with(prefix: &str, before: impl FnOnce(&Kube, &str)) -> Scene {
+        let kube = Kube::local();
+        let namespace = Namespace::create(&kube, prefix);
+        let rbac = ChartRbac::install(&kube, &namespace.name);
+        before(&kube, &namespace.name);
+        let operator = Operator::start(&kube, &rbac, &namespace.name, "operator-a");
+        Scene {
+            operator,
+            _rbac: rbac,
+            namespace,
+            kube,
+        }
+    }
+
+    fn ns(&self) -> &str {
+        &self.namespace.name
     }
 }
 
