@@ -115,6 +115,33 @@ impl Service {
             .into_inner()
     }
 
+    /// The order's stock back (ReleaseStock); it must succeed.
+    async fn release(&self, order_id: i64) {
+        self.client
+            .clone()
+            .release_stock(pb::ReleaseStockRequest { order_id })
+            .await
+            .unwrap();
+    }
+
+    /// The order's units sold (RecordSales); it must succeed.
+    async fn sell(&self, order_id: i64) {
+        self.client
+            .clone()
+            .record_sales(pb::RecordSalesRequest { order_id })
+            .await
+            .unwrap();
+    }
+
+    /// The order's reservation kept for good (CommitReservation); it must succeed.
+    async fn commit(&self, order_id: i64) {
+        self.client
+            .clone()
+            .commit_reservation(pb::CommitReservationRequest { order_id })
+            .await
+            .unwrap();
+    }
+
     async fn reserve(&self, order_id: i64, lines: &[(i64, i64)]) -> Result<(), ErrorCode> {
         self.client
             .clone()
@@ -537,10 +564,7 @@ async fn a_reservation_no_order_commits_comes_back_by_itself() {
     let mut client = service.client.clone();
     service.reserve(40, &[(id, 3)]).await.unwrap();
     service.reserve(41, &[(id, 2)]).await.unwrap();
-    client
-        .commit_reservation(pb::CommitReservationRequest { order_id: 41 })
-        .await
-        .unwrap();
+    service.commit(41).await;
     assert_eq!(service.product(id).await.stock, 5);
 
     let mut stock = 0;
@@ -566,14 +590,8 @@ async fn a_reservation_no_order_commits_comes_back_by_itself() {
         "a retried reservation cannot take the stock again"
     );
     // The committed one is sold as usual, and committing it again is harmless.
-    client
-        .record_sales(pb::RecordSalesRequest { order_id: 41 })
-        .await
-        .unwrap();
-    client
-        .commit_reservation(pb::CommitReservationRequest { order_id: 41 })
-        .await
-        .unwrap();
+    service.sell(41).await;
+    service.commit(41).await;
     let product = service.product(id).await;
     assert_eq!((product.stock, product.sales), (8, 2));
 }
@@ -613,15 +631,8 @@ async fn reservations_releases_and_sales_are_idempotent_per_order() {
         "a retried reservation reserves once"
     );
 
-    let mut client = service.client.clone();
-    client
-        .release_stock(pb::ReleaseStockRequest { order_id: 7 })
-        .await
-        .unwrap();
-    client
-        .release_stock(pb::ReleaseStockRequest { order_id: 7 })
-        .await
-        .unwrap();
+    service.release(7).await;
+    service.release(7).await;
     assert_eq!(
         service.product(id).await.stock,
         10,
@@ -633,10 +644,7 @@ async fn reservations_releases_and_sales_are_idempotent_per_order() {
     );
 
     // A release that arrives before its reservation (a cancel racing a retry) wins.
-    client
-        .release_stock(pb::ReleaseStockRequest { order_id: 8 })
-        .await
-        .unwrap();
+    service.release(8).await;
     assert_eq!(
         service.reserve(8, &[(id, 1)]).await,
         Err(ErrorCode::BadOrderStatus)
@@ -644,18 +652,9 @@ async fn reservations_releases_and_sales_are_idempotent_per_order() {
     assert_eq!(service.product(id).await.stock, 10);
 
     service.reserve(9, &[(id, 4)]).await.unwrap();
-    client
-        .record_sales(pb::RecordSalesRequest { order_id: 9 })
-        .await
-        .unwrap();
-    client
-        .record_sales(pb::RecordSalesRequest { order_id: 9 })
-        .await
-        .unwrap();
-    client
-        .release_stock(pb::ReleaseStockRequest { order_id: 9 })
-        .await
-        .unwrap();
+    service.sell(9).await;
+    service.sell(9).await;
+    service.release(9).await;
     let product = service.product(id).await;
     assert_eq!(
         (product.stock, product.sales),
@@ -735,12 +734,7 @@ async fn the_cached_detail_is_never_stale_after_a_change() {
 
     service.reserve(1, &[(id, 2)]).await.unwrap();
     assert_eq!(service.product(id).await.stock, 3, "after a reservation");
-    service
-        .client
-        .clone()
-        .release_stock(pb::ReleaseStockRequest { order_id: 1 })
-        .await
-        .unwrap();
+    service.release(1).await;
     assert_eq!(service.product(id).await.stock, 5, "after a release");
     service
         .client
@@ -1202,19 +1196,9 @@ async fn an_unlisted_product_cannot_be_reserved_but_earlier_reservations_settle(
 
     // A retry of a reservation made before unlisting answers what it holds.
     assert_eq!(service.reserve(1, &[(kettle, 2)]).await, Ok(()));
-    let mut client = service.client.clone();
-    client
-        .commit_reservation(pb::CommitReservationRequest { order_id: 1 })
-        .await
-        .unwrap();
-    client
-        .record_sales(pb::RecordSalesRequest { order_id: 1 })
-        .await
-        .unwrap();
-    client
-        .release_stock(pb::ReleaseStockRequest { order_id: 2 })
-        .await
-        .unwrap();
+    service.commit(1).await;
+    service.sell(1).await;
+    service.release(2).await;
     assert_eq!(
         service.stored_stock(kettle).await,
         (8, 2),
