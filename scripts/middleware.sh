@@ -445,14 +445,28 @@ mw_env() {
 	done
 }
 
+# What the tests start of their own besides the shared middleware (a TLS Redis, a broker
+# behind a TLS terminator, certificates): installed when absent; prints the exports.
+mw_test_tools() {
+	local pkgs=()
+	mkdir -p "$MW_STATE"
+	command -v redis-server >/dev/null || pkgs+=(redis-server)
+	command -v openssl >/dev/null || pkgs+=(openssl)
+	# Progress goes to stderr: stdout is for eval.
+	if ((${#pkgs[@]})); then mw_apt_install "${pkgs[@]}" >&2; fi
+	mw_tansu_bin >/dev/null || mw_install_tansu >&2
+	printf 'export TANSU_BIN=%q\n' "$(mw_tansu_bin)"
+}
+
 mw_main() {
 	mw_defaults
 	case ${1:-} in
 	ensure) mw_ensure ;;
 	stop) mw_stop ;;
 	env) mw_env ;;
+	test-tools) mw_test_tools ;;
 	*)
-		printf 'usage: %s ensure|stop|env\n' "${0##*/}" >&2
+		printf 'usage: %s ensure|stop|env|test-tools\n' "${0##*/}" >&2
 		return 2
 		;;
 	esac

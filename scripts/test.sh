@@ -65,6 +65,9 @@ urlencode() {
 scripts/middleware.sh ensure
 mw_env=$(scripts/middleware.sh env)
 eval "$mw_env"
+# TANSU_BIN: the tests' own brokers (Kafka over TLS) and a TLS Redis.
+test_tools=$(scripts/middleware.sh test-tools)
+eval "$test_tools"
 
 auth=$(urlencode "$DB_USER")
 if [[ -n ${DB_PASSWORD:-} ]]; then auth+=:$(urlencode "$DB_PASSWORD"); fi

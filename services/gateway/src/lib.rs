@@ -58,7 +58,7 @@ pub async fn state_from_config(config: &Config, metrics: Metrics) -> Result<AppS
         config.product_cache_max_mib.saturating_mul(1024 * 1024),
         &metrics,
     );
-    product_details.listen(config.redis.url(), &config.redis.redis_key_prefix);
+    product_details.listen(config.redis.client()?, &config.redis.redis_key_prefix);
     Ok(AppState::new(
         &discovery,
         TokenKeys::from_args(&config.jwt),

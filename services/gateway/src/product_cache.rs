@@ -249,10 +249,10 @@ impl ProductDetailCache {
         }
     }
 
-    /// Follows the product service's change announcements on `redis_url` (channel
+    /// Follows the product service's change announcements on `redis` (channel
     /// `{key_prefix}product:changed`) for as long as the process lives, resubscribing after
     /// any break. A disabled cache does not listen.
-    pub fn listen(&self, redis_url: String, key_prefix: &str) {
+    pub fn listen(&self, redis: redis::Client, key_prefix: &str) {
         if !self.enabled() {
             return;
         }
@@ -263,7 +263,7 @@ impl ProductDetailCache {
             // Said once per outage, not at every attempt.
             let mut outage_told = false;
             loop {
-                let ended = cache.follow(&redis_url, &channel).await;
+                let ended = cache.follow(&redis, &channel).await;
                 let was_live = cache.is_live();
                 cache.set_listening(false);
                 if was_live {
@@ -289,8 +289,7 @@ impl ProductDetailCache {
 
     /// Subscribes, then evicts on every announcement until the subscription breaks, ends or
     /// stops answering its heartbeat.
-    async fn follow(&self, redis_url: &str, channel: &str) -> redis::RedisResult<()> {
-        let client = redis::Client::open(redis_url)?;
+    async fn follow(&self, client: &redis::Client, channel: &str) -> redis::RedisResult<()> {
         let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;

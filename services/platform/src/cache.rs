@@ -18,12 +18,23 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// Connects to the Redis `args` name (over TLS for a `rediss://` URL).
     pub async fn connect(args: &RedisArgs) -> redis::RedisResult<Cache> {
-        Cache::connect_url(&args.url(), &args.redis_key_prefix).await
+        let client = args.client().map_err(|message| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "Redis settings",
+                message,
+            ))
+        })?;
+        Cache::connect_client(client, &args.redis_key_prefix).await
     }
 
     pub async fn connect_url(url: &str, prefix: &str) -> redis::RedisResult<Cache> {
-        let client = redis::Client::open(url)?;
+        Cache::connect_client(redis::Client::open(url)?, prefix).await
+    }
+
+    async fn connect_client(client: redis::Client, prefix: &str) -> redis::RedisResult<Cache> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
             .set_response_timeout(Some(std::time::Duration::from_secs(2)));

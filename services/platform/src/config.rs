@@ -175,9 +175,44 @@ pub struct RedisArgs {
         default_value = "letsgo:"
     )]
     pub redis_key_prefix: String,
+    /// PEM file of the CA that signs Redis's certificate, for a `rediss://` REDIS_URL whose
+    /// server the system's roots do not vouch for.
+    #[arg(
+        long = "redis-ca-file",
+        env = "REDIS_CA_FILE",
+        value_name = "REDIS_CA_FILE"
+    )]
+    pub redis_ca_file: Option<String>,
 }
 
 impl RedisArgs {
+    /// A client of the Redis these settings name, over TLS when the URL is `rediss://`;
+    /// errors name the setting at fault.
+    pub fn client(&self) -> Result<redis::Client, String> {
+        let url = self.url();
+        let Some(ca_file) = &self.redis_ca_file else {
+            return redis::Client::open(url.as_str()).map_err(|error| {
+                format!(
+                    "REDIS_URL: {}",
+                    error.to_string().replace(&url, "<redacted>")
+                )
+            });
+        };
+        if !url.starts_with("rediss://") {
+            return Err(
+                "REDIS_CA_FILE is set, so REDIS_URL must be a TLS URL (rediss://...)".to_owned(),
+            );
+        }
+        let root_cert = std::fs::read(ca_file)
+            .map_err(|error| format!("REDIS_CA_FILE: cannot read {ca_file}: {error}"))?;
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        };
+        redis::Client::build_with_tls(url.as_str(), certificates)
+            .map_err(|error| format!("REDIS_CA_FILE ({ca_file}): {error}"))
+    }
+
     pub fn url(&self) -> String {
         match &self.redis_url {
             Some(url) => url.clone(),
@@ -195,7 +230,7 @@ impl RedisArgs {
 }
 
 /// Kafka.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
     #[arg(
@@ -229,6 +264,107 @@ pub struct KafkaArgs {
         default_value_t = 1
     )]
     pub kafka_topic_replication: i32,
+    /// How the connection to the brokers is secured, as librdkafka names it: `plaintext`,
+    /// `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "KAFKA_SECURITY_PROTOCOL",
+        value_name = "KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value_t = KafkaSecurityProtocol::Plaintext
+    )]
+    pub kafka_security_protocol: KafkaSecurityProtocol,
+    /// SASL mechanism when the protocol is `sasl_*`.
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "KAFKA_SASL_MECHANISM",
+        value_name = "KAFKA_SASL_MECHANISM",
+        value_enum,
+        default_value_t = KafkaSaslMechanism::ScramSha512
+    )]
+    pub kafka_sasl_mechanism: KafkaSaslMechanism,
+    /// SASL user name; needed when the protocol is `sasl_*`.
+    #[arg(
+        long = "kafka-sasl-username",
+        env = "KAFKA_SASL_USERNAME",
+        value_name = "KAFKA_SASL_USERNAME"
+    )]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password; needed when the protocol is `sasl_*`.
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "KAFKA_SASL_PASSWORD",
+        value_name = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub kafka_sasl_password: Option<String>,
+    /// PEM file of the CA that signs the brokers' certificates (`ssl` and `sasl_ssl`); the
+    /// system's roots when absent.
+    #[arg(
+        long = "kafka-ca-file",
+        env = "KAFKA_CA_FILE",
+        value_name = "KAFKA_CA_FILE"
+    )]
+    pub kafka_ca_file: Option<String>,
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    #[value(name = "plaintext")]
+    Plaintext,
+    #[value(name = "ssl")]
+    Ssl,
+    #[value(name = "sasl_plaintext")]
+    SaslPlaintext,
+    #[value(name = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaSecurityProtocol::Plaintext => "plaintext",
+            KafkaSecurityProtocol::Ssl => "ssl",
+            KafkaSecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            KafkaSecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            KafkaSecurityProtocol::SaslPlaintext | KafkaSecurityProtocol::SaslSsl
+        )
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(
+            self,
+            KafkaSecurityProtocol::Ssl | KafkaSecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// librdkafka's `sasl.mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSaslMechanism {
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "PLAIN")]
+    Plain,
+}
+
+impl KafkaSaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaSaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            KafkaSaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            KafkaSaslMechanism::Plain => "PLAIN",
+        }
+    }
 }
 
 impl KafkaArgs {
@@ -239,7 +375,87 @@ impl KafkaArgs {
             kafka_topic_prefix: topic_prefix.to_owned(),
             kafka_topic_partitions: 3,
             kafka_topic_replication: 1,
+            kafka_security_protocol: KafkaSecurityProtocol::Plaintext,
+            kafka_sasl_mechanism: KafkaSaslMechanism::ScramSha512,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ca_file: None,
         }
+    }
+
+    /// The connection settings every client of these brokers shares (brokers, TLS, SASL), or
+    /// the first setting that contradicts another, named.
+    pub fn client_config(&self) -> Result<rdkafka::ClientConfig, String> {
+        let protocol = self.kafka_security_protocol;
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.kafka_brokers)
+            .set("security.protocol", protocol.as_str());
+        if protocol.uses_sasl() {
+            let username = self
+                .kafka_sasl_username
+                .as_deref()
+                .filter(|name| !name.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "KAFKA_SASL_USERNAME must be set when KAFKA_SECURITY_PROTOCOL is {}",
+                        protocol.as_str()
+                    )
+                })?;
+            let password = self
+                .kafka_sasl_password
+                .as_deref()
+                .filter(|password| !password.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "KAFKA_SASL_PASSWORD must be set when KAFKA_SECURITY_PROTOCOL is {}",
+                        protocol.as_str()
+                    )
+                })?;
+            config
+                .set("sasl.mechanism", self.kafka_sasl_mechanism.as_str())
+                .set("sasl.username", username)
+                .set("sasl.password", password);
+        } else if self.kafka_sasl_username.is_some() || self.kafka_sasl_password.is_some() {
+            return Err(format!(
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are used only when \
+                 KAFKA_SECURITY_PROTOCOL is sasl_plaintext or sasl_ssl, not {}",
+                protocol.as_str()
+            ));
+        }
+        match &self.kafka_ca_file {
+            Some(ca) if protocol.uses_tls() => {
+                config.set("ssl.ca.location", ca);
+            }
+            Some(_) => {
+                return Err(format!(
+                    "KAFKA_CA_FILE is used only when KAFKA_SECURITY_PROTOCOL is ssl or sasl_ssl, \
+                     not {}",
+                    protocol.as_str()
+                ));
+            }
+            None => {}
+        }
+        Ok(config)
+    }
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka_topic_prefix", &self.kafka_topic_prefix)
+            .field("kafka_topic_partitions", &self.kafka_topic_partitions)
+            .field("kafka_topic_replication", &self.kafka_topic_replication)
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field(
+                "kafka_sasl_password",
+                &self.kafka_sasl_password.as_ref().map(|_| REDACTED),
+            )
+            .field("kafka_ca_file", &self.kafka_ca_file)
+            .finish()
     }
 }
 
@@ -331,6 +547,7 @@ impl std::fmt::Debug for RedisArgs {
                 &self.redis_password.as_ref().map(|_| REDACTED),
             )
             .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("redis_ca_file", &self.redis_ca_file)
             .finish()
     }
 }

@@ -112,10 +112,15 @@ pub async fn mark_handled(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// The brokers' connection settings; a contradiction among them is a client-creation error
+/// naming the settings.
+fn client_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaError> {
+    args.client_config().map_err(KafkaError::ClientCreation)
+}
+
 /// Creates an idempotent producer: retries never duplicate or reorder messages of a partition.
 pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &args.kafka_brokers)
+    client_config(args)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "15000")
@@ -126,9 +131,7 @@ pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, KafkaError> {
 /// Creates the topics (with the prefix) that are missing. Kafka clusters often refuse
 /// auto-creation, so producers and consumers call this at start.
 pub async fn ensure_topics(args: &KafkaArgs, topics: &[&str]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.kafka_brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(args)?.create()?;
     let names: Vec<String> = topics
         .iter()
         .map(|topic| format!("{}{topic}", args.kafka_topic_prefix))
@@ -159,7 +162,7 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[&str]) -> Result<(), Kafk
 
 /// Starts publishing `pool`'s outbox: creates `topics` (a broker away at start only delays
 /// events, it never stops the service), then relays until `shutdown`. Errors only when the
-/// producer cannot be configured, naming KAFKA_BROKERS.
+/// Kafka settings contradict each other (naming them) or the producer cannot be configured.
 pub fn spawn_outbox_relay(
     pool: PgPool,
     kafka: &KafkaArgs,
@@ -167,7 +170,7 @@ pub fn spawn_outbox_relay(
     metrics: &Metrics,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let producer = producer(kafka).map_err(|error| format!("KAFKA_BROKERS: {error}"))?;
+    let producer = producer(kafka).map_err(|error| format!("Kafka settings: {error}"))?;
     let relay = OutboxRelay::new(pool, producer, &kafka.kafka_topic_prefix).with_metrics(metrics);
     let kafka = kafka.clone();
     Ok(tokio::spawn(async move {
@@ -403,8 +406,7 @@ impl EventConsumer {
     ) -> Result<EventConsumer, KafkaError> {
         // Groups carry the topic prefix too, so shops sharing a cluster never share a group.
         let group = format!("{}{group}", args.kafka_topic_prefix);
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &args.kafka_brokers)
+        let consumer: StreamConsumer = client_config(args)?
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

@@ -841,3 +841,349 @@ async fn a_call_made_just_after_start_waits_for_discovery_to_answer() {
     registration.await.unwrap();
     instance.kill();
 }
+
+// ---------------------------------------------------------------- middleware over TLS
+
+/// A CA and a certificate it signs for `localhost` and 127.0.0.1, made by the openssl CLI in a
+/// directory of their own (removed on drop).
+struct Certificates {
+    dir: std::path::PathBuf,
+}
+
+impl Certificates {
+    fn make() -> Certificates {
+        let dir = std::env::temp_dir().join(unique("letsgo-tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl is needed for the TLS tests: apt-get install openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=letsgo test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        Certificates { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port nothing listens on at the moment of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+fn redis_args(url: &str, ca_file: Option<String>) -> letsgo_platform::config::RedisArgs {
+    letsgo_platform::config::RedisArgs {
+        redis_url: Some(url.to_owned()),
+        redis_host: String::new(),
+        redis_port: 0,
+        redis_password: None,
+        redis_key_prefix: format!("{}:", unique("tls-test")),
+        redis_ca_file: ca_file,
+    }
+}
+
+#[tokio::test]
+async fn redis_over_tls_is_checked_against_the_ca_the_settings_name() {
+    let certificates = Certificates::make();
+    let port = free_port();
+    let _redis = Child(
+        std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &certificates.path("server.crt")])
+            .args(["--tls-key-file", &certificates.path("server.key")])
+            .args(["--tls-ca-cert-file", &certificates.path("ca.crt")])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--requirepass", "tls-test-password"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the TLS test: apt-get install redis-server"),
+    );
+    wait_for_port(port, "redis-server").await;
+    let url = format!("rediss://:tls-test-password@localhost:{port}/");
+
+    let cache = Cache::connect(&redis_args(&url, Some(certificates.path("ca.crt"))))
+        .await
+        .unwrap();
+    cache.ping().await.unwrap();
+    let mut connection = cache.connection();
+    let key = cache.key("greeting");
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("over tls")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let read: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(read, "over tls");
+
+    // The system's roots do not vouch for the private CA: no connection without it.
+    let refused = Cache::connect(&redis_args(&url, None)).await;
+    assert!(refused.is_err(), "a certificate no root signs was accepted");
+
+    // A CA with a plain URL is a mistake the settings name.
+    let plain = format!("redis://localhost:{port}/");
+    let error = redis_args(&plain, Some(certificates.path("ca.crt")))
+        .client()
+        .unwrap_err();
+    assert!(
+        error.contains("REDIS_CA_FILE") && error.contains("rediss://"),
+        "{error}"
+    );
+    let error = redis_args(&url, Some(certificates.path("missing.crt")))
+        .client()
+        .unwrap_err();
+    assert!(error.starts_with("REDIS_CA_FILE"), "{error}");
+    assert!(!error.contains("tls-test-password"), "{error}");
+}
+
+/// Accepts TLS on `listener` and passes each connection's bytes to and from `upstream`: a
+/// broker that speaks only plaintext, reached as a TLS one.
+async fn terminate_tls(
+    listener: tokio::net::TcpListener,
+    upstream: u16,
+    certificates: &Certificates,
+) {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certificates.path("server.crt"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(certificates.path("server.key")).unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn events_flow_to_a_broker_reached_over_tls() {
+    let tansu = std::env::var("TANSU_BIN").expect(
+        "TANSU_BIN must name the tansu broker binary for the TLS test: \
+         eval \"$(scripts/middleware.sh test-tools)\"",
+    );
+    let certificates = Certificates::make();
+    let broker_port = free_port();
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_port = tls.local_addr().unwrap().port();
+    // The broker tells clients to come back through the TLS address.
+    let _broker = Child(
+        std::process::Command::new(&tansu)
+            .arg("broker")
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{broker_port}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://localhost:{tls_port}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {tansu}: {error}")),
+    );
+    wait_for_port(broker_port, "tansu").await;
+    terminate_tls(tls, broker_port, &certificates).await;
+
+    let mut args = KafkaArgs::new(
+        &format!("localhost:{tls_port}"),
+        &format!("{}.", unique("tls-test")),
+    );
+    args.kafka_topic_partitions = 1;
+    args.kafka_security_protocol = letsgo_platform::config::KafkaSecurityProtocol::Ssl;
+    args.kafka_ca_file = Some(certificates.path("ca.crt"));
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    let (_database, pool) = outbox_database().await;
+    let written = write_events(&pool, 2).await;
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        events::producer(&args).unwrap(),
+        &args.kafka_topic_prefix,
+    );
+    assert_eq!(relay.relay_batch().await.unwrap(), 2);
+
+    let consumer = EventConsumer::subscribe(
+        &args,
+        "tls-readers",
+        &["order.created"],
+        Duration::from_secs(6),
+    )
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shutdown = Shutdown::new();
+    let sink = seen.clone();
+    let task = tokio::spawn(consumer.run(
+        shutdown.clone(),
+        dead_letters(&pool, 3),
+        move |event: Event| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(event.id);
+                Ok::<(), AppError>(())
+            }
+        },
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < written.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.trigger();
+    task.await.unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let mut expected: Vec<_> = written.iter().map(|event| event.id).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    pool.close().await;
+}
+
+#[test]
+fn kafka_security_settings_that_contradict_each_other_are_named() {
+    use letsgo_platform::config::KafkaSecurityProtocol;
+
+    let mut args = KafkaArgs::new("localhost:9093", "");
+    args.kafka_security_protocol = KafkaSecurityProtocol::SaslSsl;
+    let error = args.client_config().unwrap_err();
+    assert!(error.contains("KAFKA_SASL_USERNAME"), "{error}");
+    args.kafka_sasl_username = Some("shop".into());
+    let error = args.client_config().unwrap_err();
+    assert!(error.contains("KAFKA_SASL_PASSWORD"), "{error}");
+    args.kafka_sasl_password = Some("a long enough password".into());
+    // librdkafka was built with what SCRAM over TLS needs: the client is made (it connects
+    // lazily).
+    let _producer =
+        events::producer(&args).expect("SASL_SSL with SCRAM-SHA-512 is supported by this build");
+    assert!(!format!("{args:?}").contains("a long enough password"));
+
+    let mut plain = KafkaArgs::new("localhost:9092", "");
+    plain.kafka_ca_file = Some("/etc/ca.crt".into());
+    let error = plain.client_config().unwrap_err();
+    assert!(error.contains("KAFKA_CA_FILE"), "{error}");
+    let mut plain = KafkaArgs::new("localhost:9092", "");
+    plain.kafka_sasl_password = Some("x".into());
+    let error = plain.client_config().unwrap_err();
+    assert!(
+        error.contains("KAFKA_SASL_PASSWORD") && error.contains("plaintext"),
+        "{error}"
+    );
+}
