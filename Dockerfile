@@ -11,9 +11,10 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
-# protoc compiles the gRPC contracts; librdkafka is built from source with gcc, make and perl.
+# protoc compiles the gRPC contracts; librdkafka is built from source with gcc, make and perl,
+# against OpenSSL's headers.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends protobuf-compiler libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -27,10 +28,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       cp target/release/letsgo-$bin /out/; \
     done
 
-# glibc and zlib, nothing else; runs as an unprivileged user with no shell login.
+# glibc, zlib and OpenSSL (librdkafka's TLS and SASL/SCRAM), nothing else; runs as an
+# unprivileged user with no shell login.
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 65532 letsgo \
  && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin letsgo

@@ -387,6 +387,9 @@ mw_ensure() {
 	mw_is_local "$KAFKA_H" && ! mw_tcp_open "$KAFKA_H" "$KAFKA_P" && local_kafka=1
 
 	command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
+	# librdkafka is built with OpenSSL (Kafka over TLS and SASL/SCRAM)
+	[[ -e /usr/include/openssl/ssl.h ]] || pkgs+=(libssl-dev)
+	command -v pkg-config >/dev/null || pkgs+=(pkg-config)
 	# protoc's well-known types (google/protobuf/*.proto), which etcd-client's protos import
 	[[ -e /usr/include/google/protobuf/descriptor.proto ]] || pkgs+=(libprotobuf-dev)
 	{ command -v psql && command -v pg_isready; } >/dev/null || pkgs+=(postgresql-client)
