@@ -38,6 +38,7 @@ use crate::manifests::{
     secret_data_is_complete,
 };
 use crate::metrics::Metrics;
+use crate::reachability;
 use crate::status::{self, Observation};
 use crate::store::{Store, StorePhase, StoreSpec, StoreStatus};
 use crate::{Error, Result};
@@ -217,7 +218,7 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
 
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     let existing_secret = secrets.get_opt(&target.child_name("secrets")).await?;
-    let external = read_external_secrets(&secrets, &store.spec).await?;
+    let (external, found_secrets) = read_external_secrets(&secrets, &store.spec).await?;
     let desired = desired_state(&target, existing_secret.as_ref(), &external.digest);
 
     let mut seen = Observation::default();
@@ -241,6 +242,8 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
     // Pods would only wait in CreateContainerConfigError for a missing Secret or key: the
     // services are left as they are, and the status names what is missing.
     seen.missing_secrets = external.missing;
+    seen.reachability =
+        reachability::probe_all(&external::dependencies(&store.spec, &found_secrets)).await;
     // Services roll after the middleware they need: while a middleware StatefulSet is rolling
     // to a new spec they wait, but a middleware that is merely down does not hold them.
     let middleware_rolling = seen
@@ -371,14 +374,18 @@ pub fn error_policy(store: Arc<Store>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(delay)
 }
 
-/// Reads the external middleware's Secrets and checks them against the keys the services read.
-async fn read_external_secrets(secrets: &Api<Secret>, spec: &StoreSpec) -> Result<ExternalCheck> {
+/// Reads the external middleware's Secrets and checks them against the keys the services
+/// read; the Secrets as found come back too.
+async fn read_external_secrets(
+    secrets: &Api<Secret>,
+    spec: &StoreSpec,
+) -> Result<(ExternalCheck, BTreeMap<String, Option<Secret>>)> {
     let wanted = external::external_secrets(spec);
     let mut found = BTreeMap::new();
     for name in wanted.keys() {
         found.insert(name.clone(), secrets.get_opt(name).await?);
     }
-    Ok(external::check(&wanted, &found))
+    Ok((external::check(&wanted, &found), found))
 }
 
 async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {

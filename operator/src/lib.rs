@@ -4,6 +4,7 @@
 //! - [`manifests`]: pure builders from a Store to the Kubernetes objects that run it.
 //! - [`controller`]: the reconciler, its status and its error policy.
 //! - [`leader`]: leader election on a Lease, so only one replica reconciles.
+//! - [`reachability`]: whether the operator reaches each external middleware.
 //! - [`metrics`], [`telemetry`]: what the operator tells about itself.
 
 pub mod controller;
@@ -11,6 +12,7 @@ pub mod crd;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod reachability;
 pub mod status;
 pub mod store;
 pub mod telemetry;

@@ -3,8 +3,11 @@
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::tz::TimeZone;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::manifests::{Child, ServiceKind};
+use crate::reachability::Reachability;
 use crate::store::{
     ComponentStatus, GatewayServiceType, Store, StoreCondition, StorePhase, StoreStatus,
 };
@@ -27,6 +30,8 @@ pub struct Observation {
     pub restore: Option<Restore>,
     /// The newest backup a finished backup Pod reported: its name and size in bytes.
     pub last_backup_report: Option<(String, i64)>,
+    /// Whether each external middleware answered the operator.
+    pub reachability: Vec<Reachability>,
 }
 
 /// Where a `spec.restoreFrom` stands while the services wait for it.
@@ -280,13 +285,27 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
                 condition(store, type_, status, reason, message, now)
             })
             .collect();
-    if let Some((healthy, reason, message)) = backup_health(&seen.applied) {
+    let now_timestamp = now
+        .parse::<Timestamp>()
+        .unwrap_or_else(|_| Timestamp::now());
+    if let Some((healthy, reason, message)) = backup_health(&seen.applied, now_timestamp) {
         conditions.push(condition(
             store,
             "BackupsHealthy",
             healthy,
             reason,
             message,
+            now,
+        ));
+    }
+
+    for dependency in &seen.reachability {
+        conditions.push(condition(
+            store,
+            dependency.condition,
+            dependency.reachable,
+            dependency.reason,
+            dependency.message.clone(),
             now,
         ));
     }
@@ -506,9 +525,11 @@ fn gateway_endpoint(store: &Store, applied: &[Child]) -> Option<String> {
     Some(format!("http://{name}-gateway.{namespace}.svc:{port}"))
 }
 
-/// Whether the last scheduled backup succeeded, from the CronJob's status: its last run was
-/// scheduled after its last success and nothing of it is running any more.
-fn backup_health(applied: &[Child]) -> Option<(bool, &'static str, String)> {
+/// Whether the backups are healthy, from the CronJob's status: late when the schedule has
+/// come round twice since the last success (or since the CronJob was made, when none has
+/// succeeded yet), failed when its last run was scheduled after its last success and nothing
+/// of it is running any more.
+fn backup_health(applied: &[Child], now: Timestamp) -> Option<(bool, &'static str, String)> {
     let job = applied.iter().find_map(|child| match child {
         Child::CronJob(job) => Some(job),
         _ => None,
@@ -517,6 +538,25 @@ fn backup_health(applied: &[Child]) -> Option<(bool, &'static str, String)> {
     let scheduled = status.last_schedule_time.map(|t| t.0);
     let succeeded = status.last_successful_time.map(|t| t.0);
     let running = status.active.is_some_and(|active| !active.is_empty());
+    let since = succeeded.or(job.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let schedule = job.spec.as_ref().map(|spec| spec.schedule.as_str());
+    if let (Some(since), Some(schedule)) = (since, schedule)
+        && let Some(due) = second_run_due(schedule, since)
+        && now > due
+    {
+        let last = match succeeded {
+            Some(succeeded) => format!("the last backup succeeded at {succeeded}"),
+            None => "no backup has succeeded".to_owned(),
+        };
+        return Some((
+            false,
+            "BackupsLate",
+            format!(
+                "{last}, and the schedule {schedule:?} has come round twice since: is the \
+                 CronJob suspended, or do its Pods not start?"
+            ),
+        ));
+    }
     Some(match (scheduled, succeeded) {
         (None, _) => (
             true,
@@ -538,6 +578,19 @@ fn backup_health(applied: &[Child]) -> Option<(bool, &'static str, String)> {
             ),
         ),
     })
+}
+
+/// When a backup is overdue: the schedule's second run after `since`, plus the time a run may
+/// take (one period, at most an hour). `None` for a schedule that does not parse.
+fn second_run_due(schedule: &str, since: Timestamp) -> Option<Timestamp> {
+    let cron: croner::Cron = schedule.parse().ok()?;
+    let first = cron
+        .find_next_occurrence(&since.to_zoned(TimeZone::UTC), false)
+        .ok()?;
+    let second = cron.find_next_occurrence(&first, false).ok()?;
+    let period = second.timestamp().duration_since(first.timestamp());
+    let grace = period.min(SignedDuration::from_hours(1));
+    second.timestamp().checked_add(grace).ok()
 }
 
 /// The newest backup a succeeded backup Pod reported in its termination message
@@ -715,13 +768,73 @@ mod tests {
                 ..CronJob::default()
             }))]
         };
-        assert!(backup_health(&[]).is_none(), "no backups, no condition");
-        assert!(backup_health(&cron(None, None)).unwrap().0);
+        let now = "2026-12-01T03:10:00Z".parse().unwrap();
+        assert!(
+            backup_health(&[], now).is_none(),
+            "no backups, no condition"
+        );
+        assert!(backup_health(&cron(None, None), now).unwrap().0);
         let ok = cron(Some("2026-11-30T03:00:00Z"), Some("2026-11-30T03:00:41Z"));
-        assert_eq!(backup_health(&ok).unwrap().1, "LastBackupSucceeded");
+        assert_eq!(backup_health(&ok, now).unwrap().1, "LastBackupSucceeded");
         let failed = cron(Some("2026-12-01T03:00:00Z"), Some("2026-11-30T03:00:41Z"));
-        let (healthy, reason, _) = backup_health(&failed).unwrap();
+        let (healthy, reason, _) = backup_health(&failed, now).unwrap();
         assert!(!healthy);
         assert_eq!(reason, "LastBackupFailed");
+    }
+
+    #[test]
+    fn backups_are_late_once_the_schedule_came_round_twice_without_a_success() {
+        use super::backup_health;
+        use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, CronJobStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+        let at = |text: &str| Time(text.parse().unwrap());
+        // Nightly at three; made on the 28th at noon.
+        let cron = |succeeded: Option<&str>| {
+            vec![Child::CronJob(Box::new(CronJob {
+                metadata: ObjectMeta {
+                    creation_timestamp: Some(at("2026-11-28T12:00:00Z")),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(CronJobSpec {
+                    schedule: "0 3 * * *".into(),
+                    ..CronJobSpec::default()
+                }),
+                status: Some(CronJobStatus {
+                    last_schedule_time: succeeded.map(at),
+                    last_successful_time: succeeded.map(at),
+                    active: None,
+                }),
+            }))]
+        };
+        let reason = |children: &[Child], now: &str| {
+            backup_health(children, now.parse().unwrap()).unwrap().1
+        };
+        let succeeded = cron(Some("2026-11-29T03:01:00Z"));
+        // Runs due on the 30th and the 1st at three; an hour's grace for the second.
+        assert_eq!(
+            reason(&succeeded, "2026-12-01T03:30:00Z"),
+            "LastBackupSucceeded"
+        );
+        assert_eq!(reason(&succeeded, "2026-12-01T04:00:01Z"), "BackupsLate");
+        // Never a success: counted from the CronJob's making (runs on the 29th and 30th).
+        let never = cron(None);
+        assert_eq!(reason(&never, "2026-11-29T10:00:00Z"), "NoneYet");
+        assert_eq!(reason(&never, "2026-11-30T04:00:01Z"), "BackupsLate");
+        let (healthy, _, message) =
+            backup_health(&never, "2026-11-30T05:00:00Z".parse().unwrap()).unwrap();
+        assert!(
+            !healthy && message.contains("no backup has succeeded"),
+            "{message}"
+        );
+        // Every minute: late three minutes (two runs and a minute's grace) after the success.
+        let mut minutely = cron(Some("2026-11-30T10:00:05Z"));
+        if let Child::CronJob(job) = &mut minutely[0] {
+            job.spec.as_mut().unwrap().schedule = "* * * * *".into();
+        }
+        assert_eq!(
+            reason(&minutely, "2026-11-30T10:02:30Z"),
+            "LastBackupSucceeded"
+        );
+        assert_eq!(reason(&minutely, "2026-11-30T10:03:01Z"), "BackupsLate");
     }
 }

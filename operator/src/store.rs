@@ -312,7 +312,10 @@ pub struct CpuMemory {
 
 /// The middleware of a shop. PostgreSQL, Redis and Kafka are managed unless said otherwise;
 /// etcd exists only when discovery is `etcd`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("[self.postgres, self.redis].all(m, !has(m.external) || (!has(m.external.bootstrapServers) && !has(m.external.tls) && !has(m.external.sasl)))").message("bootstrapServers, tls and sasl are settings of external Kafka only"))]
+#[x_kube(validation = Rule::new("!has(self.etcd) || !has(self.etcd.external) || (!has(self.etcd.external.bootstrapServers) && !has(self.etcd.external.tls) && !has(self.etcd.external.sasl) && !has(self.etcd.external.caSecretName))").message("external etcd takes only secretName"))]
+#[x_kube(validation = Rule::new("!has(self.kafka.managed) || self.kafkaTopics.replicationFactor == 1").message("managed Kafka is one broker: kafkaTopics.replicationFactor must be 1").reason(Reason::FieldValueInvalid).field_path(".kafkaTopics.replicationFactor"))]
 #[serde(rename_all = "camelCase")]
 pub struct Middleware {
     /// External Secret keys: `host`, `username`, `password`, and optionally `port` (5432) and
@@ -321,12 +324,19 @@ pub struct Middleware {
     /// service when missing, so the user needs CREATEDB or the databases must exist.
     #[serde(default = "MiddlewareSource::managed")]
     pub postgres: MiddlewareSource,
-    /// External Secret key: `url` (`redis://[:password@]host:port/db`).
+    /// External Secret key: `url` (`redis://[:password@]host:port/db`, or `rediss://` for TLS,
+    /// checked against `caSecretName`'s CA when set, else the system's roots).
     #[serde(default = "MiddlewareSource::managed")]
     pub redis: MiddlewareSource,
-    /// External Secret key: `brokers` (comma-separated `host:port`, PLAINTEXT).
+    /// External Secret keys: `brokers` (comma-separated `host:port`; not needed when
+    /// `bootstrapServers` is set) and `password` (when `sasl` is set). A Strimzi KafkaUser's
+    /// Secret serves as it is.
     #[serde(default = "MiddlewareSource::managed")]
     pub kafka: MiddlewareSource,
+    /// Partitions and replicas of the topics the services create (topics that exist are left
+    /// as they are).
+    #[serde(default)]
+    pub kafka_topics: KafkaTopics,
     /// Needed only when discovery is `etcd`. External Secret key: `endpoints` (comma-separated
     /// `host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -356,8 +366,42 @@ impl Default for Middleware {
             postgres: MiddlewareSource::managed(),
             redis: MiddlewareSource::managed(),
             kafka: MiddlewareSource::managed(),
+            kafka_topics: KafkaTopics::default(),
             etcd: None,
             postgres_max_connections: default_postgres_max_connections(),
+        }
+    }
+}
+
+/// How the topics the services create are laid out. With three or more brokers, give 3
+/// replicas and set the topics' (or the cluster's) `min.insync.replicas` to 2: the producers
+/// write with `acks=all`, so an event is acknowledged once two brokers hold it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTopics {
+    /// Partitions per topic: the most consumers of one group that share its work.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub partitions: i32,
+    /// Replicas of each partition; at most the number of brokers.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 7))]
+    pub replication_factor: i32,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        KafkaTopics {
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
         }
     }
 }
@@ -387,6 +431,9 @@ impl MiddlewareSource {
             external: Some(ExternalMiddleware {
                 secret_name: secret_name.to_owned(),
                 ca_secret_name: None,
+                bootstrap_servers: None,
+                tls: None,
+                sasl: None,
             }),
         }
     }
@@ -434,12 +481,65 @@ fn default_storage() -> String {
 pub struct ExternalMiddleware {
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
-    /// PostgreSQL only: a Secret whose `ca.crt` signs the server's certificate (CloudNativePG's
-    /// `<cluster>-ca`). The services then check the server against it and its name
-    /// (`sslmode=verify-full`) whatever the Secret's `sslmode` says.
+    /// A Secret whose `ca.crt` signs the server's certificate. PostgreSQL (CloudNativePG's
+    /// `<cluster>-ca`): the services check the server against it and its name
+    /// (`sslmode=verify-full`) whatever the Secret's `sslmode` says. Redis: the CA of a
+    /// `rediss://` URL. Kafka (Strimzi's `<cluster>-cluster-ca-cert`): implies `tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub ca_secret_name: Option<String>,
+    /// Kafka only: the bootstrap servers (comma-separated `host:port`) when the Secret has no
+    /// `brokers` key, e.g. Strimzi's `<cluster>-kafka-bootstrap.<namespace>.svc:9093`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    pub bootstrap_servers: Option<String>,
+    /// Kafka only: connect over TLS, checked against `caSecretName`'s CA, or else the system's
+    /// roots (a managed cloud Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Kafka only: authenticate with SASL; the password is the Secret's `password` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
+}
+
+impl ExternalMiddleware {
+    /// Whether a Kafka connection is made over TLS.
+    pub fn kafka_tls(&self) -> bool {
+        self.tls.unwrap_or(false) || self.ca_secret_name.is_some()
+    }
+}
+
+/// SASL credentials of an external Kafka.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSasl {
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// The user; the Secret's name when absent (Strimzi names a KafkaUser's Secret after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SaslMechanism {
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -592,6 +692,36 @@ impl StoreSpec {
                     "middleware.{name}: set exactly one of managed and external"
                 ));
             }
+        }
+        for (name, source) in [
+            ("postgres", &middleware.postgres),
+            ("redis", &middleware.redis),
+        ] {
+            if let Some(external) = &source.external
+                && (external.bootstrap_servers.is_some()
+                    || external.tls.is_some()
+                    || external.sasl.is_some())
+            {
+                problems.push(format!(
+                    "middleware.{name}.external: bootstrapServers, tls and sasl are settings of \
+                     external Kafka only"
+                ));
+            }
+        }
+        if let Some(external) = middleware.etcd.as_ref().and_then(|e| e.external.as_ref())
+            && (external.bootstrap_servers.is_some()
+                || external.tls.is_some()
+                || external.sasl.is_some()
+                || external.ca_secret_name.is_some())
+        {
+            problems.push("middleware.etcd.external: external etcd takes only secretName".into());
+        }
+        if middleware.kafka.managed.is_some() && middleware.kafka_topics.replication_factor != 1 {
+            problems.push(
+                "middleware.kafkaTopics.replicationFactor: managed Kafka is one broker: it must \
+                 be 1"
+                    .into(),
+            );
         }
         if self.backup.is_some() && self.middleware.postgres.managed.is_none() {
             problems.push(

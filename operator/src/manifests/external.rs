@@ -37,17 +37,31 @@ const POSTGRES: &[SecretKey] = &[
     optional("sslmode"),
 ];
 const REDIS: &[SecretKey] = &[required("url")];
-const KAFKA: &[SecretKey] = &[required("brokers")];
+const KAFKA_BROKERS: SecretKey = required("brokers");
+const KAFKA_PASSWORD: SecretKey = required("password");
 const ETCD: &[SecretKey] = &[required("endpoints")];
 
 /// Each external Secret the Store names, with the keys read from it (a Secret named by two
 /// middleware holds both sets).
 pub fn external_secrets(spec: &StoreSpec) -> BTreeMap<String, Vec<SecretKey>> {
     let middleware = &spec.middleware;
+    let kafka: Vec<SecretKey> = match &middleware.kafka.external {
+        Some(external) => {
+            let mut keys = Vec::new();
+            if external.bootstrap_servers.is_none() {
+                keys.push(KAFKA_BROKERS);
+            }
+            if external.sasl.is_some() {
+                keys.push(KAFKA_PASSWORD);
+            }
+            keys
+        }
+        None => Vec::new(),
+    };
     let mut sources: Vec<(&MiddlewareSource, &[SecretKey])> = vec![
         (&middleware.postgres, POSTGRES),
         (&middleware.redis, REDIS),
-        (&middleware.kafka, KAFKA),
+        (&middleware.kafka, kafka.as_slice()),
     ];
     if spec.discovery == DiscoveryMode::Etcd
         && let Some(etcd) = &middleware.etcd
@@ -55,14 +69,18 @@ pub fn external_secrets(spec: &StoreSpec) -> BTreeMap<String, Vec<SecretKey>> {
         sources.push((etcd, ETCD));
     }
     let mut secrets: BTreeMap<String, Vec<SecretKey>> = BTreeMap::new();
-    // PostgreSQL's CA, mounted into the services that use the database.
-    if let Some(ca) = middleware
-        .postgres
-        .external
-        .as_ref()
-        .and_then(|external| external.ca_secret_name.clone())
-    {
-        secrets.entry(ca).or_default().push(required("ca.crt"));
+    // The CAs of the middleware's certificates, mounted into the services that use them.
+    for source in [&middleware.postgres, &middleware.redis, &middleware.kafka] {
+        if let Some(ca) = source
+            .external
+            .as_ref()
+            .and_then(|external| external.ca_secret_name.clone())
+        {
+            let keys = secrets.entry(ca).or_default();
+            if !keys.contains(&required("ca.crt")) {
+                keys.push(required("ca.crt"));
+            }
+        }
     }
     for (source, keys) in sources {
         if let Some(external) = &source.external {
@@ -127,6 +145,129 @@ pub fn check(
     }
 }
 
+/// An external middleware the status reports on, and where it is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    /// The status condition it gets: `PostgresReachable`, `RedisReachable`, ...
+    pub condition: &'static str,
+    /// `host:port` to try in turn (any one answering will do), or why none is known.
+    pub addresses: Result<Vec<String>, String>,
+}
+
+/// The external middleware of `spec`, with the addresses their Secrets (as `found`) or the
+/// Store give.
+pub fn dependencies(spec: &StoreSpec, found: &BTreeMap<String, Option<Secret>>) -> Vec<Dependency> {
+    let middleware = &spec.middleware;
+    let read = |source: &MiddlewareSource, key: &str| -> Result<String, String> {
+        let name = &source
+            .external
+            .as_ref()
+            .expect("an external source")
+            .secret_name;
+        let secret = found
+            .get(name)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("Secret {name} not found"))?;
+        value(secret, key).ok_or_else(|| format!("Secret {name} has no key \"{key}\""))
+    };
+    let mut dependencies = Vec::new();
+    if middleware.postgres.external.is_some() {
+        let addresses = read(&middleware.postgres, "host").map(|host| {
+            let port = read(&middleware.postgres, "port").unwrap_or_else(|_| "5432".into());
+            vec![host_port(&host, &port)]
+        });
+        dependencies.push(Dependency {
+            condition: "PostgresReachable",
+            addresses,
+        });
+    }
+    if middleware.redis.external.is_some() {
+        let addresses = read(&middleware.redis, "url").and_then(|url| redis_address(&url));
+        dependencies.push(Dependency {
+            condition: "RedisReachable",
+            addresses: addresses.map(|address| vec![address]),
+        });
+    }
+    if let Some(external) = &middleware.kafka.external {
+        let brokers = match &external.bootstrap_servers {
+            Some(servers) => Ok(servers.clone()),
+            None => read(&middleware.kafka, "brokers"),
+        };
+        dependencies.push(Dependency {
+            condition: "KafkaReachable",
+            addresses: brokers.map(|list| split_list(&list)),
+        });
+    }
+    if spec.discovery == DiscoveryMode::Etcd
+        && let Some(etcd) = middleware.etcd.as_ref().filter(|e| e.external.is_some())
+    {
+        dependencies.push(Dependency {
+            condition: "EtcdReachable",
+            addresses: read(etcd, "endpoints").map(|list| split_list(&list)),
+        });
+    }
+    dependencies
+}
+
+/// A Secret's value for `key`, from `data` or `stringData`.
+fn value(secret: &Secret, key: &str) -> Option<String> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned());
+    from_data
+        .or_else(|| secret.string_data.as_ref()?.get(key).cloned())
+        .map(|text| text.trim().to_owned())
+}
+
+fn host_port(host: &str, port: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}") // an IPv6 address
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `host:port` of a `redis://` or `rediss://` URL (port 6379 when absent).
+fn redis_address(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or_else(|| "the Redis url is not redis:// or rediss://".to_owned())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // The password may hold an `@`: the host follows the last one.
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("the Redis url names no host".to_owned());
+    }
+    let has_port = match host.rfind(']') {
+        Some(end) => host[end..].contains(':'),
+        None => host.contains(':'),
+    };
+    Ok(if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    })
+}
+
+/// `a:1, http://b:2` → `["a:1", "b:2"]`.
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .strip_prefix("http://")
+                .or_else(|| entry.strip_prefix("https://"))
+                .unwrap_or(entry)
+                .trim_end_matches('/')
+                .to_owned()
+        })
+        .filter(|entry| !entry.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -134,7 +275,7 @@ mod tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
 
-    use super::{check, external_secrets};
+    use super::{check, dependencies, external_secrets, redis_address, split_list};
     use crate::store::{DiscoveryMode, MiddlewareSource, StoreSpec};
 
     fn secret(pairs: &[(&str, &str)]) -> Option<Secret> {
@@ -207,5 +348,40 @@ mod tests {
         assert!(external_secrets(&spec).is_empty());
         spec.discovery = DiscoveryMode::Etcd;
         assert_eq!(external_secrets(&spec)["registry"][0].key, "endpoints");
+    }
+
+    #[test]
+    fn each_external_middleware_is_reached_where_its_secret_says() {
+        let mut spec = external_spec();
+        spec.middleware.kafka = MiddlewareSource::external("events");
+        let found = BTreeMap::from([
+            (
+                "pg".to_owned(),
+                secret(&[("host", "db.example"), ("port", "6432")]),
+            ),
+            (
+                "cache".to_owned(),
+                secret(&[("url", "rediss://:p@ss@cache.example:6380/0")]),
+            ),
+        ]);
+        let seen: Vec<_> = dependencies(&spec, &found)
+            .into_iter()
+            .map(|d| (d.condition, d.addresses))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("PostgresReachable", Ok(vec!["db.example:6432".to_owned()])),
+                ("RedisReachable", Ok(vec!["cache.example:6380".to_owned()])),
+                ("KafkaReachable", Err("Secret events not found".to_owned())),
+            ]
+        );
+        assert_eq!(redis_address("redis://cache/0").unwrap(), "cache:6379");
+        assert_eq!(redis_address("redis://[::1]/0").unwrap(), "[::1]:6379");
+        assert!(redis_address("unix:///tmp/redis.sock").is_err());
+        assert_eq!(
+            split_list(" a:1, http://b:2/ ,"),
+            ["a:1".to_owned(), "b:2".to_owned()]
+        );
     }
 }

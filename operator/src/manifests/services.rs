@@ -32,7 +32,9 @@ use super::settings::{
     secret_name,
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
-use crate::store::{Autoscaling, DiscoveryMode, MiddlewareSource, Resources, ServiceSizing};
+use crate::store::{
+    Autoscaling, DiscoveryMode, ExternalMiddleware, MiddlewareSource, Resources, ServiceSizing,
+};
 
 /// The six deployables, in the order they are applied (callees before callers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,28 +197,33 @@ fn deployment(
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }];
-    if kind.uses_database()
-        && let Some(ca) = postgres_ca(store)
-    {
-        volume_mounts.push(VolumeMount {
-            name: "postgres-ca".into(),
-            mount_path: POSTGRES_CA_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-        volumes.push(Volume {
-            name: "postgres-ca".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(ca.to_owned()),
-                items: Some(vec![KeyToPath {
-                    key: "ca.crt".into(),
-                    path: "ca.crt".into(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+    let middleware = &store.store.spec.middleware;
+    let cas = [
+        (
+            kind.uses_database(),
+            &middleware.postgres,
+            "postgres-ca",
+            POSTGRES_CA_DIR,
+        ),
+        (
+            kind.uses_redis(),
+            &middleware.redis,
+            "redis-ca",
+            REDIS_CA_DIR,
+        ),
+        (
+            kind.uses_kafka(),
+            &middleware.kafka,
+            "kafka-ca",
+            KAFKA_CA_DIR,
+        ),
+    ];
+    for (uses, source, volume, dir) in cas {
+        if let Some(ca) = ca_secret(source).filter(|_| uses) {
+            let (mount, volume) = ca_volume(volume, ca, dir);
+            volume_mounts.push(mount);
+            volumes.push(volume);
+        }
     }
     let container = Container {
         name: name.to_owned(),
@@ -292,18 +299,38 @@ fn deployment(
 /// Where an external PostgreSQL's CA certificate is mounted.
 const POSTGRES_CA_DIR: &str = "/etc/letsgo/postgres-ca";
 const POSTGRES_CA_FILE: &str = "/etc/letsgo/postgres-ca/ca.crt";
+const REDIS_CA_DIR: &str = "/etc/letsgo/redis-ca";
+const REDIS_CA_FILE: &str = "/etc/letsgo/redis-ca/ca.crt";
+const KAFKA_CA_DIR: &str = "/etc/letsgo/kafka-ca";
+const KAFKA_CA_FILE: &str = "/etc/letsgo/kafka-ca/ca.crt";
 
-/// The Secret holding external PostgreSQL's CA (`ca.crt`), when the Store names one.
-fn postgres_ca<'a>(store: &'a StoreRef<'_>) -> Option<&'a str> {
-    store
-        .store
-        .spec
-        .middleware
-        .postgres
-        .external
-        .as_ref()?
-        .ca_secret_name
-        .as_deref()
+/// The Secret holding the CA of an external middleware's certificate, if one is named.
+fn ca_secret(source: &MiddlewareSource) -> Option<&str> {
+    source.external.as_ref()?.ca_secret_name.as_deref()
+}
+
+/// The `ca.crt` of `secret`, mounted read-only in `dir`.
+fn ca_volume(name: &str, secret: &str, dir: &str) -> (VolumeMount, Volume) {
+    let mount = VolumeMount {
+        name: name.into(),
+        mount_path: dir.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let volume = Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: "ca.crt".into(),
+                path: "ca.crt".into(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    (mount, volume)
 }
 
 /// Secrets and per-pod values: what the ConfigMap must not or cannot hold.
@@ -374,7 +401,7 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
                 env.push(env_from_secret("DB_PORT", secret, "port", true));
                 env.push(env_from_secret("DB_USER", secret, "username", false));
                 env.push(env_from_secret("DB_PASSWORD", secret, "password", false));
-                if postgres_ca(store).is_some() {
+                if ca_secret(&spec.middleware.postgres).is_some() {
                     env.push(env_value("DB_SSLMODE", "verify-full"));
                     env.push(env_value("DB_SSLROOTCERT", POSTGRES_CA_FILE));
                 } else {
@@ -387,11 +414,14 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
         && let Some(secret) = external_secret(&spec.middleware.redis)
     {
         env.push(env_from_secret("REDIS_URL", secret, "url", false));
+        if ca_secret(&spec.middleware.redis).is_some() {
+            env.push(env_value("REDIS_CA_FILE", REDIS_CA_FILE));
+        }
     }
     if kind.uses_kafka()
-        && let Some(secret) = external_secret(&spec.middleware.kafka)
+        && let Some(external) = &spec.middleware.kafka.external
     {
-        env.push(env_from_secret("KAFKA_BROKERS", secret, "brokers", false));
+        env.extend(kafka_env(external));
     }
     if spec.discovery == DiscoveryMode::Etcd {
         if let Some(secret) = spec.middleware.etcd.as_ref().and_then(external_secret) {
@@ -409,6 +439,40 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
             }),
             ..EnvVar::default()
         });
+    }
+    env
+}
+
+/// How the services reach an external Kafka: brokers, TLS and SASL.
+fn kafka_env(external: &ExternalMiddleware) -> Vec<EnvVar> {
+    let secret = external.secret_name.as_str();
+    let mut env = vec![match &external.bootstrap_servers {
+        Some(servers) => env_value("KAFKA_BROKERS", servers),
+        None => env_from_secret("KAFKA_BROKERS", secret, "brokers", false),
+    }];
+    let tls = external.kafka_tls();
+    let protocol = match (&external.sasl, tls) {
+        (None, false) => "plaintext",
+        (None, true) => "ssl",
+        (Some(_), false) => "sasl_plaintext",
+        (Some(_), true) => "sasl_ssl",
+    };
+    env.push(env_value("KAFKA_SECURITY_PROTOCOL", protocol));
+    if let Some(sasl) = &external.sasl {
+        env.push(env_value("KAFKA_SASL_MECHANISM", sasl.mechanism.as_str()));
+        env.push(env_value(
+            "KAFKA_SASL_USERNAME",
+            sasl.username.as_deref().unwrap_or(secret),
+        ));
+        env.push(env_from_secret(
+            "KAFKA_SASL_PASSWORD",
+            secret,
+            "password",
+            false,
+        ));
+    }
+    if external.ca_secret_name.is_some() {
+        env.push(env_value("KAFKA_CA_FILE", KAFKA_CA_FILE));
     }
     env
 }

@@ -83,6 +83,15 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
         "KAFKA_TOPIC_PREFIX".to_owned(),
         format!("letsgo.{}.{}.", store.namespace, store.name),
     );
+    let topics = &spec.middleware.kafka_topics;
+    data.insert(
+        "KAFKA_TOPIC_PARTITIONS".to_owned(),
+        topics.partitions.to_string(),
+    );
+    data.insert(
+        "KAFKA_TOPIC_REPLICATION".to_owned(),
+        topics.replication_factor.to_string(),
+    );
     if spec.discovery == DiscoveryMode::Etcd {
         // Shops sharing an etcd must not see each other's instances.
         data.insert(

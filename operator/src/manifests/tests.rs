@@ -401,6 +401,198 @@ fn a_cloudnativepg_app_secret_and_ca_are_used_as_they_are() {
     assert!(env(container(deployment(&state, "shop-cart")), "DB_SSLROOTCERT").is_none());
 }
 
+fn secret_with(keys: &[&str]) -> Secret {
+    Secret {
+        data: Some(
+            keys.iter()
+                .map(|key| ((*key).to_owned(), k8s_openapi::ByteString(b"x".to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+fn pod_volume(state: &DesiredState, deployment_name: &str, volume: &str) -> Option<String> {
+    let pod = deployment(state, deployment_name)
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    pod.volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.secret?.secret_name)
+}
+
+fn value_of<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+    env(container, name).and_then(|e| e.value.as_deref())
+}
+
+#[test]
+fn a_strimzi_kafka_user_secret_and_cluster_ca_are_used_as_they_are() {
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+        "middleware": {
+            "kafka": {"external": {
+                "secretName": "shop",
+                "caSecretName": "events-cluster-ca-cert",
+                "bootstrapServers": "events-kafka-bootstrap.kafka.svc:9093",
+                "sasl": {"mechanism": "SCRAM-SHA-512"}
+            }},
+            "kafkaTopics": {"partitions": 6, "replicationFactor": 3}
+        }
+    }))
+    .unwrap();
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    // Exactly the keys Strimzi writes for a SCRAM-SHA-512 KafkaUser, and for the cluster CA.
+    let user = secret_with(&["password", "sasl.jaas.config"]);
+    let cluster_ca = secret_with(&["ca.crt", "ca.p12", "ca.password"]);
+    let wanted = external::external_secrets(&spec);
+    let found = std::collections::BTreeMap::from([
+        ("shop".to_owned(), Some(user)),
+        ("events-cluster-ca-cert".to_owned(), Some(cluster_ca)),
+    ]);
+    let check = external::check(&wanted, &found);
+    assert!(check.missing.is_empty(), "{:?}", check.missing);
+    let without_password =
+        std::collections::BTreeMap::from([("shop".to_owned(), Some(secret_with(&["x"])))]);
+    let check = external::check(&wanted, &without_password);
+    assert!(
+        check
+            .missing
+            .contains(&"Secret shop has no key \"password\"".to_owned()),
+        "{:?}",
+        check.missing
+    );
+
+    let state = build(spec);
+    let order = container(deployment(&state, "shop-order"));
+    assert_eq!(
+        value_of(order, "KAFKA_BROKERS"),
+        Some("events-kafka-bootstrap.kafka.svc:9093")
+    );
+    assert_eq!(value_of(order, "KAFKA_SECURITY_PROTOCOL"), Some("sasl_ssl"));
+    assert_eq!(
+        value_of(order, "KAFKA_SASL_MECHANISM"),
+        Some("SCRAM-SHA-512")
+    );
+    // Strimzi names the Secret after the user.
+    assert_eq!(value_of(order, "KAFKA_SASL_USERNAME"), Some("shop"));
+    let password = env(order, "KAFKA_SASL_PASSWORD")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .expect("the password comes from the Secret");
+    assert_eq!(
+        (password.name.as_str(), password.key.as_str()),
+        ("shop", "password")
+    );
+    assert_eq!(
+        value_of(order, "KAFKA_CA_FILE"),
+        Some("/etc/letsgo/kafka-ca/ca.crt")
+    );
+    assert_eq!(
+        pod_volume(&state, "shop-order", "kafka-ca").as_deref(),
+        Some("events-cluster-ca-cert")
+    );
+    // The cart uses no Kafka: neither credentials nor CA.
+    let cart = container(deployment(&state, "shop-cart"));
+    assert!(env(cart, "KAFKA_SASL_PASSWORD").is_none());
+    assert!(pod_volume(&state, "shop-cart", "kafka-ca").is_none());
+    let config = config_map_of(&state).data.unwrap();
+    assert_eq!(config["KAFKA_TOPIC_PARTITIONS"], "6");
+    assert_eq!(config["KAFKA_TOPIC_REPLICATION"], "3");
+}
+
+#[test]
+fn kafka_security_follows_what_the_store_asks_for() {
+    let protocol = |external: serde_json::Value| {
+        let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+            "middleware": {"kafka": {"external": external}}
+        }))
+        .unwrap();
+        let state = build(spec);
+        let order = container(deployment(&state, "shop-order"));
+        (
+            value_of(order, "KAFKA_SECURITY_PROTOCOL").map(str::to_owned),
+            env(order, "KAFKA_BROKERS")
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|from| from.secret_key_ref.as_ref())
+                .map(|key| key.key.clone()),
+        )
+    };
+    let from_secret = Some("brokers".to_owned());
+    assert_eq!(
+        protocol(serde_json::json!({"secretName": "k"})),
+        (Some("plaintext".into()), from_secret.clone())
+    );
+    assert_eq!(
+        protocol(serde_json::json!({"secretName": "k", "tls": true})),
+        (Some("ssl".into()), from_secret.clone())
+    );
+    assert_eq!(
+        protocol(
+            serde_json::json!({"secretName": "k", "sasl": {"mechanism": "PLAIN", "username": "u"}})
+        ),
+        (Some("sasl_plaintext".into()), from_secret)
+    );
+}
+
+#[test]
+fn an_external_redis_over_tls_gets_its_ca() {
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+        "middleware": {"redis": {"external": {"secretName": "cache", "caSecretName": "cache-ca"}}}
+    }))
+    .unwrap();
+    let wanted = external::external_secrets(&spec);
+    assert_eq!(
+        wanted["cache-ca"],
+        [external::SecretKey {
+            key: "ca.crt",
+            optional: false
+        }]
+    );
+    let state = build(spec);
+    for name in ["shop-cart", "shop-product", "shop-gateway"] {
+        assert_eq!(
+            value_of(container(deployment(&state, name)), "REDIS_CA_FILE"),
+            Some("/etc/letsgo/redis-ca/ca.crt"),
+            "{name}"
+        );
+        assert_eq!(
+            pod_volume(&state, name, "redis-ca").as_deref(),
+            Some("cache-ca")
+        );
+    }
+    assert!(env(container(deployment(&state, "shop-user")), "REDIS_CA_FILE").is_none());
+}
+
+#[test]
+fn kafka_settings_on_other_middleware_and_replicas_on_one_broker_are_refused() {
+    let problems = |value: serde_json::Value| {
+        serde_json::from_value::<StoreSpec>(value)
+            .unwrap()
+            .problems()
+    };
+    let refused = problems(serde_json::json!({
+        "middleware": {"redis": {"external": {"secretName": "r", "sasl": {}}}}
+    }));
+    assert!(
+        refused
+            .iter()
+            .any(|p| p.contains("middleware.redis.external")),
+        "{refused:?}"
+    );
+    let refused = problems(serde_json::json!({
+        "middleware": {"kafkaTopics": {"replicationFactor": 3}}
+    }));
+    assert!(
+        refused.iter().any(|p| p.contains("replicationFactor")),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn a_spec_of_nothing_is_the_default_spec() {
     let empty: StoreSpec = serde_json::from_value(serde_json::json!({})).unwrap();

@@ -31,6 +31,26 @@ pub const BAD_STORES: &[(&str, &str, &str)] = &[
         "set exactly one of managed and external",
     ),
     (
+        "SASL on Redis",
+        "middleware:\n  redis:\n    external: {secretName: r, sasl: {mechanism: PLAIN}}",
+        "bootstrapServers, tls and sasl are settings of external Kafka only",
+    ),
+    (
+        "a CA for etcd",
+        "discovery: etcd\nmiddleware:\n  etcd:\n    external: {secretName: e, caSecretName: ca}",
+        "external etcd takes only secretName",
+    ),
+    (
+        "three replicas on the one managed broker",
+        "middleware:\n  kafkaTopics: {replicationFactor: 3}",
+        "managed Kafka is one broker",
+    ),
+    (
+        "an unknown SASL mechanism",
+        "middleware:\n  kafka:\n    external: {secretName: k, sasl: {mechanism: GSSAPI}}",
+        "Unsupported value: \"GSSAPI\"",
+    ),
+    (
         "etcd discovery without etcd",
         "discovery: etcd",
         "middleware.etcd must be set (managed or external) when discovery is etcd",
