@@ -342,6 +342,9 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
     ctx.metrics
         .stores
         .reconciled(&target.namespace, &target.name, phase);
+    ctx.metrics
+        .stores
+        .conditions(&target.namespace, &target.name, &status.conditions);
     if store.status.as_ref().and_then(|s| s.phase) != Some(phase) {
         let (type_, note) = match phase {
             StorePhase::Degraded => (EventType::Warning, condition_message(&status, "Degraded")),

@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::Error;
-use crate::store::StorePhase;
+use crate::store::{StoreCondition, StorePhase};
 
 pub struct Metrics {
     pub reconcile: ReconcileMetrics,
@@ -42,6 +42,13 @@ struct StoreLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreConditionLabels {
+    namespace: String,
+    store: String,
+    condition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StorePhaseLabels {
     namespace: String,
     store: String,
@@ -56,6 +63,7 @@ pub struct StoreMetrics {
     phase: Family<StorePhaseLabels, Gauge>,
     last_success: Family<StoreLabels, Gauge<f64, AtomicU64>>,
     failures: Family<StoreLabels, Counter>,
+    conditions: Family<StoreConditionLabels, Gauge>,
 }
 
 impl StoreMetrics {
@@ -80,6 +88,24 @@ impl StoreMetrics {
             "Reconciles of the Store that failed",
             self.failures.clone(),
         );
+        registry.register(
+            "store_condition",
+            "1 while the Store's status condition (BackupsHealthy, KafkaReachable, ...) is True, 0 while False",
+            self.conditions.clone(),
+        );
+    }
+
+    /// Records the Store's conditions as its status has them.
+    pub fn conditions(&self, namespace: &str, store: &str, conditions: &[StoreCondition]) {
+        for condition in conditions {
+            self.conditions
+                .get_or_create(&StoreConditionLabels {
+                    namespace: namespace.to_owned(),
+                    store: store.to_owned(),
+                    condition: condition.type_.clone(),
+                })
+                .set(i64::from(condition.status == "True"));
+        }
     }
 
     /// Records a successful reconcile that left the Store in `phase`.

@@ -313,7 +313,8 @@ pub struct CpuMemory {
 /// The middleware of a shop. PostgreSQL, Redis and Kafka are managed unless said otherwise;
 /// etcd exists only when discovery is `etcd`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("[self.postgres, self.redis].all(m, !has(m.external) || (!has(m.external.bootstrapServers) && !has(m.external.tls) && !has(m.external.sasl)))").message("bootstrapServers, tls and sasl are settings of external Kafka only"))]
+#[x_kube(validation = Rule::new("!has(self.postgres.external) || (!has(self.postgres.external.bootstrapServers) && !has(self.postgres.external.tls) && !has(self.postgres.external.sasl))").message("bootstrapServers, tls and sasl are settings of external Kafka only"))]
+#[x_kube(validation = Rule::new("!has(self.redis.external) || (!has(self.redis.external.bootstrapServers) && !has(self.redis.external.tls) && !has(self.redis.external.sasl))").message("bootstrapServers, tls and sasl are settings of external Kafka only"))]
 #[x_kube(validation = Rule::new("!has(self.etcd) || !has(self.etcd.external) || (!has(self.etcd.external.bootstrapServers) && !has(self.etcd.external.tls) && !has(self.etcd.external.sasl) && !has(self.etcd.external.caSecretName))").message("external etcd takes only secretName"))]
 #[x_kube(validation = Rule::new("!has(self.kafka.managed) || self.kafkaTopics.replicationFactor == 1").message("managed Kafka is one broker: kafkaTopics.replicationFactor must be 1").reason(Reason::FieldValueInvalid).field_path(".kafkaTopics.replicationFactor"))]
 #[serde(rename_all = "camelCase")]

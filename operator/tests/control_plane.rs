@@ -721,6 +721,33 @@ fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
     ]);
     let store = wait_ready(&kube, ns, &operator);
     assert_eq!(at(&store, "status/readyComponents"), "6/6", "{store}");
+    // The operator says which external middleware it reaches: the Redis running here, not
+    // the made-up hosts of the others.
+    let reachable = |condition: &str| {
+        store["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == condition)
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap().to_owned(),
+                    c["message"].to_string(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no {condition} condition: {}", store["status"]))
+    };
+    let (redis, message) = reachable("RedisReachable");
+    assert_eq!(redis, "True", "{message}");
+    for (condition, address) in [
+        ("PostgresReachable", "db.example:5432"),
+        ("KafkaReachable", "kafka.example:9092"),
+        ("EtcdReachable", "etcd.example:2379"),
+    ] {
+        let (status, message) = reachable(condition);
+        assert_eq!(status, "False", "{condition}: {message}");
+        assert!(message.contains(address), "{condition}: {message}");
+    }
     let hash = |name: &str| {
         let deployment = kube.json(&["get", "deployment", name, "-n", ns]);
         deployment["spec"]["template"]["metadata"]["annotations"]["letsgo.dev/config-hash"].clone()
@@ -1435,8 +1462,13 @@ fn create_external_secrets(kube: &Kube, ns: &str, password: &str) {
     if !password.is_empty() {
         postgres.push(password);
     }
+    // Redis is the one running here (the operator checks that it reaches it).
+    let redis = format!(
+        "url={}",
+        std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+    );
     for (name, pairs) in [
-        ("shop-redis", vec!["url=redis://redis.example:6379/0"]),
+        ("shop-redis", vec![redis.as_str()]),
         ("shop-kafka", vec!["brokers=kafka.example:9092"]),
         ("shop-etcd", vec!["endpoints=etcd.example:2379"]),
         ("shop-postgres", postgres),
