@@ -93,6 +93,28 @@ pub struct StoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[0-9]{8}T[0-9]{6}Z$"))]
     pub restore_from: Option<String>,
+    /// Where the services send their traces; none are exported when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+}
+
+/// Distributed tracing of the shop's requests and events.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Observability {
+    /// An OpenTelemetry collector's OTLP/gRPC endpoint, e.g.
+    /// `http://otel-collector.observability.svc:4317` (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[schemars(length(min = 1, max = 2000), pattern(r"^https?://"))]
+    pub otlp_endpoint: String,
+    /// The share of traces kept, from 0 to 1, decided where a trace starts (the gateway, or
+    /// the caller whose `traceparent` it continues); the default keeps every trace.
+    #[serde(default = "default_sampling_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: f64,
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -136,6 +158,7 @@ impl Default for StoreSpec {
             network_policies: enabled(),
             backup: None,
             restore_from: None,
+            observability: None,
         }
     }
 }

@@ -344,6 +344,12 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
         INTERNAL_TOKEN_KEY,
         false,
     )];
+    if spec.observability.is_some() {
+        env.push(env_value(
+            "OTEL_SERVICE_NAME",
+            &format!("letsgo-{}", kind.as_str()),
+        ));
+    }
     if kind.signs_tokens() {
         env.push(env_from_secret(
             "JWT_SECRET",

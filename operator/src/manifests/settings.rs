@@ -83,6 +83,29 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
         "KAFKA_TOPIC_PREFIX".to_owned(),
         format!("letsgo.{}.{}.", store.namespace, store.name),
     );
+    if let Some(observability) = &spec.observability {
+        // The standard OpenTelemetry variables; each service names itself
+        // (OTEL_SERVICE_NAME, in its own environment).
+        data.insert(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            observability.otlp_endpoint.clone(),
+        );
+        data.insert(
+            "OTEL_TRACES_SAMPLER".to_owned(),
+            "parentbased_traceidratio".to_owned(),
+        );
+        data.insert(
+            "OTEL_TRACES_SAMPLER_ARG".to_owned(),
+            observability.sampling_ratio.to_string(),
+        );
+        data.insert(
+            "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
+            format!(
+                "k8s.namespace.name={},letsgo.store={}",
+                store.namespace, store.name
+            ),
+        );
+    }
     let topics = &spec.middleware.kafka_topics;
     data.insert(
         "KAFKA_TOPIC_PARTITIONS".to_owned(),

@@ -594,6 +594,49 @@ fn kafka_settings_on_other_middleware_and_replicas_on_one_broker_are_refused() {
 }
 
 #[test]
+fn traces_go_where_the_store_says_named_by_service_and_store() {
+    let quiet = build(StoreSpec::default());
+    assert!(
+        !config_map_of(&quiet)
+            .data
+            .unwrap()
+            .contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "no endpoint, no export"
+    );
+    assert!(
+        env(
+            container(deployment(&quiet, "shop-order")),
+            "OTEL_SERVICE_NAME"
+        )
+        .is_none()
+    );
+
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+        "observability": {"otlpEndpoint": "http://collector.observability.svc:4317", "samplingRatio": 0.25}
+    }))
+    .unwrap();
+    let state = build(spec);
+    let config = config_map_of(&state).data.unwrap();
+    assert_eq!(
+        config["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://collector.observability.svc:4317"
+    );
+    assert_eq!(config["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+    assert_eq!(config["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+    assert_eq!(
+        config["OTEL_RESOURCE_ATTRIBUTES"],
+        "k8s.namespace.name=default,letsgo.store=shop"
+    );
+    for service in ["user", "product", "cart", "order", "payment", "gateway"] {
+        let name = format!("shop-{service}");
+        assert_eq!(
+            value_of(container(deployment(&state, &name)), "OTEL_SERVICE_NAME"),
+            Some(format!("letsgo-{service}").as_str())
+        );
+    }
+}
+
+#[test]
 fn a_spec_of_nothing_is_the_default_spec() {
     let empty: StoreSpec = serde_json::from_value(serde_json::json!({})).unwrap();
     assert_eq!(empty, StoreSpec::default());
