@@ -3,7 +3,11 @@
 # the report to target/bench/report.{json,md} (also printed at the end):
 #   (a) product detail (one cached product) through the gateway, closed loop
 #   (b) the same generator against a bare hyper hello-world server: the HTTP
-#       ceiling; (a)/(b) is the gateway's share of it
+#       ceiling; (a)/(b) is the gateway's share of it. (a) and (b) are measured
+#       twice, by letsgo-loadgen and by wrk (Debian's): a ceiling is only as
+#       high as the generator that measures it, so the report takes each
+#       ratio from one generator and says whether letsgo-loadgen keeps within
+#       10% of wrk on the bare server
 #   (c) checkout (order create + pay) throughput against pgbench's
 #       simple-update rate on the same PostgreSQL (scratch db letsgo_bench)
 #   (d) redis-benchmark GET/SET on the same Redis
@@ -75,6 +79,7 @@ command -v pgbench >/dev/null || missing+=(postgresql-contrib)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
 command -v curl >/dev/null || missing+=(curl)
+command -v wrk >/dev/null || missing+=(wrk)
 command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then
 	say "installing ${missing[*]} (apt-get)"
@@ -262,6 +267,34 @@ loadgen() { # NAME ARGS...: one run, JSON to $OUT/NAME.json, table to stderr
 	"$LOADGEN" --warmup "$WARMUP" --duration "$DURATION" --json "$OUT/$name.json" "$@" >&2
 }
 
+# wrk -t2 -c CONNECTIONS: a warm-up run (discarded), then the measured one; its requests per
+# second, latency percentiles and non-2xx answers go to the figures as NAME_*.
+wrk_run() { # NAME URL
+	local name=$1 url=$2
+	say "run $name: wrk -t2 -c$CONNECTIONS -d$DURATION --latency $url"
+	wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1 || true
+	wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$OUT/$name.txt" 2>&1 || true
+	cat "$OUT/$name.txt" >&2
+	python3 - "$OUT/$name.txt" "$name" >>"$FIGURES" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+name = sys.argv[2]
+def ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+m = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+if m:
+    print(f"{name}_rps={m.group(1)}")
+for pct in ("50", "90", "99"):
+    m = re.search(rf"^\s+{pct}%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M)
+    if m:
+        print(f"{name}_p{pct}_ms={ms(*m.groups()):.3f}")
+m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+print(f"{name}_non2xx={m.group(1) if m else 0}")
+m = re.search(r"Socket errors: (.*)", text)
+print(f"{name}_socket_errors={m.group(1).strip() if m else 'none'}")
+PY
+}
+
 # ------------------------------------------------------------ (a), (b)
 
 busy detail
@@ -280,6 +313,17 @@ HELLO_URL=$(sed -n 's/^listening on //p' "$OUT/hello.addr")
 busy hello
 loadgen hello --raw GET "$HELLO_URL/" -c "$CONNECTIONS"
 fig hello_rss_kib "$(rss_kib "$HELLO_PID")"
+busy wrk_hello
+wrk_run wrk_hello "$HELLO_URL/"
+# The same cached product through the gateway, by wrk too: any product the shop holds.
+DETAIL_ID=$(curl -fsS --noproxy '*' "$GATEWAY_URL/api/v1/product/list?page=1&pageSize=1" |
+	python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["data"]["products"][0]["id"])' 2>/dev/null || true)
+if [[ -n $DETAIL_ID ]]; then
+	busy wrk_detail
+	wrk_run wrk_detail "$GATEWAY_URL/api/v1/product/detail/$DETAIL_ID"
+else
+	say "WARNING: no product found to read with wrk"
+fi
 kill "$HELLO_PID" 2>/dev/null || true
 wait "$HELLO_PID" 2>/dev/null || true
 HELLO_PID=
@@ -408,7 +452,20 @@ hello_rate = h and h["throughputPerSec"]
 detail_p99 = d and d["latencyMs"] and d["latencyMs"]["p99"]
 checkout_rate = c and c["throughputPerSec"]
 pg = num("pgbench_tps")
-ratio_detail = detail_rate / hello_rate if detail_rate and hello_rate else None
+ratio_loadgen = detail_rate / hello_rate if detail_rate and hello_rate else None
+wrk_hello, wrk_detail = num("wrk_hello_rps"), num("wrk_detail_rps")
+ratio_wrk = wrk_detail / wrk_hello if wrk_detail and wrk_hello else None
+# letsgo-loadgen measures the ceiling honestly only if it keeps up with wrk on the bare server.
+loadgen_keeps_up = (hello_rate >= 0.9 * wrk_hello) if hello_rate and wrk_hello else None
+# Each ratio is one generator's; the report's is the generator that drove the bare server
+# harder (the higher, more honest ceiling).
+if ratio_wrk is not None and (loadgen_keeps_up is False or ratio_loadgen is None
+                              or (wrk_hello or 0) >= (hello_rate or 0)):
+    ratio_detail, ratio_generator = ratio_wrk, "wrk"
+    detail_p99_used = num("wrk_detail_p99_ms")
+else:
+    ratio_detail, ratio_generator = ratio_loadgen, "letsgo-loadgen"
+    detail_p99_used = None
 ratio_checkout = checkout_rate / pg if checkout_rate and pg else None
 
 memory = {}
@@ -429,10 +486,16 @@ idle = {s: row.get("idle") for s, row in memory.items()}
 def verdict(ok):
     return None if ok is None else bool(ok)
 
+if detail_p99_used is None:
+    detail_p99_used = detail_p99
 targets = {
-    "detailShareOfBareServer": {"target": ">= 0.30", "value": ratio_detail and round(ratio_detail, 3),
-                                "met": verdict(ratio_detail is not None and ratio_detail >= 0.30) if ratio_detail is not None else None},
-    "detailP99Ms": {"target": "<= 5", "value": detail_p99, "met": verdict(detail_p99 <= 5) if detail_p99 is not None else None},
+    "detailShareOfBareServer": {"target": ">= 0.5", "generator": ratio_generator, "value": ratio_detail and round(ratio_detail, 3),
+                                "met": verdict(ratio_detail >= 0.5) if ratio_detail is not None else None},
+    "detailP99Ms": {"target": "<= 2", "generator": ratio_generator, "value": detail_p99_used,
+                    "met": verdict(detail_p99_used <= 2) if detail_p99_used is not None else None},
+    "loadgenWithin10PercentOfWrk": {"target": ">= 0.9 of wrk on the bare server",
+                                    "value": hello_rate and wrk_hello and round(hello_rate / wrk_hello, 3),
+                                    "met": loadgen_keeps_up},
     "checkoutShareOfPgbench": {"target": ">= 0.5", "value": ratio_checkout and round(ratio_checkout, 3),
                                "met": verdict(ratio_checkout >= 0.5) if ratio_checkout is not None else None},
     "idleRssMiBPerService": {"target": "<= 15", "value": idle,
@@ -453,6 +516,9 @@ report = {
     "busy": busy,
     "productDetail": {"throughputPerSec": detail_rate, "latencyMs": d and d["latencyMs"], "errors": d and d["errorsByKind"]},
     "bareServer": {"throughputPerSec": hello_rate, "latencyMs": h and h["latencyMs"], "rssMiB": num("hello_rss_kib") and round(num("hello_rss_kib") / MiB, 1)},
+    "wrk": {"bareServerPerSec": wrk_hello, "productDetailPerSec": wrk_detail,
+            "bareServerP99Ms": num("wrk_hello_p99_ms"), "productDetailP99Ms": num("wrk_detail_p99_ms"),
+            "productDetailNon2xx": num("wrk_detail_non2xx")},
     "checkout": {"throughputPerSec": checkout_rate, "latencyMs": c and c["latencyMs"],
                  "operations": checkout and checkout["operations"]},
     "pgbench": {"simpleUpdateTps": pg, "latencyMs": num("pgbench_latency_ms")},
@@ -463,7 +529,9 @@ report = {
     "memoryMiB": memory,
     "startup": {"makeUpSecs": {"total": num("up_total_secs"), "build": num("up_build_secs"), "binaries": num("up_binaries_secs")},
                 "extraInstanceReadyMs": startup},
-    "ratios": {"detailOverBareServer": ratio_detail and round(ratio_detail, 3),
+    "ratios": {"detailOverBareServer": ratio_detail and round(ratio_detail, 3), "detailOverBareServerBy": ratio_generator,
+               "detailOverBareServerLoadgen": ratio_loadgen and round(ratio_loadgen, 3),
+               "detailOverBareServerWrk": ratio_wrk and round(ratio_wrk, 3),
                "checkoutOverPgbench": ratio_checkout and round(ratio_checkout, 3)},
     "targets": targets,
 }
@@ -485,7 +553,12 @@ L.append("| figure | value |\n|---|---|")
 lat = lambda l: "-" if not l else f"p50 {l['p50']:.2f} / p90 {l['p90']:.2f} / p99 {l['p99']:.2f} / max {l['max']:.2f} ms"
 L.append(f"| (a) product detail via gateway, one cached product | {f(detail_rate, '.0f')} req/s, {lat(d and d['latencyMs'])} |")
 L.append(f"| (b) bare hyper server, same generator | {f(hello_rate, '.0f')} req/s, {lat(h and h['latencyMs'])} |")
-L.append(f"| (a)/(b) | {f(ratio_detail, '.3f')} |")
+L.append(f"| (a)/(b), letsgo-loadgen | {f(ratio_loadgen, '.3f')} |")
+wl = lambda p: "-" if num(f"{p}_p99_ms") is None else f"p50 {num(p + '_p50_ms'):.2f} / p90 {num(p + '_p90_ms'):.2f} / p99 {num(p + '_p99_ms'):.2f} ms"
+L.append(f"| (a) product detail via gateway, wrk -t2 | {f(wrk_detail, '.0f')} req/s, {wl('wrk_detail')}, {int(num('wrk_detail_non2xx') or 0)} non-2xx |")
+L.append(f"| (b) bare hyper server, wrk -t2 | {f(wrk_hello, '.0f')} req/s, {wl('wrk_hello')} |")
+L.append(f"| (a)/(b), wrk | {f(ratio_wrk, '.3f')} |")
+L.append(f"| letsgo-loadgen / wrk on the bare server | {f(hello_rate / wrk_hello if hello_rate and wrk_hello else None, '.3f')} |")
 L.append(f"| (c) checkouts (order + payment) | {f(checkout_rate, '.1f')} /s, {lat(c and c['latencyMs'])} |")
 commits = num("checkout_db_commits_per_s")
 L.append(f"| PostgreSQL commits during (c), all databases | {f(commits, '.0f')} /s"
@@ -508,8 +581,9 @@ for s, row in memory.items():
 L.append("")
 L.append("Targets:\n")
 L.append("| target | value | |\n|---|---|---|")
-L.append(f"| detail ≥ 0.30 of the bare server at 64 connections | {f(ratio_detail, '.3f')} | {met(targets['detailShareOfBareServer'])} |")
-L.append(f"| detail p99 ≤ 5 ms | {f(detail_p99, '.2f')} ms | {met(targets['detailP99Ms'])} |")
+L.append(f"| detail ≥ 0.5 of the bare server at 64 connections ({ratio_generator}) | {f(ratio_detail, '.3f')} | {met(targets['detailShareOfBareServer'])} |")
+L.append(f"| detail p99 ≤ 2 ms ({ratio_generator}) | {f(detail_p99_used, '.2f')} ms | {met(targets['detailP99Ms'])} |")
+L.append(f"| letsgo-loadgen within 10% of wrk on the bare server | {f(hello_rate / wrk_hello if hello_rate and wrk_hello else None, '.3f')} | {met(targets['loadgenWithin10PercentOfWrk'])} |")
 L.append(f"| checkout ≥ 0.5 of pgbench simple-update | {f(ratio_checkout, '.3f')} | {met(targets['checkoutShareOfPgbench'])} |")
 worst_idle = max((v for v in idle.values() if v is not None), default=None)
 worst_load = max((v for v in peak_load.values() if v is not None), default=None)
