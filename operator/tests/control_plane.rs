@@ -10,14 +10,13 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    Kube, Namespace, at, condition, patch_store, repo, scenarios, unique_name, wait_for,
+    Kube, Namespace, at, condition, free_port, patch_store, repo, scenarios, unique_name, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -1086,181 +1085,6 @@ fn the_postgres_credentials_script_reopens_data_made_under_another_password() {
     );
 }
 
-/// The backup Job's script and the restore script, run as the Jobs run them (bash, pg_dump,
-/// pg_restore, psql and the PG* variables) against the local PostgreSQL: a shop's databases are
-/// dumped, lost, and restored to what they held at the backup; only the newest are kept.
-#[test]
-fn the_backup_and_restore_scripts_bring_a_shops_databases_back() {
-    let base = std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    // postgres://user[:password]@host:port/db
-    let rest = base
-        .strip_prefix("postgres://")
-        .expect("DATABASE_URL_BASE is a postgres:// URL");
-    let (credentials, address) = rest.split_once('@').unwrap();
-    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-    let address = address.split('/').next().unwrap();
-    let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
-    let pg_env = [
-        ("PGHOST", host.to_owned()),
-        ("PGPORT", port.to_owned()),
-        ("PGUSER", user.to_owned()),
-        ("PGPASSWORD", password.to_owned()),
-    ];
-    let dir = std::env::temp_dir().join(unique_name("letsgo-backups"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = RemoveDir(dir.clone());
-    let scripts = dir.join("scripts");
-    std::fs::create_dir_all(&scripts).unwrap();
-    std::fs::write(
-        scripts.join("backup.sh"),
-        letsgo_operator::manifests::backup::BACKUP_SCRIPT,
-    )
-    .unwrap();
-    std::fs::write(
-        scripts.join("restore.sh"),
-        letsgo_operator::manifests::backup::RESTORE_SCRIPT,
-    )
-    .unwrap();
-    let backups = dir.join("backups");
-    std::fs::create_dir_all(&backups).unwrap();
-
-    let name = unique_name("letsgo_backup").replace('-', "_");
-    let databases = [format!("{name}_order"), format!("{name}_user")];
-    let run = |program: &str, args: &[&str], extra: &[(&str, &str)]| {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .envs(pg_env.iter().map(|(k, v)| (*k, v.as_str())));
-        command
-            .env("BACKUP_DIR", &backups)
-            .env("DATABASES", databases.join(" "));
-        command.envs(extra.iter().copied());
-        support::run_with_stdin(&mut command, None).expect("the program runs")
-    };
-    let sql = |database: &str, statement: &str| {
-        let output = run(
-            "psql",
-            &[
-                "--no-psqlrc",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-d",
-                database,
-                "-c",
-                statement,
-            ],
-            &[],
-        );
-        assert!(output.status.success(), "{statement}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
-    struct DropDatabases<'a>(&'a [String], &'a dyn Fn(&str, &str) -> String);
-    impl Drop for DropDatabases<'_> {
-        fn drop(&mut self) {
-            for db in self.0 {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (self.1)(
-                        "postgres",
-                        &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
-                    )
-                }));
-            }
-        }
-    }
-    for db in &databases {
-        sql("postgres", &format!("CREATE DATABASE \"{db}\""));
-    }
-    let _drop = DropDatabases(&databases, &sql);
-    sql(
-        &databases[0],
-        "CREATE TABLE orders (id BIGINT PRIMARY KEY, total_cents BIGINT NOT NULL); \
-        INSERT INTO orders SELECT n, n * 199 FROM generate_series(1, 500) AS n",
-    );
-    sql(
-        &databases[1],
-        "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT NOT NULL); \
-        INSERT INTO users VALUES (1, 'alice'), (2, 'bob')",
-    );
-    let backup = |keep: &str| {
-        let output = run(
-            "bash",
-            &[scripts.join("backup.sh").to_str().unwrap()],
-            &[("BACKUP_KEEP", keep)],
-        );
-        assert!(output.status.success(), "{output:?}");
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-        printed
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .trim_end_matches(':')
-            .to_owned()
-    };
-    let kept = |keep: &str| {
-        let first = backup(keep);
-        std::thread::sleep(Duration::from_millis(1100));
-        first
-    };
-    let first = kept("2");
-    let second = kept("2");
-    // Written after the second backup: lost by a restore of it.
-    sql(&databases[0], "INSERT INTO orders VALUES (501, 1)");
-    let third = backup("2");
-    let mut names: Vec<String> = std::fs::read_dir(&backups)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [second.clone(), third],
-        "the newest two are kept, {first} went"
-    );
-    let manifest = std::fs::read_to_string(backups.join(&second).join("MANIFEST")).unwrap();
-    assert_eq!(manifest.lines().count(), 2, "{manifest}");
-
-    // The data is lost: one database dropped, the other changed.
-    sql(
-        "postgres",
-        &format!("DROP DATABASE \"{}\" WITH (FORCE)", databases[1]),
-    );
-    sql(&databases[0], "DELETE FROM orders WHERE id > 10");
-    let restored = run(
-        "bash",
-        &[scripts.join("restore.sh").to_str().unwrap()],
-        &[("RESTORE_FROM", second.as_str())],
-    );
-    assert!(restored.status.success(), "{restored:?}");
-    assert_eq!(
-        sql(
-            &databases[0],
-            "SELECT count(*), sum(total_cents) FROM orders"
-        ),
-        "500|24924750"
-    );
-    assert_eq!(
-        sql(
-            &databases[1],
-            "SELECT string_agg(name, ',' ORDER BY id) FROM users"
-        ),
-        "alice,bob"
-    );
-
-    let missing = run(
-        "bash",
-        &[scripts.join("restore.sh").to_str().unwrap()],
-        &[("RESTORE_FROM", "19990101T000000Z")],
-    );
-    assert!(!missing.status.success());
-    let said = String::from_utf8_lossy(&missing.stderr);
-    assert!(
-        said.contains("no backup named 19990101T000000Z") && said.contains(&second),
-        "{said}"
-    );
-}
-
 /// A Store with backups gets the scripts, a volume and a CronJob the API server accepts.
 #[test]
 fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
@@ -1771,14 +1595,6 @@ impl Drop for Operator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
