@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use letsgo_operator::manifests::backup;
 use serde_json::Value;
 use support::{
     Kube, Namespace, at, condition, free_port, patch_store, repo, scenarios, unique_name, wait_for,
@@ -1119,7 +1120,103 @@ fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
     let scripts = kube.json(&["get", "configmap", "shop-backup-scripts", "-n", ns]);
     assert_eq!(
         at(&scripts, "data/backup.sh").as_str(),
-        Some(letsgo_operator::manifests::backup::BACKUP_SCRIPT)
+        Some(backup::BACKUP_SCRIPT)
+    );
+    assert_eq!(
+        at(&scripts, "data/s3-upload.sh").as_str(),
+        Some(backup::S3_UPLOAD_SCRIPT)
+    );
+
+    // To a bucket: PostgreSQL's tools dump in an init container, the aws CLI uploads, and the
+    // volume stays with the backups already on it.
+    patch_store(
+        kube,
+        ns,
+        r#"{"spec":{"backup":{"s3":{"bucket":"shop-backups","region":"eu-west-1","secretName":"backup-bucket"}}}}"#,
+    );
+    let cron = wait_for(
+        "the backup CronJob to upload to the bucket",
+        WAIT,
+        || {
+            kube.get("cronjob", "shop-backup", ns).filter(|cron| {
+                at(cron, "spec/jobTemplate/spec/template/spec/initContainers").is_array()
+            })
+        },
+        || operator.log(),
+    );
+    let pod = at(&cron, "spec/jobTemplate/spec/template/spec");
+    assert_eq!(
+        at(pod, "initContainers/0/command"),
+        &serde_json::json!(["bash", "/scripts/backup.sh"]),
+        "{cron}"
+    );
+    let upload = at(pod, "containers/0");
+    assert_eq!(upload["image"], backup::S3_CLIENT_IMAGE, "{cron}");
+    assert_eq!(
+        upload["command"],
+        serde_json::json!(["bash", "/scripts/s3-upload.sh"])
+    );
+    let env = |name: &str| {
+        upload["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {upload}"))
+    };
+    assert_eq!(env("S3_PREFIX")["value"], format!("{ns}/shop"));
+    assert_eq!(env("AWS_DEFAULT_REGION")["value"], "eu-west-1");
+    assert_eq!(
+        env("AWS_SECRET_ACCESS_KEY")["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "backup-bucket", "key": "AWS_SECRET_ACCESS_KEY"})
+    );
+    let scratch = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "backups")
+        .unwrap();
+    assert_eq!(scratch["emptyDir"]["sizeLimit"], "1Gi", "{cron}");
+    assert!(
+        kube.get("pvc", "shop-backups", ns).is_some(),
+        "the volume's backups are kept"
+    );
+    operator.assert_never_forbidden();
+}
+
+/// A Store created `restoreFrom` a backup in a bucket: the restore Job downloads it in the
+/// aws-cli image, then restores it with PostgreSQL's tools, and the services start after it.
+#[test]
+fn a_store_restored_from_a_bucket_downloads_the_backup_before_restoring_it() {
+    let mut volumes = Vec::new();
+    let scene = Scene::start_with("restore-s3", |kube, ns| {
+        volumes.push(Volumes::for_store(kube, ns, "shop"));
+    });
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
+    let mut store = support::file(&repo().join("examples/store.yaml"));
+    store.push_str(
+        "  backup:\n    schedule: \"0 3 * * *\"\n    s3: {bucket: shop-backups, secretName: backup-bucket, image: registry.internal/aws-cli:2}\n  restoreFrom: \"20261130T030000Z\"\n",
+    );
+    kube.apply(&store, &["-n", ns]);
+    let ready = wait_ready(kube, ns, operator);
+    assert_eq!(at(&ready, "status/readyComponents"), "9/9", "{ready}");
+    assert!(
+        kube.get("pvc", "shop-backups", ns).is_none(),
+        "no backups volume"
+    );
+    let job = kube.json(&["get", "job", "shop-restore-20261130t030000z", "-n", ns]);
+    assert!(at(&job, "status/succeeded").as_i64() >= Some(1), "{job}");
+    let pod = at(&job, "spec/template/spec");
+    let download = at(pod, "initContainers/0");
+    assert_eq!(download["image"], "registry.internal/aws-cli:2", "{job}");
+    assert_eq!(
+        download["command"],
+        serde_json::json!(["bash", "/scripts/s3-download.sh"])
+    );
+    assert_eq!(
+        at(pod, "containers/0/command"),
+        &serde_json::json!(["bash", "/scripts/restore.sh"])
     );
     operator.assert_never_forbidden();
 }
