@@ -56,7 +56,7 @@ pub const COMPONENT: &str = "backup";
 /// The label value of the restore Job's Pods.
 pub const RESTORE_COMPONENT: &str = "restore";
 
-/// The uid the PostgreSQL image's tools run as; the aws-cli image runs as it too.
+/// The uid the PostgreSQL image's tools run as; the Pod runs the aws-cli container as it too.
 const POSTGRES_UID: i64 = 999;
 
 /// Where the backups are inside the Jobs' containers.
