@@ -136,6 +136,21 @@ ensure_chart_test_tools() {
 	export HELM_BIN KUBERNETES_VALIDATE_BIN
 }
 
+# The operator's backup-script test (operator/tests/backup_scripts.rs) uploads to,
+# prunes and restores from a real S3-compatible server: moto's moto_server, driven
+# by the same `aws` CLI the backup Jobs run (awscli from PyPI). Both live in a venv
+# under target/tools, reused by later runs; S3_TOOLS_DIR tells the test where.
+ensure_s3_test_tools() {
+	local venv=${CARGO_TARGET_DIR:-target}/tools/s3-venv
+	if [[ ! -x $venv/bin/aws || ! -x $venv/bin/moto_server ]]; then
+		say "installing the AWS CLI and moto's S3 server for the backup test (pip, venv in $venv)"
+		python3 -m venv "$venv" || return
+		"$venv/bin/python" -m pip install --quiet awscli 'moto[server]' || return
+	fi
+	S3_TOOLS_DIR=$(readlink -f "$venv/bin")
+	export S3_TOOLS_DIR
+}
+
 # The operator's control-plane suite (operator/tests/control_plane.rs) runs against
 # kube-apiserver, kube-controller-manager, kube-scheduler and a kwok node built from
 # source by scripts/kube.sh (cached outside the clone; the first build takes minutes).
@@ -150,6 +165,7 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy -j2 --workspace --all-targets -- -D warnings
 step browser ensure_browser_test_deps
 step charttools ensure_chart_test_tools
+step s3tools ensure_s3_test_tools
 step cluster ensure_control_plane
 # nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the
 # compile is capped with --build-jobs.

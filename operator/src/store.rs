@@ -84,12 +84,13 @@ pub struct StoreSpec {
     #[serde(default = "enabled")]
     pub network_policies: bool,
     /// Scheduled backups of managed PostgreSQL: each service database dumped (pg_dump, custom
-    /// format) onto a volume of their own; absent, none are made.
+    /// format) onto a volume of their own, or into an S3-compatible bucket; absent, none are
+    /// made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
-    /// A backup (its folder name on the backups volume, e.g. `20261130T030000Z`) to restore
-    /// into PostgreSQL before the services first start. Acts only on a Store that has not run
-    /// yet: it never overwrites a live shop's data.
+    /// A backup (its folder name on the backups volume or in the bucket, e.g.
+    /// `20261130T030000Z`) to restore into PostgreSQL before the services first start. Acts
+    /// only on a Store that has not run yet: it never overwrites a live shop's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[0-9]{8}T[0-9]{6}Z$"))]
     pub restore_from: Option<String>,
@@ -117,7 +118,8 @@ fn default_sampling_ratio() -> f64 {
     1.0
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.s3) || !has(self.storageClassName)").message("storageClassName is the backups volume's; with s3 the backups go to the bucket and there is no volume"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
     /// When, in cron syntax (UTC), e.g. `0 3 * * *` for every night at three.
@@ -127,13 +129,52 @@ pub struct BackupSpec {
     #[serde(default = "default_keep")]
     #[schemars(range(min = 1, max = 1000))]
     pub keep: u32,
-    /// Size of the backups' volume.
+    /// Size of the backups' volume; with `s3`, the most one backup's dumps may take on the node
+    /// while they are uploaded or restored.
     #[serde(default = "default_backup_storage")]
     #[schemars(pattern(QUANTITY))]
     pub storage: String,
     /// StorageClass of the backups' volume; the cluster's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// An S3-compatible bucket to keep the backups in instead of a volume (then none is made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Bucket>,
+}
+
+/// Where backups go when they leave the cluster: each one a folder `<prefix>/<name>/` of an
+/// S3-compatible bucket, written by the `aws` CLI.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Bucket {
+    /// The bucket, which must exist.
+    #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    pub bucket: String,
+    /// The folder the backups are kept in; `<namespace>/<store>` when absent. Two Stores must
+    /// not share one: each prunes the backups it finds there to its own `keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 200),
+        pattern(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    )]
+    pub prefix: Option<String>,
+    /// The server's URL (`https://minio.example:9000`) when it is not AWS's S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 300), pattern(r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+    /// The bucket's region; `us-east-1` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// A Secret in the Store's namespace with the keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN` for temporary credentials).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// The image whose `aws` CLI uploads and downloads the backups (a mirror, for a registry
+    /// without Docker Hub); the operator's pinned `amazon/aws-cli` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
 }
 
 fn default_keep() -> u32 {
@@ -756,7 +797,7 @@ impl StoreSpec {
         }
         if self.restore_from.is_some() && self.backup.is_none() {
             problems.push(
-                "restoreFrom: a restore reads the backups volume, so backup must be set too"
+                "restoreFrom: a restore reads the backups (volume or bucket), so backup must be set too"
                     .to_owned(),
             );
         }
@@ -767,6 +808,15 @@ impl StoreSpec {
                 "backup.schedule: {:?} is not a cron schedule of five fields",
                 backup.schedule
             ));
+        }
+        if let Some(backup) = &self.backup
+            && backup.s3.is_some()
+            && backup.storage_class_name.is_some()
+        {
+            problems.push(
+                "backup.storageClassName: the backups volume's; with s3 there is no volume"
+                    .to_owned(),
+            );
         }
         for proxy in &self.gateway.trusted_proxies {
             if !is_address_or_cidr(proxy) {
@@ -824,7 +874,8 @@ pub struct StoreStatus {
     /// When the last backup succeeded (RFC 3339), when backups are on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<String>,
-    /// The newest backup's name (its folder on the backups volume, what `restoreFrom` takes).
+    /// The newest backup's name (its folder on the backups volume or in the bucket, what
+    /// `restoreFrom` takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_name: Option<String>,
     /// The newest backup's size in bytes.

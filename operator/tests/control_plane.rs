@@ -10,14 +10,14 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use letsgo_operator::manifests::backup;
 use serde_json::Value;
 use support::{
-    Kube, Namespace, at, condition, patch_store, repo, scenarios, unique_name, wait_for,
+    Kube, Namespace, at, condition, free_port, patch_store, repo, scenarios, unique_name, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -1113,181 +1113,6 @@ fn the_postgres_credentials_script_reopens_data_made_under_another_password() {
     );
 }
 
-/// The backup Job's script and the restore script, run as the Jobs run them (bash, pg_dump,
-/// pg_restore, psql and the PG* variables) against the local PostgreSQL: a shop's databases are
-/// dumped, lost, and restored to what they held at the backup; only the newest are kept.
-#[test]
-fn the_backup_and_restore_scripts_bring_a_shops_databases_back() {
-    let base = std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    // postgres://user[:password]@host:port/db
-    let rest = base
-        .strip_prefix("postgres://")
-        .expect("DATABASE_URL_BASE is a postgres:// URL");
-    let (credentials, address) = rest.split_once('@').unwrap();
-    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-    let address = address.split('/').next().unwrap();
-    let (host, port) = address.rsplit_once(':').unwrap_or((address, "5432"));
-    let pg_env = [
-        ("PGHOST", host.to_owned()),
-        ("PGPORT", port.to_owned()),
-        ("PGUSER", user.to_owned()),
-        ("PGPASSWORD", password.to_owned()),
-    ];
-    let dir = std::env::temp_dir().join(unique_name("letsgo-backups"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = RemoveDir(dir.clone());
-    let scripts = dir.join("scripts");
-    std::fs::create_dir_all(&scripts).unwrap();
-    std::fs::write(
-        scripts.join("backup.sh"),
-        letsgo_operator::manifests::backup::BACKUP_SCRIPT,
-    )
-    .unwrap();
-    std::fs::write(
-        scripts.join("restore.sh"),
-        letsgo_operator::manifests::backup::RESTORE_SCRIPT,
-    )
-    .unwrap();
-    let backups = dir.join("backups");
-    std::fs::create_dir_all(&backups).unwrap();
-
-    let name = unique_name("letsgo_backup").replace('-', "_");
-    let databases = [format!("{name}_order"), format!("{name}_user")];
-    let run = |program: &str, args: &[&str], extra: &[(&str, &str)]| {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .envs(pg_env.iter().map(|(k, v)| (*k, v.as_str())));
-        command
-            .env("BACKUP_DIR", &backups)
-            .env("DATABASES", databases.join(" "));
-        command.envs(extra.iter().copied());
-        support::run_with_stdin(&mut command, None).expect("the program runs")
-    };
-    let sql = |database: &str, statement: &str| {
-        let output = run(
-            "psql",
-            &[
-                "--no-psqlrc",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-d",
-                database,
-                "-c",
-                statement,
-            ],
-            &[],
-        );
-        assert!(output.status.success(), "{statement}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
-    struct DropDatabases<'a>(&'a [String], &'a dyn Fn(&str, &str) -> String);
-    impl Drop for DropDatabases<'_> {
-        fn drop(&mut self) {
-            for db in self.0 {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (self.1)(
-                        "postgres",
-                        &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
-                    )
-                }));
-            }
-        }
-    }
-    for db in &databases {
-        sql("postgres", &format!("CREATE DATABASE \"{db}\""));
-    }
-    let _drop = DropDatabases(&databases, &sql);
-    sql(
-        &databases[0],
-        "CREATE TABLE orders (id BIGINT PRIMARY KEY, total_cents BIGINT NOT NULL); \
-        INSERT INTO orders SELECT n, n * 199 FROM generate_series(1, 500) AS n",
-    );
-    sql(
-        &databases[1],
-        "CREATE TABLE users (id BIGINT PRIMARY KEY, name TEXT NOT NULL); \
-        INSERT INTO users VALUES (1, 'alice'), (2, 'bob')",
-    );
-    let backup = |keep: &str| {
-        let output = run(
-            "bash",
-            &[scripts.join("backup.sh").to_str().unwrap()],
-            &[("BACKUP_KEEP", keep)],
-        );
-        assert!(output.status.success(), "{output:?}");
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-        printed
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .trim_end_matches(':')
-            .to_owned()
-    };
-    let kept = |keep: &str| {
-        let first = backup(keep);
-        std::thread::sleep(Duration::from_millis(1100));
-        first
-    };
-    let first = kept("2");
-    let second = kept("2");
-    // Written after the second backup: lost by a restore of it.
-    sql(&databases[0], "INSERT INTO orders VALUES (501, 1)");
-    let third = backup("2");
-    let mut names: Vec<String> = std::fs::read_dir(&backups)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [second.clone(), third],
-        "the newest two are kept, {first} went"
-    );
-    let manifest = std::fs::read_to_string(backups.join(&second).join("MANIFEST")).unwrap();
-    assert_eq!(manifest.lines().count(), 2, "{manifest}");
-
-    // The data is lost: one database dropped, the other changed.
-    sql(
-        "postgres",
-        &format!("DROP DATABASE \"{}\" WITH (FORCE)", databases[1]),
-    );
-    sql(&databases[0], "DELETE FROM orders WHERE id > 10");
-    let restored = run(
-        "bash",
-        &[scripts.join("restore.sh").to_str().unwrap()],
-        &[("RESTORE_FROM", second.as_str())],
-    );
-    assert!(restored.status.success(), "{restored:?}");
-    assert_eq!(
-        sql(
-            &databases[0],
-            "SELECT count(*), sum(total_cents) FROM orders"
-        ),
-        "500|24924750"
-    );
-    assert_eq!(
-        sql(
-            &databases[1],
-            "SELECT string_agg(name, ',' ORDER BY id) FROM users"
-        ),
-        "alice,bob"
-    );
-
-    let missing = run(
-        "bash",
-        &[scripts.join("restore.sh").to_str().unwrap()],
-        &[("RESTORE_FROM", "19990101T000000Z")],
-    );
-    assert!(!missing.status.success());
-    let said = String::from_utf8_lossy(&missing.stderr);
-    assert!(
-        said.contains("no backup named 19990101T000000Z") && said.contains(&second),
-        "{said}"
-    );
-}
-
 /// A Store with backups gets the scripts, a volume and a CronJob the API server accepts.
 #[test]
 fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
@@ -1322,7 +1147,103 @@ fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
     let scripts = kube.json(&["get", "configmap", "shop-backup-scripts", "-n", ns]);
     assert_eq!(
         at(&scripts, "data/backup.sh").as_str(),
-        Some(letsgo_operator::manifests::backup::BACKUP_SCRIPT)
+        Some(backup::BACKUP_SCRIPT)
+    );
+    assert_eq!(
+        at(&scripts, "data/s3-upload.sh").as_str(),
+        Some(backup::S3_UPLOAD_SCRIPT)
+    );
+
+    // To a bucket: PostgreSQL's tools dump in an init container, the aws CLI uploads, and the
+    // volume stays with the backups already on it.
+    patch_store(
+        kube,
+        ns,
+        r#"{"spec":{"backup":{"s3":{"bucket":"shop-backups","region":"eu-west-1","secretName":"backup-bucket"}}}}"#,
+    );
+    let cron = wait_for(
+        "the backup CronJob to upload to the bucket",
+        WAIT,
+        || {
+            kube.get("cronjob", "shop-backup", ns).filter(|cron| {
+                at(cron, "spec/jobTemplate/spec/template/spec/initContainers").is_array()
+            })
+        },
+        || operator.log(),
+    );
+    let pod = at(&cron, "spec/jobTemplate/spec/template/spec");
+    assert_eq!(
+        at(pod, "initContainers/0/command"),
+        &serde_json::json!(["bash", "/scripts/backup.sh"]),
+        "{cron}"
+    );
+    let upload = at(pod, "containers/0");
+    assert_eq!(upload["image"], backup::S3_CLIENT_IMAGE, "{cron}");
+    assert_eq!(
+        upload["command"],
+        serde_json::json!(["bash", "/scripts/s3-upload.sh"])
+    );
+    let env = |name: &str| {
+        upload["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {upload}"))
+    };
+    assert_eq!(env("S3_PREFIX")["value"], format!("{ns}/shop"));
+    assert_eq!(env("AWS_DEFAULT_REGION")["value"], "eu-west-1");
+    assert_eq!(
+        env("AWS_SECRET_ACCESS_KEY")["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "backup-bucket", "key": "AWS_SECRET_ACCESS_KEY"})
+    );
+    let scratch = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "backups")
+        .unwrap();
+    assert_eq!(scratch["emptyDir"]["sizeLimit"], "1Gi", "{cron}");
+    assert!(
+        kube.get("pvc", "shop-backups", ns).is_some(),
+        "the volume's backups are kept"
+    );
+    operator.assert_never_forbidden();
+}
+
+/// A Store created `restoreFrom` a backup in a bucket: the restore Job downloads it in the
+/// aws-cli image, then restores it with PostgreSQL's tools, and the services start after it.
+#[test]
+fn a_store_restored_from_a_bucket_downloads_the_backup_before_restoring_it() {
+    let mut volumes = Vec::new();
+    let scene = Scene::start_with("restore-s3", |kube, ns| {
+        volumes.push(Volumes::for_store(kube, ns, "shop"));
+    });
+    let (kube, ns, operator) = (&scene.kube, scene.ns(), &scene.operator);
+    let mut store = support::file(&repo().join("examples/store.yaml"));
+    store.push_str(
+        "  backup:\n    schedule: \"0 3 * * *\"\n    s3: {bucket: shop-backups, secretName: backup-bucket, image: registry.internal/aws-cli:2}\n  restoreFrom: \"20261130T030000Z\"\n",
+    );
+    kube.apply(&store, &["-n", ns]);
+    let ready = wait_ready(kube, ns, operator);
+    assert_eq!(at(&ready, "status/readyComponents"), "9/9", "{ready}");
+    assert!(
+        kube.get("pvc", "shop-backups", ns).is_none(),
+        "no backups volume"
+    );
+    let job = kube.json(&["get", "job", "shop-restore-20261130t030000z", "-n", ns]);
+    assert!(at(&job, "status/succeeded").as_i64() >= Some(1), "{job}");
+    let pod = at(&job, "spec/template/spec");
+    let download = at(pod, "initContainers/0");
+    assert_eq!(download["image"], "registry.internal/aws-cli:2", "{job}");
+    assert_eq!(
+        download["command"],
+        serde_json::json!(["bash", "/scripts/s3-download.sh"])
+    );
+    assert_eq!(
+        at(pod, "containers/0/command"),
+        &serde_json::json!(["bash", "/scripts/restore.sh"])
     );
     operator.assert_never_forbidden();
 }
@@ -1803,14 +1724,6 @@ impl Drop for Operator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -261,7 +261,7 @@ pub fn desired_state(
             .spec
             .restore_from
             .as_deref()
-            .map(|name| backup::restore_job(store, name, image));
+            .map(|name| backup::restore_job(store, backup, name, image));
     }
 
     let mut services = Vec::new();

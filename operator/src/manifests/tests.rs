@@ -2,6 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -325,6 +326,175 @@ fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
     );
     assert!(
         problems.iter().any(|p| p.starts_with("backup.schedule")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn backups_to_a_bucket_are_dumped_by_an_init_container_and_uploaded_by_the_aws_cli() {
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({"backup": {
+        "schedule": "0 3 * * *",
+        "keep": 5,
+        "storage": "20Gi",
+        "s3": {
+            "bucket": "shop-backups",
+            "endpoint": "http://minio.storage:9000",
+            "secretName": "backup-bucket"
+        }
+    }}))
+    .unwrap();
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    let state = build(spec.clone());
+    assert!(
+        names(&state, "PersistentVolumeClaim").is_empty(),
+        "no backups volume: the bucket keeps them"
+    );
+    let scripts = state
+        .all()
+        .find_map(|c| match c {
+            Child::ConfigMap(map)
+                if map.metadata.name.as_deref() == Some("shop-backup-scripts") =>
+            {
+                Some(map.clone())
+            }
+            _ => None,
+        })
+        .expect("the scripts");
+    let data = scripts.data.unwrap();
+    assert_eq!(data["s3-upload.sh"], backup::S3_UPLOAD_SCRIPT);
+    for script in ["backup.sh", "restore.sh", "s3.sh", "s3-download.sh"] {
+        assert!(data.contains_key(script), "{script}");
+    }
+
+    let cron = state
+        .all()
+        .find_map(|c| match c {
+            Child::CronJob(job) => Some((**job).clone()),
+            _ => None,
+        })
+        .expect("a CronJob");
+    let pod = cron
+        .spec
+        .unwrap()
+        .job_template
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let dump = &pod.init_containers.as_ref().expect("the dump runs first")[0];
+    assert_eq!(dump.image.as_deref(), Some("postgres:17.6"));
+    assert_eq!(
+        dump.command.as_deref(),
+        Some(&["bash".to_owned(), "/scripts/backup.sh".to_owned()][..])
+    );
+    assert_eq!(
+        env(dump, "PGHOST").unwrap().value.as_deref(),
+        Some("shop-postgres")
+    );
+    // The Pod's one container uploads, and writes the termination message the status reads.
+    let upload = &pod.containers[0];
+    assert_eq!(pod.containers.len(), 1);
+    assert_eq!(upload.name, "backup");
+    assert_eq!(upload.image.as_deref(), Some(backup::S3_CLIENT_IMAGE));
+    assert_eq!(
+        upload.command.as_deref(),
+        Some(&["bash".to_owned(), "/scripts/s3-upload.sh".to_owned()][..])
+    );
+    let value = |name: &str| env(upload, name).and_then(|e| e.value.clone());
+    assert_eq!(value("S3_BUCKET").as_deref(), Some("shop-backups"));
+    assert_eq!(
+        value("S3_PREFIX"),
+        Some(format!("{}/shop", crate::fixtures::NAMESPACE)),
+        "each Store its own folder"
+    );
+    assert_eq!(
+        value("S3_ENDPOINT").as_deref(),
+        Some("http://minio.storage:9000")
+    );
+    assert_eq!(value("AWS_DEFAULT_REGION").as_deref(), Some("us-east-1"));
+    assert_eq!(value("BACKUP_KEEP").as_deref(), Some("5"));
+    assert!(env(upload, "PGPASSWORD").is_none(), "no database password");
+    for (variable, optional) in [
+        ("AWS_ACCESS_KEY_ID", None),
+        ("AWS_SECRET_ACCESS_KEY", None),
+        ("AWS_SESSION_TOKEN", Some(true)),
+    ] {
+        let key = env(upload, variable)
+            .and_then(|e| e.value_from.clone())
+            .and_then(|v| v.secret_key_ref)
+            .unwrap_or_else(|| panic!("{variable} from the Secret"));
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("backup-bucket", variable)
+        );
+        assert_eq!(key.optional, optional, "{variable}");
+    }
+    // The dump is handed over on a scratch volume bounded by `storage`.
+    let volumes = pod.volumes.as_ref().unwrap();
+    let scratch = volumes.iter().find(|v| v.name == "backups").unwrap();
+    assert_eq!(
+        scratch.empty_dir.as_ref().unwrap().size_limit,
+        Some(Quantity("20Gi".into()))
+    );
+    for container in [dump, upload] {
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(
+            security.read_only_root_filesystem,
+            Some(true),
+            "{}",
+            container.name
+        );
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+    }
+    let pod_security = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(999));
+
+    // A restore downloads first, in the same client image, then restores with PostgreSQL's tools.
+    let mut mirrored = spec.clone();
+    mirrored.backup.as_mut().unwrap().s3.as_mut().unwrap().image =
+        Some("registry.internal/aws-cli:2".into());
+    let restored = build(StoreSpec {
+        restore_from: Some("20261130T030000Z".into()),
+        ..mirrored
+    });
+    let Some(Child::Job(job)) = &restored.restore else {
+        panic!("a restore Job");
+    };
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let download = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        download.image.as_deref(),
+        Some("registry.internal/aws-cli:2")
+    );
+    assert_eq!(
+        download.command.as_deref(),
+        Some(&["bash".to_owned(), "/scripts/s3-download.sh".to_owned()][..])
+    );
+    assert_eq!(
+        env(download, "RESTORE_FROM").unwrap().value.as_deref(),
+        Some("20261130T030000Z")
+    );
+    let restore = &pod.containers[0];
+    assert_eq!(restore.image.as_deref(), Some("postgres:17.6"));
+    assert_eq!(
+        restore.command.as_deref(),
+        Some(&["bash".to_owned(), "/scripts/restore.sh".to_owned()][..])
+    );
+    let volumes = pod.volumes.as_ref().unwrap();
+    assert!(
+        volumes.iter().all(|v| v.persistent_volume_claim.is_none()),
+        "{volumes:?}"
+    );
+    // The volume's class means nothing without the volume.
+    let mut classed = spec;
+    classed.backup.as_mut().unwrap().storage_class_name = Some("fast".into());
+    let problems = classed.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("backup.storageClassName")),
         "{problems:?}"
     );
 }

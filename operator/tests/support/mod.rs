@@ -229,6 +229,15 @@ impl Drop for Namespace {
     }
 }
 
+/// A port nobody listens on at the moment (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `prefix-<pid>-<seconds>-<n>`: unique across parallel test processes and reruns.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

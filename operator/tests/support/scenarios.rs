@@ -100,6 +100,16 @@ pub const BAD_STORES: &[(&str, &str, &str)] = &[
         "gateway:\n  serviceType: NodePort",
         "Unsupported value: \"NodePort\"",
     ),
+    (
+        "a backups volume's class with the backups in a bucket",
+        "backup:\n  schedule: \"0 3 * * *\"\n  storageClassName: fast\n  s3: {bucket: shop-backups, secretName: bucket}",
+        "with s3 the backups go to the bucket and there is no volume",
+    ),
+    (
+        "a bucket name S3 does not allow",
+        "backup:\n  schedule: \"0 3 * * *\"\n  s3: {bucket: Shop_Backups, secretName: bucket}",
+        "spec.backup.s3.bucket: Invalid value",
+    ),
 ];
 
 /// Rules that need a name or an earlier version of the Store: a name too long for its
