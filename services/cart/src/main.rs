@@ -4,12 +4,14 @@ use letsgo_cart::{Config, run};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    letsgo_platform::telemetry::init_logging(&config.telemetry);
+    let service = letsgo_platform::discovery::ServiceName::Cart;
+    let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, &service.binary());
     let grpc = config.grpc.clone();
-    letsgo_platform::grpc::run_until_signalled(
-        letsgo_platform::discovery::ServiceName::Cart,
-        &grpc,
-        |listeners, shutdown| run(config, listeners, shutdown),
-    )
-    .await
+    let exit = letsgo_platform::grpc::run_until_signalled(service, &grpc, |listeners, shutdown| {
+        run(config, listeners, shutdown)
+    })
+    .await;
+    // The spans of the last requests.
+    traces.shutdown().await;
+    exit
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -20,12 +20,13 @@ use letsgo_platform::proto::payment::v1::payment_service_client::PaymentServiceC
 use letsgo_platform::proto::product::v1::product_service_client::ProductServiceClient;
 use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
 use letsgo_platform::telemetry::Metrics;
+use letsgo_platform::traces;
 use tower::BoxError;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 
 use crate::client_address::{self, TrustedProxies};
 use crate::product_cache::ProductDetailCache;
@@ -169,30 +170,38 @@ pub fn app(state: AppState) -> Router {
     api.layer(
         ServiceBuilder::new()
             // A panicking handler still answers with the envelope, and the process lives on.
-            .layer(CatchPanicLayer::custom(|_| AppError::of(ErrorCode::System).into_response()))
+            .layer(CatchPanicLayer::custom(|_| {
+                AppError::of(ErrorCode::System).into_response()
+            }))
             // Every request gets an x-request-id (kept if the client sent one) for log correlation.
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            // One span per request, with method, path and request id.
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
-            }))
+            // One span per request, with method, path and request id; while traces are
+            // exported, the server span of the trace the client's traceparent names (or a new one).
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(record_response),
+            )
             // Counts and times requests by route and status for /metrics.
             .layer(state.metrics.layer())
             // Beyond the concurrency limit, answer 503 at once rather than queue without bound.
             .layer(HandleErrorLayer::new(|_: BoxError| async {
-                AppError::new(ErrorCode::ServiceUnavailable, "the shop is busy; try again shortly")
+                AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the shop is busy; try again shortly",
+                )
             }))
             .load_shed()
             // Global: Router::layer wraps each route on its own, so a plain limit would be per route.
-            .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrent_requests))
+            .layer(GlobalConcurrencyLimitLayer::new(
+                state.max_concurrent_requests,
+            ))
             // Bounds how long any request can hold resources.
-            .layer(middleware::from_fn_with_state(state.request_timeout, limit_duration))
+            .layer(middleware::from_fn_with_state(
+                state.request_timeout,
+                limit_duration,
+            ))
             // Works out the client's address once (through trusted proxies), for the limiter
             // and the sign-in throttle.
             .layer(middleware::from_fn_with_state(
@@ -200,11 +209,55 @@ pub fn app(state: AppState) -> Router {
                 client_address::identify,
             ))
             // Reads the bearer token once, for the limiter and the handlers.
-            .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::read_token))
+            .layer(middleware::from_fn_with_state(
+                state.tokens.clone(),
+                auth::read_token,
+            ))
             // Keeps one client from starving the others.
-            .layer(middleware::from_fn_with_state(state.rate_limit.clone(), rate_limit::limit)),
+            .layer(middleware::from_fn_with_state(
+                state.rate_limit.clone(),
+                rate_limit::limit,
+            )),
     )
     .with_state(state)
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if traces::is_on() {
+        // The route, not the path: ids in paths would make every span name different.
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        span.record("otel.name", format!("{} {route}", request.method()));
+        span.record("http.route", route);
+        traces::continue_from_headers(&span, request.headers());
+    }
+    span
+}
+
+fn record_response(response: &Response, latency: Duration, span: &tracing::Span) {
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    DefaultOnResponse::default().on_response(response, latency, span);
 }
 
 async fn limit_duration(State(budget): State<Duration>, request: Request, next: Next) -> Response {

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    letsgo_platform::telemetry::init_logging(&config.telemetry);
+    let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, "letsgo-gateway");
     let result = async {
         let listener = TcpListener::bind(config.listen)
             .await
@@ -17,6 +17,8 @@ async fn main() -> std::process::ExitCode {
         run(config, listener, admin, Shutdown::on_signals()).await
     }
     .await;
+    // The spans of the last requests.
+    traces.shutdown().await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -2646,3 +2646,8 @@ mod storefront;
 
 #[path = "shop/abuse.rs"]
 mod abuse;
+
+// ---------------------------------------------------------------- traces
+
+#[path = "shop/traces.rs"]
+mod traces;

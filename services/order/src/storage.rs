@@ -7,6 +7,7 @@ use letsgo_platform::events::topics;
 use letsgo_platform::events::{self, Event};
 use serde_json::json;
 use sqlx::{FromRow, PgPool};
+use tracing::instrument;
 use uuid::Uuid;
 
 use crate::rules::OrderStatus;
@@ -162,6 +163,7 @@ impl OrderStore {
     }
 
     /// An order id taken before the order is written, so stock can be reserved under it.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "next_id"))]
     pub async fn next_id(&self) -> Result<i64, AppError> {
         Ok(
             sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
@@ -171,6 +173,7 @@ impl OrderStore {
     }
 
     /// Writes the order, its items and `order.created` in one transaction.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "insert"))]
     pub async fn insert(&self, order: &NewOrder) -> Result<(), AppError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
@@ -227,6 +230,7 @@ impl OrderStore {
     }
 
     /// The user's order; another user's order is as absent as a missing one.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "get"))]
     pub async fn get(
         &self,
         user_id: i64,
@@ -245,6 +249,7 @@ impl OrderStore {
     }
 
     /// The user's orders, newest first, optionally of one status.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "list"))]
     pub async fn list(
         &self,
         user_id: i64,
@@ -273,6 +278,7 @@ impl OrderStore {
     }
 
     /// Every user's orders, newest first, filtered.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "list_all"))]
     pub async fn list_all(
         &self,
         filter: &OrderFilter,
@@ -322,6 +328,7 @@ impl OrderStore {
     /// Ships a paid order with its carrier and tracking number and writes `order.shipped`, in
     /// one transaction. Of two shipments at once, one ships; the other, once the first has
     /// committed, finds the order shipped and compares.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "ship"))]
     pub async fn ship(
         &self,
         order_id: i64,
@@ -376,6 +383,7 @@ impl OrderStore {
 
     /// Completes a shipped order and writes `order.completed`, in one transaction. With a
     /// user, only that user's order; without (the timeout), any.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "complete"))]
     pub async fn complete(
         &self,
         user_id: Option<i64>,
@@ -412,6 +420,7 @@ impl OrderStore {
     }
 
     /// Orders shipped before `cutoff` and not completed yet, oldest shipment first.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "completions_due"))]
     pub async fn completions_due(
         &self,
         cutoff: DateTime<Utc>,
@@ -428,6 +437,7 @@ impl OrderStore {
 
     /// Cancels a pending order and writes `order.cancelled`, in one transaction. With a user,
     /// only that user's order; without (the timeout), any.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "cancel"))]
     pub async fn cancel(
         &self,
         user_id: Option<i64>,
@@ -462,6 +472,7 @@ impl OrderStore {
     }
 
     /// Pending orders created before `cutoff`, oldest first.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "expired"))]
     pub async fn expired(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<i64>, AppError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM orders WHERE status = 1 AND created_at < $1 ORDER BY created_at LIMIT $2",
@@ -474,6 +485,7 @@ impl OrderStore {
 
     /// Marks the order paid for a `payment.succeeded` event, once per event, and writes
     /// `order.paid`, in one transaction.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_paid"))]
     pub async fn mark_paid(
         &self,
         group: &str,
@@ -515,6 +527,7 @@ impl OrderStore {
     }
 
     /// Pending orders saved before `cutoff` whose reservation is not committed yet.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "commits_due"))]
     pub async fn commits_due(
         &self,
         cutoff: DateTime<Utc>,
@@ -531,6 +544,7 @@ impl OrderStore {
     }
 
     /// Whether the order still waits for its reservation's commit.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "awaits_stock_commit"))]
     pub async fn awaits_stock_commit(&self, order_id: i64) -> Result<bool, AppError> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND NOT stock_committed)",
@@ -540,6 +554,7 @@ impl OrderStore {
         .await?)
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_committed"))]
     pub async fn mark_stock_committed(&self, order_id: i64) -> Result<(), AppError> {
         sqlx::query("UPDATE orders SET stock_committed = true WHERE id = $1")
             .bind(order_id)
@@ -549,6 +564,7 @@ impl OrderStore {
     }
 
     /// Records a refund of the order's payment, once per event; answers whether it was new.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_refunded"))]
     pub async fn mark_refunded(
         &self,
         group: &str,
@@ -571,6 +587,7 @@ impl OrderStore {
     }
 
     /// Cancelled orders whose stock has not been given back yet.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "releases_due"))]
     pub async fn releases_due(&self, limit: i64) -> Result<Vec<i64>, AppError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM orders WHERE status = 5 AND NOT stock_released ORDER BY id LIMIT $1",
@@ -580,6 +597,7 @@ impl OrderStore {
         .await?)
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_released"))]
     pub async fn mark_stock_released(&self, order_id: i64) -> Result<(), AppError> {
         sqlx::query("UPDATE orders SET stock_released = true WHERE id = $1")
             .bind(order_id)
@@ -590,6 +608,7 @@ impl OrderStore {
 
     /// Paid (and since shipped or completed) orders whose units have not been counted as sold
     /// yet.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "sales_due"))]
     pub async fn sales_due(&self, limit: i64) -> Result<Vec<i64>, AppError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM orders WHERE status IN (2, 3, 4) AND NOT sales_recorded ORDER BY id LIMIT $1",
@@ -599,6 +618,7 @@ impl OrderStore {
         .await?)
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_sales_recorded"))]
     pub async fn mark_sales_recorded(&self, order_id: i64) -> Result<(), AppError> {
         sqlx::query("UPDATE orders SET sales_recorded = true WHERE id = $1")
             .bind(order_id)

@@ -8,12 +8,14 @@ async fn main() -> std::process::ExitCode {
         return letsgo_platform::grpc::run_command("letsgo-payment", run_command(&config, command))
             .await;
     }
-    letsgo_platform::telemetry::init_logging(&config.telemetry);
+    let service = letsgo_platform::discovery::ServiceName::Payment;
+    let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, &service.binary());
     let grpc = config.grpc.clone();
-    letsgo_platform::grpc::run_until_signalled(
-        letsgo_platform::discovery::ServiceName::Payment,
-        &grpc,
-        |listeners, shutdown| run(config, listeners, shutdown),
-    )
-    .await
+    let exit = letsgo_platform::grpc::run_until_signalled(service, &grpc, |listeners, shutdown| {
+        run(config, listeners, shutdown)
+    })
+    .await;
+    // The spans of the last requests.
+    traces.shutdown().await;
+    exit
 }

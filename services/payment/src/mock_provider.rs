@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use letsgo_platform::shutdown::Shutdown;
+use letsgo_platform::traces;
 use reqwest::Url;
+use tracing::Instrument;
 
 use crate::rules::{ProviderNotice, ProviderOutcome};
 use crate::storage::{Checkout, Delivery, DueCallback, PaymentStore, ScheduledCallback};
@@ -116,14 +118,31 @@ impl MockProvider {
         };
         let body = webhook::notice_body(&notice);
         let signature = self.secrets.sign(chrono::Utc::now().timestamp(), &body);
-        let sent = self
+        let mut request = self
             .http
             .post(self.callback_url.clone())
             .header("content-type", "application/json")
             .header("x-signature", signature)
-            .body(body)
-            .send()
-            .await;
+            .body(body);
+        // A real provider knows nothing of our traces; the mock carries the payment's on, so a
+        // local trace runs from the checkout to the order paid.
+        let span = match &callback.traceparent {
+            Some(traceparent) if traces::is_on() => {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "mock_provider.callback",
+                    otel.name = "POST payment callback",
+                    otel.kind = "client",
+                );
+                traces::continue_from_traceparent(&span, traceparent);
+                if let Some(traceparent) = traces::traceparent_of(&span) {
+                    request = request.header(traces::TRACEPARENT, traceparent);
+                }
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let sent = request.send().instrument(span).await;
         let attempt = callback.attempts;
         let mut retry_delay = FIRST_RETRY_DELAY * 2u32.pow(attempt.clamp(1, 8) as u32 - 1);
         let error = match sent {

@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::events::{self, Event};
+use letsgo_platform::traces;
 use serde_json::json;
 use sqlx::{FromRow, PgPool};
+use tracing::instrument;
 
 use crate::rules::{
     IDEMPOTENCY_KEY_RETENTION, PaymentFacts, PaymentStatus, ProviderOutcome, Settlement,
@@ -88,6 +90,8 @@ pub struct DueCallback {
     pub outcome: i16,
     pub trade_no: String,
     pub attempts: i32,
+    /// The trace of the request that scheduled it, which the callback continues.
+    pub traceparent: Option<String>,
 }
 
 /// How a delivery attempt ended.
@@ -140,6 +144,7 @@ impl PaymentStore {
         PaymentStore { pool }
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "idempotency_record"))]
     pub async fn idempotency_record(
         &self,
         user_id: i64,
@@ -161,6 +166,7 @@ impl PaymentStore {
     /// Creations for one order are serialised by an advisory lock keyed by the order id (the
     /// first creation of an order has no row to lock), so two at once never both leave a
     /// pending payment. A key recorded meanwhile by another request rolls everything back.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "create"))]
     pub async fn create(
         &self,
         payment: NewPayment,
@@ -224,8 +230,8 @@ impl PaymentStore {
         };
         if let Some(callback) = payment.mock_callback {
             sqlx::query(
-                "INSERT INTO mock_callbacks (payment_no, order_id, amount_cents, outcome, trade_no, due_at) \
-                 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+                "INSERT INTO mock_callbacks (payment_no, order_id, amount_cents, outcome, trade_no, due_at, traceparent) \
+                 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7)",
             )
             .bind(&record.payment_no)
             .bind(record.order_id)
@@ -233,6 +239,7 @@ impl PaymentStore {
             .bind(callback.outcome.status().code())
             .bind(format!("MOCK{}", uuid::Uuid::new_v4().simple()))
             .bind(callback.after.as_secs_f64())
+            .bind(traces::current_traceparent())
             .execute(&mut *transaction)
             .await?;
         }
@@ -263,6 +270,7 @@ impl PaymentStore {
 
     /// Claims up to `limit` due callbacks for `lease`: another replica will not post them
     /// until it runs out.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "claim_callbacks"))]
     pub async fn claim_callbacks(
         &self,
         limit: i64,
@@ -274,7 +282,8 @@ impl PaymentStore {
              WHERE (payment_no, kind) IN (SELECT payment_no, kind FROM mock_callbacks \
                WHERE state = 'pending' AND due_at <= now() ORDER BY due_at LIMIT $1 \
                FOR UPDATE SKIP LOCKED) \
-             RETURNING payment_no, kind, order_id, amount_cents, outcome, trade_no, attempts",
+             RETURNING payment_no, kind, order_id, amount_cents, outcome, trade_no, attempts, \
+             traceparent",
         )
         .bind(limit)
         .bind(lease.as_secs_f64())
@@ -283,6 +292,7 @@ impl PaymentStore {
     }
 
     /// Records how a delivery attempt of `payment_no` ended.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_delivery"))]
     pub async fn record_delivery(
         &self,
         callback: &DueCallback,
@@ -310,6 +320,7 @@ impl PaymentStore {
     }
 
     /// The order's latest payment, if it is this user's.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "latest_for_order"))]
     pub async fn latest_for_order(
         &self,
         user_id: i64,
@@ -332,6 +343,7 @@ impl PaymentStore {
     ///
     /// A success the order cannot take (it is cancelled, or another payment of it succeeded)
     /// is refunded at once: the payment turns refunding and the provider is asked.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "settle"))]
     pub async fn settle(
         &self,
         payment_no: &str,
@@ -412,6 +424,7 @@ impl PaymentStore {
     /// Handles `order.cancelled` once per event: from now on the order takes no payment; a
     /// pending one is called off (the mock provider will not post its success), and one that
     /// succeeded already is refunded. Answers the payments it refunds.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "on_order_cancelled"))]
     pub async fn on_order_cancelled(
         &self,
         group: &str,
@@ -456,6 +469,7 @@ impl PaymentStore {
     }
 
     /// Deletes idempotency keys past their retention; answers how many went.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "prune_idempotency_keys"))]
     pub async fn prune_idempotency_keys(&self) -> AppResult<u64> {
         let deleted = sqlx::query(
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
@@ -509,13 +523,14 @@ async fn ask_refund(
     payment: &PaymentRecord,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO mock_callbacks (payment_no, kind, order_id, amount_cents, outcome, trade_no, due_at) \
-         VALUES ($1, 'refund', $2, $3, 6, $4, now()) ON CONFLICT DO NOTHING",
+        "INSERT INTO mock_callbacks (payment_no, kind, order_id, amount_cents, outcome, trade_no, due_at, traceparent) \
+         VALUES ($1, 'refund', $2, $3, 6, $4, now(), $5) ON CONFLICT DO NOTHING",
     )
     .bind(&payment.payment_no)
     .bind(payment.order_id)
     .bind(payment.amount_cents)
     .bind(format!("RFND{}", uuid::Uuid::new_v4().simple()))
+    .bind(traces::current_traceparent())
     .execute(&mut **transaction)
     .await?;
     Ok(())

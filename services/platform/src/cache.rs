@@ -1,9 +1,12 @@
 //! Redis: one multiplexed, self-reconnecting connection per process, and the key prefix that
 //! keeps shops and test runs sharing a Redis apart.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
+use tracing::Instrument;
 
 use crate::config::RedisArgs;
+use crate::traces;
 
 /// The pub/sub channel (after the key prefix) on which the product service announces every
 /// committed product change: the message is the product id. Caches of product data outside the
@@ -55,8 +58,8 @@ impl Cache {
     }
 
     /// A connection handle; clones share one multiplexed connection.
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
+    pub fn connection(&self) -> Connection {
+        Connection(self.connection.clone())
     }
 
     /// Answers whether Redis answers PING.
@@ -66,5 +69,77 @@ impl Cache {
             .query_async::<String>(&mut connection)
             .await?;
         Ok(())
+    }
+}
+
+/// A handle on the process's Redis connection. While traces are exported, each command is a
+/// client span named by the command alone (`MGET`, `EVALSHA`), never its keys or values.
+#[derive(Clone)]
+pub struct Connection(ConnectionManager);
+
+/// The command's name: its first argument, when it looks like one.
+fn command_name(cmd: &Cmd) -> &str {
+    match cmd.args_iter().next() {
+        Some(Arg::Simple(name))
+            if !name.is_empty()
+                && name.len() <= 32
+                && name.iter().all(|byte| byte.is_ascii_alphabetic()) =>
+        {
+            std::str::from_utf8(name).unwrap_or("unknown")
+        }
+        _ => "unknown",
+    }
+}
+
+fn command_span(operation: &str) -> tracing::Span {
+    tracing::info_span!(
+        "redis",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = operation,
+    )
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if !traces::is_on() {
+            return self.0.req_packed_command(cmd);
+        }
+        let span = command_span(command_name(cmd));
+        Box::pin(self.0.req_packed_command(cmd).instrument(span))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if !traces::is_on() {
+            return self.0.req_packed_commands(pipeline, offset, count);
+        }
+        let span = command_span("PIPELINE");
+        Box::pin(
+            self.0
+                .req_packed_commands(pipeline, offset, count)
+                .instrument(span),
+        )
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_name;
+
+    #[test]
+    fn spans_name_the_command_and_never_its_arguments() {
+        assert_eq!(command_name(redis::cmd("MGET").arg("secret-key")), "MGET");
+        assert_eq!(command_name(&redis::Cmd::new()), "unknown");
+        assert_eq!(command_name(&redis::cmd("user:42:token")), "unknown");
     }
 }

@@ -26,6 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,8 @@ use crate::config::{EventConsumerArgs, KafkaArgs};
 use crate::errors::{AppError, ErrorCode};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
+use crate::traces;
+use tracing::Instrument;
 
 /// Every event type of the shop, which is also its topic (before the prefix): one home for the
 /// names producers and consumers agree on.
@@ -77,19 +80,22 @@ impl Event {
 }
 
 /// Writes `event` into the outbox on `connection`, which should be inside the transaction that
-/// makes the change the event tells of. `key` orders events: same key, same partition.
+/// makes the change the event tells of. `key` orders events: same key, same partition. The
+/// event keeps the trace being run, if any, and its consumers continue it.
 pub async fn enqueue(
     connection: &mut PgConnection,
     key: &str,
     event: &Event,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO event_outbox (event_id, topic, event_key, payload) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO event_outbox (event_id, topic, event_key, payload, traceparent) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(event.id)
     .bind(&event.event_type)
     .bind(key)
     .bind(sqlx::types::Json(event))
+    .bind(traces::current_traceparent())
     .execute(connection)
     .await?;
     Ok(())
@@ -212,6 +218,38 @@ pub enum RelayError {
     Kafka(#[from] KafkaError),
 }
 
+/// The trace an outbox row carries on its way to Kafka: a producer span, child of the span that
+/// wrote the event, whose context goes in the message's `traceparent` header. None while traces
+/// are off or the event was written outside a trace.
+struct PublishTrace(Option<tracing::Span>);
+
+impl PublishTrace {
+    fn of(event_type: &str, traceparent: Option<String>) -> PublishTrace {
+        let Some(traceparent) = traceparent.filter(|_| traces::is_on()) else {
+            return PublishTrace(None);
+        };
+        let span = tracing::info_span!(
+            parent: None,
+            "events.publish",
+            otel.name = format!("publish {event_type}"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = event_type,
+        );
+        traces::continue_from_traceparent(&span, &traceparent);
+        PublishTrace(Some(span))
+    }
+
+    fn headers(&self) -> Option<OwnedHeaders> {
+        let traceparent = traces::traceparent_of(self.0.as_ref()?)?;
+        Some(OwnedHeaders::new().insert(Header {
+            key: traces::TRACEPARENT,
+            value: Some(&traceparent),
+        }))
+    }
+}
+
 impl OutboxRelay {
     pub fn new(pool: PgPool, producer: FutureProducer, topic_prefix: &str) -> Self {
         OutboxRelay {
@@ -259,7 +297,7 @@ impl OutboxRelay {
     pub async fn relay_batch(&self) -> Result<usize, RelayError> {
         let mut transaction = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, topic, event_key, payload::text AS payload FROM event_outbox \
+            "SELECT id, topic, event_key, payload::text AS payload, traceparent FROM event_outbox \
              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.batch_size)
@@ -272,19 +310,25 @@ impl OutboxRelay {
         let mut records = Vec::with_capacity(rows.len());
         for row in &rows {
             ids.push(row.try_get::<i64, _>("id")?);
-            let topic = format!("{}{}", self.topic_prefix, row.try_get::<&str, _>("topic")?);
+            let event_type: &str = row.try_get("topic")?;
+            let topic = format!("{}{event_type}", self.topic_prefix);
             let key: String = row.try_get("event_key")?;
             let payload: String = row.try_get("payload")?;
-            records.push((topic, key, payload));
+            let publish = PublishTrace::of(event_type, row.try_get("traceparent")?);
+            records.push((topic, key, payload, publish));
         }
         // All sends are in flight at once; the idempotent producer keeps per-partition order.
-        let deliveries = join_all(records.iter().map(|(topic, key, payload)| {
-            self.producer.send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                Timeout::After(Duration::from_secs(15)),
-            )
+        let deliveries = join_all(records.iter().map(|(topic, key, payload, publish)| {
+            let mut record = FutureRecord::to(topic).key(key).payload(payload);
+            if let Some(headers) = publish.headers() {
+                record = record.headers(headers);
+            }
+            self.producer
+                .send(record, Timeout::After(Duration::from_secs(15)))
         }))
         .await;
+        // The publish spans end here, with the sends.
+        drop(records);
         for delivery in deliveries {
             if let Err((error, _)) = delivery {
                 // Rolling back leaves the whole batch for the next attempt.
@@ -488,9 +532,11 @@ impl EventConsumer {
                         .key()
                         .map(|key| String::from_utf8_lossy(key).into_owned())
                         .unwrap_or_default();
-                    let settled = self
-                        .handle(&shutdown, &dead_letters, &event, &key, &handler)
-                        .await;
+                    let handling = self.handle(&shutdown, &dead_letters, &event, &key, &handler);
+                    let settled = match self.consume_span(&message, &event) {
+                        Some(span) => handling.instrument(span).await,
+                        None => handling.await,
+                    };
                     if !settled {
                         return;
                     }
@@ -507,6 +553,40 @@ impl EventConsumer {
                 tracing::warn!(%error, "offset commit failed; the event may be redelivered");
             }
         }
+    }
+
+    /// The span of handling one event, child of the trace its `traceparent` header names; none
+    /// while traces are off.
+    fn consume_span(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        event: &Event,
+    ) -> Option<tracing::Span> {
+        if !traces::is_on() {
+            return None;
+        }
+        let span = tracing::info_span!(
+            parent: None,
+            "events.consume",
+            otel.name = format!("process {}", event.event_type),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %event.event_type,
+            messaging.consumer.group.name = %self.group,
+            messaging.message.id = %event.id,
+        );
+        let traceparent = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|header| header.key == traces::TRACEPARENT)
+                .and_then(|header| header.value)
+                .and_then(|value| std::str::from_utf8(value).ok())
+        });
+        if let Some(traceparent) = traceparent {
+            traces::continue_from_traceparent(&span, traceparent);
+        }
+        Some(span)
     }
 
     /// Runs the handler on one event until it succeeds or the event is parked; answers false

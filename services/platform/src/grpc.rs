@@ -13,12 +13,14 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower::Service;
+use tracing::Instrument;
 
 use crate::config::GrpcServerArgs;
 use crate::internal_auth::InternalAuth;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, Readiness};
+use crate::traces;
 
 /// The two sockets a service listens on.
 pub struct Listeners {
@@ -141,6 +143,8 @@ where
     Server::builder()
         // A call that outlives its budget is answered rather than left hanging.
         .timeout(args.request_timeout)
+        // Continues the caller's trace (when traces are exported), around everything below.
+        .layer(ServerSpanLayer)
         .layer(metrics.layer())
         // Beyond the limit, refuse at once with UNAVAILABLE instead of queueing without bound.
         .layer(ConcurrencyGateLayer::new(args.max_concurrent_requests))
@@ -152,6 +156,82 @@ where
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), drain)
         .await?;
     Ok(())
+}
+
+/// Gives each call a server span, child of the trace its `traceparent` metadata names (a new
+/// trace without one). Does nothing while traces are off. Health and reflection calls get none:
+/// they are not part of anyone's request.
+#[derive(Clone, Copy, Default)]
+pub struct ServerSpanLayer;
+
+impl<S> tower::Layer<S> for ServerSpanLayer {
+    type Service = ServerSpan<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerSpan { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct ServerSpan<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerSpan<S>
+where
+    S: Service<Request<ReqBody>, Response = axum::http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path();
+        if !traces::is_on() || path.starts_with("/grpc.") {
+            return Box::pin(self.inner.call(request));
+        }
+        // Only methods we serve name spans: a caller cannot mint span names.
+        let (name, service, method) = if crate::telemetry::is_known_grpc_method(path) {
+            traces::grpc_method_parts(path)
+        } else {
+            ("unknown", "", "")
+        };
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = name,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        traces::continue_from_headers(&span, request.headers());
+        let answer = span.in_scope(|| self.inner.call(request));
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let response = answer.await;
+                if let Ok(response) = &response {
+                    traces::record_grpc_status(&recorded, response.headers());
+                }
+                response
+            }
+            .instrument(span),
+        )
+    }
 }
 
 /// Set on answers refused by [`ConcurrencyGate`]: the call was never processed, so a client may

@@ -9,6 +9,7 @@
 //! - [`cache`]: the Redis connection;
 //! - [`events`]: Kafka, the transactional outbox and its relay, idempotent consumers;
 //! - [`telemetry`]: logs, metrics, health;
+//! - [`traces`]: OpenTelemetry traces, exported by OTLP, and the trace context across calls;
 //! - [`grpc`]: the gRPC server with health, reflection and limits;
 //! - [`internal_auth`]: the token every internal gRPC call carries;
 //! - [`shutdown`]: graceful shutdown;
@@ -32,3 +33,4 @@ pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod traces;

@@ -3,6 +3,7 @@
 //! cache.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 
@@ -30,10 +31,13 @@ const DEFAULT_PAGE_SIZE: i32 = 20;
 /// Runs a change and its invalidation to the end even when the caller stops waiting (a
 /// cancelled or timed-out gRPC call drops its handler): a change committed but never
 /// announced would leave the caches (this service's and the gateways') stale until their TTLs.
+/// The work stays in the caller's span (and trace).
 async fn to_completion<T: Send + 'static>(
     work: impl Future<Output = AppResult<T>> + Send + 'static,
 ) -> AppResult<T> {
-    tokio::spawn(work).await.map_err(AppError::system)?
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(AppError::system)?
 }
 fn not_found() -> AppError {
     AppError::of(ErrorCode::ProductNotFound)

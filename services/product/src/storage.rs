@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tracing::instrument;
 
 use chrono::{DateTime, Utc};
 use letsgo_platform::errors::{AppError, ErrorCode};
@@ -137,6 +138,7 @@ impl CatalogueStore {
         CatalogueStore { pool }
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "insert"))]
     pub async fn insert(&self, product: NewProduct) -> Result<i64, AppError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO products (name, description, price_cents, stock, category, images, attributes) \
@@ -154,6 +156,7 @@ impl CatalogueStore {
     }
 
     /// Answers false when there is no such product.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "update"))]
     pub async fn update(&self, id: i64, change: ProductChange) -> Result<bool, AppError> {
         let updated = sqlx::query(
             "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
@@ -174,6 +177,7 @@ impl CatalogueStore {
     }
 
     /// The product, listed or not.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "get"))]
     pub async fn get(&self, id: i64) -> Result<Option<ProductRecord>, AppError> {
         Ok(sqlx::query_as(&format!(
             "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
@@ -184,6 +188,7 @@ impl CatalogueStore {
     }
 
     /// The listed products among `ids`.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "batch_get"))]
     pub async fn batch_get(&self, ids: &[i64]) -> Result<Vec<ProductRecord>, AppError> {
         Ok(sqlx::query_as(&format!(
             "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1) AND listed ORDER BY id"
@@ -194,6 +199,7 @@ impl CatalogueStore {
     }
 
     /// Takes a product off sale or puts it back; answers false when there is no such product.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "set_listed"))]
     pub async fn set_listed(&self, id: i64, listed: bool) -> Result<bool, AppError> {
         let updated =
             sqlx::query("UPDATE products SET listed = $2, updated_at = now() WHERE id = $1")
@@ -205,6 +211,7 @@ impl CatalogueStore {
     }
 
     /// Listed products (and unlisted ones too with `include_unlisted`).
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "list"))]
     pub async fn list(
         &self,
         category: Option<&str>,
@@ -243,6 +250,7 @@ impl CatalogueStore {
     /// Products whose name, description or category hold every word, case-insensitively:
     /// listed ones (and unlisted ones too with `include_unlisted`). Ranked: more words in the
     /// name first, then how alike name and keyword are, then sales.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "search"))]
     pub async fn search(
         &self,
         words: &[String],
@@ -286,6 +294,7 @@ impl CatalogueStore {
     }
 
     /// Answers the new stock; 3000 for an unknown product, 3001 when a delta would go below 0.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "change_stock"))]
     pub async fn change_stock(&self, id: i64, change: StockChange) -> Result<i64, AppError> {
         let updated: Option<i64> = match change {
             StockChange::SetTo(stock) => sqlx::query_scalar(
@@ -319,6 +328,7 @@ impl CatalogueStore {
     /// Takes a whole basket out of stock for `order_id`, or nothing, and answers what it holds,
     /// priced as it was reserved. A reservation that exists already (a retry) is answered as it
     /// stands, without reserving again.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "reserve"))]
     pub async fn reserve(
         &self,
         order_id: i64,
@@ -425,6 +435,7 @@ impl CatalogueStore {
 
     /// Keeps `order_id`'s reservation for good (its order is saved). An expired one is
     /// released here and then, like a released one, refused: its stock may be sold again.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "commit_reservation"))]
     pub async fn commit_reservation(&self, order_id: i64) -> Result<Commit, AppError> {
         let committed = sqlx::query(
             "UPDATE stock_reservations SET expires_at = NULL, updated_at = now() \
@@ -454,6 +465,7 @@ impl CatalogueStore {
     }
 
     /// Reservations past their expiry, oldest first: for the sweeper to release.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "expired_reservations"))]
     pub async fn expired_reservations(&self, limit: i64) -> Result<Vec<i64>, AppError> {
         Ok(sqlx::query_scalar(
             "SELECT order_id FROM stock_reservations WHERE state = 'reserved' \
@@ -465,12 +477,14 @@ impl CatalogueStore {
     }
 
     /// Releases `order_id`'s reservation if it has expired meanwhile (a commit may have won).
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "release_expired"))]
     pub async fn release_expired(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
         self.release_where(order_id, true).await
     }
 
     /// Gives back what `order_id` holds, once. Releasing an unknown order records it as
     /// released, so a reservation that arrives late (a retry racing a cancel) cannot take stock.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "release"))]
     pub async fn release(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
         self.release_where(order_id, false).await
     }
@@ -510,6 +524,7 @@ impl CatalogueStore {
     }
 
     /// Counts a reserved order's units as sold, once.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_sales"))]
     pub async fn record_sales(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
         let mut transaction = self.pool.begin().await?;
         let sold = sqlx::query(
@@ -538,6 +553,7 @@ impl CatalogueStore {
     /// Adds or replaces the user's review of a listed product and refreshes the product's
     /// rating, in one transaction that holds the product row, so concurrent reviews never lose
     /// a count.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "upsert_review"))]
     pub async fn upsert_review(
         &self,
         product_id: i64,
@@ -577,6 +593,7 @@ impl CatalogueStore {
         Ok(review_id)
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "list_reviews"))]
     pub async fn list_reviews(
         &self,
         product_id: i64,
@@ -599,6 +616,7 @@ impl CatalogueStore {
         Ok((total, rows))
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "is_empty"))]
     pub async fn is_empty(&self) -> Result<bool, AppError> {
         Ok(
             !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products)")

@@ -6,6 +6,7 @@ use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::events::topics;
 use letsgo_platform::events::{self, Event};
 use sqlx::{FromRow, PgPool};
+use tracing::instrument;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {
@@ -78,6 +79,7 @@ impl UserStore {
     }
 
     /// Inserts the user and its `user.registered` event in one transaction.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "insert"))]
     pub async fn insert(&self, user: NewUser<'_>) -> Result<UserRow, AppError> {
         let mut transaction = self.pool.begin().await?;
         let row: UserRow = sqlx::query_as(&format!(
@@ -107,6 +109,7 @@ impl UserStore {
         Ok(row)
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "find_by_username"))]
     pub async fn find_by_username(&self, username: &str) -> Result<Option<UserRow>, AppError> {
         Ok(sqlx::query_as(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"
@@ -116,6 +119,7 @@ impl UserStore {
         .await?)
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "find_by_id"))]
     pub async fn find_by_id(&self, id: i64) -> Result<Option<UserRow>, AppError> {
         Ok(
             sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
@@ -126,6 +130,7 @@ impl UserStore {
     }
 
     /// Makes the named account an admin; None when there is no such account.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "grant_admin"))]
     pub async fn grant_admin(&self, username: &str) -> Result<Option<UserRow>, AppError> {
         Ok(sqlx::query_as(&format!(
             "UPDATE users SET role = 'admin', updated_at = now() \
@@ -138,6 +143,7 @@ impl UserStore {
 
     /// Takes admin rights from the named account unless it is the last admin. The admins'
     /// rows are locked first, so two revocations at once cannot leave the shop without one.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "revoke_admin"))]
     pub async fn revoke_admin(&self, username: &str) -> Result<Revocation, AppError> {
         let mut transaction = self.pool.begin().await?;
         let admins: Vec<(i64, String)> = sqlx::query_as(
@@ -167,6 +173,7 @@ impl UserStore {
         Ok(Revocation::Revoked(name))
     }
 
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "set_password_hash"))]
     pub async fn set_password_hash(&self, id: i64, password_hash: &str) -> Result<(), AppError> {
         sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
             .bind(id)
@@ -177,6 +184,7 @@ impl UserStore {
     }
 
     /// The admins' usernames, oldest account first.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "admins"))]
     pub async fn admins(&self) -> Result<Vec<String>, AppError> {
         Ok(
             sqlx::query_scalar("SELECT username FROM users WHERE role = 'admin' ORDER BY id")
@@ -186,6 +194,7 @@ impl UserStore {
     }
 
     /// Changes the given fields; answers false when there is no such user.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "update_profile"))]
     pub async fn update_profile(
         &self,
         id: i64,

@@ -22,10 +22,12 @@ use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::ServiceExt;
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use super::ServiceName;
 use super::breaker::{Breaker, Outcome};
 use crate::internal_auth::InternalAuth;
+use crate::traces;
 
 pub use crate::BoxError;
 
@@ -295,8 +297,38 @@ impl tower::Service<Request<Body>> for RpcChannel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        Box::pin(self.shared.clone().dispatch(request))
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        if !traces::is_on() {
+            return Box::pin(shared.dispatch(request));
+        }
+        // A client span, child of the caller's span; the server continues its trace.
+        let (name, service, method) = traces::grpc_method_parts(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = name,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        traces::inject_into_headers(&span, request.headers_mut());
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let answer = shared.dispatch(request).await;
+                match &answer {
+                    Ok(response) => traces::record_grpc_status(&recorded, response.headers()),
+                    Err(_) => {
+                        recorded.record("otel.status_code", "ERROR");
+                    }
+                }
+                answer
+            }
+            .instrument(span),
+        )
     }
 }
 

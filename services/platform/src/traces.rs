@@ -1,0 +1,379 @@
+//! Traces: one trace per request, followed through the whole shop, exported by OTLP.
+//!
+//! **Off unless an endpoint is set** (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`; `OTEL_SDK_DISABLED=true` turns it off again). Off, no exporter
+//! and no layer are installed and the spans below are never created: what remains is one relaxed
+//! atomic load ([`is_on`]) per request, call and event. On, the spans of letsgo's own crates (and
+//! warnings and errors, as span events) go by OTLP over gRPC, in batches, to the endpoint, named
+//! `OTEL_SERVICE_NAME` (the binary's name by default) and sampled as `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` say (by default every trace a caller did not decline).
+//!
+//! **The context travels as a W3C `traceparent`**: in the HTTP headers a client sends the gateway
+//! (the gateway continues that trace, or starts one), in the metadata of every gRPC call
+//! ([`crate::discovery::RpcChannel`] injects it, [`crate::grpc::serve`] continues it), in the
+//! headers of every Kafka event, and in the outbox row beside the event
+//! ([`crate::events::enqueue`]), so an event published after a broker outage still joins the
+//! trace that caused it.
+//!
+//! **Spans name what ran, never the values it ran on**: routes and gRPC methods, event types and
+//! consumer groups, storage operations and Redis command names; no SQL text, bind values, keys,
+//! tokens or bodies.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Level, Span, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The header (and metadata key, and Kafka header) the context travels in.
+pub const TRACEPARENT: &str = "traceparent";
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported. Everything that only matters to traces (extra spans, context
+/// propagation) asks this first, so that it costs nothing when tracing is off.
+pub fn is_on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Where spans go: read from the standard OpenTelemetry variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// The collector's OTLP/gRPC address, e.g. `http://127.0.0.1:4317`.
+    pub endpoint: String,
+}
+
+impl OtlpSettings {
+    /// The settings the environment gives, or `None` (tracing off) when it names no endpoint.
+    pub fn from_env() -> Option<OtlpSettings> {
+        OtlpSettings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Option<OtlpSettings> {
+        if var("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true")) {
+            return None;
+        }
+        let set = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+        let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+        Some(OtlpSettings {
+            endpoint: endpoint.trim().to_owned(),
+        })
+    }
+}
+
+/// The running export. Keep it for the life of the process and [`TraceExport::shutdown`] it
+/// last, so the spans of the final requests are sent.
+#[derive(Clone, Default)]
+pub struct TraceExport(Option<SdkTracerProvider>);
+
+impl TraceExport {
+    /// No export (tracing off).
+    pub fn off() -> TraceExport {
+        TraceExport(None)
+    }
+
+    pub fn is_exporting(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Sends every span ended so far.
+    pub async fn flush(&self) {
+        if let Some(provider) = self.0.clone() {
+            // The SDK blocks until the batch is sent, and the sending needs this runtime.
+            let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+            if let Ok(Err(error)) = flushed {
+                tracing::warn!(%error, "could not flush the traces");
+            }
+        }
+    }
+
+    /// Sends the spans still buffered and stops exporting.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.0 {
+            let stopped = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+            if let Ok(Err(error)) = stopped {
+                eprintln!("could not send the last traces: {error}");
+            }
+        }
+    }
+}
+
+/// Starts exporting to `settings.endpoint` and answers the layer that turns the process's spans
+/// into OpenTelemetry spans, and the export to shut down at exit. `service` names the process
+/// when `OTEL_SERVICE_NAME` does not. Must run inside a Tokio runtime (the exporter's channel
+/// lives on it).
+pub fn layer<S>(
+    settings: &OtlpSettings,
+    service: &str,
+) -> Result<(impl Layer<S> + Send + Sync + 'static, TraceExport), String>
+where
+    S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+{
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(settings.endpoint.clone())
+        .build()
+        .map_err(|error| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {error}"))?;
+    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), which the SDK reads itself.
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource(service))
+        .with_batch_exporter(exporter)
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("letsgo"))
+        // Attributes a trace viewer would show on every span, at a cost on every span.
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            if metadata.is_span() {
+                // Our own spans; libraries' spans (h2, hyper, sqlx) would swamp a trace.
+                metadata.target().starts_with("letsgo")
+            } else {
+                // Warnings and errors become events on their span (an error marks it failed).
+                *metadata.level() <= Level::WARN
+            }
+        }));
+    ON.store(true, Ordering::Relaxed);
+    Ok((layer, TraceExport(Some(provider))))
+}
+
+/// The resource: what the environment says (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`),
+/// and `service` as the name when it names none.
+fn resource(service: &str) -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if named {
+        detected
+    } else {
+        Resource::builder()
+            .with_service_name(service.to_owned())
+            .build()
+    }
+}
+
+struct Headers<'a>(&'a mut HeaderMap);
+
+impl Injector for Headers<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct ReadHeaders<'a>(&'a HeaderMap);
+
+impl Extractor for ReadHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// A `traceparent` alone, as the outbox and Kafka keep it.
+struct Traceparent<'a>(&'a str);
+
+impl Extractor for Traceparent<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+struct OnlyTraceparent(Option<String>);
+
+impl Injector for OnlyTraceparent {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = Some(value);
+        }
+    }
+}
+
+/// Writes `span`'s context into outgoing `headers` (HTTP or gRPC metadata).
+pub fn inject_into_headers(span: &Span, headers: &mut HeaderMap) {
+    TraceContextPropagator::new().inject_context(&span.context(), &mut Headers(headers));
+}
+
+/// Makes `span` a child of the trace the incoming `headers` carry, if they carry one. Call
+/// before the span is first entered.
+pub fn continue_from_headers(span: &Span, headers: &HeaderMap) {
+    if headers.contains_key(TRACEPARENT) {
+        continue_from(
+            span,
+            TraceContextPropagator::new().extract(&ReadHeaders(headers)),
+        );
+    }
+}
+
+/// Makes `span` a child of the span `traceparent` names (from an outbox row or a Kafka header).
+pub fn continue_from_traceparent(span: &Span, traceparent: &str) {
+    continue_from(
+        span,
+        TraceContextPropagator::new().extract(&Traceparent(traceparent)),
+    );
+}
+
+fn continue_from(span: &Span, parent: opentelemetry::Context) {
+    if parent.span().span_context().is_valid() {
+        // Fails only when tracing is off or the span is disabled: then there is nothing to join.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The `traceparent` of `span`, when it is part of a trace.
+pub fn traceparent_of(span: &Span) -> Option<String> {
+    traceparent_in(&span.context())
+}
+
+/// The `traceparent` of the span being run (the innermost entered one), when tracing is on and
+/// it is part of a trace: what an event written now should carry.
+pub fn current_traceparent() -> Option<String> {
+    if !is_on() {
+        return None;
+    }
+    opentelemetry::Context::map_current(traceparent_in)
+}
+
+fn traceparent_in(context: &opentelemetry::Context) -> Option<String> {
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut found = OnlyTraceparent(None);
+    TraceContextPropagator::new().inject_context(context, &mut found);
+    found.0
+}
+
+/// The trace and span ids of the span being run, as lowercase hex, for log lines.
+pub fn current_ids() -> Option<(String, String)> {
+    opentelemetry::Context::map_current(|context| {
+        let span = context.span();
+        let ids = span.span_context();
+        ids.is_valid()
+            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    })
+}
+
+/// A gRPC method path (`/letsgo.order.v1.OrderService/CreateOrder`) as the span name
+/// (`letsgo.order.v1.OrderService/CreateOrder`), the service and the method.
+pub fn grpc_method_parts(path: &str) -> (&str, &str, &str) {
+    let name = path.strip_prefix('/').unwrap_or(path);
+    let (service, method) = name.rsplit_once('/').unwrap_or((name, ""));
+    (name, service, method)
+}
+
+/// Records the gRPC status an answer's headers carry on `span` (a span for a call), marking the
+/// span failed when the server failed. A success carries its status in the trailers: no header,
+/// nothing to record.
+pub fn record_grpc_status(span: &Span, headers: &HeaderMap) {
+    if let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|code| code.to_str().ok())
+    {
+        span.record("rpc.grpc.status_code", code);
+        if is_server_failure(code) {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// Whether a gRPC status code (as its header carries it) is a failure of the server rather than
+/// an answer about the request (not found, out of stock): the span is marked failed.
+pub fn is_server_failure(code: &str) -> bool {
+    // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+    matches!(code, "2" | "4" | "12" | "13" | "14" | "15")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Option<OtlpSettings> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        OtlpSettings::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn without_an_endpoint_tracing_is_off_and_nothing_is_installed() {
+        assert_eq!(settings(&[]), None);
+        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")]), None);
+        assert_eq!(
+            settings(&[
+                ("OTEL_SERVICE_NAME", "x"),
+                ("OTEL_TRACES_SAMPLER", "always_on")
+            ]),
+            None,
+            "a sampler or a name alone exports nothing"
+        );
+        assert_eq!(
+            settings(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+                ("OTEL_SDK_DISABLED", "true")
+            ]),
+            None
+        );
+        // This test binary never installs a layer: nothing is on, no traceparent is made.
+        assert!(!is_on());
+        assert_eq!(current_traceparent(), None);
+        assert!(!TraceExport::off().is_exporting());
+    }
+
+    #[test]
+    fn the_traces_endpoint_wins_over_the_general_one() {
+        assert_eq!(
+            settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")]),
+            Some(OtlpSettings {
+                endpoint: "http://collector:4317".into()
+            })
+        );
+        assert_eq!(
+            settings(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317")
+            ])
+            .unwrap()
+            .endpoint,
+            "http://traces:4317"
+        );
+    }
+
+    #[test]
+    fn grpc_paths_split_into_service_and_method() {
+        assert_eq!(
+            grpc_method_parts("/letsgo.order.v1.OrderService/CreateOrder"),
+            (
+                "letsgo.order.v1.OrderService/CreateOrder",
+                "letsgo.order.v1.OrderService",
+                "CreateOrder"
+            )
+        );
+        assert!(is_server_failure("14"));
+        assert!(!is_server_failure("5"), "NOT_FOUND is an answer");
+    }
+}
