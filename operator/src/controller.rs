@@ -30,6 +30,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::manifests::external::{self, ExternalCheck};
@@ -159,7 +160,19 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
 /// written to the status and published as a Warning Event before it is retried.
 pub async fn reconcile(store: Arc<Store>, ctx: Arc<Context>) -> Result<Action> {
     let _measure = ctx.metrics.reconcile.count_and_measure();
-    match apply_store(&store, &ctx).await {
+    // One trace per reconcile when traces are exported (letsgo_traces), each apply a child.
+    let span = tracing::info_span!(
+        "reconcile",
+        otel.name = "reconcile Store",
+        store = %store.name_any(),
+        namespace = store.metadata.namespace.as_deref().unwrap_or_default(),
+        otel.status_code = tracing::field::Empty,
+    );
+    let outcome = apply_store(&store, &ctx).instrument(span.clone()).await;
+    if outcome.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    match outcome {
         Ok(action) => Ok(action),
         Err(error) => {
             report_failure(&ctx, &store, &error).await;
@@ -391,6 +404,7 @@ async fn read_external_secrets(
     Ok((external::check(&wanted, &found), found))
 }
 
+#[tracing::instrument(level = "info", name = "apply", skip_all, fields(otel.name = %format!("apply {}", child.kind()), name = %child.name()))]
 async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {
     Ok(match child {
         Child::ConfigMap(o) => Child::ConfigMap(apply_one(client, namespace, o).await?),

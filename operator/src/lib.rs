@@ -5,7 +5,7 @@
 //! - [`controller`]: the reconciler, its status and its error policy.
 //! - [`leader`]: leader election on a Lease, so only one replica reconciles.
 //! - [`reachability`]: whether the operator reaches each external middleware.
-//! - [`metrics`], [`telemetry`]: what the operator tells about itself.
+//! - [`metrics`]: what the operator tells about itself (its logs and traces: letsgo-traces).
 
 pub mod controller;
 pub mod crd;
@@ -15,7 +15,6 @@ pub mod metrics;
 pub mod reachability;
 pub mod status;
 pub mod store;
-pub mod telemetry;
 
 #[cfg(test)]
 mod fixtures;

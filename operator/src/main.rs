@@ -13,7 +13,6 @@ use clap::Parser;
 use letsgo_operator::controller::{self, Context, Scope};
 use letsgo_operator::leader::{self, LeaderElector, LeaseConfig};
 use letsgo_operator::metrics::Metrics;
-use letsgo_operator::telemetry;
 use tracing::{error, info};
 
 /// letsgo operator: turns each Store resource into a running shop.
@@ -52,14 +51,20 @@ struct Config {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(&config.log_format, &config.log_filter);
-    match run(config).await {
+    let traces = letsgo_traces::init(
+        config.log_format != "text",
+        &config.log_filter,
+        "letsgo-operator",
+    );
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!(%message, "operator stopped");
             ExitCode::FAILURE
         }
-    }
+    };
+    traces.shutdown().await;
+    code
 }
 
 async fn run(config: Config) -> Result<(), String> {

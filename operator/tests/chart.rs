@@ -461,6 +461,44 @@ fn several_replicas_get_a_disruption_budget_and_need_leader_election() {
 }
 
 #[test]
+fn the_operators_traces_go_where_the_values_say_and_nowhere_by_default() {
+    let env_of = |objects: &[Value]| -> Vec<(String, String)> {
+        one_of_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().starts_with("OTEL_"))
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (_, objects) = render(&[]);
+    assert!(env_of(&objects).is_empty(), "{:?}", env_of(&objects));
+    let (_, objects) = render(&[
+        "--set",
+        "tracing.otlpEndpoint=http://collector.observability:4317",
+        "--set",
+        "tracing.samplingRatio=0.5",
+    ]);
+    assert_eq!(
+        env_of(&objects),
+        [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://collector.observability:4317"
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    );
+}
+
+#[test]
 fn the_values_schema_refuses_bad_values() {
     for bad in [
         "replicaCount=-1",
@@ -470,6 +508,8 @@ fn the_values_schema_refuses_bad_values() {
         "metrics.service.port=70000",
         "watchNamespace=Not_A_Namespace",
         "unknownSetting=1",
+        "tracing.otlpEndpoint=collector:4317",
+        "tracing.samplingRatio=2",
     ] {
         let output = run(template_command(&["--set", bad]).arg("--dry-run"));
         assert!(

@@ -33,4 +33,4 @@ pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
-pub mod traces;
+pub use letsgo_traces as traces;

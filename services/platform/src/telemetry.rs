@@ -26,12 +26,6 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tower::{Layer, Service};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as SubscriberLayer;
-use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, MakeWriter};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::TelemetryArgs;
 use crate::shutdown::Shutdown;
@@ -41,77 +35,7 @@ use crate::traces::TraceExport;
 /// [`crate::traces`]; `service` names the process there unless `OTEL_SERVICE_NAME` does). Call
 /// once, first thing in `main`, inside the runtime; shut the answer down last.
 pub fn init_logging(args: &TelemetryArgs, service: &str) -> TraceExport {
-    let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = if args.log_format == "json" {
-        json_logs(std::io::stdout).boxed()
-    } else {
-        tracing_subscriber::fmt::layer().boxed()
-    };
-    let (spans, export, failure) = match crate::traces::OtlpSettings::from_env() {
-        None => (None, TraceExport::off(), None),
-        Some(settings) => match crate::traces::layer(&settings, service) {
-            Ok((layer, export)) => (Some(layer), export, None),
-            Err(error) => (None, TraceExport::off(), Some(error)),
-        },
-    };
-    tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(spans)
-        .init();
-    if let Some(error) = failure {
-        tracing::error!(%error, "traces are not exported");
-    }
-    export
-}
-
-/// One JSON object per line, the event's fields at the top level, with the trace and span ids
-/// while a trace is active.
-pub fn json_logs<S, W>(writer: W) -> impl SubscriberLayer<S> + Send + Sync + 'static
-where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
-    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
-{
-    tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .fmt_fields(JsonFields::new())
-        .event_format(WithTraceIds(
-            tracing_subscriber::fmt::format()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false),
-        ))
-}
-
-/// Adds `trace_id` and `span_id` to the JSON object the inner format writes, when the event
-/// happens inside a traced span; otherwise writes the inner format's line untouched.
-struct WithTraceIds<F>(F);
-
-impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
-where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
-    N: for<'writer> FormatFields<'writer> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        context: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = crate::traces::current_ids() else {
-            return self.0.format_event(context, writer, event);
-        };
-        let mut line = String::new();
-        self.0
-            .format_event(context, Writer::new(&mut line), event)?;
-        match line.strip_suffix("}\n") {
-            Some(object) => writeln!(
-                writer,
-                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
-            ),
-            None => writer.write_str(&line),
-        }
-    }
+    letsgo_traces::init(args.log_format == "json", &args.log_filter, service)
 }
 
 /// Logging for a one-off command (e.g. `letsgo-user grant-admin`): warnings and errors on
@@ -402,56 +326,9 @@ pub async fn serve_admin(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use axum::http::Request;
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt;
 
-    use super::{UNKNOWN_GRPC_METHOD, json_logs, known_grpc_methods, route_label};
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn json_log_lines_carry_the_trace_and_span_ids_inside_a_trace() {
-        // A provider without an exporter: spans get ids and go nowhere.
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(json_logs(move || writer.clone()))
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(answer = 42, "outside any span");
-            tracing::info_span!("request").in_scope(|| tracing::info!("inside a span"));
-        });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
-            .collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(lines[0]["answer"], 42);
-        assert!(lines[0].get("trace_id").is_none(), "{text}");
-        assert_eq!(lines[1]["message"], "inside a span");
-        let trace_id = lines[1]["trace_id"].as_str().expect("a trace id");
-        let span_id = lines[1]["span_id"].as_str().expect("a span id");
-        assert_eq!(trace_id.len(), 32, "{trace_id}");
-        assert_eq!(span_id.len(), 16, "{span_id}");
-        assert!(trace_id.chars().all(|c| c.is_ascii_hexdigit()));
-    }
+    use super::{UNKNOWN_GRPC_METHOD, known_grpc_methods, route_label};
 
     fn grpc(path: &str) -> Request<()> {
         Request::builder()

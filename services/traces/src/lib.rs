@@ -1,4 +1,5 @@
-//! Traces: one trace per request, followed through the whole shop, exported by OTLP.
+//! Traces and the log lines that name them: one trace per request, followed through the whole
+//! shop, exported by OTLP. Shared by the services (through letsgo-platform) and the operator.
 //!
 //! **Off unless an endpoint is set** (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`; `OTEL_SDK_DISABLED=true` turns it off again). Off, no exporter
@@ -10,9 +11,9 @@
 //!
 //! **The context travels as a W3C `traceparent`**: in the HTTP headers a client sends the gateway
 //! (the gateway continues that trace, or starts one), in the metadata of every gRPC call
-//! ([`crate::discovery::RpcChannel`] injects it, [`crate::grpc::serve`] continues it), in the
+//! (letsgo-platform's `RpcChannel` injects it, its gRPC server continues it), in the
 //! headers of every Kafka event, and in the outbox row beside the event
-//! ([`crate::events::enqueue`]), so an event published after a broker outage still joins the
+//! (letsgo-platform's `events::enqueue`), so an event published after a broker outage still joins the
 //! trace that caused it.
 //!
 //! **Spans name what ran, never the values it ran on**: routes and gRPC methods, event types and
@@ -21,7 +22,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -30,8 +31,13 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Level, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The header (and metadata key, and Kafka header) the context travels in.
 pub const TRACEPARENT: &str = "traceparent";
@@ -305,9 +311,88 @@ pub fn is_server_failure(code: &str) -> bool {
     matches!(code, "2" | "4" | "12" | "13" | "14" | "15")
 }
 
+/// Installs the process's subscriber: logs (one JSON object per line when `json`, text for a
+/// person otherwise) filtered by `filter` (env-filter syntax), and the export of traces when the
+/// environment names an OTLP endpoint, `service` naming the process unless `OTEL_SERVICE_NAME`
+/// does. Call once, first thing, inside the runtime; shut the answer down last.
+pub fn init(json: bool, filter: &str, service: &str) -> TraceExport {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = if json {
+        json_logs(std::io::stdout).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    let (spans, export, failure) = match OtlpSettings::from_env() {
+        None => (None, TraceExport::off(), None),
+        Some(settings) => match layer(&settings, service) {
+            Ok((layer, export)) => (Some(layer), export, None),
+            Err(error) => (None, TraceExport::off(), Some(error)),
+        },
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .init();
+    if let Some(error) = failure {
+        tracing::error!(%error, "traces are not exported");
+    }
+    export
+}
+
+/// One JSON object per line, the event's fields at the top level, with the trace and span ids
+/// while a trace is active.
+pub fn json_logs<S, W>(writer: W) -> impl Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .fmt_fields(JsonFields::new())
+        .event_format(WithTraceIds(
+            tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false),
+        ))
+}
+
+/// Adds `trace_id` and `span_id` to the JSON object the inner format writes, when the event
+/// happens inside a traced span; otherwise writes the inner format's line untouched.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = current_ids() else {
+            return self.0.format_event(context, writer, event);
+        };
+        let mut line = String::new();
+        self.0
+            .format_event(context, Writer::new(&mut line), event)?;
+        match line.strip_suffix("}\n") {
+            Some(object) => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 
@@ -375,5 +460,48 @@ mod tests {
         );
         assert!(is_server_failure("14"));
         assert!(!is_server_failure("5"), "NOT_FOUND is an answer");
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_log_lines_carry_the_trace_and_span_ids_inside_a_trace() {
+        // A provider without an exporter: spans get ids and go nowhere.
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(json_logs(move || writer.clone()))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(answer = 42, "outside any span");
+            tracing::info_span!("request").in_scope(|| tracing::info!("inside a span"));
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["answer"], 42);
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["message"], "inside a span");
+        let trace_id = lines[1]["trace_id"].as_str().expect("a trace id");
+        let span_id = lines[1]["span_id"].as_str().expect("a span id");
+        assert_eq!(trace_id.len(), 32, "{trace_id}");
+        assert_eq!(span_id.len(), 16, "{span_id}");
+        assert!(trace_id.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }
