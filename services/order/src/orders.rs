@@ -388,21 +388,23 @@ impl Orders {
             .as_i64()
             .ok_or_else(|| AppError::invalid("payment.succeeded without orderId"))?;
         let payment_no = event.data["paymentNo"].as_str().unwrap_or_default();
-        // Paid before its reservation was committed (the product service was away): commit
-        // it first, so the units sold are units held. An expired one cancels the order.
-        if self.store.awaits_stock_commit(order_id).await?
-            && self.commit_stock(order_id).await == Committed::Later
-        {
-            return Err(AppError::new(
-                ErrorCode::ServiceUnavailable,
-                "the order's reservation is not committed yet",
-            ));
-        }
-        match self
+        let mut outcome = self
             .store
             .mark_paid(PAYMENT_CONSUMER_GROUP, event.id, order_id, payment_no)
-            .await?
-        {
+            .await?;
+        if outcome == PaidOutcome::AwaitsStockCommit {
+            // Paid before its reservation was committed (the product service was away): commit
+            // it first, so the units sold are units held. An expired one cancels the order.
+            if self.commit_stock(order_id).await == Committed::Later {
+                return Err(not_committed_yet());
+            }
+            outcome = self
+                .store
+                .mark_paid(PAYMENT_CONSUMER_GROUP, event.id, order_id, payment_no)
+                .await?;
+        }
+        match outcome {
+            PaidOutcome::AwaitsStockCommit => Err(not_committed_yet()),
             PaidOutcome::Paid => self.settle_sales(order_id).await,
             PaidOutcome::AlreadyHandled => Ok(()),
             PaidOutcome::NotPending(status) => {
@@ -493,4 +495,12 @@ impl Orders {
         }
         Ok(())
     }
+}
+
+/// A payment event that must wait for the order's stock to be committed: retried later.
+fn not_committed_yet() -> AppError {
+    AppError::new(
+        ErrorCode::ServiceUnavailable,
+        "the order's reservation is not committed yet",
+    )
 }

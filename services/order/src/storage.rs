@@ -37,7 +37,7 @@ const ORDER_COLUMNS: &str = "id, order_no, user_id, total_amount_cents, status, 
      remark, created_at, updated_at, paid_at, shipped_at, completed_at, refunded_at, carrier, \
      tracking_no";
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Deserialize)]
 pub struct ItemRow {
     pub id: i64,
     pub order_id: i64,
@@ -51,6 +51,14 @@ pub struct ItemRow {
 pub struct OrderWithItems {
     pub order: OrderRow,
     pub items: Vec<ItemRow>,
+}
+
+/// An order with its items as one JSON array, read in one statement.
+#[derive(FromRow)]
+struct OrderWithItemsRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    items_json: String,
 }
 
 pub struct NewItem {
@@ -86,6 +94,8 @@ pub enum PaidOutcome {
     AlreadyHandled,
     /// The order was not pending (cancelled meanwhile, say): nothing changed.
     NotPending(Option<i16>),
+    /// The order is pending but its reservation is not committed yet: nothing changed.
+    AwaitsStockCommit,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -152,24 +162,40 @@ fn event(event_type: &str, data: serde_json::Value) -> Result<Event, AppError> {
     Event::new(event_type, data).map_err(AppError::system)
 }
 
+/// How many ids one `nextval()` of `orders_id_seq` reserves: its increment (see the migration
+/// `order_id_blocks`).
+const ID_BLOCK: i64 = 50;
+
 #[derive(Clone)]
 pub struct OrderStore {
     pool: PgPool,
+    /// The rest of this instance's block of ids: the next one to hand out, and the end.
+    ids: std::sync::Arc<tokio::sync::Mutex<std::ops::Range<i64>>>,
 }
 
 impl OrderStore {
     pub fn new(pool: PgPool) -> Self {
-        OrderStore { pool }
+        OrderStore {
+            pool,
+            ids: std::sync::Arc::new(tokio::sync::Mutex::new(0..0)),
+        }
     }
 
-    /// An order id taken before the order is written, so stock can be reserved under it.
+    /// An order id taken before the order is written, so stock can be reserved under it. Ids
+    /// come from this instance's block; the database is asked only for a new block.
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "next_id"))]
     pub async fn next_id(&self) -> Result<i64, AppError> {
-        Ok(
-            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let mut ids = self.ids.lock().await;
+        if ids.is_empty() {
+            let first: i64 =
+                sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
+                    .fetch_one(&self.pool)
+                    .await?;
+            *ids = first..first + ID_BLOCK;
+        }
+        let id = ids.start;
+        ids.start += 1;
+        Ok(id)
     }
 
     /// Writes the order, its items and `order.created` in one transaction.
@@ -236,16 +262,27 @@ impl OrderStore {
         user_id: i64,
         order_id: i64,
     ) -> Result<Option<OrderWithItems>, AppError> {
-        let order: Option<OrderRow> = sqlx::query_as(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
+        // One statement (one round trip, one transaction) for the order and its items: the
+        // payment service asks for it on every payment.
+        let row: Option<OrderWithItemsRow> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS}, (SELECT COALESCE(json_agg(json_build_object( \
+               'id', i.id, 'order_id', i.order_id, 'product_id', i.product_id, 'name', i.name, \
+               'price_cents', i.price_cents, 'quantity', i.quantity, 'image', i.image) \
+               ORDER BY i.id), '[]') FROM order_items i WHERE i.order_id = orders.id)::text \
+               AS items_json \
+             FROM orders WHERE id = $1 AND user_id = $2"
         ))
         .bind(order_id)
         .bind(user_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(order) = order else { return Ok(None) };
-        let items = self.items_of(&[order.id]).await?;
-        Ok(Some(OrderWithItems { order, items }))
+        let Some(row) = row else { return Ok(None) };
+        let items: Vec<ItemRow> =
+            serde_json::from_str(&row.items_json).map_err(AppError::system)?;
+        Ok(Some(OrderWithItems {
+            order: row.order,
+            items,
+        }))
     }
 
     /// The user's orders, newest first, optionally of one status.
@@ -497,9 +534,11 @@ impl OrderStore {
         if !events::mark_handled(&mut transaction, group, event_id).await? {
             return Ok(PaidOutcome::AlreadyHandled);
         }
+        // Only an order whose stock is committed is marked paid, so the units sold are units
+        // held; one that is not yet comes back to the caller to commit first.
         let paid: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
             "UPDATE orders SET status = 2, paid_at = now(), updated_at = now() \
-             WHERE id = $1 AND status = 1 RETURNING user_id, paid_at",
+             WHERE id = $1 AND status = 1 AND stock_committed RETURNING user_id, paid_at",
         )
         .bind(order_id)
         .fetch_optional(&mut *transaction)
@@ -514,12 +553,19 @@ impl OrderStore {
                 PaidOutcome::Paid
             }
             None => {
-                let status: Option<i16> =
-                    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+                let found: Option<(i16, bool)> =
+                    sqlx::query_as("SELECT status, stock_committed FROM orders WHERE id = $1")
                         .bind(order_id)
                         .fetch_optional(&mut *transaction)
                         .await?;
-                PaidOutcome::NotPending(status)
+                match found {
+                    Some((status, false)) if status == OrderStatus::Pending as i16 => {
+                        // Not handled yet: the event comes back once the stock is committed.
+                        transaction.rollback().await?;
+                        return Ok(PaidOutcome::AwaitsStockCommit);
+                    }
+                    found => PaidOutcome::NotPending(found.map(|(status, _)| status)),
+                }
             }
         };
         transaction.commit().await?;
@@ -544,16 +590,6 @@ impl OrderStore {
     }
 
     /// Whether the order still waits for its reservation's commit.
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "awaits_stock_commit"))]
-    pub async fn awaits_stock_commit(&self, order_id: i64) -> Result<bool, AppError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND NOT stock_committed)",
-        )
-        .bind(order_id)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_committed"))]
     pub async fn mark_stock_committed(&self, order_id: i64) -> Result<(), AppError> {
         sqlx::query("UPDATE orders SET stock_committed = true WHERE id = $1")

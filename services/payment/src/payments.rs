@@ -76,28 +76,17 @@ impl Payments {
         let fingerprint =
             rules::request_fingerprint(request.order_id, payment_type, request.amount_cents);
         let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key.as_str());
-        if let Some(key) = key
-            && let Some(reply) = self.replay(request.user_id, key, &fingerprint).await?
-        {
-            return Ok(reply);
+        // A key is looked up only when the order cannot be paid now (a replay after the order
+        // was paid, say) or when the creation below finds it taken: a first request costs no
+        // lookup of its own.
+        if let Err(refused) = self.check_payable(&request).await {
+            if let Some(key) = key
+                && let Some(reply) = self.replay(request.user_id, key, &fingerprint).await?
+            {
+                return Ok(reply);
+            }
+            return Err(refused);
         }
-
-        let order = self
-            .orders
-            .clone()
-            .get_order(GetOrderRequest {
-                user_id: request.user_id,
-                order_id: request.order_id,
-            })
-            .await?
-            .into_inner();
-        rules::check_payable(
-            OrderToPay {
-                total_cents: order.total_amount_cents,
-                is_pending: order.status() == OrderStatus::Pending,
-            },
-            request.amount_cents,
-        )?;
 
         let created = self
             .store
@@ -135,6 +124,26 @@ impl Payments {
             pay_url: record.pay_url,
             qr_code: record.qr_code,
         })
+    }
+
+    /// Whether the caller's order is theirs, pending, and totals the amount asked for.
+    async fn check_payable(&self, request: &CreatePayment) -> AppResult<()> {
+        let order = self
+            .orders
+            .clone()
+            .get_order(GetOrderRequest {
+                user_id: request.user_id,
+                order_id: request.order_id,
+            })
+            .await?
+            .into_inner();
+        rules::check_payable(
+            OrderToPay {
+                total_cents: order.total_amount_cents,
+                is_pending: order.status() == OrderStatus::Pending,
+            },
+            request.amount_cents,
+        )
     }
 
     /// The recorded reply of `key`, or `None` when the key is new.
