@@ -75,19 +75,20 @@ impl MockProvider {
             match store.claim_callbacks(16, DELIVERY_LEASE).await {
                 Ok(due) if !due.is_empty() => {
                     let deliveries = due.into_iter().map(|callback| {
-                        let (provider, store) = (self.clone(), store.clone());
+                        let provider = self.clone();
                         async move {
                             let delivery = provider.deliver(&callback).await;
-                            if let Err(error) = store.record_delivery(&callback, &delivery).await
-                            {
-                                // The lease runs out and the callback is posted again.
-                                tracing::warn!(%error, payment_no = %callback.payment_no, "could not record a callback delivery");
-                            }
+                            (callback, delivery)
                         }
                     });
-                    tokio::select! {
-                        _ = futures_util::future::join_all(deliveries) => {}
+                    let delivered = tokio::select! {
+                        delivered = futures_util::future::join_all(deliveries) => delivered,
                         _ = shutdown.wait() => return,
+                    };
+                    // The whole batch is recorded in one statement.
+                    if let Err(error) = store.record_deliveries(&delivered).await {
+                        // The lease runs out and the callbacks are posted again.
+                        tracing::warn!(%error, callbacks = delivered.len(), "could not record callback deliveries");
                     }
                     continue;
                 }

@@ -291,29 +291,41 @@ impl PaymentStore {
         .await?)
     }
 
-    /// Records how a delivery attempt of `payment_no` ended.
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_delivery"))]
-    pub async fn record_delivery(
-        &self,
-        callback: &DueCallback,
-        delivery: &Delivery,
-    ) -> AppResult<()> {
-        let (state, error, after) = match delivery {
-            Delivery::Delivered => ("delivered", "", 0.0),
-            Delivery::Refused(error) => ("refused", error.as_str(), 0.0),
-            Delivery::Retry { error, after } => ("pending", error.as_str(), after.as_secs_f64()),
-            Delivery::GivenUp(error) => ("given_up", error.as_str(), 0.0),
-        };
+    /// Records how each delivery attempt of a batch ended, in one statement.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_deliveries"))]
+    pub async fn record_deliveries(&self, deliveries: &[(DueCallback, Delivery)]) -> AppResult<()> {
+        let mut payment_nos = Vec::with_capacity(deliveries.len());
+        let mut kinds = Vec::with_capacity(deliveries.len());
+        let mut states = Vec::with_capacity(deliveries.len());
+        let mut errors = Vec::with_capacity(deliveries.len());
+        let mut afters = Vec::with_capacity(deliveries.len());
+        for (callback, delivery) in deliveries {
+            let (state, error, after) = match delivery {
+                Delivery::Delivered => ("delivered", "", 0.0),
+                Delivery::Refused(error) => ("refused", error.as_str(), 0.0),
+                Delivery::Retry { error, after } => {
+                    ("pending", error.as_str(), after.as_secs_f64())
+                }
+                Delivery::GivenUp(error) => ("given_up", error.as_str(), 0.0),
+            };
+            payment_nos.push(callback.payment_no.as_str());
+            kinds.push(callback.kind.as_str());
+            states.push(state);
+            errors.push(error);
+            afters.push(after);
+        }
         sqlx::query(
-            "UPDATE mock_callbacks SET state = $2, last_error = $3, \
-             due_at = now() + make_interval(secs => $4), updated_at = now() \
-             WHERE payment_no = $1 AND kind = $5 AND state = 'pending'",
+            "UPDATE mock_callbacks AS m SET state = d.state, last_error = d.error, \
+             due_at = now() + make_interval(secs => d.after), updated_at = now() \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[]) \
+               AS d (payment_no, kind, state, error, after) \
+             WHERE m.payment_no = d.payment_no AND m.kind = d.kind AND m.state = 'pending'",
         )
-        .bind(&callback.payment_no)
-        .bind(state)
-        .bind(error)
-        .bind(after)
-        .bind(&callback.kind)
+        .bind(&payment_nos)
+        .bind(&kinds)
+        .bind(&states)
+        .bind(&errors)
+        .bind(&afters)
         .execute(&self.pool)
         .await?;
         Ok(())
