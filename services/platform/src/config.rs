@@ -416,14 +416,17 @@ impl KafkaArgs {
                 .set("sasl.mechanism", self.kafka_sasl_mechanism.as_str())
                 .set("sasl.username", username)
                 .set("sasl.password", password);
-        } else if self.kafka_sasl_username.is_some() || self.kafka_sasl_password.is_some() {
+        } else if [&self.kafka_sasl_username, &self.kafka_sasl_password]
+            .iter()
+            .any(|value| value.as_deref().is_some_and(|value| !value.is_empty()))
+        {
             return Err(format!(
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are used only when \
                  KAFKA_SECURITY_PROTOCOL is sasl_plaintext or sasl_ssl, not {}",
                 protocol.as_str()
             ));
         }
-        match &self.kafka_ca_file {
+        match self.kafka_ca_file.as_deref().filter(|ca| !ca.is_empty()) {
             Some(ca) if protocol.uses_tls() => {
                 config.set("ssl.ca.location", ca);
             }

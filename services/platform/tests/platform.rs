@@ -1179,6 +1179,11 @@ fn kafka_security_settings_that_contradict_each_other_are_named() {
     plain.kafka_ca_file = Some("/etc/ca.crt".into());
     let error = plain.client_config().unwrap_err();
     assert!(error.contains("KAFKA_CA_FILE"), "{error}");
+    // Empty variables (a template that leaves them blank) are as good as unset.
+    let mut blank = KafkaArgs::new("localhost:9092", "");
+    blank.kafka_sasl_username = Some(String::new());
+    blank.kafka_ca_file = Some(String::new());
+    blank.client_config().expect("blank settings are unset");
     let mut plain = KafkaArgs::new("localhost:9092", "");
     plain.kafka_sasl_password = Some("x".into());
     let error = plain.client_config().unwrap_err();
