@@ -97,6 +97,10 @@ where
     }
 }
 
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
 /// Serves `service` on `listener` until `shutdown` triggers, then drains.
 pub async fn serve<S>(
     service: S,
@@ -117,16 +121,24 @@ where
     health
         .set_service_status(S::NAME, ServingStatus::Serving)
         .await;
-    // Reflection tells anyone who asks every method of every service: only when asked for.
-    let reflection = if args.grpc_reflection {
-        Some(
+    // Reflection tells anyone who asks every method of this service: only when asked for. It
+    // describes this server alone (its service, health, reflection), in both versions of the
+    // protocol: v1, and v1alpha for older grpcurl and Postman.
+    let (reflection, reflection_v1alpha) = if args.grpc_reflection {
+        let described = |reflection: &str| {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .build_v1()?,
+                .with_service_name(S::NAME)
+                .with_service_name(HEALTH_SERVICE)
+                .with_service_name(reflection)
+        };
+        (
+            Some(described(REFLECTION_V1).build_v1()?),
+            Some(described(REFLECTION_V1ALPHA).build_v1alpha()?),
         )
     } else {
-        None
+        (None, None)
     };
 
     let drain = async move {
@@ -152,6 +164,7 @@ where
         .layer(auth.require())
         .add_service(health_service)
         .add_optional_service(reflection)
+        .add_optional_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), drain)
         .await?;

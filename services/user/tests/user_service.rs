@@ -667,7 +667,9 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    // The server describes itself alone: a grpcurl at the user service's port sees no
+    // OrderService it would get UNIMPLEMENTED from.
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -681,19 +683,53 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("reflection did not list services");
     };
-    let names: Vec<String> = list
+    let mut names: Vec<String> = list
         .service
         .into_iter()
         .map(|service| service.name)
         .collect();
-    assert!(
-        names.contains(&"letsgo.user.v1.UserService".to_owned()),
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "letsgo.user.v1.UserService"
+        ],
         "{names:?}"
     );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_owned()),
-        "{names:?}"
-    );
+
+    // The older protocol (grpcurl before 1.9, Postman) gets the same answer.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = reflection
+            .server_reflection_info(futures_util::stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("v1alpha reflection did not list services");
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+                "letsgo.user.v1.UserService"
+            ]
+        );
+    }
     service.stop().await;
 }
 
