@@ -251,6 +251,8 @@ fn postgres_container(
             false,
         ),
         env_value("BACKUP_DIR", BACKUP_DIR),
+        // Which databases to dump or restore: the services' own, from the shop's facts.
+        env_value("DATABASES", &letsgo_facts::DATABASES.join(" ")),
     ];
     env.extend(extra_env);
     script_container(name, image, script, env)

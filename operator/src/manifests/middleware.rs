@@ -26,7 +26,7 @@ use super::{CREDENTIALS_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{DiscoveryMode, ManagedMiddleware, MiddlewareSource};
 
 /// The databases of the services that own one; created at PostgreSQL's first start.
-pub const DATABASES: [&str; 4] = ["user", "product", "order", "payment"];
+pub use letsgo_facts::DATABASES;
 
 /// A KRaft cluster id (16 bytes, base64url); every managed Kafka is a cluster of its own.
 const KAFKA_CLUSTER_ID: &str = "bGV0c2dvLWthZmthLTAxIQ";

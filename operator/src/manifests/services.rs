@@ -35,6 +35,7 @@ use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{
     Autoscaling, DiscoveryMode, ExternalMiddleware, MiddlewareSource, Resources, ServiceSizing,
 };
+use letsgo_facts::Component;
 
 /// The six deployables, in the order they are applied (callees before callers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,35 +58,30 @@ impl ServiceKind {
         ServiceKind::Gateway,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// What the shop's facts (names, ports, databases) call this component.
+    pub const fn component(self) -> Component {
         match self {
-            ServiceKind::User => "user",
-            ServiceKind::Product => "product",
-            ServiceKind::Cart => "cart",
-            ServiceKind::Order => "order",
-            ServiceKind::Payment => "payment",
-            ServiceKind::Gateway => "gateway",
+            ServiceKind::User => Component::User,
+            ServiceKind::Product => Component::Product,
+            ServiceKind::Cart => Component::Cart,
+            ServiceKind::Order => Component::Order,
+            ServiceKind::Payment => Component::Payment,
+            ServiceKind::Gateway => Component::Gateway,
         }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.component().as_str()
     }
 
     /// gRPC port of a service, HTTP port of the gateway (the binaries' defaults).
     pub fn serving_port(self) -> i32 {
-        match self {
-            ServiceKind::User => 9001,
-            ServiceKind::Product => 9002,
-            ServiceKind::Cart => 9003,
-            ServiceKind::Order => 9004,
-            ServiceKind::Payment => 9005,
-            ServiceKind::Gateway => 8888,
-        }
+        i32::from(self.component().serving_port())
     }
 
     /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
     pub fn admin_port(self) -> i32 {
-        match self {
-            ServiceKind::Gateway => 9100,
-            other => other.serving_port() + 100,
-        }
+        i32::from(self.component().admin_port())
     }
 
     fn serving_port_name(self) -> &'static str {
@@ -96,10 +92,7 @@ impl ServiceKind {
     }
 
     pub(super) fn uses_database(self) -> bool {
-        matches!(
-            self,
-            ServiceKind::User | ServiceKind::Product | ServiceKind::Order | ServiceKind::Payment
-        )
+        self.component().database().is_some()
     }
 
     /// The gateway listens there for the product service's change announcements (its product

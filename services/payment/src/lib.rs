@@ -130,7 +130,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
 
 /// The service's database, its schema up to date.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
-    Ok(db::open(&config.database, "payment", sqlx::migrate!("./migrations")).await?)
+    Ok(db::open(
+        &config.database,
+        letsgo_platform::discovery::ServiceName::Payment,
+        sqlx::migrate!("./migrations"),
+    )
+    .await?)
 }
 
 /// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.

@@ -17,14 +17,18 @@ pub fn platform_migrator() -> Migrator {
     migrator
 }
 
-/// A service's database, ready to use: connected with the service's settings (database
-/// `name` unless DATABASE_URL names one), created when missing, its schema brought up to
-/// date. Errors name the setting or step that failed.
+/// A service's database, ready to use: connected with the service's settings (the database
+/// the shop's facts give the service, unless DATABASE_URL names one), created when missing,
+/// its schema brought up to date. Errors name the setting or step that failed.
 pub async fn open(
     args: &crate::config::DatabaseArgs,
-    name: &str,
+    service: crate::discovery::ServiceName,
     service_migrator: Migrator,
 ) -> Result<PgPool, String> {
+    let name = service
+        .component()
+        .database()
+        .ok_or_else(|| format!("the {} service owns no database", service.as_str()))?;
     let pool = connect(&args.url(name), args.db_max_connections)
         .await
         .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;

@@ -40,19 +40,8 @@ use crate::telemetry::Metrics;
 use crate::traces;
 use tracing::Instrument;
 
-/// Every event type of the shop, which is also its topic (before the prefix): one home for the
-/// names producers and consumers agree on.
-pub mod topics {
-    pub const USER_REGISTERED: &str = "user.registered";
-    pub const ORDER_CREATED: &str = "order.created";
-    pub const ORDER_CANCELLED: &str = "order.cancelled";
-    pub const ORDER_PAID: &str = "order.paid";
-    pub const ORDER_SHIPPED: &str = "order.shipped";
-    pub const ORDER_COMPLETED: &str = "order.completed";
-    pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
-    pub const PAYMENT_FAILED: &str = "payment.failed";
-    pub const PAYMENT_REFUNDED: &str = "payment.refunded";
-}
+/// Every event type of the shop, which is also its topic (before the prefix).
+pub use letsgo_facts::topics;
 
 /// The envelope every event travels in. `type` is also the topic name (before the prefix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

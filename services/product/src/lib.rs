@@ -23,7 +23,12 @@ pub use letsgo_platform::BoxError;
 
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = db::open(&config.database, "product", sqlx::migrate!("./migrations")).await?;
+    let pool = db::open(
+        &config.database,
+        letsgo_platform::discovery::ServiceName::Product,
+        sqlx::migrate!("./migrations"),
+    )
+    .await?;
     if config.demo_catalogue {
         let added = demo::load_if_empty(&pool).await?;
         if added > 0 {

@@ -99,7 +99,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
 
 /// The service's database, its schema up to date.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
-    Ok(db::open(&config.database, "user", sqlx::migrate!("./migrations")).await?)
+    Ok(db::open(
+        &config.database,
+        letsgo_platform::discovery::ServiceName::User,
+        sqlx::migrate!("./migrations"),
+    )
+    .await?)
 }
 
 /// Runs one command-line job (`grant-admin`, `revoke-admin`, `list-admins`, `set-password`)

@@ -46,30 +46,29 @@ impl ServiceName {
         ServiceName::Payment,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The component the shop's facts know this service as.
+    pub const fn component(self) -> letsgo_facts::Component {
         match self {
-            ServiceName::User => "user",
-            ServiceName::Product => "product",
-            ServiceName::Cart => "cart",
-            ServiceName::Order => "order",
-            ServiceName::Payment => "payment",
+            ServiceName::User => letsgo_facts::Component::User,
+            ServiceName::Product => letsgo_facts::Component::Product,
+            ServiceName::Cart => letsgo_facts::Component::Cart,
+            ServiceName::Order => letsgo_facts::Component::Order,
+            ServiceName::Payment => letsgo_facts::Component::Payment,
         }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.component().as_str()
     }
 
     /// The port the design assigns to the service's gRPC server.
-    pub fn default_port(self) -> u16 {
-        match self {
-            ServiceName::User => 9001,
-            ServiceName::Product => 9002,
-            ServiceName::Cart => 9003,
-            ServiceName::Order => 9004,
-            ServiceName::Payment => 9005,
-        }
+    pub const fn default_port(self) -> u16 {
+        self.component().serving_port()
     }
 
     /// The port of the service's admin listener (`/metrics`, `/healthz`, `/readyz`).
-    pub fn default_admin_port(self) -> u16 {
-        self.default_port() + 100
+    pub const fn default_admin_port(self) -> u16 {
+        self.component().admin_port()
     }
 
     /// The default listeners: gRPC on the service's port, admin on its admin port, every
@@ -84,7 +83,7 @@ impl ServiceName {
 
     /// The service's binary, as logs and errors name it.
     pub fn binary(self) -> String {
-        format!("letsgo-{}", self.as_str())
+        self.component().binary()
     }
 }
 

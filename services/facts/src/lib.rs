@@ -1,0 +1,120 @@
+//! The shop's fixed facts: what each component is called, which ports it listens on, which
+//! database it owns, and the event topics. The services (through letsgo-platform) and the
+//! operator read them here, so they cannot drift apart. No dependencies: anything may use it.
+
+/// A part of the shop the operator runs as a Deployment: the five services and the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Component {
+    User,
+    Product,
+    Cart,
+    Order,
+    Payment,
+    Gateway,
+}
+
+impl Component {
+    pub const ALL: [Component; 6] = [
+        Component::User,
+        Component::Product,
+        Component::Cart,
+        Component::Order,
+        Component::Payment,
+        Component::Gateway,
+    ];
+
+    /// The gRPC services, without the gateway.
+    pub const SERVICES: [Component; 5] = [
+        Component::User,
+        Component::Product,
+        Component::Cart,
+        Component::Order,
+        Component::Payment,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Component::User => "user",
+            Component::Product => "product",
+            Component::Cart => "cart",
+            Component::Order => "order",
+            Component::Payment => "payment",
+            Component::Gateway => "gateway",
+        }
+    }
+
+    /// The gRPC port of a service, the HTTP port of the gateway.
+    pub const fn serving_port(self) -> u16 {
+        match self {
+            Component::User => 9001,
+            Component::Product => 9002,
+            Component::Cart => 9003,
+            Component::Order => 9004,
+            Component::Payment => 9005,
+            Component::Gateway => 8888,
+        }
+    }
+
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub const fn admin_port(self) -> u16 {
+        match self {
+            Component::Gateway => 9100,
+            other => other.serving_port() + 100,
+        }
+    }
+
+    /// The PostgreSQL database the component owns, if it has one.
+    pub const fn database(self) -> Option<&'static str> {
+        match self {
+            Component::User => Some("user"),
+            Component::Product => Some("product"),
+            Component::Order => Some("order"),
+            Component::Payment => Some("payment"),
+            Component::Cart | Component::Gateway => None,
+        }
+    }
+
+    /// The binary, as logs, errors and images name it.
+    pub fn binary(self) -> String {
+        format!("letsgo-{}", self.as_str())
+    }
+}
+
+/// Every database of the shop, one per service that has one.
+pub const DATABASES: [&str; 4] = ["user", "product", "order", "payment"];
+
+/// Every event type of the shop, which is also its topic (before the prefix): one home for the
+/// names producers and consumers agree on.
+pub mod topics {
+    pub const USER_REGISTERED: &str = "user.registered";
+    pub const ORDER_CREATED: &str = "order.created";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    pub const ORDER_PAID: &str = "order.paid";
+    pub const ORDER_SHIPPED: &str = "order.shipped";
+    pub const ORDER_COMPLETED: &str = "order.completed";
+    pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+    pub const PAYMENT_FAILED: &str = "payment.failed";
+    pub const PAYMENT_REFUNDED: &str = "payment.refunded";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_databases_are_those_of_the_components_that_own_one() {
+        let owned: Vec<&str> = Component::ALL.iter().filter_map(|c| c.database()).collect();
+        assert_eq!(owned, DATABASES);
+    }
+
+    #[test]
+    fn every_component_has_ports_of_its_own() {
+        let mut ports: Vec<u16> = Component::ALL
+            .iter()
+            .flat_map(|c| [c.serving_port(), c.admin_port()])
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 2 * Component::ALL.len());
+    }
+}
