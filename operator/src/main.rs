@@ -41,18 +41,27 @@ struct Config {
     #[arg(long = "namespace", env = "WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
     /// Log format: `json` (one object per line) or `text`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    log_format: String,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
     /// Log filter in tracing's env-filter syntax.
     #[arg(long = "log-level", env = "RUST_LOG", default_value = "info")]
     log_filter: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines (for a terminal).
+    Text,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
     let traces = letsgo_traces::init(
-        config.log_format != "text",
+        config.log_format == LogFormat::Json,
         &config.log_filter,
         "letsgo-operator",
     );

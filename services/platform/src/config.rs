@@ -24,12 +24,45 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("expected whole seconds, got {text:?}"))
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines (for a terminal).
+    Text,
+}
+
+/// PostgreSQL's `sslmode`, as libpq names its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 /// Logs and the admin listener (`/metrics`, `/healthz`, `/readyz`).
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
     /// Log format: `json` (one object per line) or `text`.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
     /// Log filter in tracing's env-filter syntax.
     #[arg(
         long = "log-level",
@@ -86,10 +119,10 @@ pub struct DatabaseArgs {
         long = "db-sslmode",
         env = "DB_SSLMODE",
         value_name = "DB_SSLMODE",
-        default_value = "prefer",
-        value_parser = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+        value_enum,
+        default_value_t = SslMode::Prefer
     )]
-    pub db_sslmode: String,
+    pub db_sslmode: SslMode,
     /// PEM file of the CA that signed the server's certificate (for `verify-ca`/`verify-full`).
     #[arg(
         long = "db-sslrootcert",
@@ -130,7 +163,8 @@ impl DatabaseArgs {
         };
         let mut url = format!(
             "postgres://{auth}@{host}:{}/{name}?sslmode={}",
-            self.db_port, self.db_sslmode
+            self.db_port,
+            self.db_sslmode.as_str()
         );
         if let Some(root) = &self.db_sslrootcert {
             url.push_str(&format!("&sslrootcert={}", encode(root)));

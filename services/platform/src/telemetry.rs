@@ -35,7 +35,11 @@ use crate::traces::TraceExport;
 /// [`crate::traces`]; `service` names the process there unless `OTEL_SERVICE_NAME` does). Call
 /// once, first thing in `main`, inside the runtime; shut the answer down last.
 pub fn init_logging(args: &TelemetryArgs, service: &str) -> TraceExport {
-    letsgo_traces::init(args.log_format == "json", &args.log_filter, service)
+    letsgo_traces::init(
+        args.log_format == crate::config::LogFormat::Json,
+        &args.log_filter,
+        service,
+    )
 }
 
 /// Logging for a one-off command (e.g. `letsgo-user grant-admin`): warnings and errors on

@@ -93,8 +93,8 @@ pub struct DiscoveryArgs {
     #[command(flatten)]
     pub internal_auth: crate::internal_auth::InternalAuthArgs,
     /// `auto`, `kubernetes`, `etcd` or `static`.
-    #[arg(long = "discovery", env = "DISCOVERY", value_name = "DISCOVERY", default_value = "auto", value_parser = ["auto", "kubernetes", "etcd", "static"])]
-    pub discovery: String,
+    #[arg(long = "discovery", env = "DISCOVERY", value_name = "DISCOVERY", value_enum, default_value_t = DiscoveryChoice::Auto)]
+    pub discovery: DiscoveryChoice,
     /// etcd endpoints, comma-separated (`127.0.0.1:2379`).
     #[arg(long = "etcd-hosts", env = "ETCD_HOSTS", value_name = "ETCD_HOSTS")]
     pub etcd_hosts: Option<String>,
@@ -179,6 +179,16 @@ pub struct DiscoveryArgs {
     pub call_timeout: Duration,
 }
 
+/// What `DISCOVERY` asks for: a source, or `auto` (Kubernetes DNS inside a cluster, etcd when
+/// ETCD_HOSTS is set, static addresses otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoveryChoice {
+    Auto,
+    Kubernetes,
+    Etcd,
+    Static,
+}
+
 /// The source in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -208,13 +218,15 @@ impl DiscoveryArgs {
 
     /// The mode `auto` resolves to here.
     pub fn mode(&self) -> Mode {
-        match self.discovery.as_str() {
-            "kubernetes" => Mode::Kubernetes,
-            "etcd" => Mode::Etcd,
-            "static" => Mode::Static,
-            _ if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => Mode::Kubernetes,
-            _ if self.etcd_hosts.is_some() => Mode::Etcd,
-            _ => Mode::Static,
+        match self.discovery {
+            DiscoveryChoice::Kubernetes => Mode::Kubernetes,
+            DiscoveryChoice::Etcd => Mode::Etcd,
+            DiscoveryChoice::Static => Mode::Static,
+            DiscoveryChoice::Auto if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                Mode::Kubernetes
+            }
+            DiscoveryChoice::Auto if self.etcd_hosts.is_some() => Mode::Etcd,
+            DiscoveryChoice::Auto => Mode::Static,
         }
     }
 
