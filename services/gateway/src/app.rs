@@ -9,7 +9,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use letsgo_platform::auth::TokenKeys;
 use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::discovery::{Discovery, ServiceName};
@@ -31,7 +31,7 @@ use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use crate::client_address::{self, TrustedProxies};
 use crate::product_cache::ProductDetailCache;
 use crate::rate_limit::{self, ClientRateLimit};
-use crate::routes::{admin, cart, order, payment, product, system, user};
+use crate::routes::cart;
 use crate::sign_in_throttle::SignInThrottle;
 use crate::{auth, openapi};
 
@@ -127,42 +127,11 @@ impl Shared {
 
 /// The gateway's router, with its middleware.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/health", get(system::health))
-        .route("/api/openapi.json", get(system::openapi))
-        .route("/api/v1/user/register", post(user::register))
-        .route("/api/v1/user/login", post(user::login))
-        .route(
-            "/api/v1/user/profile",
-            get(user::get_profile).put(user::update_profile),
-        )
-        .route("/api/v1/product/list", get(product::list))
-        .route("/api/v1/product/detail/{id}", get(product::detail))
-        .route("/api/v1/product/search", get(product::search))
-        .route("/api/v1/product/add", post(product::add))
-        .route("/api/v1/product/update", put(product::update))
-        .route("/api/v1/product/stock", put(product::change_stock))
-        .route("/api/v1/product/unlist", put(product::unlist))
-        .route("/api/v1/product/review", post(product::review))
-        .route("/api/v1/product/reviews/{id}", get(product::reviews))
-        // The original's path has the trailing slash; the bare one is a courtesy.
-        .route("/api/v1/cart/", get(cart::get))
+    // The API's routes come with their OpenAPI entries (openapi::routes); the only route not
+    // documented is the cart's bare path, a courtesy beside the original's trailing slash.
+    let (documented, _) = crate::openapi::routes().split_for_parts();
+    let api = documented
         .route("/api/v1/cart", get(cart::get))
-        .route("/api/v1/cart/add", post(cart::add))
-        .route("/api/v1/cart/update", put(cart::update))
-        .route("/api/v1/cart/remove/{item_id}", delete(cart::remove))
-        .route("/api/v1/cart/clear", delete(cart::clear))
-        .route("/api/v1/order/create", post(order::create))
-        .route("/api/v1/order/list", get(order::list))
-        .route("/api/v1/order/detail/{id}", get(order::detail))
-        .route("/api/v1/order/cancel/{id}", put(order::cancel))
-        .route("/api/v1/order/confirm/{id}", put(order::confirm))
-        .route("/api/v1/admin/orders", get(admin::orders))
-        .route("/api/v1/admin/orders/{id}/ship", put(admin::ship))
-        .route("/api/v1/admin/products", get(admin::products))
-        .route("/api/v1/payment/create", post(payment::create))
-        .route("/api/v1/payment/query/{order_id}", get(payment::query))
-        .route(crate::rate_limit::CALLBACK_PATH, post(payment::callback))
         .merge(crate::storefront::routes())
         .fallback(|| async { AppError::of(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { AppError::of(ErrorCode::MethodNotAllowed) });

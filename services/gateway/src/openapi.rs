@@ -1,9 +1,13 @@
-//! The OpenAPI document served at `/api/openapi.json`, built from the handlers' annotations so
-//! it cannot drift from the routes.
+//! The documented routes and the OpenAPI document served at `/api/openapi.json`: each route is
+//! written once, as its handler's `#[utoipa::path]`, which gives both the router its path and
+//! method and the document its entry, so the two cannot drift apart.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::app::AppState;
 use crate::routes::{admin, cart, order, payment, product, system, user};
 
 #[derive(OpenApi)]
@@ -11,39 +15,6 @@ use crate::routes::{admin, cart, order, payment, product, system, user};
     info(
         title = "letsgo",
         description = "The letsgo shop API: the original letsGO gateway's contract. Every answer is the envelope {code, msg, data}; errors carry data null, an error code and the HTTP status beside it."
-    ),
-    paths(
-        system::health,
-        system::openapi,
-        user::register,
-        user::login,
-        user::get_profile,
-        user::update_profile,
-        product::list,
-        product::detail,
-        product::search,
-        product::add,
-        product::update,
-        product::change_stock,
-        product::unlist,
-        product::review,
-        product::reviews,
-        cart::get,
-        cart::add,
-        cart::update,
-        cart::remove,
-        cart::clear,
-        order::create,
-        order::list,
-        order::detail,
-        order::cancel,
-        order::confirm,
-        admin::orders,
-        admin::ship,
-        admin::products,
-        payment::create,
-        payment::query,
-        payment::callback,
     ),
     modifiers(&BearerToken),
     tags(
@@ -75,7 +46,43 @@ impl Modify for BearerToken {
     }
 }
 
+/// Every documented route, with its handler. Routes sharing a path share a `routes!`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::health))
+        .routes(routes!(system::openapi))
+        .routes(routes!(user::register))
+        .routes(routes!(user::login))
+        .routes(routes!(user::get_profile, user::update_profile))
+        .routes(routes!(product::list))
+        .routes(routes!(product::detail))
+        .routes(routes!(product::search))
+        .routes(routes!(product::add))
+        .routes(routes!(product::update))
+        .routes(routes!(product::change_stock))
+        .routes(routes!(product::unlist))
+        .routes(routes!(product::review))
+        .routes(routes!(product::reviews))
+        .routes(routes!(cart::get))
+        .routes(routes!(cart::add))
+        .routes(routes!(cart::update))
+        .routes(routes!(cart::remove))
+        .routes(routes!(cart::clear))
+        .routes(routes!(order::create))
+        .routes(routes!(order::list))
+        .routes(routes!(order::detail))
+        .routes(routes!(order::cancel))
+        .routes(routes!(order::confirm))
+        .routes(routes!(admin::orders))
+        .routes(routes!(admin::ship))
+        .routes(routes!(admin::products))
+        .routes(routes!(payment::create))
+        .routes(routes!(payment::query))
+        .routes(routes!(payment::callback))
+}
+
 /// The document as JSON.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+    let (_, document) = routes().split_for_parts();
+    serde_json::to_value(document).expect("the OpenAPI document serialises")
 }
