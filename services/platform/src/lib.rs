@@ -28,6 +28,7 @@ pub mod errors;
 pub mod events;
 pub mod grpc;
 pub mod internal_auth;
+pub mod memory;
 pub mod money;
 pub mod proto;
 pub mod shutdown;
