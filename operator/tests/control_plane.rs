@@ -1114,6 +1114,66 @@ fn the_postgres_credentials_script_reopens_data_made_under_another_password() {
 }
 
 /// A Store with backups gets the scripts, a volume and a CronJob the API server accepts.
+/// The chart's `tracing.otlpEndpoint` reaches the operator as OTEL_EXPORTER_OTLP_ENDPOINT
+/// (the chart test checks that); here the operator so configured sends each reconcile as a
+/// trace: a `reconcile Store` span naming the Store, the objects it applied as its children.
+#[test]
+fn the_operator_sends_each_reconcile_as_a_trace() {
+    use letsgo_traces::receiver::Receiver;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (receiver, collector) = runtime.block_on(Receiver::start());
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "traced");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let endpoint = format!("http://{collector}");
+    let operator = Operator::start_with_env(
+        &rbac,
+        ns,
+        "operator-a",
+        4,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let example = repo().join("examples/store.yaml");
+    kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
+    // Spans go out in batches (every few seconds): wait for a reconcile with its children.
+    let (reconcile, children) = wait_for(
+        "a reconcile trace with the objects it applied",
+        WAIT,
+        || {
+            let spans = receiver.spans();
+            spans
+                .iter()
+                .filter(|span| span.name == "reconcile Store")
+                .find_map(|reconcile| {
+                    let children: Vec<_> = spans
+                        .iter()
+                        .filter(|span| {
+                            span.trace_id == reconcile.trace_id
+                                && span.parent_span_id == reconcile.span_id
+                        })
+                        .cloned()
+                        .collect();
+                    (!children.is_empty()).then(|| (reconcile.clone(), children))
+                })
+        },
+        || format!("{:?}\n{}", receiver.spans(), operator.log()),
+    );
+    assert_eq!(reconcile.attribute("store"), "shop", "{reconcile:?}");
+    assert_eq!(reconcile.attribute("namespace"), ns, "{reconcile:?}");
+    assert!(
+        children.iter().any(|span| span.name == "apply ConfigMap"),
+        "{children:?}"
+    );
+    assert!(
+        children.iter().all(|span| span.name.starts_with("apply ")),
+        "{children:?}"
+    );
+    drop(operator);
+    drop(runtime);
+}
+
 #[test]
 fn a_store_with_backups_gets_its_cron_job_volume_and_scripts() {
     let scene = Scene::start("backup");
@@ -1622,6 +1682,17 @@ impl Operator {
         identity: &str,
         lease_secs: u32,
     ) -> Operator {
+        Operator::start_with_env(rbac, namespace, identity, lease_secs, &[])
+    }
+
+    /// Started with `extra` in its environment too.
+    fn start_with_env(
+        rbac: &ChartRbac,
+        namespace: &str,
+        identity: &str,
+        lease_secs: u32,
+        extra: &[(&str, &str)],
+    ) -> Operator {
         let metrics = free_port();
         let log = std::env::temp_dir().join(format!("{namespace}-{identity}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -1637,6 +1708,7 @@ impl Operator {
             .env("METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
             .env("LOG_FORMAT", "text")
             .env("RUST_LOG", "info,kube=warn")
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

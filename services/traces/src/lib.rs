@@ -20,6 +20,9 @@
 //! consumer groups, storage operations and Redis command names; no SQL text, bind values, keys,
 //! tokens or bodies.
 
+#[cfg(feature = "receiver")]
+pub mod receiver;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};

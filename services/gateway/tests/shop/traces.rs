@@ -6,22 +6,12 @@
 //! runtime, where every service of the shop runs, so the other tests of the binary (and the
 //! process-wide subscriber one of them installs) are untouched.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use letsgo_platform::traces::{self, OtlpSettings};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
+use letsgo_traces::receiver::{ReceivedSpan, Receiver};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::{Shop, wait_until_paid};
@@ -32,96 +22,6 @@ const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
 const SPAN_KIND_SERVER: i32 = 2;
 const SPAN_KIND_CONSUMER: i32 = 5;
-
-#[derive(Debug, Clone)]
-struct ReceivedSpan {
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-    name: String,
-    kind: i32,
-    attributes: HashMap<String, String>,
-}
-
-impl ReceivedSpan {
-    fn attribute(&self, key: &str) -> &str {
-        self.attributes.get(key).map_or("", String::as_str)
-    }
-}
-
-/// An OTLP/gRPC collector that keeps every span it is sent.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<ReceivedSpan>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut kept = self.0.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
-                for span in scope.spans {
-                    let attributes = span
-                        .attributes
-                        .into_iter()
-                        .map(|attribute| {
-                            let value = match attribute.value.and_then(|value| value.value) {
-                                Some(OtlpValue::StringValue(text)) => text,
-                                Some(OtlpValue::IntValue(number)) => number.to_string(),
-                                Some(OtlpValue::BoolValue(flag)) => flag.to_string(),
-                                Some(OtlpValue::DoubleValue(number)) => number.to_string(),
-                                other => format!("{other:?}"),
-                            };
-                            (attribute.key, value)
-                        })
-                        .collect();
-                    kept.push(ReceivedSpan {
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: hex(&span.parent_span_id),
-                        name: span.name,
-                        kind: span.kind,
-                        attributes,
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-impl Receiver {
-    async fn start() -> (Receiver, SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let receiver = Receiver::default();
-        let service = TraceServiceServer::new(receiver.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
-        (receiver, addr)
-    }
-
-    fn of_trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|span| span.trace_id == trace_id)
-            .cloned()
-            .collect()
-    }
-}
 
 /// Spans whose parent is neither the client's span nor another span of the trace.
 fn orphans(spans: &[ReceivedSpan]) -> Vec<&ReceivedSpan> {
