@@ -59,7 +59,7 @@ impl MiddlewareKind {
         }
     }
 
-    pub(super) fn port(self) -> i32 {
+    pub(super) fn port(self) -> u16 {
         match self {
             MiddlewareKind::Postgres => 5432,
             MiddlewareKind::Redis => 6379,
@@ -347,7 +347,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             ]);
             let ready = Probe {
                 tcp_socket: Some(TCPSocketAction {
-                    port: IntOrString::Int(kind.port()),
+                    port: IntOrString::Int(i32::from(kind.port())),
                     host: None,
                 }),
                 period_seconds: Some(5),
@@ -381,7 +381,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             let ready = Probe {
                 http_get: Some(HTTPGetAction {
                     path: Some("/health".into()),
-                    port: IntOrString::Int(kind.port()),
+                    port: IntOrString::Int(i32::from(kind.port())),
                     ..HTTPGetAction::default()
                 }),
                 period_seconds: Some(5),

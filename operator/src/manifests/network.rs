@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::middleware::MiddlewareKind;
-use super::services::ServiceKind;
+use super::services::{Deployable, ServiceKind};
 use super::{Child, STORE_LABEL, StoreRef, selector_labels};
 
 const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
@@ -98,11 +98,11 @@ fn policy(store: &StoreRef<'_>, component: &str, ingress: Vec<NetworkPolicyIngre
 }
 
 /// Traffic to `port`, from `from` (anyone when `None`).
-fn rule(from: Option<NetworkPolicyPeer>, port: i32) -> NetworkPolicyIngressRule {
+fn rule(from: Option<NetworkPolicyPeer>, port: u16) -> NetworkPolicyIngressRule {
     NetworkPolicyIngressRule {
         from: from.map(|peer| vec![peer]),
         ports: Some(vec![NetworkPolicyPort {
-            port: Some(IntOrString::Int(port)),
+            port: Some(IntOrString::Int(i32::from(port))),
             protocol: Some("TCP".to_owned()),
             ..NetworkPolicyPort::default()
         }]),

@@ -35,55 +35,26 @@ use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{
     Autoscaling, DiscoveryMode, ExternalMiddleware, MiddlewareSource, Resources, ServiceSizing,
 };
-use letsgo_facts::Component;
 
-/// The six deployables, in the order they are applied (callees before callers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ServiceKind {
-    User,
-    Product,
-    Cart,
-    Order,
-    Payment,
-    Gateway,
+/// The six deployables, in the order they are applied (callees before callers): the shop's
+/// components as `letsgo_facts` names them, with their ports and databases.
+pub use letsgo_facts::Component as ServiceKind;
+
+/// What the operator needs to know of a component beyond the shop's facts: which middleware
+/// and secrets it gets, and how the Store sizes it.
+pub(crate) trait Deployable: Copy {
+    /// `http` for the gateway, `grpc` for a service: the name of its serving port.
+    fn serving_port_name(self) -> &'static str;
+    fn uses_database(self) -> bool;
+    /// The gateway listens there for the product service's change announcements (its product
+    /// detail cache).
+    fn uses_redis(self) -> bool;
+    fn uses_kafka(self) -> bool;
+    fn signs_tokens(self) -> bool;
+    fn spec(self, store: &StoreRef<'_>) -> ServiceSizing;
 }
 
-impl ServiceKind {
-    pub const ALL: [ServiceKind; 6] = [
-        ServiceKind::User,
-        ServiceKind::Product,
-        ServiceKind::Cart,
-        ServiceKind::Order,
-        ServiceKind::Payment,
-        ServiceKind::Gateway,
-    ];
-
-    /// What the shop's facts (names, ports, databases) call this component.
-    pub const fn component(self) -> Component {
-        match self {
-            ServiceKind::User => Component::User,
-            ServiceKind::Product => Component::Product,
-            ServiceKind::Cart => Component::Cart,
-            ServiceKind::Order => Component::Order,
-            ServiceKind::Payment => Component::Payment,
-            ServiceKind::Gateway => Component::Gateway,
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        self.component().as_str()
-    }
-
-    /// gRPC port of a service, HTTP port of the gateway (the binaries' defaults).
-    pub fn serving_port(self) -> i32 {
-        i32::from(self.component().serving_port())
-    }
-
-    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
-    pub fn admin_port(self) -> i32 {
-        i32::from(self.component().admin_port())
-    }
-
+impl Deployable for ServiceKind {
     fn serving_port_name(self) -> &'static str {
         match self {
             ServiceKind::Gateway => "http",
@@ -91,20 +62,18 @@ impl ServiceKind {
         }
     }
 
-    pub(super) fn uses_database(self) -> bool {
-        self.component().database().is_some()
+    fn uses_database(self) -> bool {
+        self.database().is_some()
     }
 
-    /// The gateway listens there for the product service's change announcements (its product
-    /// detail cache).
-    pub(super) fn uses_redis(self) -> bool {
+    fn uses_redis(self) -> bool {
         matches!(
             self,
             ServiceKind::Product | ServiceKind::Cart | ServiceKind::Gateway
         )
     }
 
-    pub(super) fn uses_kafka(self) -> bool {
+    fn uses_kafka(self) -> bool {
         matches!(
             self,
             ServiceKind::User | ServiceKind::Order | ServiceKind::Payment
@@ -609,30 +578,30 @@ fn disruption_budget(store: &StoreRef<'_>, kind: ServiceKind) -> PodDisruptionBu
     }
 }
 
-pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {
+pub(super) fn container_port(name: &str, port: u16) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_owned()),
-        container_port: port,
+        container_port: i32::from(port),
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }
 }
 
-pub(super) fn service_port(name: &str, port: i32) -> ServicePort {
+pub(super) fn service_port(name: &str, port: u16) -> ServicePort {
     ServicePort {
         name: Some(name.to_owned()),
-        port,
+        port: i32::from(port),
         target_port: Some(IntOrString::String(name.to_owned())),
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     }
 }
 
-fn http_probe(path: &str, port: i32, period_seconds: i32, failure_threshold: i32) -> Probe {
+fn http_probe(path: &str, port: u16, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::Int(port),
+            port: IntOrString::Int(i32::from(port)),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
