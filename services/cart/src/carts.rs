@@ -10,7 +10,7 @@ use letsgo_platform::proto::product::v1::{
 use crate::storage::{AddOutcome, CartStore};
 
 /// Most units of one product in a cart, as the original allows.
-pub const QUANTITY_MAX: i64 = 999;
+pub use letsgo_platform::limits::QUANTITY_MAX;
 
 pub struct PricedLine {
     pub product: Product,
@@ -33,7 +33,9 @@ fn check_quantity(quantity: i64) -> AppResult<()> {
     if (1..=QUANTITY_MAX).contains(&quantity) {
         Ok(())
     } else {
-        Err(AppError::invalid("quantity must be 1 to 999"))
+        Err(AppError::invalid(format!(
+            "quantity must be 1 to {QUANTITY_MAX}"
+        )))
     }
 }
 
@@ -96,7 +98,7 @@ impl Carts {
     }
 
     /// Adds to a line (summing with what is there); the product must exist (3000) and the line
-    /// stay within 999 units (4002), the cart within its line limit (4002).
+    /// stay within QUANTITY_MAX units (4002), the cart within its line limit (4002).
     pub async fn add(&self, user_id: i64, product_id: i64, quantity: i64) -> AppResult<()> {
         check_quantity(quantity)?;
         self.products
@@ -111,7 +113,7 @@ impl Carts {
             AddOutcome::Added { .. } => Ok(()),
             AddOutcome::OverLineLimit => Err(AppError::new(
                 ErrorCode::CartLimit,
-                "a cart line holds at most 999 units",
+                format!("a cart line holds at most {QUANTITY_MAX} units"),
             )),
             AddOutcome::TooManyLines => Err(AppError::new(
                 ErrorCode::CartLimit,

@@ -1,32 +1,19 @@
 //! The cart service over real gRPC, on Redis, against a real product service (its own
 //! PostgreSQL database) for names, prices and existence.
 
-use clap::Parser;
-use letsgo_platform::db::ScratchDatabase;
+use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::proto::cart::v1::{self as pb, cart_service_client::CartServiceClient};
 use letsgo_platform::proto::product::v1::{
     self as product_pb, product_service_client::ProductServiceClient,
 };
-use letsgo_platform::shutdown::Shutdown;
-use letsgo_platform::testing::{channel_when_up, start_on_free_ports};
 use tonic::transport::Channel;
 
-fn server_url() -> String {
-    std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
+/// A product and a cart service, with clients to both.
 struct Shop {
     cart: CartServiceClient<Channel>,
     products: ProductServiceClient<Channel>,
-    redis_prefix: String,
-    shutdown: Shutdown,
-    _database: ScratchDatabase,
+    _shop: letsgo_testkit::Shop,
 }
 
 impl Shop {
@@ -35,58 +22,15 @@ impl Shop {
     }
 
     async fn start_with_max_lines(max_lines: u32) -> Shop {
-        let database = ScratchDatabase::create(&server_url()).await.unwrap();
-        let redis_prefix = format!("test:{}:", database.name());
-        let shutdown = Shutdown::new();
-
-        let product_config = letsgo_product::Config::try_parse_from([
-            "letsgo-product",
-            "--database-url",
-            &database.url,
-            "--redis-url",
-            &redis_url(),
-            "--redis-key-prefix",
-            &redis_prefix,
-            "--log-format",
-            "text",
-            "--discovery",
-            "static",
-        ])
-        .unwrap();
-        let (product_addr, _) = start_on_free_ports(
-            |listeners, shutdown| letsgo_product::run(product_config, listeners, shutdown),
-            &shutdown,
-        )
-        .await;
-
-        let cart_config = letsgo_cart::Config::try_parse_from([
-            "letsgo-cart".to_owned(),
-            "--redis-url".to_owned(),
-            redis_url(),
-            "--redis-key-prefix".to_owned(),
-            redis_prefix.clone(),
-            "--product-rpc".to_owned(),
-            product_addr.to_string(),
-            "--cart-max-lines".to_owned(),
-            max_lines.to_string(),
-            "--log-format".to_owned(),
-            "text".to_owned(),
-            "--discovery".to_owned(),
-            "static".to_owned(),
-        ])
-        .unwrap();
-        let (cart_addr, _) = start_on_free_ports(
-            |listeners, shutdown| letsgo_cart::run(cart_config, listeners, shutdown),
-            &shutdown,
-        )
-        .await;
-
+        let shop = letsgo_testkit::Shop::builder()
+            .product(|_| {})
+            .cart(move |config| config.max_lines = max_lines)
+            .start()
+            .await;
         Shop {
-            cart: CartServiceClient::new(channel_when_up(cart_addr).await),
-            products: ProductServiceClient::new(channel_when_up(product_addr).await),
-            redis_prefix,
-            shutdown,
-            _database: database,
+            cart: CartServiceClient::new(shop.channel(ServiceName::Cart).await),
+            products: ProductServiceClient::new(shop.channel(ServiceName::Product).await),
+            _shop: shop,
         }
     }
 
@@ -128,25 +72,6 @@ impl Shop {
             .await
             .unwrap()
             .into_inner()
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        let prefix = self.redis_prefix.clone();
-        let url = redis_url();
-        let _ = std::thread::spawn(move || {
-            let mut connection = redis::Client::open(url)?.get_connection()?;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query(&mut connection)?;
-            if !keys.is_empty() {
-                redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
-            }
-            Ok::<(), redis::RedisError>(())
-        })
-        .join();
     }
 }
 

@@ -1,5 +1,5 @@
 //! The shop's fixed facts: what each component is called, which ports it listens on, which
-//! database it owns, and the event topics. The services (through letsgo-platform) and the
+//! database it owns, the event topics, and the limits the gateway and the services both apply. The services (through letsgo-platform) and the
 //! operator read them here, so they cannot drift apart. No dependencies: anything may use it.
 
 /// A part of the shop the operator runs as a Deployment: the five services and the gateway.
@@ -117,4 +117,22 @@ mod tests {
         ports.dedup();
         assert_eq!(ports.len(), 2 * Component::ALL.len());
     }
+}
+
+/// Limits the gateway and the services both apply (the gateway first, to refuse early; the
+/// service again, as its own guard): one home, so the two never disagree.
+pub mod limits {
+    /// Units of one product in a cart line or an order line: 1 to this.
+    pub const QUANTITY_MAX: i64 = 999;
+    /// Largest page a list answers; a larger `pageSize` is cut to it.
+    pub const PAGE_SIZE_MAX: i32 = 100;
+    /// Page size of product lists and searches when the client names none.
+    pub const PRODUCT_PAGE_SIZE_DEFAULT: i32 = 20;
+    /// Page size of a buyer's order list when the client names none.
+    pub const ORDER_PAGE_SIZE_DEFAULT: i32 = 10;
+    /// Longest `Idempotency-Key` a client may send (UUIDs and similar fit with room).
+    pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 128;
+    /// Largest payment-provider callback body the shop reads: a real one is a few hundred
+    /// bytes, and each signature check hashes the whole body.
+    pub const CALLBACK_BODY_MAX_BYTES: usize = 4 * 1024;
 }

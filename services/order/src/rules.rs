@@ -3,11 +3,10 @@
 use letsgo_platform::errors::{AppError, AppResult};
 
 pub const LINES_MAX: usize = 50;
-pub const QUANTITY_MAX: i64 = 999;
+pub use letsgo_platform::limits::{PAGE_SIZE_MAX, QUANTITY_MAX};
 pub const ADDRESS_MIN: usize = 10;
 pub const ADDRESS_MAX: usize = 200;
 pub const REMARK_MAX: usize = 500;
-pub const PAGE_SIZE_MAX: i32 = 100;
 pub const CARRIER_MAX: usize = 50;
 pub const TRACKING_NO_MAX: usize = 64;
 pub const KEYWORD_MAX: usize = 100;
@@ -40,13 +39,17 @@ pub fn check_lines(lines: &[(i64, i64)]) -> AppResult<()> {
         return Err(AppError::invalid("an order needs at least one item"));
     }
     if lines.len() > LINES_MAX {
-        return Err(AppError::invalid("an order holds at most 50 items"));
+        return Err(AppError::invalid(format!(
+            "an order holds at most {LINES_MAX} items"
+        )));
     }
     if lines
         .iter()
         .any(|(_, quantity)| !(1..=QUANTITY_MAX).contains(quantity))
     {
-        return Err(AppError::invalid("each quantity must be 1 to 999"));
+        return Err(AppError::invalid(format!(
+            "each quantity must be 1 to {QUANTITY_MAX}"
+        )));
     }
     Ok(())
 }
@@ -54,7 +57,9 @@ pub fn check_lines(lines: &[(i64, i64)]) -> AppResult<()> {
 pub fn check_address(address: &str) -> AppResult<()> {
     let length = address.trim().chars().count();
     if !(ADDRESS_MIN..=ADDRESS_MAX).contains(&length) {
-        return Err(AppError::invalid("address must be 10 to 200 characters"));
+        return Err(AppError::invalid(format!(
+            "address must be {ADDRESS_MIN} to {ADDRESS_MAX} characters"
+        )));
     }
     Ok(())
 }
@@ -69,7 +74,9 @@ pub fn check_phone(phone: &str) -> AppResult<()> {
 
 pub fn check_remark(remark: &str) -> AppResult<()> {
     if remark.chars().count() > REMARK_MAX {
-        return Err(AppError::invalid("remark must be at most 500 characters"));
+        return Err(AppError::invalid(format!(
+            "remark must be at most {REMARK_MAX} characters"
+        )));
     }
     Ok(())
 }
@@ -111,7 +118,9 @@ pub fn shipment(carrier: &str, tracking_no: &str) -> AppResult<(String, String)>
 pub fn keyword(keyword: &str) -> AppResult<String> {
     let keyword = keyword.trim();
     if keyword.chars().count() > KEYWORD_MAX {
-        return Err(AppError::invalid("keyword must be at most 100 characters"));
+        return Err(AppError::invalid(format!(
+            "keyword must be at most {KEYWORD_MAX} characters"
+        )));
     }
     if keyword.chars().any(char::is_control) {
         return Err(AppError::invalid(

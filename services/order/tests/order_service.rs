@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use letsgo_platform::config::KafkaArgs;
-use letsgo_platform::db::ScratchDatabase;
+use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::events::{self, Event};
 use letsgo_platform::proto::cart::v1::{self as cart_pb, cart_service_client::CartServiceClient};
@@ -13,133 +12,43 @@ use letsgo_platform::proto::order::v1::{self as pb, order_service_client::OrderS
 use letsgo_platform::proto::product::v1::{
     self as product_pb, product_service_client::ProductServiceClient,
 };
-use letsgo_platform::shutdown::Shutdown;
-use letsgo_platform::testing::{channel_when_up, start_on_free_ports};
+use letsgo_testkit::kafka_brokers;
 use rdkafka::producer::FutureRecord;
 use tonic::transport::Channel;
 
-fn server_url() -> String {
-    std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
-fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
+/// A product, cart and order service, with clients to each.
 struct Shop {
     orders: OrderServiceClient<Channel>,
     products: ProductServiceClient<Channel>,
     carts: CartServiceClient<Channel>,
-    topic_prefix: String,
-    redis_prefix: String,
-    /// The order service's database, to read its outbox.
-    order_db_url: String,
-    shutdown: Shutdown,
-    _databases: Vec<ScratchDatabase>,
+    shop: letsgo_testkit::Shop,
 }
 
 impl Shop {
     async fn start() -> Shop {
-        Shop::start_with(&[]).await
+        Shop::start_with(|_| {}).await
     }
 
-    /// A shop whose order service also gets `order_args` (its settings under test).
-    async fn start_with(order_args: &[&str]) -> Shop {
-        let product_db = ScratchDatabase::create(&server_url()).await.unwrap();
-        let order_db = ScratchDatabase::create(&server_url()).await.unwrap();
-        let redis_prefix = format!("test:{}:", order_db.name());
-        let topic_prefix = format!("{}.", order_db.name());
-        let shutdown = Shutdown::new();
-
-        let config = letsgo_product::Config::try_parse_from([
-            "letsgo-product",
-            "--database-url",
-            &product_db.url,
-            "--redis-url",
-            &redis_url(),
-            "--redis-key-prefix",
-            &redis_prefix,
-            // Every order here must commit its reservation, or lose it within a second.
-            "--reservation-hold-secs",
-            "1",
-            "--reservation-sweep-interval-ms",
-            "100",
-            "--log-format",
-            "text",
-            "--discovery",
-            "static",
-        ])
-        .unwrap();
-        let (product_addr, _) = start_on_free_ports(
-            |listeners, shutdown| letsgo_product::run(config, listeners, shutdown),
-            &shutdown,
-        )
-        .await;
-
-        let config = letsgo_cart::Config::try_parse_from([
-            "letsgo-cart".to_owned(),
-            "--redis-url".to_owned(),
-            redis_url(),
-            "--redis-key-prefix".to_owned(),
-            redis_prefix.clone(),
-            "--product-rpc".to_owned(),
-            product_addr.to_string(),
-            "--log-format".to_owned(),
-            "text".to_owned(),
-            "--discovery".to_owned(),
-            "static".to_owned(),
-        ])
-        .unwrap();
-        let (cart_addr, _) = start_on_free_ports(
-            |listeners, shutdown| letsgo_cart::run(config, listeners, shutdown),
-            &shutdown,
-        )
-        .await;
-
-        let config = letsgo_order::Config::try_parse_from(
-            [
-                "letsgo-order".to_owned(),
-                "--database-url".to_owned(),
-                order_db.url.clone(),
-                "--product-rpc".to_owned(),
-                product_addr.to_string(),
-                "--cart-rpc".to_owned(),
-                cart_addr.to_string(),
-                "--kafka-topic-prefix".to_owned(),
-                topic_prefix.clone(),
-                "--kafka-session-timeout-ms".to_owned(),
-                "3000".to_owned(),
-                "--order-sweep-interval-ms".to_owned(),
-                "200".to_owned(),
-                "--log-format".to_owned(),
-                "text".to_owned(),
-                "--discovery".to_owned(),
-                "static".to_owned(),
-            ]
-            .into_iter()
-            .chain(order_args.iter().map(|arg| (*arg).to_owned())),
-        )
-        .unwrap();
-        let (order_addr, _) = start_on_free_ports(
-            |listeners, shutdown| letsgo_order::run(config, listeners, shutdown),
-            &shutdown,
-        )
-        .await;
-
+    /// A shop whose order service's settings are adjusted by `tweak` (the settings under test).
+    async fn start_with(tweak: impl FnOnce(&mut letsgo_order::Config) + Send + 'static) -> Shop {
+        let shop = letsgo_testkit::Shop::builder()
+            .product(|config| {
+                // Every order here must commit its reservation, or lose it within a second.
+                config.reservation_hold = Duration::from_secs(1);
+                config.reservation_sweep_interval = Duration::from_millis(100);
+            })
+            .cart(|_| {})
+            .order(|config| {
+                config.sweep_interval = Duration::from_millis(200);
+                tweak(config);
+            })
+            .start()
+            .await;
         Shop {
-            orders: OrderServiceClient::new(channel_when_up(order_addr).await),
-            products: ProductServiceClient::new(channel_when_up(product_addr).await),
-            carts: CartServiceClient::new(channel_when_up(cart_addr).await),
-            topic_prefix,
-            redis_prefix,
-            order_db_url: order_db.url.clone(),
-            shutdown,
-            _databases: vec![product_db, order_db],
+            orders: OrderServiceClient::new(shop.channel(ServiceName::Order).await),
+            products: ProductServiceClient::new(shop.channel(ServiceName::Product).await),
+            carts: CartServiceClient::new(shop.channel(ServiceName::Cart).await),
+            shop,
         }
     }
 
@@ -207,12 +116,13 @@ impl Shop {
     }
 
     async fn publish(&self, event: &Event, key: &str) {
-        let args = KafkaArgs::new(&brokers(), &self.topic_prefix);
+        let topic_prefix = self.shop.topic_prefix();
+        let args = KafkaArgs::new(&kafka_brokers(), &topic_prefix);
         events::ensure_topics(&args, &["payment.succeeded", "payment.refunded"])
             .await
             .unwrap();
         let producer = events::producer(&args).unwrap();
-        let topic = format!("{}{}", self.topic_prefix, event.event_type);
+        let topic = format!("{topic_prefix}{}", event.event_type);
         let payload = serde_json::to_string(event).unwrap();
         producer
             .send(
@@ -239,24 +149,6 @@ impl Shop {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        let prefix = self.redis_prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let mut connection = redis::Client::open(redis_url())?.get_connection()?;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query(&mut connection)?;
-            if !keys.is_empty() {
-                redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
-            }
-            Ok::<(), redis::RedisError>(())
-        })
-        .join();
     }
 }
 
@@ -538,7 +430,7 @@ async fn cancelling_releases_stock_once_and_only_a_pending_order() {
 
 #[tokio::test]
 async fn unpaid_orders_are_cancelled_after_the_timeout() {
-    let shop = Shop::start_with(&["--order-payment-timeout-secs", "1"]).await;
+    let shop = Shop::start_with(|config| config.payment_timeout = Duration::from_secs(1)).await;
     let id = shop.product("x", 100, 10).await;
     let created = shop.order(1, &[(id, 3)]).await.unwrap();
     let order = shop
@@ -734,7 +626,9 @@ impl Shop {
     }
 
     async fn order_database(&self) -> sqlx::PgPool {
-        sqlx::PgPool::connect(&self.order_db_url).await.unwrap()
+        sqlx::PgPool::connect(self.shop.database_url(ServiceName::Order))
+            .await
+            .unwrap()
     }
 
     /// The `data` of every `topic` event the order service wrote for `order_id`, oldest first.
@@ -1011,7 +905,7 @@ async fn only_the_buyer_confirms_receipt_and_only_of_a_shipped_order() {
 
 #[tokio::test]
 async fn a_shipped_order_completes_by_itself_after_the_auto_complete_period() {
-    let shop = Shop::start_with(&["--order-auto-complete-secs", "1"]).await;
+    let shop = Shop::start_with(|config| config.auto_complete = Duration::from_secs(1)).await;
     let shipped = shop.paid_order(7).await;
     let waiting = shop.paid_order(7).await;
     shop.ship(shipped, "SF Express", "SF100").await.unwrap();

@@ -11,14 +11,16 @@ pub mod rules;
 pub mod storage;
 pub mod webhook;
 
+use std::sync::Arc;
+
+use letsgo_platform::assembly::{Assembly, ServiceError};
 use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::events::topics;
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::proto::order::v1::order_service_client::OrderServiceClient;
 use letsgo_platform::proto::payment::v1::payment_service_server::PaymentServiceServer;
 use letsgo_platform::shutdown::Shutdown;
-use letsgo_platform::telemetry::{Metrics, Readiness};
-use letsgo_platform::{db, events, grpc as grpc_server, telemetry};
+use letsgo_platform::{db, events};
 
 pub use config::Config;
 
@@ -30,37 +32,34 @@ pub const TOPICS: &[&str] = &[
     topics::ORDER_CANCELLED,
 ];
 
-pub use letsgo_platform::BoxError;
-
 /// Runs the service on `listeners` until `shutdown` triggers.
-pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), BoxError> {
-    let pool = open_database(&config).await?;
-    let discovery = config.discovery.build().await?;
-    let orders = OrderServiceClient::new(discovery.channel(ServiceName::Order));
-
-    let metrics = Metrics::new("payment");
-    let readiness = Readiness::default();
-
-    let relay_task = events::spawn_outbox_relay(
-        pool.clone(),
-        &config.kafka,
-        TOPICS,
-        &metrics,
-        shutdown.clone(),
-    )?;
-
-    let store = storage::PaymentStore::new(pool.clone());
-    let prune_task = tokio::spawn(payments::prune_idempotency_keys_hourly(
-        store.clone(),
-        shutdown.clone(),
-    ));
-
-    let admin = tokio::spawn(telemetry::serve_admin(
-        listeners.admin,
-        metrics.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), ServiceError> {
+    let mut service =
+        Assembly::start(ServiceName::Payment, &config.discovery, listeners, shutdown).await?;
+    let pool = service
+        .postgres(&config.database, sqlx::migrate!("./migrations"))
+        .await?;
+    let store = storage::PaymentStore::new(pool);
+    service.outbox_relay(&config.kafka, TOPICS)?;
+    let pruned = store.clone();
+    service.every(
+        "idempotency key pruning",
+        payments::PRUNE_INTERVAL,
+        move || {
+            let store = pruned.clone();
+            async move {
+                let deleted = store.prune_idempotency_keys().await?;
+                if deleted > 0 {
+                    tracing::info!(deleted, "pruned old idempotency keys");
+                }
+                Ok::<_, letsgo_platform::errors::AppError>(())
+            }
+        },
+    );
 
     // The mock provider posts refund confirmations always, and the buyer's payment callbacks
     // only when it approves payments by itself.
@@ -70,78 +69,59 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         config.mock_outcome,
         config.webhook_secrets.clone(),
     )
-    .map_err(|error| format!("mock provider HTTP client: {error}"))?;
+    .map_err(|error| {
+        ServiceError::dependency(
+            "the mock provider's HTTP client",
+            "PAYMENT_CALLBACK_URL",
+            error,
+        )
+    })?;
     let autocomplete = config.mock_autocomplete.then(|| provider.schedule());
-    let provider_task = tokio::spawn(provider.run(store.clone(), shutdown.clone()));
-    let payments = std::sync::Arc::new(payments::Payments::new(
+    service.spawn(
+        "mock provider",
+        provider.run(store.clone(), service.shutdown().clone()),
+    );
+    let payments = Arc::new(payments::Payments::new(
         store,
-        orders,
+        OrderServiceClient::new(service.channel(ServiceName::Order)),
         config.webhook_secrets.clone(),
         config.webhook_tolerance,
         autocomplete,
     ));
-    let dead_letters = events::DeadLetters::new(pool.clone(), &config.events, &metrics);
-    let cancelled_payments = payments.clone();
-    let consumer_task = events::spawn_consumer(
+    let cancelled = payments.clone();
+    service.consume(
         &config.kafka,
+        &config.events,
         payments::CANCELLATION_CONSUMER_GROUP,
         &[topics::ORDER_CANCELLED],
         config.kafka_session_timeout,
-        dead_letters,
-        shutdown.clone(),
         move |event| {
-            let payments = cancelled_payments.clone();
+            let payments = cancelled.clone();
             async move { payments.on_order_cancelled(&event).await }
         },
-    );
-    readiness.set_ready(true);
-    // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
-    let registration = discovery
-        .register(
-            ServiceName::Payment,
-            listeners.grpc.local_addr()?.port(),
-            shutdown.clone(),
+    )?;
+    service
+        .serve(
+            PaymentServiceServer::new(grpc::PaymentApi::new(payments)),
+            &config.grpc,
         )
         .await
-        .map_err(|error| format!("etcd registration (ETCD_HOSTS): {error}"))?;
-    tracing::info!(addr = %listeners.grpc.local_addr()?, "payment service serving");
-    grpc_server::serve(
-        PaymentServiceServer::new(grpc::PaymentApi::new(payments)),
-        listeners.grpc,
-        &config.grpc,
-        discovery.internal_auth(),
-        metrics,
-        readiness,
-        shutdown,
-    )
-    .await?;
-    if let Some(registration) = registration {
-        registration.await?;
-    }
-    relay_task.await?;
-    prune_task.await?;
-    provider_task.await?;
-    consumer_task.await?;
-    admin.await??;
-    pool.close().await;
-    tracing::info!("payment service stopped");
-    Ok(())
 }
 
-/// The service's database, its schema up to date.
-async fn open_database(config: &Config) -> Result<sqlx::PgPool, BoxError> {
-    Ok(db::open(
+/// The service's database, its schema up to date, for a command.
+async fn open_database(config: &Config) -> Result<sqlx::PgPool, ServiceError> {
+    db::open(
         &config.database,
-        letsgo_platform::discovery::ServiceName::Payment,
+        ServiceName::Payment,
         sqlx::migrate!("./migrations"),
     )
-    .await?)
+    .await
 }
 
 /// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.
 pub async fn run_command(
     config: &Config,
     command: &events::EventCommand,
-) -> Result<String, BoxError> {
+) -> Result<String, letsgo_platform::BoxError> {
     Ok(events::run_command(open_database(config).await?, command).await?)
 }

@@ -1,21 +1,20 @@
 use clap::Parser;
 use letsgo_payment::{Config, run, run_command};
+use letsgo_platform::assembly;
+use letsgo_platform::discovery::ServiceName;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     if let Some(command) = &config.command {
-        return letsgo_platform::grpc::run_command("letsgo-payment", run_command(&config, command))
-            .await;
+        return assembly::run_command(ServiceName::Payment, run_command(&config, command)).await;
     }
-    let service = letsgo_platform::discovery::ServiceName::Payment;
-    let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, &service.binary());
-    let grpc = config.grpc.clone();
-    let exit = letsgo_platform::grpc::run_until_signalled(service, &grpc, |listeners, shutdown| {
-        run(config, listeners, shutdown)
-    })
-    .await;
-    // The spans of the last requests.
-    traces.shutdown().await;
-    exit
+    let (telemetry, grpc) = (config.telemetry.clone(), config.grpc.clone());
+    assembly::run_until_signalled(
+        ServiceName::Payment,
+        &telemetry,
+        &grpc,
+        |listeners, shutdown| run(config, listeners, shutdown),
+    )
+    .await
 }

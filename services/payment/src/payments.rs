@@ -9,7 +9,6 @@ use letsgo_platform::events::Event;
 use letsgo_platform::proto::order::v1::{
     GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
 };
-use letsgo_platform::shutdown::Shutdown;
 
 use crate::mock_provider;
 use crate::rules::{self, OrderToPay, PaymentType};
@@ -216,17 +215,5 @@ impl Payments {
 /// The consumer group that calls off and refunds the payments of cancelled orders.
 pub const CANCELLATION_CONSUMER_GROUP: &str = "letsgo-payment";
 
-/// Deletes idempotency keys past their retention, hourly, until shutdown.
-pub async fn prune_idempotency_keys_hourly(store: PaymentStore, shutdown: Shutdown) {
-    loop {
-        match store.prune_idempotency_keys().await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "pruned old idempotency keys"),
-            Err(error) => tracing::warn!(%error, "could not prune idempotency keys"),
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
-}
+/// How often idempotency keys past their retention are deleted.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);

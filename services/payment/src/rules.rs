@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 /// Idempotency keys are promised for 24 h; they are pruned once twice that old.
 pub const IDEMPOTENCY_KEY_RETENTION: Duration = Duration::from_secs(48 * 3600);
 /// Longest Idempotency-Key accepted: the contract's limit.
-pub const IDEMPOTENCY_KEY_MAX: usize = letsgo_platform::proto::IDEMPOTENCY_KEY_MAX_CHARS;
+pub use letsgo_platform::limits::IDEMPOTENCY_KEY_MAX_CHARS as IDEMPOTENCY_KEY_MAX;
 /// Longest provider trade number accepted from a callback.
 pub const TRADE_NO_MAX: usize = 128;
 

@@ -24,7 +24,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub const SECRET_MIN_BYTES: usize = letsgo_platform::config::HMAC_KEY_MIN_BYTES;
 /// Largest callback body read; a real one is a few hundred bytes. Checked before anything
 /// else, the signature included: the body is what each MAC has to hash.
-pub const BODY_MAX_BYTES: usize = letsgo_platform::proto::CALLBACK_BODY_MAX_BYTES;
+pub use letsgo_platform::limits::CALLBACK_BODY_MAX_BYTES as BODY_MAX_BYTES;
 /// Longest `X-Signature` read: a timestamp and [`SIGNATURES_MAX`] signatures fit with room.
 pub const HEADER_MAX_BYTES: usize = 512;
 /// Most `v1` signatures in one header (a provider rotating its secret sends two).
@@ -192,7 +192,9 @@ pub fn parse_notice(body: &[u8]) -> AppResult<ProviderNotice> {
         return Err(AppError::invalid("paymentNo is required"));
     }
     if body.trade_no.len() > TRADE_NO_MAX {
-        return Err(AppError::invalid("tradeNo must be at most 128 characters"));
+        return Err(AppError::invalid(format!(
+            "tradeNo must be at most {TRADE_NO_MAX} characters"
+        )));
     }
     Ok(ProviderNotice {
         payment_no: body.payment_no,

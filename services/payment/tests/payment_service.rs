@@ -14,7 +14,6 @@ use std::time::Duration;
 use clap::Parser;
 use hmac::{Hmac, Mac};
 use letsgo_payment::{Config, run};
-use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::proto::order::v1::{
     self as order_pb, OrderStatus,
@@ -24,7 +23,8 @@ use letsgo_platform::proto::payment::v1::{
     self as pb, PaymentStatus, payment_service_client::PaymentServiceClient,
 };
 use letsgo_platform::shutdown::Shutdown;
-use letsgo_platform::testing::start_on_free_ports;
+use letsgo_testkit::start_on_free_ports;
+use letsgo_testkit::{ScratchDatabase, postgres_url};
 use sha2::Sha256;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -35,11 +35,6 @@ const SIGNING_SECRET: &str = "current-webhook-secret-0001-abcdefgh";
 const ROTATED_SECRET: &str = "previous-webhook-secret-0002-abcdefgh";
 const ALICE: i64 = 11;
 const BOB: i64 = 22;
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -152,7 +147,7 @@ struct Shop {
     orders: FakeOrders,
     pool: PgPool,
     shutdown: Shutdown,
-    task: tokio::task::JoinHandle<Result<(), letsgo_payment::BoxError>>,
+    task: tokio::task::JoinHandle<Result<(), letsgo_platform::assembly::ServiceError>>,
     _database: ScratchDatabase,
 }
 
@@ -170,7 +165,7 @@ impl Shop {
     }
 
     async fn start_with(extra: &[&str]) -> Shop {
-        let database = ScratchDatabase::create(&server_url()).await.unwrap();
+        let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
         Shop::start_on(database, FakeOrders::default(), extra).await
     }
 

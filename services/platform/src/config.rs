@@ -222,6 +222,7 @@ pub struct RedisArgs {
 impl RedisArgs {
     /// A client of the Redis these settings name, over TLS when the URL is `rediss://`;
     /// errors name the setting at fault.
+    #[cfg(feature = "redis")]
     pub fn client(&self) -> Result<redis::Client, String> {
         let url = self.url();
         let Some(ca_file) = &self.redis_ca_file else {
@@ -365,6 +366,7 @@ impl KafkaSecurityProtocol {
         }
     }
 
+    #[cfg(feature = "kafka")]
     fn uses_sasl(self) -> bool {
         matches!(
             self,
@@ -372,6 +374,7 @@ impl KafkaSecurityProtocol {
         )
     }
 
+    #[cfg(feature = "kafka")]
     fn uses_tls(self) -> bool {
         matches!(
             self,
@@ -419,6 +422,7 @@ impl KafkaArgs {
 
     /// The connection settings every client of these brokers shares (brokers, TLS, SASL), or
     /// the first setting that contradicts another, named.
+    #[cfg(feature = "kafka")]
     pub fn client_config(&self) -> Result<rdkafka::ClientConfig, String> {
         let protocol = self.kafka_security_protocol;
         let mut config = rdkafka::ClientConfig::new();
@@ -679,6 +683,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "postgres")]
     fn database_url_escapes_credentials_and_carries_tls_settings() {
         let probe = Probe::try_parse_from([
             "probe",

@@ -9,6 +9,8 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+use crate::assembly::ServiceError;
+
 /// The outbox and handled-events tables every event-producing or -consuming service needs.
 pub fn platform_migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
@@ -24,17 +26,19 @@ pub async fn open(
     args: &crate::config::DatabaseArgs,
     service: crate::discovery::ServiceName,
     service_migrator: Migrator,
-) -> Result<PgPool, String> {
-    let name = service
-        .component()
-        .database()
-        .ok_or_else(|| format!("the {} service owns no database", service.as_str()))?;
+) -> Result<PgPool, ServiceError> {
+    let name = service.component().database().ok_or_else(|| {
+        ServiceError::setting(
+            "DATABASE_URL",
+            format!("the {} service owns no database", service.as_str()),
+        )
+    })?;
     let pool = connect(&args.url(name), args.db_max_connections)
         .await
-        .map_err(|error| format!("database (DATABASE_URL / DB_HOST): {error}"))?;
+        .map_err(|error| ServiceError::dependency("PostgreSQL", "DATABASE_URL / DB_HOST", error))?;
     migrate(&pool, service_migrator)
         .await
-        .map_err(|error| format!("migrations: {error}"))?;
+        .map_err(|error| ServiceError::Migrations(error.to_string()))?;
     Ok(pool)
 }
 
@@ -108,99 +112,9 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A database of its own for one test: created empty, dropped when the value goes.
-///
-/// Tests run in parallel beside a running shop; each gets a database named
-/// `letsgo_test_<random>` so none sees another's rows.
-pub struct ScratchDatabase {
-    pub url: String,
-    name: String,
-    admin: PgConnectOptions,
-}
-
-impl ScratchDatabase {
-    /// `server_url` points at any database of the server to use (the name is replaced).
-    pub async fn create(server_url: &str) -> Result<ScratchDatabase, sqlx::Error> {
-        let admin = PgConnectOptions::from_str(server_url)?.database("postgres");
-        let name = format!("letsgo_test_{}", uuid::Uuid::new_v4().simple());
-        let mut connection = admin.connect().await?;
-        sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
-            .execute(&mut connection)
-            .await?;
-        connection.close().await?;
-        let url = admin_url_with_database(server_url, &name);
-        Ok(ScratchDatabase { url, name, admin })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-fn admin_url_with_database(server_url: &str, name: &str) -> String {
-    // Replace the path of the URL (the database) and keep any query string.
-    let (base, query) = match server_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (server_url, None),
-    };
-    let authority_end = base
-        .find("://")
-        .map(|scheme| scheme + 3)
-        .and_then(|start| base[start..].find('/').map(|slash| start + slash))
-        .unwrap_or(base.len());
-    let mut url = format!("{}/{}", &base[..authority_end], name);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        // Drop cannot await; a short-lived runtime on its own thread does the cleanup, and
-        // FORCE ends connections the test's pool still holds.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let mut connection = admin.connect().await.map_err(std::io::Error::other)?;
-                sqlx::query(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_identifier(&name)
-                ))
-                .execute(&mut connection)
-                .await
-                .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) | Err(error) = dropped.map_err(|_| std::io::Error::other("panicked"))
-        {
-            eprintln!("could not drop scratch database {}: {error}", self.name);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scratch_url_replaces_only_the_database() {
-        assert_eq!(
-            admin_url_with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
-            "postgres://u:p@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(
-            admin_url_with_database("postgres://h", "x"),
-            "postgres://h/x"
-        );
-    }
 
     #[test]
     fn reserved_names_are_quoted() {

@@ -232,6 +232,7 @@ impl AppError {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
         match error {
@@ -285,7 +286,8 @@ impl From<tonic::Status> for AppError {
 
 /// The answer every gateway route gives: `{"code":0,"msg":"success","data":...}` on success,
 /// and `data: null` with an error code otherwise.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T: Serialize> {
     /// 0 on success, else an error code of the table.
     pub code: u32,

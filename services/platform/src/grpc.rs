@@ -15,6 +15,7 @@ use tonic_health::ServingStatus;
 use tower::Service;
 use tracing::Instrument;
 
+use crate::assembly::ServiceError;
 use crate::config::GrpcServerArgs;
 use crate::internal_auth::InternalAuth;
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -34,66 +35,16 @@ impl Listeners {
         args: &GrpcServerArgs,
         default_grpc: SocketAddr,
         default_admin: SocketAddr,
-    ) -> std::io::Result<Listeners> {
+    ) -> Result<Listeners, ServiceError> {
         let grpc_addr = args.listen.unwrap_or(default_grpc);
         let admin_addr = args.admin_listen.unwrap_or(default_admin);
         let grpc = TcpListener::bind(grpc_addr).await.map_err(|error| {
-            std::io::Error::new(error.kind(), format!("GRPC_LISTEN {grpc_addr}: {error}"))
+            ServiceError::setting("GRPC_LISTEN", format!("{grpc_addr}: {error}"))
         })?;
         let admin = TcpListener::bind(admin_addr).await.map_err(|error| {
-            std::io::Error::new(error.kind(), format!("ADMIN_LISTEN {admin_addr}: {error}"))
+            ServiceError::setting("ADMIN_LISTEN", format!("{admin_addr}: {error}"))
         })?;
         Ok(Listeners { grpc, admin })
-    }
-}
-
-pub use crate::BoxError;
-
-/// What a service binary's `main` does for a one-off command (`grant-admin`, `redrive-events`,
-/// ...): warnings and errors go to stderr, the answer to stdout, a refusal to stderr with a
-/// failing exit status.
-pub async fn run_command<Fut>(binary: &str, job: Fut) -> std::process::ExitCode
-where
-    Fut: std::future::Future<Output = Result<String, Box<dyn std::error::Error + Send + Sync>>>,
-{
-    crate::telemetry::init_command_logging();
-    match job.await {
-        Ok(answer) => {
-            println!("{answer}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("{binary}: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// What a service binary's `main` does once logging is set up: binds its listeners (the
-/// configured addresses or the service's defaults), runs until SIGTERM or Ctrl-C, and turns a
-/// failure into a message naming the binary and an exit status.
-pub async fn run_until_signalled<F, Fut>(
-    service: crate::discovery::ServiceName,
-    args: &GrpcServerArgs,
-    run: F,
-) -> std::process::ExitCode
-where
-    F: FnOnce(Listeners, Shutdown) -> Fut,
-    Fut: std::future::Future<Output = Result<(), BoxError>>,
-{
-    let binary = service.binary();
-    let (grpc, admin) = service.default_addresses();
-    let result = match Listeners::bind(args, grpc, admin).await {
-        Ok(listeners) => run(listeners, Shutdown::on_signals()).await,
-        Err(error) => Err(error.into()),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "{binary} failed");
-            eprintln!("{binary}: {error}");
-            std::process::ExitCode::FAILURE
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! What every letsgo service stands on, one module per purpose:
 //!
+//! - [`assembly`]: one way to put a service together, start to drain;
 //! - [`config`]: settings from the environment, shared by the binaries;
 //! - [`errors`]: the original's error codes and how they travel over gRPC and HTTP;
 //! - [`auth`]: sign-in tokens (JWT, HS256);
@@ -14,17 +15,20 @@
 //! - [`internal_auth`]: the token every internal gRPC call carries;
 //! - [`shutdown`]: graceful shutdown;
 //! - [`proto`]: the compiled gRPC contracts;
-//! - [`testing`]: services started inside a test's own process.
 
 /// Any error, for start-up and task results.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+pub mod assembly;
 pub mod auth;
+#[cfg(feature = "redis")]
 pub mod cache;
 pub mod config;
+#[cfg(feature = "postgres")]
 pub mod db;
 pub mod discovery;
 pub mod errors;
+#[cfg(feature = "kafka")]
 pub mod events;
 pub mod grpc;
 pub mod internal_auth;
@@ -33,5 +37,5 @@ pub mod money;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
-pub mod testing;
+pub use letsgo_facts::limits;
 pub use letsgo_traces as traces;

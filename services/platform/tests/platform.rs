@@ -7,17 +7,13 @@ use std::time::Duration;
 use letsgo_platform::cache::Cache;
 use letsgo_platform::config::EventConsumerArgs;
 use letsgo_platform::config::KafkaArgs;
-use letsgo_platform::db::{self, ScratchDatabase};
+use letsgo_platform::db;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::events::{self, DeadLetters, Event, EventConsumer, OutboxRelay};
 use letsgo_platform::shutdown::Shutdown;
 use letsgo_platform::telemetry::Metrics;
+use letsgo_testkit::{ScratchDatabase, postgres_url};
 use sqlx::PgPool;
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
 
 fn kafka(prefix: &str) -> KafkaArgs {
     KafkaArgs::new(
@@ -31,7 +27,7 @@ fn unique(label: &str) -> String {
 }
 
 async fn outbox_database() -> (ScratchDatabase, PgPool) {
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     let pool = db::connect(&database.url, 4).await.unwrap();
     db::platform_migrator().run(&pool).await.unwrap();
     (database, pool)
@@ -360,7 +356,7 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
 
 #[tokio::test]
 async fn the_database_is_created_when_missing_and_reused_when_present() {
-    let scratch = ScratchDatabase::create(&server_url()).await.unwrap();
+    let scratch = ScratchDatabase::create(&postgres_url()).await.unwrap();
     // A name that does not exist yet, on the same server.
     let url = scratch
         .url
@@ -375,7 +371,7 @@ async fn the_database_is_created_when_missing_and_reused_when_present() {
         pool.close().await;
     }
     // Clean up the database connect() made.
-    let admin = PgPool::connect(&server_url()).await.unwrap();
+    let admin = PgPool::connect(&postgres_url()).await.unwrap();
     sqlx::query(&format!(
         "DROP DATABASE {} WITH (FORCE)",
         db::quote_identifier(&format!("{}_svc", scratch.name()))

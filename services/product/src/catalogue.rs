@@ -26,7 +26,7 @@ pub struct Catalogue {
     reservation_hold: Duration,
 }
 
-const DEFAULT_PAGE_SIZE: i32 = 20;
+use letsgo_platform::limits::PRODUCT_PAGE_SIZE_DEFAULT as DEFAULT_PAGE_SIZE;
 
 /// Runs a change and its invalidation to the end even when the caller stops waiting (a
 /// cancelled or timed-out gRPC call drops its handler): a change committed but never
@@ -133,7 +133,9 @@ impl Catalogue {
     /// are left out, as unknown ones are.
     pub async fn batch_get(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
         if ids.len() > BATCH_MAX {
-            return Err(AppError::invalid("at most 200 products per batch"));
+            return Err(AppError::invalid(format!(
+                "at most {BATCH_MAX} products per batch"
+            )));
         }
         self.store.batch_get(ids).await
     }

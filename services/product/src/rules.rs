@@ -11,7 +11,7 @@ pub const ATTRIBUTES_MAX_BYTES: usize = 16 * 1024;
 /// 100 million yuan: far beyond any real price, far below overflow when multiplied by 999.
 pub const PRICE_MAX_CENTS: i64 = 10_000_000_000;
 pub const STOCK_MAX: i64 = 1_000_000_000;
-pub const PAGE_SIZE_MAX: i32 = 100;
+pub use letsgo_platform::limits::PAGE_SIZE_MAX;
 pub const COMMENT_MAX: usize = 1000;
 pub const KEYWORD_MAX: usize = 100;
 pub const KEYWORD_WORDS_MAX: usize = 8;
@@ -19,7 +19,9 @@ pub const KEYWORD_WORDS_MAX: usize = 8;
 pub fn check_name(name: &str) -> AppResult<()> {
     let length = name.chars().count();
     if name.trim().is_empty() || length > NAME_MAX {
-        return Err(AppError::invalid("name must be 1 to 200 characters"));
+        return Err(AppError::invalid(format!(
+            "name must be 1 to {NAME_MAX} characters"
+        )));
     }
     Ok(())
 }
@@ -44,7 +46,7 @@ pub fn check_price(cents: i64) -> AppResult<()> {
 
 pub fn check_stock(stock: i64) -> AppResult<()> {
     if !(0..=STOCK_MAX).contains(&stock) {
-        return Err(AppError::invalid("stock must be 0 to 1000000000"));
+        return Err(AppError::invalid(format!("stock must be 0 to {STOCK_MAX}")));
     }
     Ok(())
 }
@@ -52,14 +54,18 @@ pub fn check_stock(stock: i64) -> AppResult<()> {
 pub fn check_category(category: &str) -> AppResult<()> {
     let length = category.chars().count();
     if category.trim().is_empty() || length > CATEGORY_MAX {
-        return Err(AppError::invalid("category must be 1 to 50 characters"));
+        return Err(AppError::invalid(format!(
+            "category must be 1 to {CATEGORY_MAX} characters"
+        )));
     }
     Ok(())
 }
 
 pub fn check_images(images: &[String]) -> AppResult<()> {
     if images.is_empty() || images.len() > IMAGES_MAX {
-        return Err(AppError::invalid("images must hold 1 to 20 URLs"));
+        return Err(AppError::invalid(format!(
+            "images must hold 1 to {IMAGES_MAX} URLs"
+        )));
     }
     for image in images {
         let is_url =
@@ -79,7 +85,10 @@ pub fn parse_attributes(text: &str) -> AppResult<serde_json::Value> {
         return Ok(serde_json::Value::Object(Default::default()));
     }
     if text.len() > ATTRIBUTES_MAX_BYTES {
-        return Err(AppError::invalid("attributes must be at most 16 KiB"));
+        return Err(AppError::invalid(format!(
+            "attributes must be at most {} KiB",
+            ATTRIBUTES_MAX_BYTES / 1024
+        )));
     }
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(value @ serde_json::Value::Object(_)) => Ok(value),
@@ -109,7 +118,9 @@ pub fn page(page: i32, page_size: i32, default_size: i32) -> AppResult<(i64, i64
 /// Splits a search keyword into at most eight words; an empty keyword is a 1001.
 pub fn keyword_words(keyword: &str) -> AppResult<Vec<String>> {
     if keyword.chars().count() > KEYWORD_MAX {
-        return Err(AppError::invalid("keyword must be at most 100 characters"));
+        return Err(AppError::invalid(format!(
+            "keyword must be at most {KEYWORD_MAX} characters"
+        )));
     }
     let words: Vec<String> = keyword
         .split_whitespace()
@@ -127,7 +138,9 @@ pub fn check_review(rating: i32, comment: &str) -> AppResult<()> {
         return Err(AppError::invalid("rating must be 1 to 5"));
     }
     if comment.chars().count() > COMMENT_MAX {
-        return Err(AppError::invalid("comment must be at most 1000 characters"));
+        return Err(AppError::invalid(format!(
+            "comment must be at most {COMMENT_MAX} characters"
+        )));
     }
     Ok(())
 }

@@ -3,77 +3,39 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use letsgo_platform::db::ScratchDatabase;
+use letsgo_platform::discovery::ServiceName;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::proto::product::v1::{
     self as pb, product_service_client::ProductServiceClient,
 };
-use letsgo_platform::shutdown::Shutdown;
-use letsgo_platform::testing::start_on_free_ports;
-use letsgo_product::{Config, run};
+use letsgo_testkit::{ScratchDatabase, postgres_url, redis_url};
 use tonic::transport::Channel;
 
-fn server_url() -> String {
-    std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL_BASE").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
+/// A product service, with a client.
 struct Service {
     client: ProductServiceClient<Channel>,
-    database: ScratchDatabase,
-    redis_prefix: String,
-    shutdown: Shutdown,
+    shop: letsgo_testkit::Shop,
 }
 
 impl Service {
     async fn start() -> Service {
-        Service::start_with(&[]).await
+        Service::start_with(|_| {}).await
     }
 
-    async fn start_with(extra: &[&str]) -> Service {
-        let database = ScratchDatabase::create(&server_url()).await.unwrap();
-        let redis_prefix = format!("test:{}:", database.name());
-        let redis = redis_url();
-        let mut args = vec![
-            "letsgo-product",
-            "--database-url",
-            &database.url,
-            "--redis-url",
-            &redis,
-            "--redis-key-prefix",
-            &redis_prefix,
-            "--log-format",
-            "text",
-            "--discovery",
-            "static",
-        ];
-        args.extend_from_slice(extra);
-        let config = Config::try_parse_from(args).unwrap();
-        let shutdown = Shutdown::new();
-        let (addr, _) = start_on_free_ports(
-            |listeners, shutdown| run(config, listeners, shutdown),
-            &shutdown,
-        )
-        .await;
-        let mut client = None;
-        for _ in 0..100 {
-            if let Ok(connected) = ProductServiceClient::connect(format!("http://{addr}")).await {
-                client = Some(connected);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// A service whose settings are adjusted by `tweak` (the settings under test).
+    async fn start_with(
+        tweak: impl FnOnce(&mut letsgo_product::Config) + Send + 'static,
+    ) -> Service {
+        let shop = letsgo_testkit::Shop::builder().product(tweak).start().await;
         Service {
-            client: client.expect("product service comes up"),
-            database,
-            redis_prefix,
-            shutdown,
+            client: ProductServiceClient::new(shop.channel(ServiceName::Product).await),
+            shop,
         }
+    }
+
+    /// The service's database.
+    fn database_url(&self) -> &str {
+        self.shop.database_url(ServiceName::Product)
     }
 
     async fn add(&self, name: &str, price_cents: i64, stock: i64, category: &str) -> i64 {
@@ -158,27 +120,6 @@ impl Service {
             .await
             .map(|_| ())
             .map_err(code_of)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        // Leave nothing behind in the shared Redis.
-        let prefix = self.redis_prefix.clone();
-        let url = redis_url();
-        let _ = std::thread::spawn(move || {
-            let client = redis::Client::open(url)?;
-            let mut connection = client.get_connection()?;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query(&mut connection)?;
-            if !keys.is_empty() {
-                redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
-            }
-            Ok::<(), redis::RedisError>(())
-        })
-        .join();
     }
 }
 
@@ -447,7 +388,7 @@ async fn many_buyers_of_the_last_units_get_exactly_that_many_reservations() {
     );
     assert_eq!(service.product(id).await.stock, 0);
 
-    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
     let reserved: i64 = sqlx::query_scalar(
         "SELECT COALESCE(sum(quantity), 0)::bigint FROM stock_reservation_lines",
     )
@@ -553,12 +494,10 @@ async fn a_basket_is_reserved_whole_or_not_at_all() {
 /// arrives too late is refused rather than keeping stock that may be sold again.
 #[tokio::test]
 async fn a_reservation_no_order_commits_comes_back_by_itself() {
-    let service = Service::start_with(&[
-        "--reservation-hold-secs",
-        "1",
-        "--reservation-sweep-interval-ms",
-        "100",
-    ])
+    let service = Service::start_with(|config| {
+        config.reservation_hold = Duration::from_secs(1);
+        config.reservation_sweep_interval = Duration::from_millis(100);
+    })
     .await;
     let id = service.add("widget", 100, 10, "x").await;
     let mut client = service.client.clone();
@@ -599,12 +538,10 @@ async fn a_reservation_no_order_commits_comes_back_by_itself() {
 /// A commit racing the sweeper: whichever wins, the stock is counted once.
 #[tokio::test]
 async fn an_expired_reservation_is_released_by_its_late_commit_when_the_sweeper_has_not_run() {
-    let service = Service::start_with(&[
-        "--reservation-hold-secs",
-        "1",
-        "--reservation-sweep-interval-ms",
-        "600000",
-    ])
+    let service = Service::start_with(|config| {
+        config.reservation_hold = Duration::from_secs(1);
+        config.reservation_sweep_interval = Duration::from_secs(600);
+    })
     .await;
     let id = service.add("widget", 100, 10, "x").await;
     service.reserve(50, &[(id, 4)]).await.unwrap();
@@ -730,7 +667,7 @@ async fn the_cached_detail_is_never_stale_after_a_change() {
     let service = Service::start().await;
     let id = service.add("lamp", 1000, 5, "home").await;
     assert_eq!(service.product(id).await.stock, 5); // now cached
-    let pool = sqlx::PgPool::connect(&service.database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
 
     service.reserve(1, &[(id, 2)]).await.unwrap();
     assert_eq!(service.product(id).await.stock, 3, "after a reservation");
@@ -902,7 +839,7 @@ async fn reviews_average_and_a_second_review_replaces_the_first() {
 
 #[tokio::test]
 async fn the_demo_catalogue_loads_once_into_an_empty_shop() {
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     let pool = letsgo_platform::db::connect(&database.url, 4)
         .await
         .unwrap();
@@ -1042,7 +979,7 @@ impl Service {
 
     /// Stock and sales as stored, whatever the product's listing.
     async fn stored_stock(&self, id: i64) -> (i64, i64) {
-        let pool = sqlx::PgPool::connect(&self.database.url).await.unwrap();
+        let pool = sqlx::PgPool::connect(self.database_url()).await.unwrap();
         let stored = sqlx::query_as("SELECT stock, sales FROM products WHERE id = $1")
             .bind(id)
             .fetch_one(&pool)

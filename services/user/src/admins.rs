@@ -2,6 +2,7 @@
 //! when it does not exist, and its password is never touched again; further admins are granted
 //! and revoked from the command line (`letsgo-user grant-admin NAME`), never through the API.
 
+use letsgo_platform::assembly::ServiceError;
 use letsgo_platform::auth::Role;
 use letsgo_platform::errors::ErrorCode;
 
@@ -15,17 +16,18 @@ pub const ADMIN_PASSWORD_MIN_CHARS: usize = 12;
 
 /// Checks the settings before anything is started; the error names the setting and never
 /// repeats the password.
-pub fn check(args: &InitialAdminArgs) -> Result<(), String> {
+pub fn check(args: &InitialAdminArgs) -> Result<(), ServiceError> {
     rules::check_username(args.admin_username.trim())
-        .map_err(|error| format!("ADMIN_USERNAME: {}", error.message))?;
+        .map_err(|error| ServiceError::setting("ADMIN_USERNAME", error.message))?;
     if let Some(password) = &args.admin_password {
         if password.chars().count() < ADMIN_PASSWORD_MIN_CHARS {
-            return Err(format!(
-                "ADMIN_PASSWORD must be at least {ADMIN_PASSWORD_MIN_CHARS} characters"
+            return Err(ServiceError::setting(
+                "ADMIN_PASSWORD",
+                format!("must be at least {ADMIN_PASSWORD_MIN_CHARS} characters"),
             ));
         }
         rules::check_password(password)
-            .map_err(|error| format!("ADMIN_PASSWORD: {}", error.message))?;
+            .map_err(|error| ServiceError::setting("ADMIN_PASSWORD", error.message))?;
     }
     Ok(())
 }

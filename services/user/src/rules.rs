@@ -13,7 +13,11 @@ const EMAIL_MAX: usize = 254;
 pub fn check_username(username: &str) -> AppResult<()> {
     let length = username.chars().count();
     if !USERNAME_LENGTH.contains(&length) {
-        return Err(AppError::invalid("username must be 3 to 20 characters"));
+        return Err(AppError::invalid(format!(
+            "username must be {} to {} characters",
+            USERNAME_LENGTH.start(),
+            USERNAME_LENGTH.end()
+        )));
     }
     if !username
         .chars()
@@ -32,7 +36,9 @@ pub fn check_password(password: &str) -> AppResult<()> {
         return Err(AppError::invalid("password must be at least 6 characters"));
     }
     if password.len() > PASSWORD_MAX {
-        return Err(AppError::invalid("password must be at most 128 bytes"));
+        return Err(AppError::invalid(format!(
+            "password must be at most {PASSWORD_MAX} bytes"
+        )));
     }
     Ok(())
 }

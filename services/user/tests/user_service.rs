@@ -6,37 +6,32 @@
 use std::time::Duration;
 
 use clap::Parser;
-use letsgo_platform::db::ScratchDatabase;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::proto::user::v1::user_service_client::UserServiceClient;
 use letsgo_platform::proto::user::v1::{
     GetProfileRequest, LoginRequest, RegisterRequest, UpdateProfileRequest,
 };
 use letsgo_platform::shutdown::Shutdown;
-use letsgo_platform::testing::start_on_free_ports;
+use letsgo_testkit::start_on_free_ports;
+use letsgo_testkit::{ScratchDatabase, postgres_url};
 use letsgo_user::{Config, run};
 use tonic::transport::Channel;
 
 const SECRET: &str = "test-secret-0123456789abcdef0123456789";
-
-fn server_url() -> String {
-    std::env::var("DATABASE_URL_BASE")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
 
 struct RunningService {
     client: UserServiceClient<Channel>,
     grpc_addr: std::net::SocketAddr,
     database: ScratchDatabase,
     shutdown: Shutdown,
-    task: tokio::task::JoinHandle<Result<(), letsgo_user::BoxError>>,
+    task: tokio::task::JoinHandle<Result<(), letsgo_platform::assembly::ServiceError>>,
 }
 
 impl RunningService {
     /// A service on a database of its own; `admin_password` is ADMIN_PASSWORD ("" leaves it
     /// unset).
     async fn start(admin_password: &str) -> RunningService {
-        let database = ScratchDatabase::create(&server_url()).await.unwrap();
+        let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
         RunningService::start_on(database, admin_password).await
     }
 
@@ -402,7 +397,7 @@ async fn nobody_registers_the_admins_name_even_before_the_account_exists() {
 #[tokio::test]
 async fn a_stranger_who_took_the_admins_name_earlier_is_not_promoted() {
     // An older release let anyone register "admin"; this one starts on that database.
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     {
         let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
         sqlx::migrate!("./migrations").run(&pool).await.unwrap();
@@ -438,7 +433,7 @@ async fn a_stranger_who_took_the_admins_name_earlier_is_not_promoted() {
 
 #[tokio::test]
 async fn a_short_admin_password_is_refused_at_start_by_name() {
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     let config = Config::try_parse_from(service_args(&database, "short-pw")).unwrap();
     let listeners = letsgo_platform::grpc::Listeners {
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -646,7 +641,7 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     let service = RunningService::start_with(database, "", &["--grpc-reflection", "true"]).await;
     let url = format!("http://{}", service.grpc_addr);
     let channel = tonic::transport::Endpoint::from_shared(url)
@@ -735,7 +730,7 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
 
 #[tokio::test]
 async fn migrations_run_safely_when_replicas_start_at_once() {
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     let runs = (0..4).map(|_| {
         let url = database.url.clone();
         async move {
@@ -768,7 +763,7 @@ async fn migrations_run_safely_when_replicas_start_at_once() {
 async fn without_the_internal_token_a_call_is_unauthenticated() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     const TOKEN: &str = "internal-token-0123456789abcdef0123";
-    let database = ScratchDatabase::create(&server_url()).await.unwrap();
+    let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
     let mut service = RunningService::start_with(database, "", &["--internal-token", TOKEN]).await;
     let refused = service
         .client

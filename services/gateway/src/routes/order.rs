@@ -4,6 +4,7 @@
 
 use axum::extract::State;
 use letsgo_platform::errors::{AppError, Envelope};
+use letsgo_platform::limits::{ORDER_PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 use letsgo_platform::proto::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -204,7 +205,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<OrderListQuery>,
 ) -> ApiResult<OrderPageData> {
     let page = query.page.unwrap_or(1);
-    let page_size = query.page_size.unwrap_or(10);
+    let page_size = query.page_size.unwrap_or(ORDER_PAGE_SIZE_DEFAULT);
     if page < 1 || page_size < 1 {
         return Err(AppError::invalid("page and pageSize must be at least 1"));
     }
@@ -213,7 +214,7 @@ pub async fn list(
         .list_orders(pb::ListOrdersRequest {
             user_id: caller.user_id,
             page,
-            page_size: page_size.min(100),
+            page_size: page_size.min(PAGE_SIZE_MAX),
             status: query.status.unwrap_or(0),
         })
         .await?

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use letsgo_platform::errors::{AppError, Envelope};
-use letsgo_platform::proto::CALLBACK_BODY_MAX_BYTES;
+use letsgo_platform::limits::CALLBACK_BODY_MAX_BYTES;
 use letsgo_platform::proto::payment::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,7 +17,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::money::Yuan;
 
 /// Longest `Idempotency-Key` accepted.
-const IDEMPOTENCY_KEY_MAX: usize = letsgo_platform::proto::IDEMPOTENCY_KEY_MAX_CHARS;
+use letsgo_platform::limits::IDEMPOTENCY_KEY_MAX_CHARS as IDEMPOTENCY_KEY_MAX;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use letsgo_platform::errors::{AppError, Envelope};
+use letsgo_platform::limits::{PAGE_SIZE_MAX, PRODUCT_PAGE_SIZE_DEFAULT};
 use letsgo_platform::proto::product::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -98,14 +99,14 @@ pub struct ListQuery {
 
 pub(crate) fn page_args(page: Option<i32>, page_size: Option<i32>) -> Result<(i32, i32), AppError> {
     let page = page.unwrap_or(1);
-    let page_size = page_size.unwrap_or(20);
+    let page_size = page_size.unwrap_or(PRODUCT_PAGE_SIZE_DEFAULT);
     if page < 1 {
         return Err(AppError::invalid("page must be at least 1"));
     }
     if page_size < 1 {
         return Err(AppError::invalid("pageSize must be at least 1"));
     }
-    Ok((page, page_size.min(100)))
+    Ok((page, page_size.min(PAGE_SIZE_MAX)))
 }
 
 /// Lists the catalogue, newest first unless asked otherwise.

@@ -275,7 +275,7 @@ async fn a_drain_finishes_the_request_in_flight_closes_idle_connections_and_acce
     busy.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    shop.shutdown.trigger();
+    shop.kit.shutdown().trigger();
     assert!(
         closed_by_gateway(&mut idle).await,
         "an idle connection outlives the drain"

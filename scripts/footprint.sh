@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Each service binary's size on disk and its resident memory once ready and idle, as a
+# Markdown table: the figures docs/performance.md compares before and after a change to what
+# the binaries link. Each binary runs alone on spare ports (+20000) against the middleware
+# scripts/middleware.sh describes (started by `make up` or `make test`), with throwaway
+# secrets, static discovery and no catalogue; it is measured IDLE_SECS (5) after it turns ready,
+# then stopped with SIGTERM. Its topics and keys carry the prefix `footprint.` (reused by the
+# next run); its databases are the shop's own (already migrated, left as they were).
+#   scripts/footprint.sh [BIN_DIR]   (default: $CARGO_TARGET_DIR/release or target/release)
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+BIN_DIR=${1:-${CARGO_TARGET_DIR:-target}/release}
+IDLE_SECS=${IDLE_SECS:-5}
+eval "$(scripts/middleware.sh env)"
+
+#   binary          port  admin  readiness path (on the admin port; the gateway's on its port)
+SERVICES=(
+	"letsgo-user     9001  9101  /readyz"
+	"letsgo-product  9002  9102  /readyz"
+	"letsgo-cart     9003  9103  /readyz"
+	"letsgo-order    9004  9104  /readyz"
+	"letsgo-payment  9005  9105  /readyz"
+	"letsgo-gateway  8888  9100  /health"
+)
+rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+printf '| binary | size (MiB) | idle RSS (MiB) |\n|---|---|---|\n'
+for entry in "${SERVICES[@]}"; do
+	read -r name port admin ready <<<"$entry"
+	bin=$BIN_DIR/$name
+	[[ -x $bin ]] || {
+		echo "footprint: $bin is missing: build it with cargo build --release -p $name" >&2
+		exit 1
+	}
+	if [[ $name == letsgo-gateway ]]; then url=http://127.0.0.1:$((port + 20000))$ready; else url=http://127.0.0.1:$((admin + 20000))$ready; fi
+	secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+	env GRPC_LISTEN=127.0.0.1:$((port + 20000)) GATEWAY_LISTEN=127.0.0.1:$((port + 20000)) \
+		ADMIN_LISTEN=127.0.0.1:$((admin + 20000)) JWT_SECRET="$secret" PAYMENT_WEBHOOK_SECRET="$secret" \
+		KAFKA_TOPIC_PREFIX=footprint. REDIS_KEY_PREFIX=footprint: \
+		DEMO_CATALOGUE=false LOG_FORMAT=text "$bin" </dev/null >"/tmp/footprint-$name.log" 2>&1 &
+	pid=$!
+	up=
+	for _ in $(seq 600); do
+		if curl -fsS --noproxy '*' --max-time 2 -o /dev/null "$url" 2>/dev/null; then
+			up=1
+			break
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	[[ -n $up ]] || {
+		echo "footprint: $name did not turn ready; see /tmp/footprint-$name.log" >&2
+		kill -TERM "$pid" 2>/dev/null || true
+		exit 1
+	}
+	sleep "$IDLE_SECS"
+	rss=$(rss_kib "$pid")
+	size=$(stat -c %s "$bin")
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	awk -v n="$name" -v s="$size" -v r="$rss" 'BEGIN { printf "| %s | %.1f | %.1f |\n", n, s / 1048576, r / 1024 }'
+done
