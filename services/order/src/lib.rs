@@ -43,9 +43,7 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let mut service =
         Assembly::start(ServiceName::Order, &config.discovery, listeners, shutdown).await?;
-    let pool = service
-        .postgres(&config.database, sqlx::migrate!("./migrations"))
-        .await?;
+    let pool = service.postgres(&config.database, migrations()).await?;
     let orders = orders::Orders::new(
         storage::OrderStore::new(pool),
         ProductServiceClient::new(service.channel(ServiceName::Product)),
@@ -82,12 +80,7 @@ pub async fn run(
 
 /// The service's database, its schema up to date, for a command.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, ServiceError> {
-    db::open(
-        &config.database,
-        ServiceName::Order,
-        sqlx::migrate!("./migrations"),
-    )
-    .await
+    db::open(&config.database, ServiceName::Order, migrations()).await
 }
 
 /// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.
@@ -96,4 +89,9 @@ pub async fn run_command(
     command: &events::EventCommand,
 ) -> Result<String, letsgo_platform::BoxError> {
     Ok(events::run_command(open_database(config).await?, command).await?)
+}
+
+/// The service's schema: its migrations, embedded in the binary.
+fn migrations() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
 }

@@ -40,9 +40,7 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let mut service =
         Assembly::start(ServiceName::Payment, &config.discovery, listeners, shutdown).await?;
-    let pool = service
-        .postgres(&config.database, sqlx::migrate!("./migrations"))
-        .await?;
+    let pool = service.postgres(&config.database, migrations()).await?;
     let store = storage::PaymentStore::new(pool);
     service.outbox_relay(&config.kafka, TOPICS)?;
     let pruned = store.clone();
@@ -110,12 +108,7 @@ pub async fn run(
 
 /// The service's database, its schema up to date, for a command.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, ServiceError> {
-    db::open(
-        &config.database,
-        ServiceName::Payment,
-        sqlx::migrate!("./migrations"),
-    )
-    .await
+    db::open(&config.database, ServiceName::Payment, migrations()).await
 }
 
 /// Runs a dead-letter command (`dead-letters`, `redrive-events`) and answers what to print.
@@ -124,4 +117,9 @@ pub async fn run_command(
     command: &events::EventCommand,
 ) -> Result<String, letsgo_platform::BoxError> {
     Ok(events::run_command(open_database(config).await?, command).await?)
+}
+
+/// The service's schema: its migrations, embedded in the binary.
+fn migrations() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
 }

@@ -1186,3 +1186,103 @@ fn kafka_security_settings_that_contradict_each_other_are_named() {
         "{error}"
     );
 }
+
+/// Answers the status code of `GET path` on `addr`, or None when nothing accepts there.
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    let status_line = String::from_utf8_lossy(&answer);
+    status_line.split(' ').nth(1)?.parse().ok()
+}
+
+/// The assembly every service starts through: its admin listener answers from the first
+/// moment (alive, not ready), its background jobs run, a dependency that cannot be reached is
+/// an error naming the setting, and a start-up abandoned half-way stops what it had started.
+#[tokio::test]
+async fn an_assembly_that_fails_half_way_names_the_setting_and_stops_what_it_started() {
+    use clap::Parser;
+    use letsgo_platform::assembly::{Assembly, ServiceError};
+    use letsgo_platform::discovery::ServiceName;
+    use letsgo_platform::grpc::Listeners;
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        discovery: letsgo_platform::discovery::DiscoveryArgs,
+        #[command(flatten)]
+        database: letsgo_platform::config::DatabaseArgs,
+    }
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = format!(
+        "postgres://postgres@{}/nowhere",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
+    let probe = Probe::try_parse_from([
+        "probe",
+        "--discovery",
+        "static",
+        "--database-url",
+        nowhere.as_str(),
+    ])
+    .unwrap();
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let admin = listeners.admin.local_addr().unwrap();
+    let mut service = Assembly::start(
+        ServiceName::Order,
+        &probe.discovery,
+        listeners,
+        Shutdown::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(http_status(admin, "/healthz").await, Some(200));
+    assert_eq!(http_status(admin, "/readyz").await, Some(503));
+
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    service.every("probe job", Duration::from_millis(50), move || {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::io::Error>(())
+        }
+    });
+    let error = service
+        .postgres(&probe.database, sqlx::migrate!("./migrations"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ServiceError::Dependency {
+                setting: "DATABASE_URL / DB_HOST",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(runs.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // What run() does with the error: returns it, dropping the assembly.
+    drop(service);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_drop = runs.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        after_drop,
+        "the background job stopped"
+    );
+    assert_eq!(
+        http_status(admin, "/healthz").await,
+        None,
+        "the admin listener closed"
+    );
+}

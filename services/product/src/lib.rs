@@ -19,8 +19,6 @@ use letsgo_platform::shutdown::Shutdown;
 
 pub use config::Config;
 
-pub use letsgo_platform::BoxError;
-
 /// Runs the service on `listeners` until `shutdown` triggers.
 pub async fn run(
     config: Config,
@@ -29,13 +27,11 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let mut service =
         Assembly::start(ServiceName::Product, &config.discovery, listeners, shutdown).await?;
-    let pool = service
-        .postgres(&config.database, sqlx::migrate!("./migrations"))
-        .await?;
+    let pool = service.postgres(&config.database, migrations()).await?;
     if config.demo_catalogue {
-        let added = demo::load_if_empty(&pool)
-            .await
-            .map_err(|error| ServiceError::setting("DEMO_CATALOGUE", error))?;
+        let added = demo::load_if_empty(&pool).await.map_err(|error| {
+            ServiceError::dependency("loading the demo catalogue", "DEMO_CATALOGUE", error)
+        })?;
         if added > 0 {
             tracing::info!(added, "loaded the demo catalogue");
         }
@@ -62,4 +58,9 @@ pub async fn run(
             &config.grpc,
         )
         .await
+}
+
+/// The service's schema: its migrations, embedded in the binary.
+fn migrations() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
 }

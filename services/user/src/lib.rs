@@ -39,9 +39,7 @@ pub async fn run(
     }
     let mut service =
         Assembly::start(ServiceName::User, &config.discovery, listeners, shutdown).await?;
-    let pool = service
-        .postgres(&config.database, sqlx::migrate!("./migrations"))
-        .await?;
+    let pool = service.postgres(&config.database, migrations()).await?;
     let store = storage::UserStore::new(pool);
     admins::ensure_initial(&store, &config.initial_admin)
         .await
@@ -65,12 +63,7 @@ pub async fn run(
 
 /// The service's database, its schema up to date, for a command.
 async fn open_database(config: &Config) -> Result<sqlx::PgPool, ServiceError> {
-    db::open(
-        &config.database,
-        ServiceName::User,
-        sqlx::migrate!("./migrations"),
-    )
-    .await
+    db::open(&config.database, ServiceName::User, migrations()).await
 }
 
 /// Runs one command-line job (`grant-admin`, `revoke-admin`, `list-admins`, `set-password`)
@@ -96,4 +89,9 @@ pub async fn run_command(
     };
     pool.close().await;
     Ok(outcome?)
+}
+
+/// The service's schema: its migrations, embedded in the binary.
+fn migrations() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations")
 }
