@@ -117,7 +117,7 @@ impl TokenKeys {
 
     pub fn from_args(args: &JwtArgs) -> Self {
         TokenKeys::new(
-            args.jwt_secret.as_bytes(),
+            args.jwt_secret.expose().as_bytes(),
             &args.jwt_issuer,
             &args.jwt_audience,
             args.jwt_ttl,

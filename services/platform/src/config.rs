@@ -74,7 +74,7 @@ pub struct TelemetryArgs {
 }
 
 /// PostgreSQL: either a full URL or the original's host settings.
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Full connection URL; when set, the DB_* settings are ignored.
     #[arg(
@@ -82,7 +82,7 @@ pub struct DatabaseArgs {
         env = "DATABASE_URL",
         value_name = "DATABASE_URL"
     )]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretUrl>,
     #[arg(
         long = "db-host",
         env = "DB_HOST",
@@ -111,7 +111,7 @@ pub struct DatabaseArgs {
         default_value = "",
         hide_env_values = true
     )]
-    pub db_password: String,
+    pub db_password: Secret,
     /// TLS to PostgreSQL: `disable`, `prefer` (when the server offers it), `require`,
     /// `verify-ca` or `verify-full` (the certificate, and for `verify-full` the host name, are
     /// checked against DB_SSLROOTCERT, else the public web roots).
@@ -147,14 +147,18 @@ impl DatabaseArgs {
     /// The URL to connect with; `default_name` is the service's own database.
     pub fn url(&self, default_name: &str) -> String {
         if let Some(url) = &self.database_url {
-            return url.clone();
+            return url.expose().to_owned();
         }
         let encode = |part: &str| utf8_percent_encode(part, NON_ALPHANUMERIC).to_string();
         let name = encode(self.db_name.as_deref().unwrap_or(default_name));
         let auth = if self.db_password.is_empty() {
             encode(&self.db_user)
         } else {
-            format!("{}:{}", encode(&self.db_user), encode(&self.db_password))
+            format!(
+                "{}:{}",
+                encode(&self.db_user),
+                encode(self.db_password.expose())
+            )
         };
         let host = if self.db_host.contains(':') && !self.db_host.starts_with('[') {
             format!("[{}]", self.db_host) // an IPv6 address
@@ -174,11 +178,11 @@ impl DatabaseArgs {
 }
 
 /// Redis.
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Full URL (`redis://host:port/db`); when set, REDIS_HOST and REDIS_PORT are ignored.
     #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     #[arg(
         long = "redis-host",
         env = "REDIS_HOST",
@@ -200,7 +204,7 @@ pub struct RedisArgs {
         value_name = "REDIS_PASSWORD",
         hide_env_values = true
     )]
-    pub redis_password: Option<String>,
+    pub redis_password: Option<Secret>,
     /// Prefix of every key this process writes, so several shops or test runs share a Redis.
     #[arg(
         long = "redis-key-prefix",
@@ -250,11 +254,11 @@ impl RedisArgs {
 
     pub fn url(&self) -> String {
         match &self.redis_url {
-            Some(url) => url.clone(),
+            Some(url) => url.expose().to_owned(),
             None => match &self.redis_password {
                 Some(password) => format!(
                     "redis://:{}@{}:{}/",
-                    utf8_percent_encode(password, NON_ALPHANUMERIC),
+                    utf8_percent_encode(password.expose(), NON_ALPHANUMERIC),
                     self.redis_host,
                     self.redis_port
                 ),
@@ -265,7 +269,7 @@ impl RedisArgs {
 }
 
 /// Kafka.
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
     #[arg(
@@ -332,7 +336,7 @@ pub struct KafkaArgs {
         value_name = "KAFKA_SASL_PASSWORD",
         hide_env_values = true
     )]
-    pub kafka_sasl_password: Option<String>,
+    pub kafka_sasl_password: Option<Secret>,
     /// PEM file of the CA that signs the brokers' certificates (`ssl` and `sasl_ssl`); the
     /// system's roots when absent.
     #[arg(
@@ -442,7 +446,8 @@ impl KafkaArgs {
                 })?;
             let password = self
                 .kafka_sasl_password
-                .as_deref()
+                .as_ref()
+                .map(Secret::expose)
                 .filter(|password| !password.is_empty())
                 .ok_or_else(|| {
                     format!(
@@ -454,9 +459,12 @@ impl KafkaArgs {
                 .set("sasl.mechanism", self.kafka_sasl_mechanism.as_str())
                 .set("sasl.username", username)
                 .set("sasl.password", password);
-        } else if [&self.kafka_sasl_username, &self.kafka_sasl_password]
-            .iter()
-            .any(|value| value.as_deref().is_some_and(|value| !value.is_empty()))
+        } else if [
+            self.kafka_sasl_username.as_deref(),
+            self.kafka_sasl_password.as_ref().map(Secret::expose),
+        ]
+        .iter()
+        .any(|value| value.is_some_and(|value| !value.is_empty()))
         {
             return Err(format!(
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are used only when \
@@ -481,25 +489,6 @@ impl KafkaArgs {
     }
 }
 
-impl std::fmt::Debug for KafkaArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaArgs")
-            .field("kafka_brokers", &self.kafka_brokers)
-            .field("kafka_topic_prefix", &self.kafka_topic_prefix)
-            .field("kafka_topic_partitions", &self.kafka_topic_partitions)
-            .field("kafka_topic_replication", &self.kafka_topic_replication)
-            .field("kafka_security_protocol", &self.kafka_security_protocol)
-            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
-            .field("kafka_sasl_username", &self.kafka_sasl_username)
-            .field(
-                "kafka_sasl_password",
-                &self.kafka_sasl_password.as_ref().map(|_| REDACTED),
-            )
-            .field("kafka_ca_file", &self.kafka_ca_file)
-            .finish()
-    }
-}
-
 /// How a service consumes events: when it gives up on one, and how long it remembers the ones
 /// it handled.
 #[derive(Debug, Clone, Args)]
@@ -521,11 +510,11 @@ pub struct EventConsumerArgs {
 }
 
 /// Signing and checking of sign-in tokens.
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
     /// HMAC key for HS256 tokens; at least 32 bytes (RFC 7518: a key as long as the hash).
     #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// Token lifetime in seconds.
     #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "JWT_TTL_SECS", default_value = "86400", value_parser = parse_secs)]
     pub jwt_ttl: Duration,
@@ -549,58 +538,75 @@ pub struct JwtArgs {
 /// as long as the hash's output.
 pub const HMAC_KEY_MIN_BYTES: usize = 32;
 
-fn parse_jwt_secret(text: &str) -> Result<String, String> {
+fn parse_jwt_secret(text: &str) -> Result<Secret, String> {
     if text.len() < HMAC_KEY_MIN_BYTES {
         return Err(format!(
             "must be at least {HMAC_KEY_MIN_BYTES} bytes long (e.g. `openssl rand -hex 32`)"
         ));
     }
-    Ok(text.to_owned())
+    Ok(Secret::new(text))
 }
 
-impl std::fmt::Debug for DatabaseArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseArgs")
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(redact_url),
-            )
-            .field("db_host", &self.db_host)
-            .field("db_port", &self.db_port)
-            .field("db_user", &self.db_user)
-            .field("db_password", &REDACTED)
-            .field("db_sslmode", &self.db_sslmode)
-            .field("db_sslrootcert", &self.db_sslrootcert)
-            .field("db_name", &self.db_name)
-            .field("db_max_connections", &self.db_max_connections)
-            .finish()
+/// A value that must never reach a log line or an error: its `Debug` shows `<redacted>`, it
+/// has no `Display`, and code that needs the value says so with [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that uses it (a connection, a MAC key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
-impl std::fmt::Debug for RedisArgs {
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisArgs")
-            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
-            .field("redis_host", &self.redis_host)
-            .field("redis_port", &self.redis_port)
-            .field(
-                "redis_password",
-                &self.redis_password.as_ref().map(|_| REDACTED),
-            )
-            .field("redis_key_prefix", &self.redis_key_prefix)
-            .field("redis_ca_file", &self.redis_ca_file)
-            .finish()
+        f.write_str(REDACTED)
     }
 }
 
-impl std::fmt::Debug for JwtArgs {
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret::new(text))
+    }
+}
+
+/// A connection URL that may carry a password (`postgres://shop:pw@db/x`): its `Debug` shows
+/// the URL with the password redacted; [`SecretUrl::expose`] gives the whole URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtArgs")
-            .field("jwt_secret", &REDACTED)
-            .field("jwt_ttl", &self.jwt_ttl)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("jwt_audience", &self.jwt_audience)
-            .finish()
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<SecretUrl, Self::Err> {
+        Ok(SecretUrl::new(text))
     }
 }
 

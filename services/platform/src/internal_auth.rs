@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, Request, Response};
 use clap::Args;
 use tonic::body::Body;
 
-use crate::config::HMAC_KEY_MIN_BYTES;
+use crate::config::{HMAC_KEY_MIN_BYTES, Secret};
 
 /// The metadata key the token travels in.
 pub const TOKEN_HEADER: &str = "letsgo-internal-token";
@@ -21,7 +21,7 @@ pub const TOKEN_HEADER: &str = "letsgo-internal-token";
 /// Calls that need no token: the standard health service.
 const OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
 
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InternalAuthArgs {
     /// Shared secret of the shop's internal gRPC calls (at least 32 bytes): sent with every
     /// call and required of every caller. Unset: calls are not checked.
@@ -32,27 +32,16 @@ pub struct InternalAuthArgs {
         hide_env_values = true,
         value_parser = parse_token
     )]
-    pub internal_token: Option<String>,
+    pub internal_token: Option<Secret>,
 }
 
-impl std::fmt::Debug for InternalAuthArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InternalAuthArgs")
-            .field(
-                "internal_token",
-                &self.internal_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-fn parse_token(text: &str) -> Result<String, String> {
+fn parse_token(text: &str) -> Result<Secret, String> {
     if text.len() < HMAC_KEY_MIN_BYTES || HeaderValue::from_str(text).is_err() {
         return Err(format!(
             "must be at least {HMAC_KEY_MIN_BYTES} visible ASCII characters (e.g. `openssl rand -hex 32`)"
         ));
     }
-    Ok(text.to_owned())
+    Ok(Secret::new(text))
 }
 
 /// The token, when the shop has one: what clients send and servers require.
@@ -71,8 +60,8 @@ impl std::fmt::Debug for InternalAuth {
 
 impl InternalAuth {
     pub fn from_args(args: &InternalAuthArgs) -> Self {
-        InternalAuth(args.internal_token.as_deref().map(|token| {
-            let mut value = HeaderValue::from_str(token).expect("checked when parsed");
+        InternalAuth(args.internal_token.as_ref().map(|token| {
+            let mut value = HeaderValue::from_str(token.expose()).expect("checked when parsed");
             value.set_sensitive(true);
             Arc::new(value)
         }))
@@ -168,7 +157,7 @@ mod tests {
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"abcd"));
         let args = InternalAuthArgs {
-            internal_token: Some("0123456789abcdef0123456789abcdef".into()),
+            internal_token: Some(Secret::new("0123456789abcdef0123456789abcdef")),
         };
         assert!(!format!("{args:?}").contains("0123456789"));
         assert!(!format!("{:?}", InternalAuth::from_args(&args)).contains("0123456789"));

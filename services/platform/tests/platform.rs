@@ -954,7 +954,7 @@ async fn wait_for_port(port: u16, what: &str) {
 
 fn redis_args(url: &str, ca_file: Option<String>) -> letsgo_platform::config::RedisArgs {
     letsgo_platform::config::RedisArgs {
-        redis_url: Some(url.to_owned()),
+        redis_url: Some(letsgo_platform::config::SecretUrl::new(url)),
         redis_host: String::new(),
         redis_port: 0,
         redis_password: None,
@@ -1162,7 +1162,9 @@ fn kafka_security_settings_that_contradict_each_other_are_named() {
     args.kafka_sasl_username = Some("shop".into());
     let error = args.client_config().unwrap_err();
     assert!(error.contains("KAFKA_SASL_PASSWORD"), "{error}");
-    args.kafka_sasl_password = Some("a long enough password".into());
+    args.kafka_sasl_password = Some(letsgo_platform::config::Secret::new(
+        "a long enough password",
+    ));
     // librdkafka was built with what SCRAM over TLS needs: the client is made (it connects
     // lazily).
     let _producer =
@@ -1179,7 +1181,7 @@ fn kafka_security_settings_that_contradict_each_other_are_named() {
     blank.kafka_ca_file = Some(String::new());
     blank.client_config().expect("blank settings are unset");
     let mut plain = KafkaArgs::new("localhost:9092", "");
-    plain.kafka_sasl_password = Some("x".into());
+    plain.kafka_sasl_password = Some(letsgo_platform::config::Secret::new("x"));
     let error = plain.client_config().unwrap_err();
     assert!(
         error.contains("KAFKA_SASL_PASSWORD") && error.contains("plaintext"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use letsgo_platform::assembly::ServiceError;
-use letsgo_platform::config::LogFormat;
+use letsgo_platform::config::{LogFormat, Secret, SecretUrl};
 use letsgo_platform::discovery::{DiscoveryArgs, DiscoveryChoice, ServiceName};
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::shutdown::Shutdown;
@@ -393,15 +393,15 @@ impl Settings<'_> {
         discovery.order_rpc = at(ServiceName::Order);
         discovery.payment_rpc = at(ServiceName::Payment);
         discovery.internal_auth.internal_token =
-            self.internal_token.then(|| INTERNAL_TOKEN.to_owned());
+            self.internal_token.then(|| Secret::new(INTERNAL_TOKEN));
     }
 
     fn database(&self, database: &mut letsgo_platform::config::DatabaseArgs, url: &str) {
-        database.database_url = Some(url.to_owned());
+        database.database_url = Some(SecretUrl::new(url));
     }
 
     fn redis(&self, redis: &mut letsgo_platform::config::RedisArgs) {
-        redis.redis_url = Some(redis_url());
+        redis.redis_url = Some(SecretUrl::new(redis_url()));
         redis.redis_key_prefix = self.shop.redis_prefix();
     }
 
@@ -416,7 +416,7 @@ impl Settings<'_> {
         self.kafka(&mut config.kafka);
         self.discovery(&mut config.discovery);
         config.telemetry.log_format = LogFormat::Text;
-        config.initial_admin.admin_password = Some(ADMIN_PASSWORD.to_owned());
+        config.initial_admin.admin_password = Some(Secret::new(ADMIN_PASSWORD));
         config
     }
 

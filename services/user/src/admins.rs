@@ -20,6 +20,7 @@ pub fn check(args: &InitialAdminArgs) -> Result<(), ServiceError> {
     rules::check_username(args.admin_username.trim())
         .map_err(|error| ServiceError::setting("ADMIN_USERNAME", error.message))?;
     if let Some(password) = &args.admin_password {
+        let password = password.expose();
         if password.chars().count() < ADMIN_PASSWORD_MIN_CHARS {
             return Err(ServiceError::setting(
                 "ADMIN_PASSWORD",
@@ -59,7 +60,11 @@ pub async fn ensure_initial(store: &UserStore, args: &InitialAdminArgs) -> Resul
         }
         return Ok(());
     }
-    let Some(password) = args.admin_password.clone() else {
+    let Some(password) = args
+        .admin_password
+        .as_ref()
+        .map(|secret| secret.expose().to_owned())
+    else {
         tracing::warn!(
             username,
             "no admin account: ADMIN_PASSWORD is unset; the username stays reserved. Set \

@@ -1,7 +1,9 @@
 //! The user service's settings.
 
 use clap::Parser;
-use letsgo_platform::config::{DatabaseArgs, GrpcServerArgs, JwtArgs, KafkaArgs, TelemetryArgs};
+use letsgo_platform::config::{
+    DatabaseArgs, GrpcServerArgs, JwtArgs, KafkaArgs, Secret, TelemetryArgs,
+};
 use letsgo_platform::discovery::DiscoveryArgs;
 
 /// letsgo user service: accounts, sign-in and profiles over gRPC (default :9001).
@@ -62,7 +64,7 @@ pub enum Command {
 }
 
 /// The admin account made at start when it does not exist.
-#[derive(Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct InitialAdminArgs {
     /// Username of the initial admin. Nobody can register it.
     #[arg(
@@ -81,19 +83,7 @@ pub struct InitialAdminArgs {
         value_name = "ADMIN_PASSWORD",
         hide_env_values = true
     )]
-    pub admin_password: Option<String>,
-}
-
-impl std::fmt::Debug for InitialAdminArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitialAdminArgs")
-            .field("admin_username", &self.admin_username)
-            .field(
-                "admin_password",
-                &self.admin_password.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub admin_password: Option<Secret>,
 }
 
 #[cfg(test)]
