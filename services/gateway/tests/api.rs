@@ -179,6 +179,57 @@ impl Shop {
     }
 }
 
+/// The gateway's router with no socket in between and no services behind it (their address is
+/// a port nothing listens on), driven with `oneshot`: for what the router answers, where how it
+/// serves does not matter.
+struct GatewayApp {
+    router: axum::Router,
+    _kit: letsgo_testkit::Shop,
+}
+
+impl GatewayApp {
+    async fn start() -> GatewayApp {
+        let (router, kit) = letsgo_testkit::Shop::builder()
+            .gateway(|config| {
+                config.rate_limit_per_second = NonZeroU32::new(1000).unwrap();
+                config.rate_limit_burst = NonZeroU32::new(1000).unwrap();
+            })
+            .start_router()
+            .await;
+        GatewayApp { router, _kit: kit }
+    }
+
+    /// `method path` with a JSON `body`, from a client at 127.0.0.1; the status and the JSON
+    /// answer (null when the answer is not JSON).
+    async fn send(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                [127, 0, 0, 1],
+                40_000,
+            ))));
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send("GET", path, "").await
+    }
+}
+
 fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: u64) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["code"], want_code, "{body}");

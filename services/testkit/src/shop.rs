@@ -114,6 +114,22 @@ impl ShopBuilder {
     /// others are), then the services, each with a scratch database where it has one. Answers
     /// once every gRPC service accepts connections.
     pub async fn start(self) -> Shop {
+        self.launch(false).await.1
+    }
+
+    /// Starts the shop like [`start`](ShopBuilder::start) but, instead of serving the gateway
+    /// on a socket, answers its router (with the settings `.gateway(..)` gave): for tests that
+    /// drive it with `oneshot`. A request needs `ConnectInfo<SocketAddr>` in its extensions,
+    /// as the gateway's server puts there.
+    pub async fn start_router(mut self) -> (axum::Router, Shop) {
+        if self.gateway.is_none() {
+            self = self.gateway(|_| {});
+        }
+        let (router, shop) = self.launch(true).await;
+        (router.expect("the gateway's router"), shop)
+    }
+
+    async fn launch(self, router_only: bool) -> (Option<axum::Router>, Shop) {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let shutdown = Shutdown::new();
         let absent = match self.absent_at {
@@ -138,8 +154,8 @@ impl ShopBuilder {
             }
         }
         let gateway_listeners = match self.gateway {
-            Some(_) => Some((free_listener().await, free_listener().await)),
-            None => None,
+            Some(_) if !router_only => Some((free_listener().await, free_listener().await)),
+            _ => None,
         };
         let addrs: HashMap<ServiceName, SocketAddr> = listeners
             .iter()
@@ -229,16 +245,27 @@ impl ShopBuilder {
             let listeners = take(ServiceName::Payment);
             shop.spawn(letsgo_payment::run(config, listeners, stop.clone()));
         }
-        if let (Some(config), Some((listener, admin))) = (gateway_config, gateway_listeners) {
-            let gateway = letsgo_gateway::run(config, listener, admin, stop.clone());
-            shop.tasks.push(tokio::spawn(async move {
-                gateway.await.map_err(|error| error.to_string())
-            }));
+        let mut router = None;
+        match (gateway_config, gateway_listeners) {
+            (Some(config), Some((listener, admin))) => {
+                let gateway = letsgo_gateway::run(config, listener, admin, stop.clone());
+                shop.tasks.push(tokio::spawn(async move {
+                    gateway.await.map_err(|error| error.to_string())
+                }));
+            }
+            (Some(config), None) => {
+                let metrics = letsgo_platform::telemetry::Metrics::new("gateway");
+                let state = letsgo_gateway::state_from_config(&config, metrics)
+                    .await
+                    .unwrap_or_else(|error| panic!("the gateway's state: {error}"));
+                router = Some(letsgo_gateway::app(state));
+            }
+            _ => {}
         }
         for addr in shop.addrs.values() {
             channel_when_up(*addr).await;
         }
-        shop
+        (router, shop)
     }
 }
 

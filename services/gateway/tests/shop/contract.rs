@@ -86,43 +86,29 @@ async fn fields_outside_the_original_rules_are_400_with_1001() {
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_answer_with_the_envelope() {
-    let shop = Shop::start().await;
-    let (status, body) = shop.get_with_token("/api/v1/nothing/here", None).await;
+    let app = GatewayApp::start().await;
+    let (status, body) = app.get("/api/v1/nothing/here").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, 1007);
-    let (status, body) = shop
-        .send(shop.http.delete(format!("{}/api/v1/user/login", shop.base)))
-        .await;
+    let (status, body) = app.send("DELETE", "/api/v1/user/login", "").await;
     assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED, 1008);
 }
 
 #[tokio::test]
 async fn a_down_user_service_is_503_with_1004() {
-    let shop = Shop::start_with(ShopOptions {
-        with_user_service: false,
-        ..Default::default()
-    })
-    .await;
-    let (status, body) = shop
-        .post(
-            "/api/v1/user/login",
-            json!({"username": "gina", "password": "password123"}),
-        )
-        .await;
+    let app = GatewayApp::start().await;
+    let login = json!({"username": "gina", "password": "password123"}).to_string();
+    let (status, body) = app.send("POST", "/api/v1/user/login", &login).await;
     assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, 1004);
     // The gateway itself is still healthy.
-    let (status, body) = shop.get_with_token("/health", None).await;
+    let (status, body) = app.get("/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["status"], "ok");
 }
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_with_its_statuses() {
-    let shop = Shop::start_with(ShopOptions {
-        with_user_service: false,
-        ..Default::default()
-    })
-    .await;
-    let (status, document) = shop.get_with_token("/api/openapi.json", None).await;
+    let app = GatewayApp::start().await;
+    let (status, document) = app.get("/api/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     let paths = &document["paths"];
@@ -193,12 +179,8 @@ async fn the_openapi_document_lists_every_route_with_its_statuses() {
 /// and on a documented path every method the document does not list is refused as not allowed.
 #[tokio::test]
 async fn the_router_serves_exactly_what_the_openapi_document_lists() {
-    let shop = Shop::start_with(ShopOptions {
-        with_user_service: false,
-        ..Default::default()
-    })
-    .await;
-    let (_, document) = shop.get_with_token("/api/openapi.json", None).await;
+    let app = GatewayApp::start().await;
+    let (_, document) = app.get("/api/openapi.json").await;
     let paths = document["paths"].as_object().expect("the document's paths");
     assert!(paths.len() >= 29, "{:?}", paths.keys());
     assert!(
@@ -212,15 +194,7 @@ async fn the_router_serves_exactly_what_the_openapi_document_lists() {
         let concrete = with_parameters_filled(path);
         for method in METHODS {
             let documented = operations.get(method).is_some();
-            let request = shop
-                .http
-                .request(
-                    method.to_uppercase().parse().unwrap(),
-                    format!("{}{concrete}", shop.base),
-                )
-                .header("content-type", "application/json")
-                .body("{}");
-            let (status, body) = shop.send(request).await;
+            let (status, body) = app.send(&method.to_uppercase(), &concrete, "{}").await;
             let code = body["code"].as_i64();
             if documented {
                 let fallback = matches!(
