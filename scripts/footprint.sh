@@ -38,7 +38,7 @@ for entry in "${SERVICES[@]}"; do
 	env GRPC_LISTEN=127.0.0.1:$((port + 20000)) GATEWAY_LISTEN=127.0.0.1:$((port + 20000)) \
 		ADMIN_LISTEN=127.0.0.1:$((admin + 20000)) JWT_SECRET="$secret" PAYMENT_WEBHOOK_SECRET="$secret" \
 		KAFKA_TOPIC_PREFIX=footprint. REDIS_KEY_PREFIX=footprint: \
-		DEMO_CATALOGUE=false LOG_FORMAT=text "$bin" </dev/null >"/tmp/footprint-$name.log" 2>&1 &
+		DEMO_CATALOGUE=false DISCOVERY=static LOG_FORMAT=text "$bin" </dev/null >"/tmp/footprint-$name.log" 2>&1 &
 	pid=$!
 	up=
 	for _ in $(seq 600); do

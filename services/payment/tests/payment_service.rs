@@ -24,7 +24,7 @@ use letsgo_platform::proto::payment::v1::{
 };
 use letsgo_platform::shutdown::Shutdown;
 use letsgo_testkit::start_on_free_ports;
-use letsgo_testkit::{ScratchDatabase, postgres_url};
+use letsgo_testkit::{ScratchDatabase, TopicPrefix, postgres_url};
 use sha2::Sha256;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -149,6 +149,8 @@ struct Shop {
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<Result<(), letsgo_platform::assembly::ServiceError>>,
     _database: ScratchDatabase,
+    /// The service's topics, deleted when the shop goes (kept across a restart).
+    topics: TopicPrefix,
 }
 
 impl Shop {
@@ -166,7 +168,8 @@ impl Shop {
 
     async fn start_with(extra: &[&str]) -> Shop {
         let database = ScratchDatabase::create(&postgres_url()).await.unwrap();
-        Shop::start_on(database, FakeOrders::default(), extra).await
+        let topics = TopicPrefix::exactly(format!("test-{}.", database.name()));
+        Shop::start_on(database, topics, FakeOrders::default(), extra).await
     }
 
     /// Stops the service and starts a new one on the same database and orders.
@@ -178,12 +181,17 @@ impl Shop {
             .expect("service stops within 10 s of shutdown")
             .unwrap()
             .unwrap();
-        Shop::start_on(self._database, self.orders, extra).await
+        Shop::start_on(self._database, self.topics, self.orders, extra).await
     }
 
-    async fn start_on(database: ScratchDatabase, orders: FakeOrders, extra: &[&str]) -> Shop {
+    async fn start_on(
+        database: ScratchDatabase,
+        topics: TopicPrefix,
+        orders: FakeOrders,
+        extra: &[&str],
+    ) -> Shop {
         let order_addr = serve_fake_orders(orders.clone()).await;
-        let topic_prefix = format!("test-{}.", database.name());
+        let topic_prefix = topics.as_str().to_owned();
         let secrets = format!("{SIGNING_SECRET},{ROTATED_SECRET}");
         let order_rpc = order_addr.to_string();
         let mut args = vec![
@@ -220,6 +228,7 @@ impl Shop {
             shutdown,
             task,
             _database: database,
+            topics,
         }
     }
 
@@ -970,18 +979,16 @@ impl Shop {
     /// Tells the service its order was cancelled, as the order service's event does.
     async fn order_cancelled(&self, order_id: i64) {
         use letsgo_platform::events::{self, Event};
-        let topic_prefix = format!("test-{}.", self._database.name());
-        let args = letsgo_platform::config::KafkaArgs::new(
-            &std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-            &topic_prefix,
-        );
+        let topic_prefix = self.topics.as_str();
+        let args =
+            letsgo_platform::config::KafkaArgs::new(&letsgo_testkit::kafka_brokers(), topic_prefix);
         let event = Event::new(
-            "order.cancelled",
+            events::topics::ORDER_CANCELLED,
             serde_json::json!({"orderId": order_id, "userId": ALICE, "reason": "user"}),
         )
         .unwrap();
         let payload = serde_json::to_string(&event).unwrap();
-        let topic = format!("{topic_prefix}order.cancelled");
+        let topic = format!("{topic_prefix}{}", events::topics::ORDER_CANCELLED);
         let key = order_id.to_string();
         events::producer(&args)
             .unwrap()

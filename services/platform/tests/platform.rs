@@ -12,7 +12,7 @@ use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::events::{self, DeadLetters, Event, EventConsumer, OutboxRelay};
 use letsgo_platform::shutdown::Shutdown;
 use letsgo_platform::telemetry::Metrics;
-use letsgo_testkit::{ScratchDatabase, postgres_url};
+use letsgo_testkit::{ScratchDatabase, TopicPrefix, postgres_url};
 use sqlx::PgPool;
 
 fn kafka(prefix: &str) -> KafkaArgs {
@@ -69,7 +69,8 @@ async fn unpublished(pool: &PgPool) -> i64 {
 #[tokio::test]
 async fn outbox_events_reach_a_consumer_group_through_the_broker() {
     let (_database, pool) = outbox_database().await;
-    let args = kafka(&format!("{}.", unique("platform-test")));
+    let topics = TopicPrefix::new("platform-test");
+    let args = kafka(topics.as_str());
     events::ensure_topics(&args, &["order.created"])
         .await
         .unwrap();
@@ -127,7 +128,8 @@ async fn outbox_events_reach_a_consumer_group_through_the_broker() {
 #[tokio::test]
 async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
     let (database, pool) = outbox_database().await;
-    let args = kafka(&format!("{}.", unique("poison")));
+    let topics = TopicPrefix::new("poison");
+    let args = kafka(topics.as_str());
     events::ensure_topics(&args, &["order.created"])
         .await
         .unwrap();
@@ -280,7 +282,8 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     assert!((0.0..60.0).contains(&age), "{age}");
 
     // The broker is back: the same events go out.
-    let args = kafka(&format!("{}.", unique("outage-test")));
+    let topics = TopicPrefix::new("outage-test");
+    let args = kafka(topics.as_str());
     events::ensure_topics(&args, &["order.created"])
         .await
         .unwrap();
@@ -325,7 +328,8 @@ async fn a_redelivered_event_is_handled_once() {
 async fn two_relays_on_one_outbox_publish_each_event_once() {
     let (_database, pool) = outbox_database().await;
     write_events(&pool, 40).await;
-    let args = kafka(&format!("{}.", unique("relay-race")));
+    let topics = TopicPrefix::new("relay-race");
+    let args = kafka(topics.as_str());
     events::ensure_topics(&args, &["order.created"])
         .await
         .unwrap();

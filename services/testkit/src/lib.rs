@@ -1,7 +1,8 @@
 //! For tests only (a dev-dependency): an in-process shop, or any subset of its services, each
 //! started through the service's own `run` (so through the same assembly as the binaries) on
 //! free loopback ports, with typed settings a test can adjust, and data of its own: a scratch
-//! database per service, a Redis key prefix and a Kafka topic prefix, all gone when the shop is.
+//! database per service, a Redis key prefix and a Kafka topic prefix, all gone when the shop is
+//! (the topics by the sweep `make test` runs after the tests: see [`TopicPrefix`]).
 //!
 //! ```ignore
 //! let shop = Shop::builder()
@@ -19,10 +20,12 @@
 mod middleware;
 mod scratch;
 mod shop;
+mod topics;
 
 pub use middleware::{kafka_brokers, postgres_url, redis_url};
 pub use scratch::{ScratchDatabase, delete_redis_keys};
 pub use shop::{Shop, ShopBuilder, channel_when_up, start_on_free_ports};
+pub use topics::{TopicPrefix, delete_kafka_topics, registry};
 
 /// The sign-in token secret (JWT_SECRET) of every test shop.
 pub const JWT_SECRET: &str = "letsgo-test-jwt-secret-0123456789abcdef";

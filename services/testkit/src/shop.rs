@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::scratch::{ScratchDatabase, delete_redis_keys};
+use crate::topics::TopicPrefix;
 use crate::{ADMIN_PASSWORD, INTERNAL_TOKEN, JWT_SECRET, WEBHOOK_SECRET};
 use crate::{kafka_brokers, postgres_url, redis_url};
 
@@ -167,6 +168,13 @@ impl ShopBuilder {
             .as_ref()
             .map(|(listener, _)| listener.local_addr().expect("its address"));
 
+        // On the shared test broker the topics are swept after the run; a broker of the
+        // test's own (`.kafka_brokers(..)`) is the test's to clean up.
+        let topic_prefix = format!("test-{id}.");
+        let topics = self
+            .kafka_brokers
+            .is_none()
+            .then(|| TopicPrefix::exactly(topic_prefix.clone()));
         let mut shop = Shop {
             id,
             shutdown,
@@ -178,6 +186,8 @@ impl ShopBuilder {
             databases: HashMap::new(),
             tasks: Vec::new(),
             redis_used: false,
+            topic_prefix,
+            _topics: topics,
         };
         let settings = Settings {
             shop: &shop,
@@ -270,8 +280,8 @@ impl ShopBuilder {
 }
 
 /// A test's shop. Dropped (or [`stopped`](Shop::stop)), its services stop, its databases are
-/// dropped and its Redis keys deleted. Its Kafka topics (prefix [`Shop::topic_prefix`]) stay
-/// on the broker, as a broker keeps topics: the prefix is unique to the shop.
+/// dropped and its Redis keys deleted; its Kafka topics (prefix [`Shop::topic_prefix`]) are
+/// listed for the sweep after the run (see [`TopicPrefix`]).
 pub struct Shop {
     id: String,
     shutdown: Shutdown,
@@ -281,6 +291,8 @@ pub struct Shop {
     databases: HashMap<ServiceName, ScratchDatabase>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
     redis_used: bool,
+    topic_prefix: String,
+    _topics: Option<TopicPrefix>,
 }
 
 impl Shop {
@@ -300,7 +312,7 @@ impl Shop {
 
     /// The prefix of every Kafka topic this shop uses.
     pub fn topic_prefix(&self) -> String {
-        format!("test-{}.", self.id)
+        self.topic_prefix.clone()
     }
 
     /// Where `service` serves gRPC; panics if the shop does not run it.

@@ -13,7 +13,7 @@ use letsgo_platform::proto::user::v1::{
 };
 use letsgo_platform::shutdown::Shutdown;
 use letsgo_testkit::start_on_free_ports;
-use letsgo_testkit::{ScratchDatabase, postgres_url};
+use letsgo_testkit::{ScratchDatabase, TopicPrefix, postgres_url};
 use letsgo_user::{Config, run};
 use tonic::transport::Channel;
 
@@ -25,6 +25,8 @@ struct RunningService {
     database: ScratchDatabase,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<Result<(), letsgo_platform::assembly::ServiceError>>,
+    /// The topics its outbox relay made, deleted when it goes.
+    _topics: TopicPrefix,
 }
 
 impl RunningService {
@@ -57,6 +59,7 @@ impl RunningService {
         RunningService {
             client,
             grpc_addr,
+            _topics: TopicPrefix::exactly(format!("test-{}.", database.name())),
             database,
             shutdown,
             task,
@@ -82,7 +85,7 @@ fn service_args(database: &ScratchDatabase, admin_password: &str) -> Vec<String>
         "--jwt-secret",
         SECRET,
         "--kafka-topic-prefix",
-        &format!("test-{}.", uuid_like()),
+        &format!("test-{}.", database.name()),
         "--log-format",
         "text",
         "--discovery",
@@ -94,15 +97,6 @@ fn service_args(database: &ScratchDatabase, admin_password: &str) -> Vec<String>
         args.extend(["--admin-password".to_owned(), admin_password.to_owned()]);
     }
     args
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{nanos:x}{:x}", std::process::id())
 }
 
 async fn connect(addr: std::net::SocketAddr) -> UserServiceClient<Channel> {

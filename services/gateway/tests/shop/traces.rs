@@ -39,7 +39,8 @@ fn orphans(spans: &[ReceivedSpan]) -> Vec<&ReceivedSpan> {
 fn consumed_payment_success(spans: &[ReceivedSpan]) -> Option<&ReceivedSpan> {
     spans.iter().find(|span| {
         span.kind == SPAN_KIND_CONSUMER
-            && span.attribute("messaging.destination.name") == "payment.succeeded"
+            && span.attribute("messaging.destination.name")
+                == letsgo_platform::events::topics::PAYMENT_SUCCEEDED
             && span
                 .attribute("messaging.consumer.group.name")
                 .ends_with("letsgo-order")
