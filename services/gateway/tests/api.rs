@@ -230,6 +230,20 @@ impl GatewayApp {
     }
 }
 
+/// A "service" that accepts connections and never answers (calls to it hang until their
+/// deadline): its address, and the task holding the connections.
+async fn blackhole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, holder)
+}
+
 fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: u64) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["code"], want_code, "{body}");

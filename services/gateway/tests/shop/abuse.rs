@@ -248,14 +248,7 @@ async fn beyond_max_connections_a_new_connection_is_answered_503_and_closed() {
 #[tokio::test]
 async fn a_drain_finishes_the_request_in_flight_closes_idle_connections_and_accepts_no_more() {
     // A "user service" that accepts and never answers: a sign-in hangs until its deadline.
-    let blackhole = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = blackhole.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = blackhole.accept().await {
-            held.push(socket);
-        }
-    });
+    let (address, holder) = blackhole().await;
     let shop = Shop::start_with(ShopOptions {
         with_user_service: false,
         services_at: Some(address),

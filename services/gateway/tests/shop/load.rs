@@ -159,14 +159,7 @@ async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
 #[tokio::test]
 async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503() {
     // A "service" that accepts connections and never answers: requests to it hang.
-    let blackhole = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = blackhole.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = blackhole.accept().await {
-            held.push(socket);
-        }
-    });
+    let (address, holder) = blackhole().await;
     let shop = Shop::start_with(ShopOptions {
         with_user_service: false,
         services_at: Some(address),
