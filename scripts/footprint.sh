@@ -23,9 +23,12 @@ SERVICES=(
 	"letsgo-payment  9005  9105  /readyz"
 	"letsgo-gateway  8888  9100  /health"
 )
-rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+status_kib() { sed -n "s/^$2:[[:space:]]*\\([0-9]*\\) kB/\\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
 
-printf '| binary | size (MiB) | idle RSS (MiB) |\n|---|---|---|\n'
+# RSS is split as the kernel counts it: anonymous (heap, stacks: the process's own) and
+# file-backed (the binary's and libraries' code and data pages, shared by every process that
+# maps them).
+printf '| binary | size (MiB) | idle RSS (MiB) | of it anonymous | of it file-backed |\n|---|---|---|---|---|\n'
 for entry in "${SERVICES[@]}"; do
 	read -r name port admin ready <<<"$entry"
 	bin=$BIN_DIR/$name
@@ -55,9 +58,12 @@ for entry in "${SERVICES[@]}"; do
 		exit 1
 	}
 	sleep "$IDLE_SECS"
-	rss=$(rss_kib "$pid")
+	rss=$(status_kib "$pid" VmRSS)
+	anon=$(status_kib "$pid" RssAnon)
+	file=$(status_kib "$pid" RssFile)
 	size=$(stat -c %s "$bin")
 	kill -TERM "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
-	awk -v n="$name" -v s="$size" -v r="$rss" 'BEGIN { printf "| %s | %.1f | %.1f |\n", n, s / 1048576, r / 1024 }'
+	awk -v n="$name" -v s="$size" -v r="$rss" -v a="$anon" -v f="$file" \
+		'BEGIN { printf "| %s | %.1f | %.1f | %.1f | %.1f |\n", n, s / 1048576, r / 1024, a / 1024, f / 1024 }'
 done
