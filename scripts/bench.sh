@@ -49,15 +49,8 @@ GATEWAY_URL=http://127.0.0.1:8888
 LOADGEN=$TARGET/release/letsgo-loadgen
 BENCH_DB=letsgo_bench
 
-#   binary          port  admin  readiness path (on the admin port; the gateway's on its port)
-SERVICES=(
-	"letsgo-user     9001  9101  /readyz"
-	"letsgo-product  9002  9102  /readyz"
-	"letsgo-cart     9003  9103  /readyz"
-	"letsgo-order    9004  9104  /readyz"
-	"letsgo-payment  9005  9105  /readyz"
-	"letsgo-gateway  8888  9100  /health"
-)
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -389,7 +382,7 @@ for entry in "${SERVICES[@]}"; do
 	read -r name port admin ready <<<"$entry"
 	bin=$TARGET/release/$name
 	[[ -x $bin ]] || continue
-	if [[ $name == letsgo-gateway ]]; then url=http://127.0.0.1:$((port + 10000))$ready; else url=http://127.0.0.1:$((admin + 10000))$ready; fi
+	url=$(readiness_url "$name" "$port" "$admin" "$ready" 10000)
 	secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	t0=$(date +%s%N)
 	env GRPC_LISTEN=127.0.0.1:$((port + 10000)) GATEWAY_LISTEN=127.0.0.1:$((port + 10000)) \

@@ -14,15 +14,8 @@ BIN_DIR=${1:-${CARGO_TARGET_DIR:-target}/release}
 IDLE_SECS=${IDLE_SECS:-5}
 eval "$(scripts/middleware.sh env)"
 
-#   binary          port  admin  readiness path (on the admin port; the gateway's on its port)
-SERVICES=(
-	"letsgo-user     9001  9101  /readyz"
-	"letsgo-product  9002  9102  /readyz"
-	"letsgo-cart     9003  9103  /readyz"
-	"letsgo-order    9004  9104  /readyz"
-	"letsgo-payment  9005  9105  /readyz"
-	"letsgo-gateway  8888  9100  /health"
-)
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 status_kib() { sed -n "s/^$2:[[:space:]]*\\([0-9]*\\) kB/\\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # RSS is split as the kernel counts it: anonymous (heap, stacks: the process's own) and
@@ -36,7 +29,7 @@ for entry in "${SERVICES[@]}"; do
 		echo "footprint: $bin is missing: build it with cargo build --release -p $name" >&2
 		exit 1
 	}
-	if [[ $name == letsgo-gateway ]]; then url=http://127.0.0.1:$((port + 20000))$ready; else url=http://127.0.0.1:$((admin + 20000))$ready; fi
+	url=$(readiness_url "$name" "$port" "$admin" "$ready" 20000)
 	secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	env GRPC_LISTEN=127.0.0.1:$((port + 20000)) GATEWAY_LISTEN=127.0.0.1:$((port + 20000)) \
 		ADMIN_LISTEN=127.0.0.1:$((admin + 20000)) JWT_SECRET="$secret" PAYMENT_WEBHOOK_SECRET="$secret" \

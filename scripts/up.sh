@@ -23,18 +23,8 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
-# The binaries to run, in start order (the gateway last, once the services it
-# calls are ready).  A listed binary the workspace does not build yet is
-# skipped, so a new service needs only its line here.
-#   binary          port  admin  readiness URL
-SERVICES=(
-	"letsgo-user     9001  9101  http://127.0.0.1:9101/readyz"
-	"letsgo-product  9002  9102  http://127.0.0.1:9102/readyz"
-	"letsgo-cart     9003  9103  http://127.0.0.1:9103/readyz"
-	"letsgo-order    9004  9104  http://127.0.0.1:9104/readyz"
-	"letsgo-payment  9005  9105  http://127.0.0.1:9105/readyz"
-	"letsgo-gateway  8888  9100  http://127.0.0.1:8888/health"
-)
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 GATEWAY_URL=http://127.0.0.1:8888
 
 STATE=${LETSGO_STATE_DIR:-/tmp/letsgo}
@@ -288,7 +278,8 @@ t_build=$((SECONDS - t_build))
 t_start=$SECONDS
 STARTED=()
 for entry in "${WANT[@]}"; do
-	read -r name port admin url <<<"$entry"
+	read -r name port admin path <<<"$entry"
+	url=$(readiness_url "$name" "$port" "$admin" "$path")
 	if [[ ! -x $BIN_DIR/$name ]]; then
 		say "skipping $name: not built by this workspace yet"
 		continue

@@ -117,6 +117,32 @@ mod tests {
         ports.dedup();
         assert_eq!(ports.len(), 2 * Component::ALL.len());
     }
+
+    /// `make up`, `make bench` and the footprint script start the binaries from the table in
+    /// scripts/services.sh: it must say what these facts say.
+    #[test]
+    fn the_scripts_run_every_component_on_its_ports() {
+        let table = include_str!("../../../scripts/services.sh");
+        for component in Component::ALL {
+            let binary = component.binary();
+            let line = table
+                .lines()
+                .map(str::trim)
+                .find(|line| {
+                    line.trim_start_matches('"').split_whitespace().next() == Some(&binary)
+                })
+                .unwrap_or_else(|| panic!("scripts/services.sh has no line for {binary}"));
+            let fields: Vec<&str> = line.trim_matches('"').split_whitespace().collect();
+            assert_eq!(
+                fields[1..3],
+                [
+                    component.serving_port().to_string(),
+                    component.admin_port().to_string()
+                ],
+                "{binary} in scripts/services.sh"
+            );
+        }
+    }
 }
 
 /// Limits the gateway and the services both apply (the gateway first, to refuse early; the
