@@ -316,6 +316,12 @@ rc=$?
 set -e
 if [[ -n ${done_pid:-} ]]; then
 	name=${NAME_OF[$done_pid]}
+	# Ctrl-C in a terminal signals every process of the group at once: a binary
+	# that drained and exited cleanly may be reaped before this shell's own trap.
+	if ((rc == 0)); then
+		say "$name stopped; stopping everything"
+		exit 0
+	fi
 	fail_with_log "$LOGS/$name.log" "$name exited unexpectedly (status $rc); stopping everything"
 fi
 die "wait failed (status $rc); stopping everything"
