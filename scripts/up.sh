@@ -217,6 +217,7 @@ if [[ -z ${ADMIN_PASSWORD:-} ]]; then
 		ADMIN_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 		(umask 077 && printf '%s\n' "$ADMIN_PASSWORD" >"$ADMIN_PASSWORD_FILE")
 		say "ADMIN_PASSWORD is not set: generated one, kept in $ADMIN_PASSWORD_FILE"
+		GENERATED_PASSWORD=1
 	fi
 fi
 if [[ -n ${ADMIN_USERNAMES:-} ]]; then
@@ -274,6 +275,18 @@ say "building: ${BUILD[*]}"
 t_build=$SECONDS
 "${BUILD[@]}"
 t_build=$((SECONDS - t_build))
+
+# A new state directory beside an older database (a reboot clears /tmp, not
+# PostgreSQL's data): the admin account may exist with a password nobody has
+# any more. It gets the one just generated, so the banner tells the truth; a
+# password given in ADMIN_PASSWORD, or kept from an earlier run, is never set.
+if [[ -n ${GENERATED_PASSWORD:-} && -x $BIN_DIR/letsgo-user ]]; then
+	if answer=$(printf '%s\n' "$ADMIN_PASSWORD" | "$BIN_DIR/letsgo-user" set-password "$ADMIN_USERNAME" 2>&1); then
+		say "the existing account $ADMIN_USERNAME now has the password kept in $ADMIN_PASSWORD_FILE"
+	elif ! grep -q "no account is named" <<<"$answer"; then
+		say "WARNING: could not give $ADMIN_USERNAME the new password: $answer"
+	fi
+fi
 
 t_start=$SECONDS
 STARTED=()
