@@ -4,8 +4,9 @@
 # the binaries link. Each binary runs alone on spare ports (+20000) against the middleware
 # scripts/middleware.sh describes (started by `make up` or `make test`), with throwaway
 # secrets, static discovery and no catalogue; it is measured IDLE_SECS (5) after it turns ready,
-# then stopped with SIGTERM. Its topics and keys carry the prefix `footprint.` (reused by the
-# next run); its databases are the shop's own (already migrated, left as they were).
+# then stopped with SIGTERM. Its topics and keys carry the prefix `footprint.` and its
+# databases are letsgo_footprint_<service> (all reused by the next run): never the shop's own,
+# whose outbox a relay of its own would otherwise publish elsewhere.
 #   scripts/footprint.sh [BIN_DIR]   (default: $CARGO_TARGET_DIR/release or target/release)
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -33,7 +34,7 @@ for entry in "${SERVICES[@]}"; do
 	secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 	env GRPC_LISTEN=127.0.0.1:$((port + 20000)) GATEWAY_LISTEN=127.0.0.1:$((port + 20000)) \
 		ADMIN_LISTEN=127.0.0.1:$((admin + 20000)) JWT_SECRET="$secret" PAYMENT_WEBHOOK_SECRET="$secret" \
-		KAFKA_TOPIC_PREFIX=footprint. REDIS_KEY_PREFIX=footprint: \
+		KAFKA_TOPIC_PREFIX=footprint. REDIS_KEY_PREFIX=footprint: DB_NAME="letsgo_footprint_${name#letsgo-}" \
 		DEMO_CATALOGUE=false DISCOVERY=static LOG_FORMAT=text "$bin" </dev/null >"/tmp/footprint-$name.log" 2>&1 &
 	pid=$!
 	up=

@@ -280,10 +280,12 @@ t_build=$((SECONDS - t_build))
 # PostgreSQL's data): the admin account may exist with a password nobody has
 # any more. It gets the one just generated, so the banner tells the truth; a
 # password given in ADMIN_PASSWORD, or kept from an earlier run, is never set.
-if [[ -n ${GENERATED_PASSWORD:-} && -x $BIN_DIR/letsgo-user ]]; then
+# Only an admin's: a plain account that took the name is someone else's.
+if [[ -n ${GENERATED_PASSWORD:-} && -x $BIN_DIR/letsgo-user ]] &&
+	"$BIN_DIR/letsgo-user" list-admins 2>/dev/null | grep -qxF -- "$ADMIN_USERNAME"; then
 	if answer=$(printf '%s\n' "$ADMIN_PASSWORD" | "$BIN_DIR/letsgo-user" set-password "$ADMIN_USERNAME" 2>&1); then
 		say "the existing account $ADMIN_USERNAME now has the password kept in $ADMIN_PASSWORD_FILE"
-	elif ! grep -q "no account is named" <<<"$answer"; then
+	else
 		say "WARNING: could not give $ADMIN_USERNAME the new password: $answer"
 	fi
 fi

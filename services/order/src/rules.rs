@@ -3,7 +3,7 @@
 use letsgo_platform::errors::{AppError, AppResult};
 
 pub const LINES_MAX: usize = 50;
-pub use letsgo_platform::limits::{PAGE_SIZE_MAX, QUANTITY_MAX};
+pub use letsgo_platform::limits::{ORDER_PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, QUANTITY_MAX};
 pub const ADDRESS_MIN: usize = 10;
 pub const ADDRESS_MAX: usize = 200;
 pub const REMARK_MAX: usize = 500;
@@ -139,10 +139,14 @@ pub fn status_filter(status: i32) -> AppResult<Option<i16>> {
     }
 }
 
-/// Page ≥ 1, size ≥ 1 (clamped to 100); zero means "not given".
+/// Page ≥ 1, size ≥ 1 (clamped to PAGE_SIZE_MAX); zero means "not given".
 pub fn page(page: i32, page_size: i32) -> AppResult<(i64, i64)> {
     let page = if page == 0 { 1 } else { page };
-    let page_size = if page_size == 0 { 10 } else { page_size };
+    let page_size = if page_size == 0 {
+        ORDER_PAGE_SIZE_DEFAULT
+    } else {
+        page_size
+    };
     if page < 1 || page_size < 1 {
         return Err(AppError::invalid("page and pageSize must be at least 1"));
     }

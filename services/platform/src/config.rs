@@ -80,7 +80,8 @@ pub struct DatabaseArgs {
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",
-        value_name = "DATABASE_URL"
+        value_name = "DATABASE_URL",
+        hide_env_values = true
     )]
     pub database_url: Option<SecretUrl>,
     #[arg(
@@ -181,7 +182,12 @@ impl DatabaseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Full URL (`redis://host:port/db`); when set, REDIS_HOST and REDIS_PORT are ignored.
-    #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<SecretUrl>,
     #[arg(
         long = "redis-host",
@@ -513,7 +519,7 @@ pub struct EventConsumerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
     /// HMAC key for HS256 tokens; at least 32 bytes (RFC 7518: a key as long as the hash).
-    #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
+    #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = SecretParser(check_jwt_secret))]
     pub jwt_secret: Secret,
     /// Token lifetime in seconds.
     #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "JWT_TTL_SECS", default_value = "86400", value_parser = parse_secs)]
@@ -538,13 +544,44 @@ pub struct JwtArgs {
 /// as long as the hash's output.
 pub const HMAC_KEY_MIN_BYTES: usize = 32;
 
-fn parse_jwt_secret(text: &str) -> Result<Secret, String> {
+fn check_jwt_secret(text: &str) -> Result<(), String> {
     if text.len() < HMAC_KEY_MIN_BYTES {
         return Err(format!(
             "must be at least {HMAC_KEY_MIN_BYTES} bytes long (e.g. `openssl rand -hex 32`)"
         ));
     }
-    Ok(Secret::new(text))
+    Ok(())
+}
+
+/// Parses a secret setting, refusing what `check` refuses. The refusal names the setting and
+/// never quotes the value: clap's error for an ordinary value parser does, and it goes to
+/// stderr and the pod's log.
+#[derive(Clone, Copy)]
+pub struct SecretParser(pub fn(&str) -> Result<(), String>);
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        let name = arg
+            .and_then(|arg| arg.get_value_names())
+            .and_then(|names| names.first())
+            .map_or_else(|| "the secret".to_owned(), ToString::to_string);
+        let refused = |kind, reason: &str| {
+            clap::Error::raw(kind, format!("{name}: {reason}\n")).with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused(clap::error::ErrorKind::InvalidUtf8, "must be UTF-8"))?;
+        (self.0)(text)
+            .map_err(|reason| refused(clap::error::ErrorKind::ValueValidation, &reason))?;
+        Ok(Secret::new(text))
+    }
 }
 
 /// A value that must never reach a log line or an error: its `Debug` shows `<redacted>`, it
@@ -783,9 +820,10 @@ mod tests {
     }
 
     #[test]
-    fn a_short_jwt_secret_is_refused_by_name() {
-        let error = Probe::try_parse_from(["probe", "--jwt-secret", "short"]).unwrap_err();
+    fn a_short_jwt_secret_is_refused_by_name_without_repeating_it() {
+        let error = Probe::try_parse_from(["probe", "--jwt-secret", "tiny-Zq81"]).unwrap_err();
         assert!(error.to_string().contains("JWT_SECRET"), "{error}");
+        assert!(!error.to_string().contains("tiny-Zq81"), "{error}");
     }
 
     #[test]

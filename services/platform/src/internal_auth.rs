@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, Request, Response};
 use clap::Args;
 use tonic::body::Body;
 
-use crate::config::{HMAC_KEY_MIN_BYTES, Secret};
+use crate::config::{HMAC_KEY_MIN_BYTES, Secret, SecretParser};
 
 /// The metadata key the token travels in.
 pub const TOKEN_HEADER: &str = "letsgo-internal-token";
@@ -30,18 +30,18 @@ pub struct InternalAuthArgs {
         env = "INTERNAL_TOKEN",
         value_name = "INTERNAL_TOKEN",
         hide_env_values = true,
-        value_parser = parse_token
+        value_parser = SecretParser(check_token)
     )]
     pub internal_token: Option<Secret>,
 }
 
-fn parse_token(text: &str) -> Result<Secret, String> {
+fn check_token(text: &str) -> Result<(), String> {
     if text.len() < HMAC_KEY_MIN_BYTES || HeaderValue::from_str(text).is_err() {
         return Err(format!(
             "must be at least {HMAC_KEY_MIN_BYTES} visible ASCII characters (e.g. `openssl rand -hex 32`)"
         ));
     }
-    Ok(Secret::new(text))
+    Ok(())
 }
 
 /// The token, when the shop has one: what clients send and servers require.
@@ -161,6 +161,8 @@ mod tests {
         };
         assert!(!format!("{args:?}").contains("0123456789"));
         assert!(!format!("{:?}", InternalAuth::from_args(&args)).contains("0123456789"));
-        assert!(parse_token("short").is_err());
+        assert!(check_token("short").is_err());
+        assert!(check_token("with a\nnewline 0123456789abcdef0123456789").is_err());
+        assert!(check_token("0123456789abcdef0123456789abcdef").is_ok());
     }
 }

@@ -43,7 +43,13 @@ pub async fn run(
     let store = storage::UserStore::new(pool);
     admins::ensure_initial(&store, &config.initial_admin)
         .await
-        .map_err(|reason| ServiceError::setting("ADMIN_USERNAME / ADMIN_PASSWORD", reason))?;
+        .map_err(|reason| {
+            ServiceError::dependency(
+                "the initial admin account",
+                "DATABASE_URL / DB_HOST",
+                reason,
+            )
+        })?;
     if let Some(threads) = config.password_hash_threads {
         passwords::set_threads(threads.get());
     }
