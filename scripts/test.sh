@@ -167,13 +167,14 @@ step browser ensure_browser_test_deps
 step charttools ensure_chart_test_tools
 step s3tools ensure_s3_test_tools
 step cluster ensure_control_plane
-# Tests list the Kafka topic prefixes they used as they finish (in
+# Tests list each Kafka topic prefix they make, with their process id (in
 # $LETSGO_TEST_TOPICS, else /tmp/letsgo-test-topics: shared with tests run by
-# hand); the sweep deletes those topics while no test of this run is running
-# (before the tests, for runs that were killed or run by hand; after them, for
-# this one), so the shared broker keeps only the shop's own topics.
+# hand); the sweep deletes the topics of every prefix whose process has ended
+# (before the tests: runs killed or run by hand; after them: this one), so the
+# shared broker keeps only the shop's own topics. A small crate of its own, so
+# building it compiles no service again.
 sweep_test_topics() {
-	cargo run -q -j2 -p letsgo-testkit --bin letsgo-sweep-test-topics
+	cargo run -q -j2 -p letsgo-test-topics --bin letsgo-sweep-test-topics
 }
 step topics sweep_test_topics
 # nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the

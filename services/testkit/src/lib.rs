@@ -20,12 +20,11 @@
 mod middleware;
 mod scratch;
 mod shop;
-mod topics;
 
+pub use letsgo_test_topics::{TopicPrefix, registry};
 pub use middleware::{kafka_brokers, postgres_url, redis_url};
 pub use scratch::{ScratchDatabase, delete_redis_keys};
 pub use shop::{Shop, ShopBuilder, channel_when_up, start_on_free_ports};
-pub use topics::{TopicPrefix, delete_kafka_topics, registry};
 
 /// The sign-in token secret (JWT_SECRET) of every test shop.
 pub const JWT_SECRET: &str = "letsgo-test-jwt-secret-0123456789abcdef";

@@ -13,6 +13,4 @@ pub fn redis_url() -> String {
 }
 
 /// The Kafka-protocol brokers tests use (KAFKA_BROKERS).
-pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
+pub use letsgo_test_topics::kafka_brokers;

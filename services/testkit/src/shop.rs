@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::scratch::{ScratchDatabase, delete_redis_keys};
-use crate::topics::TopicPrefix;
 use crate::{ADMIN_PASSWORD, INTERNAL_TOKEN, JWT_SECRET, WEBHOOK_SECRET};
 use crate::{kafka_brokers, postgres_url, redis_url};
+use letsgo_test_topics::TopicPrefix;
 
 type Tweak<C> = Option<Box<dyn FnOnce(&mut C) + Send>>;
 
@@ -168,8 +168,8 @@ impl ShopBuilder {
             .as_ref()
             .map(|(listener, _)| listener.local_addr().expect("its address"));
 
-        // On the shared test broker the topics are swept after the run; a broker of the
-        // test's own (`.kafka_brokers(..)`) is the test's to clean up.
+        // On the shared test broker the topics are swept once this process has ended; a
+        // broker of the test's own (`.kafka_brokers(..)`) is the test's to clean up.
         let topic_prefix = format!("test-{id}.");
         let topics = self
             .kafka_brokers
@@ -281,7 +281,7 @@ impl ShopBuilder {
 
 /// A test's shop. Dropped (or [`stopped`](Shop::stop)), its services stop, its databases are
 /// dropped and its Redis keys deleted; its Kafka topics (prefix [`Shop::topic_prefix`]) are
-/// listed for the sweep after the run (see [`TopicPrefix`]).
+/// deleted by the sweep once the test process has ended (see [`TopicPrefix`]).
 pub struct Shop {
     id: String,
     shutdown: Shutdown,
