@@ -161,4 +161,7 @@ pub mod limits {
     /// Largest payment-provider callback body the shop reads: a real one is a few hundred
     /// bytes, and each signature check hashes the whole body.
     pub const CALLBACK_BODY_MAX_BYTES: usize = 4 * 1024;
+    /// Orders in one call that commits reservations or records sales (the order service
+    /// settles with the product service in batches of at most this many).
+    pub const SETTLEMENT_BATCH_MAX: usize = 200;
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod grpc;
 pub mod orders;
 pub mod rules;
+pub mod settlement;
 pub mod storage;
 
 use letsgo_platform::assembly::{Assembly, ServiceError};
@@ -51,6 +52,13 @@ pub async fn run(
         config.payment_timeout,
         config.auto_complete,
     );
+    // Stock commits and sales counts settle in batches; the settling loop's own handle does
+    // not queue, so the loop ends once every other handle is gone.
+    let (queue, backlog) = settlement::queue();
+    let settling = orders.clone();
+    let orders = orders.settling_through(queue);
+    let stopping = service.shutdown().clone();
+    service.spawn("settlement", backlog.run(settling, stopping));
     service.outbox_relay(&config.kafka, TOPICS)?;
     let paid_orders = orders.clone();
     service.consume(

@@ -20,12 +20,13 @@ use letsgo_platform::proto::cart::v1::{
     RemoveProductsRequest, cart_service_client::CartServiceClient,
 };
 use letsgo_platform::proto::product::v1::{
-    CommitReservationRequest, RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest,
-    StockLine, product_service_client::ProductServiceClient,
+    CommitReservationsRequest, RecordSalesOfOrdersRequest, ReleaseStockRequest,
+    ReserveStockRequest, StockLine, product_service_client::ProductServiceClient,
 };
 
 use crate::rules;
 use crate::rules::OrderStatus;
+use crate::settlement::SettlementQueue;
 use crate::storage::{
     CancelOutcome, CompleteOutcome, CompletedBy, NewItem, NewOrder, OrderFilter, OrderStore,
     OrderWithItems, PaidOutcome, ShipOutcome, not_found,
@@ -46,8 +47,8 @@ pub struct CreatedOrder {
 }
 
 /// How committing an order's reservation went.
-#[derive(Debug, PartialEq, Eq)]
-enum Committed {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
     Yes,
     /// Not now (the product service or database away): the sweeper retries.
     Later,
@@ -71,6 +72,9 @@ pub struct Orders {
     payment_timeout: Duration,
     /// How long after shipping an order completes by itself.
     auto_complete: Duration,
+    /// Where stock commits and sales counts wait to be settled in batches; without one, each
+    /// order settles its own at once.
+    settlement: Option<SettlementQueue>,
 }
 
 /// Merges repeated products of a basket into one line each.
@@ -96,7 +100,14 @@ impl Orders {
             carts,
             payment_timeout,
             auto_complete,
+            settlement: None,
         }
+    }
+
+    /// The same orders, settling with the product service through `queue` in batches.
+    pub fn settling_through(mut self, queue: SettlementQueue) -> Self {
+        self.settlement = Some(queue);
+        self
     }
 
     pub async fn create(&self, request: OrderRequest) -> AppResult<CreatedOrder> {
@@ -167,17 +178,21 @@ impl Orders {
             self.release_with_retries(id).await;
             return Err(error);
         }
-        // Saved: the reservation is kept for good. A product service that is away leaves the
-        // commit to the sweeper; a reservation that expired first cancels the order.
-        match self.commit_stock(id).await {
-            Committed::Yes | Committed::Later => {}
-            Committed::Expired => {
-                return Err(AppError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "the stock held for this order ran out of time before the order was saved; \
-                     please order again",
-                ));
-            }
+        // Saved: the reservation is to be kept for good, in the next batch (its hold lasts
+        // minutes). A product service that is away leaves the commit to the sweeper; a
+        // reservation that expired first cancels the order.
+        match &self.settlement {
+            Some(queue) => queue.commit_stock(id),
+            None => match self.commit_stock(id).await {
+                Committed::Yes | Committed::Later => {}
+                Committed::Expired => {
+                    return Err(AppError::new(
+                        ErrorCode::ServiceUnavailable,
+                        "the stock held for this order ran out of time before the order was \
+                         saved; please order again",
+                    ));
+                }
+            },
         }
         // The ordered products leave the cart before the answer; a cart that is away only
         // keeps them there.
@@ -203,39 +218,75 @@ impl Orders {
     /// Commits the order's reservation and records it; an expired reservation cancels the
     /// order (its stock is back in the catalogue already).
     async fn commit_stock(&self, order_id: i64) -> Committed {
+        self.commit_stock_of(&[order_id])
+            .await
+            .into_iter()
+            .find(|(id, _)| *id == order_id)
+            .map_or(Committed::Later, |(_, committed)| committed)
+    }
+
+    /// Commits the reservations of saved orders in one call and records it in one statement;
+    /// an order whose stock is no longer held is cancelled (its stock is back in the catalogue
+    /// already). Answers how it went for each order.
+    pub(crate) async fn commit_stock_of(&self, order_ids: &[i64]) -> Vec<(i64, Committed)> {
         let answer = self
             .products
             .clone()
-            .commit_reservation(CommitReservationRequest { order_id })
+            .commit_reservations(CommitReservationsRequest {
+                order_ids: order_ids.to_vec(),
+            })
             .await;
-        match answer {
-            Ok(_) => match self.store.mark_stock_committed(order_id).await {
-                Ok(()) => Committed::Yes,
-                Err(_) => Committed::Later,
-            },
-            Err(status) if AppError::from(status.clone()).code == ErrorCode::BadOrderStatus => {
-                tracing::warn!(order_id, error = %status.message(), "the order's reservation expired before it was committed; cancelling the order");
-                match self
-                    .store
-                    .cancel(None, order_id, "stock hold expired")
-                    .await
-                {
-                    Ok(CancelOutcome::Cancelled) => {
-                        let _ = self.settle_release(order_id).await;
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(order_id, %error, "could not cancel; the sweeper will");
-                        return Committed::Later;
-                    }
-                }
-                Committed::Expired
-            }
+        let lost = match answer {
+            Ok(reply) => reply.into_inner().lost_order_ids,
             Err(status) => {
-                tracing::warn!(order_id, error = %status.message(), "committing the reservation failed; the sweeper retries");
-                Committed::Later
+                tracing::warn!(orders = order_ids.len(), error = %status.message(), "committing reservations failed; the sweeper retries");
+                return order_ids
+                    .iter()
+                    .map(|order_id| (*order_id, Committed::Later))
+                    .collect();
             }
+        };
+        let (lost, kept): (Vec<i64>, Vec<i64>) = order_ids
+            .iter()
+            .partition(|order_id| lost.contains(order_id));
+        let recorded = if kept.is_empty() {
+            Committed::Yes
+        } else {
+            match self.store.mark_stock_committed(&kept).await {
+                Ok(()) => Committed::Yes,
+                Err(error) => {
+                    tracing::warn!(orders = kept.len(), %error, "could not record committed reservations; the sweeper commits them again");
+                    Committed::Later
+                }
+            }
+        };
+        let mut outcome: Vec<(i64, Committed)> = kept
+            .into_iter()
+            .map(|order_id| (order_id, recorded))
+            .collect();
+        for order_id in lost {
+            tracing::warn!(
+                order_id,
+                "the order's reservation expired before it was committed; cancelling the order"
+            );
+            let cancelled = match self
+                .store
+                .cancel(None, order_id, "stock hold expired")
+                .await
+            {
+                Ok(CancelOutcome::Cancelled) => {
+                    let _ = self.settle_release(order_id).await;
+                    Committed::Expired
+                }
+                Ok(_) => Committed::Expired,
+                Err(error) => {
+                    tracing::warn!(order_id, %error, "could not cancel; the sweeper will");
+                    Committed::Later
+                }
+            };
+            outcome.push((order_id, cancelled));
         }
+        outcome
     }
 
     async fn release(&self, order_id: i64) -> bool {
@@ -366,17 +417,24 @@ impl Orders {
         Ok(())
     }
 
-    async fn settle_sales(&self, order_id: i64) -> AppResult<()> {
-        match self
+    /// Counts the units of paid orders as sold, in one call, and records it in one statement;
+    /// a failure leaves them to the sweeper.
+    pub(crate) async fn record_sales_of(&self, order_ids: &[i64]) {
+        let answer = self
             .products
             .clone()
-            .record_sales(RecordSalesRequest { order_id })
-            .await
-        {
-            Ok(_) => self.store.mark_sales_recorded(order_id).await,
+            .record_sales_of_orders(RecordSalesOfOrdersRequest {
+                order_ids: order_ids.to_vec(),
+            })
+            .await;
+        match answer {
+            Ok(_) => {
+                if let Err(error) = self.store.mark_sales_recorded(order_ids).await {
+                    tracing::warn!(orders = order_ids.len(), %error, "could not record counted sales; the sweeper counts them again");
+                }
+            }
             Err(status) => {
-                tracing::warn!(order_id, error = %status.message(), "recording sales failed; will retry");
-                Ok(())
+                tracing::warn!(orders = order_ids.len(), error = %status.message(), "recording sales failed; the sweeper retries");
             }
         }
     }
@@ -405,7 +463,13 @@ impl Orders {
         }
         match outcome {
             PaidOutcome::AwaitsStockCommit => Err(not_committed_yet()),
-            PaidOutcome::Paid => self.settle_sales(order_id).await,
+            PaidOutcome::Paid => {
+                match &self.settlement {
+                    Some(queue) => queue.record_sales(order_id),
+                    None => self.record_sales_of(&[order_id]).await,
+                }
+                Ok(())
+            }
             PaidOutcome::AlreadyHandled => Ok(()),
             PaidOutcome::NotPending(status) => {
                 // Paid after it was cancelled: the payment service heard of the cancellation
@@ -479,19 +543,20 @@ impl Orders {
                 tracing::info!(order_id, "completed an order shipped long enough ago");
             }
         }
-        // Commits the create call could not make; a moment's grace for the one in flight.
-        for order_id in self
+        // Commits the settlement queue did not make; a moment's grace for the batch in flight.
+        let commits_due = self
             .store
             .commits_due(chrono::Utc::now() - chrono::Duration::seconds(2), 100)
-            .await?
-        {
-            self.commit_stock(order_id).await;
+            .await?;
+        if !commits_due.is_empty() {
+            self.commit_stock_of(&commits_due).await;
         }
         for order_id in self.store.releases_due(100).await? {
             self.settle_release(order_id).await?;
         }
-        for order_id in self.store.sales_due(100).await? {
-            self.settle_sales(order_id).await?;
+        let sales_due = self.store.sales_due(100).await?;
+        if !sales_due.is_empty() {
+            self.record_sales_of(&sales_due).await;
         }
         Ok(())
     }

@@ -589,11 +589,11 @@ impl OrderStore {
         .await?)
     }
 
-    /// Whether the order still waits for its reservation's commit.
+    /// Records that these orders' reservations are committed, in one statement.
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_committed"))]
-    pub async fn mark_stock_committed(&self, order_id: i64) -> Result<(), AppError> {
-        sqlx::query("UPDATE orders SET stock_committed = true WHERE id = $1")
-            .bind(order_id)
+    pub async fn mark_stock_committed(&self, order_ids: &[i64]) -> Result<(), AppError> {
+        sqlx::query("UPDATE orders SET stock_committed = true WHERE id = ANY($1)")
+            .bind(order_ids)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -654,10 +654,11 @@ impl OrderStore {
         .await?)
     }
 
+    /// Records that these orders' units are counted as sold, in one statement.
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_sales_recorded"))]
-    pub async fn mark_sales_recorded(&self, order_id: i64) -> Result<(), AppError> {
-        sqlx::query("UPDATE orders SET sales_recorded = true WHERE id = $1")
-            .bind(order_id)
+    pub async fn mark_sales_recorded(&self, order_ids: &[i64]) -> Result<(), AppError> {
+        sqlx::query("UPDATE orders SET sales_recorded = true WHERE id = ANY($1)")
+            .bind(order_ids)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -31,10 +31,18 @@ impl Shop {
 
     /// A shop whose order service's settings are adjusted by `tweak` (the settings under test).
     async fn start_with(tweak: impl FnOnce(&mut letsgo_order::Config) + Send + 'static) -> Shop {
+        // Every order here must commit its reservation, or lose it within a second.
+        Shop::start_holding(Duration::from_secs(1), tweak).await
+    }
+
+    /// A shop whose product service holds a reservation `hold` long until its order commits it.
+    async fn start_holding(
+        hold: Duration,
+        tweak: impl FnOnce(&mut letsgo_order::Config) + Send + 'static,
+    ) -> Shop {
         let shop = letsgo_testkit::Shop::builder()
-            .product(|config| {
-                // Every order here must commit its reservation, or lose it within a second.
-                config.reservation_hold = Duration::from_secs(1);
+            .product(move |config| {
+                config.reservation_hold = hold;
                 config.reservation_sweep_interval = Duration::from_millis(100);
             })
             .cart(|_| {})
@@ -284,6 +292,63 @@ async fn saved_orders_keep_their_stock_and_abandoned_reservations_give_it_back()
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(shop.stock(lamp).await.0, 7);
+}
+
+/// Orders saved together commit their reservations together (the settlement queue's batches)
+/// and keep their stock past the hold; each order records its commit.
+#[tokio::test]
+async fn orders_saved_together_commit_together_and_keep_their_stock() {
+    let shop = Shop::start().await;
+    let lamp = shop.product("lamp", 100, 12).await;
+    let created = futures_util::future::join_all((1..=12).map(|user_id| {
+        let shop = &shop;
+        async move { shop.order(user_id, &[(lamp, 1)]).await.unwrap().order_id }
+    }))
+    .await;
+    assert_eq!(shop.stock(lamp).await.0, 0);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(shop.stock(lamp).await.0, 0, "held past the hold");
+    let pool = shop.order_database().await;
+    let committed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE id = ANY($1) AND stock_committed AND status = 1",
+    )
+    .bind(&created)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(committed, 12);
+}
+
+/// An order whose stock's hold ran out before its commit (here the hold is shorter than the
+/// settlement queue's gathering) is cancelled once the commit finds the stock gone, and the
+/// stock is back for others.
+#[tokio::test]
+async fn an_order_whose_stock_hold_ran_out_before_its_commit_is_cancelled() {
+    let shop = Shop::start_holding(Duration::from_millis(1), |_| {}).await;
+    let lamp = shop.product("lamp", 100, 10).await;
+    let created = shop.order(3, &[(lamp, 4)]).await.unwrap();
+    let order = shop
+        .wait_for_status(
+            3,
+            created.order_id,
+            pb::OrderStatus::Cancelled,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(order.status, pb::OrderStatus::Cancelled as i32);
+    let mut stock = 0;
+    for _ in 0..50 {
+        stock = shop.stock(lamp).await.0;
+        if stock == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stock, 10);
+    let cancelled = shop.events_of(created.order_id, "order.cancelled").await;
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["reason"], "stock hold expired");
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use crate::product_cache::{Lookup, ProductCache};
 use crate::rules;
 use crate::storage::{
-    CatalogueStore, Commit, NewProduct, ProductChange, ProductRecord, ReservedLine, ReviewRecord,
-    SortKey, StockChange, released_error,
+    CatalogueStore, NewProduct, ProductChange, ProductRecord, ReservedLine, ReviewRecord, SortKey,
+    StockChange, released_error,
 };
 
 pub struct Page<T> {
@@ -27,6 +27,7 @@ pub struct Catalogue {
 }
 
 use letsgo_platform::limits::PRODUCT_PAGE_SIZE_DEFAULT as DEFAULT_PAGE_SIZE;
+use letsgo_platform::limits::SETTLEMENT_BATCH_MAX;
 
 /// Runs a change and its invalidation to the end even when the caller stops waiting (a
 /// cancelled or timed-out gRPC call drops its handler): a change committed but never
@@ -45,6 +46,16 @@ fn not_found() -> AppError {
 
 /// Most products one batched read may ask for (a cart's worth, with room).
 const BATCH_MAX: usize = 200;
+
+/// Refuses a settlement call (commits, sales) over too many orders.
+fn check_settlement_batch(order_ids: &[i64]) -> AppResult<()> {
+    if order_ids.len() > SETTLEMENT_BATCH_MAX {
+        return Err(AppError::invalid(format!(
+            "at most {SETTLEMENT_BATCH_MAX} orders per call"
+        )));
+    }
+    Ok(())
+}
 
 impl Catalogue {
     pub fn new(store: CatalogueStore, cache: ProductCache, reservation_hold: Duration) -> Self {
@@ -219,15 +230,23 @@ impl Catalogue {
 
     /// Keeps an order's reservation for good; 5001 when it expired first.
     pub async fn commit_reservation(&self, order_id: i64) -> AppResult<()> {
-        let (store, cache) = (self.store.clone(), self.cache.clone());
+        if self.commit_reservations(&[order_id]).await?.is_empty() {
+            Ok(())
+        } else {
+            Err(released_error())
+        }
+    }
+
+    /// Keeps many orders' reservations for good, in one transaction; answers the orders whose
+    /// stock is no longer held (their orders must be cancelled).
+    pub async fn commit_reservations(&self, order_ids: &[i64]) -> AppResult<Vec<i64>> {
+        check_settlement_batch(order_ids)?;
+        let (store, cache, order_ids) =
+            (self.store.clone(), self.cache.clone(), order_ids.to_vec());
         to_completion(async move {
-            match store.commit_reservation(order_id).await? {
-                Commit::Kept => Ok(()),
-                Commit::Expired(touched) => {
-                    cache.invalidate(&touched).await;
-                    Err(released_error())
-                }
-            }
+            let commits = store.commit_reservations(&order_ids).await?;
+            cache.invalidate(&commits.touched).await;
+            Ok(commits.lost)
         })
         .await
     }
@@ -255,10 +274,13 @@ impl Catalogue {
         .await
     }
 
-    pub async fn record_sales(&self, order_id: i64) -> AppResult<()> {
-        let (store, cache) = (self.store.clone(), self.cache.clone());
+    /// Counts the units of `order_ids` as sold, each order once, in one transaction.
+    pub async fn record_sales(&self, order_ids: &[i64]) -> AppResult<()> {
+        check_settlement_batch(order_ids)?;
+        let (store, cache, order_ids) =
+            (self.store.clone(), self.cache.clone(), order_ids.to_vec());
         to_completion(async move {
-            let touched = store.record_sales(order_id).await?;
+            let touched = store.record_sales(&order_ids).await?;
             cache.invalidate(&touched).await;
             Ok(())
         })

@@ -252,9 +252,32 @@ impl ProductService for ProductApi {
         request: Request<pb::RecordSalesRequest>,
     ) -> Result<Response<pb::RecordSalesReply>, Status> {
         self.catalogue
-            .record_sales(request.into_inner().order_id)
+            .record_sales(&[request.into_inner().order_id])
             .await?;
         Ok(Response::new(pb::RecordSalesReply {}))
+    }
+
+    async fn commit_reservations(
+        &self,
+        request: Request<pb::CommitReservationsRequest>,
+    ) -> Result<Response<pb::CommitReservationsReply>, Status> {
+        let lost_order_ids = self
+            .catalogue
+            .commit_reservations(&request.into_inner().order_ids)
+            .await?;
+        Ok(Response::new(pb::CommitReservationsReply {
+            lost_order_ids,
+        }))
+    }
+
+    async fn record_sales_of_orders(
+        &self,
+        request: Request<pb::RecordSalesOfOrdersRequest>,
+    ) -> Result<Response<pb::RecordSalesOfOrdersReply>, Status> {
+        self.catalogue
+            .record_sales(&request.into_inner().order_ids)
+            .await?;
+        Ok(Response::new(pb::RecordSalesOfOrdersReply {}))
     }
 
     async fn add_review(

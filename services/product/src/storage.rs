@@ -121,16 +121,69 @@ pub struct Reservation {
 /// PostgreSQL broke the cycle after its one-second deadlock timeout).
 async fn lock_products_of(
     transaction: &mut sqlx::Transaction<'_, Postgres>,
-    order_id: i64,
+    order_ids: &[i64],
 ) -> Result<(), AppError> {
     sqlx::query(
         "SELECT p.id FROM products p JOIN stock_reservation_lines l ON l.product_id = p.id \
-         WHERE l.order_id = $1 ORDER BY p.id FOR NO KEY UPDATE OF p",
+         WHERE l.order_id = ANY($1) ORDER BY p.id FOR NO KEY UPDATE OF p",
     )
-    .bind(order_id)
+    .bind(order_ids)
     .execute(&mut **transaction)
     .await?;
     Ok(())
+}
+
+/// Locks the reservations of `order_ids` that are still `reserved`, in order id order (so two
+/// batches over the same orders wait for each other instead of deadlocking), and answers them
+/// with whether each is still within its hold.
+async fn lock_reserved(
+    transaction: &mut sqlx::Transaction<'_, Postgres>,
+    order_ids: &[i64],
+) -> Result<Vec<(i64, bool)>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT order_id, (expires_at IS NULL OR expires_at > now()) AS live \
+         FROM stock_reservations WHERE order_id = ANY($1) AND state = 'reserved' \
+         ORDER BY order_id FOR UPDATE",
+    )
+    .bind(order_ids)
+    .fetch_all(&mut **transaction)
+    .await?)
+}
+
+/// Marks the locked `reserved` reservations of `order_ids` released and gives their stock back;
+/// answers the products whose stock changed.
+async fn release_locked(
+    transaction: &mut sqlx::Transaction<'_, Postgres>,
+    order_ids: &[i64],
+) -> Result<Vec<i64>, AppError> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query(
+        "UPDATE stock_reservations SET state = 'released', updated_at = now() WHERE order_id = ANY($1)",
+    )
+    .bind(order_ids)
+    .execute(&mut **transaction)
+    .await?;
+    give_back(transaction, order_ids).await
+}
+
+/// Puts the units that `order_ids` reserved back in stock (their reservations are released in
+/// this transaction); answers the products whose stock changed.
+async fn give_back(
+    transaction: &mut sqlx::Transaction<'_, Postgres>,
+    order_ids: &[i64],
+) -> Result<Vec<i64>, AppError> {
+    lock_products_of(transaction, order_ids).await?;
+    Ok(sqlx::query_scalar(
+        "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now() \
+         FROM (SELECT product_id, sum(quantity)::bigint AS quantity FROM stock_reservation_lines \
+               WHERE order_id = ANY($1) GROUP BY product_id) l \
+         WHERE l.product_id = p.id RETURNING p.id",
+    )
+    .bind(order_ids)
+    .fetch_all(&mut **transaction)
+    .await?)
 }
 
 impl CatalogueStore {
@@ -433,35 +486,45 @@ impl CatalogueStore {
         })
     }
 
-    /// Keeps `order_id`'s reservation for good (its order is saved). An expired one is
-    /// released here and then, like a released one, refused: its stock may be sold again.
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "commit_reservation"))]
-    pub async fn commit_reservation(&self, order_id: i64) -> Result<Commit, AppError> {
-        let committed = sqlx::query(
-            "UPDATE stock_reservations SET expires_at = NULL, updated_at = now() \
-             WHERE order_id = $1 AND state = 'reserved' AND (expires_at IS NULL OR expires_at > now())",
+    /// Keeps the reservations of `order_ids` for good (their orders are saved), in one
+    /// transaction, and answers the orders whose stock is no longer held: released, never
+    /// reserved, or expired. An expired reservation the sweeper has not reached yet is released
+    /// here, since its stock may be sold again; a sold one counts as kept.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "commit_reservations", orders = order_ids.len()))]
+    pub async fn commit_reservations(&self, order_ids: &[i64]) -> Result<Commits, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let (mut live, mut expired) = (Vec::new(), Vec::new());
+        for (order_id, within_hold) in lock_reserved(&mut transaction, order_ids).await? {
+            if within_hold {
+                live.push(order_id);
+            } else {
+                expired.push(order_id);
+            }
+        }
+        if !live.is_empty() {
+            sqlx::query(
+                "UPDATE stock_reservations SET expires_at = NULL, updated_at = now() \
+                 WHERE order_id = ANY($1)",
+            )
+            .bind(&live)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let touched = release_locked(&mut transaction, &expired).await?;
+        // Whatever was not reserved: sold (kept), released, or unknown.
+        let sold: Vec<i64> = sqlx::query_scalar(
+            "SELECT order_id FROM stock_reservations WHERE order_id = ANY($1) AND state = 'sold'",
         )
-        .bind(order_id)
-        .execute(&self.pool)
+        .bind(order_ids)
+        .fetch_all(&mut *transaction)
         .await?;
-        if committed.rows_affected() == 1 {
-            return Ok(Commit::Kept);
-        }
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM stock_reservations WHERE order_id = $1")
-                .bind(order_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        match state.as_deref() {
-            Some("sold") => Ok(Commit::Kept),
-            // Expired, and not swept yet.
-            Some("reserved") => Ok(Commit::Expired(self.release_where(order_id, true).await?)),
-            Some(_) => Ok(Commit::Expired(Vec::new())),
-            None => Err(AppError::new(
-                ErrorCode::BadOrderStatus,
-                "this order has no reservation",
-            )),
-        }
+        transaction.commit().await?;
+        let lost = order_ids
+            .iter()
+            .copied()
+            .filter(|order_id| !live.contains(order_id) && !sold.contains(order_id))
+            .collect();
+        Ok(Commits { lost, touched })
     }
 
     /// Reservations past their expiry, oldest first: for the sweeper to release.
@@ -511,39 +574,40 @@ impl CatalogueStore {
             transaction.commit().await?;
             return Ok(Vec::new());
         }
-        lock_products_of(&mut transaction, order_id).await?;
-        let touched: Vec<i64> = sqlx::query_scalar(
-            "UPDATE products p SET stock = p.stock + l.quantity, updated_at = now() \
-             FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.product_id = p.id RETURNING p.id",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *transaction)
-        .await?;
+        let touched = give_back(&mut transaction, &[order_id]).await?;
         transaction.commit().await?;
         Ok(touched)
     }
 
-    /// Counts a reserved order's units as sold, once.
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_sales"))]
-    pub async fn record_sales(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
+    /// Counts the units of `order_ids` as sold, each order once, in one transaction; answers
+    /// the products whose sales changed. Orders whose reservation is not held (released, or
+    /// sold already) change nothing.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_sales", orders = order_ids.len()))]
+    pub async fn record_sales(&self, order_ids: &[i64]) -> Result<Vec<i64>, AppError> {
         let mut transaction = self.pool.begin().await?;
-        let sold = sqlx::query(
-            "UPDATE stock_reservations SET state = 'sold', updated_at = now() \
-             WHERE order_id = $1 AND state = 'reserved'",
-        )
-        .bind(order_id)
-        .execute(&mut *transaction)
-        .await?;
-        if sold.rows_affected() == 0 {
+        let sold: Vec<i64> = lock_reserved(&mut transaction, order_ids)
+            .await?
+            .into_iter()
+            .map(|(order_id, _)| order_id)
+            .collect();
+        if sold.is_empty() {
             transaction.commit().await?;
             return Ok(Vec::new());
         }
-        lock_products_of(&mut transaction, order_id).await?;
+        sqlx::query(
+            "UPDATE stock_reservations SET state = 'sold', updated_at = now() WHERE order_id = ANY($1)",
+        )
+        .bind(&sold)
+        .execute(&mut *transaction)
+        .await?;
+        lock_products_of(&mut transaction, &sold).await?;
         let touched: Vec<i64> = sqlx::query_scalar(
             "UPDATE products p SET sales = p.sales + l.quantity, updated_at = now() \
-             FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.product_id = p.id RETURNING p.id",
+             FROM (SELECT product_id, sum(quantity)::bigint AS quantity FROM stock_reservation_lines \
+                   WHERE order_id = ANY($1) GROUP BY product_id) l \
+             WHERE l.product_id = p.id RETURNING p.id",
         )
-        .bind(order_id)
+        .bind(&sold)
         .fetch_all(&mut *transaction)
         .await?;
         transaction.commit().await?;
@@ -640,11 +704,14 @@ pub fn like_pattern(word: &str) -> String {
     pattern
 }
 
-/// How committing a reservation ended.
-pub enum Commit {
-    Kept,
-    /// Too late: the reservation is released (these products' stock came back just now).
-    Expired(Vec<i64>),
+/// What committing a batch of reservations found.
+#[derive(Debug, Default)]
+pub struct Commits {
+    /// The orders whose stock is no longer held: their reservation expired, was released or
+    /// never existed.
+    pub lost: Vec<i64>,
+    /// Products whose stock came back, from expired reservations released just now.
+    pub touched: Vec<i64>,
 }
 
 pub fn released_error() -> AppError {

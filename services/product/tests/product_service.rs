@@ -556,6 +556,100 @@ async fn an_expired_reservation_is_released_by_its_late_commit_when_the_sweeper_
     assert_eq!(service.product(id).await.stock, 10);
 }
 
+/// Many orders settled in one call each way: the commit answers exactly the orders whose stock
+/// is no longer held (expired and not yet swept, released, never reserved) and gives an expired
+/// one's stock back; the sales count each held order once, however often it is named.
+#[tokio::test]
+async fn many_orders_commit_and_sell_in_one_call_each_and_each_order_counts_once() {
+    let service = Service::start_with(|config| {
+        config.reservation_hold = Duration::from_secs(1);
+        config.reservation_sweep_interval = Duration::from_secs(600);
+    })
+    .await;
+    let lamp = service.add("lamp", 100, 100, "x").await;
+    let desk = service.add("desk", 900, 100, "x").await;
+    let mut client = service.client.clone();
+    service.reserve(60, &[(lamp, 1), (desk, 1)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Order 60's hold has run out; 61 to 63 are fresh; 64 is given back; 65 never reserved.
+    for order_id in 61..=64 {
+        service
+            .reserve(order_id, &[(desk, 2), (lamp, 3)])
+            .await
+            .unwrap();
+    }
+    service.release(64).await;
+    let lost = client
+        .commit_reservations(pb::CommitReservationsRequest {
+            order_ids: vec![65, 64, 63, 62, 61, 60, 61],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lost_order_ids;
+    let mut lost_sorted = lost.clone();
+    lost_sorted.sort_unstable();
+    assert_eq!(lost_sorted, vec![60, 64, 65], "answered {lost:?}");
+    let (lamp_now, desk_now) = (service.product(lamp).await, service.product(desk).await);
+    assert_eq!(
+        (lamp_now.stock, desk_now.stock),
+        (100 - 9, 100 - 6),
+        "order 60's units came back; 61 to 63 stay held"
+    );
+
+    // Past the hold, the committed ones are still held.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sell = |order_ids: Vec<i64>| {
+        let mut client = service.client.clone();
+        async move {
+            client
+                .record_sales_of_orders(pb::RecordSalesOfOrdersRequest { order_ids })
+                .await
+                .unwrap();
+        }
+    };
+    sell(vec![61, 62, 62, 60, 64, 65]).await;
+    sell(vec![62, 63]).await;
+    sell(vec![61, 62, 63]).await;
+    let (lamp_now, desk_now) = (service.product(lamp).await, service.product(desk).await);
+    assert_eq!(
+        (
+            lamp_now.stock,
+            lamp_now.sales,
+            desk_now.stock,
+            desk_now.sales
+        ),
+        (91, 9, 94, 6),
+        "three orders sold once each; released, expired and unknown ones sell nothing"
+    );
+    // Sold reservations count as kept when committed again.
+    let lost = client
+        .commit_reservations(pb::CommitReservationsRequest {
+            order_ids: vec![61, 62, 63],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lost_order_ids;
+    assert!(lost.is_empty(), "answered {lost:?}");
+
+    let too_many = (0..=letsgo_platform::limits::SETTLEMENT_BATCH_MAX as i64).collect::<Vec<_>>();
+    let refused = client
+        .record_sales_of_orders(pb::RecordSalesOfOrdersRequest {
+            order_ids: too_many.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(refused), ErrorCode::InvalidParams);
+    let refused = client
+        .commit_reservations(pb::CommitReservationsRequest {
+            order_ids: too_many,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(refused), ErrorCode::InvalidParams);
+}
+
 #[tokio::test]
 async fn reservations_releases_and_sales_are_idempotent_per_order() {
     let service = Service::start().await;
@@ -627,7 +721,15 @@ async fn concurrent_reservations_releases_and_sales_of_shared_products_never_dea
     for order_id in 1..=40_i64 {
         let mut client = service.client.clone();
         work.push(tokio::spawn(async move {
-            if order_id % 2 == 0 {
+            if order_id % 4 == 0 {
+                // A batch overlapping another task's single sale.
+                client
+                    .record_sales_of_orders(pb::RecordSalesOfOrdersRequest {
+                        order_ids: vec![order_id, order_id - 2],
+                    })
+                    .await
+                    .map(|_| ())
+            } else if order_id % 2 == 0 {
                 client
                     .record_sales(pb::RecordSalesRequest { order_id })
                     .await

@@ -71,7 +71,13 @@ pub fn is_idempotent(path: &str) -> bool {
     .any(|prefix| method.starts_with(prefix))
         || matches!(
             method,
-            "ReserveStock" | "ReleaseStock" | "RecordSales" | "RemoveProducts" | "ClearCart"
+            "ReserveStock"
+                | "ReleaseStock"
+                | "RecordSales"
+                | "CommitReservations"
+                | "RecordSalesOfOrders"
+                | "RemoveProducts"
+                | "ClearCart"
         )
 }
 
