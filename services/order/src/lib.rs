@@ -61,12 +61,18 @@ pub async fn run(
     service.spawn("settlement", backlog.run(settling, stopping));
     service.outbox_relay(&config.kafka, TOPICS)?;
     let paid_orders = orders.clone();
-    service.consume(
+    let paid_together = orders.clone();
+    service.consume_batched(
         &config.kafka,
         &config.events,
         orders::PAYMENT_CONSUMER_GROUP,
         PAYMENT_TOPICS,
         config.kafka_session_timeout,
+        // Payments that succeeded together mark their orders paid in one transaction.
+        Some(move |events| {
+            let orders = paid_together.clone();
+            async move { orders.on_payment_events(events).await }
+        }),
         move |event| {
             let orders = paid_orders.clone();
             async move { orders.on_payment_event(&event).await }

@@ -29,7 +29,7 @@ use crate::rules::OrderStatus;
 use crate::settlement::SettlementQueue;
 use crate::storage::{
     CancelOutcome, CompleteOutcome, CompletedBy, NewItem, NewOrder, OrderFilter, OrderStore,
-    OrderWithItems, PaidOutcome, ShipOutcome, not_found,
+    OrderWithItems, PaidOutcome, PaymentSucceeded, ShipOutcome, not_found,
 };
 
 pub struct OrderRequest {
@@ -442,46 +442,73 @@ impl Orders {
     /// Handles `payment.succeeded`: marks the order paid (once, however often the event comes)
     /// and counts its units as sold.
     pub async fn on_payment_succeeded(&self, event: &Event) -> AppResult<()> {
-        let order_id = event.data["orderId"]
-            .as_i64()
-            .ok_or_else(|| AppError::invalid("payment.succeeded without orderId"))?;
-        let payment_no = event.data["paymentNo"].as_str().unwrap_or_default();
+        let payment = payment_succeeded(event)?;
         let mut outcome = self
             .store
-            .mark_paid(PAYMENT_CONSUMER_GROUP, event.id, order_id, payment_no)
+            .mark_paid(PAYMENT_CONSUMER_GROUP, &payment)
             .await?;
         if outcome == PaidOutcome::AwaitsStockCommit {
             // Paid before its reservation was committed (the product service was away): commit
             // it first, so the units sold are units held. An expired one cancels the order.
-            if self.commit_stock(order_id).await == Committed::Later {
+            if self.commit_stock(payment.order_id).await == Committed::Later {
                 return Err(not_committed_yet());
             }
             outcome = self
                 .store
-                .mark_paid(PAYMENT_CONSUMER_GROUP, event.id, order_id, payment_no)
+                .mark_paid(PAYMENT_CONSUMER_GROUP, &payment)
                 .await?;
         }
+        if outcome == PaidOutcome::AwaitsStockCommit {
+            return Err(not_committed_yet());
+        }
+        self.after_payment(&payment, outcome).await;
+        Ok(())
+    }
+
+    /// Handles payment events that arrived together in one transaction, when every one is a
+    /// `payment.succeeded` for an order that can be settled now. Any other batch is refused,
+    /// unchanged, and the consumer hands its events to [`Orders::on_payment_event`] one by one.
+    pub async fn on_payment_events(&self, events: Vec<Event>) -> AppResult<()> {
+        let payments = events
+            .iter()
+            .map(|event| match event.event_type.as_str() {
+                topics::PAYMENT_SUCCEEDED => payment_succeeded(event),
+                other => Err(AppError::invalid(format!(
+                    "{other} is handled one event at a time"
+                ))),
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let Some(outcomes) = self
+            .store
+            .mark_many_paid(PAYMENT_CONSUMER_GROUP, &payments)
+            .await?
+        else {
+            return Err(not_committed_yet());
+        };
+        for (payment, outcome) in payments.iter().zip(outcomes) {
+            self.after_payment(payment, outcome).await;
+        }
+        Ok(())
+    }
+
+    /// What follows marking an order paid: its units are counted as sold.
+    async fn after_payment(&self, payment: &PaymentSucceeded, outcome: PaidOutcome) {
         match outcome {
-            PaidOutcome::AwaitsStockCommit => Err(not_committed_yet()),
-            PaidOutcome::Paid => {
-                match &self.settlement {
-                    Some(queue) => queue.record_sales(order_id),
-                    None => self.record_sales_of(&[order_id]).await,
-                }
-                Ok(())
-            }
-            PaidOutcome::AlreadyHandled => Ok(()),
+            PaidOutcome::Paid => match &self.settlement {
+                Some(queue) => queue.record_sales(payment.order_id),
+                None => self.record_sales_of(&[payment.order_id]).await,
+            },
             PaidOutcome::NotPending(status) => {
                 // Paid after it was cancelled: the payment service heard of the cancellation
                 // too, and refunds the payment (payment.refunded then marks the order).
                 tracing::warn!(
-                    order_id,
+                    order_id = payment.order_id,
                     ?status,
-                    payment_no,
+                    payment_no = payment.payment_no,
                     "payment succeeded for an order that is not pending; the payment service refunds it"
                 );
-                Ok(())
             }
+            PaidOutcome::AlreadyHandled | PaidOutcome::AwaitsStockCommit => {}
         }
     }
 
@@ -560,6 +587,20 @@ impl Orders {
         }
         Ok(())
     }
+}
+
+/// The order and payment a `payment.succeeded` event names.
+fn payment_succeeded(event: &Event) -> AppResult<PaymentSucceeded> {
+    Ok(PaymentSucceeded {
+        event_id: event.id,
+        order_id: event.data["orderId"]
+            .as_i64()
+            .ok_or_else(|| AppError::invalid("payment.succeeded without orderId"))?,
+        payment_no: event.data["paymentNo"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 /// A payment event that must wait for the order's stock to be committed: retried later.

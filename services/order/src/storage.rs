@@ -98,6 +98,54 @@ pub enum PaidOutcome {
     AwaitsStockCommit,
 }
 
+/// What a `payment.succeeded` event tells the order service.
+#[derive(Debug, Clone)]
+pub struct PaymentSucceeded {
+    pub event_id: Uuid,
+    pub order_id: i64,
+    pub payment_no: String,
+}
+
+/// Marks the order paid inside `transaction`, once per event, and writes `order.paid`. Only an
+/// order whose stock is committed is marked paid, so the units sold are units held; one that
+/// is not yet answers [`PaidOutcome::AwaitsStockCommit`], and the caller must roll back.
+async fn mark_paid_in(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    group: &str,
+    payment: &PaymentSucceeded,
+) -> Result<PaidOutcome, AppError> {
+    let order_id = payment.order_id;
+    if !events::mark_handled(transaction, group, payment.event_id).await? {
+        return Ok(PaidOutcome::AlreadyHandled);
+    }
+    let paid: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE orders SET status = 2, paid_at = now(), updated_at = now() \
+         WHERE id = $1 AND status = 1 AND stock_committed RETURNING user_id, paid_at",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut **transaction)
+    .await?;
+    if let Some((user_id, paid_at)) = paid {
+        let paid = event(
+            topics::ORDER_PAID,
+            json!({"orderId": order_id, "userId": user_id, "paymentNo": payment.payment_no, "paidAt": paid_at.timestamp()}),
+        )?;
+        events::enqueue(transaction, &order_id.to_string(), &paid).await?;
+        return Ok(PaidOutcome::Paid);
+    }
+    let found: Option<(i16, bool)> =
+        sqlx::query_as("SELECT status, stock_committed FROM orders WHERE id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut **transaction)
+            .await?;
+    Ok(match found {
+        Some((status, false)) if status == OrderStatus::Pending as i16 => {
+            PaidOutcome::AwaitsStockCommit
+        }
+        found => PaidOutcome::NotPending(found.map(|(status, _)| status)),
+    })
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ShipOutcome {
     Shipped,
@@ -526,50 +574,40 @@ impl OrderStore {
     pub async fn mark_paid(
         &self,
         group: &str,
-        event_id: Uuid,
-        order_id: i64,
-        payment_no: &str,
+        payment: &PaymentSucceeded,
     ) -> Result<PaidOutcome, AppError> {
         let mut transaction = self.pool.begin().await?;
-        if !events::mark_handled(&mut transaction, group, event_id).await? {
-            return Ok(PaidOutcome::AlreadyHandled);
+        let outcome = mark_paid_in(&mut transaction, group, payment).await?;
+        if outcome == PaidOutcome::AwaitsStockCommit {
+            // Not handled yet: the event comes back once the stock is committed.
+            transaction.rollback().await?;
+        } else {
+            transaction.commit().await?;
         }
-        // Only an order whose stock is committed is marked paid, so the units sold are units
-        // held; one that is not yet comes back to the caller to commit first.
-        let paid: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
-            "UPDATE orders SET status = 2, paid_at = now(), updated_at = now() \
-             WHERE id = $1 AND status = 1 AND stock_committed RETURNING user_id, paid_at",
-        )
-        .bind(order_id)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let outcome = match paid {
-            Some((user_id, paid_at)) => {
-                let paid = event(
-                    topics::ORDER_PAID,
-                    json!({"orderId": order_id, "userId": user_id, "paymentNo": payment_no, "paidAt": paid_at.timestamp()}),
-                )?;
-                events::enqueue(&mut transaction, &order_id.to_string(), &paid).await?;
-                PaidOutcome::Paid
-            }
-            None => {
-                let found: Option<(i16, bool)> =
-                    sqlx::query_as("SELECT status, stock_committed FROM orders WHERE id = $1")
-                        .bind(order_id)
-                        .fetch_optional(&mut *transaction)
-                        .await?;
-                match found {
-                    Some((status, false)) if status == OrderStatus::Pending as i16 => {
-                        // Not handled yet: the event comes back once the stock is committed.
-                        transaction.rollback().await?;
-                        return Ok(PaidOutcome::AwaitsStockCommit);
-                    }
-                    found => PaidOutcome::NotPending(found.map(|(status, _)| status)),
-                }
-            }
-        };
-        transaction.commit().await?;
         Ok(outcome)
+    }
+
+    /// [`mark_paid`](Self::mark_paid) for many events, in one transaction; answers each
+    /// event's outcome in order, or none (and nothing changed) when any order still awaits its
+    /// stock commit.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_many_paid", orders = payments.len()))]
+    pub async fn mark_many_paid(
+        &self,
+        group: &str,
+        payments: &[PaymentSucceeded],
+    ) -> Result<Option<Vec<PaidOutcome>>, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(payments.len());
+        for payment in payments {
+            let outcome = mark_paid_in(&mut transaction, group, payment).await?;
+            if outcome == PaidOutcome::AwaitsStockCommit {
+                transaction.rollback().await?;
+                return Ok(None);
+            }
+            outcomes.push(outcome);
+        }
+        transaction.commit().await?;
+        Ok(Some(outcomes))
     }
 
     /// Pending orders saved before `cutoff` whose reservation is not committed yet.

@@ -555,6 +555,101 @@ async fn a_payment_event_marks_the_order_paid_once_and_counts_the_sale() {
     assert_eq!(AppError::from(cancel).code, ErrorCode::CannotCancel);
 }
 
+/// Payments that succeed together (here twelve events published at once, two of them twice,
+/// one for an order cancelled first) mark each order paid once, count each sale once, and leave
+/// the cancelled order cancelled.
+#[tokio::test]
+async fn payments_arriving_together_mark_each_order_paid_once() {
+    let shop = Shop::start().await;
+    let lamp = shop.product("lamp", 250, 20).await;
+    let mut orders = Vec::new();
+    for user_id in 1..=10 {
+        orders.push((
+            user_id,
+            shop.order(user_id, &[(lamp, 1)]).await.unwrap().order_id,
+        ));
+    }
+    let (cancelled_user, cancelled_order) = orders[9];
+    shop.orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: cancelled_user,
+            order_id: cancelled_order,
+        })
+        .await
+        .unwrap();
+    // The commits the settlement queue makes, before the payments.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events: Vec<(Event, i64)> = orders
+        .iter()
+        .map(|(user_id, order_id)| {
+            let event = Event::new(
+                "payment.succeeded",
+                serde_json::json!({"paymentId": order_id, "paymentNo": format!("PAY{order_id}"), "orderId": order_id,
+                                   "userId": user_id, "amountCents": 250, "tradeNo": format!("T{order_id}")}),
+            )
+            .unwrap();
+            (event, *order_id)
+        })
+        .collect();
+    let topic_prefix = shop.shop.topic_prefix();
+    let args = KafkaArgs::new(&kafka_brokers(), &topic_prefix);
+    events::ensure_topics(&args, &["payment.succeeded"])
+        .await
+        .unwrap();
+    let producer = events::producer(&args).unwrap();
+    let topic = format!("{topic_prefix}payment.succeeded");
+    let sends = events.iter().chain(&events[..2]).map(|(event, order_id)| {
+        let (payload, key) = (serde_json::to_string(event).unwrap(), order_id.to_string());
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(error, _)| error)
+                .unwrap();
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    for (user_id, order_id) in &orders[..9] {
+        let order = shop
+            .wait_for_status(
+                *user_id,
+                *order_id,
+                pb::OrderStatus::Paid,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(
+            order.status,
+            pb::OrderStatus::Paid as i32,
+            "order {order_id}"
+        );
+        assert_eq!(shop.events_of(*order_id, "order.paid").await.len(), 1);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shop.stock(lamp).await.1 < 9 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        shop.stock(lamp).await,
+        (11, 9),
+        "nine sold once each, one given back"
+    );
+    let cancelled = shop.get(cancelled_user, cancelled_order).await.unwrap();
+    assert_eq!(cancelled.status, pb::OrderStatus::Cancelled as i32);
+    assert!(
+        shop.events_of(cancelled_order, "order.paid")
+            .await
+            .is_empty()
+    );
+}
+
 /// Paid after it was cancelled: the success changes nothing here (the payment service refunds
 /// it), and the refund, when confirmed, shows on the order.
 #[tokio::test]

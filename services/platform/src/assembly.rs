@@ -220,6 +220,39 @@ impl Assembly {
     where
         F: Fn(crate::events::Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send,
+        E: crate::events::HandlerError + Send + 'static,
+    {
+        self.consume_batched(
+            kafka,
+            events,
+            group,
+            topics,
+            session_timeout,
+            None::<fn(Vec<crate::events::Event>) -> std::future::Ready<Result<(), E>>>,
+            handler,
+        )
+    }
+
+    /// [`consume`](Assembly::consume), with events that arrive together offered to `batch`
+    /// first, to be handled in one transaction; a batch it refuses goes to `handler` event by
+    /// event (see [`EventConsumer::run_batched`](crate::events::EventConsumer::run_batched)).
+    #[cfg(feature = "kafka")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn consume_batched<B, BFut, F, Fut, E>(
+        &mut self,
+        kafka: &crate::config::KafkaArgs,
+        events: &crate::config::EventConsumerArgs,
+        group: &'static str,
+        topics: &'static [&'static str],
+        session_timeout: Duration,
+        batch: Option<B>,
+        handler: F,
+    ) -> Result<(), ServiceError>
+    where
+        B: Fn(Vec<crate::events::Event>) -> BFut + Send + Sync + 'static,
+        BFut: Future<Output = Result<(), E>> + Send,
+        F: Fn(crate::events::Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send,
         E: crate::events::HandlerError + Send,
     {
         let pool = self.pool("an event consumer")?;
@@ -231,6 +264,7 @@ impl Assembly {
             session_timeout,
             dead_letters,
             self.shutdown.clone(),
+            batch,
             handler,
         );
         self.tasks.push((group, consumer));

@@ -396,16 +396,22 @@ impl OutboxRelay {
 /// Starts consuming `topics` as `group`: creates the topics first (a consumer subscribed to a
 /// topic that does not exist yet may not see it for minutes), then hands every event to
 /// `handler` until `shutdown`. A broker that is away only delays.
-pub fn spawn_consumer<F, Fut, E>(
+/// With a `batch` handler, events that arrive together are offered to it first (see
+/// [`EventConsumer::run_batched`]).
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_consumer<B, BFut, F, Fut, E>(
     kafka: &KafkaArgs,
     group: &'static str,
     topics: &'static [&'static str],
     session_timeout: Duration,
     dead_letters: DeadLetters,
     shutdown: Shutdown,
+    batch: Option<B>,
     handler: F,
 ) -> tokio::task::JoinHandle<()>
 where
+    B: Fn(Vec<Event>) -> BFut + Send + Sync + 'static,
+    BFut: Future<Output = Result<(), E>> + Send,
     F: Fn(Event) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send,
     E: HandlerError + Send,
@@ -416,11 +422,25 @@ where
             tracing::warn!(%error, "could not create topics; relying on broker auto-creation");
         }
         match EventConsumer::subscribe(&kafka, group, topics, session_timeout) {
-            Ok(consumer) => consumer.run(shutdown, dead_letters, handler).await,
+            Ok(consumer) => {
+                consumer
+                    .consume(shutdown, dead_letters, batch.as_ref(), handler)
+                    .await
+            }
             Err(error) => tracing::error!(%error, group, "cannot consume events"),
         }
     })
 }
+
+/// Most events handed to a batch handler at once.
+pub const BATCH_MAX: usize = 100;
+
+/// How long a batch gathers after its first event: the events a relay published together
+/// arrive within it.
+pub const BATCH_LINGER: Duration = Duration::from_millis(10);
+
+/// The batch handler of a consumer that has none.
+type NoBatch<E> = fn(Vec<Event>) -> std::future::Ready<Result<(), E>>;
 
 /// A consumer-group member that hands each event to a handler and commits its offset only
 /// after the handler succeeded.
@@ -475,6 +495,45 @@ impl EventConsumer {
         Fut: Future<Output = Result<(), E>>,
         E: HandlerError,
     {
+        self.consume(shutdown, dead_letters, None::<&NoBatch<E>>, handler)
+            .await
+    }
+
+    /// Like [`run`](Self::run), but events that arrive together (up to [`BATCH_MAX`], gathered
+    /// for [`BATCH_LINGER`] after the first) go to `batch` at once, to be handled in one
+    /// transaction. A batch that fails, for whatever reason, changed nothing; its events then go
+    /// to `handler` one by one, with the usual retries and dead letters. So a batch handler
+    /// takes only the common case and refuses any batch it cannot settle whole.
+    pub async fn run_batched<B, BFut, F, Fut, E>(
+        self,
+        shutdown: Shutdown,
+        dead_letters: DeadLetters,
+        batch: B,
+        handler: F,
+    ) where
+        B: Fn(Vec<Event>) -> BFut,
+        BFut: Future<Output = Result<(), E>>,
+        F: Fn(Event) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: HandlerError,
+    {
+        self.consume(shutdown, dead_letters, Some(&batch), handler)
+            .await
+    }
+
+    async fn consume<B, BFut, F, Fut, E>(
+        self,
+        shutdown: Shutdown,
+        dead_letters: DeadLetters,
+        batch: Option<&B>,
+        handler: F,
+    ) where
+        B: Fn(Vec<Event>) -> BFut,
+        BFut: Future<Output = Result<(), E>>,
+        F: Fn(Event) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: HandlerError,
+    {
         // A member with no partitions for long gets no events at all: say so, since the cause
         // (a broker whose group coordinator is stuck) is otherwise invisible.
         let mut assignment_check = tokio::time::interval(Duration::from_secs(10));
@@ -511,18 +570,36 @@ impl EventConsumer {
                     continue;
                 }
             };
-            let parsed = message
-                .payload()
-                .map(serde_json::from_slice::<Event>)
-                .transpose();
-            match parsed {
-                Ok(Some(event)) => {
-                    let key = message
-                        .key()
-                        .map(|key| String::from_utf8_lossy(key).into_owned())
-                        .unwrap_or_default();
-                    let handling = self.handle(&shutdown, &dead_letters, &event, &key, &handler);
-                    let settled = match self.consume_span(&message, &event) {
+            let mut messages = vec![message];
+            if batch.is_some() {
+                let gathered = tokio::time::Instant::now() + BATCH_LINGER;
+                while messages.len() < BATCH_MAX {
+                    match tokio::time::timeout_at(gathered, self.consumer.recv()).await {
+                        Ok(Ok(message)) => messages.push(message),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, group = %self.group, "kafka receive failed");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let events: Vec<Option<(Event, String)>> = messages
+                .iter()
+                .map(|message| self.event_of(message))
+                .collect();
+            let readable = events.iter().flatten().count();
+            if let Some(batch) = batch
+                && readable > 1
+                && self.handle_batch(batch, &messages, &events).await
+            {
+                self.commit(&messages);
+                continue;
+            }
+            for (message, event) in messages.iter().zip(&events) {
+                if let Some((event, key)) = event {
+                    let handling = self.handle(&shutdown, &dead_letters, event, key, &handler);
+                    let settled = match self.consume_span(message, event) {
                         Some(span) => handling.instrument(span).await,
                         None => handling.await,
                     };
@@ -530,15 +607,73 @@ impl EventConsumer {
                         return;
                     }
                 }
-                Ok(None) | Err(_) => {
-                    tracing::error!(
-                        topic = message.topic(),
-                        offset = message.offset(),
-                        "skipping a message that is not an event"
-                    );
-                }
+                self.commit(std::slice::from_ref(message));
             }
-            if let Err(error) = self.consumer.commit_message(&message, CommitMode::Async) {
+        }
+    }
+
+    /// The event a message carries, with its key; none (logged) for a message that is not an
+    /// event, which no retry could ever read.
+    fn event_of(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Option<(Event, String)> {
+        match message.payload().map(serde_json::from_slice::<Event>) {
+            Some(Ok(event)) => {
+                let key = message
+                    .key()
+                    .map(|key| String::from_utf8_lossy(key).into_owned())
+                    .unwrap_or_default();
+                Some((event, key))
+            }
+            None | Some(Err(_)) => {
+                tracing::error!(
+                    topic = message.topic(),
+                    offset = message.offset(),
+                    "skipping a message that is not an event"
+                );
+                None
+            }
+        }
+    }
+
+    /// Offers the readable events of `messages` to the batch handler; answers whether it
+    /// handled them all. Each event's consume span covers the batch.
+    async fn handle_batch<B, BFut, E>(
+        &self,
+        batch: &B,
+        messages: &[rdkafka::message::BorrowedMessage<'_>],
+        events: &[Option<(Event, String)>],
+    ) -> bool
+    where
+        B: Fn(Vec<Event>) -> BFut,
+        BFut: Future<Output = Result<(), E>>,
+        E: HandlerError,
+    {
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .zip(events)
+            .filter_map(|(message, event)| self.consume_span(message, &event.as_ref()?.0))
+            .collect();
+        let handled: Vec<Event> = events
+            .iter()
+            .flatten()
+            .map(|(event, _)| event.clone())
+            .collect();
+        let count = handled.len();
+        match batch(handled).await {
+            Ok(()) => {
+                drop(spans);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(%error, group = %self.group, count, "batch not handled whole; handling its events one by one");
+                false
+            }
+        }
+    }
+
+    /// Commits the offsets of handled (or skipped) messages.
+    fn commit(&self, messages: &[rdkafka::message::BorrowedMessage<'_>]) {
+        for message in messages {
+            if let Err(error) = self.consumer.commit_message(message, CommitMode::Async) {
                 tracing::warn!(%error, "offset commit failed; the event may be redelivered");
             }
         }

@@ -122,6 +122,146 @@ async fn outbox_events_reach_a_consumer_group_through_the_broker() {
     pool.close().await;
 }
 
+/// Events that arrive together go to the batch handler at once; a batch it refuses changed
+/// nothing and its events go to the event handler one by one; either way each event is handled
+/// once and its offset committed (a second consumer of the group gets nothing).
+#[tokio::test]
+async fn events_that_arrive_together_are_handled_as_one_batch_or_else_one_by_one() {
+    let (_database, pool) = outbox_database().await;
+    let topics = TopicPrefix::new("batched");
+    let args = kafka(topics.as_str());
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        events::producer(&args).unwrap(),
+        &args.kafka_topic_prefix,
+    );
+    let written = write_events(&pool, 6).await;
+    assert_eq!(relay.relay_batch().await.unwrap(), 6);
+
+    let group = unique("group");
+    // The sizes of the batches the batch handler accepted.
+    let batches = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let handled = Arc::new(Mutex::new(Vec::<Event>::new()));
+    // The batch handler refuses any batch holding the first event.
+    let refused = written[0].id;
+    let consumer =
+        EventConsumer::subscribe(&args, &group, &["order.created"], Duration::from_secs(6))
+            .unwrap();
+    let shutdown = Shutdown::new();
+    let task = {
+        let (batches, handled, one_by_one) = (batches.clone(), handled.clone(), handled.clone());
+        tokio::spawn(consumer.run_batched(
+            shutdown.clone(),
+            dead_letters(&pool, 8),
+            move |events: Vec<Event>| {
+                let (batches, handled) = (batches.clone(), handled.clone());
+                async move {
+                    if events.iter().any(|event| event.id == refused) {
+                        return Err(AppError::of(ErrorCode::ServiceUnavailable));
+                    }
+                    batches.lock().unwrap().push(events.len());
+                    handled.lock().unwrap().extend(events);
+                    Ok(())
+                }
+            },
+            move |event: Event| {
+                let handled = one_by_one.clone();
+                async move {
+                    handled.lock().unwrap().push(event);
+                    Ok::<(), AppError>(())
+                }
+            },
+        ))
+    };
+    let wait_for = |want: usize| {
+        let handled = handled.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while handled.lock().unwrap().len() < want && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(written.len()).await;
+    // Six more, published together once the first ones are in: one batch, all accepted.
+    let more = write_events(&pool, 6).await;
+    assert_eq!(relay.relay_batch().await.unwrap(), 6);
+    wait_for(written.len() + more.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.trigger();
+    task.await.unwrap();
+
+    let mut got: Vec<uuid::Uuid> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|event| event.id)
+        .collect();
+    got.sort();
+    let mut want: Vec<uuid::Uuid> = written.iter().chain(&more).map(|event| event.id).collect();
+    want.sort();
+    assert_eq!(got, want, "each event handled once");
+    let batches = batches.lock().unwrap().clone();
+    assert!(
+        batches.iter().any(|size| *size > 1),
+        "events published together were handled together: {batches:?}"
+    );
+
+    // Every offset was committed: a new member of the group gets the next event and none of
+    // the earlier ones.
+    let again = EventConsumer::subscribe(&args, &group, &["order.created"], Duration::from_secs(6))
+        .unwrap();
+    let redelivered = Arc::new(Mutex::new(Vec::<Event>::new()));
+    let shutdown = Shutdown::new();
+    let task = {
+        let (seen, seen_together) = (redelivered.clone(), redelivered.clone());
+        tokio::spawn(again.run_batched(
+            shutdown.clone(),
+            dead_letters(&pool, 8),
+            move |events: Vec<Event>| {
+                let seen = seen_together.clone();
+                async move {
+                    seen.lock().unwrap().extend(events);
+                    Ok::<(), AppError>(())
+                }
+            },
+            move |event: Event| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(event);
+                    Ok::<(), AppError>(())
+                }
+            },
+        ))
+    };
+    let last = write_events(&pool, 1).await;
+    assert_eq!(relay.relay_batch().await.unwrap(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !redelivered
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|event| event.id == last[0].id)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.trigger();
+    task.await.unwrap();
+    let redelivered: Vec<uuid::Uuid> = redelivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|event| event.id)
+        .collect();
+    assert_eq!(redelivered, vec![last[0].id]);
+    pool.close().await;
+}
+
 /// One event its handler cannot take (a bug, bad data) is parked after EVENT_MAX_ATTEMPTS
 /// failures and the partition moves on; an outage, however long, parks nothing; a parked
 /// event re-driven once the cause is fixed is handled.
