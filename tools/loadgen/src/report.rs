@@ -105,8 +105,23 @@ pub struct Recorder {
     /// When the last counted answer came (open loop: possibly after the window).
     last_end: Option<Instant>,
     progress: Arc<Progress>,
+    /// This worker's counts not yet added to `progress`: adding every answer at once would
+    /// bounce the shared counters' cache line between the cores per request.
+    unreported: Unreported,
     tallies: Vec<Option<Tally>>,
 }
+
+/// Answers a worker has not yet added to the shared progress counters.
+#[derive(Default)]
+struct Unreported {
+    answers: u64,
+    ok: u64,
+    errors: u64,
+    latency_us: u64,
+}
+
+/// How many answers a worker gathers before adding them to the progress line's counters.
+const REPORT_EVERY: u64 = 64;
 
 struct Tally {
     latency: Histogram<u64>,
@@ -128,6 +143,7 @@ impl Recorder {
             window,
             last_end: None,
             progress,
+            unreported: Unreported::default(),
             tallies: (0..Operation::COUNT).map(|_| None).collect(),
         }
     }
@@ -143,16 +159,17 @@ impl Recorder {
     ) {
         let micros = micros(ended.saturating_duration_since(began));
         if !operation.is_composite() {
+            let unreported = &mut self.unreported;
             match outcome {
                 Ok(()) => {
-                    self.progress.ok.fetch_add(1, Ordering::Relaxed);
-                    self.progress
-                        .latency_us
-                        .fetch_add(micros, Ordering::Relaxed);
+                    unreported.ok += 1;
+                    unreported.latency_us += micros;
                 }
-                Err(_) => {
-                    self.progress.errors.fetch_add(1, Ordering::Relaxed);
-                }
+                Err(_) => unreported.errors += 1,
+            }
+            unreported.answers += 1;
+            if unreported.answers >= REPORT_EVERY {
+                self.report_progress();
             }
         }
         if !self.window.counts(began, ended) {
@@ -167,7 +184,22 @@ impl Recorder {
     }
 
     /// Adds another worker's samples to these.
-    pub fn merge(&mut self, other: Recorder) {
+    /// Adds this worker's answers so far to the progress line's counters.
+    pub fn report_progress(&mut self) {
+        let unreported = std::mem::take(&mut self.unreported);
+        self.progress.ok.fetch_add(unreported.ok, Ordering::Relaxed);
+        self.progress
+            .errors
+            .fetch_add(unreported.errors, Ordering::Relaxed);
+        self.progress
+            .latency_us
+            .fetch_add(unreported.latency_us, Ordering::Relaxed);
+    }
+
+    /// Takes `other`'s samples in; both workers' answers reach the progress counters.
+    pub fn merge(&mut self, mut other: Recorder) {
+        self.report_progress();
+        other.report_progress();
         self.last_end = self.last_end.max(other.last_end);
         for (mine, theirs) in self.tallies.iter_mut().zip(other.tallies) {
             let Some(theirs) = theirs else { continue };
