@@ -16,13 +16,16 @@ use letsgo_platform::discovery::RpcChannel;
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::events::Event;
 use letsgo_platform::events::topics;
+use letsgo_platform::limits::SETTLEMENT_BATCH_MAX;
 use letsgo_platform::proto::cart::v1::{
     RemoveProductsRequest, cart_service_client::CartServiceClient,
 };
 use letsgo_platform::proto::product::v1::{
-    CommitReservationsRequest, RecordSalesOfOrdersRequest, ReleaseStockRequest,
-    ReserveStockRequest, StockLine, product_service_client::ProductServiceClient,
+    CommitReservationRequest, CommitReservationsRequest, RecordSalesOfOrdersRequest,
+    RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest, StockLine,
+    product_service_client::ProductServiceClient,
 };
+use tonic::{Code, Status};
 
 use crate::rules;
 use crate::rules::OrderStatus;
@@ -31,6 +34,10 @@ use crate::storage::{
     CancelOutcome, CompleteOutcome, CompletedBy, NewItem, NewOrder, OrderFilter, OrderStore,
     OrderWithItems, PaidOutcome, PaymentSucceeded, ShipOutcome, not_found,
 };
+
+/// Batches of settlements one sweep makes at most, so a backlog drains at once without one
+/// pass holding the sweeper for long.
+const SWEEP_BATCHES_MAX: usize = 20;
 
 pub struct OrderRequest {
     pub user_id: i64,
@@ -229,15 +236,8 @@ impl Orders {
     /// an order whose stock is no longer held is cancelled (its stock is back in the catalogue
     /// already). Answers how it went for each order.
     pub(crate) async fn commit_stock_of(&self, order_ids: &[i64]) -> Vec<(i64, Committed)> {
-        let answer = self
-            .products
-            .clone()
-            .commit_reservations(CommitReservationsRequest {
-                order_ids: order_ids.to_vec(),
-            })
-            .await;
-        let lost = match answer {
-            Ok(reply) => reply.into_inner().lost_order_ids,
+        let lost = match self.commit_reservations(order_ids).await {
+            Ok(lost) => lost,
             Err(status) => {
                 tracing::warn!(orders = order_ids.len(), error = %status.message(), "committing reservations failed; the sweeper retries");
                 return order_ids
@@ -265,16 +265,17 @@ impl Orders {
             .map(|order_id| (order_id, recorded))
             .collect();
         for order_id in lost {
-            tracing::warn!(
-                order_id,
-                "the order's reservation expired before it was committed; cancelling the order"
-            );
+            // A buyer who cancelled meanwhile released the reservation: nothing to say then.
             let cancelled = match self
                 .store
                 .cancel(None, order_id, "stock hold expired")
                 .await
             {
                 Ok(CancelOutcome::Cancelled) => {
+                    tracing::warn!(
+                        order_id,
+                        "the order's reservation expired before it was committed; cancelled the order"
+                    );
                     let _ = self.settle_release(order_id).await;
                     Committed::Expired
                 }
@@ -287,6 +288,59 @@ impl Orders {
             outcome.push((order_id, cancelled));
         }
         outcome
+    }
+
+    /// Asks the product service to keep the orders' reservations; answers the orders whose
+    /// stock is no longer held. A product service older than the batch call (a rolling upgrade
+    /// that reached this service first) is asked one order at a time.
+    async fn commit_reservations(&self, order_ids: &[i64]) -> Result<Vec<i64>, Status> {
+        let mut products = self.products.clone();
+        match products
+            .commit_reservations(CommitReservationsRequest {
+                order_ids: order_ids.to_vec(),
+            })
+            .await
+        {
+            Ok(reply) => return Ok(reply.into_inner().lost_order_ids),
+            Err(status) if status.code() != Code::Unimplemented => return Err(status),
+            Err(_) => {}
+        }
+        let mut lost = Vec::new();
+        for &order_id in order_ids {
+            match products
+                .commit_reservation(CommitReservationRequest { order_id })
+                .await
+            {
+                Ok(_) => {}
+                Err(status) if AppError::from(status.clone()).code == ErrorCode::BadOrderStatus => {
+                    lost.push(order_id)
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Asks the product service to count the orders' units as sold; one order at a time when
+    /// it is older than the batch call.
+    async fn record_sales_of_orders(&self, order_ids: &[i64]) -> Result<(), Status> {
+        let mut products = self.products.clone();
+        match products
+            .record_sales_of_orders(RecordSalesOfOrdersRequest {
+                order_ids: order_ids.to_vec(),
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() != Code::Unimplemented => return Err(status),
+            Err(_) => {}
+        }
+        for &order_id in order_ids {
+            products
+                .record_sales(RecordSalesRequest { order_id })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn release(&self, order_id: i64) -> bool {
@@ -419,22 +473,19 @@ impl Orders {
 
     /// Counts the units of paid orders as sold, in one call, and records it in one statement;
     /// a failure leaves them to the sweeper.
-    pub(crate) async fn record_sales_of(&self, order_ids: &[i64]) {
-        let answer = self
-            .products
-            .clone()
-            .record_sales_of_orders(RecordSalesOfOrdersRequest {
-                order_ids: order_ids.to_vec(),
-            })
-            .await;
-        match answer {
-            Ok(_) => {
-                if let Err(error) = self.store.mark_sales_recorded(order_ids).await {
+    /// Answers whether both went through.
+    pub(crate) async fn record_sales_of(&self, order_ids: &[i64]) -> bool {
+        match self.record_sales_of_orders(order_ids).await {
+            Ok(_) => match self.store.mark_sales_recorded(order_ids).await {
+                Ok(()) => true,
+                Err(error) => {
                     tracing::warn!(orders = order_ids.len(), %error, "could not record counted sales; the sweeper counts them again");
+                    false
                 }
-            }
+            },
             Err(status) => {
                 tracing::warn!(orders = order_ids.len(), error = %status.message(), "recording sales failed; the sweeper retries");
+                false
             }
         }
     }
@@ -496,7 +547,9 @@ impl Orders {
         match outcome {
             PaidOutcome::Paid => match &self.settlement {
                 Some(queue) => queue.record_sales(payment.order_id),
-                None => self.record_sales_of(&[payment.order_id]).await,
+                None => {
+                    self.record_sales_of(&[payment.order_id]).await;
+                }
             },
             PaidOutcome::NotPending(status) => {
                 // Paid after it was cancelled: the payment service heard of the cancellation
@@ -570,20 +623,39 @@ impl Orders {
                 tracing::info!(order_id, "completed an order shipped long enough ago");
             }
         }
-        // Commits the settlement queue did not make; a moment's grace for the batch in flight.
-        let commits_due = self
-            .store
-            .commits_due(chrono::Utc::now() - chrono::Duration::seconds(2), 100)
-            .await?;
-        if !commits_due.is_empty() {
-            self.commit_stock_of(&commits_due).await;
+        // What the settlement queue did not settle (it was full, or the process stopped
+        // first), with a moment's grace for the batch in flight; a batch at a time while they
+        // are full and going through.
+        let grace = chrono::Duration::seconds(2);
+        for _ in 0..SWEEP_BATCHES_MAX {
+            let due = self
+                .store
+                .commits_due(chrono::Utc::now() - grace, SETTLEMENT_BATCH_MAX as i64)
+                .await?;
+            if due.is_empty() {
+                break;
+            }
+            let outcome = self.commit_stock_of(&due).await;
+            let stuck = outcome.iter().all(|(_, c)| *c == Committed::Later);
+            if stuck || due.len() < SETTLEMENT_BATCH_MAX {
+                break;
+            }
         }
         for order_id in self.store.releases_due(100).await? {
             self.settle_release(order_id).await?;
         }
-        let sales_due = self.store.sales_due(100).await?;
-        if !sales_due.is_empty() {
-            self.record_sales_of(&sales_due).await;
+        for _ in 0..SWEEP_BATCHES_MAX {
+            let due = self
+                .store
+                .sales_due(chrono::Utc::now() - grace, SETTLEMENT_BATCH_MAX as i64)
+                .await?;
+            if due.is_empty() {
+                break;
+            }
+            let recorded = self.record_sales_of(&due).await;
+            if !recorded || due.len() < SETTLEMENT_BATCH_MAX {
+                break;
+            }
         }
         Ok(())
     }

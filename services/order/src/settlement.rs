@@ -89,7 +89,9 @@ impl Backlog {
             }),
             drain(self.sales, &shutdown, move |batch| {
                 let orders = orders.clone();
-                async move { orders.record_sales_of(&batch).await }
+                async move {
+                    orders.record_sales_of(&batch).await;
+                }
             }),
         );
     }

@@ -596,18 +596,22 @@ impl OrderStore {
         group: &str,
         payments: &[PaymentSucceeded],
     ) -> Result<Option<Vec<PaidOutcome>>, AppError> {
+        // Rows are locked in order id order, as every batch does, so two batches never wait
+        // on each other in a circle.
+        let mut by_order: Vec<usize> = (0..payments.len()).collect();
+        by_order.sort_by_key(|&index| payments[index].order_id);
         let mut transaction = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(payments.len());
-        for payment in payments {
-            let outcome = mark_paid_in(&mut transaction, group, payment).await?;
+        let mut outcomes: Vec<Option<PaidOutcome>> = (0..payments.len()).map(|_| None).collect();
+        for index in by_order {
+            let outcome = mark_paid_in(&mut transaction, group, &payments[index]).await?;
             if outcome == PaidOutcome::AwaitsStockCommit {
                 transaction.rollback().await?;
                 return Ok(None);
             }
-            outcomes.push(outcome);
+            outcomes[index] = Some(outcome);
         }
         transaction.commit().await?;
-        Ok(Some(outcomes))
+        Ok(Some(outcomes.into_iter().flatten().collect()))
     }
 
     /// Pending orders saved before `cutoff` whose reservation is not committed yet.
@@ -630,10 +634,12 @@ impl OrderStore {
     /// Records that these orders' reservations are committed, in one statement.
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_committed"))]
     pub async fn mark_stock_committed(&self, order_ids: &[i64]) -> Result<(), AppError> {
-        sqlx::query("UPDATE orders SET stock_committed = true WHERE id = ANY($1)")
-            .bind(order_ids)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE orders SET stock_committed = true WHERE id = ANY($1) AND NOT stock_committed",
+        )
+        .bind(order_ids)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -680,13 +686,19 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Paid (and since shipped or completed) orders whose units have not been counted as sold
-    /// yet.
+    /// Orders paid before `paid_before` (and since shipped or completed) whose units have not
+    /// been counted as sold yet.
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "sales_due"))]
-    pub async fn sales_due(&self, limit: i64) -> Result<Vec<i64>, AppError> {
+    pub async fn sales_due(
+        &self,
+        paid_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<i64>, AppError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM orders WHERE status IN (2, 3, 4) AND NOT sales_recorded ORDER BY id LIMIT $1",
+            "SELECT id FROM orders WHERE status IN (2, 3, 4) AND NOT sales_recorded \
+             AND (paid_at IS NULL OR paid_at < $1) ORDER BY id LIMIT $2",
         )
+        .bind(paid_before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -695,10 +707,12 @@ impl OrderStore {
     /// Records that these orders' units are counted as sold, in one statement.
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_sales_recorded"))]
     pub async fn mark_sales_recorded(&self, order_ids: &[i64]) -> Result<(), AppError> {
-        sqlx::query("UPDATE orders SET sales_recorded = true WHERE id = ANY($1)")
-            .bind(order_ids)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE orders SET sales_recorded = true WHERE id = ANY($1) AND NOT sales_recorded",
+        )
+        .bind(order_ids)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

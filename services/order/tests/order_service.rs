@@ -351,6 +351,121 @@ async fn an_order_whose_stock_hold_ran_out_before_its_commit_is_cancelled() {
     assert_eq!(cancelled[0]["reason"], "stock hold expired");
 }
 
+/// A product service released before the batch calls: the real one behind a proxy that answers
+/// `CommitReservations` and `RecordSalesOfOrders` as unimplemented, as an older version does,
+/// and passes every other call through.
+#[derive(Clone)]
+struct OlderProductService(Channel);
+
+impl OlderProductService {
+    /// Puts the proxy in front of the product service `config` names; `config` then names the
+    /// proxy.
+    fn in_front_of(config: &mut letsgo_order::Config) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let product = std::mem::replace(
+            &mut config.discovery.product_rpc,
+            listener.local_addr().unwrap().to_string(),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{product}"))
+            .unwrap()
+            .connect_lazy();
+        tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming = futures_util::stream::unfold(listener, |listener| async move {
+                let accepted = listener.accept().await.map(|(stream, _)| stream);
+                Some((accepted, listener))
+            });
+            tonic::transport::Server::builder()
+                .serve_with_incoming(OlderProductService(channel), incoming)
+                .await
+                .unwrap();
+        });
+    }
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
+    for OlderProductService
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let mut channel = self.0.clone();
+        Box::pin(async move {
+            let path = request.uri().path();
+            if path.ends_with("/CommitReservations") || path.ends_with("/RecordSalesOfOrders") {
+                return Ok(tonic::Status::unimplemented("not in this version").into_http());
+            }
+            let answer = async {
+                futures_util::future::poll_fn(|cx| {
+                    tonic::codegen::Service::poll_ready(&mut channel, cx)
+                })
+                .await?;
+                tonic::codegen::Service::call(&mut channel, request).await
+            };
+            Ok(answer
+                .await
+                .unwrap_or_else(|error| tonic::Status::unavailable(error.to_string()).into_http()))
+        })
+    }
+}
+
+/// Upgraded before its product service (a rolling upgrade in the wrong order), the order
+/// service settles one order at a time: its orders keep their stock past the hold, and their
+/// sales are counted once each.
+#[tokio::test]
+async fn an_order_service_ahead_of_its_product_service_settles_one_order_at_a_time() {
+    let shop = Shop::start_with(OlderProductService::in_front_of).await;
+    let lamp = shop.product("lamp", 100, 5).await;
+    let mut created = Vec::new();
+    for user_id in 1..=3 {
+        created.push((user_id, shop.order(user_id, &[(lamp, 1)]).await.unwrap()));
+    }
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(shop.stock(lamp).await, (2, 0), "held past the hold");
+    for (user_id, order) in &created {
+        assert_eq!(
+            shop.get(*user_id, order.order_id).await.unwrap().status,
+            pb::OrderStatus::Pending as i32
+        );
+        let event = Event::new(
+            "payment.succeeded",
+            serde_json::json!({"paymentId": order.order_id, "paymentNo": format!("PAY{}", order.order_id),
+                               "orderId": order.order_id, "userId": user_id, "amountCents": 100, "tradeNo": "T"}),
+        )
+        .unwrap();
+        shop.publish(&event, &order.order_id.to_string()).await;
+    }
+    for (user_id, order) in &created {
+        let paid = shop
+            .wait_for_status(
+                *user_id,
+                order.order_id,
+                pb::OrderStatus::Paid,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(paid.status, pb::OrderStatus::Paid as i32);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shop.stock(lamp).await.1 < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(shop.stock(lamp).await, (2, 3), "each sold once");
+}
+
 #[tokio::test]
 async fn bad_order_input_is_1001() {
     let shop = Shop::start().await;
@@ -648,6 +763,23 @@ async fn payments_arriving_together_mark_each_order_paid_once() {
             .await
             .is_empty()
     );
+    // They were marked in batches, not one by one.
+    let metrics = shop.shop.metrics_of(ServiceName::Order).await;
+    let batched = |outcome: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("letsgo_events_batched_total{")
+                    && line.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(
+        batched("handled") >= 2,
+        "no batch of payments was handled whole: {metrics}"
+    );
+    assert_eq!(batched("refused"), 0, "{metrics}");
 }
 
 /// Paid after it was cancelled: the success changes nothing here (the payment service refunds

@@ -591,7 +591,9 @@ impl EventConsumer {
             let readable = events.iter().flatten().count();
             if let Some(batch) = batch
                 && readable > 1
-                && self.handle_batch(batch, &messages, &events).await
+                && self
+                    .handle_batch(batch, &dead_letters, &messages, &events)
+                    .await
             {
                 self.commit(&messages);
                 continue;
@@ -635,10 +637,11 @@ impl EventConsumer {
     }
 
     /// Offers the readable events of `messages` to the batch handler; answers whether it
-    /// handled them all. Each event's consume span covers the batch.
+    /// handled them all. One span covers the batch (see [`batch_span`](Self::batch_span)).
     async fn handle_batch<B, BFut, E>(
         &self,
         batch: &B,
+        dead_letters: &DeadLetters,
         messages: &[rdkafka::message::BorrowedMessage<'_>],
         events: &[Option<(Event, String)>],
     ) -> bool
@@ -647,23 +650,24 @@ impl EventConsumer {
         BFut: Future<Output = Result<(), E>>,
         E: HandlerError,
     {
-        let spans: Vec<tracing::Span> = messages
-            .iter()
-            .zip(events)
-            .filter_map(|(message, event)| self.consume_span(message, &event.as_ref()?.0))
-            .collect();
         let handled: Vec<Event> = events
             .iter()
             .flatten()
             .map(|(event, _)| event.clone())
             .collect();
         let count = handled.len();
-        match batch(handled).await {
+        let handling = batch(handled);
+        let settled = match self.batch_span(messages, events) {
+            Some(span) => handling.instrument(span).await,
+            None => handling.await,
+        };
+        match settled {
             Ok(()) => {
-                drop(spans);
+                dead_letters.record_batch(&self.group, "handled", count);
                 true
             }
             Err(error) => {
+                dead_letters.record_batch(&self.group, "refused", count);
                 tracing::debug!(%error, group = %self.group, count, "batch not handled whole; handling its events one by one");
                 false
             }
@@ -677,6 +681,44 @@ impl EventConsumer {
                 tracing::warn!(%error, "offset commit failed; the event may be redelivered");
             }
         }
+    }
+
+    /// The span of handling a batch of events: a child of the first event's trace, linked to
+    /// the traces of the others, so whatever the batch writes (an `order.paid`, say) carries
+    /// on the first one's trace. None while traces are off.
+    fn batch_span(
+        &self,
+        messages: &[rdkafka::message::BorrowedMessage<'_>],
+        events: &[Option<(Event, String)>],
+    ) -> Option<tracing::Span> {
+        if !traces::is_on() {
+            return None;
+        }
+        let mut readable = messages
+            .iter()
+            .zip(events)
+            .filter_map(|(message, event)| Some((message, &event.as_ref()?.0)));
+        let (first_message, first) = readable.next()?;
+        let span = tracing::info_span!(
+            parent: None,
+            "events.consume_batch",
+            otel.name = format!("process {} batch", first.event_type),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %first.event_type,
+            messaging.consumer.group.name = %self.group,
+            messaging.batch.message_count = events.iter().flatten().count(),
+        );
+        if let Some(traceparent) = traceparent_header(first_message) {
+            traces::continue_from_traceparent(&span, traceparent);
+        }
+        for (message, _) in readable {
+            if let Some(traceparent) = traceparent_header(message) {
+                traces::link_traceparent(&span, traceparent);
+            }
+        }
+        Some(span)
     }
 
     /// The span of handling one event, child of the trace its `traceparent` header names; none
@@ -700,14 +742,7 @@ impl EventConsumer {
             messaging.consumer.group.name = %self.group,
             messaging.message.id = %event.id,
         );
-        let traceparent = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|header| header.key == traces::TRACEPARENT)
-                .and_then(|header| header.value)
-                .and_then(|value| std::str::from_utf8(value).ok())
-        });
-        if let Some(traceparent) = traceparent {
+        if let Some(traceparent) = traceparent_header(message) {
             traces::continue_from_traceparent(&span, traceparent);
         }
         Some(span)
@@ -782,6 +817,13 @@ struct GroupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    group: String,
+    /// `handled` (whole), or `refused` (its events then went one by one).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ParkedLabels {
     group: String,
     event_type: String,
@@ -796,10 +838,12 @@ pub struct DeadLetters {
     handled_retention: Duration,
     parked: Family<ParkedLabels, Counter>,
     assigned: Family<GroupLabels, Gauge>,
+    batched: Family<BatchLabels, Counter>,
 }
 
 impl DeadLetters {
-    /// Registers `letsgo_events_dead_lettered_total` on `metrics`.
+    /// Registers `letsgo_events_dead_lettered_total`, `letsgo_events_assigned_partitions` and
+    /// `letsgo_events_batched_total` on `metrics`.
     pub fn new(pool: PgPool, args: &EventConsumerArgs, metrics: &Metrics) -> Self {
         let parked = Family::<ParkedLabels, Counter>::default();
         metrics.register(
@@ -813,13 +857,29 @@ impl DeadLetters {
             "Partitions this consumer reads, by consumer group (0 in every replica: nobody consumes)",
             assigned.clone(),
         );
+        let batched = Family::<BatchLabels, Counter>::default();
+        metrics.register(
+            "events_batched",
+            "Events offered to a batch handler, by consumer group and whether the batch was handled whole or refused (its events then handled one by one)",
+            batched.clone(),
+        );
         DeadLetters {
             pool,
             max_attempts: args.event_max_attempts.max(1),
             handled_retention: args.handled_events_retention,
             parked,
             assigned,
+            batched,
         }
+    }
+
+    fn record_batch(&self, group: &str, outcome: &'static str, events: usize) {
+        self.batched
+            .get_or_create(&BatchLabels {
+                group: group.to_owned(),
+                outcome,
+            })
+            .inc_by(events as u64);
     }
 
     fn record_assignment(&self, group: &str, partitions: usize) {
@@ -873,6 +933,17 @@ impl DeadLetters {
         .await?;
         Ok(deleted.rows_affected())
     }
+}
+
+/// The `traceparent` header of a message, when it has one.
+fn traceparent_header<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>) -> Option<&'a str> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key == traces::TRACEPARENT)
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    })
 }
 
 /// A parked event, as `dead-letters` lists it.

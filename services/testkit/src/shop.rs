@@ -11,6 +11,7 @@ use letsgo_platform::config::{LogFormat, Secret, SecretUrl};
 use letsgo_platform::discovery::{DiscoveryArgs, DiscoveryChoice, ServiceName};
 use letsgo_platform::grpc::Listeners;
 use letsgo_platform::shutdown::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -164,6 +165,12 @@ impl ShopBuilder {
                 (*service, listeners.grpc.local_addr().expect("its address"))
             })
             .collect();
+        let admin_addrs: HashMap<ServiceName, SocketAddr> = listeners
+            .iter()
+            .map(|(service, listeners)| {
+                (*service, listeners.admin.local_addr().expect("its address"))
+            })
+            .collect();
         let gateway_addr = gateway_listeners
             .as_ref()
             .map(|(listener, _)| listener.local_addr().expect("its address"));
@@ -179,6 +186,7 @@ impl ShopBuilder {
             id,
             shutdown,
             addrs,
+            admin_addrs,
             gateway: gateway_addr,
             gateway_admin: gateway_listeners
                 .as_ref()
@@ -286,6 +294,7 @@ pub struct Shop {
     id: String,
     shutdown: Shutdown,
     addrs: HashMap<ServiceName, SocketAddr>,
+    admin_addrs: HashMap<ServiceName, SocketAddr>,
     gateway: Option<SocketAddr>,
     gateway_admin: Option<SocketAddr>,
     databases: HashMap<ServiceName, ScratchDatabase>,
@@ -321,6 +330,36 @@ impl Shop {
             .addrs
             .get(&service)
             .unwrap_or_else(|| panic!("this shop runs no {} service", service.as_str()))
+    }
+
+    /// What `service`'s `/metrics` shows now (Prometheus text); panics if the shop does not run
+    /// it or it does not answer.
+    pub async fn metrics_of(&self, service: ServiceName) -> String {
+        let addr = *self
+            .admin_addrs
+            .get(&service)
+            .unwrap_or_else(|| panic!("this shop runs no {} service", service.as_str()));
+        // One request on a connection the server closes after answering (HTTP/1.0): all a
+        // test needs, without an HTTP client in every service's tests.
+        let mut connection = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the admin listener accepts");
+        connection
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("the request is sent");
+        let mut answer = String::new();
+        connection
+            .read_to_string(&mut answer)
+            .await
+            .expect("an answer in text");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "/metrics of {} answered {head}",
+            service.as_str()
+        );
+        body.to_owned()
     }
 
     /// A channel to `service`, once it accepts connections.

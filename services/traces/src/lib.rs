@@ -244,6 +244,16 @@ pub fn continue_from_traceparent(span: &Span, traceparent: &str) {
     );
 }
 
+/// Links `span` to the span `traceparent` names without joining its trace: how one span that
+/// handles many events (a batch) shows where each of them came from.
+pub fn link_traceparent(span: &Span, traceparent: &str) {
+    let linked = TraceContextPropagator::new().extract(&Traceparent(traceparent));
+    let linked = linked.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
 fn continue_from(span: &Span, parent: opentelemetry::Context) {
     if parent.span().span_context().is_valid() {
         // Fails only when tracing is off or the span is disabled: then there is nothing to join.

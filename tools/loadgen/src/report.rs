@@ -183,7 +183,6 @@ impl Recorder {
         }
     }
 
-    /// Adds another worker's samples to these.
     /// Adds this worker's answers so far to the progress line's counters.
     pub fn report_progress(&mut self) {
         let unreported = std::mem::take(&mut self.unreported);
