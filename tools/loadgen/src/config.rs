@@ -24,7 +24,8 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub load: LoadArgs,
-    /// Runtime worker threads (default: one per core).
+    /// Threads: the bare server's runtime workers, or the lanes a load runs on (one
+    /// single-threaded runtime each, the connections dealt round them). Default: one per core.
     #[arg(long, global = true, env = "LOADGEN_THREADS")]
     pub threads: Option<usize>,
 }

@@ -1,23 +1,22 @@
-//! One keep-alive HTTP/1.1 connection per worker, on hyper's bare client: no pool, no
-//! per-request allocation beyond the request itself, so the generator costs the machine as
-//! little as possible (it shares the cores with what it measures).
+//! One keep-alive HTTP/1.1 connection per worker, driven in the worker's own task: no pool,
+//! no second task, buffers reused from request to request, so the generator costs the machine
+//! as little as possible (it shares the cores with what it measures).
 
 use std::fmt;
+use std::io::Write as _;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Where requests go: `http://host:port`, plain HTTP only (the load stays on this machine).
 #[derive(Debug, Clone)]
 pub struct Target {
     authority: String,
-    host: HeaderValue,
+    host: String,
 }
 
 impl Target {
@@ -32,7 +31,11 @@ impl Target {
         let authority = uri
             .authority()
             .ok_or_else(|| format!("'{url}' has no host"))?;
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| e.to_string())?
+            .to_str()
+            .map_err(|e| e.to_string())?
+            .to_owned();
         let authority = match authority.port_u16() {
             Some(_) => authority.to_string(),
             None => format!("{}:80", authority.host()),
@@ -55,7 +58,10 @@ pub struct Reply {
 #[derive(Debug)]
 pub enum Failure {
     Connect(std::io::Error),
-    Http(hyper::Error),
+    /// Writing the request or reading the answer failed.
+    Io(std::io::Error),
+    /// The answer was not HTTP/1.1 as it should be, or the server closed the connection.
+    Protocol(String),
     Timeout,
 }
 
@@ -64,7 +70,7 @@ impl Failure {
     pub fn label(&self) -> &'static str {
         match self {
             Failure::Connect(_) => "connect",
-            Failure::Http(_) => "transport",
+            Failure::Io(_) | Failure::Protocol(_) => "transport",
             Failure::Timeout => "timeout",
         }
     }
@@ -74,7 +80,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(e) => write!(f, "cannot connect: {e}"),
-            Failure::Http(e) => write!(f, "HTTP error: {e}"),
+            Failure::Io(e) => write!(f, "connection failed: {e}"),
+            Failure::Protocol(e) => write!(f, "HTTP error: {e}"),
             Failure::Timeout => f.write_str("no answer in time"),
         }
     }
@@ -121,19 +128,31 @@ impl<'a> Call<'a> {
     }
 }
 
-/// A keep-alive connection that reconnects after any failure.
+/// A keep-alive connection that reconnects after any failure. It writes each request whole
+/// and reads its answer in the worker's own task, parsing the head with `httparse`: one write
+/// and (for an answer that fits a buffer) one read per request, like wrk, without the
+/// channel to a connection task and the second task's wakeup that hyper's client adds.
 pub struct Connection {
     target: Target,
     timeout: Duration,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    stream: Option<TcpStream>,
+    /// The request being sent, kept for its capacity.
+    request: Vec<u8>,
+    /// What was read of the answer, kept for its capacity.
+    answer: Vec<u8>,
 }
+
+/// The most header lines an answer may have.
+const MAX_HEADERS: usize = 32;
 
 impl Connection {
     pub fn new(target: Target, timeout: Duration) -> Connection {
         Connection {
             target,
             timeout,
-            sender: None,
+            stream: None,
+            request: Vec::with_capacity(512),
+            answer: Vec::with_capacity(16 * 1024),
         }
     }
 
@@ -144,72 +163,203 @@ impl Connection {
 
     /// Sends one request and reads the whole answer, within the timeout (connecting included).
     pub async fn send(&mut self, call: Call<'_>) -> Result<Reply, Failure> {
-        let request = self.build(call);
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+        self.build(call);
+        match tokio::time::timeout(self.timeout, self.exchange()).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(failure)) => {
-                self.sender = None;
+                self.stream = None;
                 Err(failure)
             }
             Err(_) => {
-                self.sender = None;
+                self.stream = None;
                 Err(Failure::Timeout)
             }
         }
     }
 
-    fn build(&self, call: Call<'_>) -> Request<Full<Bytes>> {
-        let mut builder = Request::builder()
-            .method(call.method)
-            .uri(call.path)
-            .header(HOST, self.target.host.clone());
+    /// The request's bytes, in `self.request`.
+    fn build(&mut self, call: Call<'_>) {
+        let request = &mut self.request;
+        request.clear();
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            request,
+            "{} {} HTTP/1.1\r\nhost: {}\r\n",
+            call.method, call.path, self.target.host
+        );
         if let Some(token) = call.token {
-            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+            let _ = write!(request, "authorization: Bearer {token}\r\n");
         }
-        if let Some((name, value)) = call.header {
-            builder = builder.header(name, value);
+        if let Some((name, value)) = &call.header {
+            let _ = write!(request, "{name}: {value}\r\n");
         }
-        let body = match call.json {
+        match &call.json {
             Some(json) => {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(json))
+                let _ = write!(
+                    request,
+                    "content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    json.len()
+                );
+                request.extend_from_slice(json);
             }
-            None => Full::new(Bytes::new()),
-        };
-        builder.body(body).expect("a request from valid parts")
+            None if call.method == Method::GET || call.method == Method::HEAD => {
+                request.extend_from_slice(b"\r\n");
+            }
+            None => request.extend_from_slice(b"content-length: 0\r\n\r\n"),
+        }
     }
 
-    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<Reply, Failure> {
-        let sender = match &mut self.sender {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => self.sender.insert(self.connect().await?),
+    async fn exchange(&mut self) -> Result<Reply, Failure> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(connect(&self.target).await?),
         };
-        sender.ready().await.map_err(Failure::Http)?;
-        let response = sender.send_request(request).await.map_err(Failure::Http)?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(Failure::Http)?
-            .to_bytes();
-        Ok(Reply { status, body })
+        stream.write_all(&self.request).await.map_err(Failure::Io)?;
+        let answer = &mut self.answer;
+        answer.clear();
+        // The head, read until it parses whole.
+        let head = loop {
+            read_more(stream, answer).await?;
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(answer) {
+                Ok(httparse::Status::Complete(length)) => break Head::of(&response, length)?,
+                Ok(httparse::Status::Partial) => {}
+                Err(error) => return Err(Failure::Protocol(error.to_string())),
+            }
+        };
+        let body = match head.framing {
+            Framing::Length(length) => {
+                let end = head.length + length;
+                while answer.len() < end {
+                    read_more(stream, answer).await?;
+                }
+                Bytes::copy_from_slice(&answer[head.length..end])
+            }
+            Framing::Chunked => read_chunked(stream, answer, head.length).await?,
+            Framing::UntilClose => {
+                while read_more(stream, answer).await.is_ok() {}
+                Bytes::copy_from_slice(&answer[head.length..])
+            }
+        };
+        if head.close || head.framing == Framing::UntilClose {
+            self.stream = None;
+        }
+        Ok(Reply {
+            status: head.status,
+            body,
+        })
     }
+}
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
-        let stream = TcpStream::connect(&self.target.authority)
-            .await
-            .map_err(Failure::Connect)?;
-        // Requests are small and answered one at a time: Nagle would only add delay.
-        stream.set_nodelay(true).map_err(Failure::Connect)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(Failure::Http)?;
-        tokio::spawn(async move {
-            // Ends when the server closes the connection or the sender is dropped.
-            let _ = connection.await;
-        });
-        Ok(sender)
+async fn connect(target: &Target) -> Result<TcpStream, Failure> {
+    let stream = TcpStream::connect(&target.authority)
+        .await
+        .map_err(Failure::Connect)?;
+    // Requests are small and answered one at a time: Nagle would only add delay.
+    stream.set_nodelay(true).map_err(Failure::Connect)?;
+    Ok(stream)
+}
+
+/// Reads what the server sent next onto the end of `answer`; a closed connection is a failure.
+async fn read_more(stream: &mut TcpStream, answer: &mut Vec<u8>) -> Result<(), Failure> {
+    if answer.capacity() - answer.len() < 4096 {
+        answer.reserve(16 * 1024);
+    }
+    match stream.read_buf(answer).await {
+        Ok(0) => Err(Failure::Protocol(
+            "the server closed the connection".to_owned(),
+        )),
+        Ok(_) => Ok(()),
+        Err(error) => Err(Failure::Io(error)),
+    }
+}
+
+/// How an answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// What the head of an answer says.
+struct Head {
+    status: StatusCode,
+    /// The head's length in bytes: the body starts here.
+    length: usize,
+    framing: Framing,
+    close: bool,
+}
+
+impl Head {
+    fn of(response: &httparse::Response<'_, '_>, length: usize) -> Result<Head, Failure> {
+        let status = response
+            .code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or_else(|| Failure::Protocol("an answer without a valid status".to_owned()))?;
+        let mut framing = Framing::UntilClose;
+        let mut close = false;
+        for header in response.headers.iter() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                let length = std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|value| value.trim().parse().ok())
+                    .ok_or_else(|| Failure::Protocol("a bad content-length".to_owned()))?;
+                if framing != Framing::Chunked {
+                    framing = Framing::Length(length);
+                }
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                if header.value.eq_ignore_ascii_case(b"chunked") {
+                    framing = Framing::Chunked;
+                }
+            } else if header.name.eq_ignore_ascii_case("connection") {
+                close = header.value.eq_ignore_ascii_case(b"close");
+            }
+        }
+        // 1xx, 204 and 304 answers have no body whatever their headers say.
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            framing = Framing::Length(0);
+        }
+        Ok(Head {
+            status,
+            length,
+            framing,
+            close,
+        })
+    }
+}
+
+/// The body of a chunked answer whose chunks start at `from` in `answer` (trailers are not
+/// expected and not read).
+async fn read_chunked(
+    stream: &mut TcpStream,
+    answer: &mut Vec<u8>,
+    from: usize,
+) -> Result<Bytes, Failure> {
+    let mut body = Vec::new();
+    let mut at = from;
+    loop {
+        let (size_line, size) = loop {
+            match httparse::parse_chunk_size(&answer[at..]) {
+                Ok(httparse::Status::Complete((line, size))) => break (line, size as usize),
+                Ok(httparse::Status::Partial) => read_more(stream, answer).await?,
+                Err(_) => return Err(Failure::Protocol("a bad chunk size".to_owned())),
+            }
+        };
+        // The chunk and the CRLF after it.
+        let end = at + size_line + size + 2;
+        while answer.len() < end {
+            read_more(stream, answer).await?;
+        }
+        if size == 0 {
+            return Ok(Bytes::from(body));
+        }
+        body.extend_from_slice(&answer[at + size_line..end - 2]);
+        at = end;
     }
 }
 
@@ -227,5 +377,106 @@ mod tests {
         assert_eq!(target.host, "localhost");
         assert_eq!(path, "/health?x=1");
         assert!(Target::parse("https://127.0.0.1").is_err());
+    }
+
+    /// A server that answers each request on a connection with the next of `answers`, as
+    /// written (split in two writes, so answers arrive in pieces), and records the requests.
+    async fn canned(answers: Vec<&'static [u8]>) -> (Target, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (target, _) =
+            Target::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            let mut answers = answers.into_iter();
+            let mut next = answers.next();
+            while let Some(first) = next {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut answer = Some(first);
+                while let Some(bytes) = answer {
+                    let mut request = vec![0; 4096];
+                    let read = socket.read(&mut request).await.unwrap();
+                    requests.push(String::from_utf8_lossy(&request[..read]).into_owned());
+                    let (one, two) = bytes.split_at(bytes.len() / 2);
+                    socket.write_all(one).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    socket.write_all(two).await.unwrap();
+                    // An answer that ends with the connection closes it; the next one comes
+                    // on a new connection.
+                    if bytes
+                        .windows(17)
+                        .any(|w| w.eq_ignore_ascii_case(b"connection: close"))
+                    {
+                        break;
+                    }
+                    answer = answers.next();
+                }
+                next = if answer.is_some() {
+                    answers.next()
+                } else {
+                    None
+                };
+            }
+            requests
+        });
+        (target, server)
+    }
+
+    #[tokio::test]
+    async fn answers_framed_by_length_chunks_or_the_end_of_the_connection_are_read_whole() {
+        let (target, server) = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"code\":0}\n",
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n4\r\nnot \r\n5\r\nfound\r\n0\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ])
+        .await;
+        let mut connection = Connection::new(target, Duration::from_secs(5));
+        let mut replies = Vec::new();
+        for call in [
+            Call::get("/a"),
+            Call::get("/b").token(Some("t0k")),
+            Call::with_json(Method::POST, "/c", &serde_json::json!({"x": 1})),
+            Call::get("/d"),
+            Call::get("/e"),
+        ] {
+            let reply = connection.send(call).await.unwrap();
+            replies.push((
+                reply.status.as_u16(),
+                String::from_utf8_lossy(&reply.body).into_owned(),
+            ));
+        }
+        assert_eq!(
+            replies,
+            [
+                (200, "{\"code\":0}\n".to_owned()),
+                (404, "not found".to_owned()),
+                (204, String::new()),
+                (503, "busy".to_owned()),
+                (200, "ok".to_owned()),
+            ]
+        );
+        let requests = server.await.unwrap();
+        assert_eq!(requests.len(), 5);
+        assert!(requests[1].starts_with("GET /b HTTP/1.1\r\n"));
+        assert!(requests[1].contains("\r\nauthorization: Bearer t0k\r\n"));
+        assert!(requests[2].starts_with("POST /c HTTP/1.1\r\n"));
+        assert!(requests[2].ends_with("content-length: 7\r\n\r\n{\"x\":1}"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_hangs_up_mid_answer_is_a_transport_failure_and_the_next_call_reconnects()
+    {
+        let (target, server) = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\nconnection: close\r\n\r\ncut short",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ])
+        .await;
+        let mut connection = Connection::new(target, Duration::from_secs(5));
+        let failure = connection.send(Call::get("/")).await.unwrap_err();
+        assert_eq!(failure.label(), "transport", "{failure}");
+        let reply = connection.send(Call::get("/")).await.unwrap();
+        assert_eq!(&reply.body[..], b"ok");
+        assert_eq!(server.await.unwrap().len(), 2);
     }
 }

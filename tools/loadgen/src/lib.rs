@@ -4,6 +4,7 @@
 pub mod config;
 pub mod hello;
 mod http;
+pub mod lanes;
 mod mix;
 pub mod report;
 pub mod run;

@@ -24,7 +24,12 @@ fn main() -> ExitCode {
         },
         None => {
             let json = cli.load.json.clone();
-            let report = match runtime.block_on(run::run(cli.load)) {
+            // The load itself runs on lanes of its own (one per thread, see `lanes`); this
+            // runtime sets the shop up, prints progress and gathers the results.
+            let lanes = cli.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let report = match runtime.block_on(run::run(cli.load, lanes)) {
                 Ok(report) => report,
                 Err(e) => {
                     eprintln!("letsgo-loadgen: {e}");

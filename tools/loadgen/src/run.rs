@@ -13,6 +13,7 @@ use tokio::time::sleep_until;
 
 use crate::config::LoadArgs;
 use crate::http::{Call, Connection, Target};
+use crate::lanes::Lanes;
 use crate::mix::{Action, Mix};
 use crate::report::{Operation, Progress, Recorder, Report, Settings, Window};
 use crate::shop::{SetupPlan, Shop, Shopper};
@@ -78,7 +79,7 @@ enum Work {
     Raw { method: Method, path: String },
 }
 
-pub async fn run(args: LoadArgs) -> Result<Report, String> {
+pub async fn run(args: LoadArgs, lanes: usize) -> Result<Report, String> {
     let (target, work, url) = match &args.raw {
         Some(raw) => {
             let method: Method = raw[0]
@@ -128,6 +129,7 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
     let progress = Arc::new(Progress::default());
     let ticker = tokio::spawn(print_progress(progress.clone(), start, window));
 
+    let lanes = Lanes::start(lanes).map_err(|e| format!("cannot start the worker threads: {e}"))?;
     let mut workers = tokio::task::JoinSet::new();
     for number in 0..args.connections {
         let mut conn = Connection::new(target.clone(), args.timeout);
@@ -135,50 +137,56 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
         let work = work.clone();
         let pace = pace.clone();
         let fixed_product = args.fixed_product;
-        workers.spawn(async move {
-            let mut shopper = match &*work {
-                Work::Shop { shop, .. } => Some(Shopper::new(shop.clone(), number, fixed_product)),
-                Work::Raw { .. } => None,
-            };
-            let mut rng = fastrand::Rng::new();
-            loop {
-                let began = match pace.next_turn(window.until, give_up).await {
-                    Turn::Send(began) => began,
-                    Turn::GiveUp(intended) => {
-                        let operation = match &*work {
-                            Work::Shop { mix, .. } => {
-                                Shopper::first_operation(mix.pick(rng.u32(..mix.total())))
-                            }
-                            Work::Raw { .. } => Operation::Raw,
-                        };
-                        rec.record(operation, intended, intended, Err("unsent".to_owned()));
-                        continue;
+        let lane = lanes.of(number).clone();
+        workers.spawn_on(
+            async move {
+                let mut shopper = match &*work {
+                    Work::Shop { shop, .. } => {
+                        Some(Shopper::new(shop.clone(), number, fixed_product))
                     }
-                    Turn::Stop => break,
+                    Work::Raw { .. } => None,
                 };
-                match (&*work, &mut shopper) {
-                    (Work::Shop { mix, .. }, Some(shopper)) => {
-                        let action = mix.pick(rng.u32(..mix.total()));
-                        shopper.act(action, &mut conn, &mut rec, began).await;
+                let mut rng = fastrand::Rng::new();
+                loop {
+                    let began = match pace.next_turn(window.until, give_up).await {
+                        Turn::Send(began) => began,
+                        Turn::GiveUp(intended) => {
+                            let operation = match &*work {
+                                Work::Shop { mix, .. } => {
+                                    Shopper::first_operation(mix.pick(rng.u32(..mix.total())))
+                                }
+                                Work::Raw { .. } => Operation::Raw,
+                            };
+                            rec.record(operation, intended, intended, Err("unsent".to_owned()));
+                            continue;
+                        }
+                        Turn::Stop => break,
+                    };
+                    match (&*work, &mut shopper) {
+                        (Work::Shop { mix, .. }, Some(shopper)) => {
+                            let action = mix.pick(rng.u32(..mix.total()));
+                            shopper.act(action, &mut conn, &mut rec, began).await;
+                        }
+                        (Work::Raw { method, path }, _) => {
+                            let call = Call {
+                                method: method.clone(),
+                                ..Call::get(path)
+                            };
+                            let result = conn.send(call).await;
+                            let outcome = match result {
+                                Ok(reply) if reply.status.is_success() => Ok(()),
+                                Ok(reply) => Err(reply.status.as_u16().to_string()),
+                                Err(failure) => Err(failure.label().to_owned()),
+                            };
+                            rec.record(Operation::Raw, began, Instant::now(), outcome);
+                        }
+                        (Work::Shop { .. }, None) => unreachable!("shop work has a shopper"),
                     }
-                    (Work::Raw { method, path }, _) => {
-                        let call = Call {
-                            method: method.clone(),
-                            ..Call::get(path)
-                        };
-                        let result = conn.send(call).await;
-                        let outcome = match result {
-                            Ok(reply) if reply.status.is_success() => Ok(()),
-                            Ok(reply) => Err(reply.status.as_u16().to_string()),
-                            Err(failure) => Err(failure.label().to_owned()),
-                        };
-                        rec.record(Operation::Raw, began, Instant::now(), outcome);
-                    }
-                    (Work::Shop { .. }, None) => unreachable!("shop work has a shopper"),
                 }
-            }
-            rec
-        });
+                rec
+            },
+            &lane,
+        );
     }
 
     let mut merged = Recorder::new(window, Arc::new(Progress::default()));
@@ -186,6 +194,7 @@ pub async fn run(args: LoadArgs) -> Result<Report, String> {
         merged.merge(joined.map_err(|e| format!("a worker failed: {e}"))?);
     }
     ticker.abort();
+    drop(lanes);
 
     let settings = Settings {
         target: url,

@@ -135,7 +135,7 @@ async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
         ADMIN_PASSWORD,
     ])
     .unwrap();
-    let report = letsgo_loadgen::run::run(cli.load).await.unwrap();
+    let report = letsgo_loadgen::run::run(cli.load, 2).await.unwrap();
     let table = report.to_table();
     assert_eq!(report.totals.errors, 0, "{table}");
     for name in [
