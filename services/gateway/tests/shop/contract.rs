@@ -2,6 +2,37 @@
 
 use super::*;
 
+/// Every answer names its request: a fresh version 4 UUID each time, or the client's own id.
+#[tokio::test]
+async fn every_answer_carries_a_request_id_new_or_the_clients_own() {
+    let shop = Shop::start().await;
+    let url = format!("{}/api/v1/product/list", shop.base);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let answer = shop.http.get(&url).send().await.unwrap();
+        let id = answer.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4, "{id}");
+        assert_eq!(
+            id,
+            parsed.hyphenated().to_string(),
+            "lower-case, hyphenated"
+        );
+        assert!(seen.insert(id), "ids repeat");
+    }
+    let answer = shop
+        .http
+        .get(&url)
+        .header("x-request-id", "client-chosen-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-request-id"], "client-chosen-7");
+}
+
 #[tokio::test]
 async fn malformed_or_mistyped_bodies_are_400_with_1001_never_422() {
     let shop = Shop::start().await;
