@@ -140,6 +140,8 @@ pub struct Connection {
     request: Vec<u8>,
     /// What was read of the answer, kept for its capacity.
     answer: Vec<u8>,
+    /// Whether the request is a HEAD, whose answer has no body whatever its headers say.
+    head_only: bool,
 }
 
 /// The most header lines an answer may have.
@@ -153,6 +155,7 @@ impl Connection {
             stream: None,
             request: Vec::with_capacity(512),
             answer: Vec::with_capacity(16 * 1024),
+            head_only: false,
         }
     }
 
@@ -179,6 +182,7 @@ impl Connection {
 
     /// The request's bytes, in `self.request`.
     fn build(&mut self, call: Call<'_>) {
+        self.head_only = call.method == Method::HEAD;
         let request = &mut self.request;
         request.clear();
         // Writing to a Vec cannot fail.
@@ -223,7 +227,9 @@ impl Connection {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(answer) {
-                Ok(httparse::Status::Complete(length)) => break Head::of(&response, length)?,
+                Ok(httparse::Status::Complete(length)) => {
+                    break Head::of(&response, length, self.head_only)?;
+                }
                 Ok(httparse::Status::Partial) => {}
                 Err(error) => return Err(Failure::Protocol(error.to_string())),
             }
@@ -293,7 +299,11 @@ struct Head {
 }
 
 impl Head {
-    fn of(response: &httparse::Response<'_, '_>, length: usize) -> Result<Head, Failure> {
+    fn of(
+        response: &httparse::Response<'_, '_>,
+        length: usize,
+        head_only: bool,
+    ) -> Result<Head, Failure> {
         let status = response
             .code
             .and_then(|code| StatusCode::from_u16(code).ok())
@@ -317,8 +327,10 @@ impl Head {
                 close = header.value.eq_ignore_ascii_case(b"close");
             }
         }
-        // 1xx, 204 and 304 answers have no body whatever their headers say.
-        if status.is_informational()
+        // Answers to HEAD, and 1xx, 204 and 304 answers, have no body whatever their headers
+        // say.
+        if head_only
+            || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
@@ -427,6 +439,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"code\":0}\n",
             b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n4\r\nnot \r\n5\r\nfound\r\n0\r\n\r\n",
             b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n",
             b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy",
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         ])
@@ -437,6 +450,10 @@ mod tests {
             Call::get("/a"),
             Call::get("/b").token(Some("t0k")),
             Call::with_json(Method::POST, "/c", &serde_json::json!({"x": 1})),
+            Call {
+                method: Method::HEAD,
+                ..Call::get("/h")
+            },
             Call::get("/d"),
             Call::get("/e"),
         ] {
@@ -452,12 +469,13 @@ mod tests {
                 (200, "{\"code\":0}\n".to_owned()),
                 (404, "not found".to_owned()),
                 (204, String::new()),
+                (200, String::new()),
                 (503, "busy".to_owned()),
                 (200, "ok".to_owned()),
             ]
         );
         let requests = server.await.unwrap();
-        assert_eq!(requests.len(), 5);
+        assert_eq!(requests.len(), 6);
         assert!(requests[1].starts_with("GET /b HTTP/1.1\r\n"));
         assert!(requests[1].contains("\r\nauthorization: Bearer t0k\r\n"));
         assert!(requests[2].starts_with("POST /c HTTP/1.1\r\n"));
