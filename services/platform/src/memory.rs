@@ -47,8 +47,12 @@ pub fn on_serving() {
     tokio::spawn(async {
         tokio::time::sleep(AFTER_READY).await;
         match tokio::task::spawn_blocking(page_out_own_code).await {
-            Ok(Ok(bytes)) => {
-                tracing::debug!(bytes, "handed the start-up code pages back to the kernel")
+            Ok(Ok((before_kb, after_kb))) => {
+                tracing::debug!(
+                    before_kb,
+                    after_kb,
+                    "handed the start-up code pages back to the kernel"
+                )
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "could not hand the start-up code pages back")
@@ -58,97 +62,139 @@ pub fn on_serving() {
     });
 }
 
-/// Pages out the resident pages of the read-only mappings of the process's own executable;
-/// answers how many bytes those mappings span.
-fn page_out_own_code() -> std::io::Result<usize> {
+/// A read-only mapping of the process's own executable, as `/proc/self/smaps` shows it.
+struct CodeMapping {
+    start: usize,
+    length: usize,
+    resident_kb: u64,
+    /// Pages copied on write (relocated data made read-only after start): anonymous memory,
+    /// which paging out would send to swap, not back to the file.
+    anonymous_kb: u64,
+}
+
+/// The read-only mappings of the process's own executable.
+fn code_mappings() -> std::io::Result<Vec<CodeMapping>> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let exe = exe.to_string_lossy();
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let mut spanned = 0;
-    for line in maps.lines() {
-        // "start-end perms offset dev inode path": the path is the rest from its first '/'.
-        let Some(path) = line.find('/').map(|at| &line[at..]) else {
-            continue;
-        };
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if path != exe || perms.contains('w') {
-            continue;
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut mappings = Vec::new();
+    let mut ours = false;
+    for line in smaps.lines() {
+        if let Some(mapping) = mapping_of(line) {
+            // "start-end perms offset dev inode path": the path is the rest from its first '/'.
+            let (start, end, perms) = mapping;
+            ours = line.find('/').is_some_and(|at| line[at..] == exe) && !perms.contains('w');
+            if ours {
+                mappings.push(CodeMapping {
+                    start,
+                    length: end - start,
+                    resident_kb: 0,
+                    anonymous_kb: 0,
+                });
+            }
+        } else if ours && let Some(current) = mappings.last_mut() {
+            if let Some(kb) = field_kb(line, "Rss:") {
+                current.resident_kb = kb;
+            } else if let Some(kb) = field_kb(line, "Anonymous:") {
+                current.anonymous_kb = kb;
+            }
         }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        let (address, length) = (start as *mut libc::c_void, end - start);
+    }
+    Ok(mappings)
+}
+
+/// The range and permissions of an smaps line that starts a mapping; none for its fields.
+fn mapping_of(line: &str) -> Option<(usize, usize, &str)> {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    Some((start, end, fields.next()?))
+}
+
+/// The kilobytes of an smaps field line such as `Rss:   1234 kB`.
+fn field_kb(line: &str, name: &str) -> Option<u64> {
+    line.strip_prefix(name)?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Kilobytes of the process's own executable that are resident now.
+fn resident_code_kb() -> std::io::Result<u64> {
+    Ok(code_mappings()?.iter().map(|m| m.resident_kb).sum())
+}
+
+/// Pages out the resident pages of the read-only, file-backed mappings of the process's own
+/// executable; answers the resident kilobytes of its code before and after. The kernel pages
+/// out only what this process may (a file it owns or may write: the images give each service
+/// its binary) and only pages no other process maps.
+fn page_out_own_code() -> std::io::Result<(u64, u64)> {
+    let mappings = code_mappings()?;
+    let before = mappings.iter().map(|m| m.resident_kb).sum();
+    for mapping in mappings.iter().filter(|m| m.anonymous_kb == 0) {
+        let address = mapping.start as *mut libc::c_void;
         // Without read-ahead, a page that runs again comes back alone: with it, each fault
         // read its neighbours in too, and an idle order service was back at 15 of its 19 MiB
         // within seconds (9.7 without). What starts under load comes back as fast either way.
-        // SAFETY: both advices apply to a read-only, file-backed mapping of our own binary:
-        // MADV_RANDOM only turns off read-ahead for it, and MADV_PAGEOUT drops clean pages that
-        // the kernel reads back from the same file on the next access. Nothing the program
-        // sees changes.
+        // SAFETY: the range is a whole mapping of our own binary that is read-only and holds
+        // no anonymous (copied) page, so every page is a clean page of the file: MADV_RANDOM
+        // only turns off read-ahead for it, and MADV_PAGEOUT drops pages the kernel reads back
+        // from the same file on the next access. Nothing the program sees changes.
         unsafe {
-            libc::madvise(address, length, libc::MADV_RANDOM);
-            if libc::madvise(address, length, libc::MADV_PAGEOUT) != 0 {
+            libc::madvise(address, mapping.length, libc::MADV_RANDOM);
+            if libc::madvise(address, mapping.length, libc::MADV_PAGEOUT) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        spanned += length;
     }
-    Ok(spanned)
+    Ok((before, resident_code_kb()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Kilobytes of the process's own executable that are resident now.
-    fn resident_code_kb() -> u64 {
-        let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let exe = exe.to_string_lossy().into_owned();
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut ours = false;
-        let mut resident = 0;
-        for line in smaps.lines() {
-            if let Some(rss) = line.strip_prefix("Rss:") {
-                if ours {
-                    resident += rss
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .unwrap();
-                }
-            } else if is_mapping(line) {
-                // A mapping's first line; the fields that follow are its own.
-                ours = line.find('/').is_some_and(|at| line[at..] == exe)
-                    && !line.split_whitespace().nth(1).unwrap_or("").contains('w');
-            }
-        }
-        resident
-    }
+    /// Set in the copy of this test binary the test runs.
+    const CHILD: &str = "LETSGO_PAGE_OUT_TEST_CHILD";
 
-    /// Whether an smaps line starts a mapping ("start-end perms ..."), not one of its fields.
-    fn is_mapping(line: &str) -> bool {
-        line.split_whitespace()
-            .next()
-            .and_then(|range| range.split_once('-'))
-            .is_some_and(|(start, _)| u64::from_str_radix(start, 16).is_ok())
-    }
-
+    /// Pages of a binary that another process maps too are never paged out, and nextest runs
+    /// this binary's tests in many processes at once: so the test runs a private copy of the
+    /// binary, which pages itself out and prints what it measured.
     #[test]
     fn the_binarys_resident_code_is_handed_back() {
-        let before = resident_code_kb();
-        let spanned = page_out_own_code().unwrap();
-        let after = resident_code_kb();
-        assert!(spanned > 0, "no mapping of the executable found");
+        if std::env::var_os(CHILD).is_some() {
+            let (before, after) = page_out_own_code().unwrap();
+            println!("paged-out {before} {after}");
+            return;
+        }
+        let copy = std::env::temp_dir().join(format!("letsgo-page-out-{}", std::process::id()));
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        let output = std::process::Command::new(&copy)
+            .args([
+                "--exact",
+                "memory::tests::the_binarys_resident_code_is_handed_back",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output();
+        let _ = std::fs::remove_file(&copy);
+        let output = output.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|line| Some(line.split_once("paged-out ")?.1))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the copy printed no figures: {stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        let mut figures = line.split_whitespace().map(|kb| kb.parse::<u64>().unwrap());
+        let (before, after) = (figures.next().unwrap(), figures.next().unwrap());
         assert!(
             after < before / 2,
             "resident code {before} kB before paging out, {after} kB after"

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
@@ -142,7 +142,12 @@ pub struct Connection {
     answer: Vec<u8>,
     /// Whether the request is a HEAD, whose answer has no body whatever its headers say.
     head_only: bool,
+    /// When the last exchange ended.
+    quiet_since: Instant,
 }
+
+/// How long a connection may have been quiet before it is checked for a close by the server.
+const QUIET_CHECK: Duration = Duration::from_secs(1);
 
 /// The most header lines an answer may have.
 const MAX_HEADERS: usize = 32;
@@ -156,6 +161,7 @@ impl Connection {
             request: Vec::with_capacity(512),
             answer: Vec::with_capacity(16 * 1024),
             head_only: false,
+            quiet_since: Instant::now(),
         }
     }
 
@@ -167,7 +173,9 @@ impl Connection {
     /// Sends one request and reads the whole answer, within the timeout (connecting included).
     pub async fn send(&mut self, call: Call<'_>) -> Result<Reply, Failure> {
         self.build(call);
-        match tokio::time::timeout(self.timeout, self.exchange()).await {
+        let answered = tokio::time::timeout(self.timeout, self.exchange()).await;
+        self.quiet_since = Instant::now();
+        match answered {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(failure)) => {
                 self.stream = None;
@@ -214,6 +222,17 @@ impl Connection {
     }
 
     async fn exchange(&mut self) -> Result<Reply, Failure> {
+        // A connection quiet for a while may have been closed by the server (its idle
+        // timeout, a restart): find out without a system call per request, and reconnect.
+        if let Some(stream) = &self.stream
+            && self.quiet_since.elapsed() > QUIET_CHECK
+        {
+            let mut probe = [0; 1];
+            match stream.try_read(&mut probe) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => self.stream = None,
+            }
+        }
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => self.stream.insert(connect(&self.target).await?),
@@ -221,33 +240,56 @@ impl Connection {
         stream.write_all(&self.request).await.map_err(Failure::Io)?;
         let answer = &mut self.answer;
         answer.clear();
-        // The head, read until it parses whole.
+        // The head, read until it parses whole; interim (1xx) answers are skipped.
         let head = loop {
             read_more(stream, answer).await?;
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(answer) {
-                Ok(httparse::Status::Complete(length)) => {
-                    break Head::of(&response, length, self.head_only)?;
+            let parsed = loop {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut response = httparse::Response::new(&mut headers);
+                match response.parse(answer) {
+                    Ok(httparse::Status::Complete(length))
+                        if response.code.is_some_and(|code| (100..200).contains(&code)) =>
+                    {
+                        answer.drain(..length);
+                    }
+                    Ok(httparse::Status::Complete(length)) => {
+                        break Some(Head::of(&response, length, self.head_only)?);
+                    }
+                    Ok(httparse::Status::Partial) => break None,
+                    Err(error) => return Err(Failure::Protocol(error.to_string())),
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(error) => return Err(Failure::Protocol(error.to_string())),
+            };
+            if let Some(head) = parsed {
+                break head;
             }
         };
-        let body = match head.framing {
+        let (body, end) = match head.framing {
             Framing::Length(length) => {
                 let end = head.length + length;
                 while answer.len() < end {
                     read_more(stream, answer).await?;
                 }
-                Bytes::copy_from_slice(&answer[head.length..end])
+                (Bytes::copy_from_slice(&answer[head.length..end]), end)
             }
             Framing::Chunked => read_chunked(stream, answer, head.length).await?,
             Framing::UntilClose => {
-                while read_more(stream, answer).await.is_ok() {}
-                Bytes::copy_from_slice(&answer[head.length..])
+                // Only the server's close ends it; a reset cuts it short.
+                loop {
+                    answer.reserve(16 * 1024);
+                    match stream.read_buf(answer).await {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(error) => return Err(Failure::Io(error)),
+                    }
+                }
+                (Bytes::copy_from_slice(&answer[head.length..]), answer.len())
             }
         };
+        if answer.len() > end {
+            return Err(Failure::Protocol(
+                "the server sent more than its answer".to_owned(),
+            ));
+        }
         if head.close || head.framing == Framing::UntilClose {
             self.stream = None;
         }
@@ -310,6 +352,7 @@ impl Head {
             .ok_or_else(|| Failure::Protocol("an answer without a valid status".to_owned()))?;
         let mut framing = Framing::UntilClose;
         let mut close = false;
+        let mut keep_alive = false;
         for header in response.headers.iter() {
             if header.name.eq_ignore_ascii_case("content-length") {
                 let length = std::str::from_utf8(header.value)
@@ -324,8 +367,14 @@ impl Head {
                     framing = Framing::Chunked;
                 }
             } else if header.name.eq_ignore_ascii_case("connection") {
-                close = header.value.eq_ignore_ascii_case(b"close");
+                let tokens = || header.value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+                close |= tokens().any(|token| token.eq_ignore_ascii_case(b"close"));
+                keep_alive |= tokens().any(|token| token.eq_ignore_ascii_case(b"keep-alive"));
             }
+        }
+        // An HTTP/1.0 server closes the connection unless it says otherwise.
+        if response.version == Some(0) && !keep_alive {
+            close = true;
         }
         // Answers to HEAD, and 1xx, 204 and 304 answers, have no body whatever their headers
         // say.
@@ -345,13 +394,13 @@ impl Head {
     }
 }
 
-/// The body of a chunked answer whose chunks start at `from` in `answer` (trailers are not
-/// expected and not read).
+/// The body of a chunked answer whose chunks start at `from` in `answer`, and where it ends
+/// (trailers are not expected: one makes the answer look longer than it is, a protocol error).
 async fn read_chunked(
     stream: &mut TcpStream,
     answer: &mut Vec<u8>,
     from: usize,
-) -> Result<Bytes, Failure> {
+) -> Result<(Bytes, usize), Failure> {
     let mut body = Vec::new();
     let mut at = from;
     loop {
@@ -367,8 +416,11 @@ async fn read_chunked(
         while answer.len() < end {
             read_more(stream, answer).await?;
         }
+        if &answer[end - 2..end] != b"\r\n" {
+            return Err(Failure::Protocol("a chunk without its CRLF".to_owned()));
+        }
         if size == 0 {
-            return Ok(Bytes::from(body));
+            return Ok((Bytes::from(body), end));
         }
         body.extend_from_slice(&answer[at + size_line..end - 2]);
         at = end;
@@ -440,6 +492,7 @@ mod tests {
             b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n4\r\nnot \r\n5\r\nfound\r\n0\r\n\r\n",
             b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
             b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy",
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         ])
@@ -454,6 +507,7 @@ mod tests {
                 method: Method::HEAD,
                 ..Call::get("/h")
             },
+            Call::get("/i"),
             Call::get("/d"),
             Call::get("/e"),
         ] {
@@ -470,12 +524,13 @@ mod tests {
                 (404, "not found".to_owned()),
                 (204, String::new()),
                 (200, String::new()),
+                (200, "hi".to_owned()),
                 (503, "busy".to_owned()),
                 (200, "ok".to_owned()),
             ]
         );
         let requests = server.await.unwrap();
-        assert_eq!(requests.len(), 6);
+        assert_eq!(requests.len(), 7);
         assert!(requests[1].starts_with("GET /b HTTP/1.1\r\n"));
         assert!(requests[1].contains("\r\nauthorization: Bearer t0k\r\n"));
         assert!(requests[2].starts_with("POST /c HTTP/1.1\r\n"));
@@ -496,5 +551,37 @@ mod tests {
         let reply = connection.send(Call::get("/")).await.unwrap();
         assert_eq!(&reply.body[..], b"ok");
         assert_eq!(server.await.unwrap().len(), 2);
+    }
+
+    /// A server that closed a kept connection while it was quiet (its idle timeout) costs the
+    /// next request nothing: the connection is found closed and opened again.
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_quiet_is_opened_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (target, _) =
+            Target::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 4096];
+                let _ = socket.read(&mut request).await.unwrap();
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                // Closed without saying so, as an idle timeout does.
+            }
+        });
+        let mut connection = Connection::new(target, Duration::from_secs(5));
+        assert_eq!(
+            &connection.send(Call::get("/")).await.unwrap().body[..],
+            b"ok"
+        );
+        tokio::time::sleep(QUIET_CHECK + Duration::from_millis(200)).await;
+        assert_eq!(
+            &connection.send(Call::get("/")).await.unwrap().body[..],
+            b"ok"
+        );
+        server.await.unwrap();
     }
 }
