@@ -122,18 +122,26 @@ fn field_kb(line: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Kilobytes of the process's own executable that are resident now.
+/// Kilobytes of the process's own executable that are resident now as pages of the file
+/// (the copied-on-write ones are anonymous memory, which no page-out here touches).
 fn resident_code_kb() -> std::io::Result<u64> {
-    Ok(code_mappings()?.iter().map(|m| m.resident_kb).sum())
+    Ok(file_kb(&code_mappings()?))
+}
+
+fn file_kb(mappings: &[CodeMapping]) -> u64 {
+    mappings
+        .iter()
+        .map(|m| m.resident_kb.saturating_sub(m.anonymous_kb))
+        .sum()
 }
 
 /// Pages out the resident pages of the read-only, file-backed mappings of the process's own
-/// executable; answers the resident kilobytes of its code before and after. The kernel pages
+/// executable; answers the kilobytes of its file pages resident before and after. The kernel pages
 /// out only what this process may (a file it owns or may write: the images give each service
 /// its binary) and only pages no other process maps.
 fn page_out_own_code() -> std::io::Result<(u64, u64)> {
     let mappings = code_mappings()?;
-    let before = mappings.iter().map(|m| m.resident_kb).sum();
+    let before = file_kb(&mappings);
     for mapping in mappings.iter().filter(|m| m.anonymous_kb == 0) {
         let address = mapping.start as *mut libc::c_void;
         // Without read-ahead, a page that runs again comes back alone: with it, each fault
@@ -195,6 +203,7 @@ mod tests {
             });
         let mut figures = line.split_whitespace().map(|kb| kb.parse::<u64>().unwrap());
         let (before, after) = (figures.next().unwrap(), figures.next().unwrap());
+        println!("the copy's code resident as file pages: {before} kB before, {after} kB after");
         assert!(
             after < before / 2,
             "resident code {before} kB before paging out, {after} kB after"
