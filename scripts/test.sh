@@ -65,7 +65,8 @@ urlencode() {
 scripts/middleware.sh ensure
 mw_env=$(scripts/middleware.sh env)
 eval "$mw_env"
-# TANSU_BIN: the tests' own brokers (Kafka over TLS) and a TLS Redis.
+# LETSGO_KAFKA_HOME: the Apache Kafka install the tests start brokers of their own from
+# (a broker to pause, a broker over TLS); a TLS Redis.
 test_tools=$(scripts/middleware.sh test-tools)
 eval "$test_tools"
 

@@ -120,7 +120,7 @@ start() { # NAME PORT ADMIN URL
 # markers in $STATE).  So that Ctrl-C stops only what *this* run started, the
 # markers that already existed, unchanged, before `ensure` are set aside while
 # `stop` runs, then put back.
-MW_MARKERS=(postgres.started redis.started etcd.pid tansu.pid)
+MW_MARKERS=(postgres.started redis.started etcd.pid kafka.pid)
 declare -A MW_BEFORE=()
 MW_ENSURED=0
 fingerprint() { stat -c '%i %y' "$1" 2>/dev/null; }

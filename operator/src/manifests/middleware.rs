@@ -54,7 +54,7 @@ impl MiddlewareKind {
         match self {
             MiddlewareKind::Postgres => "postgres:17.6",
             MiddlewareKind::Redis => "redis:7.4.5",
-            MiddlewareKind::Kafka => "apache/kafka:3.9.1",
+            MiddlewareKind::Kafka => "apache/kafka:4.1.1",
             MiddlewareKind::Etcd => "quay.io/coreos/etcd:v3.5.21",
         }
     }

@@ -1353,3 +1353,300 @@ async fn admins_list_every_order_newest_first_by_status_and_keyword() {
         .unwrap_err();
     assert_eq!(AppError::from(bad_page).code, ErrorCode::InvalidParams);
 }
+
+// ------------------------------------------------ the consumer group across processes
+
+/// The order service's binary as it runs in production: a process of its own, on a scratch
+/// database and a topic prefix of the test's, with static discovery pointing at nothing (the
+/// payment path under test needs no other service). Killed (SIGKILL) when dropped.
+struct OrderProcess {
+    child: std::process::Child,
+    admin: std::net::SocketAddr,
+}
+
+impl OrderProcess {
+    async fn start(database_url: &str, topic_prefix: &str, session: Duration) -> OrderProcess {
+        // Three distinct free ports: the listeners are held until all three are chosen.
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let [admin, grpc, nobody] = [0, 1, 2].map(|i| held[i].local_addr().unwrap());
+        drop(held);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-order"))
+            .env("DATABASE_URL", database_url)
+            .env("KAFKA_BROKERS", kafka_brokers())
+            .env("KAFKA_TOPIC_PREFIX", topic_prefix)
+            .env("KAFKA_SESSION_TIMEOUT_MS", session.as_millis().to_string())
+            .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
+            .env("INTERNAL_TOKEN", letsgo_testkit::INTERNAL_TOKEN)
+            .env("GRPC_LISTEN", grpc.to_string())
+            .env("ADMIN_LISTEN", admin.to_string())
+            .env("DISCOVERY", "static")
+            .env("PRODUCT_RPC", nobody.to_string())
+            .env("PAYMENT_RPC", nobody.to_string())
+            .env("USER_RPC", nobody.to_string())
+            .env("CART_RPC", nobody.to_string())
+            .env("ORDER_RPC", grpc.to_string())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the order binary starts");
+        let mut process = OrderProcess { child, admin };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !process.ready().await {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!("the order binary exited ({status}) while starting; its log is above");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the order binary is not ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        process
+    }
+
+    async fn ready(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut connection) = tokio::net::TcpStream::connect(self.admin).await else {
+            return false;
+        };
+        let mut answer = String::new();
+        connection
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .is_ok()
+            && connection.read_to_string(&mut answer).await.is_ok()
+            && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+    }
+
+    /// SIGKILL: the member leaves nothing behind but its session in the broker.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for OrderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The group's state and its members' ids, as the broker's coordinator describes them (not yet
+/// known before its first member joins).
+fn describe_group(group: &str) -> (String, Vec<String>) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    let list = client
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .unwrap();
+    let Some(info) = list.groups().iter().find(|info| info.name() == group) else {
+        return ("not yet known".to_owned(), Vec::new());
+    };
+    (
+        info.state().to_owned(),
+        info.members()
+            .iter()
+            .map(|member| member.id().to_owned())
+            .collect(),
+    )
+}
+
+/// Waits until the group is stable with exactly one member other than `not`; answers its id.
+async fn sole_member(group: &str, not: Option<&str>, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let group_name = group.to_owned();
+        let (state, members) = tokio::task::spawn_blocking(move || describe_group(&group_name))
+            .await
+            .unwrap();
+        if state == "Stable" && members.len() == 1 && Some(members[0].as_str()) != not {
+            return members[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group {group} is {state} with members {members:?} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A pending order whose stock is committed, written straight into the service's database.
+async fn insert_payable_order(pool: &sqlx::PgPool, id: i64) {
+    sqlx::query(
+        "INSERT INTO orders (id, order_no, user_id, total_amount_cents, status, address, phone, stock_committed) \
+         VALUES ($1, $2, 7, 1250, 1, 'Main Street 1', '5550100', true)",
+    )
+    .bind(id)
+    .bind(format!("killed-{id}"))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn publish_payment(topic_prefix: &str, order_id: i64) {
+    let args = KafkaArgs::new(&kafka_brokers(), topic_prefix);
+    let event = Event::new(
+        "payment.succeeded",
+        serde_json::json!({"orderId": order_id, "paymentNo": format!("PAY-{order_id}")}),
+    )
+    .unwrap();
+    let producer = events::producer(&args).unwrap();
+    producer
+        .send(
+            FutureRecord::to(&format!("{topic_prefix}payment.succeeded"))
+                .key(&order_id.to_string())
+                .payload(&serde_json::to_string(&event).unwrap()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .unwrap();
+}
+
+async fn wait_until_paid(pool: &sqlx::PgPool, order_id: i64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let status: i16 = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(order_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if status == 2 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order_id} not paid after {within:?} (status {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// On Apache Kafka, not an imitation: an order service killed without leaving its consumer
+/// group (SIGKILL, as the OOM killer or a node loss does) is replaced by the next instance once
+/// the dead member's session times out; the new one gets every partition and marks orders paid,
+/// both the payment that waited through the kill and one sent after. Then a clean restart
+/// (SIGTERM) hands the partitions over at once, as `make up` restarts do, again and again.
+#[tokio::test]
+async fn an_order_service_killed_without_leaving_its_group_is_replaced_within_the_session_timeout()
+{
+    let database = letsgo_testkit::ScratchDatabase::create(&letsgo_testkit::postgres_url())
+        .await
+        .unwrap();
+    let prefix = letsgo_testkit::TopicPrefix::new("order-killed");
+    let topic_prefix = prefix.as_str();
+    let group = format!("{topic_prefix}letsgo-order");
+    let session = Duration::from_secs(6);
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+
+    let first = OrderProcess::start(&database.url, topic_prefix, session).await;
+    let first_member = sole_member(&group, None, Duration::from_secs(60)).await;
+    insert_payable_order(&pool, 1).await;
+    publish_payment(topic_prefix, 1).await;
+    wait_until_paid(&pool, 1, Duration::from_secs(30)).await;
+
+    first.kill();
+    let killed = tokio::time::Instant::now();
+    // A payment while no live member holds the partitions waits in the broker.
+    insert_payable_order(&pool, 2).await;
+    publish_payment(topic_prefix, 2).await;
+    let second = OrderProcess::start(&database.url, topic_prefix, session).await;
+    sole_member(&group, Some(&first_member), session * 4).await;
+    let replaced = killed.elapsed();
+    wait_until_paid(&pool, 2, Duration::from_secs(30)).await;
+    insert_payable_order(&pool, 3).await;
+    publish_payment(topic_prefix, 3).await;
+    wait_until_paid(&pool, 3, Duration::from_secs(30)).await;
+    eprintln!(
+        "the killed member was replaced {:.1} s after the kill (session timeout {:?})",
+        replaced.as_secs_f64(),
+        session
+    );
+
+    // Clean restarts (what `make up` does on Ctrl-C and a new run): the group is handed over
+    // every time, and no payment waits for a session to time out.
+    let mut current = second;
+    for round in 0..3 {
+        let member = sole_member(&group, None, Duration::from_secs(10)).await;
+        let pid = current.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _ = current.child.wait();
+        let restarted = tokio::time::Instant::now();
+        current = OrderProcess::start(&database.url, topic_prefix, session).await;
+        sole_member(&group, Some(&member), Duration::from_secs(30)).await;
+        let order_id = 10 + round;
+        insert_payable_order(&pool, order_id).await;
+        publish_payment(topic_prefix, order_id).await;
+        wait_until_paid(&pool, order_id, Duration::from_secs(30)).await;
+        eprintln!(
+            "clean restart {round}: the group was handed over and a payment consumed {:.1} s after SIGTERM",
+            restarted.elapsed().as_secs_f64()
+        );
+    }
+    drop(current);
+    pool.close().await;
+}
+
+/// A session timeout below what the broker accepts (Kafka's default minimum is 6 s) would keep
+/// the consumer out of its group for good, every payment waiting: the service says so, naming
+/// the setting, instead of a generic receive warning.
+#[tokio::test]
+async fn a_session_timeout_the_broker_refuses_is_named_in_the_log() {
+    use std::io::BufRead;
+
+    let database = letsgo_testkit::ScratchDatabase::create(&letsgo_testkit::postgres_url())
+        .await
+        .unwrap();
+    let prefix = letsgo_testkit::TopicPrefix::new("order-session");
+    let held: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let [admin, grpc] = [0, 1].map(|i| held[i].local_addr().unwrap());
+    drop(held);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-order"))
+        .env("DATABASE_URL", &database.url)
+        .env("KAFKA_BROKERS", kafka_brokers())
+        .env("KAFKA_TOPIC_PREFIX", prefix.as_str())
+        .env("KAFKA_SESSION_TIMEOUT_MS", "3000")
+        .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
+        .env("GRPC_LISTEN", grpc.to_string())
+        .env("ADMIN_LISTEN", admin.to_string())
+        .env("DISCOVERY", "static")
+        .env("PRODUCT_RPC", grpc.to_string())
+        .env("PAYMENT_RPC", grpc.to_string())
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the order binary starts");
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let found = tokio::task::spawn_blocking(move || {
+        lines
+            .lines()
+            .map_while(Result::ok)
+            .take(10_000)
+            .find(|line| line.contains("refuses this consumer's session timeout"))
+    });
+    let found = tokio::time::timeout(Duration::from_secs(60), found).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found
+        .expect("the refusal is logged within 60 s")
+        .unwrap()
+        .expect("the refusal is logged");
+    assert!(line.contains("KAFKA_SESSION_TIMEOUT_MS"), "{line}");
+    assert!(line.contains("\"level\":\"ERROR\""), "{line}");
+}

@@ -447,6 +447,7 @@ type NoBatch<E> = fn(Vec<Event>) -> std::future::Ready<Result<(), E>>;
 pub struct EventConsumer {
     consumer: StreamConsumer,
     group: String,
+    session_timeout: Duration,
 }
 
 impl EventConsumer {
@@ -478,7 +479,11 @@ impl EventConsumer {
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        Ok(EventConsumer { consumer, group })
+        Ok(EventConsumer {
+            consumer,
+            group,
+            session_timeout,
+        })
     }
 
     pub fn group(&self) -> &str {
@@ -535,7 +540,8 @@ impl EventConsumer {
         E: HandlerError,
     {
         // A member with no partitions for long gets no events at all: say so, since the cause
-        // (a broker whose group coordinator is stuck) is otherwise invisible.
+        // (more replicas than partitions, or a broker that cannot form the group) is otherwise
+        // invisible.
         let mut assignment_check = tokio::time::interval(Duration::from_secs(10));
         assignment_check.tick().await;
         let started = tokio::time::Instant::now();
@@ -549,7 +555,7 @@ impl EventConsumer {
                     let assigned = self.consumer.assignment().map(|list| list.count()).unwrap_or(0);
                     dead_letters.record_assignment(&self.group, assigned);
                     if assigned == 0 && !received_any && started.elapsed() >= Duration::from_secs(30) {
-                        tracing::warn!(group = %self.group, "no partitions assigned to this consumer after 30 s; events wait in the broker (is its group coordinator stuck? restarting the broker helps)");
+                        tracing::warn!(group = %self.group, "no partitions assigned to this consumer after 30 s; events wait in the broker (more replicas than the topics' partitions leave some idle; otherwise the broker's log says why the group does not form)");
                     }
                     continue;
                 }
@@ -565,7 +571,7 @@ impl EventConsumer {
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {
-                    tracing::warn!(%error, group = %self.group, "kafka receive failed");
+                    self.receive_failed(&error);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -577,7 +583,7 @@ impl EventConsumer {
                     match tokio::time::timeout_at(gathered, self.consumer.recv()).await {
                         Ok(Ok(message)) => messages.push(message),
                         Ok(Err(error)) => {
-                            tracing::warn!(%error, group = %self.group, "kafka receive failed");
+                            self.receive_failed(&error);
                             break;
                         }
                         Err(_) => break,
@@ -611,6 +617,16 @@ impl EventConsumer {
                 }
                 self.commit(std::slice::from_ref(message));
             }
+        }
+    }
+
+    /// Logs a failed receive. A session timeout the broker refuses keeps the member out of its
+    /// group for good (Kafka accepts 6 s to 30 min by default): that one names the setting.
+    fn receive_failed(&self, error: &KafkaError) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidSessionTimeout) {
+            tracing::error!(%error, group = %self.group, session_timeout_ms = self.session_timeout.as_millis() as u64, "the broker refuses this consumer's session timeout, so it never joins its group and no event is consumed: set KAFKA_SESSION_TIMEOUT_MS within the broker's group.min.session.timeout.ms and group.max.session.timeout.ms (6000 to 1800000 by default)");
+        } else {
+            tracing::warn!(%error, group = %self.group, "kafka receive failed");
         }
     }
 

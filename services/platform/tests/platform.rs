@@ -1,5 +1,5 @@
-//! The platform's parts against real middleware: the outbox relay and consumers on a real
-//! Kafka-protocol broker, migrations and scratch databases on PostgreSQL, the cache on Redis.
+//! The platform's parts against real middleware: the outbox relay and consumers on Apache
+//! Kafka, migrations and scratch databases on PostgreSQL, the cache on Redis.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -376,6 +376,188 @@ async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
     assert!(all.contains(&poison), "{all:?}");
     shutdown.trigger();
     task.await.unwrap();
+    pool.close().await;
+}
+
+/// Topics are made with the partitions and replicas the settings ask for (a Store's
+/// `kafka.partitions` and `kafka.replication`); an existing topic is left as it is; a
+/// replication the cluster cannot give is refused with the broker's reason, not made smaller.
+#[tokio::test]
+async fn topics_are_made_with_the_partitions_and_replication_asked_for() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let topics = TopicPrefix::new("topic-shape");
+    let mut args = kafka(topics.as_str());
+    args.kafka_topic_partitions = 5;
+    args.kafka_topic_replication = 1;
+    events::ensure_topics(&args, &["order.created", "order.paid"])
+        .await
+        .unwrap();
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka_brokers)
+        .create()
+        .unwrap();
+    let shape = |name: &str| {
+        let metadata = client
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .unwrap();
+        let topic = &metadata.topics()[0];
+        assert!(topic.error().is_none(), "{name}: {:?}", topic.error());
+        (
+            topic.partitions().len(),
+            topic
+                .partitions()
+                .iter()
+                .map(|partition| partition.replicas().len())
+                .max()
+                .unwrap_or(0),
+        )
+    };
+    let created = format!("{}order.created", topics.as_str());
+    assert_eq!(shape(&created), (5, 1));
+    assert_eq!(shape(&format!("{}order.paid", topics.as_str())), (5, 1));
+
+    // Asked again with other numbers: the topic keeps its shape (partitions are never
+    // changed behind the consumers' backs).
+    args.kafka_topic_partitions = 8;
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    assert_eq!(shape(&created), (5, 1));
+
+    // Three replicas on a one-broker cluster: refused, and nothing made.
+    args.kafka_topic_replication = 3;
+    let refused = events::ensure_topics(&args, &["order.shipped"])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused}").contains("InvalidReplicationFactor"),
+        "{refused}"
+    );
+    let metadata = client
+        .fetch_metadata(
+            Some(&format!("{}order.shipped", topics.as_str())),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(
+        metadata.topics()[0].partitions().is_empty(),
+        "a refused topic is not made"
+    );
+}
+
+/// A failure no retry fixes while the test wants it to: the consumer backs off and retries.
+#[derive(Debug)]
+struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the downstream is away")
+    }
+}
+
+impl events::HandlerError for Unavailable {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+/// A group member's offsets are committed only for what its handler finished, and its
+/// successor starts exactly there: across restarts of the group's member (a new consumer each
+/// time, as each `make up` or rollout makes), every event is handled, none is skipped, the one
+/// whose handling was cut short by the stop comes again, and the ones handled before the stop
+/// do not.
+#[tokio::test]
+async fn a_restarted_group_member_resumes_where_its_handler_stopped() {
+    let (_database, pool) = outbox_database().await;
+    let topics = TopicPrefix::new("resume-test");
+    let args = kafka(topics.as_str());
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        events::producer(&args).unwrap(),
+        &args.kafka_topic_prefix,
+    );
+    let group = unique("resuming");
+    // Every handled event, in the order of handling, with the round that handled it.
+    let handled: Arc<Mutex<Vec<(usize, uuid::Uuid)>>> = Arc::default();
+    let mut written: Vec<uuid::Uuid> = Vec::new();
+    for round in 0..4 {
+        let batch = write_events(&pool, 12).await;
+        written.extend(batch.iter().map(|event| event.id));
+        assert_eq!(relay.relay_batch().await.unwrap(), 12);
+        // In every round but the last, the 8th event this member sees never gets through: the
+        // member is stopped while its handler still fails, so that event is not committed.
+        let stuck: Arc<Mutex<Option<uuid::Uuid>>> = Arc::default();
+        let seen_this_round = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let consumer =
+            EventConsumer::subscribe(&args, &group, &["order.created"], Duration::from_secs(6))
+                .unwrap();
+        let shutdown = Shutdown::new();
+        let (sink, stuck_sink, seen) = (handled.clone(), stuck.clone(), seen_this_round.clone());
+        let last = round == 3;
+        let task = tokio::spawn(consumer.run(
+            shutdown.clone(),
+            dead_letters(&pool, 3),
+            move |event: Event| {
+                let (sink, stuck, seen) = (sink.clone(), stuck_sink.clone(), seen.clone());
+                async move {
+                    let mut stuck = stuck.lock().unwrap();
+                    if *stuck == Some(event.id) {
+                        return Err(Unavailable);
+                    }
+                    if !last
+                        && stuck.is_none()
+                        && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 7
+                    {
+                        *stuck = Some(event.id);
+                        return Err(Unavailable);
+                    }
+                    sink.lock().unwrap().push((round, event.id));
+                    Ok(())
+                }
+            },
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = if last {
+                let handled = handled.lock().unwrap();
+                written
+                    .iter()
+                    .all(|id| handled.iter().any(|(_, seen)| seen == id))
+            } else {
+                stuck.lock().unwrap().is_some()
+            };
+            if done {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the member got no events within 60 s (handled so far: {})",
+                handled.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The commits of what was handled reach the broker before the member goes.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shutdown.trigger();
+        task.await.unwrap();
+    }
+    let handled = handled.lock().unwrap().clone();
+    let mut once: Vec<uuid::Uuid> = handled.iter().map(|(_, id)| *id).collect();
+    once.sort();
+    let handled_count = once.len();
+    once.dedup();
+    let mut expected = written.clone();
+    expected.sort();
+    assert_eq!(once, expected, "every event handled, none skipped");
+    assert_eq!(
+        handled_count,
+        written.len(),
+        "no event handled and committed before a stop came again after it"
+    );
     pool.close().await;
 }
 
@@ -1172,79 +1354,18 @@ async fn redis_over_tls_is_checked_against_the_ca_the_settings_name() {
     assert!(!error.contains("tls-test-password"), "{error}");
 }
 
-/// Accepts TLS on `listener` and passes each connection's bytes to and from `upstream`: a
-/// broker that speaks only plaintext, reached as a TLS one.
-async fn terminate_tls(
-    listener: tokio::net::TcpListener,
-    upstream: u16,
-    certificates: &Certificates,
-) {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(certificates.path("server.crt"))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(certificates.path("server.key")).unwrap();
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A client that fails the handshake (no CA, a wrong name) just gets no tunnel.
-                if let Ok(mut client) = acceptor.accept(client).await
-                    && let Ok(mut broker) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-                }
-            });
-        }
-    });
-}
-
 #[tokio::test]
 async fn events_flow_to_a_broker_reached_over_tls() {
-    let tansu = std::env::var("TANSU_BIN").expect(
-        "TANSU_BIN must name the tansu broker binary for the TLS test: \
-         eval \"$(scripts/middleware.sh test-tools)\"",
-    );
     let certificates = Certificates::make();
-    let broker_port = free_port();
-    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls_port = tls.local_addr().unwrap().port();
-    // The broker tells clients to come back through the TLS address.
-    let _broker = Child(
-        std::process::Command::new(&tansu)
-            .arg("broker")
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{broker_port}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://localhost:{tls_port}"),
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {tansu}: {error}")),
-    );
-    wait_for_port(broker_port, "tansu").await;
-    terminate_tls(tls, broker_port, &certificates).await;
+    // Apache Kafka's own TLS listener; it tells clients to come back by the certificate's name.
+    let broker = letsgo_testkit::KafkaBroker::start_tls(letsgo_testkit::KafkaTls {
+        certificate_chain: certificates.path("server.crt").into(),
+        private_key: certificates.path("server.key").into(),
+        ca_certificate: certificates.path("ca.crt").into(),
+        advertised_host: "localhost".to_owned(),
+    });
 
-    let mut args = KafkaArgs::new(
-        &format!("localhost:{tls_port}"),
-        &format!("{}.", unique("tls-test")),
-    );
+    let mut args = KafkaArgs::new(broker.address(), &format!("{}.", unique("tls-test")));
     args.kafka_topic_partitions = 1;
     args.kafka_security_protocol = letsgo_platform::config::KafkaSecurityProtocol::Ssl;
     args.kafka_ca_file = Some(certificates.path("ca.crt"));

@@ -17,10 +17,12 @@
 //! Where the middleware is comes from the environment `make test` sets (DATABASE_URL_BASE,
 //! REDIS_URL_BASE, KAFKA_BROKERS), defaulting to the local ports `make up` uses.
 
+mod kafka;
 mod middleware;
 mod scratch;
 mod shop;
 
+pub use kafka::{KafkaBroker, KafkaTls, kafka_home};
 pub use letsgo_test_topics::{TopicPrefix, registry};
 pub use middleware::{kafka_brokers, postgres_url, redis_url};
 pub use scratch::{ScratchDatabase, delete_redis_keys};

