@@ -220,6 +220,8 @@ mw_kafka_start() {
 		mw_say "kafka: waiting for remote $KAFKA_H:$KAFKA_P"
 		return 0
 	fi
+	# Installed already unless the port was taken when `ensure` looked (by tansu, stopped above).
+	mw_kafka_install
 	home=$(mw_kafka_home)
 	cport=${KAFKA_CONTROLLER_PORT:-$((KAFKA_P + 1))}
 	data=$dir/data

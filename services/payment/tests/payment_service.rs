@@ -204,8 +204,9 @@ impl Shop {
             &secrets,
             "--kafka-topic-prefix",
             &topic_prefix,
+            // The shortest session Kafka accepts by default (group.min.session.timeout.ms).
             "--kafka-session-timeout-ms",
-            "3000",
+            "6000",
             "--log-format",
             "text",
             "--discovery",
