@@ -1002,6 +1002,62 @@ async fn check(client: &mut HealthClient<RpcChannel>) -> Result<(), tonic::Statu
         .map(|_| ())
 }
 
+/// The call let through to probe an ejected endpoint is cancelled by its caller (a client that
+/// hung up, a timeout above it): the endpoint is not shut out for good. Once it answers again,
+/// calls reach it; with the probe left marked as in flight, none ever would.
+#[tokio::test]
+async fn a_cancelled_probe_does_not_shut_an_endpoint_out() {
+    let address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let discovery = Discovery::fixed(vec![(
+        ServiceName::User,
+        vec![format!("http://{address}").parse().unwrap()],
+    )]);
+    let channel = discovery.channel(ServiceName::User);
+    let mut client = HealthClient::new(channel.clone());
+    // Nothing listens: refused, and the endpoint is ejected.
+    assert_eq!(
+        check(&mut client).await.unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+    // A listener that takes connections and never answers, then the ejection ends.
+    let silent = tokio::net::TcpListener::bind(address).await.unwrap();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The probe goes to the silent listener; its caller gives up on it.
+    let given_up = tokio::time::timeout(Duration::from_millis(300), check(&mut client)).await;
+    assert!(
+        given_up.is_err(),
+        "the probe hangs until its caller gives up"
+    );
+    holding.abort();
+    let _ = holding.await;
+
+    // The real instance is back on the same address.
+    let back = Instance::start_on(address).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut answered = 0;
+    while tokio::time::Instant::now() < deadline && answered < 5 {
+        if check(&mut client).await.is_ok() {
+            answered += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        answered, 5,
+        "calls reach the endpoint once it answers again"
+    );
+    back.kill();
+}
+
 #[tokio::test]
 async fn calls_survive_an_instance_dying_fail_fast_when_all_are_gone_and_recover() {
     let prefix = format!("/letsgo-test/{}/", unique("resilience"));

@@ -137,6 +137,13 @@ impl Breaker {
             .is_some_and(|until| Instant::now() < until || state.probing)
     }
 
+    /// A call let through was given up by its caller before it ended: it tells nothing of the
+    /// endpoint, but if it was the probe after an ejection, the next call may probe instead.
+    /// (Any call given up frees the probe: at worst two probes are in flight at once.)
+    pub fn abandon(&self) {
+        self.state.lock().expect("breaker lock").probing = false;
+    }
+
     pub fn record(&self, outcome: Outcome) {
         let now = Instant::now();
         let mut state = self.state.lock().expect("breaker lock");
@@ -185,6 +192,22 @@ mod tests {
             .filter(|n| breaker.allows(f64::from(*n) / 100.0))
             .count();
         assert!(allowed < 5, "{allowed} of 100 allowed");
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_call_probe() {
+        let breaker = Breaker::default();
+        breaker.record(Outcome::Refused);
+        std::thread::sleep(EJECTION_MIN + Duration::from_millis(50));
+        assert!(breaker.allows(0.99), "the probe");
+        assert!(!breaker.allows(0.99), "one probe at a time");
+        breaker.abandon();
+        assert!(
+            breaker.allows(0.99),
+            "a new probe once the first was given up"
+        );
+        breaker.record(Outcome::Answered);
+        assert!(!breaker.is_ejected());
     }
 
     #[test]

@@ -227,12 +227,11 @@ impl Shared {
             *attempt.version_mut() = parts.version;
             *attempt.headers_mut() = parts.headers.clone();
 
-            endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+            // Counted while in flight, and settled even when this future is dropped mid-call.
+            let call = InFlight::start(&endpoint);
             let result = endpoint.channel.clone().oneshot(attempt).await;
-            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-
             let (outcome, never_processed) = classify(&result);
-            endpoint.breaker.record(outcome);
+            call.settle(outcome);
             tried.push(endpoint.uri.clone());
             let retry = outcome != Outcome::Answered
                 && (never_processed || idempotent)
@@ -242,6 +241,41 @@ impl Shared {
                 return result.map_err(Into::into);
             }
             tracing::debug!(service = self.service.as_str(), endpoint = %endpoint.uri, "retrying on another endpoint");
+        }
+    }
+}
+
+/// One call on an endpoint: counted in its in-flight number while it lives, its outcome told to
+/// the endpoint's breaker by [`settle`](InFlight::settle). A call dropped before it settled
+/// (its caller went away: a client hung up, a timeout or `select!` above it) still leaves the
+/// count, and gives back the breaker's probe if it was the probe, so a cancelled call can
+/// neither skew the balancing for good nor shut the endpoint out after an ejection. It says
+/// nothing of the endpoint's health, so it counts neither as an answer nor as a failure.
+struct InFlight<'a> {
+    endpoint: &'a EndpointHandle,
+    settled: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(endpoint: &'a EndpointHandle) -> InFlight<'a> {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint,
+            settled: false,
+        }
+    }
+
+    fn settle(mut self, outcome: Outcome) {
+        self.settled = true;
+        self.endpoint.breaker.record(outcome);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.settled {
+            self.endpoint.breaker.abandon();
         }
     }
 }
