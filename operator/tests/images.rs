@@ -89,7 +89,8 @@ struct NetworkNamespace {
 impl NetworkNamespace {
     fn create() -> NetworkNamespace {
         let id = &uuid_like()[..6];
-        let name = format!("letsgo-kafka-{id}");
+        // The test's process id in the name: a later run removes what a killed one left.
+        let name = format!("letsgo-kafka-{}-{id}", std::process::id());
         let (host, inside) = (format!("lgk{id}h"), format!("lgk{id}c"));
         let third = u8::from_str_radix(&id[..2], 16).unwrap();
         let fourth = u8::from_str_radix(&id[2..4], 16).unwrap() & 0xfc;
@@ -202,6 +203,47 @@ impl Drop for RunningContainer {
     }
 }
 
+/// Whether the process that made a `letsgo-kafka-<pid>-...` name has ended.
+fn left_by_an_ended_run(name: &str) -> bool {
+    name.strip_prefix("letsgo-kafka-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes the containers and network namespaces a killed run of this test left behind (a
+/// container is a whole root filesystem under buildah's vfs storage).
+fn remove_what_ended_runs_left() {
+    let listed = Command::new(BUILDAH[0])
+        .args(&BUILDAH[1..])
+        .args([
+            "containers",
+            "--noheading",
+            "--format",
+            "{{.ContainerName}}",
+        ])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    for name in listed.lines().filter(|name| left_by_an_ended_run(name)) {
+        let _ = Command::new(BUILDAH[0])
+            .args(&BUILDAH[1..])
+            .args(["rm", name])
+            .output();
+    }
+    let namespaces = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    for line in namespaces.lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if left_by_an_ended_run(name) {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
 /// The image of `scripts/images.sh kafka` runs with exactly the environment, user and data
 /// path of the operator's Kafka StatefulSet: it formats the empty volume with the Store's
 /// cluster id, passes the readiness probe (a TCP connection to 9092), takes a topic, an event
@@ -213,6 +255,7 @@ fn the_kafka_image_runs_as_the_operators_stateful_set_configures_it() {
     let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let container = &pod.containers[0];
     let (image, archive) = build_kafka_image();
+    remove_what_ended_runs_left();
     assert!(
         archive.is_file(),
         "{} is the image's archive",
