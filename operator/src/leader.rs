@@ -1,18 +1,21 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several operator replicas
 //! exactly one reconciles.
 //!
-//! The holder renews the Lease every `renew_every`; another replica takes it over only once
-//! `renewTime + leaseDurationSeconds` has passed. Every write is a replace carrying the
-//! `resourceVersion` it read, so two replicas racing for an expired Lease cannot both win: the
-//! API server refuses the second with a conflict. A leader that cannot renew within the lease
-//! duration gives up (the caller exits), so it stops before anyone else can start.
-//! Assumes clocks roughly in sync across nodes, as client-go's leader election does.
+//! The holder renews the Lease every `renew_every`; another replica takes it over only once the
+//! Lease's record has not changed for `leaseDurationSeconds` by that replica's own monotonic
+//! clock, counted from when it first saw the record as it is (client-go's way). The holder's
+//! `renewTime` is never compared with the local clock, so a holder whose clock runs minutes
+//! ahead or behind neither keeps a dead lease nor loses a live one. Every write is a replace
+//! carrying the `resourceVersion` it read, so two replicas racing for an expired Lease cannot
+//! both win: the API server refuses the second with a conflict. A leader that cannot renew
+//! within the lease duration gives up (the caller exits), so it stops before anyone else can
+//! start.
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
@@ -33,6 +36,7 @@ pub struct LeaseConfig {
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
+    observed: std::sync::Mutex<Observed>,
 }
 
 impl LeaderElector {
@@ -40,6 +44,7 @@ impl LeaderElector {
         LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observed: std::sync::Mutex::new(Observed::default()),
         }
     }
 
@@ -60,7 +65,12 @@ impl LeaderElector {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
-        if !ours && !expired(&spec, now) {
+        let free = self
+            .observed
+            .lock()
+            .expect("observed lease lock")
+            .is_free(&spec, std::time::Instant::now());
+        if !ours && !free {
             return Ok(false);
         }
         let (acquired, transitions) = if ours {
@@ -72,13 +82,21 @@ impl LeaderElector {
             (now, spec.lease_transitions.unwrap_or(0) + 1)
         };
         let mut next = lease;
-        next.spec = Some(self.held_spec(acquired, now, transitions));
+        let written = self.held_spec(acquired, now, transitions);
+        next.spec = Some(written.clone());
         // `next` still carries the resourceVersion read above: a concurrent writer wins, we lose.
-        conflict_is_false(
+        let held = conflict_is_false(
             self.api
                 .replace(&self.config.name, &PostParams::default(), &next)
                 .await,
-        )
+        )?;
+        if held {
+            self.observed
+                .lock()
+                .expect("observed lease lock")
+                .is_free(&written, std::time::Instant::now());
+        }
+        Ok(held)
     }
 
     /// Gives the Lease up at shutdown, so a successor need not wait for it to expire.
@@ -115,16 +133,32 @@ impl LeaderElector {
     }
 }
 
-/// Whether nobody holds the Lease any more: no holder, or a renewal older than its duration.
-pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
-        return true;
+/// The Lease's record as this replica last saw it, and when by its own monotonic clock.
+#[derive(Default)]
+struct Observed {
+    record: Option<LeaseSpec>,
+    since: Option<std::time::Instant>,
+}
+
+impl Observed {
+    /// Notes `spec` as seen at `now` and answers whether nobody holds the Lease any more: no
+    /// holder, or the same record seen unchanged for longer than its duration. A record seen
+    /// for the first time (a renewal, a new holder, this replica's first look) starts the
+    /// count afresh, whatever times it carries.
+    fn is_free(&mut self, spec: &LeaseSpec, now: std::time::Instant) -> bool {
+        if self.record.as_ref() != Some(spec) {
+            self.record = Some(spec.clone());
+            self.since = Some(now);
+        }
+        if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+            return true;
+        }
+        let duration = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(0),
+        );
+        self.since
+            .is_some_and(|since| now.saturating_duration_since(since) > duration)
     }
-    let Some(renewed) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    renewed.0 + duration < now
 }
 
 fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool> {
@@ -209,34 +243,71 @@ pub async fn lead(elector: LeaderElector) -> Leadership {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use k8s_openapi::jiff::SignedDuration;
+
     use super::*;
 
-    fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> (LeaseSpec, Timestamp) {
-        let now = Timestamp::from_second(1_700_000_000).unwrap();
-        let spec = LeaseSpec {
+    /// A Lease as its holder writes it, with the holder's own clock `skew_secs` off ours.
+    fn spec(holder: Option<&str>, renewal: i64, skew_secs: i64) -> LeaseSpec {
+        let ours = Timestamp::from_second(1_700_000_000).unwrap();
+        LeaseSpec {
             holder_identity: holder.map(str::to_owned),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
-            lease_duration_seconds: Some(duration),
+            renew_time: Some(MicroTime(
+                ours + SignedDuration::from_secs(skew_secs + 2 * renewal),
+            )),
+            lease_duration_seconds: Some(15),
             ..LeaseSpec::default()
-        };
-        (spec, now)
+        }
     }
 
     #[test]
-    fn a_lease_renewed_within_its_duration_is_held() {
-        let (spec, now) = spec(Some("operator-a"), 10, 15);
-        assert!(!expired(&spec, now));
+    fn a_lease_first_seen_is_held_for_its_whole_duration_whatever_its_times() {
+        // Renewed "an hour ago" by our clock: still, this replica has not yet seen it stand
+        // still for 15 s.
+        let start = Instant::now();
+        let mut observed = Observed::default();
+        let stale = spec(Some("operator-a"), 0, -3600);
+        assert!(!observed.is_free(&stale, start));
+        assert!(!observed.is_free(&stale, start + Duration::from_secs(15)));
+        assert!(observed.is_free(&stale, start + Duration::from_secs(16)));
     }
 
     #[test]
-    fn a_lease_not_renewed_for_longer_than_its_duration_is_free() {
-        let (spec, now) = spec(Some("operator-a"), 16, 15);
-        assert!(expired(&spec, now));
+    fn a_holder_whose_clock_is_minutes_behind_keeps_its_lease_while_it_renews() {
+        let start = Instant::now();
+        let mut observed = Observed::default();
+        for renewal in 0..60 {
+            // Renewed every 2 s, each renewTime five minutes in our past.
+            let now = start + Duration::from_secs(2 * renewal as u64);
+            assert!(
+                !observed.is_free(&spec(Some("operator-a"), renewal, -300), now),
+                "renewal {renewal}: a live holder keeps its lease"
+            );
+        }
+    }
+
+    #[test]
+    fn a_holder_whose_clock_is_minutes_ahead_loses_its_lease_once_it_stops_renewing() {
+        let start = Instant::now();
+        let mut observed = Observed::default();
+        for renewal in 0..5 {
+            let now = start + Duration::from_secs(2 * renewal as u64);
+            assert!(!observed.is_free(&spec(Some("operator-a"), renewal, 300), now));
+        }
+        // It died after its fifth renewal (at 8 s), its renewTime five minutes in our future.
+        let last = spec(Some("operator-a"), 4, 300);
+        assert!(!observed.is_free(&last, start + Duration::from_secs(20)));
+        assert!(observed.is_free(&last, start + Duration::from_secs(24)));
     }
 
     #[test]
     fn a_released_lease_is_free_at_once() {
-        let (spec, now) = spec(None, 0, 15);
-        assert!(expired(&spec, now));
+        let mut observed = Observed::default();
+        assert!(observed.is_free(&spec(None, 0, 0), Instant::now()));
+        let mut empty = spec(Some(""), 0, 0);
+        empty.renew_time = None;
+        assert!(observed.is_free(&empty, Instant::now()));
     }
 }

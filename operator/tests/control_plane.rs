@@ -972,6 +972,88 @@ fn of_two_operators_one_leads_and_the_other_takes_over_when_it_stops_or_dies() {
     }
 }
 
+/// A Lease's time as its holder writes it: `skew_secs` off this machine's clock.
+fn lease_time(skew_secs: i64) -> String {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let stamp = k8s_openapi::jiff::Timestamp::from_second(now + skew_secs).unwrap();
+    format!("{}.000000Z", stamp.strftime("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// Leadership is judged by whether the Lease's record changes, timed by the operator's own
+/// clock, never by comparing the holder's renewTime with it: a holder whose clock is five
+/// minutes behind keeps its Lease while it renews (comparing clocks, the operator would take it
+/// at once: two leaders), and one whose clock is five minutes ahead loses it within the
+/// Lease's duration once it stops renewing (comparing clocks, only after five minutes).
+#[test]
+fn a_lease_holder_with_a_skewed_clock_is_judged_by_its_renewals() {
+    let kube = Kube::local();
+    let namespace = Namespace::create(&kube, "skew");
+    let ns = namespace.name.as_str();
+    let rbac = ChartRbac::install(&kube, ns);
+    let lease_secs = 10;
+    let behind = lease_time(-300);
+    kube.apply(
+        &format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {}\n  namespace: {ns}\n\
+             spec:\n  holderIdentity: ghost\n  leaseDurationSeconds: {lease_secs}\n  acquireTime: {behind}\n  renewTime: {behind}\n",
+            rbac.lease
+        ),
+        &[],
+    );
+    let operator = Operator::start_with_lease(&rbac, ns, "operator-a", lease_secs);
+    wait_for(
+        "operator-a to serve metrics",
+        WAIT,
+        || operator.try_metric("letsgo_operator_leader"),
+        || operator.log(),
+    );
+    // The ghost renews every 2 s for twice the Lease's duration, its clock five minutes behind.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(2));
+        let renewed = lease_time(-300);
+        kube.run(&[
+            "patch",
+            "lease",
+            &rbac.lease,
+            "-n",
+            ns,
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"renewTime":"{renewed}"}}}}"#),
+        ]);
+        assert_eq!(
+            operator.metric("letsgo_operator_leader"),
+            0.0,
+            "the operator took a Lease its holder keeps renewing\n{}",
+            operator.log()
+        );
+        assert_eq!(holder(&kube, &rbac, ns), "ghost");
+    }
+    // Its last renewal, with its clock now five minutes ahead; then it is gone.
+    let ahead = lease_time(300);
+    kube.run(&[
+        "patch",
+        "lease",
+        &rbac.lease,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"renewTime":"{ahead}"}}}}"#),
+    ]);
+    let stopped = std::time::Instant::now();
+    wait_leader(&operator, "operator-a");
+    let taken = stopped.elapsed();
+    assert!(
+        taken >= Duration::from_secs(lease_secs.into()),
+        "taken {taken:?} after the last renewal, before the Lease's {lease_secs} s"
+    );
+    assert_eq!(holder(&kube, &rbac, ns), "operator-a");
+    operator.assert_never_forbidden();
+}
+
 fn wait_leader(operator: &Operator, name: &str) {
     wait_for(
         &format!("{name} to lead"),
