@@ -37,38 +37,34 @@ RUN apt-get update \
  && groupadd --gid 65532 letsgo \
  && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin letsgo
 USER 65532:65532
-# The services' binaries belong to the user they run as: the kernel lets a process page out
-# only the file pages of files it owns (or may write), and a service hands its start-up code
-# back once serving (docs/decisions.md). The chart mounts the root filesystem read-only, so
-# owning the file does not let the process change it.
 
 FROM runtime AS user
-COPY --from=builder --chown=65532:65532 /out/letsgo-user /usr/local/bin/
+COPY --from=builder /out/letsgo-user /usr/local/bin/
 EXPOSE 9001 9101
 ENTRYPOINT ["/usr/local/bin/letsgo-user"]
 
 FROM runtime AS product
-COPY --from=builder --chown=65532:65532 /out/letsgo-product /usr/local/bin/
+COPY --from=builder /out/letsgo-product /usr/local/bin/
 EXPOSE 9002 9102
 ENTRYPOINT ["/usr/local/bin/letsgo-product"]
 
 FROM runtime AS cart
-COPY --from=builder --chown=65532:65532 /out/letsgo-cart /usr/local/bin/
+COPY --from=builder /out/letsgo-cart /usr/local/bin/
 EXPOSE 9003 9103
 ENTRYPOINT ["/usr/local/bin/letsgo-cart"]
 
 FROM runtime AS order
-COPY --from=builder --chown=65532:65532 /out/letsgo-order /usr/local/bin/
+COPY --from=builder /out/letsgo-order /usr/local/bin/
 EXPOSE 9004 9104
 ENTRYPOINT ["/usr/local/bin/letsgo-order"]
 
 FROM runtime AS payment
-COPY --from=builder --chown=65532:65532 /out/letsgo-payment /usr/local/bin/
+COPY --from=builder /out/letsgo-payment /usr/local/bin/
 EXPOSE 9005 9105
 ENTRYPOINT ["/usr/local/bin/letsgo-payment"]
 
 FROM runtime AS gateway
-COPY --from=builder --chown=65532:65532 /out/letsgo-gateway /usr/local/bin/
+COPY --from=builder /out/letsgo-gateway /usr/local/bin/
 EXPOSE 8888 9100
 ENTRYPOINT ["/usr/local/bin/letsgo-gateway"]
 

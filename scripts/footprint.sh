@@ -21,8 +21,10 @@ status_kib() { sed -n "s/^$2:[[:space:]]*\\([0-9]*\\) kB/\\1/p" "/proc/$1/status
 
 # RSS is split as the kernel counts it: anonymous (heap, stacks: the process's own) and
 # file-backed (the binary's and libraries' code and data pages, shared by every process that
-# maps them).
-printf '| binary | size (MiB) | idle RSS (MiB) | of it anonymous | of it file-backed |\n|---|---|---|---|---|\n'
+# maps them). PSS divides each shared page among the processes that map it: the memory this
+# process costs the machine.
+pss_kib() { sed -n 's/^Pss:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+printf '| binary | size (MiB) | idle RSS (MiB) | of it anonymous | of it file-backed | PSS (MiB) |\n|---|---|---|---|---|---|\n'
 for entry in "${SERVICES[@]}"; do
 	read -r name port admin ready <<<"$entry"
 	bin=$BIN_DIR/$name
@@ -55,9 +57,10 @@ for entry in "${SERVICES[@]}"; do
 	rss=$(status_kib "$pid" VmRSS)
 	anon=$(status_kib "$pid" RssAnon)
 	file=$(status_kib "$pid" RssFile)
+	pss=$(pss_kib "$pid")
 	size=$(stat -c %s "$bin")
 	kill -TERM "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
-	awk -v n="$name" -v s="$size" -v r="$rss" -v a="$anon" -v f="$file" \
-		'BEGIN { printf "| %s | %.1f | %.1f | %.1f | %.1f |\n", n, s / 1048576, r / 1024, a / 1024, f / 1024 }'
+	awk -v n="$name" -v s="$size" -v r="$rss" -v a="$anon" -v f="$file" -v p="$pss" \
+		'BEGIN { printf "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", n, s / 1048576, r / 1024, a / 1024, f / 1024, p / 1024 }'
 done

@@ -96,7 +96,6 @@ pub async fn run(
         shutdown.clone(),
     ));
     readiness.set_ready(true);
-    letsgo_platform::memory::on_serving();
     tracing::info!(addr = %listener.local_addr()?, "gateway serving");
     let drain = {
         let shutdown = shutdown.clone();

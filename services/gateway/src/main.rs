@@ -7,7 +7,6 @@ use tokio::net::TcpListener;
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, "letsgo-gateway");
-    letsgo_platform::memory::release_start_up_code_when_serving();
     let result = async {
         let listener = TcpListener::bind(config.listen)
             .await

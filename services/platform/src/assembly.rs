@@ -326,7 +326,6 @@ impl Assembly {
                 reason: error.to_string(),
             })?;
         self.readiness.set_ready(true);
-        crate::memory::on_serving();
         // Findable only once it can answer; it leaves (etcd) as soon as shutdown begins.
         let registration = self
             .discovery
@@ -427,7 +426,6 @@ where
 {
     let binary = service.binary();
     let traces = telemetry::init_logging(telemetry, &binary);
-    crate::memory::release_start_up_code_when_serving();
     let (grpc_addr, admin_addr) = service.default_addresses();
     let result = match Listeners::bind(grpc, grpc_addr, admin_addr).await {
         Ok(listeners) => run(listeners, Shutdown::on_signals()).await,
