@@ -993,6 +993,41 @@ async fn kubernetes_dns_discovery_follows_the_headless_record_set() {
     );
 }
 
+/// A service watched, left by every watcher (its poller ends), and watched again: the new
+/// watcher gets a live set that follows the records, not the ended poller's last answer.
+#[tokio::test]
+async fn a_dns_set_watched_again_after_its_watchers_left_is_live() {
+    let dns = TestDns::start(
+        "letsgo-order.shop.svc.cluster.local",
+        &["10.1.0.5".parse().unwrap()],
+    )
+    .await;
+    let source = letsgo_platform::discovery::dns::DnsSource::new(
+        "letsgo-{service}.shop.svc.cluster.local",
+        Some(dns.address),
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    let one = ["10.1.0.5:9004".to_owned()];
+    let mut first = source.watch(ServiceName::Order);
+    assert_eq!(
+        wait_for_set(&mut first, &one, Duration::from_secs(10)).await,
+        one
+    );
+    drop(first);
+    // Several refreshes: the poller sees nobody watching and ends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut again = source.watch(ServiceName::Order);
+    dns.set(&["10.1.0.9".parse().unwrap()]);
+    let moved = ["10.1.0.9:9004".to_owned()];
+    assert_eq!(
+        wait_for_set(&mut again, &moved, Duration::from_secs(10)).await,
+        moved,
+        "the set follows the records again"
+    );
+}
+
 async fn check(client: &mut HealthClient<RpcChannel>) -> Result<(), tonic::Status> {
     client
         .check(HealthCheckRequest {

@@ -19,7 +19,9 @@ pub struct DnsSource {
     resolver: Arc<Resolver<TokioRuntimeProvider>>,
     name_template: String,
     refresh: Duration,
-    sets: Mutex<HashMap<ServiceName, watch::Sender<Vec<Uri>>>>,
+    /// The set of each watched service, while its poller runs: a poller whose last watcher has
+    /// gone removes its entry as it ends, under this lock, so a later watch starts a new one.
+    sets: Arc<Mutex<HashMap<ServiceName, watch::Sender<Vec<Uri>>>>>,
 }
 
 impl DnsSource {
@@ -52,7 +54,7 @@ impl DnsSource {
             resolver: Arc::new(resolver),
             name_template: name_template.to_owned(),
             refresh,
-            sets: Mutex::new(HashMap::new()),
+            sets: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -73,6 +75,7 @@ impl EndpointSource for DnsSource {
         let port = service.default_port();
         let refresh = self.refresh;
         let publisher = sender.clone();
+        let all_sets = self.sets.clone();
         tokio::spawn(async move {
             // The first answer always notifies: it tells waiting callers the set is known.
             let mut first = true;
@@ -107,8 +110,14 @@ impl EndpointSource for DnsSource {
                     // A DNS hiccup keeps the last known set.
                     Err(error) => tracing::warn!(%error, %name, "DNS lookup failed"),
                 }
-                if publisher.receiver_count() == 0 {
-                    return;
+                {
+                    // Checked under the lock `watch` subscribes under: nobody can subscribe
+                    // to a set whose poller is ending.
+                    let mut sets = all_sets.lock().expect("dns sets lock");
+                    if publisher.receiver_count() == 0 {
+                        sets.remove(&service);
+                        return;
+                    }
                 }
                 tokio::time::sleep(refresh).await;
             }
