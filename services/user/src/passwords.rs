@@ -13,14 +13,13 @@
 //! pool pins the threshold, so a hash's 7 MiB is mapped for it and unmapped after it.
 
 use std::sync::OnceLock;
-use std::sync::mpsc;
 
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
 use letsgo_platform::errors::{AppError, AppResult};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 const MEMORY_KIB: u32 = 7 * 1024;
 const PASSES: u32 = 5;
@@ -41,16 +40,17 @@ pub fn set_threads(threads: usize) {
     let _ = THREADS.set(threads.max(1));
 }
 
-/// The hashing threads' queue, started on first use.
-fn pool() -> &'static mpsc::SyncSender<Job> {
-    static POOL: OnceLock<mpsc::SyncSender<Job>> = OnceLock::new();
+/// The hashing threads' queue, started on first use. Callers wait for room asynchronously: a
+/// full queue parks no thread, whatever the number of callers.
+fn pool() -> &'static mpsc::Sender<Job> {
+    static POOL: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     POOL.get_or_init(|| {
         keep_large_allocations_mapped();
         let threads = *THREADS.get_or_init(|| {
             std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
         });
         // Waiting requests queue here (bounded), not in memory-hungry threads.
-        let (sender, receiver) = mpsc::sync_channel::<Job>(1024);
+        let (sender, receiver) = mpsc::channel::<Job>(1024);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
         for n in 0..threads {
             let receiver = receiver.clone();
@@ -59,12 +59,12 @@ fn pool() -> &'static mpsc::SyncSender<Job> {
                 .spawn(move || {
                     loop {
                         let job = match receiver.lock() {
-                            Ok(receiver) => receiver.recv(),
+                            Ok(mut receiver) => receiver.blocking_recv(),
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
+                            Some(job) => job(),
+                            None => return,
                         }
                     }
                 })
@@ -102,12 +102,9 @@ async fn on_pool<T: Send + 'static>(
         }
         let _ = answer.send(work());
     });
-    let sender = pool().clone();
-    // The queue is bounded: wait for room off the async workers.
-    tokio::task::spawn_blocking(move || sender.send(job))
-        .await
-        .map_err(AppError::system)?
-        .map_err(AppError::system)?;
+    // The queue is bounded: wait for room without holding a thread (a caller that goes away
+    // meanwhile queues nothing).
+    pool().send(job).await.map_err(AppError::system)?;
     answered.await.map_err(AppError::system)?
 }
 
@@ -205,5 +202,43 @@ mod tests {
         // A job queued after the abandoned one runs, so the pool has passed it.
         on_pool(|| Ok(())).await.unwrap();
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+    /// Nextest runs each test in a process of its own, so this one sizes the pool.
+    #[tokio::test]
+    async fn callers_waiting_for_room_in_a_full_queue_hold_no_threads() {
+        fn threads() -> usize {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|line| line.strip_prefix("Threads:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        }
+        set_threads(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, started) = oneshot::channel();
+        let gate = tokio::spawn(on_pool(move || {
+            let _ = entered.send(());
+            let _ = held.recv();
+            Ok(())
+        }));
+        started.await.unwrap();
+        // The queue's 1,024 places taken, then 64 callers more, all waiting.
+        let queued: Vec<_> = (0..1024 + 64)
+            .map(|_| tokio::spawn(on_pool(|| Ok(()))))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let waiting = threads();
+        assert!(
+            waiting < 16,
+            "{waiting} threads while 64 callers wait for room in the queue"
+        );
+        release.send(()).unwrap();
+        gate.await.unwrap().unwrap();
+        for call in queued {
+            call.await.unwrap().unwrap();
+        }
     }
 }
