@@ -124,6 +124,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     // Secret is not owned by its Store: Secrets' metadata alone (never their data) is watched,
     // so a Secret created, fixed, rotated or deleted reaches its Stores at once.
     let known_stores = controller.store();
+    // A deleted Store is not reconciled again: its metric series go once it has left the cache.
+    let pruning = tokio::spawn(forget_deleted_stores_metrics(
+        known_stores.clone(),
+        ctx.clone(),
+    ));
     let secret_changes = watcher(
         scope.api::<PartialObjectMeta<Secret>>(&client),
         watcher::Config::default(),
@@ -154,6 +159,31 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures_util::future::ready(()))
         .await;
+    pruning.abort();
+}
+
+/// How often the metrics of deleted Stores are looked for.
+const METRICS_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Every [`METRICS_PRUNE_EVERY`], once the Store cache has its first list, removes the series
+/// of Stores no longer in it.
+async fn forget_deleted_stores_metrics(
+    stores: kube::runtime::reflector::Store<Store>,
+    ctx: Arc<Context>,
+) {
+    if stores.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(METRICS_PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        let existing = stores
+            .state()
+            .iter()
+            .map(|store| (store.namespace().unwrap_or_default(), store.name_any()))
+            .collect();
+        ctx.metrics.stores.keep_only(&existing);
+    }
 }
 
 /// Brings one Store's children to what its spec asks for and writes its status. A failure is

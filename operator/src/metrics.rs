@@ -1,6 +1,7 @@
 //! The operator's Prometheus metrics: how many reconciles, how many failed and why, how long
 //! they took, and whether this replica leads.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Instant;
 
@@ -56,7 +57,8 @@ struct StorePhaseLabels {
 }
 
 /// Per Store: whether it is Ready, its phase, when a reconcile last succeeded, how many failed.
-/// A deleted Store's series stay until the operator restarts (it is not reconciled again).
+/// A deleted Store is not reconciled again: the controller calls [`StoreMetrics::keep_only`]
+/// with the Stores that exist, and the others' series go.
 #[derive(Clone, Default)]
 pub struct StoreMetrics {
     ready: Family<StoreLabels, Gauge>,
@@ -64,7 +66,13 @@ pub struct StoreMetrics {
     last_success: Family<StoreLabels, Gauge<f64, AtomicU64>>,
     failures: Family<StoreLabels, Counter>,
     conditions: Family<StoreConditionLabels, Gauge>,
+    /// The Stores with series, and the condition types each has: the families cannot be
+    /// listed, so what to remove is kept here.
+    known: std::sync::Arc<std::sync::Mutex<KnownStores>>,
 }
+
+/// Each Store with series, (namespace, name), and the condition types it has reported.
+type KnownStores = BTreeMap<(String, String), BTreeSet<String>>;
 
 impl StoreMetrics {
     fn register(&self, registry: &mut Registry) {
@@ -95,8 +103,61 @@ impl StoreMetrics {
         );
     }
 
+    fn note(
+        &self,
+        namespace: &str,
+        store: &str,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), BTreeSet<String>>> {
+        let mut known = self.known.lock().expect("known stores lock");
+        known
+            .entry((namespace.to_owned(), store.to_owned()))
+            .or_default();
+        known
+    }
+
+    /// Removes the series of every Store not in `existing` (namespace, name): Stores deleted
+    /// since they were last reconciled.
+    pub fn keep_only(&self, existing: &BTreeSet<(String, String)>) {
+        let mut known = self.known.lock().expect("known stores lock");
+        let gone: Vec<(String, String)> = known
+            .keys()
+            .filter(|key| !existing.contains(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            let conditions = known.remove(&key).unwrap_or_default();
+            let (namespace, store) = key;
+            let labels = StoreLabels {
+                namespace: namespace.clone(),
+                store: store.clone(),
+            };
+            self.ready.remove(&labels);
+            self.last_success.remove(&labels);
+            self.failures.remove(&labels);
+            for phase in StorePhase::ALL {
+                self.phase.remove(&StorePhaseLabels {
+                    namespace: namespace.clone(),
+                    store: store.clone(),
+                    phase: phase.as_str().to_owned(),
+                });
+            }
+            for condition in conditions {
+                self.conditions.remove(&StoreConditionLabels {
+                    namespace: namespace.clone(),
+                    store: store.clone(),
+                    condition,
+                });
+            }
+        }
+    }
+
     /// Records the Store's conditions as its status has them.
     pub fn conditions(&self, namespace: &str, store: &str, conditions: &[StoreCondition]) {
+        let mut known = self.note(namespace, store);
+        if let Some(types) = known.get_mut(&(namespace.to_owned(), store.to_owned())) {
+            types.extend(conditions.iter().map(|condition| condition.type_.clone()));
+        }
+        drop(known);
         for condition in conditions {
             self.conditions
                 .get_or_create(&StoreConditionLabels {
@@ -110,6 +171,7 @@ impl StoreMetrics {
 
     /// Records a successful reconcile that left the Store in `phase`.
     pub fn reconciled(&self, namespace: &str, store: &str, phase: StorePhase) {
+        drop(self.note(namespace, store));
         let labels = StoreLabels {
             namespace: namespace.to_owned(),
             store: store.to_owned(),
@@ -133,6 +195,7 @@ impl StoreMetrics {
     }
 
     pub fn failed(&self, namespace: &str, store: &str) {
+        drop(self.note(namespace, store));
         self.failures
             .get_or_create(&StoreLabels {
                 namespace: namespace.to_owned(),
@@ -267,5 +330,34 @@ mod tests {
             text.contains(r#"letsgo_operator_store_last_success_timestamp_seconds{namespace="shops",store="north"}"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_deleted_stores_series_go_and_the_others_stay() {
+        let metrics = Metrics::default();
+        for store in ["north", "south"] {
+            metrics.stores.reconciled("shops", store, StorePhase::Ready);
+            metrics.stores.failed("shops", store);
+            metrics.stores.conditions(
+                "shops",
+                store,
+                &[serde_json::from_value(serde_json::json!({
+                    "type": "KafkaReachable", "status": "True", "reason": "Reachable",
+                    "lastTransitionTime": "2026-12-04T00:00:00Z"
+                }))
+                .unwrap()],
+            );
+        }
+        let existing = BTreeSet::from([("shops".to_owned(), "south".to_owned())]);
+        metrics.stores.keep_only(&existing);
+        let text = metrics.encode();
+        assert!(!text.contains(r#"store="north""#), "{text}");
+        for line in [
+            r#"letsgo_operator_store_ready{namespace="shops",store="south"} 1"#,
+            r#"letsgo_operator_store_condition{namespace="shops",store="south",condition="KafkaReachable"} 1"#,
+            r#"letsgo_operator_store_reconcile_failures_total{namespace="shops",store="south"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

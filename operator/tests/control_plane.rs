@@ -553,6 +553,17 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         },
         || kube.run(&["get", "all", "-n", ns]),
     );
+    // Its metric series go too: a deleted Store is not reconciled again, so the operator
+    // prunes the series of Stores that left its cache.
+    wait_for(
+        "the deleted Store's metric series to go",
+        WAIT,
+        || {
+            let text = http_get(operator.metrics, "/metrics")?;
+            (!text.contains(&format!(r#"namespace="{ns}",store="shop""#))).then_some(())
+        },
+        || operator.log(),
+    );
     let claims = kube.run(&["get", "pvc", "-n", ns, "-o", "name"]);
     for set in STATEFUL_SETS {
         assert!(
