@@ -140,35 +140,35 @@ pub struct DiscoveryArgs {
         long = "user-rpc",
         env = "USER_RPC",
         value_name = "USER_RPC",
-        default_value = "127.0.0.1:9001"
+        default_value_t = local_rpc(ServiceName::User)
     )]
     pub user_rpc: String,
     #[arg(
         long = "product-rpc",
         env = "PRODUCT_RPC",
         value_name = "PRODUCT_RPC",
-        default_value = "127.0.0.1:9002"
+        default_value_t = local_rpc(ServiceName::Product)
     )]
     pub product_rpc: String,
     #[arg(
         long = "cart-rpc",
         env = "CART_RPC",
         value_name = "CART_RPC",
-        default_value = "127.0.0.1:9003"
+        default_value_t = local_rpc(ServiceName::Cart)
     )]
     pub cart_rpc: String,
     #[arg(
         long = "order-rpc",
         env = "ORDER_RPC",
         value_name = "ORDER_RPC",
-        default_value = "127.0.0.1:9004"
+        default_value_t = local_rpc(ServiceName::Order)
     )]
     pub order_rpc: String,
     #[arg(
         long = "payment-rpc",
         env = "PAYMENT_RPC",
         value_name = "PAYMENT_RPC",
-        default_value = "127.0.0.1:9005"
+        default_value_t = local_rpc(ServiceName::Payment)
     )]
     pub payment_rpc: String,
     /// Longest wait for a TCP connection to a service.
@@ -177,6 +177,11 @@ pub struct DiscoveryArgs {
     /// Deadline of each call to a service.
     #[arg(long = "rpc-timeout-ms", env = "RPC_TIMEOUT_MS", value_name = "RPC_TIMEOUT_MS", default_value = "3000", value_parser = crate::config::parse_millis)]
     pub call_timeout: Duration,
+}
+
+/// A service's address on this machine, as `make up` runs it: the port letsgo-facts gives it.
+fn local_rpc(service: ServiceName) -> String {
+    format!("127.0.0.1:{}", service.component().serving_port())
 }
 
 /// What `DISCOVERY` asks for: a source, or `auto` (Kubernetes DNS inside a cluster, etcd when
