@@ -165,15 +165,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
 /// How often the metrics of deleted Stores are looked for.
 const METRICS_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Every [`METRICS_PRUNE_EVERY`], once the Store cache has its first list, removes the series
-/// of Stores no longer in it.
+/// Every [`METRICS_PRUNE_EVERY`], removes the series of Stores no longer in the Store cache.
 async fn forget_deleted_stores_metrics(
     stores: kube::runtime::reflector::Store<Store>,
     ctx: Arc<Context>,
 ) {
-    if stores.wait_until_ready().await.is_err() {
-        return;
-    }
+    // No wait for the cache's first list (the controller's cache never reports it ready): a
+    // Store has series only once reconciled, which needs it in the cache, and a relist
+    // replaces the cache's content at once, so an absent Store is a deleted one.
     let mut tick = tokio::time::interval(METRICS_PRUNE_EVERY);
     loop {
         tick.tick().await;
@@ -182,7 +181,9 @@ async fn forget_deleted_stores_metrics(
             .iter()
             .map(|store| (store.namespace().unwrap_or_default(), store.name_any()))
             .collect();
-        ctx.metrics.stores.keep_only(&existing);
+        for (namespace, store) in ctx.metrics.stores.keep_only(&existing) {
+            info!(%namespace, %store, "the Store is gone: its metric series removed");
+        }
     }
 }
 

@@ -116,15 +116,15 @@ impl StoreMetrics {
     }
 
     /// Removes the series of every Store not in `existing` (namespace, name): Stores deleted
-    /// since they were last reconciled.
-    pub fn keep_only(&self, existing: &BTreeSet<(String, String)>) {
+    /// since they were last reconciled. Answers the Stores whose series went.
+    pub fn keep_only(&self, existing: &BTreeSet<(String, String)>) -> Vec<(String, String)> {
         let mut known = self.known.lock().expect("known stores lock");
         let gone: Vec<(String, String)> = known
             .keys()
             .filter(|key| !existing.contains(*key))
             .cloned()
             .collect();
-        for key in gone {
+        for key in gone.iter().cloned() {
             let conditions = known.remove(&key).unwrap_or_default();
             let (namespace, store) = key;
             let labels = StoreLabels {
@@ -149,6 +149,7 @@ impl StoreMetrics {
                 });
             }
         }
+        gone
     }
 
     /// Records the Store's conditions as its status has them.

@@ -562,7 +562,15 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
             let text = http_get(operator.metrics, "/metrics")?;
             (!text.contains(&format!(r#"namespace="{ns}",store="shop""#))).then_some(())
         },
-        || operator.log(),
+        || {
+            let left: Vec<String> = http_get(operator.metrics, "/metrics")
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains(r#"store="shop""#))
+                .map(str::to_owned)
+                .collect();
+            format!("series left: {left:#?}\n{}", operator.log())
+        },
     );
     let claims = kube.run(&["get", "pvc", "-n", ns, "-o", "name"]);
     for set in STATEFUL_SETS {
