@@ -998,6 +998,22 @@ fn lease_time(skew_secs: i64) -> String {
     format!("{}.000000Z", stamp.strftime("%Y-%m-%dT%H:%M:%S"))
 }
 
+/// Renews the Lease as its holder would, writing `renewed` as its renewTime.
+fn renew_lease(kube: &Kube, rbac: &ChartRbac, ns: &str, renewed: &str) {
+    let patch = format!(r#"{{"spec":{{"renewTime":"{renewed}"}}}}"#);
+    kube.run(&[
+        "patch",
+        "lease",
+        &rbac.lease,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+}
+
 /// Leadership is judged by whether the Lease's record changes, timed by the operator's own
 /// clock, never by comparing the holder's renewTime with it: a holder whose clock is five
 /// minutes behind keeps its Lease while it renews (comparing clocks, the operator would take it
@@ -1029,18 +1045,7 @@ fn a_lease_holder_with_a_skewed_clock_is_judged_by_its_renewals() {
     // The ghost renews every 2 s for twice the Lease's duration, its clock five minutes behind.
     for _ in 0..10 {
         std::thread::sleep(Duration::from_secs(2));
-        let renewed = lease_time(-300);
-        kube.run(&[
-            "patch",
-            "lease",
-            &rbac.lease,
-            "-n",
-            ns,
-            "--type",
-            "merge",
-            "-p",
-            &format!(r#"{{"spec":{{"renewTime":"{renewed}"}}}}"#),
-        ]);
+        renew_lease(&kube, &rbac, ns, &lease_time(-300));
         assert_eq!(
             operator.metric("letsgo_operator_leader"),
             0.0,
@@ -1050,18 +1055,7 @@ fn a_lease_holder_with_a_skewed_clock_is_judged_by_its_renewals() {
         assert_eq!(holder(&kube, &rbac, ns), "ghost");
     }
     // Its last renewal, with its clock now five minutes ahead; then it is gone.
-    let ahead = lease_time(300);
-    kube.run(&[
-        "patch",
-        "lease",
-        &rbac.lease,
-        "-n",
-        ns,
-        "--type",
-        "merge",
-        "-p",
-        &format!(r#"{{"spec":{{"renewTime":"{ahead}"}}}}"#),
-    ]);
+    renew_lease(&kube, &rbac, ns, &lease_time(300));
     let stopped = std::time::Instant::now();
     wait_leader(&operator, "operator-a");
     let taken = stopped.elapsed();

@@ -1356,6 +1356,40 @@ async fn admins_list_every_order_newest_first_by_status_and_keyword() {
 
 // ------------------------------------------------ the consumer group across processes
 
+/// The order binary's command, as production runs it, on a scratch database and a topic prefix
+/// of the test's, with static discovery pointing at nothing (the payment path needs no other
+/// service); answers it with its admin address.
+fn order_binary(
+    database_url: &str,
+    topic_prefix: &str,
+    session: Duration,
+) -> (std::process::Command, std::net::SocketAddr) {
+    // Three distinct free ports: the listeners are held until all three are chosen.
+    let held: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let [admin, grpc, nobody] = [0, 1, 2].map(|i| held[i].local_addr().unwrap());
+    drop(held);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-order"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", kafka_brokers())
+        .env("KAFKA_TOPIC_PREFIX", topic_prefix)
+        .env("KAFKA_SESSION_TIMEOUT_MS", session.as_millis().to_string())
+        .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
+        .env("INTERNAL_TOKEN", letsgo_testkit::INTERNAL_TOKEN)
+        .env("GRPC_LISTEN", grpc.to_string())
+        .env("ADMIN_LISTEN", admin.to_string())
+        .env("DISCOVERY", "static")
+        .env("PRODUCT_RPC", nobody.to_string())
+        .env("PAYMENT_RPC", nobody.to_string())
+        .env("USER_RPC", nobody.to_string())
+        .env("CART_RPC", nobody.to_string())
+        .env("ORDER_RPC", grpc.to_string())
+        .env("LOG_FORMAT", "json");
+    (command, admin)
+}
+
 /// The order service's binary as it runs in production: a process of its own, on a scratch
 /// database and a topic prefix of the test's, with static discovery pointing at nothing (the
 /// payment path under test needs no other service). Killed (SIGKILL) when dropped.
@@ -1366,28 +1400,8 @@ struct OrderProcess {
 
 impl OrderProcess {
     async fn start(database_url: &str, topic_prefix: &str, session: Duration) -> OrderProcess {
-        // Three distinct free ports: the listeners are held until all three are chosen.
-        let held: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let [admin, grpc, nobody] = [0, 1, 2].map(|i| held[i].local_addr().unwrap());
-        drop(held);
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-order"))
-            .env("DATABASE_URL", database_url)
-            .env("KAFKA_BROKERS", kafka_brokers())
-            .env("KAFKA_TOPIC_PREFIX", topic_prefix)
-            .env("KAFKA_SESSION_TIMEOUT_MS", session.as_millis().to_string())
-            .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
-            .env("INTERNAL_TOKEN", letsgo_testkit::INTERNAL_TOKEN)
-            .env("GRPC_LISTEN", grpc.to_string())
-            .env("ADMIN_LISTEN", admin.to_string())
-            .env("DISCOVERY", "static")
-            .env("PRODUCT_RPC", nobody.to_string())
-            .env("PAYMENT_RPC", nobody.to_string())
-            .env("USER_RPC", nobody.to_string())
-            .env("CART_RPC", nobody.to_string())
-            .env("ORDER_RPC", grpc.to_string())
-            .env("LOG_FORMAT", "json")
+        let (mut command, admin) = order_binary(database_url, topic_prefix, session);
+        let child = command
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -1446,16 +1460,16 @@ fn describe_group(group: &str) -> (String, Vec<String>) {
     let list = client
         .fetch_group_list(Some(group), Duration::from_secs(5))
         .unwrap();
-    let Some(info) = list.groups().iter().find(|info| info.name() == group) else {
-        return ("not yet known".to_owned(), Vec::new());
-    };
-    (
-        info.state().to_owned(),
-        info.members()
-            .iter()
-            .map(|member| member.id().to_owned())
-            .collect(),
-    )
+    list.groups()
+        .iter()
+        .find(|info| info.name() == group)
+        .map_or_else(
+            || ("not yet known".to_owned(), Vec::new()),
+            |info| {
+                let members = info.members().iter().map(|member| member.id().to_owned());
+                (info.state().to_owned(), members.collect())
+            },
+        )
 }
 
 /// Waits until the group is stable with exactly one member other than `not`; answers its id.
@@ -1611,23 +1625,8 @@ async fn a_session_timeout_the_broker_refuses_is_named_in_the_log() {
         .await
         .unwrap();
     let prefix = letsgo_testkit::TopicPrefix::new("order-session");
-    let held: Vec<std::net::TcpListener> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let [admin, grpc] = [0, 1].map(|i| held[i].local_addr().unwrap());
-    drop(held);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-order"))
-        .env("DATABASE_URL", &database.url)
-        .env("KAFKA_BROKERS", kafka_brokers())
-        .env("KAFKA_TOPIC_PREFIX", prefix.as_str())
-        .env("KAFKA_SESSION_TIMEOUT_MS", "3000")
-        .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
-        .env("GRPC_LISTEN", grpc.to_string())
-        .env("ADMIN_LISTEN", admin.to_string())
-        .env("DISCOVERY", "static")
-        .env("PRODUCT_RPC", grpc.to_string())
-        .env("PAYMENT_RPC", grpc.to_string())
-        .env("LOG_FORMAT", "json")
+    let (mut command, _) = order_binary(&database.url, prefix.as_str(), Duration::from_secs(3));
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

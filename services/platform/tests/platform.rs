@@ -59,6 +59,22 @@ fn dead_letters_on(pool: &PgPool, max_attempts: u32, metrics: &Metrics) -> DeadL
     DeadLetters::new(pool.clone(), &args, metrics)
 }
 
+/// Kafka settings with a topic prefix of the test's own (listed for the sweep), its
+/// `order.created` topic made, and a relay publishing `pool`'s outbox there.
+async fn order_created_topic(label: &str, pool: &PgPool) -> (KafkaArgs, OutboxRelay) {
+    let topics = TopicPrefix::new(label);
+    let args = kafka(topics.as_str());
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        events::producer(&args).unwrap(),
+        &args.kafka_topic_prefix,
+    );
+    (args, relay)
+}
+
 async fn unpublished(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE published_at IS NULL")
         .fetch_one(pool)
@@ -69,18 +85,9 @@ async fn unpublished(pool: &PgPool) -> i64 {
 #[tokio::test]
 async fn outbox_events_reach_a_consumer_group_through_the_broker() {
     let (_database, pool) = outbox_database().await;
-    let topics = TopicPrefix::new("platform-test");
-    let args = kafka(topics.as_str());
-    events::ensure_topics(&args, &["order.created"])
-        .await
-        .unwrap();
+    let (args, relay) = order_created_topic("platform-test", &pool).await;
     let written = write_events(&pool, 5).await;
 
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        events::producer(&args).unwrap(),
-        &args.kafka_topic_prefix,
-    );
     assert_eq!(relay.relay_batch().await.unwrap(), 5);
     assert_eq!(unpublished(&pool).await, 0);
     assert_eq!(
@@ -128,16 +135,7 @@ async fn outbox_events_reach_a_consumer_group_through_the_broker() {
 #[tokio::test]
 async fn events_that_arrive_together_are_handled_as_one_batch_or_else_one_by_one() {
     let (_database, pool) = outbox_database().await;
-    let topics = TopicPrefix::new("batched");
-    let args = kafka(topics.as_str());
-    events::ensure_topics(&args, &["order.created"])
-        .await
-        .unwrap();
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        events::producer(&args).unwrap(),
-        &args.kafka_topic_prefix,
-    );
+    let (args, relay) = order_created_topic("batched", &pool).await;
     let written = write_events(&pool, 6).await;
     assert_eq!(relay.relay_batch().await.unwrap(), 6);
 
@@ -268,18 +266,9 @@ async fn events_that_arrive_together_are_handled_as_one_batch_or_else_one_by_one
 #[tokio::test]
 async fn a_poison_event_is_parked_the_rest_flow_and_a_redrive_brings_it_back() {
     let (database, pool) = outbox_database().await;
-    let topics = TopicPrefix::new("poison");
-    let args = kafka(topics.as_str());
-    events::ensure_topics(&args, &["order.created"])
-        .await
-        .unwrap();
+    let (args, relay) = order_created_topic("poison", &pool).await;
     let written = write_events(&pool, 3).await;
     let (poison, flaky) = (written[0].id, written[1].id);
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        events::producer(&args).unwrap(),
-        &args.kafka_topic_prefix,
-    );
     assert_eq!(relay.relay_batch().await.unwrap(), 3);
 
     let metrics = Metrics::new("test");
@@ -470,16 +459,7 @@ impl events::HandlerError for Unavailable {
 #[tokio::test]
 async fn a_restarted_group_member_resumes_where_its_handler_stopped() {
     let (_database, pool) = outbox_database().await;
-    let topics = TopicPrefix::new("resume-test");
-    let args = kafka(topics.as_str());
-    events::ensure_topics(&args, &["order.created"])
-        .await
-        .unwrap();
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        events::producer(&args).unwrap(),
-        &args.kafka_topic_prefix,
-    );
+    let (args, relay) = order_created_topic("resume-test", &pool).await;
     let group = unique("resuming");
     // Every handled event, in the order of handling, with the round that handled it.
     let handled: Arc<Mutex<Vec<(usize, uuid::Uuid)>>> = Arc::default();

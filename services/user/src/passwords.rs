@@ -173,9 +173,12 @@ mod tests {
         }
     }
 
-    /// Nextest runs each test in a process of its own, so this one sizes the pool.
-    #[tokio::test]
-    async fn a_job_whose_caller_has_gone_is_not_run() {
+    /// Sizes the pool to one thread and occupies it until the answer's sender is used (or
+    /// dropped); the handle is the occupying job's.
+    async fn hold_the_only_thread() -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<AppResult<()>>,
+    ) {
         set_threads(1);
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (entered, started) = oneshot::channel();
@@ -185,6 +188,13 @@ mod tests {
             Ok(())
         }));
         started.await.unwrap();
+        (release, gate)
+    }
+
+    /// Nextest runs each test in a process of its own, so this one sizes the pool.
+    #[tokio::test]
+    async fn a_job_whose_caller_has_gone_is_not_run() {
+        let (release, gate) = hold_the_only_thread().await;
         // Queued behind the gate; its caller gives up before the pool reaches it.
         let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
@@ -216,15 +226,7 @@ mod tests {
                 .parse()
                 .unwrap()
         }
-        set_threads(1);
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (entered, started) = oneshot::channel();
-        let gate = tokio::spawn(on_pool(move || {
-            let _ = entered.send(());
-            let _ = held.recv();
-            Ok(())
-        }));
-        started.await.unwrap();
+        let (release, gate) = hold_the_only_thread().await;
         // The queue's 1,024 places taken, then 64 callers more, all waiting.
         let queued: Vec<_> = (0..1024 + 64)
             .map(|_| tokio::spawn(on_pool(|| Ok(()))))
