@@ -5,7 +5,8 @@
 # argument), and written as an OCI archive a node's containerd imports
 # (`ctr -n k8s.io images import FILE`).
 #
-#   scripts/images.sh kafka        Apache Kafka (the version scripts/middleware.sh installs):
+#   scripts/images.sh kafka        Apache Kafka (the version scripts/middleware.sh installs;
+#                                  built again when images/kafka/ changes):
 #                                  prints the image's name and its archive's path
 #   scripts/images.sh base-java    the Debian base with Java 17 that Kafka's image starts from
 #
@@ -80,7 +81,11 @@ base_java() {
 }
 
 kafka() {
-	local archive=$CACHE/apache-kafka-$KAFKA_VERSION.oci.tar context home log=$MW_STATE/images.log
+	local archive context home log=$MW_STATE/images.log inputs
+	# The archive is named for what it was built from: a changed Containerfile or entrypoint
+	# builds anew, and the archives of older inputs go.
+	inputs=$(cat images/kafka/* | sha256sum | cut -c1-12)
+	archive=$CACHE/apache-kafka-$KAFKA_VERSION-$inputs.oci.tar
 	if [[ -s $archive ]] && have_image "$KAFKA_IMAGE"; then
 		printf '%s %s\n' "$KAFKA_IMAGE" "$archive"
 		return 0
@@ -98,7 +103,9 @@ kafka() {
 	"${BUILDAH[@]}" bud --pull=never --quiet --build-arg "BASE=$BASE_JAVA" \
 		-f "$context/Containerfile" -t "$KAFKA_IMAGE" "$context" >>"$log" 2>&1 ||
 		{ tail -n 15 "$log" >&2; die "building $KAFKA_IMAGE failed; see $log"; }
-	rm -f "$archive"
+	# The image this tag named before is left without a name: dropped, so rebuilds do not pile up.
+	"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+	rm -f "$CACHE/apache-kafka-$KAFKA_VERSION"*.oci.tar
 	"${BUILDAH[@]}" push --quiet "$KAFKA_IMAGE" "oci-archive:$archive.tmp:$KAFKA_IMAGE" >>"$log" 2>&1 ||
 		{ rm -f "$archive.tmp"; die "writing $archive failed; see $log"; }
 	mv "$archive.tmp" "$archive"

@@ -265,7 +265,7 @@ mw_kafka_format() { # HOME DIR LOG
 	local id
 	id=$(java -cp "$1/libs/*" kafka.tools.StorageTool random-uuid 2>>"$3") ||
 		mw_die "kafka: could not make a cluster id with $1 (java: $(mw_java_major)); see $3"
-	java -cp "$1/libs/*" kafka.tools.StorageTool format -t "$id" -c "$2/server.properties" >>"$3" 2>&1 ||
+	java -cp "$1/libs/*" kafka.tools.StorageTool format --cluster-id="$id" --config "$2/server.properties" >>"$3" 2>&1 ||
 		{ tail -n 15 "$3" >&2; mw_die "kafka: formatting $2/data failed; see $3"; }
 	mw_say "kafka: formatted a new log directory $2/data (cluster $id)"
 }

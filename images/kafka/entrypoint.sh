@@ -42,7 +42,7 @@ first_dir=${log_dirs%%,*}
 [[ -n $first_dir ]] || die "KAFKA_LOG_DIRS is not set: the log directory must be on the data volume"
 if [[ ! -f $first_dir/meta.properties ]]; then
 	[[ -n ${CLUSTER_ID:-} ]] || die "$first_dir has never been formatted and CLUSTER_ID is not set"
-	java -cp "$classpath" kafka.tools.StorageTool format --ignore-formatted -t "$CLUSTER_ID" -c "$properties"
+	java -cp "$classpath" kafka.tools.StorageTool format --ignore-formatted --cluster-id="$CLUSTER_ID" --config "$properties"
 fi
 
 # shellcheck disable=SC2086 # the option variables are lists of words

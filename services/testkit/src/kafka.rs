@@ -95,7 +95,9 @@ impl KafkaBroker {
         let classpath = format!("{}/libs/*", home.display());
         let formatted = Command::new(java())
             .args(["-cp", &classpath, "kafka.tools.StorageTool", "format"])
-            .args(["-t", &cluster_id(), "-c"])
+            // One argument with `=`: an id may begin with `-`, which alone reads as an option.
+            .arg(format!("--cluster-id={}", cluster_id()))
+            .arg("--config")
             .arg(&config)
             .output()
             .unwrap_or_else(|error| {
