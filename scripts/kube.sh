@@ -44,6 +44,9 @@ KWOK_BIN=$CACHE/kwok-$KWOK_VERSION
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION
 KUBECONFIG_FILE=$STATE/admin.kubeconfig
 NODE=letsgo-fake-node
+# real: the fake node and a real one (scripts/kube-node.sh); kwok: the fake node alone.
+NODE_MODE=${LETSGO_KUBE_NODE:-real}
+[[ $NODE_MODE == real || $NODE_MODE == kwok ]] || { echo "kube: LETSGO_KUBE_NODE must be real or kwok, not '$NODE_MODE'" >&2; exit 1; }
 
 say() { printf 'kube: %s\n' "$*" >&2; }
 die() {
@@ -113,6 +116,7 @@ build() {
 		mv "$tmp" "$KWOK_BIN"
 		say "built kwok $KWOK_VERSION in $((SECONDS - t0))s"
 	fi
+	if [[ $NODE_MODE == real ]]; then build_node; fi
 }
 
 # ------------------------------------------------------------------ processes
@@ -127,7 +131,7 @@ alive() { # NAME
 	local pid
 	pid=$(pid_of "$1") || return 1
 	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$1"
 }
 
 spawn() { # NAME CMD...
@@ -140,7 +144,7 @@ spawn() { # NAME CMD...
 	# Until the child has exec'd, its command line is this script's, and alive() would take
 	# it for dead (seen: "etcd exited during start-up" while etcd was starting fine).
 	for _ in $(seq 100); do
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name" && return 0
+		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$name" && return 0
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.05
 	done
@@ -163,6 +167,9 @@ wait_for() { # NAME CHECK...
 }
 
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+# shellcheck source=scripts/kube-node.sh
+. "$ROOT/scripts/kube-node.sh"
 
 # ------------------------------------------------------------------ certificates
 
@@ -234,7 +241,8 @@ start_etcd() {
 start_apiserver() {
 	alive kube-apiserver && return 0
 	port_open "$PORT" && die "port $PORT is taken by another process (set LETSGO_KUBE_PORT)"
-	local pki=$STATE/pki
+	local pki=$STATE/pki node_flags=(--endpoint-reconciler-type=none)
+	if [[ $NODE_MODE == real ]]; then mapfile -t node_flags < <(apiserver_node_flags); fi
 	spawn kube-apiserver "$K8S_BIN/kube-apiserver" \
 		--etcd-servers="http://127.0.0.1:$ETCD_PORT" \
 		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$PORT" \
@@ -244,8 +252,8 @@ start_apiserver() {
 		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
 		--service-cluster-ip-range=10.96.0.0/16 \
 		--authorization-mode=Node,RBAC --allow-privileged=true \
-		--endpoint-reconciler-type=none \
-		--profiling=false --v=1
+		--enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction \
+		"${node_flags[@]}" --profiling=false --v=1
 	wait_for kube-apiserver kubectl_ get --raw /readyz
 }
 
@@ -279,7 +287,8 @@ start_scheduler() {
 start_kwok() {
 	if ! alive kwok; then
 		spawn kwok "$KWOK_BIN/kwok" --kubeconfig="$KUBECONFIG_FILE" \
-			--manage-all-nodes=true --cidr=10.244.0.0/16 --node-ip=127.0.0.1 \
+			--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+			--cidr=10.245.0.0/16 --node-ip=127.0.0.1 \
 			--node-lease-duration-seconds=40 \
 			--server-address=""
 	fi
@@ -296,6 +305,8 @@ start_kwok() {
 		  annotations:
 		    kwok.x-k8s.io/node: fake
 		    node.alpha.kubernetes.io/ttl: "0"
+		spec:
+		  taints: [{key: letsgo.dev/fake-node, value: "true", effect: NoSchedule}]
 		status:
 		  allocatable: {cpu: "64", memory: 256Gi, pods: "1000", ephemeral-storage: 1Ti}
 		  capacity: {cpu: "64", memory: 256Gi, pods: "1000", ephemeral-storage: 1Ti}
@@ -310,11 +321,13 @@ ensure() {
 	flock 9
 	build
 	certificates
+	if [[ $NODE_MODE == real ]]; then node_certificates; fi
 	start_etcd
 	start_apiserver
 	start_controller_manager
 	start_scheduler
 	start_kwok
+	if [[ $NODE_MODE == real ]]; then start_node; fi
 	say "control plane $K8S_VERSION ready at https://127.0.0.1:$PORT (logs in $STATE)"
 }
 
@@ -342,6 +355,7 @@ stop_together() { # NAME...
 
 stop() {
 	[[ -d $STATE ]] || return 0
+	stop_node
 	stop_together kwok kube-scheduler kube-controller-manager
 	stop_together kube-apiserver
 	stop_together etcd
