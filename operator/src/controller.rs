@@ -35,8 +35,8 @@ use tracing::{info, warn};
 
 use crate::manifests::external::{self, ExternalCheck};
 use crate::manifests::{
-    Child, FIELD_MANAGER, STORE_LABEL, ServiceKind, StoreRef, desired_state, reads_secret,
-    secret_data_is_complete,
+    Child, FIELD_MANAGER, InstallDefaults, STORE_LABEL, ServiceKind, StoreRef, desired_state,
+    reads_secret, secret_data_is_complete,
 };
 use crate::metrics::Metrics;
 use crate::reachability;
@@ -52,6 +52,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failed reconciles per Store (`namespace/name`), for the retry backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// What the installation decides for every Store.
+    defaults: Arc<InstallDefaults>,
 }
 
 impl Context {
@@ -65,6 +67,15 @@ impl Context {
             client,
             metrics,
             failures: Arc::default(),
+            defaults: Arc::default(),
+        }
+    }
+
+    /// The installation's defaults for every Store (the operator's settings).
+    pub fn with_defaults(self, defaults: InstallDefaults) -> Context {
+        Context {
+            defaults: Arc::new(defaults),
+            ..self
         }
     }
 
@@ -234,7 +245,7 @@ async fn report_failure(ctx: &Context, store: &Store, error: &Error) {
 }
 
 async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
-    let target = StoreRef::new(store)?;
+    let target = StoreRef::new(store)?.with_defaults(&ctx.defaults);
     let client = &ctx.client;
     let namespace = target.namespace.as_str();
     info!(store = %target.name, %namespace, "reconciling");

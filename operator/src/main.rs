@@ -12,6 +12,7 @@ use axum::routing::get;
 use clap::Parser;
 use letsgo_operator::controller::{self, Context, Scope};
 use letsgo_operator::leader::{self, LeaderElector, LeaseConfig};
+use letsgo_operator::manifests::InstallDefaults;
 use letsgo_operator::metrics::Metrics;
 use tracing::{error, info};
 
@@ -46,6 +47,66 @@ struct Config {
     /// Log filter in tracing's env-filter syntax.
     #[arg(long = "log-level", env = "RUST_LOG", default_value = "info")]
     log_filter: String,
+    /// PostgreSQL image of every Store that names none (a mirror's, or one made locally); the
+    /// official `postgres` image when unset.
+    #[arg(long, env = "DEFAULT_POSTGRES_IMAGE", value_parser = image_name)]
+    default_postgres_image: Option<String>,
+    /// Redis image of every Store that names none; the official `redis` image when unset.
+    #[arg(long, env = "DEFAULT_REDIS_IMAGE", value_parser = image_name)]
+    default_redis_image: Option<String>,
+    /// Apache Kafka image of every Store that names none; `apache/kafka` when unset.
+    #[arg(long, env = "DEFAULT_KAFKA_IMAGE", value_parser = image_name)]
+    default_kafka_image: Option<String>,
+    /// etcd image of every Store that names none; the official etcd image when unset.
+    #[arg(long, env = "DEFAULT_ETCD_IMAGE", value_parser = image_name)]
+    default_etcd_image: Option<String>,
+    /// Image of the backups' `aws` CLI for every Store that names none; `amazon/aws-cli` when unset.
+    #[arg(long, env = "DEFAULT_BACKUP_IMAGE", value_parser = image_name)]
+    default_backup_image: Option<String>,
+    /// Pull secrets (comma-separated Secret names) every Pod the operator makes gets, looked up
+    /// in each Store's namespace.
+    #[arg(long, env = "IMAGE_PULL_SECRETS", value_delimiter = ',', value_parser = secret_name)]
+    image_pull_secrets: Vec<String>,
+}
+
+/// An image reference: no spaces, not empty (the registry checks the rest).
+fn image_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.chars().any(char::is_whitespace) {
+        return Err(format!("{value:?} is not an image reference"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A Secret's name: a DNS subdomain.
+fn secret_name(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a Secret name (lower-case letters, digits, '-' and '.')"
+        ))
+    }
+}
+
+impl Config {
+    fn install_defaults(&self) -> InstallDefaults {
+        InstallDefaults {
+            postgres_image: self.default_postgres_image.clone(),
+            redis_image: self.default_redis_image.clone(),
+            kafka_image: self.default_kafka_image.clone(),
+            etcd_image: self.default_etcd_image.clone(),
+            backup_image: self.default_backup_image.clone(),
+            image_pull_secrets: self.image_pull_secrets.clone(),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -97,11 +158,12 @@ async fn run(config: Config) -> Result<(), String> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "letsgo-operator".to_owned());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        Some(identity.clone()),
-    ));
+    let defaults = config.install_defaults();
+    info!(?defaults, "defaults of every Store");
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), Some(identity.clone()))
+            .with_defaults(defaults),
+    );
 
     let scope = match config.watch_namespace.clone().filter(|n| !n.is_empty()) {
         Some(namespace) => Scope::Namespace(namespace),

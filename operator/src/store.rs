@@ -235,6 +235,11 @@ pub struct ImageSpec {
     pub tag: Option<String>,
     #[serde(default)]
     pub pull_policy: PullPolicy,
+    /// Secrets in the Store's namespace (type `kubernetes.io/dockerconfigjson`) every Pod of the
+    /// shop pulls its images with, after those the operator's installation names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    pub pull_secrets: Vec<String>,
 }
 
 impl Default for ImageSpec {
@@ -243,6 +248,7 @@ impl Default for ImageSpec {
             registry: default_registry(),
             tag: None,
             pull_policy: PullPolicy::default(),
+            pull_secrets: Vec::new(),
         }
     }
 }

@@ -502,6 +502,61 @@ fn the_operators_traces_go_where_the_values_say_and_nowhere_by_default() {
 }
 
 #[test]
+fn middleware_images_and_pull_secrets_reach_the_operator_as_its_settings() {
+    let settings_of = |objects: &[Value]| -> Vec<(String, String)> {
+        one_of_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                let name = e["name"].as_str().unwrap();
+                name.starts_with("DEFAULT_") || name == "IMAGE_PULL_SECRETS"
+            })
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (_, objects) = render(&[]);
+    assert!(
+        settings_of(&objects).is_empty(),
+        "{:?}",
+        settings_of(&objects)
+    );
+    let (_, objects) = render(&[
+        "--set",
+        "middlewareImages.postgres=mirror.local/debian-postgresql:15",
+        "--set",
+        "middlewareImages.backup=mirror.local/debian-awscli:2",
+        "--set",
+        "imagePullSecrets[0].name=mirror",
+        "--set",
+        "imagePullSecrets[1].name=backup-mirror",
+    ]);
+    assert_eq!(
+        settings_of(&objects),
+        [
+            ("DEFAULT_BACKUP_IMAGE", "mirror.local/debian-awscli:2"),
+            (
+                "DEFAULT_POSTGRES_IMAGE",
+                "mirror.local/debian-postgresql:15"
+            ),
+            ("IMAGE_PULL_SECRETS", "mirror,backup-mirror"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    );
+    let pod = &one_of_kind(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["imagePullSecrets"],
+        serde_json::json!([{"name": "mirror"}, {"name": "backup-mirror"}]),
+        "the operator's own Pod pulls with them too"
+    );
+}
+
+#[test]
 fn the_values_schema_refuses_bad_values() {
     for bad in [
         "replicaCount=-1",
@@ -513,6 +568,8 @@ fn the_values_schema_refuses_bad_values() {
         "unknownSetting=1",
         "tracing.otlpEndpoint=collector:4317",
         "tracing.samplingRatio=2",
+        "middlewareImages.postgres=two words",
+        "middlewareImages.mysql=mysql:8",
     ] {
         let output = run(template_command(&["--set", bad]).arg("--dry-run"));
         assert!(

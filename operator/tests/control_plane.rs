@@ -30,14 +30,14 @@ const STATEFUL_SETS: [&str; 3] = ["postgres", "redis", "kafka"];
 fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
     let kube = Kube::local();
     kube.install_crd();
-    let namespace = Namespace::create(&kube, "admission");
+    let namespace = Namespace::on_fake_node(&kube, "admission");
     scenarios::admission(&kube, &namespace.name);
 }
 
 #[test]
 fn the_crd_upgrades_in_place_over_the_last_release_with_stores_present() {
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "upgrade");
+    let namespace = Namespace::on_fake_node(&kube, "upgrade");
     let ns = namespace.name.as_str();
     // Under a group and names of this test's own: the Store CRD the other tests share is not
     // touched, and `kubectl get stores` stays unambiguous for them.
@@ -144,7 +144,7 @@ impl Drop for DeleteOnDrop {
 #[test]
 fn helm_installs_upgrades_and_uninstalls_the_chart() {
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "chart");
+    let namespace = Namespace::on_fake_node(&kube, "chart");
     let ns = namespace.name.as_str();
     let helm = Helm::new(&kube);
     let release = unique_name("lg");
@@ -250,7 +250,7 @@ fn helm_installs_upgrades_and_uninstalls_the_chart() {
 #[test]
 fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "life");
+    let namespace = Namespace::on_fake_node(&kube, "life");
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
     let _volumes = Volumes::for_store(&kube, ns, "shop");
@@ -657,7 +657,7 @@ fn a_refused_child_is_reported_in_the_status_and_as_a_warning_event() {
 #[test]
 fn external_middleware_waits_for_its_secrets_and_rolls_when_they_change() {
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "external");
+    let namespace = Namespace::on_fake_node(&kube, "external");
     let ns = namespace.name.as_str();
     // The chart's single-namespace mode: a Role in this namespace, no ClusterRole at all.
     let watch = format!("watchNamespace={ns}");
@@ -910,7 +910,7 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
 #[test]
 fn of_two_operators_one_leads_and_the_other_takes_over_when_it_stops_or_dies() {
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "leader");
+    let namespace = Namespace::on_fake_node(&kube, "leader");
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
     // A 10 s Lease: a successor that waited for it to expire would take more than that.
@@ -1022,7 +1022,7 @@ fn renew_lease(kube: &Kube, rbac: &ChartRbac, ns: &str, renewed: &str) {
 #[test]
 fn a_lease_holder_with_a_skewed_clock_is_judged_by_its_renewals() {
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "skew");
+    let namespace = Namespace::on_fake_node(&kube, "skew");
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
     let lease_secs = 10;
@@ -1219,7 +1219,7 @@ fn the_operator_sends_each_reconcile_as_a_trace() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (receiver, collector) = runtime.block_on(Receiver::start());
     let kube = Kube::local();
-    let namespace = Namespace::create(&kube, "traced");
+    let namespace = Namespace::on_fake_node(&kube, "traced");
     let ns = namespace.name.as_str();
     let rbac = ChartRbac::install(&kube, ns);
     let endpoint = format!("http://{collector}");
@@ -1700,12 +1700,14 @@ impl Volumes {
         Volumes::for_claims(kube, namespace, &claims)
     }
 
-    /// A pre-bound hostPath volume for each claim.
+    /// A pre-bound hostPath volume for each claim, of the cluster's default StorageClass (the
+    /// class the claims get when the Store names none; the real node's provisioner has one).
     fn for_claims(kube: &Kube, namespace: &str, claims: &[String]) -> Volumes {
+        let class = default_storage_class(kube).unwrap_or_default();
         for claim in claims {
             kube.apply(
                 &format!(
-                    "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {namespace}-{claim}\n  labels: {{letsgo.dev/test-namespace: {namespace}}}\nspec:\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /tmp/letsgo-kube-volumes/{namespace}/{claim}}}\n  claimRef: {{namespace: {namespace}, name: {claim}}}\n"
+                    "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {namespace}-{claim}\n  labels: {{letsgo.dev/test-namespace: {namespace}}}\nspec:\n  storageClassName: \"{class}\"\n  capacity: {{storage: 10Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /tmp/letsgo-kube-volumes/{namespace}/{claim}}}\n  claimRef: {{namespace: {namespace}, name: {claim}}}\n"
                 ),
                 &[],
             );
@@ -1715,6 +1717,19 @@ impl Volumes {
             label: format!("letsgo.dev/test-namespace={namespace}"),
         }
     }
+}
+
+/// The StorageClass marked default, if the cluster has one.
+fn default_storage_class(kube: &Kube) -> Option<String> {
+    let classes = kube.json(&["get", "storageclass"]);
+    classes["items"]
+        .as_array()?
+        .iter()
+        .find(|class| {
+            class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                == "true"
+        })
+        .and_then(|class| class["metadata"]["name"].as_str().map(str::to_owned))
 }
 
 impl Drop for Volumes {
@@ -1742,7 +1757,7 @@ impl Scene {
     /// `before` runs once the namespace and RBAC exist, before the operator starts (volumes).
     fn start_with(prefix: &str, before: impl FnOnce(&Kube, &str)) -> Scene {
         let kube = Kube::local();
-        let namespace = Namespace::create(&kube, prefix);
+        let namespace = Namespace::on_fake_node(&kube, prefix);
         let rbac = ChartRbac::install(&kube, &namespace.name);
         before(&kube, &namespace.name);
         let operator = Operator::start(&kube, &rbac, &namespace.name, "operator-a");

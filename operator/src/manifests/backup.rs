@@ -307,6 +307,7 @@ fn s3_container(
     let image = bucket
         .image
         .clone()
+        .or_else(|| store.defaults.backup_image.clone())
         .unwrap_or_else(|| S3_CLIENT_IMAGE.to_owned());
     script_container(name, image, script, env)
 }
@@ -381,6 +382,7 @@ fn job_spec(
                 restart_policy: Some("Never".into()),
                 automount_service_account_token: Some(false),
                 enable_service_links: Some(false),
+                image_pull_secrets: store.image_pull_secrets(),
                 security_context: Some(restricted_pod(POSTGRES_UID)),
                 volumes: Some(volumes),
                 ..PodSpec::default()

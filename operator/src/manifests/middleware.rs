@@ -195,10 +195,19 @@ fn service(store: &StoreRef<'_>, kind: MiddlewareKind) -> Service {
     }
 }
 
-/// The image a managed middleware runs: the Store's choice, else the official one.
+/// The image a managed middleware runs: the Store's choice, else the installation's, else the
+/// official one.
 pub(super) fn image(store: &StoreRef<'_>, kind: MiddlewareKind) -> String {
+    let defaults = store.defaults;
+    let installed = match kind {
+        MiddlewareKind::Postgres => &defaults.postgres_image,
+        MiddlewareKind::Redis => &defaults.redis_image,
+        MiddlewareKind::Kafka => &defaults.kafka_image,
+        MiddlewareKind::Etcd => &defaults.etcd_image,
+    };
     managed_spec(store, kind)
         .image
+        .or_else(|| installed.clone())
         .unwrap_or_else(|| kind.default_image().to_owned())
 }
 
@@ -438,6 +447,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    image_pull_secrets: store.image_pull_secrets(),
                     security_context: Some(restricted_pod(kind.uid())),
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     ..PodSpec::default()

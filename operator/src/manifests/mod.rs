@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LocalObjectReference, PersistentVolumeClaim, Secret, Service,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -38,13 +40,40 @@ pub const CONFIG_HASH_ANNOTATION: &str = "letsgo.dev/config-hash";
 /// Middleware pod-template annotation holding a hash of the generated credentials.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "letsgo.dev/credentials-hash";
 
-/// The Store as its builders need it: name, namespace and the owner reference, checked once.
+/// What the operator's installation decides for every Store it reconciles (the chart's values):
+/// the middleware images a cluster behind a mirror or without a public registry runs, and the
+/// image pull secrets every Pod the operator makes gets. A Store's own choice wins over these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstallDefaults {
+    pub postgres_image: Option<String>,
+    pub redis_image: Option<String>,
+    pub kafka_image: Option<String>,
+    pub etcd_image: Option<String>,
+    /// The image of the backups' `aws` CLI.
+    pub backup_image: Option<String>,
+    /// Names of Secrets (of type kubernetes.io/dockerconfigjson) in each Store's namespace.
+    pub image_pull_secrets: Vec<String>,
+}
+
+/// An installation that decides nothing: the official images, no pull secrets.
+static NO_INSTALL_DEFAULTS: InstallDefaults = InstallDefaults {
+    postgres_image: None,
+    redis_image: None,
+    kafka_image: None,
+    etcd_image: None,
+    backup_image: None,
+    image_pull_secrets: Vec::new(),
+};
+
+/// The Store as its builders need it: name, namespace and the owner reference, checked once,
+/// and the installation's defaults.
 #[derive(Clone, Debug)]
 pub struct StoreRef<'a> {
     pub store: &'a Store,
     pub name: String,
     pub namespace: String,
     owner: OwnerReference,
+    defaults: &'a InstallDefaults,
 }
 
 impl<'a> StoreRef<'a> {
@@ -61,6 +90,32 @@ impl<'a> StoreRef<'a> {
             name: store.name_any(),
             namespace,
             owner,
+            defaults: &NO_INSTALL_DEFAULTS,
+        })
+    }
+
+    /// The same Store under an installation's defaults.
+    pub fn with_defaults(self, defaults: &'a InstallDefaults) -> StoreRef<'a> {
+        StoreRef { defaults, ..self }
+    }
+
+    /// The pull secrets of every Pod the operator makes for this Store: the installation's,
+    /// then the Store's own (`spec.image.pullSecrets`), each once.
+    fn image_pull_secrets(&self) -> Option<Vec<LocalObjectReference>> {
+        let mut names: Vec<&str> = Vec::new();
+        let own = &self.store.spec.image.pull_secrets;
+        for name in self.defaults.image_pull_secrets.iter().chain(own) {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        (!names.is_empty()).then(|| {
+            names
+                .into_iter()
+                .map(|name| LocalObjectReference {
+                    name: name.to_owned(),
+                })
+                .collect()
         })
     }
 

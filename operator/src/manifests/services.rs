@@ -246,6 +246,7 @@ fn deployment(
                     // Service links would add `<NAME>_PORT=tcp://...` variables that can shadow
                     // settings such as REDIS_PORT.
                     enable_service_links: Some(false),
+                    image_pull_secrets: store.image_pull_secrets(),
                     security_context: Some(restricted_pod(65532)),
                     termination_grace_period_seconds: Some(30),
                     volumes: Some(volumes),

@@ -1345,3 +1345,129 @@ fn database_pools_are_sized_so_every_pod_fits_in_postgres() {
     spec.middleware.postgres_max_connections = 200;
     assert!(spec.problems().is_empty());
 }
+
+/// Every Pod template a Store's objects carry, by the name of the object holding it.
+fn pod_specs(state: &DesiredState) -> Vec<(String, k8s_openapi::api::core::v1::PodSpec)> {
+    let mut specs: Vec<_> = state
+        .all()
+        .chain(&state.restore)
+        .filter_map(|child| {
+            let spec = match child {
+                Child::Deployment(d) => d.spec.as_ref()?.template.spec.clone(),
+                Child::StatefulSet(s) => s.spec.as_ref()?.template.spec.clone(),
+                Child::CronJob(c) => c
+                    .spec
+                    .as_ref()?
+                    .job_template
+                    .spec
+                    .as_ref()?
+                    .template
+                    .spec
+                    .clone(),
+                Child::Job(j) => j.spec.as_ref()?.template.spec.clone(),
+                _ => None,
+            }?;
+            Some((child.name(), spec))
+        })
+        .collect();
+    specs.sort_by(|a, b| a.0.cmp(&b.0));
+    specs
+}
+
+fn images_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter_map(|c| c.image.clone())
+        .collect()
+}
+
+#[test]
+fn the_installations_images_and_pull_secrets_reach_every_pod_and_the_stores_own_win() {
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+        "image": {"registry": "mirror.local/letsgo", "tag": "0.1.0", "pullSecrets": ["shop-pull", "mirror"]},
+        "discovery": "etcd",
+        "middleware": {
+            "etcd": {"managed": {}},
+            "redis": {"managed": {"image": "registry.shop/redis:7"}}
+        },
+        "backup": {"schedule": "0 3 * * *", "s3": {"bucket": "b", "secretName": "s"}},
+        "restoreFrom": "shop-20261201-030000.sql.gz"
+    }))
+    .unwrap();
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    let store = store(spec);
+    let defaults = InstallDefaults {
+        postgres_image: Some("mirror.local/debian-postgresql:15".into()),
+        redis_image: Some("mirror.local/debian-redis:7.0".into()),
+        kafka_image: Some("mirror.local/apache-kafka:4.1.1".into()),
+        etcd_image: Some("mirror.local/etcd:v3.6.5".into()),
+        backup_image: Some("mirror.local/debian-awscli:2".into()),
+        image_pull_secrets: vec!["mirror".into()],
+    };
+    let target = StoreRef::new(&store).unwrap().with_defaults(&defaults);
+    let state = desired_state(&target, None, "");
+    let pods = pod_specs(&state);
+    let holders: Vec<&str> = pods.iter().map(|(name, _)| name.as_str()).collect();
+    for expected in [
+        "shop-backup",
+        "shop-restore-",
+        "shop-etcd",
+        "shop-gateway",
+        "shop-kafka",
+    ] {
+        assert!(
+            holders.iter().any(|h| h.starts_with(expected)),
+            "{expected} in {holders:?}"
+        );
+    }
+    for (name, pod) in &pods {
+        let secrets: Vec<&str> = pod
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        // The installation's first, the Store's after, each once.
+        assert_eq!(secrets, ["mirror", "shop-pull"], "{name}");
+        for image in images_of(pod) {
+            assert!(
+                image.starts_with("mirror.local/") || image == "registry.shop/redis:7",
+                "{name} runs {image}: no official image where the installation names one"
+            );
+        }
+    }
+    let images = |holder: &str| images_of(&pods.iter().find(|(n, _)| n == holder).unwrap().1);
+    assert_eq!(
+        images("shop-redis"),
+        ["registry.shop/redis:7"],
+        "the Store's own wins"
+    );
+    assert_eq!(images("shop-etcd"), ["mirror.local/etcd:v3.6.5"]);
+    assert_eq!(
+        images("shop-backup"),
+        [
+            "mirror.local/debian-postgresql:15",
+            "mirror.local/debian-awscli:2"
+        ]
+    );
+    assert_eq!(
+        images("shop-cart"),
+        ["mirror.local/letsgo/letsgo-cart:0.1.0"]
+    );
+
+    // Without an installation's defaults: the official images and no pull secrets.
+    let plain = desired_state(&StoreRef::new(&store).unwrap(), None, "");
+    let pods = pod_specs(&plain);
+    let etcd = &pods.iter().find(|(n, _)| n == "shop-etcd").unwrap().1;
+    assert_eq!(
+        images_of(etcd),
+        [MiddlewareKind::Etcd.default_image().to_owned()]
+    );
+    assert_eq!(
+        etcd.image_pull_secrets.iter().flatten().count(),
+        2,
+        "the Store's own pull secrets stay"
+    );
+}

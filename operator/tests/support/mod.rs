@@ -219,7 +219,29 @@ impl Namespace {
             name,
         }
     }
+
+    /// A namespace whose Pods all go to the local control plane's fake node (kwok: reported
+    /// Running and Ready as soon as scheduled, no container started), for the suites that
+    /// check what the operator asks of the API server. The API server's PodNodeSelector and
+    /// PodTolerationRestriction admission give every Pod of the namespace the node selector
+    /// and the toleration of the fake node's taint; other namespaces' Pods run on the real node.
+    pub fn on_fake_node(kube: &Kube, prefix: &str) -> Namespace {
+        let name = unique_name(prefix);
+        kube.apply(
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations:\n    scheduler.alpha.kubernetes.io/node-selector: type=kwok\n    scheduler.alpha.kubernetes.io/defaultTolerations: '[{{\"key\": \"{FAKE_NODE_TAINT}\", \"operator\": \"Exists\", \"effect\": \"NoSchedule\"}}]'\n"
+            ),
+            &[],
+        );
+        Namespace {
+            kube: kube.clone(),
+            name,
+        }
+    }
 }
+
+/// The taint that keeps Pods off the local control plane's fake node (scripts/kube.sh).
+pub const FAKE_NODE_TAINT: &str = "letsgo.dev/fake-node";
 
 impl Drop for Namespace {
     fn drop(&mut self) {
