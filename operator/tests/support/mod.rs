@@ -322,3 +322,47 @@ pub fn condition(object: &Value, type_: &str) -> Option<String> {
 pub fn file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// The chart of the repository, for `helm install`.
+pub fn chart() -> String {
+    repo().join("charts/letsgo").to_str().unwrap().to_owned()
+}
+
+pub struct Helm {
+    bin: PathBuf,
+    kube: Kube,
+}
+
+impl Helm {
+    pub fn new(kube: &Kube) -> Helm {
+        let bin = std::env::var_os("HELM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "helm".into());
+        let works = Command::new(&bin)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            works,
+            "helm not found: set HELM_BIN or put helm on PATH (scripts/test.sh installs one under target/tools)"
+        );
+        Helm {
+            bin,
+            kube: kube.clone(),
+        }
+    }
+
+    pub fn try_run(&self, args: &[&str]) -> std::process::Output {
+        run_with_stdin(
+            Command::new(&self.bin)
+                .env("KUBECONFIG", &self.kube.kubeconfig)
+                .args(args),
+            None,
+        )
+        .expect("helm runs")
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        expect_success(&format!("helm {}", args.join(" ")), self.try_run(args))
+    }
+}
