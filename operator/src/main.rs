@@ -67,6 +67,29 @@ struct Config {
     /// in each Store's namespace.
     #[arg(long, env = "IMAGE_PULL_SECRETS", value_delimiter = ',', value_parser = secret_name)]
     image_pull_secrets: Vec<String>,
+    /// The cluster's DNS domain: the shops' components reach each other by fully qualified
+    /// names under it (`<service>.<namespace>.svc.<domain>.`).
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = cluster_domain)]
+    cluster_domain: String,
+}
+
+/// A DNS domain: labels of letters, digits and '-', joined by dots.
+fn cluster_domain(value: &str) -> Result<String, String> {
+    let domain = value.trim_end_matches('.');
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        Ok(domain.to_ascii_lowercase())
+    } else {
+        Err(format!("{value:?} is not a DNS domain"))
+    }
 }
 
 /// An image reference: no spaces, not empty (the registry checks the rest).
@@ -105,6 +128,7 @@ impl Config {
             etcd_image: self.default_etcd_image.clone(),
             backup_image: self.default_backup_image.clone(),
             image_pull_secrets: self.image_pull_secrets.clone(),
+            cluster_domain: Some(self.cluster_domain.clone()),
         }
     }
 }

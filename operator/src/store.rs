@@ -240,6 +240,56 @@ pub struct ImageSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
     pub pull_secrets: Vec<String>,
+    /// Pins services' images to digests: each one named here runs
+    /// `<registry>/letsgo-<component>:<tag>@<digest>`, so a tag moved in the registry changes
+    /// nothing that runs (and the tag stays readable beside it).
+    #[serde(default, skip_serializing_if = "Digests::is_empty")]
+    pub digests: Digests,
+}
+
+/// An image digest (`sha256:` and 64 hex digits) per service.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Digests {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST))]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST))]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST))]
+    pub cart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST))]
+    pub order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST))]
+    pub payment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST))]
+    pub gateway: Option<String>,
+}
+
+const DIGEST: &str = r"^sha256:[a-f0-9]{64}$";
+
+impl Digests {
+    pub fn is_empty(&self) -> bool {
+        *self == Digests::default()
+    }
+
+    /// The digest of a service's image (`user` ... `gateway`), if pinned.
+    pub fn of(&self, component: &str) -> Option<&str> {
+        match component {
+            "user" => self.user.as_deref(),
+            "product" => self.product.as_deref(),
+            "cart" => self.cart.as_deref(),
+            "order" => self.order.as_deref(),
+            "payment" => self.payment.as_deref(),
+            "gateway" => self.gateway.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ImageSpec {
@@ -249,6 +299,7 @@ impl Default for ImageSpec {
             tag: None,
             pull_policy: PullPolicy::default(),
             pull_secrets: Vec::new(),
+            digests: Digests::default(),
         }
     }
 }

@@ -238,10 +238,7 @@ fn postgres_container(
     extra_env: Vec<EnvVar>,
 ) -> Container {
     let mut env = vec![
-        env_value(
-            "PGHOST",
-            &store.child_name(MiddlewareKind::Postgres.as_str()),
-        ),
+        env_value("PGHOST", &store.address(MiddlewareKind::Postgres.as_str())),
         env_value("PGPORT", "5432"),
         env_value("PGUSER", POSTGRES_USER),
         env_from_secret(

@@ -146,6 +146,15 @@ fn managed_spec(store: &StoreRef<'_>, kind: MiddlewareKind) -> ManagedMiddleware
 /// single-user mode. An empty data directory is left to the image's own initialisation.
 pub const POSTGRES_CREDENTIALS_SCRIPT: &str = r#"set -eu
 if [ -s "$PGDATA/PG_VERSION" ]; then
+  # PostgreSQL refuses a data directory open to its group, as a kubelet applying the Pod's
+  # fsGroup leaves it on volumes whose ownership it manages.
+  chmod 0700 "$PGDATA"
+  # An unclean stop leaves postmaster.pid behind. Nothing else runs on this volume while this
+  # init container does (the StatefulSet's one Pod, its server not yet started), so it is stale.
+  if [ -e "$PGDATA/postmaster.pid" ]; then
+    echo "removing postmaster.pid left by an unclean stop"
+    rm -f "$PGDATA/postmaster.pid"
+  fi
   password=$(printf '%s' "$POSTGRES_PASSWORD" | sed "s/'/''/g")
   out=$(printf 'ALTER ROLE "%s" WITH PASSWORD '"'"'%s'"'"';\n' "$POSTGRES_USER" "$password" \
     | postgres --single -D "$PGDATA" postgres 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
@@ -330,11 +339,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             });
         }
         MiddlewareKind::Kafka => {
-            let advertised = format!(
-                "PLAINTEXT://{}.{}.svc:9092",
-                store.child_name(name),
-                store.namespace
-            );
+            let advertised = format!("PLAINTEXT://{}:9092", store.address(name));
             // A single KRaft node that is both broker and controller: no ZooKeeper.
             container.env = Some(vec![
                 env_value("CLUSTER_ID", KAFKA_CLUSTER_ID),
@@ -365,18 +370,13 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             };
             container.readiness_probe = Some(ready.clone());
             container.liveness_probe = Some(Probe {
-                initial_delay_seconds: Some(60),
                 period_seconds: Some(10),
                 failure_threshold: Some(6),
                 ..ready
             });
         }
         MiddlewareKind::Etcd => {
-            let advertised = format!(
-                "http://{}.{}.svc:2379",
-                store.child_name(name),
-                store.namespace
-            );
+            let advertised = format!("http://{}:2379", store.address(name));
             container.command = Some(strings(&["etcd"]));
             container.args = Some(vec![
                 "--name=etcd-0".into(),
@@ -405,6 +405,14 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             });
         }
     }
+    // Liveness waits for the first readiness: initdb, crash recovery, a log replay or a slow
+    // first start on a busy node take what they take (up to 10 minutes) without a restart
+    // cutting them short, while a middleware that stops answering later is restarted soon.
+    container.startup_probe = container.readiness_probe.clone().map(|ready| Probe {
+        period_seconds: Some(5),
+        failure_threshold: Some(120),
+        ..ready
+    });
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),

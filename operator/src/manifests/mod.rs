@@ -53,6 +53,8 @@ pub struct InstallDefaults {
     pub backup_image: Option<String>,
     /// Names of Secrets (of type kubernetes.io/dockerconfigjson) in each Store's namespace.
     pub image_pull_secrets: Vec<String>,
+    /// The cluster's DNS domain; `cluster.local` when None.
+    pub cluster_domain: Option<String>,
 }
 
 /// An installation that decides nothing: the official images, no pull secrets.
@@ -63,6 +65,7 @@ static NO_INSTALL_DEFAULTS: InstallDefaults = InstallDefaults {
     etcd_image: None,
     backup_image: None,
     image_pull_secrets: Vec::new(),
+    cluster_domain: None,
 };
 
 /// The Store as its builders need it: name, namespace and the owner reference, checked once,
@@ -117,6 +120,24 @@ impl<'a> StoreRef<'a> {
                 })
                 .collect()
         })
+    }
+
+    /// The fully qualified DNS name of the child Service `<store>-<suffix>`, with the root's dot:
+    /// resolvers take it as it is. A short name is tried against each domain of the Pod's search
+    /// list first, and while the Service has no ready Pod every try fails, the last ones with
+    /// the node's own search domains, outside the cluster.
+    pub fn address(&self, suffix: &str) -> String {
+        format!("{}.{}", self.child_name(suffix), self.service_domain())
+    }
+
+    /// `<namespace>.svc.<cluster domain>.`: what follows a Service's name in its address.
+    pub fn service_domain(&self) -> String {
+        let domain = self
+            .defaults
+            .cluster_domain
+            .as_deref()
+            .unwrap_or("cluster.local");
+        format!("{}.svc.{}.", self.namespace, domain.trim_end_matches('.'))
     }
 
     /// `<store>-<suffix>`: every child's name, so several Stores share a namespace.

@@ -33,7 +33,8 @@ use super::settings::{
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{
-    Autoscaling, DiscoveryMode, ExternalMiddleware, MiddlewareSource, Resources, ServiceSizing,
+    Autoscaling, DiscoveryMode, ExternalMiddleware, ImageSpec, MiddlewareSource, Resources,
+    ServiceSizing,
 };
 
 /// The six deployables, in the order they are applied (callees before callers): the shop's
@@ -139,7 +140,11 @@ fn deployment(
     let name = kind.as_str();
     let image = &store.store.spec.image;
     let mut template_labels = super::labels(&store.name, name);
-    template_labels.insert("app.kubernetes.io/version".into(), image.tag().to_owned());
+    // A tag may be longer than a label value (63) or start or end with '.', '_' or '-': the
+    // label holds what a label can of it, and none when nothing is left.
+    if let Some(version) = label_value(image.tag()) {
+        template_labels.insert("app.kubernetes.io/version".into(), version);
+    }
     let annotations = BTreeMap::from([
         (CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned()),
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
@@ -189,11 +194,7 @@ fn deployment(
     }
     let container = Container {
         name: name.to_owned(),
-        image: Some(format!(
-            "{}/letsgo-{name}:{}",
-            image.registry.trim_end_matches('/'),
-            image.tag()
-        )),
+        image: Some(image_reference(image, name)),
         image_pull_policy: Some(image.pull_policy.as_str().to_owned()),
         ports: Some(vec![
             container_port(kind.serving_port_name(), kind.serving_port()),
@@ -297,6 +298,23 @@ fn ca_volume(name: &str, secret: &str, dir: &str) -> (VolumeMount, Volume) {
 }
 
 /// Secrets and per-pod values: what the ConfigMap must not or cannot hold.
+/// `<registry>/letsgo-<component>:<tag>`, and `@<digest>` when the Store pins one.
+fn image_reference(image: &ImageSpec, component: &str) -> String {
+    let registry = image.registry.trim_end_matches('/');
+    let tag = image.tag();
+    match image.digests.of(component) {
+        Some(digest) => format!("{registry}/letsgo-{component}:{tag}@{digest}"),
+        None => format!("{registry}/letsgo-{component}:{tag}"),
+    }
+}
+
+/// `value` as a label value: at most 63 characters, beginning and ending with a letter or digit.
+pub(super) fn label_value(value: &str) -> Option<String> {
+    let cut: String = value.chars().take(63).collect();
+    let trimmed = cut.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
 fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
     let spec = &store.store.spec;
     let generated = secret_name(store);

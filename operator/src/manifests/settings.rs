@@ -49,14 +49,13 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
         ("DISCOVERY".to_owned(), spec.discovery.as_str().to_owned()),
         (
             "DISCOVERY_DNS_NAME".to_owned(),
-            format!("{}-{{service}}", store.name),
+            format!("{}-{{service}}.{}", store.name, store.service_domain()),
         ),
         (
             "PAYMENT_CALLBACK_URL".to_owned(),
             format!(
-                "http://{}.{}.svc:{}/api/v1/payment/callback",
-                store.child_name("gateway"),
-                store.namespace,
+                "http://{}:{}/api/v1/payment/callback",
+                store.address("gateway"),
                 ServiceKind::Gateway.serving_port()
             ),
         ),
@@ -124,24 +123,24 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
     }
     let middleware = &spec.middleware;
     if is_managed(&middleware.postgres) {
-        data.insert("DB_HOST".into(), store.child_name("postgres"));
+        data.insert("DB_HOST".into(), store.address("postgres"));
         data.insert("DB_PORT".into(), "5432".into());
         data.insert("DB_USER".into(), POSTGRES_USER.into());
     }
     if is_managed(&middleware.redis) {
-        data.insert("REDIS_HOST".into(), store.child_name("redis"));
+        data.insert("REDIS_HOST".into(), store.address("redis"));
         data.insert("REDIS_PORT".into(), "6379".into());
     }
     if is_managed(&middleware.kafka) {
         data.insert(
             "KAFKA_BROKERS".into(),
-            format!("{}:9092", store.child_name("kafka")),
+            format!("{}:9092", store.address("kafka")),
         );
     }
     if spec.discovery == DiscoveryMode::Etcd && middleware.etcd.as_ref().is_some_and(is_managed) {
         data.insert(
             "ETCD_HOSTS".into(),
-            format!("{}:2379", store.child_name("etcd")),
+            format!("{}:2379", store.address("etcd")),
         );
     }
     ConfigMap {

@@ -136,9 +136,20 @@ fn headless_services_carry_the_names_discovery_resolves() {
     // Two shops on one external Redis or Kafka keep apart.
     assert_eq!(data["REDIS_KEY_PREFIX"], "letsgo:default:shop:");
     assert_eq!(data["KAFKA_TOPIC_PREFIX"], "letsgo.default.shop.");
-    assert_eq!(data["DISCOVERY_DNS_NAME"], "shop-{service}");
+    // Fully qualified, with the root's dot: never looked up through the resolver's search list.
+    assert_eq!(
+        data["DISCOVERY_DNS_NAME"],
+        "shop-{service}.default.svc.cluster.local."
+    );
+    assert_eq!(data["DB_HOST"], "shop-postgres.default.svc.cluster.local.");
+    assert_eq!(data["REDIS_HOST"], "shop-redis.default.svc.cluster.local.");
+    assert_eq!(
+        data["KAFKA_BROKERS"],
+        "shop-kafka.default.svc.cluster.local.:9092"
+    );
     for service in ["user", "product", "cart", "order", "payment"] {
-        let name = data["DISCOVERY_DNS_NAME"].replace("{service}", service);
+        let address = data["DISCOVERY_DNS_NAME"].replace("{service}", service);
+        let name = address.split('.').next().unwrap().to_owned();
         let headless = state.all().find_map(|c| match c {
             Child::Service(s) if s.metadata.name.as_deref() == Some(name.as_str()) => Some(s),
             _ => None,
@@ -257,7 +268,7 @@ fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
     );
     assert_eq!(
         env(container, "PGHOST").unwrap().value.as_deref(),
-        Some("shop-postgres")
+        Some("shop-postgres.default.svc.cluster.local.")
     );
     assert_eq!(
         env(container, "BACKUP_KEEP").unwrap().value.as_deref(),
@@ -390,7 +401,7 @@ fn backups_to_a_bucket_are_dumped_by_an_init_container_and_uploaded_by_the_aws_c
     );
     assert_eq!(
         env(dump, "PGHOST").unwrap().value.as_deref(),
-        Some("shop-postgres")
+        Some("shop-postgres.default.svc.cluster.local.")
     );
     // The Pod's one container uploads, and writes the termination message the status reads.
     let upload = &pod.containers[0];
@@ -1405,6 +1416,7 @@ fn the_installations_images_and_pull_secrets_reach_every_pod_and_the_stores_own_
         etcd_image: Some("mirror.local/etcd:v3.6.5".into()),
         backup_image: Some("mirror.local/debian-awscli:2".into()),
         image_pull_secrets: vec!["mirror".into()],
+        cluster_domain: None,
     };
     let target = StoreRef::new(&store).unwrap().with_defaults(&defaults);
     let state = desired_state(&target, None, "");
@@ -1470,4 +1482,95 @@ fn the_installations_images_and_pull_secrets_reach_every_pod_and_the_stores_own_
         2,
         "the Store's own pull secrets stay"
     );
+}
+
+#[test]
+fn another_cluster_domain_names_every_address() {
+    let store = store(StoreSpec {
+        discovery: crate::store::DiscoveryMode::Etcd,
+        middleware: Middleware {
+            etcd: Some(MiddlewareSource::managed()),
+            ..Middleware::default()
+        },
+        ..StoreSpec::default()
+    });
+    let defaults = InstallDefaults {
+        cluster_domain: Some("corp.example.".into()),
+        ..InstallDefaults::default()
+    };
+    let target = StoreRef::new(&store).unwrap().with_defaults(&defaults);
+    let state = desired_state(&target, None, "");
+    let data = config_map_of(&state).data.unwrap();
+    assert_eq!(
+        data["ETCD_HOSTS"],
+        "shop-etcd.default.svc.corp.example.:2379"
+    );
+    assert_eq!(
+        data["PAYMENT_CALLBACK_URL"],
+        "http://shop-gateway.default.svc.corp.example.:8888/api/v1/payment/callback"
+    );
+    let kafka = pod_specs(&state)
+        .into_iter()
+        .find(|(name, _)| name == "shop-kafka")
+        .unwrap()
+        .1;
+    assert_eq!(
+        env(&kafka.containers[0], "KAFKA_ADVERTISED_LISTENERS").and_then(|e| e.value.as_deref()),
+        Some("PLAINTEXT://shop-kafka.default.svc.corp.example.:9092")
+    );
+}
+
+#[test]
+fn a_tag_no_label_can_hold_is_cut_to_one_and_digests_pin_the_images() {
+    let long = format!("v1.2.3-{}", "a".repeat(100));
+    for (tag, label) in [
+        ("0.1.0", Some("0.1.0")),
+        ("_build.7_", Some("build.7")),
+        ("1.0.0-", Some("1.0.0")),
+        (long.as_str(), Some(&long[..63])),
+        ("___", None),
+    ] {
+        let spec: StoreSpec =
+            serde_json::from_value(serde_json::json!({"image": {"tag": tag}})).unwrap();
+        let state = build(spec);
+        let labels = deployment(&state, "shop-cart")
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        assert_eq!(
+            labels.get("app.kubernetes.io/version").map(String::as_str),
+            label,
+            "{tag}"
+        );
+        assert_eq!(
+            container(deployment(&state, "shop-cart")).image.as_deref(),
+            Some(format!("ghcr.io/letsgo/letsgo-cart:{tag}").as_str())
+        );
+    }
+    let digest = format!("sha256:{}", "0f".repeat(32));
+    let spec: StoreSpec = serde_json::from_value(
+        serde_json::json!({"image": {"tag": "0.1.0", "digests": {"cart": digest}}}),
+    )
+    .unwrap();
+    let state = build(spec);
+    assert_eq!(
+        container(deployment(&state, "shop-cart")).image.as_deref(),
+        Some(format!("ghcr.io/letsgo/letsgo-cart:0.1.0@{digest}").as_str())
+    );
+    assert_eq!(
+        container(deployment(&state, "shop-user")).image.as_deref(),
+        Some("ghcr.io/letsgo/letsgo-user:0.1.0"),
+        "only the pinned service"
+    );
+    let unknown = serde_json::from_value::<StoreSpec>(
+        serde_json::json!({"image": {"digests": {"inventory": digest}}}),
+    );
+    assert!(unknown.is_err(), "a digest for no service is refused");
 }

@@ -2,7 +2,8 @@
 //!
 //! Parameters: OWASP's argon2id profile of 7 MiB memory, 5 passes, 1 lane — as strong as their
 //! 19 MiB / 2 passes profile, with a third of the memory per hash. Hashing runs on a fixed pool
-//! (half the cores by default, PASSWORD_HASH_THREADS): each hash holds its memory and a core
+//! (PASSWORD_HASH_THREADS; by default half the cores, and no more than an eighth of the
+//! container's memory limit can hold, see [`default_threads`]): each hash holds its memory and a core
 //! while it runs, so an unbounded pool (tokio's blocking threads, up to 512) once let a burst of
 //! sign-ups grow the service past 600 MiB. A queue in front of the pool bounds it to a few
 //! hashes' worth, however many requests arrive, and leaves cores for the service's other calls.
@@ -47,7 +48,8 @@ fn pool() -> &'static mpsc::Sender<Job> {
     POOL.get_or_init(|| {
         keep_large_allocations_mapped();
         let threads = *THREADS.get_or_init(|| {
-            std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            default_threads(cores, memory_limit())
         });
         // Waiting requests queue here (bounded), not in memory-hungry threads.
         let (sender, receiver) = mpsc::channel::<Job>(1024);
@@ -72,6 +74,34 @@ fn pool() -> &'static mpsc::Sender<Job> {
         }
         sender
     })
+}
+
+/// Half the cores, but no more threads than an eighth of `memory_limit` holds hashes. The cores
+/// are the node's when the container has no CPU limit (the operator sets none), so a 64-core
+/// node would otherwise start 32 threads, 224 MiB of hashes at once, in a 256 MiB container.
+pub fn default_threads(cores: usize, memory_limit: Option<u64>) -> usize {
+    let by_cores = (cores / 2).max(1);
+    let Some(limit) = memory_limit else {
+        return by_cores;
+    };
+    let per_hash = u64::from(MEMORY_KIB) * 1024;
+    let by_memory = usize::try_from(limit / 8 / per_hash).unwrap_or(usize::MAX);
+    by_cores.min(by_memory).max(1)
+}
+
+/// The memory limit of this process's cgroup (v2's memory.max, else v1's
+/// memory.limit_in_bytes); None when unlimited or not in a container.
+fn memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let value = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    parse_memory_limit(&value)
+}
+
+/// `max` (v2) and v1's "no limit" (a page-rounded i64::MAX) are no limit.
+fn parse_memory_limit(value: &str) -> Option<u64> {
+    let bytes: u64 = value.trim().parse().ok()?;
+    (bytes < 1 << 60).then_some(bytes)
 }
 
 /// Serves allocations of 1 MiB and more with their own mappings, returned to the system when
@@ -151,6 +181,20 @@ pub async fn verify(password: String, stored: Option<String>) -> AppResult<bool>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_fits_the_containers_memory_whatever_the_nodes_cores() {
+        let mib = 1024 * 1024;
+        // 64 cores, 256 MiB: 4 threads (28 MiB of hashes), not 32 (224 MiB).
+        assert_eq!(default_threads(64, Some(256 * mib)), 4);
+        assert_eq!(default_threads(64, None), 32);
+        // The cores still bound it, and one thread always runs.
+        assert_eq!(default_threads(2, Some(4096 * mib)), 1);
+        assert_eq!(default_threads(8, Some(16 * mib)), 1);
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit("268435456\n"), Some(268_435_456));
+    }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
