@@ -350,7 +350,7 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
         let pods = Api::<Pod>::namespaced(client.clone(), namespace)
             .list(&ListParams::default().labels(&format!("{STORE_LABEL}={}", target.name)))
             .await?;
-        seen.failing_pods = status::pod_failures(&pods.items);
+        seen.failing_pods = status::pod_failures(&pods.items, k8s_openapi::jiff::Timestamp::now());
     }
     if store.spec.backup.is_some() {
         // What the newest finished backup Pod reported: its name and size.

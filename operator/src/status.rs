@@ -84,29 +84,71 @@ pub fn all_ready(seen: &Observation) -> bool {
             .all(|c| c.is_ready())
 }
 
-/// Container states a person has to act on (a wrong image or tag, a missing pull Secret, a
-/// crashing binary, a missing config key); waiting longer does not fix them.
+/// Container states a person has to act on (a wrong image or tag, an image the node lacks
+/// with pulls off, a missing pull Secret, a crashing binary, a missing config key); waiting
+/// longer does not fix them. A first pull's ErrImagePull is not one: a registry's hiccup clears
+/// on the retry, and a pull that keeps failing turns to ImagePullBackOff.
 const FAILING_REASONS: &[&str] = &[
-    "ErrImagePull",
     "ImagePullBackOff",
+    "ErrImageNeverPull",
     "InvalidImageName",
+    "ImageInspectError",
     "CrashLoopBackOff",
     "CreateContainerConfigError",
     "CreateContainerError",
     "RunContainerError",
 ];
 
+/// How long a Pod may stay unschedulable before the Store says so: volumes being provisioned
+/// and nodes being added leave Pods pending for a while on their own.
+const UNSCHEDULABLE_GRACE: SignedDuration = SignedDuration::from_secs(60);
+
 /// `cart: ImagePullBackOff (Back-off pulling image "...")` for each Pod whose containers wait for
-/// one of [`FAILING_REASONS`], and each rollout past its progress deadline.
-pub fn pod_failures(pods: &[Pod]) -> Vec<String> {
+/// one of [`FAILING_REASONS`], and `postgres: Unschedulable (...)` for each Pod the scheduler has
+/// found no node for since [`UNSCHEDULABLE_GRACE`] (no volume, no room, a taint). The Pods of
+/// Jobs (backups, restores) are not components: their own reports cover them.
+pub fn pod_failures(pods: &[Pod], now: Timestamp) -> Vec<String> {
     let mut failures = Vec::new();
+    let mut add = |failure: String| {
+        if !failures.contains(&failure) {
+            failures.push(failure);
+        }
+    };
     for pod in pods {
-        let component = pod
-            .metadata
-            .labels
-            .as_ref()
+        let labels = pod.metadata.labels.as_ref();
+        if labels.is_some_and(|l| {
+            l.contains_key("batch.kubernetes.io/job-name") || l.contains_key("job-name")
+        }) {
+            continue;
+        }
+        let component = labels
             .and_then(|l| l.get("app.kubernetes.io/component"))
             .map_or("?", String::as_str);
+        let described = |reason: &str, detail: &str| {
+            if detail.is_empty() {
+                format!("{component}: {reason}")
+            } else {
+                format!("{component}: {reason} ({detail})")
+            }
+        };
+        let unschedulable = pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                    && c.last_transition_time
+                        .as_ref()
+                        .is_some_and(|since| now.duration_since(since.0) >= UNSCHEDULABLE_GRACE)
+            });
+        if let Some(condition) = unschedulable {
+            add(described(
+                "Unschedulable",
+                condition.message.as_deref().unwrap_or_default(),
+            ));
+        }
         let statuses = pod.status.iter().flat_map(|s| {
             s.init_container_statuses
                 .iter()
@@ -119,22 +161,18 @@ pub fn pod_failures(pods: &[Pod]) -> Vec<String> {
             };
             let reason = waiting.reason.as_deref().unwrap_or_default();
             if FAILING_REASONS.contains(&reason) {
-                let detail = waiting.message.as_deref().unwrap_or_default();
-                let failure = if detail.is_empty() {
-                    format!("{component}: {reason}")
-                } else {
-                    format!("{component}: {reason} ({detail})")
-                };
-                if !failures.contains(&failure) {
-                    failures.push(failure);
-                }
+                add(described(
+                    reason,
+                    waiting.message.as_deref().unwrap_or_default(),
+                ));
             }
         }
     }
     failures
 }
 
-/// `cart: ProgressDeadlineExceeded (...)` for each Deployment whose controller gave up waiting.
+/// `cart: ProgressDeadlineExceeded (...)` for each Deployment whose controller gave up waiting,
+/// `cart: ReplicaFailure (...)` for each whose Pods cannot be created.
 fn stalled_rollouts(applied: &[Child]) -> Vec<String> {
     applied
         .iter()
@@ -145,10 +183,13 @@ fn stalled_rollouts(applied: &[Child]) -> Vec<String> {
                 .conditions
                 .as_ref()?
                 .iter()
+                // ReplicaFailure: the ReplicaSet cannot make Pods at all (a quota, Pod
+                // Security admission refusing them); no Pod exists to show why.
                 .find(|c| {
-                    c.type_ == "Progressing"
+                    (c.type_ == "Progressing"
                         && c.status == "False"
-                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                        || (c.type_ == "ReplicaFailure" && c.status == "True")
                 })
                 .map(|c| {
                     let name = d
@@ -157,8 +198,13 @@ fn stalled_rollouts(applied: &[Child]) -> Vec<String> {
                         .as_ref()
                         .and_then(|l| l.get("app.kubernetes.io/component").cloned())
                         .unwrap_or_else(|| child.name());
+                    let reason = if c.type_ == "ReplicaFailure" {
+                        "ReplicaFailure"
+                    } else {
+                        "ProgressDeadlineExceeded"
+                    };
                     format!(
-                        "{name}: ProgressDeadlineExceeded ({})",
+                        "{name}: {reason} ({})",
                         c.message.as_deref().unwrap_or_default()
                     )
                 }),
@@ -682,12 +728,49 @@ mod tests {
             }))
             .unwrap()
         };
+        let now: k8s_openapi::jiff::Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
         assert_eq!(
-            super::pod_failures(&[pod("CrashLoopBackOff"), pod("CrashLoopBackOff")]),
+            super::pod_failures(&[pod("CrashLoopBackOff"), pod("CrashLoopBackOff")], now),
             ["order: CrashLoopBackOff (why)"]
         );
-        // Starting up is not a failure.
-        assert!(super::pod_failures(&[pod("ContainerCreating")]).is_empty());
+        // Starting up is not a failure, nor a first pull that failed once.
+        assert!(super::pod_failures(&[pod("ContainerCreating")], now).is_empty());
+        assert!(super::pod_failures(&[pod("ErrImagePull")], now).is_empty());
+        // An image the node lacks, with pulls off: no retry brings it.
+        assert_eq!(
+            super::pod_failures(&[pod("ErrImageNeverPull")], now),
+            ["order: ErrImageNeverPull (why)"]
+        );
+        // A backup Job's Pod is not a component.
+        let mut backup = pod("CrashLoopBackOff");
+        backup.metadata.labels.as_mut().unwrap().extend([
+            (
+                "app.kubernetes.io/component".to_owned(),
+                "backup".to_owned(),
+            ),
+            (
+                "batch.kubernetes.io/job-name".to_owned(),
+                "shop-backup-1".to_owned(),
+            ),
+        ]);
+        assert!(super::pod_failures(&[backup], now).is_empty());
+        // Unschedulable for a minute: said, with the scheduler's reason; for less: not yet.
+        let pending = |since: &str| {
+            serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
+                "metadata": {"name": "p", "labels": {"app.kubernetes.io/component": "postgres"}},
+                "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                    "status": "False", "reason": "Unschedulable", "lastTransitionTime": since,
+                    "message": "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            super::pod_failures(&[pending("2026-12-04T11:58:30Z")], now),
+            [
+                "postgres: Unschedulable (0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.)"
+            ]
+        );
+        assert!(super::pod_failures(&[pending("2026-12-04T11:59:30Z")], now).is_empty());
 
         let stalled = deployment(
             3,
@@ -695,9 +778,18 @@ mod tests {
                 "conditions": [{"type": "Progressing", "status": "False",
                     "reason": "ProgressDeadlineExceeded", "message": "timed out"}]}),
         );
+        let refused = deployment(
+            3,
+            json!({"observedGeneration": 3, "replicas": 0, "conditions": [{"type": "ReplicaFailure",
+                "status": "True", "reason": "FailedCreate",
+                "message": "pods \"shop-cart-1\" is forbidden: violates PodSecurity \"restricted:latest\""}]}),
+        );
         assert_eq!(
-            super::stalled_rollouts(&[stalled]),
-            ["cart: ProgressDeadlineExceeded (timed out)"]
+            super::stalled_rollouts(&[stalled, refused]),
+            [
+                "cart: ProgressDeadlineExceeded (timed out)",
+                "cart: ReplicaFailure (pods \"shop-cart-1\" is forbidden: violates PodSecurity \"restricted:latest\")"
+            ]
         );
     }
 
