@@ -21,7 +21,8 @@ use tracing::{error, info};
 #[command(version)]
 struct Config {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
-    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    /// `[::]` takes IPv4 too, and is `0.0.0.0` on a host without IPv6.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "[::]:8080")]
     metrics_listen: SocketAddr,
     /// Elect a leader on a Lease, so several replicas are safe; off only for a single local run.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -163,7 +164,7 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+    let listener = bind(config.metrics_listen)
         .await
         .map_err(|error| format!("METRICS_LISTEN {}: {error}", config.metrics_listen))?;
     let app = admin_router(metrics.clone());
@@ -220,6 +221,20 @@ async fn run(config: Config) -> Result<(), String> {
     leadership.release().await;
     metrics.leader.set(0);
     outcome
+}
+
+/// Binds `addr`; `[::]` (dual-stack on Linux) falls back to `0.0.0.0` where the kernel has no
+/// IPv6 (EAFNOSUPPORT, EADDRNOTAVAIL), as the services' listeners do.
+async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Err(error)
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && matches!(error.raw_os_error(), Some(97 | 99)) =>
+        {
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port())).await
+        }
+        result => result,
+    }
 }
 
 fn admin_router(metrics: Arc<Metrics>) -> Router {

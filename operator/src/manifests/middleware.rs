@@ -381,7 +381,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             container.args = Some(vec![
                 "--name=etcd-0".into(),
                 "--data-dir=/var/lib/etcd/data".into(),
-                "--listen-client-urls=http://0.0.0.0:2379".into(),
+                "--listen-client-urls=http://[::]:2379".into(),
                 format!("--advertise-client-urls={advertised}"),
                 "--listen-peer-urls=http://127.0.0.1:2380".into(),
                 "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),

@@ -19,7 +19,7 @@ pub struct Config {
         long = "listen",
         env = "GATEWAY_LISTEN",
         value_name = "GATEWAY_LISTEN",
-        default_value = "0.0.0.0:8888"
+        default_value = "[::]:8888"
     )]
     pub listen: SocketAddr,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
@@ -27,7 +27,7 @@ pub struct Config {
         long = "admin-listen",
         env = "ADMIN_LISTEN",
         value_name = "ADMIN_LISTEN",
-        default_value = "0.0.0.0:9100"
+        default_value = "[::]:9100"
     )]
     pub admin_listen: SocketAddr,
     /// Longest a request may take before it is answered 503.

@@ -1,17 +1,17 @@
 use clap::Parser;
 use letsgo_gateway::{Config, run};
+use letsgo_platform::listen;
 use letsgo_platform::shutdown::Shutdown;
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, "letsgo-gateway");
     let result = async {
-        let listener = TcpListener::bind(config.listen)
+        let listener = listen::bind(config.listen)
             .await
             .map_err(|error| format!("GATEWAY_LISTEN {}: {error}", config.listen))?;
-        let admin = TcpListener::bind(config.admin_listen)
+        let admin = listen::bind(config.admin_listen)
             .await
             .map_err(|error| format!("ADMIN_LISTEN {}: {error}", config.admin_listen))?;
         run(config, listener, admin, Shutdown::on_signals()).await

@@ -38,10 +38,10 @@ impl Listeners {
     ) -> Result<Listeners, ServiceError> {
         let grpc_addr = args.listen.unwrap_or(default_grpc);
         let admin_addr = args.admin_listen.unwrap_or(default_admin);
-        let grpc = TcpListener::bind(grpc_addr).await.map_err(|error| {
+        let grpc = crate::listen::bind(grpc_addr).await.map_err(|error| {
             ServiceError::setting("GRPC_LISTEN", format!("{grpc_addr}: {error}"))
         })?;
-        let admin = TcpListener::bind(admin_addr).await.map_err(|error| {
+        let admin = crate::listen::bind(admin_addr).await.map_err(|error| {
             ServiceError::setting("ADMIN_LISTEN", format!("{admin_addr}: {error}"))
         })?;
         Ok(Listeners { grpc, admin })

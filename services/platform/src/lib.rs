@@ -32,6 +32,7 @@ pub mod errors;
 pub mod events;
 pub mod grpc;
 pub mod internal_auth;
+pub mod listen;
 pub mod memory;
 pub mod money;
 pub mod proto;

@@ -72,12 +72,11 @@ impl ServiceName {
     }
 
     /// The default listeners: gRPC on the service's port, admin on its admin port, every
-    /// interface.
+    /// interface of both families ([`crate::listen`]).
     pub fn default_addresses(self) -> (std::net::SocketAddr, std::net::SocketAddr) {
-        let any = std::net::Ipv4Addr::UNSPECIFIED;
         (
-            (any, self.default_port()).into(),
-            (any, self.default_admin_port()).into(),
+            crate::listen::any(self.default_port()),
+            crate::listen::any(self.default_admin_port()),
         )
     }
 
