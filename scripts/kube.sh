@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback, built from source: etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler and a kwok fake node
-# (Pods are scheduled to it and reported Running and Ready; no container runs).
+# A real Kubernetes cluster on this machine, built from source: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, a real node that runs containers
+# (scripts/kube-node.sh: kubelet, kube-proxy, Debian's containerd and runc, a CNI bridge,
+# CoreDNS, local-path-provisioner, metrics-server, kube-network-policies) and a kwok fake node
+# beside it (tainted; Pods that tolerate it are reported Running and Ready, no container runs).
 #
 #   scripts/kube.sh build    build the pinned binaries into the cache (once per version)
 #   scripts/kube.sh ensure   build, then start whatever is not running; waits until the
-#                            API answers and the node is Ready; prints `export KUBECONFIG=...`
+#                            API answers and the nodes are Ready; prints `export KUBECONFIG=...`
 #   scripts/kube.sh run      ensure, then stay in the foreground; Ctrl-C stops it (make cluster)
-#   scripts/kube.sh stop     stop what ensure started (make down)
+#   scripts/kube.sh stop     stop what ensure started, the node's Pods too (make down)
 #   scripts/kube.sh env      print the export lines (KUBECONFIG, LETSGO_KUBECTL, LETSGO_KUBE_BIN)
 #
 # The Kubernetes version is the one tools/kube/go.mod requires, etcd's the one
 # tools/kube/etcd/go.mod requires (its own module: etcd pins other versions of the
-# libraries both use), kwok's is KWOK_VERSION below. etcd must be built: Debian's
-# 3.4 lacks watch progress requests, without which the apiserver refuses the
-# streaming lists client-go (kwok's too) asks for, and Pods are then seen late. Binaries live in $LETSGO_KUBE_CACHE/<component>-<version>/, so a
-# second run, a clean clone or CI finds them; Go's module and build caches are
-# the user's (~/go/pkg/mod, ~/.cache/go-build).
+# libraries both use), kwok's is KWOK_VERSION below, the node's parts' in scripts/kube-node.sh.
+# etcd must be built: Debian's 3.4 lacks watch progress requests, without which the apiserver
+# refuses the streaming lists client-go (kwok's too) asks for, and Pods are then seen late.
+# Binaries live in $LETSGO_KUBE_CACHE/<component>-<version>/, so a second run, a clean clone or
+# CI finds them; Go's module and build caches are the user's (~/go/pkg/mod, ~/.cache/go-build).
 #
 # Settings (environment, defaults in parentheses):
-#   LETSGO_KUBE_CACHE (/var/cache/letsgo-kube)  built binaries
+#   LETSGO_KUBE_CACHE (/var/cache/letsgo-kube)  built binaries and the node's images
 #   LETSGO_KUBE_STATE (/tmp/letsgo-kube)        certificates, kubeconfig, logs, etcd data
 #   LETSGO_KUBE_PORT  (16443)                   kube-apiserver's port; etcd uses 12379/12380
 #   LETSGO_KUBE_TIMEOUT (120)                   seconds each component may take to be ready
+#   LETSGO_KUBE_NODE (real)                     real: both nodes (needs root); kwok: the fake one
+#   LETSGO_NODE_ROOT (/var/lib/letsgo-node)     containerd's images, the kubelet's Pods, volumes
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
