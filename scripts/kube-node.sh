@@ -286,7 +286,10 @@ node_bridge() {
 	if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 		ip link add "$BRIDGE" type bridge || die "cannot make the bridge $BRIDGE (ip link add)"
 	fi
-	ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+	# Read whole first: grep -q stopping early would fail the pipeline (pipefail, SIGPIPE).
+	local addresses
+	addresses=$(ip -o -4 addr show dev "$BRIDGE")
+	[[ $addresses == *"inet $NODE_IP/"* ]] || ip addr add "$NODE_IP/24" dev "$BRIDGE"
 	ip link set "$BRIDGE" up
 }
 

@@ -130,12 +130,19 @@ port_open() { timeout 2 bash -c ': <>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null; 
 
 pid_of() { [[ -s $STATE/$1.pid ]] && head -n1 "$STATE/$1.pid" | tr -dc '0-9'; }
 
+# The command line of process PID, its arguments joined by spaces; empty when it is gone.
+# Read whole (no `| grep -q`: under pipefail, grep leaving early can fail the pipeline).
+cmdline_of() { # PID
+	local line
+	line=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || true
+	printf '%s' "$line"
+}
+
 # Our pidfile names a live process whose command line mentions the binary.
 alive() { # NAME
 	local pid
 	pid=$(pid_of "$1") || return 1
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
-		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$1"
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(cmdline_of "$pid") == *"$1"* ]]
 }
 
 spawn() { # NAME CMD...
@@ -148,7 +155,7 @@ spawn() { # NAME CMD...
 	# Until the child has exec'd, its command line is this script's, and alive() would take
 	# it for dead (seen: "etcd exited during start-up" while etcd was starting fine).
 	for _ in $(seq 100); do
-		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$name" && return 0
+		[[ $(cmdline_of "$pid") == *"$name"* ]] && return 0
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.05
 	done

@@ -64,8 +64,11 @@ mw_tcp_open() { timeout 2 bash -c ': <>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null; 
 # pid alive and its command line mentions $2 (guards against pid reuse)
 mw_pid_is() {
 	local pid=$1 name=$2
-	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
+	local line
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+	# Read whole: `| grep -q` leaving early could fail the pipeline under pipefail.
+	line=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+	[[ $line == *"$name"* ]]
 }
 
 mw_pidfile_pid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
