@@ -155,7 +155,7 @@ impl Scene {
     fn apply_store(&self, name: &str, spec: Value) {
         let mut store: Value =
             serde_yaml_like(&support::file(&repo().join("examples/store-local.yaml")));
-        store["metadata"]["name"] = name.into();
+        store["metadata"] = json!({ "name": name });
         merge(&mut store["spec"], spec);
         self.kube()
             .apply(&store.to_string(), &["-n", self.ns(), "--server-side"]);
@@ -326,9 +326,10 @@ impl PortForward {
             .expect("kubectl port-forward starts");
         // "Forwarding from 127.0.0.1:PORT -> 8888"
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // It writes a line for every connection: read on, or a closed pipe ends it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let port = line
             .split("127.0.0.1:")
             .nth(1)
@@ -346,10 +347,19 @@ impl PortForward {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("the forward accepts");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        self.try_call(method, path, token, body)
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+    }
+
+    fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> std::io::Result<(u16, Value)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -360,17 +370,17 @@ impl PortForward {
         }
         request.push_str("\r\n");
         request.push_str(&body);
-        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(request.as_bytes())?;
         let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        stream.read_to_string(&mut response)?;
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
         let status = head
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{method} {path}: {response}"));
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {response:?}")))?;
         let json = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
-        (status, json)
+        Ok((status, json))
     }
 
     /// A call that must answer 200 with code 0; its `data`.
@@ -383,18 +393,21 @@ impl PortForward {
         answer["data"].clone()
     }
 
-    /// Retries GET /health until the gateway answers through the forward.
+    /// Retries GET /health until the gateway answers through the forward (which resets
+    /// connections until the gateway's Pod takes them).
     fn wait_healthy(&self) {
+        let last = std::cell::RefCell::new(String::new());
         wait_for(
             "the gateway's /health through the port-forward",
             Duration::from_secs(60),
-            || {
-                let stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-                drop(stream);
-                let (status, _) = self.call("GET", "/health", None, None);
-                (status == 200).then_some(())
+            || match self.try_call("GET", "/health", None, None) {
+                Ok((200, _)) => Some(()),
+                other => {
+                    *last.borrow_mut() = format!("{other:?}");
+                    None
+                }
             },
-            || "no answer".into(),
+            || format!("the last answer: {}", last.borrow()),
         );
     }
 }
@@ -419,11 +432,28 @@ fn login(gateway: &PortForward, username: &str, password: &str) -> String {
 /// Register, sign in, cart, order, pay; the mock provider's callback marks the order paid
 /// through Kafka; the admin ships it; the buyer confirms receipt. The order's id.
 fn buy_ship_and_receive(gateway: &PortForward, admin_password: &str, buyer: &str) -> i64 {
-    gateway.ok(
-        "POST",
-        "/api/v1/user/register",
-        None,
-        Some(json!({"username": buyer, "password": "password123", "email": format!("{buyer}@example.com"), "phone": "13800138000"})),
+    // The Store is Ready once its Pods are; the gateway finds a service that just turned ready
+    // at its next lookup (within a second): the first call may still be told 503.
+    let registration = json!({"username": buyer, "password": "password123", "email": format!("{buyer}@example.com"), "phone": "13800138000"});
+    let last = std::cell::RefCell::new(String::new());
+    wait_for(
+        "the user service behind the gateway",
+        Duration::from_secs(30),
+        || {
+            let (status, answer) = gateway.call(
+                "POST",
+                "/api/v1/user/register",
+                None,
+                Some(registration.clone()),
+            );
+            *last.borrow_mut() = format!("{status} {answer}");
+            match status {
+                200 => Some(()),
+                503 => None,
+                _ => panic!("POST /api/v1/user/register: {status} {answer}"),
+            }
+        },
+        || last.borrow().clone(),
     );
     let token = login(gateway, buyer, "password123");
     let products = gateway.ok("GET", "/api/v1/product/list?page=1&pageSize=5", None, None);
@@ -552,5 +582,137 @@ fn a_store_on_the_real_node_sells_ships_and_keeps_its_rows_when_applied_again() 
     assert_eq!(
         order["order"]["status"], 4,
         "the completed order is still there: {order}"
+    );
+}
+
+/// Whether a scratch Pod with `labels` (Debian's busybox, as Pod Security `restricted` allows)
+/// opens a TCP connection to `ip:port` within 3 seconds.
+fn reachable(scene: &Scene, labels: &[(&str, &str)], ip: &str, port: u16) -> bool {
+    let kube = scene.kube();
+    let name = unique_name("probe");
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": "localhost/letsgo/busybox:bookworm",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", format!("if nc -w 3 {ip} {port} </dev/null >/dev/null; then echo open; else echo closed; fi")],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+            }]
+        }
+    });
+    kube.apply(&pod.to_string(), &["-n", scene.ns()]);
+    let said = wait_for(
+        &format!("the probe Pod {name} to finish"),
+        Duration::from_secs(60),
+        || {
+            let pod = kube.get("pod", &name, scene.ns())?;
+            (at(&pod, "status/phase") == "Succeeded")
+                .then(|| kube.run(&["logs", "-n", scene.ns(), &name]))
+        },
+        || kube.run(&["get", "pod", "-n", scene.ns(), &name, "-o", "yaml"]),
+    );
+    kube.run(&["delete", "pod", "-n", scene.ns(), &name, "--wait=false"]);
+    // nc's own complaint ("timed out") may come first.
+    match said.lines().last().unwrap_or_default().trim() {
+        "open" => true,
+        "closed" => false,
+        _ => panic!("the probe said {said:?}"),
+    }
+}
+
+/// The IP of the first Pod of a Store's component.
+fn pod_ip(scene: &Scene, store: &str, component: &str) -> String {
+    let pods = scene.kube().json(&[
+        "get",
+        "pods",
+        "-n",
+        scene.ns(),
+        "-l",
+        &format!("letsgo.dev/store={store},app.kubernetes.io/component={component}"),
+    ]);
+    at(&pods, "items/0/status/podIP")
+        .as_str()
+        .unwrap_or_else(|| panic!("no {component} Pod: {pods}"))
+        .to_owned()
+}
+
+#[test]
+fn a_store_discovering_by_etcd_sells_while_its_network_policies_refuse_what_they_forbid() {
+    let scene = Scene::new("e2e-etcd");
+    scene.apply_store(
+        "shop",
+        json!({"discovery": "etcd", "middleware": {"etcd": {"managed": {}}}}),
+    );
+    scene.wait_ready("shop");
+    let components: Vec<String> = scene
+        .kube()
+        .run(&[
+            "get",
+            "pods",
+            "-n",
+            scene.ns(),
+            "-l",
+            "letsgo.dev/store=shop",
+            "-o",
+            "jsonpath={.items[*].metadata.labels.app\\.kubernetes\\.io/component}",
+        ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(components.iter().any(|c| c == "etcd"), "{components:?}");
+
+    // The policies: a stranger reaches no middleware; a Pod posing as the cart reaches the
+    // product service (the cart calls it) but not the user service (only the gateway does);
+    // the gateway's port is open to all.
+    let postgres = pod_ip(&scene, "shop", "postgres");
+    let stranger = [("app", "scratch")];
+    assert!(
+        !reachable(&scene, &stranger, &postgres, 5432),
+        "a stranger reached PostgreSQL"
+    );
+    let cart = [
+        ("letsgo.dev/store", "shop"),
+        ("app.kubernetes.io/component", "cart"),
+    ];
+    assert!(reachable(
+        &scene,
+        &cart,
+        &pod_ip(&scene, "shop", "product"),
+        9002
+    ));
+    assert!(!reachable(
+        &scene,
+        &cart,
+        &pod_ip(&scene, "shop", "user"),
+        9001
+    ));
+    assert!(reachable(
+        &scene,
+        &stranger,
+        &pod_ip(&scene, "shop", "gateway"),
+        8888
+    ));
+
+    // And the shop works through all of it: every call between services found by etcd.
+    let gateway = scene.forward("svc/shop-gateway");
+    gateway.wait_healthy();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    buy_ship_and_receive(
+        &gateway,
+        &scene.admin_password("shop"),
+        &format!("e{:x}", nanos % (1 << 60)),
     );
 }

@@ -1624,3 +1624,32 @@ async fn an_assembly_that_fails_half_way_names_the_setting_and_stops_what_it_sta
         "the admin listener closed"
     );
 }
+
+/// A service with no ready Pod is asked after again within a second, not after a whole refresh:
+/// the first callers after its Pod turns ready find it (a Store just Ready answered 503 for up
+/// to five seconds when the empty set waited out the refresh). With a known set, the refresh.
+#[tokio::test]
+async fn a_service_without_ready_pods_is_asked_after_again_soon() {
+    let dns = TestDns::start("letsgo-user.shop.svc.cluster.local", &[]).await;
+    let source = letsgo_platform::discovery::dns::DnsSource::new(
+        "letsgo-{service}.shop.svc.cluster.local.",
+        Some(dns.address),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let mut set = source.watch(ServiceName::User);
+    assert_eq!(
+        wait_for_set(&mut set, &[], Duration::from_secs(5)).await,
+        Vec::<String>::new()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    dns.set(&["10.1.0.5".parse().unwrap()]);
+    let started = std::time::Instant::now();
+    let one = ["10.1.0.5:9001".to_owned()];
+    assert_eq!(
+        wait_for_set(&mut set, &one, Duration::from_secs(5)).await,
+        one,
+        "the Pod that turned ready is found well before the 30 s refresh"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -15,6 +15,9 @@ use tonic::transport::Uri;
 
 use super::{EndpointSource, ServiceName};
 
+/// The first wait before asking again for a service with no ready Pod.
+const EMPTY_FIRST_WAIT: Duration = Duration::from_millis(250);
+
 pub struct DnsSource {
     resolver: Arc<Resolver<TokioRuntimeProvider>>,
     name_template: String,
@@ -48,7 +51,8 @@ impl DnsSource {
         };
         // Answers are re-asked every refresh: never keep one longer.
         builder.options_mut().positive_max_ttl = Some(refresh);
-        builder.options_mut().negative_max_ttl = Some(refresh);
+        // A missing name is asked again sooner (see EMPTY_FIRST_WAIT): never keep its answer longer.
+        builder.options_mut().negative_max_ttl = Some(EMPTY_FIRST_WAIT);
         let resolver = builder.build().map_err(|error| error.to_string())?;
         Ok(DnsSource {
             resolver: Arc::new(resolver),
@@ -79,6 +83,11 @@ impl EndpointSource for DnsSource {
         tokio::spawn(async move {
             // The first answer always notifies: it tells waiting callers the set is known.
             let mut first = true;
+            // While no Pod is ready, ask again soon (from a quarter second, doubling up to the
+            // refresh): a service that just turned ready is called within a second, not after
+            // a whole refresh of failed calls (a shop whose Store had just turned Ready
+            // answered 503 for up to five seconds).
+            let mut empty_wait = EMPTY_FIRST_WAIT;
             loop {
                 match resolver.lookup_ip(name.as_str()).await {
                     Ok(found) => {
@@ -119,7 +128,15 @@ impl EndpointSource for DnsSource {
                         return;
                     }
                 }
-                tokio::time::sleep(refresh).await;
+                let wait = if publisher.borrow().is_empty() {
+                    let wait = empty_wait.min(refresh);
+                    empty_wait = (empty_wait * 2).min(refresh);
+                    wait
+                } else {
+                    empty_wait = EMPTY_FIRST_WAIT;
+                    refresh
+                };
+                tokio::time::sleep(wait).await;
             }
         });
         let receiver = sender.subscribe();
