@@ -23,18 +23,27 @@ lint: ## rustfmt check and clippy with warnings as errors
 middleware: ## Install/start PostgreSQL, Redis, etcd and Apache Kafka
 	scripts/middleware.sh ensure
 
-# Images: one Dockerfile target per binary, tagged $(REGISTRY)/letsgo-<target>:$(TAG).
-REGISTRY ?= ghcr.io/letsgo
+# Images. `make images`: the shop's seven (the Dockerfile's targets, from binaries built here)
+# and the managed middleware's five, built offline with buildah on Debian bases made from
+# Debian's packages (scripts/images.sh all), as OCI archives in /var/cache/letsgo-images;
+# `scripts/images.sh load SOCKET` imports them into a node's containerd. With DOCKER=docker (or
+# podman): the seven shop images only, built by that tool from the rust and debian images.
+# Tagged $(REGISTRY)/letsgo-<target>:$(TAG).
+DOCKER ?=
+REGISTRY ?= $(if $(DOCKER),ghcr.io/letsgo,localhost/letsgo)
 TAG ?= $(shell awk -F'"' '/^appVersion:/ {print $$2}' charts/letsgo/Chart.yaml)
 IMAGES := user product cart order payment gateway operator
-DOCKER ?= docker
 
-images: ## Build every image (REGISTRY=ghcr.io/letsgo TAG=<chart appVersion>)
-	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found; install Docker (or set DOCKER=podman)" >&2; exit 1; }
+images: ## Build every image offline (buildah); DOCKER=docker builds the shop's with Docker
+ifeq ($(DOCKER),)
+	LETSGO_IMAGE_REGISTRY=$(REGISTRY) LETSGO_IMAGE_TAG=$(TAG) scripts/images.sh all
+else
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found; install it, or leave DOCKER unset to build with buildah" >&2; exit 1; }
 	@set -e; for t in $(IMAGES); do \
 		echo "$(DOCKER) build --target $$t -t $(REGISTRY)/letsgo-$$t:$(TAG) ."; \
 		$(DOCKER) build --target $$t -t $(REGISTRY)/letsgo-$$t:$(TAG) .; \
 	done
+endif
 
 bench: ## Load benchmarks against this machine's ceilings (starts make up if :8888 is free)
 	scripts/bench.sh
