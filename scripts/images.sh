@@ -277,7 +277,7 @@ middleware_image() {
 	base=$(debian_base "$key")
 	slug=${image#"$LOCAL"/}
 	slug=${slug//[:\/]/-}
-	inputs=$(printf '%s\n' "$(hash_dir "$dir")" "$(base_tarball "$key")" "$extra" "$*" | hash_of)
+	inputs=$(printf '%s\n' "$(hash_dir "$dir")" "$(basename "$(base_tarball "$key")")" "$extra" "$*" | hash_of)
 	found "$image" "$slug" "$inputs" && return 0
 	new_context
 	cp -r "images/$dir/." "$CONTEXT/"
@@ -376,7 +376,7 @@ shop_images() {
 	for target in "${SHOP[@]}"; do
 		image=$REGISTRY/letsgo-$target:$TAG
 		slug=${image//[:\/]/-}
-		inputs=$(cat Dockerfile "$binaries/letsgo-$target" <(base_tarball runtime) | hash_of)
+		inputs=$(cat Dockerfile "$binaries/letsgo-$target" <(basename "$(base_tarball runtime)") | hash_of)
 		found "$image" "$slug" "$inputs" && continue
 		new_context
 		cp "$binaries/letsgo-$target" "$CONTEXT/"
