@@ -2,7 +2,7 @@
 # Extra arguments for the test runner: make test ARGS='-E "test(login)"'
 
 .DEFAULT_GOAL := help
-.PHONY: help up test build lint middleware cluster down bench images
+.PHONY: help up test build lint middleware cluster kube-up down bench images
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ bench: ## Load benchmarks against this machine's ceilings (starts make up if :88
 
 cluster: ## A real Kubernetes control plane on loopback (built once); prints KUBECONFIG; Ctrl-C stops it
 	scripts/kube.sh run
+
+kube-up: ## The shop on the local cluster's real node (images built here, Helm, the Store); Ctrl-C stops it
+	scripts/kube-up.sh
 
 down: ## Stop the middleware and the control plane the scripts started
 	scripts/kube.sh stop
