@@ -137,8 +137,9 @@ ensure_s3_test_tools() {
 }
 
 # The operator's control-plane suite (operator/tests/control_plane.rs) runs against
-# kube-apiserver, kube-controller-manager, kube-scheduler and a kwok node built from
-# source by scripts/kube.sh (cached outside the clone; the first build takes minutes).
+# kube-apiserver, kube-controller-manager, kube-scheduler and a kwok node, the end-to-end
+# suite (operator/tests/cluster.rs) on the real node beside it, all built from source by
+# scripts/kube.sh (cached outside the clone; the first build takes minutes).
 # Started here, before the tests, so the build is not charged to a test; the tests
 # find it running (and would start it themselves when run alone). Left running, like
 # the middleware; `make down` stops it.
@@ -147,11 +148,13 @@ ensure_control_plane() {
 }
 
 # Every image the tests run (operator/tests/images.rs runs each as the operator configures
-# it; the real node's suite loads them all): Debian bases made with mmdebstrap, the shop's
-# release binaries and buildah builds, cached in /var/cache/letsgo-images, so a first run's
-# minutes are not charged to a test (the tests find them built). A warm run only checks.
+# it; the real node's suite, operator/tests/cluster.rs, runs them all, loaded into the node
+# here): Debian bases made with mmdebstrap, the shop's release binaries and buildah builds,
+# cached in /var/cache/letsgo-images, so a first run's minutes are not charged to a test (the
+# tests find them built and loaded). A warm run only checks.
 ensure_images() {
-	scripts/images.sh all >/dev/null
+	scripts/images.sh all >/dev/null &&
+		scripts/images.sh load /run/letsgo-node/containerd.sock >/dev/null
 }
 
 step fmt cargo fmt --all -- --check
