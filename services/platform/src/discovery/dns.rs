@@ -15,8 +15,9 @@ use tonic::transport::Uri;
 
 use super::{EndpointSource, ServiceName};
 
-/// The first wait before asking again for a service with no ready Pod.
+/// The first wait before asking again for a service with no ready Pod, and the longest.
 const EMPTY_FIRST_WAIT: Duration = Duration::from_millis(250);
+const EMPTY_MAX_WAIT: Duration = Duration::from_secs(1);
 
 pub struct DnsSource {
     resolver: Arc<Resolver<TokioRuntimeProvider>>,
@@ -83,10 +84,10 @@ impl EndpointSource for DnsSource {
         tokio::spawn(async move {
             // The first answer always notifies: it tells waiting callers the set is known.
             let mut first = true;
-            // While no Pod is ready, ask again soon (from a quarter second, doubling up to the
-            // refresh): a service that just turned ready is called within a second, not after
-            // a whole refresh of failed calls (a shop whose Store had just turned Ready
-            // answered 503 for up to five seconds).
+            // While no Pod is ready, ask again soon (from a quarter second, doubling up to a
+            // second, never beyond the refresh): a service that just turned ready is called
+            // within a second, not after a whole refresh of failed calls (a shop whose Store
+            // had just turned Ready answered 503 for up to five seconds).
             let mut empty_wait = EMPTY_FIRST_WAIT;
             loop {
                 match resolver.lookup_ip(name.as_str()).await {
@@ -130,7 +131,7 @@ impl EndpointSource for DnsSource {
                 }
                 let wait = if publisher.borrow().is_empty() {
                     let wait = empty_wait.min(refresh);
-                    empty_wait = (empty_wait * 2).min(refresh);
+                    empty_wait = (empty_wait * 2).min(EMPTY_MAX_WAIT);
                     wait
                 } else {
                     empty_wait = EMPTY_FIRST_WAIT;
