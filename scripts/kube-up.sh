@@ -69,7 +69,10 @@ for ns in "$OPERATOR_NS" "$NS"; do
 		"$KUBECTL" label --local -f - -o yaml pod-security.kubernetes.io/enforce=restricted |
 		"$KUBECTL" apply -f - >/dev/null
 done
+# The operator watches the shop's namespace only: the tests' own operators (make test beside a
+# running kube-up) reconcile their Stores, this one never touches them.
 "$HELM_BIN" upgrade --install letsgo charts/letsgo --namespace "$OPERATOR_NS" \
+	--set "watchNamespace=$NS" \
 	--set image.registry=localhost/letsgo --set "image.tag=$TAG" \
 	--set "middlewareImages.postgres=$(image_of debian-postgresql)" \
 	--set "middlewareImages.redis=$(image_of debian-redis)" \
