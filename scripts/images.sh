@@ -41,6 +41,9 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 # The Kafka version and install (mw_kafka_install, mw_kafka_home), and apt-get installs.
 # shellcheck source=scripts/middleware.sh
 . scripts/middleware.sh
+# apt_sources
+# shellcheck source=scripts/tools.sh
+. scripts/tools.sh
 MW_STATE=${LETSGO_STATE_DIR:-/tmp/letsgo}
 LOG=$MW_STATE/images.log
 
@@ -85,14 +88,6 @@ take_lock() {
 	fi
 }
 
-# The deb822 sources apt uses here; mmdebstrap takes them in place of a mirror.
-apt_sources() {
-	local f
-	for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
-		[[ -s $f ]] && printf '%s\n' "$f" && return 0
-	done
-	die "no apt sources found (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)"
-}
 
 have_image() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 
@@ -140,7 +135,7 @@ mmdebstrap_common() {
 # KEY: the base as a buildah image (its tarball made first, once); prints the image's name.
 # dpkg's status file is kept beside the tarball: the images' versions are read from it.
 debian_base() {
-	local key=$1 image tar options=() common=() ctr
+	local key=$1 image tar options=() common=() ctr sources
 	image=$(base_image "$key")
 	tar=$(base_tarball "$key")
 	mapfile -t options < <(base_spec "$key")
@@ -149,10 +144,11 @@ debian_base() {
 		local t0=$SECONDS
 		say "making the Debian $SUITE base '$key' (mmdebstrap, once; log $LOG)"
 		rm -rf "$tar.tmp" "$tar.status.d"
+		sources=$(apt_sources) || die "mmdebstrap needs apt's sources"
 		mkdir -p "$tar.status.d"
 		mmdebstrap --format=tar "${common[@]}" "${options[@]}" \
 			--customize-hook="copy-out /var/lib/dpkg/status $tar.status.d" \
-			"$SUITE" "$tar.tmp" "$(apt_sources)" >>"$LOG" 2>&1 ||
+			"$SUITE" "$tar.tmp" "$sources" >>"$LOG" 2>&1 ||
 			{
 				rm -rf "$tar.tmp" "$tar.status.d"
 				tail -n 15 "$LOG" >&2

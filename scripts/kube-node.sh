@@ -137,15 +137,16 @@ scratch_image() { # IMAGE ENTRYPOINT BINARY...
 
 # An image from a Debian root filesystem made by mmdebstrap with PACKAGES.
 debian_image() { # IMAGE ENTRYPOINT PACKAGES [BINARY...]
-	local image=$1 entrypoint=$2 packages=$3 archive ctr rootfs
+	local image=$1 entrypoint=$2 packages=$3 archive ctr rootfs sources
 	shift 3
 	archive=$IMAGE_DIR/$(printf '%s' "${image#localhost/}" | tr '/:' '__').oci.tar
 	[[ -s $archive ]] && return 0
 	mkdir -p "$IMAGE_DIR"
+	sources=$(apt_sources) || die "mmdebstrap needs apt's sources"
 	rootfs=$(mktemp "$CACHE/.rootfs.XXXXXX.tar")
 	mmdebstrap --quiet --variant=minbase --include="$packages" \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-		bookworm "$rootfs" "$(apt_sources)" >>"$STATE/images.log" 2>&1 ||
+		bookworm "$rootfs" "$sources" >>"$STATE/images.log" 2>&1 ||
 		{ rm -f "$rootfs"; die "mmdebstrap for $image failed; see $STATE/images.log"; }
 	ctr=$("${BUILDAH[@]}" from scratch)
 	"${BUILDAH[@]}" add --quiet "$ctr" "$rootfs" / >/dev/null
@@ -160,13 +161,6 @@ debian_image() { # IMAGE ENTRYPOINT PACKAGES [BINARY...]
 	say "image $image ($(du -h "$archive" | cut -f1))"
 }
 
-apt_sources() {
-	local f
-	for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
-		[[ -s $f ]] && printf '%s\n' "$f" && return 0
-	done
-	die "no apt sources found (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)"
-}
 
 # Debian's static busybox: the shell the volume provisioner's helper Pods run.
 busybox_image() {

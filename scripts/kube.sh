@@ -179,6 +179,9 @@ wait_for() { # NAME CHECK...
 
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
+# apt_sources
+# shellcheck source=scripts/tools.sh
+. "$ROOT/scripts/tools.sh"
 # shellcheck source=scripts/kube-node.sh
 . "$ROOT/scripts/kube-node.sh"
 

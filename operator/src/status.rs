@@ -171,43 +171,57 @@ pub fn pod_failures(pods: &[Pod], now: Timestamp) -> Vec<String> {
     failures
 }
 
-/// `cart: ProgressDeadlineExceeded (...)` for each Deployment whose controller gave up waiting,
-/// `cart: ReplicaFailure (...)` for each whose Pods cannot be created.
+/// `cart: ProgressDeadlineExceeded (...)` for each Deployment whose controller gave up waiting.
 fn stalled_rollouts(applied: &[Child]) -> Vec<String> {
+    deployment_conditions(applied, |c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    })
+}
+
+/// `cart: ReplicaFailure (...)` for each Deployment whose Pods cannot be created now (a quota,
+/// Pod Security admission): no Pod exists to show why. The rollout still waits (a quota may
+/// be raised), so this says why in the status' message; past its progress deadline the
+/// rollout is stalled, and the Store Degraded.
+fn held_rollouts(applied: &[Child]) -> Vec<String> {
+    deployment_conditions(applied, |c| {
+        c.type_ == "ReplicaFailure" && c.status == "True"
+    })
+}
+
+/// `<component>: <reason or type> (<message>)` for each Deployment with a condition `matching`.
+fn deployment_conditions(
+    applied: &[Child],
+    matching: impl Fn(&k8s_openapi::api::apps::v1::DeploymentCondition) -> bool,
+) -> Vec<String> {
     applied
         .iter()
         .filter_map(|child| match child {
-            Child::Deployment(d) => d
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                // ReplicaFailure: the ReplicaSet cannot make Pods at all (a quota, Pod
-                // Security admission refusing them); no Pod exists to show why.
-                .find(|c| {
-                    (c.type_ == "Progressing"
-                        && c.status == "False"
-                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
-                        || (c.type_ == "ReplicaFailure" && c.status == "True")
-                })
-                .map(|c| {
-                    let name = d
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("app.kubernetes.io/component").cloned())
-                        .unwrap_or_else(|| child.name());
-                    let reason = if c.type_ == "ReplicaFailure" {
-                        "ReplicaFailure"
-                    } else {
-                        "ProgressDeadlineExceeded"
-                    };
-                    format!(
-                        "{name}: {reason} ({})",
-                        c.message.as_deref().unwrap_or_default()
-                    )
-                }),
+            Child::Deployment(d) => {
+                let condition = d
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| matching(c))?;
+                let name = d
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+                    .unwrap_or_else(|| child.name());
+                let reason = if condition.type_ == "Progressing" {
+                    condition.reason.as_deref().unwrap_or("Progressing")
+                } else {
+                    condition.type_.as_str()
+                };
+                Some(format!(
+                    "{name}: {reason} ({})",
+                    condition.message.as_deref().unwrap_or_default()
+                ))
+            }
             _ => None,
         })
         .collect()
@@ -245,6 +259,12 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
 
     let mut failures = stalled_rollouts(&seen.applied);
     failures.extend(seen.failing_pods.iter().cloned());
+    let held = held_rollouts(&seen.applied);
+    let held_back = if held.is_empty() {
+        String::new()
+    } else {
+        format!("; held back: {}", held.join("; "))
+    };
 
     let (phase, reason, message) = if let Some(restore) = &seen.restore {
         match restore {
@@ -295,13 +315,13 @@ pub fn summarise(store: &Store, seen: &Observation, now: &str) -> StoreStatus {
         (
             StorePhase::Degraded,
             "ComponentsUnavailable",
-            format!("not ready: {}", not_ready.join(", ")),
+            format!("not ready: {}{held_back}", not_ready.join(", ")),
         )
     } else {
         (
             StorePhase::Progressing,
             "RollingOut",
-            format!("waiting for: {}", not_ready.join(", ")),
+            format!("waiting for: {}{held_back}", not_ready.join(", ")),
         )
     };
 
@@ -785,9 +805,13 @@ mod tests {
                 "message": "pods \"shop-cart-1\" is forbidden: violates PodSecurity \"restricted:latest\""}]}),
         );
         assert_eq!(
-            super::stalled_rollouts(&[stalled, refused]),
+            super::stalled_rollouts(&[stalled.clone(), refused.clone()]),
+            ["cart: ProgressDeadlineExceeded (timed out)"]
+        );
+        // Pods that cannot be made hold the rollout back: said, not yet a failure.
+        assert_eq!(
+            super::held_rollouts(&[stalled, refused]),
             [
-                "cart: ProgressDeadlineExceeded (timed out)",
                 "cart: ReplicaFailure (pods \"shop-cart-1\" is forbidden: violates PodSecurity \"restricted:latest\")"
             ]
         );

@@ -438,6 +438,15 @@ impl Drop for PortForward {
     }
 }
 
+/// A username no run has taken: 3 to 20 characters, from the clock.
+fn fresh_username() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("b{:x}", nanos % (1 << 60))
+}
+
 fn login(gateway: &PortForward, username: &str, password: &str) -> String {
     let data = gateway.ok(
         "POST",
@@ -540,11 +549,7 @@ fn a_store_on_the_real_node_sells_ships_and_keeps_its_rows_when_applied_again() 
     scene.wait_ready("shop");
     let password = scene.admin_password("shop");
     // 3 to 20 characters.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let buyer = format!("b{:x}", nanos % (1 << 60));
+    let buyer = fresh_username();
     let order_id = {
         let gateway = scene.forward("svc/shop-gateway");
         gateway.wait_healthy();
@@ -719,13 +724,5 @@ fn a_store_discovering_by_etcd_sells_while_its_network_policies_refuse_what_they
     // And the shop works through all of it: every call between services found by etcd.
     let gateway = scene.forward("svc/shop-gateway");
     gateway.wait_healthy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    buy_ship_and_receive(
-        &gateway,
-        &scene.admin_password("shop"),
-        &format!("e{:x}", nanos % (1 << 60)),
-    );
+    buy_ship_and_receive(&gateway, &scene.admin_password("shop"), &fresh_username());
 }

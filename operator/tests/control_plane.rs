@@ -461,6 +461,26 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
         "Ready while no new Pod exists: {held}"
     );
     assert_eq!(at(&held, "status/version"), "0.1.0", "{held}");
+    // Why it waits, once the Deployments say (the quota refuses their Pods).
+    let why = wait_for(
+        "the Store to say what holds its rollout back",
+        WAIT,
+        || {
+            let store = kube.get("store", "shop", ns)?;
+            let message = store["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?["message"]
+                .as_str()?
+                .to_owned();
+            message.contains("held back: ").then_some(message)
+        },
+        || kube.run(&["get", "store", "shop", "-n", ns, "-o", "jsonpath={.status}"]),
+    );
+    assert!(
+        why.contains("ReplicaFailure") && why.contains("exceeded quota"),
+        "{why}"
+    );
     // The gateway rolls last: the services it calls have the new tag, it keeps the old one.
     let image = |name: &str| {
         let deployment = kube.json(&["get", "deployment", name, "-n", ns]);
