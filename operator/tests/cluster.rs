@@ -590,7 +590,15 @@ fn a_store_on_the_real_node_sells_ships_and_keeps_its_rows_when_applied_again() 
     scene.wait_ready("shop");
     let gateway = scene.forward("svc/shop-gateway");
     gateway.wait_healthy();
-    let token = login(&gateway, &buyer, "password123");
+    // Applied again, the shop is new to the cluster's DNS too (see buy_ship_and_receive).
+    let signed_in = gateway.ok_within(
+        Duration::from_secs(90),
+        "POST",
+        "/api/v1/user/login",
+        None,
+        Some(json!({"username": buyer, "password": "password123"})),
+    );
+    let token = signed_in["token"].as_str().unwrap().to_owned();
     let order = gateway.ok(
         "GET",
         &format!("/api/v1/order/detail/{order_id}"),
