@@ -162,8 +162,8 @@ impl Scene {
     }
 
     /// Waits for the Store to be Ready with every component, then checks each of its Pods is
-    /// Running and Ready by its own probes.
-    fn wait_ready(&self, name: &str) {
+    /// Running and Ready by its own probes; the components its Pods run.
+    fn wait_ready(&self, name: &str) -> Vec<String> {
         let kube = self.kube();
         let ns = self.ns();
         wait_for(
@@ -184,7 +184,7 @@ impl Scene {
             &format!("letsgo.dev/store={name}"),
         ]);
         let pods = pods["items"].as_array().unwrap();
-        let mut components: Vec<&str> = Vec::new();
+        let mut components: Vec<String> = Vec::new();
         for pod in pods {
             if at(pod, "metadata/labels/job-name").is_string() {
                 continue;
@@ -204,17 +204,19 @@ impl Scene {
             components.push(
                 pod["metadata"]["labels"]["app.kubernetes.io/component"]
                     .as_str()
-                    .unwrap(),
+                    .unwrap()
+                    .to_owned(),
             );
         }
         for component in [
             "gateway", "user", "product", "cart", "order", "payment", "postgres",
         ] {
             assert!(
-                components.contains(&component),
+                components.iter().any(|c| c == component),
                 "{component} in {components:?}"
             );
         }
+        components
     }
 
     fn describe(&self, name: &str) -> String {
@@ -679,22 +681,7 @@ fn a_store_discovering_by_etcd_sells_while_its_network_policies_refuse_what_they
         "shop",
         json!({"discovery": "etcd", "middleware": {"etcd": {"managed": {}}}}),
     );
-    scene.wait_ready("shop");
-    let components: Vec<String> = scene
-        .kube()
-        .run(&[
-            "get",
-            "pods",
-            "-n",
-            scene.ns(),
-            "-l",
-            "letsgo.dev/store=shop",
-            "-o",
-            "jsonpath={.items[*].metadata.labels.app\\.kubernetes\\.io/component}",
-        ])
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let components = scene.wait_ready("shop");
     assert!(components.iter().any(|c| c == "etcd"), "{components:?}");
 
     // The policies: a stranger reaches no middleware; a Pod posing as the cart reaches the
