@@ -386,9 +386,10 @@ impl PortForward {
     }
 
     /// A call that must answer 200 with code 0; its `data`. A 503 (a service the gateway
-    /// cannot reach yet) is asked again, as a client would, for up to 15 seconds.
+    /// cannot reach yet: each Service's EndpointSlice may reach the cluster's DNS late, see
+    /// buy_ship_and_receive) is asked again, as a client would, for up to 90 seconds.
     fn ok(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Value {
-        self.ok_within(Duration::from_secs(15), method, path, token, body)
+        self.ok_within(Duration::from_secs(90), method, path, token, body)
     }
 
     fn ok_within(
