@@ -651,10 +651,15 @@ fn reachable(scene: &Scene, labels: &[(&str, &str)], ip: &str, port: u16) -> boo
         || kube.run(&["get", "pod", "-n", scene.ns(), &name, "-o", "yaml"]),
     );
     kube.run(&["delete", "pod", "-n", scene.ns(), &name, "--wait=false"]);
-    // nc's own complaint ("timed out") may come first.
-    match said.lines().last().unwrap_or_default().trim() {
-        "open" => true,
-        "closed" => false,
+    // The log mixes the verdict with nc's own complaints ("nc: timed out"), in either order.
+    let verdicts: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|line| matches!(*line, "open" | "closed"))
+        .collect();
+    match verdicts[..] {
+        ["open"] => true,
+        ["closed"] => false,
         _ => panic!("the probe said {said:?}"),
     }
 }
