@@ -178,9 +178,13 @@ pub fn spawn_outbox_relay(
 
 /// Publishes the outbox to Kafka.
 ///
-/// Several replicas may run a relay on one database: each batch is claimed with
-/// `FOR UPDATE SKIP LOCKED`, so no two relays publish the same rows at once. A crash between
-/// publishing and marking publishes a batch again, which consumers absorb.
+/// Several replicas may run a relay on one database, and one key's events still reach Kafka in
+/// the order they were written: a batch locks the oldest unpublished rows in id order
+/// (`FOR UPDATE`, never `SKIP LOCKED`), so a relay that meets rows another relay holds waits
+/// for that batch to be published or rolled back instead of publishing the newer rows past
+/// it. The relays thus take turns, which costs nothing a single relay would not: one batch's
+/// sends are pipelined anyway. A crash between publishing and marking publishes a batch
+/// again, which consumers absorb.
 pub struct OutboxRelay {
     pool: PgPool,
     producer: FutureProducer,
@@ -287,7 +291,7 @@ impl OutboxRelay {
         let mut transaction = self.pool.begin().await?;
         let rows = sqlx::query(
             "SELECT id, topic, event_key, payload::text AS payload, traceparent FROM event_outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *transaction)

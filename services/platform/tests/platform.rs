@@ -656,8 +656,58 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
         }
         sent += batch;
     }
-    assert_eq!(sent, 40, "SKIP LOCKED hands each row to one relay");
+    assert_eq!(sent, 40, "each row is published by one relay");
     pool.close().await;
+}
+
+/// Several replicas' relays share one outbox. One key's events must reach Kafka in the order
+/// they were written, so a relay never publishes past an older event another relay holds (a
+/// slow send, or a batch about to fail and roll back): it waits for that batch.
+#[tokio::test]
+async fn a_relay_never_publishes_past_an_event_another_relay_holds() {
+    let (_database, pool) = outbox_database().await;
+    write_events(&pool, 10).await;
+    let topics = TopicPrefix::new("relay-order");
+    let args = kafka(topics.as_str());
+    events::ensure_topics(&args, &["order.created"])
+        .await
+        .unwrap();
+    // Another relay, mid-batch on the oldest event.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT id FROM event_outbox WHERE published_at IS NULL ORDER BY id LIMIT 1 FOR UPDATE",
+    )
+    .fetch_one(&mut *other)
+    .await
+    .unwrap();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        events::producer(&args).unwrap(),
+        &args.kafka_topic_prefix,
+    );
+    let publishing = tokio::spawn(async move { relay.relay_batch().await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !publishing.is_finished(),
+        "published the newer events past the held one"
+    );
+    assert_eq!(
+        published_count(&pool).await,
+        0,
+        "nothing is published while the oldest event is held"
+    );
+    // The other relay's send failed: its batch rolls back, and this relay publishes all ten.
+    other.rollback().await.unwrap();
+    assert_eq!(publishing.await.unwrap().unwrap(), 10);
+    assert_eq!(published_count(&pool).await, 10);
+    pool.close().await;
+}
+
+async fn published_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE published_at IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
