@@ -443,6 +443,9 @@ pub const BATCH_MAX: usize = 100;
 /// arrive within it.
 pub const BATCH_LINGER: Duration = Duration::from_millis(10);
 
+/// How often a consumer commits the offsets of the events it handled (librdkafka's default).
+const AUTO_COMMIT_INTERVAL_MS: &str = "5000";
+
 /// The batch handler of a consumer that has none.
 type NoBatch<E> = fn(Vec<Event>) -> std::future::Ready<Result<(), E>>;
 
@@ -466,7 +469,13 @@ impl EventConsumer {
         let group = format!("{}{group}", args.kafka_topic_prefix);
         let consumer: StreamConsumer = client_config(args)?
             .set("group.id", &group)
-            .set("enable.auto.commit", "false")
+            // Offsets are stored once their event is handled (`commit`) and committed with
+            // the stored offsets of every partition once per interval, at a rebalance and at
+            // shutdown: one request per interval, not one per event. A crash redelivers at
+            // most an interval's events, which the handled-ids table absorbs.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
             .set("auto.offset.reset", "earliest")
             .set(
                 "session.timeout.ms",
@@ -532,6 +541,32 @@ impl EventConsumer {
 
     async fn consume<B, BFut, F, Fut, E>(
         self,
+        shutdown: Shutdown,
+        dead_letters: DeadLetters,
+        batch: Option<&B>,
+        handler: F,
+    ) where
+        B: Fn(Vec<Event>) -> BFut,
+        BFut: Future<Output = Result<(), E>>,
+        F: Fn(Event) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: HandlerError,
+    {
+        self.consume_until_stopped(shutdown, dead_letters, batch, handler)
+            .await;
+        // What was handled since the last interval's commit is committed before the member
+        // leaves, so the next owner of its partitions starts after it.
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+            Err(error) => {
+                tracing::warn!(%error, group = %self.group, "offsets not committed at shutdown; the events handled since the last commit will be redelivered and skipped as handled");
+            }
+        }
+    }
+
+    async fn consume_until_stopped<B, BFut, F, Fut, E>(
+        &self,
         shutdown: Shutdown,
         dead_letters: DeadLetters,
         batch: Option<&B>,
@@ -694,11 +729,12 @@ impl EventConsumer {
         }
     }
 
-    /// Commits the offsets of handled (or skipped) messages.
+    /// Marks handled (or skipped) messages for the next commit (see `enable.auto.offset.store`
+    /// in [`subscribe`](Self::subscribe)).
     fn commit(&self, messages: &[rdkafka::message::BorrowedMessage<'_>]) {
         for message in messages {
-            if let Err(error) = self.consumer.commit_message(message, CommitMode::Async) {
-                tracing::warn!(%error, "offset commit failed; the event may be redelivered");
+            if let Err(error) = self.consumer.store_offset_from_message(message) {
+                tracing::warn!(%error, "offset not stored; the event may be redelivered");
             }
         }
     }
