@@ -245,6 +245,70 @@ impl Scene {
         )
     }
 
+    /// Deletes the Store and waits until its Pods are gone (its volumes stay: retention Retain).
+    fn delete_store(&self, name: &str) {
+        let kube = self.kube();
+        let ns = self.ns();
+        kube.run(&[
+            "delete",
+            "store",
+            name,
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=180s",
+        ]);
+        let selector = format!("letsgo.dev/store={name}");
+        wait_for(
+            "the Store's Pods to go",
+            Duration::from_secs(180),
+            || {
+                let pods = kube.run(&["get", "pods", "-n", ns, "-l", &selector, "-o", "name"]);
+                pods.trim().is_empty().then_some(())
+            },
+            || kube.run(&["get", "pods", "-n", ns]),
+        );
+    }
+
+    /// Runs the Store's backup CronJob now (`kubectl create job --from=cronjob/...`) and
+    /// returns the backup's name, which its Pod leaves as its termination message.
+    fn back_up_now(&self, store: &str) -> String {
+        let kube = self.kube();
+        let ns = self.ns();
+        let job = unique_name("backup-now");
+        kube.run(&[
+            "create",
+            "job",
+            "-n",
+            ns,
+            &job,
+            &format!("--from=cronjob/{store}-backup"),
+        ]);
+        wait_for(
+            &format!("the backup Job {job} to succeed"),
+            Duration::from_secs(180),
+            || {
+                let job = kube.get("job", &job, ns)?;
+                (at(&job, "status/succeeded").as_i64() >= Some(1)).then_some(())
+            },
+            || kube.run(&["describe", "job", "-n", ns, &job]),
+        );
+        let pods = kube.json(&["get", "pods", "-n", ns, "-l", &format!("job-name={job}")]);
+        let said = at(
+            &pods,
+            "items/0/status/containerStatuses/0/state/terminated/message",
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+        // "backup 20261205T031500Z: 81234 bytes, databases: user product order payment"
+        said.strip_prefix("backup ")
+            .and_then(|rest| rest.split(':').next())
+            .filter(|name| name.len() == 16 && name.ends_with('Z'))
+            .unwrap_or_else(|| panic!("the backup Pod said {said:?}: {pods}"))
+            .to_owned()
+    }
+
     fn forward(&self, service: &str) -> PortForward {
         PortForward::start(self.kube(), self.ns(), service)
     }
@@ -467,13 +531,7 @@ fn buy_ship_and_receive(gateway: &PortForward, admin_password: &str, buyer: &str
     // first connections of a new gateway Pod are judged before the policy controller knows
     // its address, and the gateway's throttle then holds back): how long is printed.
     let started = std::time::Instant::now();
-    gateway.ok_within(
-        Duration::from_secs(90),
-        "POST",
-        "/api/v1/user/register",
-        None,
-        Some(json!({"username": buyer, "password": "password123", "email": format!("{buyer}@example.com"), "phone": "13800138000"})),
-    );
+    register(gateway, buyer);
     eprintln!(
         "the shop's first answer came {:.1} s after the Store was Ready",
         started.elapsed().as_secs_f64()
@@ -545,10 +603,19 @@ fn buy_ship_and_receive(gateway: &PortForward, admin_password: &str, buyer: &str
     order_id
 }
 
+/// The Store of the DNS test: examples/store-local.yaml's with nightly backups to a volume.
+fn backed_up(restore_from: Option<&str>) -> Value {
+    let mut spec = json!({"backup": {"schedule": "0 3 * * *"}});
+    if let Some(name) = restore_from {
+        spec["restoreFrom"] = Value::from(name);
+    }
+    spec
+}
+
 #[test]
-fn a_store_on_the_real_node_sells_ships_and_keeps_its_rows_when_applied_again() {
+fn a_store_on_the_real_node_sells_ships_keeps_its_rows_and_comes_back_from_a_backup() {
     let scene = Scene::new("e2e-dns");
-    scene.apply_store("shop", json!({}));
+    scene.apply_store("shop", backed_up(None));
     scene.wait_ready("shop");
     let password = scene.admin_password("shop");
     // 3 to 20 characters.
@@ -561,57 +628,92 @@ fn a_store_on_the_real_node_sells_ships_and_keeps_its_rows_when_applied_again() 
 
     // Deleted and applied again: the data volumes outlive the Store (retention Retain), so the
     // new PostgreSQL opens the same rows under the Secret made anew.
-    let (kube, _) = cluster();
+    scene.delete_store("shop");
+    scene.apply_store("shop", backed_up(None));
+    scene.wait_ready("shop");
+    {
+        let gateway = scene.forward("svc/shop-gateway");
+        gateway.wait_healthy();
+        // Applied again, the shop is new to the cluster's DNS too (see buy_ship_and_receive).
+        let token = login(&gateway, &buyer, "password123");
+        assert_eq!(
+            order_status(&gateway, &token, order_id),
+            4,
+            "the completed order is still there"
+        );
+    }
+
+    // A backup run for real, as a person starts one between the nightly runs; then a user
+    // who registers after it.
+    let backup = scene.back_up_now("shop");
+    let late = fresh_username();
+    {
+        let gateway = scene.forward("svc/shop-gateway");
+        gateway.wait_healthy();
+        register(&gateway, &late);
+    }
+
+    // The disaster: the Store and PostgreSQL's volume are gone. Applied with `restoreFrom`,
+    // the new Store restores the backup before its services start: the buyer's completed
+    // order is back, the later user is not.
+    scene.delete_store("shop");
+    let kube = scene.kube();
     kube.run(&[
         "delete",
-        "store",
-        "shop",
+        "pvc",
+        "data-shop-postgres-0",
         "-n",
         scene.ns(),
         "--wait=true",
-        "--timeout=180s",
+        "--timeout=120s",
     ]);
-    wait_for(
-        "the Store's Pods to go",
-        Duration::from_secs(180),
-        || {
-            let pods = kube.run(&[
-                "get",
-                "pods",
-                "-n",
-                scene.ns(),
-                "-l",
-                "letsgo.dev/store=shop",
-                "-o",
-                "name",
-            ]);
-            pods.trim().is_empty().then_some(())
-        },
-        || kube.run(&["get", "pods", "-n", scene.ns()]),
-    );
-    scene.apply_store("shop", json!({}));
+    scene.apply_store("shop", backed_up(Some(&backup)));
     scene.wait_ready("shop");
+    let restore = kube.json(&[
+        "get",
+        "job",
+        &format!("shop-restore-{}", backup.to_lowercase()),
+        "-n",
+        scene.ns(),
+    ]);
+    assert_eq!(at(&restore, "status/succeeded"), 1, "{restore}");
     let gateway = scene.forward("svc/shop-gateway");
     gateway.wait_healthy();
-    // Applied again, the shop is new to the cluster's DNS too (see buy_ship_and_receive).
-    let signed_in = gateway.ok_within(
-        Duration::from_secs(90),
+    let token = login(&gateway, &buyer, "password123");
+    assert_eq!(
+        order_status(&gateway, &token, order_id),
+        4,
+        "the completed order came back with the backup"
+    );
+    let (status, answer) = gateway.call(
         "POST",
         "/api/v1/user/login",
         None,
-        Some(json!({"username": buyer, "password": "password123"})),
+        Some(json!({"username": late, "password": "password123"})),
     );
-    let token = signed_in["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        answer["code"], 2002,
+        "a user registered after the backup is gone with the lost volume: {status} {answer}"
+    );
+}
+
+fn register(gateway: &PortForward, username: &str) {
+    gateway.ok(
+        "POST",
+        "/api/v1/user/register",
+        None,
+        Some(json!({"username": username, "password": "password123", "email": format!("{username}@example.com"), "phone": "13800138000"})),
+    );
+}
+
+fn order_status(gateway: &PortForward, token: &str, order_id: i64) -> Value {
     let order = gateway.ok(
         "GET",
         &format!("/api/v1/order/detail/{order_id}"),
-        Some(&token),
+        Some(token),
         None,
     );
-    assert_eq!(
-        order["order"]["status"], 4,
-        "the completed order is still there: {order}"
-    );
+    order["order"]["status"].clone()
 }
 
 /// Whether a scratch Pod with `labels` (Debian's busybox, as Pod Security `restricted` allows)
