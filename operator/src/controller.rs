@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -34,6 +35,7 @@ use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::manifests::external::{self, ExternalCheck};
+use crate::manifests::network;
 use crate::manifests::{
     Child, FIELD_MANAGER, InstallDefaults, STORE_LABEL, ServiceKind, StoreRef, desired_state,
     reads_secret, secret_data_is_complete,
@@ -135,6 +137,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     // Secret is not owned by its Store: Secrets' metadata alone (never their data) is watched,
     // so a Secret created, fixed, rotated or deleted reaches its Stores at once.
     let known_stores = controller.store();
+    let new_stores = known_stores.clone();
     // A deleted Store is not reconciled again: its metric series go once it has left the cache.
     let pruning = tokio::spawn(forget_deleted_stores_metrics(
         known_stores.clone(),
@@ -156,6 +159,22 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
                 .map(|store| ObjectRef::from_obj(&*store))
                 .collect::<Vec<_>>()
         })
+        // A new shop's services start as the services they call get ready endpoints
+        // (`first_start_waits_for`); a shop that has run is not woken by its endpoints.
+        .watches(
+            scope.api::<EndpointSlice>(&client),
+            children.clone(),
+            move |slice: EndpointSlice| {
+                let namespace = slice.namespace()?;
+                let store = new_stores
+                    .get(&ObjectRef::new(slice.labels().get(STORE_LABEL)?).within(&namespace))?;
+                store
+                    .status
+                    .as_ref()
+                    .is_none_or(|status| status.version.is_none())
+                    .then(|| ObjectRef::from_obj(&*store))
+            },
+        )
         .owns(scope.api::<Deployment>(&client), children.clone())
         .owns(scope.api::<StatefulSet>(&client), children.clone())
         .owns(scope.api::<Service>(&client), children.clone())
@@ -312,8 +331,20 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
     seen.services_applied = (seen.middleware_ready || (has_run && !middleware_rolling))
         && seen.missing_secrets.is_empty()
         && seen.restore.is_none();
+    // A new shop starts each service once the services it calls answer (see
+    // `first_start_waits_for`); a shop that has run rolls as before.
+    let answering = match (seen.services_applied, has_run) {
+        (true, false) => Some(answering_services(client, namespace, &target.name).await?),
+        _ => None,
+    };
     if seen.services_applied {
         for child in &desired.services {
+            if let (Some(answering), Child::Deployment(_), Some(kind)) =
+                (&answering, child, child.component().and_then(service_kind))
+                && !first_start_waits_for(kind, answering).is_empty()
+            {
+                continue;
+            }
             // The gateway rolls last, once the services it calls run their new spec.
             if child.component() == Some(ServiceKind::Gateway.as_str())
                 && matches!(child, Child::Deployment(_))
@@ -485,6 +516,56 @@ where
     Ok(api
         .patch(&object.name_any(), &params, &Patch::Apply(object))
         .await?)
+}
+
+fn service_kind(component: &str) -> Option<ServiceKind> {
+    ServiceKind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == component)
+}
+
+/// The services `kind` calls that do not answer yet, which a new shop's `kind` waits for.
+///
+/// A caller started with its callees resolves their names before their Pods are ready. The
+/// cluster's DNS answers "no such records" then, and caches that answer (CoreDNS as kubeadm
+/// and most distributions configure it: `cache 30`, `ttl 30`), so the caller keeps hearing
+/// it for up to half a minute after the callee is ready: a new Store went Ready and then
+/// answered 503 for 20-30 s on the real node. Started only once each callee's Service has a
+/// ready endpoint, the first question already gets the answer. The gateway calls every service,
+/// so it starts last.
+fn first_start_waits_for(kind: ServiceKind, answering: &HashSet<ServiceKind>) -> Vec<ServiceKind> {
+    network::callees(kind)
+        .filter(|callee| !answering.contains(callee))
+        .collect()
+}
+
+/// The Store's services whose Service has at least one ready endpoint (an endpoint whose
+/// readiness is unknown counts, as the EndpointSlice API says it should). EndpointSlices carry
+/// their Service's labels.
+async fn answering_services(
+    client: &Client,
+    namespace: &str,
+    store: &str,
+) -> Result<HashSet<ServiceKind>> {
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{STORE_LABEL}={store}")))
+        .await?;
+    Ok(slices
+        .items
+        .iter()
+        .filter(|slice| {
+            slice
+                .endpoints
+                .iter()
+                .any(|endpoint| endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        })
+        .filter_map(|slice| {
+            slice
+                .labels()
+                .get("app.kubernetes.io/component")
+                .and_then(|component| service_kind(component))
+        })
+        .collect())
 }
 
 /// Runs the restore Job once PostgreSQL is ready; `None` once it has succeeded, so the services

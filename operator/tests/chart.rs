@@ -333,6 +333,13 @@ fn the_default_render_is_the_operator_with_least_privilege_rbac() {
         assert_eq!(strings(&rule["verbs"]), ["list"], "{rule}");
     }
 
+    // EndpointSlices are only read (which of a new shop's services answer yet).
+    let slices = rules
+        .iter()
+        .find(|r| strings(&r["resources"]) == ["endpointslices"])
+        .expect("a rule for endpointslices");
+    assert_eq!(strings(&slices["verbs"]), ["list", "watch"], "{slices}");
+
     let role = one_of_kind(&objects, "Role");
     assert_least_privilege(role);
     for rule in role["rules"].as_array().unwrap() {

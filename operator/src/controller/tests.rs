@@ -20,8 +20,9 @@ enum Scenario {
     /// Middleware is ready and the Secret exists: the services are applied, everything is
     /// ready, the Secret's values are kept.
     MiddlewareReadyAppliesServices,
-    /// External middleware: nothing to wait for, every service is applied at once.
-    ExternalMiddlewareAppliesEverything,
+    /// External middleware: nothing to wait for, so the first reconcile starts the services
+    /// that call no other (user, product); the rest wait for their callees' endpoints.
+    ExternalMiddlewareFirstReconcile,
     /// A spec breaking a rule: a Warning event and an Invalid status, nothing applied.
     InvalidSpecReported,
     /// A Ready Store, nothing changed since: the same applies again (the API server changes
@@ -82,7 +83,7 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
             Answer::NotFound,
         )),
     }
-    if matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything) {
+    if matches!(scenario, Scenario::ExternalMiddlewareFirstReconcile) {
         // The external Secrets, in name order, each with every key the services read.
         for (name, data) in [
             ("shop-kafka", json!({"brokers": "a2Fma2E6OTA5Mg=="})),
@@ -102,7 +103,7 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
     }
     steps.push(Step::apply(core("configmaps", "shop-config")));
     steps.push(Step::apply(core("secrets", "shop-secrets")));
-    let external = matches!(scenario, Scenario::ExternalMiddlewareAppliesEverything);
+    let external = matches!(scenario, Scenario::ExternalMiddlewareFirstReconcile);
     if !external {
         steps.push(Step::apply(core("configmaps", "shop-postgres-init")));
     }
@@ -140,14 +141,24 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
             ),
             _ => Answer::Echo,
         };
+        // A new shop (no version recorded yet) reads which of its services answer.
+        let answering: Option<&[&str]> = match scenario {
+            Scenario::MiddlewareReadyAppliesServices => Some(&SERVICES),
+            Scenario::ExternalMiddlewareFirstReconcile => Some(&[]),
+            _ => None,
+        };
+        if let Some(answering) = answering {
+            steps.push(endpoint_slices(answering));
+        }
         for name in SERVICES.into_iter().chain(["gateway"]) {
             steps.push(Step::apply(core("services", &format!("shop-{name}"))));
-            let services_rolling = matches!(
-                scenario,
-                Scenario::ExternalMiddlewareAppliesEverything
-                    | Scenario::DeletedDeploymentRecreated
-            );
-            if name == "gateway" && services_rolling {
+            if matches!(scenario, Scenario::ExternalMiddlewareFirstReconcile)
+                && !["user", "product"].contains(&name)
+            {
+                // Its callees have no ready endpoint yet: not started.
+                continue;
+            }
+            if name == "gateway" && matches!(scenario, Scenario::DeletedDeploymentRecreated) {
                 // The gateway rolls last: while a service has not rolled out, it is only read.
                 let current = match scenario {
                     Scenario::DeletedDeploymentRecreated => Answer::Json(json!({
@@ -203,6 +214,30 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
     }
     steps.push(Step::store_status_patch());
     steps
+}
+
+/// The Store's EndpointSlices: one ready endpoint for each service in `answering`.
+fn endpoint_slices(answering: &[&str]) -> Step {
+    let items: Vec<Value> = answering
+        .iter()
+        .map(|name| {
+            json!({
+                "metadata": {"name": format!("shop-{name}-x1"), "namespace": NAMESPACE,
+                    "labels": {"letsgo.dev/store": "shop", "app.kubernetes.io/component": name,
+                        "kubernetes.io/service-name": format!("shop-{name}")}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.244.0.9"], "conditions": {"ready": true}}]
+            })
+        })
+        .collect();
+    Step::new(
+        Method::GET,
+        format!("/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"),
+        Answer::Json(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+            "metadata": {"resourceVersion": "1"}, "items": items}),
+        ),
+    )
 }
 
 /// A list of objects `shop-<name>` carrying the Store's label and owner reference.
@@ -328,7 +363,7 @@ async fn once_middleware_is_ready_the_services_are_applied_and_the_store_is_read
 }
 
 #[tokio::test]
-async fn with_external_middleware_every_service_is_applied_on_the_first_reconcile() {
+async fn with_external_middleware_the_first_reconcile_starts_the_services_that_call_no_other() {
     let spec = StoreSpec {
         middleware: Middleware {
             postgres: MiddlewareSource::external("shop-postgres"),
@@ -339,10 +374,12 @@ async fn with_external_middleware_every_service_is_applied_on_the_first_reconcil
         },
         ..StoreSpec::default()
     };
-    let (result, seen) = run(store(spec), Scenario::ExternalMiddlewareAppliesEverything).await;
+    let (result, seen) = run(store(spec), Scenario::ExternalMiddlewareFirstReconcile).await;
     result.unwrap();
-    let order = body_at(&seen, Method::PATCH, &apps("deployments", "shop-order"));
-    let env = order["spec"]["template"]["spec"]["containers"][0]["env"]
+    // The callers (cart, order, payment, the gateway) wait for their callees' endpoints: the
+    // conversation has no apply of their Deployments.
+    let user = body_at(&seen, Method::PATCH, &apps("deployments", "shop-user"));
+    let env = user["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .unwrap();
     assert!(env.iter().any(|e| e["name"] == "DB_HOST"
@@ -352,6 +389,20 @@ async fn with_external_middleware_every_service_is_applied_on_the_first_reconcil
     assert_eq!(status["phase"], "Progressing");
     assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
     assert_eq!(status["readyComponents"], "0/6");
+}
+
+#[test]
+fn a_new_shops_services_wait_only_for_the_services_they_call() {
+    use ServiceKind::*;
+    let none = HashSet::new();
+    assert!(first_start_waits_for(User, &none).is_empty());
+    assert!(first_start_waits_for(Product, &none).is_empty());
+    assert_eq!(first_start_waits_for(Cart, &none), [Product]);
+    assert_eq!(first_start_waits_for(Order, &none), [Product, Cart]);
+    assert_eq!(first_start_waits_for(Payment, &none), [Order]);
+    let all_but_payment = HashSet::from([User, Product, Cart, Order]);
+    assert_eq!(first_start_waits_for(Gateway, &all_but_payment), [Payment]);
+    assert!(first_start_waits_for(Gateway, &HashSet::from(ServiceKind::SERVICES)).is_empty());
 }
 
 #[tokio::test]

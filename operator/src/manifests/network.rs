@@ -31,6 +31,13 @@ pub fn callers(kind: ServiceKind) -> &'static [ServiceKind] {
     }
 }
 
+/// The services `kind` calls over gRPC: the inverse of [`callers`].
+pub fn callees(kind: ServiceKind) -> impl Iterator<Item = ServiceKind> {
+    ServiceKind::ALL
+        .into_iter()
+        .filter(move |callee| callers(*callee).contains(&kind))
+}
+
 /// The services that use `kind`.
 pub fn users(kind: MiddlewareKind) -> Vec<ServiceKind> {
     ServiceKind::ALL
