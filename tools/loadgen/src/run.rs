@@ -15,7 +15,7 @@ use crate::config::LoadArgs;
 use crate::http::{Call, Connection, Target};
 use crate::lanes::Lanes;
 use crate::mix::{Action, Mix};
-use crate::report::{Operation, Progress, Recorder, Report, Settings, Window};
+use crate::report::{Operation, Progress, ProgressTotals, Recorder, Report, Settings, Window};
 use crate::shop::{SetupPlan, Shop, Shopper};
 
 /// What a worker does next.
@@ -230,9 +230,11 @@ async fn print_progress(progress: Arc<Progress>, start: Instant, window: Window)
     let (mut ok0, mut err0, mut lat0) = (0, 0, 0);
     loop {
         let now = tick.tick().await.into_std();
-        let ok = progress.ok.load(Ordering::Relaxed);
-        let errors = progress.errors.load(Ordering::Relaxed);
-        let latency = progress.latency_us.load(Ordering::Relaxed);
+        let ProgressTotals {
+            ok,
+            errors,
+            latency_us: latency,
+        } = progress.totals();
         let (d_ok, d_err, d_lat) = (ok - ok0, errors - err0, latency - lat0);
         (ok0, err0, lat0) = (ok, errors, latency);
         let phase = if now <= window.from {
