@@ -27,9 +27,10 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
     #[command(flatten)]
     pub initial_admin: InitialAdminArgs,
-    /// Passwords hashed at once (each hash holds 7 MiB and a core while it runs); more wait in
-    /// a queue. Default: half the cores, at least one, so sign-in storms leave the service
-    /// cores for everything else. One pool per process.
+    /// Passwords hashed at once (each hash holds 7 MiB and a core while it runs); a few more per
+    /// thread wait in a queue, and calls beyond it are refused at once with 1006 (HTTP 429).
+    /// Default: half the cores, at least one, no more than an eighth of the memory limit holds,
+    /// so sign-in storms leave the service cores for everything else. One pool per process.
     #[arg(
         long = "password-hash-threads",
         env = "PASSWORD_HASH_THREADS",

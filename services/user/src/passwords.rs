@@ -5,8 +5,10 @@
 //! (PASSWORD_HASH_THREADS; by default half the cores, and no more than an eighth of the
 //! container's memory limit can hold, see [`default_threads`]): each hash holds its memory and a core
 //! while it runs, so an unbounded pool (tokio's blocking threads, up to 512) once let a burst of
-//! sign-ups grow the service past 600 MiB. A queue in front of the pool bounds it to a few
-//! hashes' worth, however many requests arrive, and leaves cores for the service's other calls.
+//! sign-ups grow the service past 600 MiB. A short queue in front of the pool holds the calls
+//! waiting for a thread (they hold no thread themselves), and a call that finds it full is
+//! refused at once with 1006 (see [`QUEUED_PER_THREAD`] for why), so memory and threads stay
+//! bounded however many requests arrive, and cores stay free for the service's other calls.
 //!
 //! And each hash gives its memory back when it ends: glibc serves allocations this large with
 //! `mmap`, but after the first is freed it raises that threshold and serves the next from the
@@ -41,8 +43,22 @@ pub fn set_threads(threads: usize) {
     let _ = THREADS.set(threads.max(1));
 }
 
-/// The hashing threads' queue, started on first use. Callers wait for room asynchronously: a
-/// full queue parks no thread, whatever the number of callers.
+/// Hashes that may wait for each hashing thread; a call that finds the queue full is refused at
+/// once with 1006 (TOO_MANY_REQUESTS: RESOURCE_EXHAUSTED between services, HTTP 429 at the
+/// gateway).
+///
+/// Why a short queue and then a refusal, rather than a long wait or no wait. In a sign-in burst
+/// (a sale opening) a shopper would rather wait a moment than see an error, so a call waits while
+/// its turn comes soon: a hash takes 20-30 ms (measured in the tests), so the last of 16 waiting
+/// per thread waits about half a second. A longer queue only holds shoppers until the gateway's
+/// call deadline (3 s) and then fails them anyway; answering at once is kinder, the shopper may
+/// retry, and the gateway's channel retries a RESOURCE_EXHAUSTED call on another replica by
+/// itself, since the refused one did nothing. Refusing every call the threads cannot take at
+/// once would turn the first jitter of a burst into errors.
+pub const QUEUED_PER_THREAD: usize = 16;
+
+/// The hashing threads' queue, started on first use. Queued calls wait as tasks for their
+/// answer, holding no thread; there are never more than `threads` × [`QUEUED_PER_THREAD`].
 fn pool() -> &'static mpsc::Sender<Job> {
     static POOL: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -51,8 +67,7 @@ fn pool() -> &'static mpsc::Sender<Job> {
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
             default_threads(cores, memory_limit())
         });
-        // Waiting requests queue here (bounded), not in memory-hungry threads.
-        let (sender, receiver) = mpsc::channel::<Job>(1024);
+        let (sender, receiver) = mpsc::channel::<Job>(threads * QUEUED_PER_THREAD);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
         for n in 0..threads {
             let receiver = receiver.clone();
@@ -119,7 +134,8 @@ fn keep_large_allocations_mapped() {
     }
 }
 
-/// Runs `work` on the hashing pool and awaits its answer.
+/// Runs `work` on the hashing pool and awaits its answer, or answers 1006 at once when the
+/// queue is full ([`QUEUED_PER_THREAD`]).
 async fn on_pool<T: Send + 'static>(
     work: impl FnOnce() -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
@@ -132,9 +148,16 @@ async fn on_pool<T: Send + 'static>(
         }
         let _ = answer.send(work());
     });
-    // The queue is bounded: wait for room without holding a thread (a caller that goes away
-    // meanwhile queues nothing).
-    pool().send(job).await.map_err(AppError::system)?;
+    match pool().try_send(job) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!("password hashing queue full: call refused");
+            return Err(AppError::too_many_requests(1));
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err(AppError::system("password hashing threads have stopped"));
+        }
+    }
     answered.await.map_err(AppError::system)?
 }
 
@@ -181,6 +204,7 @@ pub async fn verify(password: String, stored: Option<String>) -> AppResult<bool>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use letsgo_platform::errors::ErrorCode;
 
     #[test]
     fn the_pool_fits_the_containers_memory_whatever_the_nodes_cores() {
@@ -257,9 +281,11 @@ mod tests {
         on_pool(|| Ok(())).await.unwrap();
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
+    /// A burst of sign-ins far beyond the queue: the callers that fit wait without a thread each
+    /// and are all answered; the rest are refused at once with 1006, and no thread is started.
     /// Nextest runs each test in a process of its own, so this one sizes the pool.
     #[tokio::test]
-    async fn callers_waiting_for_room_in_a_full_queue_hold_no_threads() {
+    async fn a_burst_beyond_the_queue_is_refused_at_once_without_growing_threads() {
         fn threads() -> usize {
             std::fs::read_to_string("/proc/self/status")
                 .unwrap()
@@ -271,19 +297,32 @@ mod tests {
                 .unwrap()
         }
         let (release, gate) = hold_the_only_thread().await;
-        // The queue's 1,024 places taken, then 64 callers more, all waiting.
-        let queued: Vec<_> = (0..1024 + 64)
+        let before = threads();
+        let places = QUEUED_PER_THREAD;
+        let burst = 2048;
+        let calls: Vec<_> = (0..burst)
             .map(|_| tokio::spawn(on_pool(|| Ok(()))))
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let waiting = threads();
-        assert!(
-            waiting < 16,
-            "{waiting} threads while 64 callers wait for room in the queue"
+        assert_eq!(
+            threads(),
+            before,
+            "{burst} callers beyond a pool of one thread started threads"
         );
+        let (refused, waiting): (Vec<_>, Vec<_>) =
+            calls.into_iter().partition(|call| call.is_finished());
+        assert_eq!(
+            waiting.len(),
+            places,
+            "the queue's places wait, the rest are answered at once"
+        );
+        for call in refused {
+            let error = call.await.unwrap().unwrap_err();
+            assert_eq!(error.code, ErrorCode::TooManyRequests);
+        }
         release.send(()).unwrap();
         gate.await.unwrap().unwrap();
-        for call in queued {
+        for call in waiting {
             call.await.unwrap().unwrap();
         }
     }
