@@ -457,4 +457,30 @@ mod tests {
         assert!(parse_address_list("user-service").is_err());
         assert!(parse_address_list("").is_err());
     }
+
+    /// The static defaults, as `--help` shows them, are the ports letsgo-facts gives the
+    /// services: a port moved there moves here.
+    #[test]
+    fn static_default_addresses_are_the_facts_ports() {
+        let mut command = <DiscoveryArgs as Args>::augment_args(clap::Command::new("service"));
+        let help = command.render_long_help().to_string();
+        for component in letsgo_facts::Component::SERVICES {
+            let long = format!("{}-rpc", component.as_str());
+            let expected = format!("127.0.0.1:{}", component.serving_port());
+            let argument = command
+                .get_arguments()
+                .find(|argument| argument.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("no --{long}"));
+            let defaults: Vec<&str> = argument
+                .get_default_values()
+                .iter()
+                .filter_map(|value| value.to_str())
+                .collect();
+            assert_eq!(defaults, [expected.as_str()], "--{long}");
+            assert!(
+                help.contains(&format!("[default: {expected}]")),
+                "--help shows the default of --{long}"
+            );
+        }
+    }
 }
