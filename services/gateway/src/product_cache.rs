@@ -1,40 +1,49 @@
 //! Product detail answers kept in the gateway's memory, dropped as soon as the product changes.
 //!
-//! Product detail is the shop's hottest read. Served from here, it costs the gateway a map
-//! lookup instead of a gRPC call, a Redis round trip and two re-encodings. What keeps it
-//! correct is the product service's announcement of every committed change on the Redis
-//! channel [`PRODUCT_CHANGES`]: the gateway listens and drops the product's entry.
+//! Product detail is the shop's hottest read. Served from here, it costs the gateway a lookup
+//! in a concurrent map (moka's; readers take no lock) instead of a gRPC call, a Redis round
+//! trip and two re-encodings. What keeps it correct is the product service's announcement of
+//! every committed change on the Redis channel [`PRODUCT_CHANGES`]: the gateway listens and
+//! drops the product's entry.
 //!
 //! - Only while listening: before the subscription is confirmed, and from the moment it
 //!   breaks, nothing is served or stored, and every reconnection starts from an empty cache
 //!   (announcements made while away are lost).
 //! - A read that began before a change never lands after it: each stored answer carries the
-//!   generation of its product's slot taken before the fetch; an announcement bumps the
-//!   generation, and a store whose generation moved is dropped.
+//!   ticket (the cache's epoch and its product's slot generation) taken before the fetch; an
+//!   announcement bumps the generation, a clear bumps the epoch, and an answer whose ticket
+//!   moved is neither served nor kept.
 //! - The subscription is checked: a PING every few seconds that goes unanswered counts as a
 //!   break, so a Redis that vanished without closing the connection stops the serving too.
 //! - Entries also expire after a TTL, which bounds how long the gateway can hold an answer
 //!   whose announcement went astray (the product service's own Redis entry, which a refill
-//!   reads, has its TTL too). The cache is bounded in entries and in bytes.
+//!   reads, has its TTL too).
+//! - The cache is bounded in entries and in bytes. When full, moka's TinyLFU policy keeps
+//!   the answers asked for most and turns away those unlikely to be asked again. It applies
+//!   the bounds as it keeps house (every 64 writes or 300 ms, on a read or a write), so in
+//!   between it may hold a few dozen answers more.
 //! - The gateway that carries an admin's change drops the entry itself before answering, so
 //!   that admin reads their own write at once. Another gateway instance learns of it when the
 //!   announcement arrives, which on a local network is well under a millisecond after the
 //!   change was committed.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use letsgo_platform::cache::PRODUCT_CHANGES;
 use letsgo_platform::telemetry::Metrics;
+use moka::sync::Cache;
 use prometheus_client::metrics::counter::Counter;
 
-/// Generation slots: products hash onto them, so a change to one product also refuses a
-/// store racing it for a product sharing its slot, which only costs a miss.
+/// Generation slots: products hash onto them, so a change to one product also costs a miss
+/// to the products sharing its slot (their answers' tickets move too).
 const SLOTS: usize = 1024;
+
+/// moka refuses a longer TTL; one this long means "until the product changes" anyway.
+const LONGEST_TTL: Duration = Duration::from_secs(1_000 * 365 * 24 * 3600);
 
 /// Longest wait between attempts to (re)subscribe.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
@@ -46,52 +55,22 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a connection and subscription may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A stored answer, with the ticket it was fetched under.
+#[derive(Clone)]
 struct Entry {
+    ticket: Ticket,
     body: Bytes,
-    stored: Instant,
-}
-
-#[derive(Default)]
-struct Entries {
-    map: HashMap<i64, Entry>,
-    /// Sum of the stored bodies' lengths.
-    bytes: usize,
-}
-
-impl Entries {
-    fn remove(&mut self, id: i64) {
-        if let Some(old) = self.map.remove(&id) {
-            self.bytes -= old.body.len();
-        }
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
-        self.bytes = 0;
-    }
-
-    fn drop_expired(&mut self, ttl: Duration) {
-        let mut freed = 0;
-        self.map.retain(|_, entry| {
-            let fresh = entry.stored.elapsed() < ttl;
-            if !fresh {
-                freed += entry.body.len();
-            }
-            fresh
-        });
-        self.bytes -= freed;
-    }
 }
 
 struct Inner {
-    entries: RwLock<Entries>,
+    entries: Cache<i64, Entry>,
     generations: Box<[AtomicU64]>,
     /// Bumped by every full clear; part of every ticket.
     epoch: AtomicU64,
     listening: AtomicBool,
-    ttl: Duration,
-    capacity: usize,
-    max_bytes: usize,
+    enabled: bool,
+    /// The longest answer kept, in bytes.
+    largest: u64,
     hits: Counter,
     misses: Counter,
 }
@@ -114,14 +93,34 @@ impl ProductDetailCache {
     /// a zero for any turns it off. It serves nothing until [`listen`](Self::listen)'s
     /// subscription is confirmed.
     pub fn new(ttl: Duration, capacity: usize, max_bytes: usize, metrics: &Metrics) -> Self {
+        let enabled = capacity > 0 && max_bytes > 0 && !ttl.is_zero();
+        // moka bounds one sum of weights, so both bounds ride on it. An answer weighs its
+        // bytes but at least one share, a `capacity`-th of `max_bytes` (in whole bytes, and
+        // within what moka's u32 weight holds), and the budget is `capacity` shares: then
+        // `capacity` small answers fill it, and it never holds more than `max_bytes`.
+        let capacity = capacity as u64;
+        let max_bytes = max_bytes as u64;
+        let share = max_bytes
+            .checked_div(capacity)
+            .unwrap_or(0)
+            .clamp(1, u32::MAX.into());
+        let budget = max_bytes.min(capacity * share);
+        let entries = Cache::builder()
+            .max_capacity(budget)
+            .weigher(move |_, entry: &Entry| {
+                let weight = (entry.body.len() as u64).max(share);
+                // Never saturates: `store` keeps no answer longer than `largest`.
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .time_to_live(ttl.min(LONGEST_TTL))
+            .build();
         let inner = Inner {
-            entries: RwLock::new(Entries::default()),
+            entries,
             generations: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
-            ttl,
-            capacity,
-            max_bytes,
+            enabled,
+            largest: budget.min(u32::MAX.into()),
             hits: Counter::default(),
             misses: Counter::default(),
         };
@@ -140,27 +139,21 @@ impl ProductDetailCache {
         }
     }
 
-    fn enabled(&self) -> bool {
-        self.inner.capacity > 0 && self.inner.max_bytes > 0 && !self.inner.ttl.is_zero()
-    }
-
     fn slot(&self, id: i64) -> &AtomicU64 {
         &self.inner.generations[id.rem_euclid(SLOTS as i64) as usize]
     }
 
     /// The stored answer for product `id`, if there is a fresh one and the cache is live.
     pub fn get(&self, id: i64) -> Option<Bytes> {
-        if !self.inner.listening.load(Ordering::Acquire) {
-            self.inner.misses.inc();
-            return None;
-        }
-        let found = {
-            let entries = self.inner.entries.read().expect("product cache lock");
-            entries
-                .map
+        let found = if self.inner.listening.load(Ordering::Acquire) {
+            self.inner
+                .entries
                 .get(&id)
-                .filter(|entry| entry.stored.elapsed() < self.inner.ttl)
-                .map(|entry| entry.body.clone())
+                // A moved ticket: an answer its store is about to take back (see `store`).
+                .filter(|entry| entry.ticket == self.ticket(id))
+                .map(|entry| entry.body)
+        } else {
+            None
         };
         match &found {
             Some(_) => self.inner.hits.inc(),
@@ -177,60 +170,52 @@ impl ProductDetailCache {
         }
     }
 
+    /// The ticket as it stands after every change before it: a read-modify-write reads the
+    /// last value in each counter's order, where a plain load may read an older one.
+    fn latest_ticket(&self, id: i64) -> Ticket {
+        Ticket {
+            epoch: self.inner.epoch.fetch_add(0, Ordering::AcqRel),
+            generation: self.slot(id).fetch_add(0, Ordering::AcqRel),
+        }
+    }
+
     /// Keeps `body` as product `id`'s answer, unless the product (or the whole cache) changed
     /// since `ticket` was taken or the cache is not live.
     pub fn store(&self, id: i64, ticket: Ticket, body: Bytes) {
-        if !self.enabled() || !self.inner.listening.load(Ordering::Acquire) {
+        let inner = &self.inner;
+        if !inner.enabled
+            || !inner.listening.load(Ordering::Acquire)
+            || body.len() as u64 > inner.largest
+            || self.ticket(id) != ticket
+        {
             return;
         }
-        let mut entries = self.inner.entries.write().expect("product cache lock");
-        // Checked under the lock: `evict` bumps before it takes the lock to remove.
-        if self.ticket(id) != ticket {
-            return;
+        inner.entries.insert(id, Entry { ticket, body });
+        // There is no lock to check the ticket under, so it is checked again after the
+        // insert, against `evict` (bump, then invalidate) and `clear` (bump, then
+        // invalidate_all); every write to the counters is a read-modify-write, so each has
+        // one order. Either this check comes after the bump: it sees the move and takes the
+        // answer out (with any answer stored meanwhile under a newer ticket: a miss). Or it
+        // comes before: then the insert happens before the bump, so before the invalidation,
+        // which finds this answer (or a later one) and drops it; invalidate_all drops every
+        // entry written before it. Until then, `get` turns the answer away by its ticket.
+        if self.latest_ticket(id) != ticket {
+            inner.entries.invalidate(&id);
         }
-        if body.len() > self.inner.max_bytes {
-            return;
-        }
-        entries.remove(id);
-        let full = |entries: &Entries| {
-            entries.map.len() >= self.inner.capacity
-                || entries.bytes + body.len() > self.inner.max_bytes
-        };
-        if full(&entries) {
-            entries.drop_expired(self.inner.ttl);
-            if full(&entries) {
-                // Still full of fresh answers: start over rather than track recency on reads.
-                entries.clear();
-            }
-        }
-        entries.bytes += body.len();
-        entries.map.insert(
-            id,
-            Entry {
-                body,
-                stored: Instant::now(),
-            },
-        );
     }
 
     /// Drops product `id`'s answer and refuses any store racing this change.
     pub fn evict(&self, id: i64) {
+        // Bumped before the invalidation: `store` relies on the order.
         self.slot(id).fetch_add(1, Ordering::AcqRel);
-        self.inner
-            .entries
-            .write()
-            .expect("product cache lock")
-            .remove(id);
+        self.inner.entries.invalidate(&id);
     }
 
     /// Drops every answer and refuses every store in flight.
     pub fn clear(&self) {
+        // Bumped before the invalidation: `store` relies on the order.
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        self.inner
-            .entries
-            .write()
-            .expect("product cache lock")
-            .clear();
+        self.inner.entries.invalidate_all();
     }
 
     /// Whether the cache is serving (its subscription is live).
@@ -253,7 +238,7 @@ impl ProductDetailCache {
     /// `{key_prefix}product:changed`) for as long as the process lives, resubscribing after
     /// any break. A disabled cache does not listen.
     pub fn listen(&self, redis: redis::Client, key_prefix: &str) {
-        if !self.enabled() {
+        if !self.inner.enabled {
             return;
         }
         let channel = format!("{key_prefix}{PRODUCT_CHANGES}");
@@ -331,6 +316,9 @@ fn timed_out(what: &str) -> redis::RedisError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     fn live_cache(ttl: Duration, capacity: usize) -> ProductDetailCache {
@@ -388,20 +376,66 @@ mod tests {
     }
 
     #[test]
-    fn entries_expire_and_the_size_is_bounded() {
-        let cache = live_cache(Duration::from_millis(30), 2);
-        for id in 1..=2 {
+    fn a_refused_answer_caught_between_its_insert_and_its_recheck_is_not_served() {
+        let cache = live_cache(Duration::from_secs(60), 10);
+        let ticket = cache.ticket(7);
+        cache.evict(7);
+        // Where a racing `store` stands after its insert, before its second look at the ticket.
+        cache.inner.entries.insert(
+            7,
+            Entry {
+                ticket,
+                body: body("old"),
+            },
+        );
+        assert_eq!(cache.get(7), None);
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let cache = live_cache(Duration::from_millis(30), 10);
+        let ticket = cache.ticket(1);
+        cache.store(1, ticket, body("x"));
+        assert_eq!(cache.get(1), Some(body("x")));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.get(1), None, "expired");
+    }
+
+    fn held(cache: &ProductDetailCache, ids: impl Iterator<Item = i64>) -> Vec<i64> {
+        ids.filter(|id| cache.get(*id).is_some()).collect()
+    }
+
+    #[test]
+    fn a_full_cache_keeps_most_of_its_answers_instead_of_starting_over() {
+        let cache = live_cache(Duration::from_secs(60), 10);
+        for id in 1..=10 {
+            let ticket = cache.ticket(id);
+            cache.store(id, ticket, body("popular"));
+        }
+        cache.inner.entries.run_pending_tasks();
+        assert_eq!(held(&cache, 1..=10).len(), 10, "ten fit");
+        for id in 11..=15 {
+            let ticket = cache.ticket(id);
+            cache.store(id, ticket, body("asked once"));
+        }
+        cache.inner.entries.run_pending_tasks();
+        assert!(cache.inner.entries.entry_count() <= 10);
+        let kept = held(&cache, 1..=10).len();
+        assert!(kept >= 8, "only {kept} of the first ten kept");
+    }
+
+    #[test]
+    fn the_count_is_bounded_however_small_the_answers() {
+        // By bytes alone ten one-byte answers would fit; each weighs a quarter of the budget.
+        let cache = ProductDetailCache::new(Duration::from_secs(60), 4, 10, &Metrics::new("test"));
+        cache.set_listening(true);
+        for id in 1..=10 {
             let ticket = cache.ticket(id);
             cache.store(id, ticket, body("x"));
+            cache.inner.entries.run_pending_tasks();
         }
-        let ticket = cache.ticket(3);
-        cache.store(3, ticket, body("y"));
-        let kept = (1..=3).filter(|id| cache.get(*id).is_some()).count();
-        assert!(kept <= 2, "at most two entries, found {kept}");
-        assert_eq!(cache.get(3), Some(body("y")), "the newest is kept");
-
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(cache.get(3), None, "expired");
+        assert!(cache.inner.entries.entry_count() <= 4);
+        assert!(held(&cache, 1..=10).len() <= 4);
     }
 
     #[test]
@@ -412,18 +446,95 @@ mod tests {
         let store = |id: i64, text: &'static str| {
             let ticket = cache.ticket(id);
             cache.store(id, ticket, body(text));
+            cache.inner.entries.run_pending_tasks();
         };
         store(1, "aaaa");
         store(2, "bbbb");
         store(1, "cccc"); // a replacement counts once
         assert_eq!(cache.get(1), Some(body("cccc")));
         assert_eq!(cache.get(2), Some(body("bbbb")));
-        store(3, "dddd"); // 12 bytes would not fit: start over
-        assert_eq!(cache.get(3), Some(body("dddd")));
-        assert_eq!(cache.get(1), None);
+        store(3, "dddd"); // 12 bytes would not fit
+        assert!(cache.inner.entries.weighted_size() <= 10);
+        let before = held(&cache, 1..=3);
+        assert_eq!(before.len(), 2, "two of the three fit");
         store(4, "an answer longer than the whole budget");
         assert_eq!(cache.get(4), None, "never kept");
-        assert_eq!(cache.get(3), Some(body("dddd")), "and pushes nothing out");
+        assert_eq!(held(&cache, 1..=3), before, "and pushes nothing out");
+    }
+
+    #[test]
+    fn after_racing_stores_and_changes_no_answer_is_older_than_its_last_change() {
+        const PRODUCTS: i64 = 4;
+        const ROUNDS: usize = 500;
+        let cache = live_cache(Duration::from_secs(60), 64);
+        // The product service: each product's version, committed before it is announced.
+        let versions: Vec<AtomicU64> = (0..PRODUCTS).map(|_| AtomicU64::new(0)).collect();
+        let latest = |id: i64| versions[id as usize].load(Ordering::Acquire).to_string();
+        let old_answer = |round: usize| {
+            let held = cache.inner.entries.iter().find_map(|(id, entry)| {
+                (entry.body != latest(*id))
+                    .then(|| format!("round {round}: product {id} holds {:?}", entry.body))
+            });
+            held.or_else(|| {
+                (0..PRODUCTS).find_map(|id| {
+                    let served = cache.get(id).filter(|served| *served != latest(id))?;
+                    Some(format!("round {round}: product {id} serves {served:?}"))
+                })
+            })
+        };
+        let mut found = None;
+        // Rounds of two threads storing while two change every product, each round checked
+        // once all have stopped: a stale answer can only survive its round's last changes.
+        let (start, end) = (Barrier::new(5), Barrier::new(5));
+        let changers_left = AtomicUsize::new(0);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let mut id = 0;
+                    loop {
+                        start.wait();
+                        if done.load(Ordering::Acquire) {
+                            return;
+                        }
+                        while changers_left.load(Ordering::Acquire) > 0 {
+                            id = (id + 1) % PRODUCTS;
+                            let ticket = cache.ticket(id);
+                            let fetched = versions[id as usize].load(Ordering::Acquire);
+                            cache.store(id, ticket, Bytes::from(fetched.to_string()));
+                        }
+                        end.wait();
+                    }
+                });
+                scope.spawn(|| {
+                    loop {
+                        start.wait();
+                        if done.load(Ordering::Acquire) {
+                            return;
+                        }
+                        for id in (0..PRODUCTS).cycle().take(2 * PRODUCTS as usize) {
+                            versions[id as usize].fetch_add(1, Ordering::AcqRel);
+                            cache.evict(id);
+                        }
+                        changers_left.fetch_sub(1, Ordering::AcqRel);
+                        end.wait();
+                    }
+                });
+            }
+            for round in 0..ROUNDS {
+                changers_left.store(2, Ordering::Release);
+                start.wait();
+                end.wait();
+                // Not asserted here: a panic would leave the others waiting at the barrier.
+                found = old_answer(round);
+                if found.is_some() {
+                    break;
+                }
+            }
+            done.store(true, Ordering::Release);
+            start.wait();
+        });
+        assert_eq!(found, None);
     }
 
     #[test]
