@@ -22,94 +22,40 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// A network: the address with its host bits cleared, and the prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                mask_v4(u32::from(address), self.prefix) == u32::from(network)
+/// One `TRUSTED_PROXIES` entry: `10.0.0.0/8`, `fd00::/8`, or a bare address (a /32 or
+/// /128). Host bits are cleared, and an IPv4-mapped IPv6 network is read as the IPv4 network
+/// it maps, since the addresses it is matched against are canonical.
+fn trusted_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    let network = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+    let network = match network {
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) if v6.prefix_len() >= 96 => {
+                IpNet::V4(Ipv4Net::new_assert(v4, v6.prefix_len() - 96))
             }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                mask_v6(u128::from(address), self.prefix) == u128::from(network)
-            }
-            _ => false,
-        }
-    }
-}
-
-// A shift by the whole width is undefined, so a /0 is handled on its own.
-fn mask_v4(bits: u32, prefix: u8) -> u32 {
-    match prefix {
-        0 => 0,
-        _ => bits & (u32::MAX << (32 - u32::from(prefix))),
-    }
-}
-
-fn mask_v6(bits: u128, prefix: u8) -> u128 {
-    match prefix {
-        0 => 0,
-        _ => bits & (u128::MAX << (128 - u32::from(prefix))),
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a /32 or /128). Host bits are cleared, and
-    /// an IPv4-mapped IPv6 network is read as the IPv4 network it maps.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        let refused = || format!("{text:?} is not an IP address or CIDR");
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let address: IpAddr = address.parse().map_err(|_| refused())?;
-        let width = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => width,
-            Some(prefix) => prefix
-                .parse::<u8>()
-                .ok()
-                .filter(|prefix| *prefix <= width)
-                .ok_or_else(refused)?,
-        };
-        Ok(match address {
-            IpAddr::V4(v4) => Cidr {
-                network: IpAddr::V4(mask_v4(u32::from(v4), prefix).into()),
-                prefix,
-            },
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) if prefix >= 96 => Cidr {
-                    network: IpAddr::V4(mask_v4(u32::from(v4), prefix - 96).into()),
-                    prefix: prefix - 96,
-                },
-                _ => Cidr {
-                    network: IpAddr::V6(mask_v6(u128::from(v6), prefix).into()),
-                    prefix,
-                },
-            },
-        })
-    }
+            _ => network,
+        },
+        IpNet::V4(_) => network,
+    };
+    Ok(network.trunc())
 }
 
 /// The proxies whose `X-Forwarded-For` is believed. Empty by default: the peer is the client.
 /// Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Arc<[Cidr]>);
+pub struct TrustedProxies(Arc<[IpNet]>);
 
 impl TrustedProxies {
     pub fn contains(&self, address: IpAddr) -> bool {
-        self.0.iter().any(|cidr| cidr.contains(address))
+        let address = address.to_canonical();
+        self.0.iter().any(|network| network.contains(&address))
     }
 
     /// The client a request from `peer` with these headers comes from (see the module docs).
@@ -144,9 +90,9 @@ impl FromStr for TrustedProxies {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         text.split(',')
             .filter(|entry| !entry.trim().is_empty())
-            .map(Cidr::from_str)
+            .map(trusted_network)
             .collect::<Result<Vec<_>, _>>()
-            .map(|cidrs| TrustedProxies(cidrs.into()))
+            .map(|networks| TrustedProxies(networks.into()))
     }
 }
 
@@ -178,7 +124,7 @@ impl ClientAddress {
     pub fn limit_key(self) -> IpAddr {
         match self.0.to_canonical() {
             IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => IpAddr::V6(mask_v6(u128::from(v6), 64).into()),
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Net::new_assert(v6, 64).network()),
         }
     }
 }
@@ -218,6 +164,10 @@ mod tests {
         list.parse().unwrap()
     }
 
+    fn network(text: &str) -> IpNet {
+        trusted_network(text).unwrap()
+    }
+
     #[test]
     fn cidrs_and_bare_addresses_of_both_families_parse() {
         let proxies = trusting("10.0.0.0/8, 192.0.2.7,fd00::/8 ,::1,");
@@ -238,17 +188,13 @@ mod tests {
 
     #[test]
     fn host_bits_are_cleared_and_edge_prefixes_work() {
-        assert_eq!(
-            "10.1.2.3/8".parse::<Cidr>().unwrap(),
-            "10.0.0.0/8".parse::<Cidr>().unwrap()
-        );
-        let everything_v4: Cidr = "1.2.3.4/0".parse().unwrap();
-        assert!(everything_v4.contains(ip("255.255.255.255")));
-        assert!(!everything_v4.contains(ip("::1")));
-        let everything_v6: Cidr = "::/0".parse().unwrap();
-        assert!(everything_v6.contains(ip("2001:db8::1")));
-        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
-        assert_eq!(mapped, "10.0.0.0/8".parse::<Cidr>().unwrap());
+        assert_eq!(network("10.1.2.3/8"), network("10.0.0.0/8"));
+        let everything_v4 = network("1.2.3.4/0");
+        assert!(everything_v4.contains(&ip("255.255.255.255")));
+        assert!(!everything_v4.contains(&ip("::1")));
+        let everything_v6 = network("::/0");
+        assert!(everything_v6.contains(&ip("2001:db8::1")));
+        assert_eq!(network("::ffff:10.0.0.0/104"), network("10.0.0.0/8"));
     }
 
     #[test]
