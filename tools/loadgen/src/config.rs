@@ -32,12 +32,79 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// A flash sale: BUYERS, each with an account of their own, order one unit of one new
+    /// product with UNITS in stock at the same moment, while ordinary shoppers read other
+    /// products. Reports decisions per second and their latency, units sold (exactly UNITS when
+    /// demand exceeds them), time to sell out, errors, and the readers' latency before and
+    /// during the sale. Exits non-zero if an error, an oversale or a refusal while units were
+    /// left happened.
+    FlashSale(FlashSaleArgs),
     /// A bare HTTP/1.1 server answering a fixed small JSON body: the machine's HTTP ceiling.
     Hello {
         /// Address to listen on; port 0 picks a free one (printed on stdout).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct FlashSaleArgs {
+    /// The gateway's base URL (plain HTTP).
+    #[arg(
+        long,
+        env = "LOADGEN_TARGET_URL",
+        default_value = "http://127.0.0.1:8888"
+    )]
+    pub target_url: String,
+
+    /// Buyers, each registered for this sale (registration hashes a password: thousands take
+    /// a minute or more).
+    #[arg(long, default_value_t = 2000, value_parser = buyers)]
+    pub buyers: usize,
+
+    /// Units of the product on sale.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub units: i64,
+
+    /// The buyers' connections; the buyers are dealt round them and each connection orders
+    /// for its buyers one after another.
+    #[arg(long, short = 'c', default_value_t = 64, value_parser = connections)]
+    pub connections: usize,
+
+    /// The ordinary shoppers' product reads per second (an open loop).
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
+    pub read_rate: f64,
+
+    /// The ordinary shoppers' connections.
+    #[arg(long, default_value_t = 8, value_parser = connections)]
+    pub readers: usize,
+
+    /// How long the ordinary shoppers read before the sale starts (their figures without it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub baseline: Duration,
+
+    /// A request without an answer after this long is a timeout error.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The shop's admin (ADMIN_USERNAME of the user service), who makes the products.
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
+    pub admin_user: String,
+
+    /// The admin's password (ADMIN_PASSWORD of the user service; `make up` keeps it in
+    /// /tmp/letsgo/admin-password).
+    #[arg(
+        long,
+        env = "ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub admin_password: String,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +200,13 @@ fn connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),
         _ => Err(format!("'{s}' is not a number of connections (1 to 10000)")),
+    }
+}
+
+fn buyers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number of buyers (1 to 100000)")),
     }
 }
 

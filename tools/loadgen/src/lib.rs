@@ -2,6 +2,7 @@
 //! tests drive it against an in-process shop, so the shoppers it plays stay in step with the API.
 
 pub mod config;
+pub mod flash_sale;
 pub mod hello;
 mod http;
 pub mod lanes;

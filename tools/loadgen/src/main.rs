@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use letsgo_loadgen::config::{Cli, Command};
-use letsgo_loadgen::{hello, run};
+use letsgo_loadgen::{flash_sale, hello, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,30 @@ fn main() -> ExitCode {
     }
     let runtime = runtime.build().expect("a tokio runtime");
     match cli.command {
+        Some(Command::FlashSale(args)) => {
+            let json = args.json.clone();
+            let report = match runtime.block_on(flash_sale::run(args)) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("letsgo-loadgen flash-sale: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("a report serialises");
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("letsgo-loadgen: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if report.held() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("letsgo-loadgen flash-sale: the sale broke a promise (see above)");
+                ExitCode::FAILURE
+            }
+        }
         Some(Command::Hello { listen }) => match runtime.block_on(hello::serve(listen)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

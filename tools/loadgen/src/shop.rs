@@ -54,7 +54,7 @@ fn failure_label(reply: &Reply) -> Option<String> {
 }
 
 /// An answer's `data`, or the error label of a failed call.
-fn data<T: DeserializeOwned>(outcome: Result<Reply, Failure>) -> Result<T, String> {
+pub(crate) fn data<T: DeserializeOwned>(outcome: Result<Reply, Failure>) -> Result<T, String> {
     let reply = outcome.map_err(|f| f.label().to_owned())?;
     if let Some(label) = failure_label(&reply) {
         return Err(label);
@@ -76,8 +76,8 @@ fn outcome(result: Result<Reply, Failure>) -> Result<(), String> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Token {
-    token: String,
+pub(crate) struct Token {
+    pub(crate) token: String,
 }
 
 #[derive(Deserialize)]
@@ -96,8 +96,8 @@ struct ProductSummary {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct NewProduct {
-    product_id: i64,
+pub(crate) struct NewProduct {
+    pub(crate) product_id: i64,
 }
 
 #[derive(Deserialize)]
@@ -183,7 +183,7 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn sign_in_admin(
+pub(crate) async fn sign_in_admin(
     conn: &mut Connection,
     user: &str,
     password: &str,
@@ -213,7 +213,7 @@ async fn sign_in_admin(
 
 /// The ids of `count` products made by this tool, creating the missing ones and topping up
 /// the stock of those running low.
-async fn ensure_products(
+pub(crate) async fn ensure_products(
     conn: &mut Connection,
     token: &str,
     count: usize,
@@ -270,7 +270,10 @@ async fn ensure_products(
 
 /// Registers `count` new shoppers (names unique to this run) and returns their tokens.
 /// Registration hashes a password (deliberately slow), so a few go at once.
-async fn register_shoppers(conn: &Connection, count: usize) -> Result<Vec<String>, String> {
+pub(crate) async fn register_shoppers(
+    conn: &Connection,
+    count: usize,
+) -> Result<Vec<String>, String> {
     const AT_ONCE: usize = 4;
     let run = fastrand::u32(..) & 0xff_ffff;
     let mut tasks = tokio::task::JoinSet::new();
