@@ -27,6 +27,8 @@
 #   BENCH_CONNECTIONS (64)          connections for (a), (b) and the mix
 #   BENCH_CHECKOUT_CONNECTIONS (16) connections for (c)
 #   BENCH_PGBENCH_SECS (15)         pgbench -N -c 8 -j 2 -T this
+#   BENCH_FLASH_BUYERS (2000)  BENCH_FLASH_UNITS (200)
+#                                   (g) the flash sale: buyers, units (64 connections)
 #   BENCH_UP_TIMEOUT (1800)         seconds make up may take (it may build first)
 #   BENCH_QUIET_WAIT (180)          seconds each phase may wait for a quiet machine
 #                                   (no rustc, under 15% CPU busy for 3 s) before it starts
@@ -41,6 +43,8 @@ WARMUP=${BENCH_WARMUP:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CHECKOUT_CONNECTIONS=${BENCH_CHECKOUT_CONNECTIONS:-16}
 PGBENCH_SECS=${BENCH_PGBENCH_SECS:-15}
+FLASH_BUYERS=${BENCH_FLASH_BUYERS:-2000}
+FLASH_UNITS=${BENCH_FLASH_UNITS:-200}
 UP_TIMEOUT=${BENCH_UP_TIMEOUT:-1800}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
 OUT=${BENCH_OUT:-target/bench}
@@ -373,6 +377,15 @@ stop_sampler load_mix
 sleep 3
 record_rss after
 
+# ------------------------------------------------------------ (g)
+
+# The flash sale: every buyer on one product at once, ordinary shoppers reading beside them.
+# A broken promise (an error, an oversale) is in its report; the bench goes on.
+busy flash
+say "run flash: letsgo-loadgen flash-sale --buyers $FLASH_BUYERS --units $FLASH_UNITS -c $CONNECTIONS"
+"$LOADGEN" flash-sale --target-url "$GATEWAY_URL" --buyers "$FLASH_BUYERS" --units "$FLASH_UNITS" \
+	-c "$CONNECTIONS" --json "$OUT/flash.json" >&2 || say "the flash sale broke a promise (see its report above)"
+
 # ------------------------------------------------------------ (f)
 
 # An extra instance of each binary on spare ports (+10000), with the shop's
@@ -486,6 +499,10 @@ def verdict(ok):
 
 if detail_p99_used is None:
     detail_p99_used = detail_p99
+flash = run("flash")
+flash_p99 = lambda when: flash and (flash["readers"][when]["latencyMs"] or {}).get("p99")
+flash_readers_ratio = (flash_p99("during") / flash_p99("before")
+                       if flash_p99("during") is not None and flash_p99("before") else None)
 targets = {
     "detailShareOfBareServer": {"target": ">= 0.5", "generator": ratio_generator, "value": ratio_detail and round(ratio_detail, 3),
                                 "met": verdict(ratio_detail >= 0.5) if ratio_detail is not None else None},
@@ -499,6 +516,13 @@ targets = {
                            "met": verdict(commits_per_checkout <= 6) if commits_per_checkout is not None else None},
     "checkoutShareOfPgbench": {"target": ">= 0.5", "value": ratio_checkout and round(ratio_checkout, 3),
                                "met": verdict(ratio_checkout >= 0.5) if ratio_checkout is not None else None},
+    "flashSaleHeld": {"target": "0 errors, 0 oversold, nobody refused while units were left",
+                      "value": flash and {"errors": flash["errors"], "oversold": flash["oversold"],
+                                          "refusedWhileUnitsLeft": flash["refusedWhileUnitsLeft"]},
+                      "met": verdict(flash["errors"] == 0 and not flash["oversold"] and not flash["refusedWhileUnitsLeft"]) if flash else None},
+    "flashSaleReadersP99": {"target": "<= 2 x the readers' p99 without the sale",
+                            "value": flash_readers_ratio and round(flash_readers_ratio, 2),
+                            "met": verdict(flash_readers_ratio <= 2) if flash_readers_ratio is not None else None},
     "loadRssMiBPerService": {"target": "<= 30", "value": peak_load,
                              "met": verdict(all(v is not None and v <= 30 for v in peak_load.values())) if peak_load else None},
 }
@@ -508,6 +532,7 @@ busy = {k[len("load_"):]: {"loadAverage": num(k), "rustcProcesses": num("rustc_"
         for k in fig if k.startswith("load_")}
 
 report = {
+    "flashSale": flash,
     "machine": {"cpuModel": fig.get("cpu_model"), "cpus": int(num("cpus") or 0),
                 "memTotalMiB": round((num("mem_total_kib") or 0) / MiB)},
     "startedAt": fig.get("started_at"),
@@ -565,6 +590,12 @@ L.append(f"| PostgreSQL commits during (c), all databases | {f(commits, '.0f')} 
 L.append(f"| pgbench -N -c 8 -j 2 (simple update) | {f(pg, '.0f')} tps |")
 L.append(f"| (c)/pgbench | {f(ratio_checkout, '.3f')} |")
 L.append(f"| (d) redis-benchmark SET / GET | {f(num('redis_set_rps'), '.0f')} / {f(num('redis_get_rps'), '.0f')} req/s |")
+if flash:
+    fd = flash["decisionMs"]
+    L.append(f"| (g) flash sale: {flash['buyers']} buyers on {flash['units']} units, {flash['connections']} connections | "
+             f"{flash['decisionsPerSec']:.0f} decisions/s, p50 {fd['p50']:.1f} / p99 {fd['p99']:.1f} / max {fd['max']:.1f} ms; "
+             f"{flash['accepted']} sold, sold out after {f(flash['soldOutAfterSecs'], '.2f')} s, {flash['errors']} errors |")
+    L.append(f"| (g) readers' p99 before / during the sale | {f(flash_p99('before'), '.1f')} / {f(flash_p99('during'), '.1f')} ms |")
 if mix:
     L.append(f"| default mix via gateway | {f(mix['totals']['throughputPerSec'], '.0f')} req/s, {mix['totals']['errors']} errors |")
 su = report["startup"]["makeUpSecs"]
@@ -588,6 +619,11 @@ L.append(f"| checkout ≥ 0.5 of pgbench simple-update | {f(ratio_checkout, '.3f
 worst_idle = max((v for v in idle.values() if v is not None), default=None)
 worst_load = max((v for v in peak_load.values() if v is not None), default=None)
 L.append(f"| resident per service idle (no target since 2026-12-04: what a service costs is its anonymous memory and PSS, scripts/footprint.sh) | worst {f(worst_idle)} MiB | retired |")
+yes_no = lambda b: "yes" if b else "no"
+held = ("-" if not flash else
+        f"{flash['errors']} errors, oversold: {yes_no(flash['oversold'])}, refused while units were left: {yes_no(flash['refusedWhileUnitsLeft'])}")
+L.append(f"| (g) flash sale: 0 errors, 0 oversold, nobody refused while units were left | {held} | {met(targets['flashSaleHeld'])} |")
+L.append(f"| (g) readers' p99 during the sale ≤ 2 × without it | {f(flash_readers_ratio, '.2f')} × | {met(targets['flashSaleReadersP99'])} |")
 L.append(f"| ≤ 30 MiB resident per service under load | worst {f(worst_load)} MiB | {met(targets['loadRssMiBPerService'])} |")
 for name, r in [("detail", detail), ("checkout", checkout), ("mix", mix)]:
     for o in (r or {}).get("operations", []):
