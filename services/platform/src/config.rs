@@ -44,24 +44,27 @@ pub enum SslMode {
     VerifyFull,
 }
 
-impl SslMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
+/// Each setting's values print as they are written in the setting (`verify-ca`,
+/// `sasl_ssl`, `SCRAM-SHA-512`): their names in clap's `ValueEnum`, which is what parses them.
+macro_rules! display_as_setting {
+    ($($kind:ty),+) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let value = clap::ValueEnum::to_possible_value(self)
+                    .expect("every value of a setting has a name");
+                f.write_str(value.get_name())
+            }
         }
-    }
+    )+};
 }
+
+display_as_setting!(SslMode, KafkaSecurityProtocol, KafkaSaslMechanism);
 
 /// Logs and the admin listener (`/metrics`, `/healthz`, `/readyz`).
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
     /// Log format: `json` (one object per line) or `text`.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, env, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
     /// Log filter in tracing's env-filter syntax.
     #[arg(
@@ -77,70 +80,29 @@ pub struct TelemetryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Full connection URL; when set, the DB_* settings are ignored.
-    #[arg(
-        long = "database-url",
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub database_url: Option<SecretUrl>,
-    #[arg(
-        long = "db-host",
-        env = "DB_HOST",
-        value_name = "DB_HOST",
-        default_value = "127.0.0.1"
-    )]
+    #[arg(long, env, default_value = "127.0.0.1")]
     pub db_host: String,
-    #[arg(
-        long = "db-port",
-        env = "DB_PORT",
-        value_name = "DB_PORT",
-        default_value_t = 5432
-    )]
+    #[arg(long, env, default_value_t = 5432)]
     pub db_port: u16,
-    #[arg(
-        long = "db-user",
-        env = "DB_USER",
-        value_name = "DB_USER",
-        default_value = "postgres"
-    )]
+    #[arg(long, env, default_value = "postgres")]
     pub db_user: String,
-    #[arg(
-        long = "db-password",
-        env = "DB_PASSWORD",
-        value_name = "DB_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
+    #[arg(long, env, default_value = "", hide_env_values = true)]
     pub db_password: Secret,
     /// TLS to PostgreSQL: `disable`, `prefer` (when the server offers it), `require`,
     /// `verify-ca` or `verify-full` (the certificate, and for `verify-full` the host name, are
     /// checked against DB_SSLROOTCERT, else the public web roots).
-    #[arg(
-        long = "db-sslmode",
-        env = "DB_SSLMODE",
-        value_name = "DB_SSLMODE",
-        value_enum,
-        default_value_t = SslMode::Prefer
-    )]
+    #[arg(long, env, value_enum, default_value_t = SslMode::Prefer)]
     pub db_sslmode: SslMode,
     /// PEM file of the CA that signed the server's certificate (for `verify-ca`/`verify-full`).
-    #[arg(
-        long = "db-sslrootcert",
-        env = "DB_SSLROOTCERT",
-        value_name = "DB_SSLROOTCERT"
-    )]
+    #[arg(long, env)]
     pub db_sslrootcert: Option<String>,
     /// Database name; each service has its own default (`user`, `product`, ...).
-    #[arg(long = "db-name", env = "DB_NAME", value_name = "DB_NAME")]
+    #[arg(long, env)]
     pub db_name: Option<String>,
     /// Most connections the pool opens.
-    #[arg(
-        long = "db-max-connections",
-        env = "DB_MAX_CONNECTIONS",
-        value_name = "DB_MAX_CONNECTIONS",
-        default_value_t = 16
-    )]
+    #[arg(long, env, default_value_t = 16)]
     pub db_max_connections: u32,
 }
 
@@ -168,8 +130,7 @@ impl DatabaseArgs {
         };
         let mut url = format!(
             "postgres://{auth}@{host}:{}/{name}?sslmode={}",
-            self.db_port,
-            self.db_sslmode.as_str()
+            self.db_port, self.db_sslmode
         );
         if let Some(root) = &self.db_sslrootcert {
             url.push_str(&format!("&sslrootcert={}", encode(root)));
@@ -182,50 +143,21 @@ impl DatabaseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Full URL (`redis://host:port/db`); when set, REDIS_HOST and REDIS_PORT are ignored.
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        value_name = "REDIS_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub redis_url: Option<SecretUrl>,
-    #[arg(
-        long = "redis-host",
-        env = "REDIS_HOST",
-        value_name = "REDIS_HOST",
-        default_value = "127.0.0.1"
-    )]
+    #[arg(long, env, default_value = "127.0.0.1")]
     pub redis_host: String,
-    #[arg(
-        long = "redis-port",
-        env = "REDIS_PORT",
-        value_name = "REDIS_PORT",
-        default_value_t = 6379
-    )]
+    #[arg(long, env, default_value_t = 6379)]
     pub redis_port: u16,
     /// Password of REDIS_HOST (`requirepass`); none when it has none.
-    #[arg(
-        long = "redis-password",
-        env = "REDIS_PASSWORD",
-        value_name = "REDIS_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub redis_password: Option<Secret>,
     /// Prefix of every key this process writes, so several shops or test runs share a Redis.
-    #[arg(
-        long = "redis-key-prefix",
-        env = "REDIS_KEY_PREFIX",
-        value_name = "REDIS_KEY_PREFIX",
-        default_value = "letsgo:"
-    )]
+    #[arg(long, env, default_value = "letsgo:")]
     pub redis_key_prefix: String,
     /// PEM file of the CA that signs Redis's certificate, for a `rediss://` REDIS_URL whose
     /// server the system's roots do not vouch for.
-    #[arg(
-        long = "redis-ca-file",
-        env = "REDIS_CA_FILE",
-        value_name = "REDIS_CA_FILE"
-    )]
+    #[arg(long, env)]
     pub redis_ca_file: Option<String>,
 }
 
@@ -278,78 +210,33 @@ impl RedisArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Comma-separated bootstrap brokers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "KAFKA_BROKERS",
-        value_name = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long, env, default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
     /// Prefix of every topic name, so several shops or test runs share a cluster.
-    #[arg(
-        long = "kafka-topic-prefix",
-        env = "KAFKA_TOPIC_PREFIX",
-        value_name = "KAFKA_TOPIC_PREFIX",
-        default_value = ""
-    )]
+    #[arg(long, env, default_value = "")]
     pub kafka_topic_prefix: String,
     /// Partitions of each topic the services create (topics that exist are left as they are).
-    #[arg(
-        long = "kafka-topic-partitions",
-        env = "KAFKA_TOPIC_PARTITIONS",
-        value_name = "KAFKA_TOPIC_PARTITIONS",
-        default_value_t = 3
-    )]
+    #[arg(long, env, default_value_t = 3)]
     pub kafka_topic_partitions: i32,
     /// Replicas of each topic the services create: 1 for one broker, 3 for a production cluster.
-    #[arg(
-        long = "kafka-topic-replication",
-        env = "KAFKA_TOPIC_REPLICATION",
-        value_name = "KAFKA_TOPIC_REPLICATION",
-        default_value_t = 1
-    )]
+    #[arg(long, env, default_value_t = 1)]
     pub kafka_topic_replication: i32,
     /// How the connection to the brokers is secured, as librdkafka names it: `plaintext`,
     /// `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    #[arg(
-        long = "kafka-security-protocol",
-        env = "KAFKA_SECURITY_PROTOCOL",
-        value_name = "KAFKA_SECURITY_PROTOCOL",
-        value_enum,
-        default_value_t = KafkaSecurityProtocol::Plaintext
-    )]
+    #[arg(long, env, value_enum, default_value_t = KafkaSecurityProtocol::Plaintext)]
     pub kafka_security_protocol: KafkaSecurityProtocol,
     /// SASL mechanism when the protocol is `sasl_*`.
-    #[arg(
-        long = "kafka-sasl-mechanism",
-        env = "KAFKA_SASL_MECHANISM",
-        value_name = "KAFKA_SASL_MECHANISM",
-        value_enum,
-        default_value_t = KafkaSaslMechanism::ScramSha512
-    )]
+    #[arg(long, env, value_enum, default_value_t = KafkaSaslMechanism::ScramSha512)]
     pub kafka_sasl_mechanism: KafkaSaslMechanism,
     /// SASL user name; needed when the protocol is `sasl_*`.
-    #[arg(
-        long = "kafka-sasl-username",
-        env = "KAFKA_SASL_USERNAME",
-        value_name = "KAFKA_SASL_USERNAME"
-    )]
+    #[arg(long, env)]
     pub kafka_sasl_username: Option<String>,
     /// SASL password; needed when the protocol is `sasl_*`.
-    #[arg(
-        long = "kafka-sasl-password",
-        env = "KAFKA_SASL_PASSWORD",
-        value_name = "KAFKA_SASL_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub kafka_sasl_password: Option<Secret>,
     /// PEM file of the CA that signs the brokers' certificates (`ssl` and `sasl_ssl`); the
     /// system's roots when absent.
-    #[arg(
-        long = "kafka-ca-file",
-        env = "KAFKA_CA_FILE",
-        value_name = "KAFKA_CA_FILE"
-    )]
+    #[arg(long, env)]
     pub kafka_ca_file: Option<String>,
 }
 
@@ -367,15 +254,6 @@ pub enum KafkaSecurityProtocol {
 }
 
 impl KafkaSecurityProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KafkaSecurityProtocol::Plaintext => "plaintext",
-            KafkaSecurityProtocol::Ssl => "ssl",
-            KafkaSecurityProtocol::SaslPlaintext => "sasl_plaintext",
-            KafkaSecurityProtocol::SaslSsl => "sasl_ssl",
-        }
-    }
-
     #[cfg(feature = "kafka")]
     fn uses_sasl(self) -> bool {
         matches!(
@@ -404,16 +282,6 @@ pub enum KafkaSaslMechanism {
     Plain,
 }
 
-impl KafkaSaslMechanism {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KafkaSaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-            KafkaSaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            KafkaSaslMechanism::Plain => "PLAIN",
-        }
-    }
-}
-
 impl KafkaArgs {
     /// Brokers and prefix, with topics made as the defaults say (tests, tools).
     pub fn new(brokers: &str, topic_prefix: &str) -> Self {
@@ -438,7 +306,7 @@ impl KafkaArgs {
         let mut config = rdkafka::ClientConfig::new();
         config
             .set("bootstrap.servers", &self.kafka_brokers)
-            .set("security.protocol", protocol.as_str());
+            .set("security.protocol", protocol.to_string());
         if protocol.uses_sasl() {
             let username = self
                 .kafka_sasl_username
@@ -447,7 +315,7 @@ impl KafkaArgs {
                 .ok_or_else(|| {
                     format!(
                         "KAFKA_SASL_USERNAME must be set when KAFKA_SECURITY_PROTOCOL is {}",
-                        protocol.as_str()
+                        protocol
                     )
                 })?;
             let password = self
@@ -458,11 +326,11 @@ impl KafkaArgs {
                 .ok_or_else(|| {
                     format!(
                         "KAFKA_SASL_PASSWORD must be set when KAFKA_SECURITY_PROTOCOL is {}",
-                        protocol.as_str()
+                        protocol
                     )
                 })?;
             config
-                .set("sasl.mechanism", self.kafka_sasl_mechanism.as_str())
+                .set("sasl.mechanism", self.kafka_sasl_mechanism.to_string())
                 .set("sasl.username", username)
                 .set("sasl.password", password);
         } else if [
@@ -475,7 +343,7 @@ impl KafkaArgs {
             return Err(format!(
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are used only when \
                  KAFKA_SECURITY_PROTOCOL is sasl_plaintext or sasl_ssl, not {}",
-                protocol.as_str()
+                protocol
             ));
         }
         match self.kafka_ca_file.as_deref().filter(|ca| !ca.is_empty()) {
@@ -486,7 +354,7 @@ impl KafkaArgs {
                 return Err(format!(
                     "KAFKA_CA_FILE is used only when KAFKA_SECURITY_PROTOCOL is ssl or sasl_ssl, \
                      not {}",
-                    protocol.as_str()
+                    protocol
                 ));
             }
             None => {}
@@ -501,13 +369,7 @@ impl KafkaArgs {
 pub struct EventConsumerArgs {
     /// Failures of one event (not counting outages, which are waited out) before it is parked
     /// in the `dead_letters` table and the consumer moves on.
-    #[arg(
-        long = "event-max-attempts",
-        env = "EVENT_MAX_ATTEMPTS",
-        value_name = "EVENT_MAX_ATTEMPTS",
-        default_value_t = 8,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
+    #[arg(long, env, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub event_max_attempts: u32,
     /// How long the ids of handled events are kept to recognise redeliveries; keep it longer
     /// than the topics' retention (Kafka's default: 7 days).
@@ -519,24 +381,14 @@ pub struct EventConsumerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
     /// HMAC key for HS256 tokens; at least 32 bytes (RFC 7518: a key as long as the hash).
-    #[arg(long = "jwt-secret", env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = SecretParser(check_jwt_secret))]
+    #[arg(long, env, hide_env_values = true, value_parser = SecretParser(check_jwt_secret))]
     pub jwt_secret: Secret,
     /// Token lifetime in seconds.
     #[arg(long = "jwt-ttl-secs", env = "JWT_TTL_SECS", value_name = "JWT_TTL_SECS", default_value = "86400", value_parser = parse_secs)]
     pub jwt_ttl: Duration,
-    #[arg(
-        long = "jwt-issuer",
-        env = "JWT_ISSUER",
-        value_name = "JWT_ISSUER",
-        default_value = "letsgo"
-    )]
+    #[arg(long, env, default_value = "letsgo")]
     pub jwt_issuer: String,
-    #[arg(
-        long = "jwt-audience",
-        env = "JWT_AUDIENCE",
-        value_name = "JWT_AUDIENCE",
-        default_value = "letsgo-api"
-    )]
+    #[arg(long, env, default_value = "letsgo-api")]
     pub jwt_audience: String,
 }
 
@@ -668,29 +520,20 @@ fn redact_url(url: &str) -> String {
 #[derive(Debug, Clone, Args)]
 pub struct GrpcServerArgs {
     /// Address the gRPC server listens on; each service has its own default port.
-    #[arg(long = "listen", env = "GRPC_LISTEN", value_name = "GRPC_LISTEN")]
+    #[arg(long, env = "GRPC_LISTEN", value_name = "GRPC_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
-    #[arg(
-        long = "admin-listen",
-        env = "ADMIN_LISTEN",
-        value_name = "ADMIN_LISTEN"
-    )]
+    #[arg(long, env)]
     pub admin_listen: Option<SocketAddr>,
     /// Longest a request may take before it is answered DEADLINE_EXCEEDED.
     #[arg(long = "request-timeout-ms", env = "REQUEST_TIMEOUT_MS", value_name = "REQUEST_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
     pub request_timeout: Duration,
     /// Most calls processed at once, over all connections; beyond it calls are refused at once
     /// with UNAVAILABLE.
-    #[arg(
-        long = "max-concurrent-requests",
-        env = "MAX_CONCURRENT_REQUESTS",
-        value_name = "MAX_CONCURRENT_REQUESTS",
-        default_value_t = 512
-    )]
+    #[arg(long, env, default_value_t = 512)]
     pub max_concurrent_requests: usize,
     /// Serve gRPC reflection (for grpcurl and the like). Off: it lists every method to anyone.
-    #[arg(long = "grpc-reflection", env = "GRPC_REFLECTION", value_name = "GRPC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env, default_value_t = false, action = clap::ArgAction::Set)]
     pub grpc_reflection: bool,
 }
 
@@ -698,6 +541,34 @@ pub struct GrpcServerArgs {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn setting_values_print_as_they_are_written() {
+        use clap::ValueEnum;
+        let written = |kind: &[String]| kind.join(" ");
+        let ssl: Vec<String> = SslMode::value_variants()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(
+            written(&ssl),
+            "disable allow prefer require verify-ca verify-full"
+        );
+        let protocols: Vec<String> = KafkaSecurityProtocol::value_variants()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(written(&protocols), "plaintext ssl sasl_plaintext sasl_ssl");
+        let mechanisms: Vec<String> = KafkaSaslMechanism::value_variants()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(written(&mechanisms), "SCRAM-SHA-512 SCRAM-SHA-256 PLAIN");
+        // And each reads back as itself.
+        for value in SslMode::value_variants() {
+            assert_eq!(SslMode::from_str(&value.to_string(), false), Ok(*value));
+        }
+    }
 
     #[derive(Parser, Debug)]
     struct Probe {

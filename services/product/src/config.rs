@@ -26,7 +26,7 @@ pub struct Config {
     #[arg(long = "product-cache-ttl-secs", env = "PRODUCT_CACHE_TTL_SECS", value_name = "PRODUCT_CACHE_TTL_SECS", default_value = "300", value_parser = parse_secs)]
     pub cache_ttl: Duration,
     /// Load the demo catalogue at start when the catalogue is empty (`make up` turns it on).
-    #[arg(long = "demo-catalogue", env = "DEMO_CATALOGUE", value_name = "DEMO_CATALOGUE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env, default_value_t = false, action = clap::ArgAction::Set)]
     pub demo_catalogue: bool,
     /// How long stock reserved for an order stays held before the order is saved and
     /// commits it; past that it comes back by itself (its order service died, say).

@@ -31,11 +31,7 @@ pub struct Config {
     /// thread wait in a queue, and calls beyond it are refused at once with 1006 (HTTP 429).
     /// Default: half the cores, at least one, no more than an eighth of the memory limit holds,
     /// so sign-in storms leave the service cores for everything else. One pool per process.
-    #[arg(
-        long = "password-hash-threads",
-        env = "PASSWORD_HASH_THREADS",
-        value_name = "PASSWORD_HASH_THREADS"
-    )]
+    #[arg(long, env)]
     pub password_hash_threads: Option<std::num::NonZeroUsize>,
 }
 
@@ -68,22 +64,12 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct InitialAdminArgs {
     /// Username of the initial admin. Nobody can register it.
-    #[arg(
-        long = "admin-username",
-        env = "ADMIN_USERNAME",
-        value_name = "ADMIN_USERNAME",
-        default_value = "admin"
-    )]
+    #[arg(long, env, default_value = "admin")]
     pub admin_username: String,
     /// The initial admin's password (at least 12 characters), used only when the account is
     /// created: changing it later changes nothing. Unset: no account is created and the
     /// username stays reserved; grant admin rights with `grant-admin`.
-    #[arg(
-        long = "admin-password",
-        env = "ADMIN_PASSWORD",
-        value_name = "ADMIN_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub admin_password: Option<Secret>,
 }
 

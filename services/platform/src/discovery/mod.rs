@@ -92,29 +92,19 @@ pub struct DiscoveryArgs {
     #[command(flatten)]
     pub internal_auth: crate::internal_auth::InternalAuthArgs,
     /// `auto`, `kubernetes`, `etcd` or `static`.
-    #[arg(long = "discovery", env = "DISCOVERY", value_name = "DISCOVERY", value_enum, default_value_t = DiscoveryChoice::Auto)]
+    #[arg(long, env, value_enum, default_value_t = DiscoveryChoice::Auto)]
     pub discovery: DiscoveryChoice,
     /// etcd endpoints, comma-separated (`127.0.0.1:2379`).
-    #[arg(long = "etcd-hosts", env = "ETCD_HOSTS", value_name = "ETCD_HOSTS")]
+    #[arg(long, env)]
     pub etcd_hosts: Option<String>,
     /// Key prefix of the registrations in etcd; shops sharing an etcd use different ones.
-    #[arg(
-        long = "etcd-prefix",
-        env = "ETCD_PREFIX",
-        value_name = "ETCD_PREFIX",
-        default_value = "/letsgo/services/"
-    )]
+    #[arg(long, env, default_value = "/letsgo/services/")]
     pub etcd_prefix: String,
     /// Lifetime of a registration that is no longer kept alive (an instance that died).
     #[arg(long = "etcd-lease-ttl-secs", env = "ETCD_LEASE_TTL_SECS", value_name = "ETCD_LEASE_TTL_SECS", default_value = "10", value_parser = crate::config::parse_secs)]
     pub etcd_lease_ttl: Duration,
     /// Host this instance registers itself under in etcd (its port is the one it bound).
-    #[arg(
-        long = "advertise-host",
-        env = "ADVERTISE_HOST",
-        value_name = "ADVERTISE_HOST",
-        default_value = "127.0.0.1"
-    )]
+    #[arg(long, env, default_value = "127.0.0.1")]
     pub advertise_host: String,
     /// DNS name of each service's headless Service; `{service}` becomes user, product, ...
     #[arg(
@@ -135,40 +125,15 @@ pub struct DiscoveryArgs {
     #[arg(long = "discovery-refresh-ms", env = "DISCOVERY_REFRESH_MS", value_name = "DISCOVERY_REFRESH_MS", default_value = "5000", value_parser = crate::config::parse_millis)]
     pub refresh: Duration,
     /// Addresses of the user service, comma-separated (static discovery).
-    #[arg(
-        long = "user-rpc",
-        env = "USER_RPC",
-        value_name = "USER_RPC",
-        default_value_t = local_rpc(ServiceName::User)
-    )]
+    #[arg(long, env, default_value_t = local_rpc(ServiceName::User))]
     pub user_rpc: String,
-    #[arg(
-        long = "product-rpc",
-        env = "PRODUCT_RPC",
-        value_name = "PRODUCT_RPC",
-        default_value_t = local_rpc(ServiceName::Product)
-    )]
+    #[arg(long, env, default_value_t = local_rpc(ServiceName::Product))]
     pub product_rpc: String,
-    #[arg(
-        long = "cart-rpc",
-        env = "CART_RPC",
-        value_name = "CART_RPC",
-        default_value_t = local_rpc(ServiceName::Cart)
-    )]
+    #[arg(long, env, default_value_t = local_rpc(ServiceName::Cart))]
     pub cart_rpc: String,
-    #[arg(
-        long = "order-rpc",
-        env = "ORDER_RPC",
-        value_name = "ORDER_RPC",
-        default_value_t = local_rpc(ServiceName::Order)
-    )]
+    #[arg(long, env, default_value_t = local_rpc(ServiceName::Order))]
     pub order_rpc: String,
-    #[arg(
-        long = "payment-rpc",
-        env = "PAYMENT_RPC",
-        value_name = "PAYMENT_RPC",
-        default_value_t = local_rpc(ServiceName::Payment)
-    )]
+    #[arg(long, env, default_value_t = local_rpc(ServiceName::Payment))]
     pub payment_rpc: String,
     /// Longest wait for a TCP connection to a service.
     #[arg(long = "rpc-connect-timeout-ms", env = "RPC_CONNECT_TIMEOUT_MS", value_name = "RPC_CONNECT_TIMEOUT_MS", default_value = "1000", value_parser = crate::config::parse_millis)]
