@@ -1012,15 +1012,9 @@ impl ComponentStatus {
     }
 }
 
-/// `10.0.0.0/8`, `fd00::/8`, `192.168.1.7`: what the gateway's TRUSTED_PROXIES accepts.
+/// `10.0.0.0/8`, `fd00::/8`, `192.168.1.7`: what the gateway's TRUSTED_PROXIES accepts, read
+/// with the same crate (ipnet) so that a Store the operator takes never stops its gateway.
 fn is_address_or_cidr(text: &str) -> bool {
-    let (address, prefix) = match text.trim().split_once('/') {
-        Some((address, prefix)) => (address, Some(prefix)),
-        None => (text.trim(), None),
-    };
-    let Ok(address) = address.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let width = if address.is_ipv4() { 32 } else { 128 };
-    prefix.is_none_or(|prefix| prefix.parse::<u8>().is_ok_and(|bits| bits <= width))
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().is_ok() || text.parse::<std::net::IpAddr>().is_ok()
 }
