@@ -47,8 +47,9 @@ pub enum Command {
     },
 }
 
+/// The shop the load goes to, and its admin, who makes the products the load shops from.
 #[derive(Debug, Args)]
-pub struct FlashSaleArgs {
+pub struct ShopArgs {
     /// The gateway's base URL (plain HTTP).
     #[arg(
         long,
@@ -56,6 +57,27 @@ pub struct FlashSaleArgs {
         default_value = "http://127.0.0.1:8888"
     )]
     pub target_url: String,
+
+    /// The shop's admin (ADMIN_USERNAME of the user service), who makes the products.
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
+    pub admin_user: String,
+
+    /// The admin's password (ADMIN_PASSWORD of the user service; `make up` keeps it in
+    /// /tmp/letsgo/admin-password). Needed to make products, so not for `--raw`.
+    #[arg(
+        long,
+        env = "ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub admin_password: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FlashSaleArgs {
+    #[command(flatten)]
+    pub shop: ShopArgs,
 
     /// Buyers, each registered for this sale (registration hashes a password: thousands take
     /// a minute or more).
@@ -87,21 +109,6 @@ pub struct FlashSaleArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// The shop's admin (ADMIN_USERNAME of the user service), who makes the products.
-    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
-    pub admin_user: String,
-
-    /// The admin's password (ADMIN_PASSWORD of the user service; `make up` keeps it in
-    /// /tmp/letsgo/admin-password).
-    #[arg(
-        long,
-        env = "ADMIN_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub admin_password: String,
-
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -109,13 +116,8 @@ pub struct FlashSaleArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// The gateway's base URL (plain HTTP).
-    #[arg(
-        long,
-        env = "LOADGEN_TARGET_URL",
-        default_value = "http://127.0.0.1:8888"
-    )]
-    pub target_url: String,
+    #[command(flatten)]
+    pub shop: ShopArgs,
 
     /// Relative weights of browse, search, detail, cart and checkout (order and payment).
     #[arg(
@@ -162,21 +164,6 @@ pub struct LoadArgs {
     /// Shoppers to register when the mix has cart or checkout (default: one per connection).
     #[arg(long)]
     pub users: Option<usize>,
-
-    /// The shop's admin (ADMIN_USERNAME of the user service), who makes the products.
-    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
-    pub admin_user: String,
-
-    /// The admin's password (ADMIN_PASSWORD of the user service; `make up` keeps it in
-    /// /tmp/letsgo/admin-password). Needed unless the mix is `--raw`.
-    #[arg(
-        long,
-        env = "ADMIN_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub admin_password: String,
 
     /// Hammer one URL instead of shopping: `--raw GET http://127.0.0.1:PORT/`. Any 2xx succeeds.
     #[arg(long, num_args = 2, value_names = ["METHOD", "URL"])]

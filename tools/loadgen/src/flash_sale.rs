@@ -125,9 +125,9 @@ struct BuyerLane {
 type ReadLog = Vec<(Instant, Duration, bool)>;
 
 pub async fn run(args: FlashSaleArgs) -> Result<FlashSaleReport, String> {
-    let (target, _) = Target::parse(&args.target_url)?;
+    let (target, _) = Target::parse(&args.shop.target_url)?;
     let mut setup = Connection::new(target.clone(), args.timeout);
-    let admin = sign_in_admin(&mut setup, &args.admin_user, &args.admin_password).await?;
+    let admin = sign_in_admin(&mut setup, &args.shop.admin_user, &args.shop.admin_password).await?;
     let shelves = ensure_products(&mut setup, &admin, 20).await?;
     let product_id = add_sale_product(&mut setup, &admin, args.units).await?;
     eprintln!(

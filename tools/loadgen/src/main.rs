@@ -25,12 +25,9 @@ fn main() -> ExitCode {
                 }
             };
             print!("{}", report.to_table());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).expect("a report serialises");
-                if let Err(e) = std::fs::write(&path, text + "\n") {
-                    eprintln!("letsgo-loadgen: cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+            if let Err(e) = write_json(json.as_deref(), &report) {
+                eprintln!("letsgo-loadgen: {e}");
+                return ExitCode::FAILURE;
             }
             if report.held() {
                 ExitCode::SUCCESS
@@ -61,14 +58,21 @@ fn main() -> ExitCode {
                 }
             };
             print!("{}", report.to_table());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).expect("a report serialises");
-                if let Err(e) = std::fs::write(&path, text + "\n") {
-                    eprintln!("letsgo-loadgen: cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+            if let Err(e) = write_json(json.as_deref(), &report) {
+                eprintln!("letsgo-loadgen: {e}");
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Writes the report as JSON to `path`, when one was asked for.
+fn write_json(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(report).expect("a report serialises");
+    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -90,7 +90,7 @@ pub async fn run(args: LoadArgs, lanes: usize) -> Result<Report, String> {
             (target, Work::Raw { method, path }, raw[1].clone())
         }
         None => {
-            let (target, _) = Target::parse(&args.target_url)?;
+            let (target, _) = Target::parse(&args.shop.target_url)?;
             let mix = args.mix();
             let mut setup = Connection::new(target.clone(), args.timeout);
             let users = if mix.actions().any(Action::needs_user) {
@@ -99,13 +99,17 @@ pub async fn run(args: LoadArgs, lanes: usize) -> Result<Report, String> {
                 0
             };
             let plan = SetupPlan {
-                admin_user: &args.admin_user,
-                admin_password: &args.admin_password,
+                admin_user: &args.shop.admin_user,
+                admin_password: &args.shop.admin_password,
                 products: args.products.max(1),
                 users,
             };
             let shop = Arc::new(Shop::set_up(&mut setup, &plan).await?);
-            (target, Work::Shop { mix, shop }, args.target_url.clone())
+            (
+                target,
+                Work::Shop { mix, shop },
+                args.shop.target_url.clone(),
+            )
         }
     };
     let work = Arc::new(work);
