@@ -401,10 +401,8 @@ load() {
 	listed=$(ctr --address "$socket" -n k8s.io images ls) ||
 		die "ctr cannot list the images of the containerd at $socket"
 	while read -r image archive; do
-		if [[ ! -s $archive ]]; then
-			say "$image: its archive $archive is gone; skipped (build it again)"
-			continue
-		fi
+		# A node without the image would leave its Pods in ErrImageNeverPull: stop here instead.
+		[[ -s $archive ]] || die "$image: its archive $archive is gone: build the images again (scripts/images.sh all)"
 		# The manifest's digest, as the archive's index names it and ctr lists it.
 		want=$(tar -xOf "$archive" index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -n1 | cut -d'"' -f4)
 		have=$(awk -v ref="$image" '$1 == ref {print $3}' <<<"$listed")
