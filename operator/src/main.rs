@@ -146,11 +146,17 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    let traces = letsgo_traces::init(
+    let traces = match letsgo_traces::init(
         config.log_format == LogFormat::Json,
         &config.log_filter,
         "letsgo-operator",
-    );
+    ) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("letsgo-operator: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

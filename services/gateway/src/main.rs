@@ -6,7 +6,14 @@ use letsgo_platform::shutdown::Shutdown;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    let traces = letsgo_platform::telemetry::init_logging(&config.telemetry, "letsgo-gateway");
+    let traces = match letsgo_platform::telemetry::init_logging(&config.telemetry, "letsgo-gateway")
+    {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("letsgo-gateway: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = async {
         let listener = listen::bind(config.listen)
             .await

@@ -425,7 +425,13 @@ where
     Fut: Future<Output = Result<(), ServiceError>>,
 {
     let binary = service.binary();
-    let traces = telemetry::init_logging(telemetry, &binary);
+    let traces = match telemetry::init_logging(telemetry, &binary) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (grpc_addr, admin_addr) = service.default_addresses();
     let result = match Listeners::bind(grpc, grpc_addr, admin_addr).await {
         Ok(listeners) => run(listeners, Shutdown::on_signals()).await,

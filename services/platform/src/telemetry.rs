@@ -34,8 +34,12 @@ use crate::traces::TraceExport;
 /// Starts logging, and exporting traces when the environment names an OTLP endpoint (see
 /// [`crate::traces`]; `service` names the process there unless `OTEL_SERVICE_NAME` does), and
 /// caps the allocator's arenas ([`crate::memory`]). Call once, first thing in `main`, inside
-/// the runtime; shut the answer down last.
-pub fn init_logging(args: &TelemetryArgs, service: &str) -> TraceExport {
+/// the runtime; shut the answer down last. An OpenTelemetry variable that cannot be honoured
+/// is an error naming it: the binary stops.
+pub fn init_logging(
+    args: &TelemetryArgs,
+    service: &str,
+) -> Result<TraceExport, letsgo_traces::SettingError> {
     // The first thing every binary does: the place to settle how it allocates too.
     crate::memory::cap_allocator_arenas();
     letsgo_traces::init(

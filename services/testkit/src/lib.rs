@@ -19,12 +19,14 @@
 
 mod kafka;
 mod middleware;
+mod processes;
 mod scratch;
 mod shop;
 
 pub use kafka::{KafkaBroker, KafkaTls, kafka_home};
 pub use letsgo_test_topics::{TopicPrefix, registry};
 pub use middleware::{kafka_brokers, postgres_url, redis_url};
+pub use processes::ShopProcesses;
 pub use scratch::{ScratchDatabase, delete_redis_keys};
 pub use shop::{Shop, ShopBuilder, channel_when_up, start_on_free_ports};
 

@@ -20,15 +20,19 @@
 //! consumer groups, storage operations and Redis command names; no SQL text, bind values, keys,
 //! tokens or bodies.
 
+mod delivery;
 #[cfg(feature = "receiver")]
 pub mod receiver;
+mod settings;
+
+pub use settings::{OtlpProtocol, OtlpSettings, SettingError};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -51,32 +55,6 @@ static ON: AtomicBool = AtomicBool::new(false);
 /// propagation) asks this first, so that it costs nothing when tracing is off.
 pub fn is_on() -> bool {
     ON.load(Ordering::Relaxed)
-}
-
-/// Where spans go: read from the standard OpenTelemetry variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtlpSettings {
-    /// The collector's OTLP/gRPC address, e.g. `http://127.0.0.1:4317`.
-    pub endpoint: String,
-}
-
-impl OtlpSettings {
-    /// The settings the environment gives, or `None` (tracing off) when it names no endpoint.
-    pub fn from_env() -> Option<OtlpSettings> {
-        OtlpSettings::from_vars(|name| std::env::var(name).ok())
-    }
-
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Option<OtlpSettings> {
-        if var("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true")) {
-            return None;
-        }
-        let set = |name: &str| var(name).filter(|value| !value.trim().is_empty());
-        let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
-        Some(OtlpSettings {
-            endpoint: endpoint.trim().to_owned(),
-        })
-    }
 }
 
 /// The running export. Keep it for the life of the process and [`TraceExport::shutdown`] it
@@ -118,8 +96,8 @@ impl TraceExport {
 
 /// Starts exporting to `settings.endpoint` and answers the layer that turns the process's spans
 /// into OpenTelemetry spans, and the export to shut down at exit. `service` names the process
-/// when `OTEL_SERVICE_NAME` does not. Must run inside a Tokio runtime (the exporter's channel
-/// lives on it).
+/// when `OTEL_SERVICE_NAME` does not. Must run inside a Tokio runtime (the gRPC exporter's
+/// channel lives on it).
 pub fn layer<S>(
     settings: &OtlpSettings,
     service: &str,
@@ -127,11 +105,39 @@ pub fn layer<S>(
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
 {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(settings.endpoint.clone())
-        .build()
-        .map_err(|error| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {error}"))?;
+    let exporter = match settings.protocol {
+        OtlpProtocol::Grpc => {
+            // Checked by the settings: each is a valid header, and so valid metadata.
+            let mut headers = HeaderMap::new();
+            for (name, value) in &settings.headers {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+            let metadata =
+                opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+                .with_endpoint(settings.endpoint.clone())
+                .with_metadata(metadata)
+                .build()
+        }
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(settings.endpoint.clone())
+            .with_headers(settings.headers.iter().cloned().collect())
+            .build(),
+    }
+    .map_err(|error| format!("the OTLP exporter to {}: {error}", settings.endpoint))?;
+    let exporter = delivery::Reported::new(
+        exporter,
+        format!("{} {}", settings.protocol.as_str(), settings.endpoint),
+    );
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), which the SDK reads itself.
     let provider = SdkTracerProvider::builder()
         .with_resource(resource(service))
@@ -143,15 +149,23 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-            if metadata.is_span() {
-                // Our own spans; libraries' spans (h2, hyper, sqlx) would swamp a trace.
-                metadata.target().starts_with("letsgo")
-            } else {
-                // Warnings and errors become events on their span (an error marks it failed).
-                *metadata.level() <= Level::WARN
-            }
-        }));
+        // A filter that also sees the context, so that every callsite's interest stays
+        // `sometimes` and the filters are asked at every span and event. With a metadata-only
+        // filter a callsite the filters all accept is cached as `always`; the macros then skip
+        // `enabled`, and the per-layer verdict read at `new_span` is whatever an unrelated
+        // `enabled` call (a library's `log_enabled!`) left on the thread: spans went missing
+        // from the export at random, their children became roots (tokio-rs/tracing#2519).
+        .with_filter(tracing_subscriber::filter::dynamic_filter_fn(
+            |metadata, _| {
+                if metadata.is_span() {
+                    // Our own spans; libraries' spans (h2, hyper, sqlx) would swamp a trace.
+                    metadata.target().starts_with("letsgo")
+                } else {
+                    // Warnings and errors become events on their span (an error marks it failed).
+                    *metadata.level() <= Level::WARN
+                }
+            },
+        ));
     ON.store(true, Ordering::Relaxed);
     Ok((layer, TraceExport(Some(provider))))
 }
@@ -326,30 +340,43 @@ pub fn is_server_failure(code: &str) -> bool {
 
 /// Installs the process's subscriber: logs (one JSON object per line when `json`, text for a
 /// person otherwise) filtered by `filter` (env-filter syntax), and the export of traces when the
-/// environment names an OTLP endpoint, `service` naming the process unless `OTEL_SERVICE_NAME`
-/// does. Call once, first thing, inside the runtime; shut the answer down last.
-pub fn init(json: bool, filter: &str, service: &str) -> TraceExport {
+/// environment asks for it ([`OtlpSettings::from_env`]), `service` naming the process unless
+/// `OTEL_SERVICE_NAME` does. Call once, first thing, inside the runtime; shut the answer down
+/// last. An OpenTelemetry variable that cannot be honoured is an error naming it, and nothing
+/// is installed: the binary should stop.
+pub fn init(json: bool, filter: &str, service: &str) -> Result<TraceExport, SettingError> {
+    let settings = OtlpSettings::from_env()?;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = if json {
+    let Some(settings) = settings else {
+        // One filter for everything: applied globally, no per-layer state to go stale.
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(log_lines(json))
+            .init();
+        return Ok(TraceExport::off());
+    };
+    let (spans, export) = layer(&settings, service).map_err(|problem| SettingError {
+        setting: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        problem,
+    })?;
+    // Two verdicts per span: the logs' (RUST_LOG) and the export's (every span of letsgo).
+    tracing_subscriber::registry()
+        .with(log_lines(json).with_filter(filter))
+        .with(spans)
+        .init();
+    Ok(export)
+}
+
+/// The log lines on stdout: JSON for a collector, text for a person.
+fn log_lines<S>(json: bool) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+{
+    if json {
         json_logs(std::io::stdout).boxed()
     } else {
         tracing_subscriber::fmt::layer().boxed()
-    };
-    let (spans, export, failure) = match OtlpSettings::from_env() {
-        None => (None, TraceExport::off(), None),
-        Some(settings) => match layer(&settings, service) {
-            Ok((layer, export)) => (Some(layer), export, None),
-            Err(error) => (None, TraceExport::off(), Some(error)),
-        },
-    };
-    tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(spans)
-        .init();
-    if let Some(error) = failure {
-        tracing::error!(%error, "traces are not exported");
     }
-    export
 }
 
 /// One JSON object per line, the event's fields at the top level, with the trace and span ids
@@ -404,61 +431,16 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
     use super::*;
 
-    fn settings(vars: &[(&str, &str)]) -> Option<OtlpSettings> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        OtlpSettings::from_vars(|name| vars.get(name).cloned())
-    }
-
     #[test]
-    fn without_an_endpoint_tracing_is_off_and_nothing_is_installed() {
-        assert_eq!(settings(&[]), None);
-        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")]), None);
-        assert_eq!(
-            settings(&[
-                ("OTEL_SERVICE_NAME", "x"),
-                ("OTEL_TRACES_SAMPLER", "always_on")
-            ]),
-            None,
-            "a sampler or a name alone exports nothing"
-        );
-        assert_eq!(
-            settings(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
-                ("OTEL_SDK_DISABLED", "true")
-            ]),
-            None
-        );
+    fn nothing_is_installed_while_tracing_is_off() {
         // This test binary never installs a layer: nothing is on, no traceparent is made.
         assert!(!is_on());
         assert_eq!(current_traceparent(), None);
         assert!(!TraceExport::off().is_exporting());
-    }
-
-    #[test]
-    fn the_traces_endpoint_wins_over_the_general_one() {
-        assert_eq!(
-            settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")]),
-            Some(OtlpSettings {
-                endpoint: "http://collector:4317".into()
-            })
-        );
-        assert_eq!(
-            settings(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317")
-            ])
-            .unwrap()
-            .endpoint,
-            "http://traces:4317"
-        );
     }
 
     #[test]
