@@ -164,4 +164,54 @@ pub mod limits {
     /// Orders in one call that commits reservations or records sales (the order service
     /// settles with the product service in batches of at most this many).
     pub const SETTLEMENT_BATCH_MAX: usize = 200;
+
+    // What the API takes in its fields. The gateway's OpenAPI document states each of these
+    // (services/gateway/src/openapi.rs), so a client generated from it refuses what we refuse.
+
+    /// A username at registration: this many characters at least, ...
+    pub const USERNAME_MIN_CHARS: usize = 3;
+    /// ... and at most this many (the original's documented rule).
+    pub const USERNAME_MAX_CHARS: usize = 20;
+    /// The longest username an existing account may have: the original declared 3–20 but
+    /// never enforced it, and its column holds 50, so accounts it made may have names up to
+    /// this long. Signing in takes them; registering a new one does not.
+    pub const USERNAME_STORED_MAX_CHARS: usize = 50;
+    /// The characters of a new username (ECMAScript and Rust `regex` syntax alike).
+    pub const USERNAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+    pub const PASSWORD_MIN_CHARS: usize = 6;
+    /// Bounds the work one sign-up or sign-in asks of the password hasher.
+    pub const PASSWORD_MAX_CHARS: usize = 128;
+    pub const EMAIL_MAX_CHARS: usize = 254;
+    /// A phone number: exactly this many ASCII digits.
+    pub const PHONE_DIGITS: usize = 11;
+    pub const AVATAR_URL_MAX_CHARS: usize = 512;
+    pub const PRODUCT_NAME_MAX_CHARS: usize = 200;
+    pub const PRODUCT_DESCRIPTION_MAX_CHARS: usize = 5000;
+    pub const PRODUCT_CATEGORY_MAX_CHARS: usize = 50;
+    pub const PRODUCT_IMAGES_MAX: usize = 20;
+    pub const PRODUCT_IMAGE_URL_MAX_BYTES: usize = 512;
+    pub const PRODUCT_ATTRIBUTES_MAX_BYTES: usize = 16 * 1024;
+    /// The highest price, in cents (100 000 000 yuan).
+    pub const PRODUCT_PRICE_MAX_CENTS: i64 = 10_000_000_000;
+    pub const PRODUCT_STOCK_MAX: i64 = 1_000_000_000;
+    pub const REVIEW_RATING_MAX: i32 = 5;
+    pub const REVIEW_COMMENT_MAX_CHARS: usize = 1000;
+    /// A search keyword, catalogue or orders.
+    pub const KEYWORD_MAX_CHARS: usize = 100;
+    /// Lines of one order.
+    pub const ORDER_LINES_MAX: usize = 50;
+    /// A delivery address, surrounding white space aside.
+    pub const ADDRESS_MIN_CHARS: usize = 10;
+    pub const ADDRESS_MAX_CHARS: usize = 200;
+    pub const REMARK_MAX_CHARS: usize = 500;
+    pub const CARRIER_MAX_CHARS: usize = 50;
+    pub const TRACKING_NO_MAX_CHARS: usize = 64;
+    /// Order statuses run from 1 (pending) to this (cancelled); 0 filters nothing.
+    pub const ORDER_STATUS_MAX: i32 = 5;
+    /// Payment types run from 1 (Alipay) to this (card).
+    pub const PAYMENT_TYPE_MAX: i32 = 3;
+    /// The payment provider's own transaction number in a callback.
+    pub const TRADE_NO_MAX_BYTES: usize = 128;
+    /// Digits before the decimal point of an amount of money (two may follow it).
+    pub const AMOUNT_WHOLE_DIGITS_MAX: usize = 12;
 }

@@ -76,8 +76,18 @@ impl Accounts {
     }
 
     /// An unknown username and a wrong password are the same answer (2002), after the same work.
+    /// Any name an account may have signs in, the original's longer ones included; only a
+    /// name or password longer than any account's is refused (1001) before the lookup.
     pub async fn login(&self, username: &str, password: String) -> AppResult<SignedIn> {
-        let user = self.store.find_by_username(username.trim()).await?;
+        let username = username.trim();
+        rules::check_sign_in_name(username)?;
+        if password.chars().count() > rules::PASSWORD_MAX_CHARS {
+            return Err(AppError::invalid(format!(
+                "password must be at most {} characters",
+                rules::PASSWORD_MAX_CHARS
+            )));
+        }
+        let user = self.store.find_by_username(username).await?;
         let stored = user.as_ref().map(|user| user.password_hash.clone());
         let matches = passwords::verify(password, stored).await?;
         let user = match user {

@@ -1,22 +1,18 @@
 //! What makes account data valid. No SQL and no proto here.
 
 use letsgo_platform::errors::{AppError, AppResult};
+pub use letsgo_platform::limits::{
+    AVATAR_URL_MAX_CHARS, EMAIL_MAX_CHARS, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS as PASSWORD_MIN,
+    PHONE_DIGITS, USERNAME_MAX_CHARS, USERNAME_MIN_CHARS, USERNAME_STORED_MAX_CHARS,
+};
 
-pub const USERNAME_LENGTH: std::ops::RangeInclusive<usize> = 3..=20;
-pub const PASSWORD_MIN: usize = 6;
-/// Bounds the hashing work one request can ask for.
-pub const PASSWORD_MAX: usize = 128;
-pub const AVATAR_MAX: usize = 512;
-const EMAIL_MAX: usize = 254;
-
-/// Letters, digits, `_` and `-`, 3 to 20 of them.
+/// A new username: letters, digits, `_` and `-`, 3 to 20 of them. Only registration (and the
+/// initial admin's setting) asks this; existing accounts keep the names they have.
 pub fn check_username(username: &str) -> AppResult<()> {
     let length = username.chars().count();
-    if !USERNAME_LENGTH.contains(&length) {
+    if !(USERNAME_MIN_CHARS..=USERNAME_MAX_CHARS).contains(&length) {
         return Err(AppError::invalid(format!(
-            "username must be {} to {} characters",
-            USERNAME_LENGTH.start(),
-            USERNAME_LENGTH.end()
+            "username must be {USERNAME_MIN_CHARS} to {USERNAME_MAX_CHARS} characters"
         )));
     }
     if !username
@@ -30,14 +26,29 @@ pub fn check_username(username: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// A name to sign in with: no account has a longer one (see [`USERNAME_STORED_MAX_CHARS`]), so
+/// a longer one is refused before any lookup or hashing. Nothing else is asked of it: the
+/// original's accounts may have names our registration would refuse.
+pub fn check_sign_in_name(username: &str) -> AppResult<()> {
+    let length = username.chars().count();
+    if length == 0 || length > USERNAME_STORED_MAX_CHARS {
+        return Err(AppError::invalid(format!(
+            "username must be 1 to {USERNAME_STORED_MAX_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_password(password: &str) -> AppResult<()> {
     let length = password.chars().count();
     if length < PASSWORD_MIN {
-        return Err(AppError::invalid("password must be at least 6 characters"));
-    }
-    if password.len() > PASSWORD_MAX {
         return Err(AppError::invalid(format!(
-            "password must be at most {PASSWORD_MAX} bytes"
+            "password must be at least {PASSWORD_MIN} characters"
+        )));
+    }
+    if length > PASSWORD_MAX_CHARS {
+        return Err(AppError::invalid(format!(
+            "password must be at most {PASSWORD_MAX_CHARS} characters"
         )));
     }
     Ok(())
@@ -46,7 +57,9 @@ pub fn check_password(password: &str) -> AppResult<()> {
 /// A plausible address: one `@`, a non-empty local part, a dotted domain, no spaces.
 pub fn check_email(email: &str) -> AppResult<()> {
     let invalid = || AppError::invalid("email is not a valid address");
-    if email.len() > EMAIL_MAX || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.chars().count() > EMAIL_MAX_CHARS
+        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(invalid());
     }
     let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -62,24 +75,30 @@ pub fn check_email(email: &str) -> AppResult<()> {
 
 /// Empty (not given) or exactly 11 digits, as the original asks.
 pub fn check_phone(phone: &str) -> AppResult<()> {
-    if phone.is_empty() || (phone.len() == 11 && phone.bytes().all(|b| b.is_ascii_digit())) {
-        Ok(())
-    } else {
-        Err(AppError::invalid("phone must be 11 digits"))
-    }
-}
-
-/// Empty, or an http(s) URL of reasonable length.
-pub fn check_avatar(avatar: &str) -> AppResult<()> {
-    let is_url = avatar.starts_with("https://") || avatar.starts_with("http://");
-    if avatar.is_empty()
-        || (is_url && avatar.len() <= AVATAR_MAX && !avatar.contains(char::is_whitespace))
+    if phone.is_empty()
+        || (phone.len() == PHONE_DIGITS && phone.bytes().all(|b| b.is_ascii_digit()))
     {
         Ok(())
     } else {
-        Err(AppError::invalid(
-            "avatar must be an http(s) URL of at most 512 characters",
-        ))
+        Err(AppError::invalid(format!(
+            "phone must be {PHONE_DIGITS} digits"
+        )))
+    }
+}
+
+/// Empty, or an http(s) URL of reasonable length without white space.
+pub fn check_avatar(avatar: &str) -> AppResult<()> {
+    let is_url = avatar.starts_with("https://") || avatar.starts_with("http://");
+    if avatar.is_empty()
+        || (is_url
+            && avatar.chars().count() <= AVATAR_URL_MAX_CHARS
+            && !avatar.contains(char::is_whitespace))
+    {
+        Ok(())
+    } else {
+        Err(AppError::invalid(format!(
+            "avatar must be an http(s) URL of at most {AVATAR_URL_MAX_CHARS} characters"
+        )))
     }
 }
 
@@ -95,6 +114,22 @@ mod tests {
         assert!(check_username(&"x".repeat(21)).is_err());
         assert!(check_username("john doe").is_err());
         assert!(check_username("robert'); drop").is_err());
+    }
+
+    #[test]
+    fn sign_in_takes_the_longer_names_the_original_stored() {
+        assert!(check_sign_in_name("paymenttest_1733300000").is_ok());
+        assert!(check_sign_in_name(&"x".repeat(USERNAME_STORED_MAX_CHARS)).is_ok());
+        assert!(check_sign_in_name(&"x".repeat(USERNAME_STORED_MAX_CHARS + 1)).is_err());
+        assert!(check_sign_in_name("").is_err());
+    }
+
+    #[test]
+    fn passwords_are_counted_in_characters() {
+        assert!(check_password("secret").is_ok());
+        assert!(check_password("short").is_err());
+        assert!(check_password(&"é".repeat(PASSWORD_MAX_CHARS)).is_ok());
+        assert!(check_password(&"x".repeat(PASSWORD_MAX_CHARS + 1)).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use axum::Extension;
 use axum::extract::State;
 use letsgo_platform::errors::{AppError, Envelope, ErrorCode};
+use letsgo_platform::limits::{PASSWORD_MAX_CHARS, USERNAME_STORED_MAX_CHARS};
 use letsgo_platform::proto::user::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,9 +17,10 @@ use crate::extract::ApiJson;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
-    /// 3–20 letters, digits, `_` or `-`; unique regardless of case.
+    /// 3–20 letters, digits, `_` or `-`; unique regardless of case. (Accounts the original
+    /// made may have longer names; they sign in, but no new one is registered.)
     pub username: String,
-    /// At least 6 characters.
+    /// 6 to 128 characters.
     pub password: String,
     /// Unique regardless of case.
     pub email: String,
@@ -30,8 +32,30 @@ pub struct RegisterRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginRequest {
+    /// 1 to 50 characters: the names of accounts the original made may be longer than ours
+    /// (see `USERNAME_STORED_MAX_CHARS`), and they sign in too.
     pub username: String,
+    /// At most 128 characters.
     pub password: String,
+}
+
+impl LoginRequest {
+    /// No account has a longer name or password, so such a sign-in is refused before it
+    /// costs a lookup, a hash or a place in the sign-in throttle's tables.
+    fn check(&self) -> Result<(), AppError> {
+        let name_length = self.username.trim().chars().count();
+        if name_length == 0 || name_length > USERNAME_STORED_MAX_CHARS {
+            return Err(AppError::invalid(format!(
+                "username must be 1 to {USERNAME_STORED_MAX_CHARS} characters"
+            )));
+        }
+        if self.password.chars().count() > PASSWORD_MAX_CHARS {
+            return Err(AppError::invalid(format!(
+                "password must be at most {PASSWORD_MAX_CHARS} characters"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,7 +133,7 @@ pub async fn register(
 #[utoipa::path(post, path = "/api/v1/user/login", tag = "user", request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = Envelope<AuthData>),
-        (status = 400, description = "1001: malformed JSON or missing fields", body = ErrorEnvelope),
+        (status = 400, description = "1001: malformed JSON, missing fields, or a username or password longer than any account's", body = ErrorEnvelope),
         (status = 401, description = "2002: wrong username or password", body = ErrorEnvelope),
         (status = 429, description = "1006: too many requests, or too many failed sign-ins for this account or from this address (refused whatever the password); see Retry-After", body = ErrorEnvelope),
         (status = 503, description = "1004: the user service is unavailable", body = ErrorEnvelope),
@@ -119,6 +143,7 @@ pub async fn login(
     client: Option<Extension<ClientAddress>>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<AuthData> {
+    body.check()?;
     let address = client.map(|Extension(address)| address.limit_key());
     let attempt = state.sign_in_throttle.begin(&body.username, address)?;
     let reply = state
