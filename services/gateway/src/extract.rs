@@ -1,6 +1,8 @@
 //! Request extractors whose rejections are our envelope with 400 and code 1001, never axum's
 //! plain-text 400/415/422.
 
+use std::borrow::Cow;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -34,10 +36,52 @@ where
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(AppError::invalid("the body must be a JSON object"));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
+        match axum::Json::<T>::from_bytes(&without_zero_fractions(&bytes)) {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_error(rejection)),
         }
+    }
+}
+
+/// The body with every zero fraction dropped from its numbers (`410.0` → `410`; `12.50` and
+/// strings are untouched). JSON Schema, and so our OpenAPI document, counts `410.0` as the
+/// integer 410, and clients that keep every number as a float send it so; serde refuses it for
+/// an integer field. No value changes, amounts included. Borrows when there is nothing to drop.
+fn without_zero_fractions(body: &[u8]) -> Cow<'_, [u8]> {
+    let mut kept: Option<Vec<u8>> = None;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < body.len() {
+        let byte = body[i];
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte == b'.' && i > 0 && body[i - 1].is_ascii_digit() {
+            // Outside strings a '.' is a number's; it goes, with its zeros, if only zeros
+            // follow up to the number's end (no more digits, no exponent).
+            let zeros = body[i + 1..].iter().take_while(|&&b| b == b'0').count();
+            let end = i + 1 + zeros;
+            let number_ends = !matches!(body.get(end), Some(b'0'..=b'9' | b'e' | b'E'));
+            if zeros > 0 && number_ends {
+                kept.get_or_insert_with(|| body[..i].to_vec());
+                i = end;
+                continue;
+            }
+        }
+        if let Some(kept) = &mut kept {
+            kept.push(byte);
+        }
+        i += 1;
+    }
+    match kept {
+        Some(kept) => Cow::Owned(kept),
+        None => Cow::Borrowed(body),
     }
 }
 
@@ -108,7 +152,30 @@ mod tests {
     use axum::http::HeaderMap;
     use axum::http::header::CONTENT_TYPE;
 
-    use super::is_json;
+    use super::{is_json, without_zero_fractions};
+
+    #[test]
+    fn zero_fractions_leave_numbers_and_nothing_else() {
+        let of = |body: &str| {
+            String::from_utf8(without_zero_fractions(body.as_bytes()).into_owned()).unwrap()
+        };
+        assert_eq!(
+            of(r#"{"productId": 410.0, "quantity": 2.00}"#),
+            r#"{"productId": 410, "quantity": 2}"#
+        );
+        assert_eq!(of(r#"{"a": -7.0,"b":[1.0]}"#), r#"{"a": -7,"b":[1]}"#);
+        for unchanged in [
+            r#"{"price": 12.50, "b": 1.05, "c": 1.0e3, "d": 0.001}"#,
+            r#"{"name": "v1.0 \" 2.0", "n": 3}"#,
+            r#"{"attributes": "{\"size\": 1.0}"}"#,
+        ] {
+            assert_eq!(of(unchanged), unchanged);
+        }
+        assert!(matches!(
+            without_zero_fractions(b"{\"a\": 1}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn json_content_types_are_recognised_with_any_case_and_parameters() {

@@ -4,6 +4,7 @@
 
 use axum::extract::State;
 use letsgo_platform::errors::{AppError, Envelope};
+use letsgo_platform::limits::{ORDER_PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 use letsgo_platform::proto::order::v1 as order_pb;
 use letsgo_platform::proto::product::v1 as product_pb;
 use serde::Deserialize;
@@ -48,7 +49,7 @@ pub async fn orders(
     ApiQuery(query): ApiQuery<AdminOrderQuery>,
 ) -> ApiResult<OrderPageData> {
     let page = query.page.unwrap_or(1);
-    let page_size = query.page_size.unwrap_or(10);
+    let page_size = query.page_size.unwrap_or(ORDER_PAGE_SIZE_DEFAULT);
     if page < 1 || page_size < 1 {
         return Err(AppError::invalid("page and pageSize must be at least 1"));
     }
@@ -56,7 +57,7 @@ pub async fn orders(
         .order_client()
         .list_all_orders(order_pb::ListAllOrdersRequest {
             page,
-            page_size: page_size.min(100),
+            page_size: page_size.min(PAGE_SIZE_MAX),
             status: query.status.unwrap_or(0),
             keyword: query.keyword.unwrap_or_default(),
         })
