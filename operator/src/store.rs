@@ -103,15 +103,41 @@ pub struct StoreSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Observability {
-    /// An OpenTelemetry collector's OTLP/gRPC endpoint, e.g.
-    /// `http://otel-collector.observability.svc:4317` (`OTEL_EXPORTER_OTLP_ENDPOINT`).
-    #[schemars(length(min = 1, max = 2000), pattern(r"^https?://"))]
+    /// An OpenTelemetry collector's OTLP endpoint, in plain HTTP: for gRPC its address, e.g.
+    /// `http://otel-collector.observability.svc:4317`; for HTTP/protobuf its base, e.g.
+    /// `http://otel-collector.observability.svc:4318` (the services post to `/v1/traces` below
+    /// it). `OTEL_EXPORTER_OTLP_ENDPOINT`. A collector beside the shop forwards to a backend
+    /// over TLS.
+    #[schemars(length(min = 1, max = 2000), pattern(r"^http://[^/]"))]
     pub otlp_endpoint: String,
+    /// How the spans are sent: `grpc` (the default, as this field has always meant) or
+    /// `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    #[serde(default)]
+    pub otlp_protocol: OtlpProtocol,
     /// The share of traces kept, from 0 to 1, decided where a trace starts (the gateway, or
     /// the caller whose `traceparent` it continues); the default keeps every trace.
     #[serde(default = "default_sampling_ratio")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub sampling_ratio: f64,
+}
+
+/// An OTLP transport, as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
 }
 
 fn default_sampling_ratio() -> f64 {

@@ -501,6 +501,7 @@ fn the_operators_traces_go_where_the_values_say_and_nowhere_by_default() {
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
                 "http://collector.observability:4317"
             ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
         ]
@@ -574,6 +575,8 @@ fn the_values_schema_refuses_bad_values() {
         "watchNamespace=Not_A_Namespace",
         "unknownSetting=1",
         "tracing.otlpEndpoint=collector:4317",
+        "tracing.otlpEndpoint=https://api.example.com",
+        "tracing.otlpProtocol=http/json",
         "tracing.samplingRatio=2",
         "middlewareImages.postgres=two words",
         "middlewareImages.mysql=mysql:8",
@@ -792,6 +795,344 @@ fn the_tiltfile_and_the_image_context_hold_every_workspace_member() {
             source == "." || sources.iter().any(|s| source.starts_with(s.as_str())),
             "the Dockerfile copies {source}, which Tilt's context lacks"
         );
+    }
+}
+
+/// `scripts/tilt-images.sh ARGS` with these settings (and no other LETSGO_ one of the caller's).
+fn tilt_images(args: &[&str], settings: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(repo().join("scripts/tilt-images.sh"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LETSGO_")) {
+        command.env_remove(name);
+    }
+    run(command.args(args).envs(settings.iter().copied()))
+}
+
+/// The modes the script dispatches on: the arms of its last `case ${1:-} in`.
+fn tilt_script_modes() -> Vec<String> {
+    let script = std::fs::read_to_string(repo().join("scripts/tilt-images.sh")).unwrap();
+    let dispatch = &script[script
+        .rfind("case ${1:-} in")
+        .expect("the script's dispatch")..];
+    dispatch
+        .lines()
+        .skip(1)
+        .take_while(|line| *line != "esac")
+        .filter_map(|line| line.split_once(')').map(|(arm, _)| arm))
+        .filter(|arm| !arm.is_empty() && arm.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Tilt cannot run here, so what the Tiltfile asks of the script is checked against the script:
+/// every `scripts/tilt-images.sh MODE` it runs is a mode the script has, and its usage names
+/// every mode.
+#[test]
+fn the_tiltfile_runs_only_modes_the_tilt_script_has() {
+    let modes = tilt_script_modes();
+    for mode in [
+        "operator",
+        "shop",
+        "settings",
+        "middleware",
+        "print-store",
+        "tag",
+    ] {
+        assert!(modes.iter().any(|m| m == mode), "{mode} not in {modes:?}");
+    }
+    let tiltfile = std::fs::read_to_string(repo().join("Tiltfile")).unwrap();
+    let called: Vec<&str> = tiltfile
+        .split("scripts/tilt-images.sh ")
+        .skip(1)
+        .map(|rest| rest.split([' ', '\'', '"']).next().unwrap())
+        .collect();
+    assert!(called.len() >= 4, "{called:?}");
+    for mode in &called {
+        assert!(
+            modes.iter().any(|m| m == mode),
+            "the Tiltfile runs `scripts/tilt-images.sh {mode}`, which the script lacks ({modes:?})"
+        );
+    }
+    let usage = text(&tilt_images(&[], &[]));
+    for mode in &modes {
+        assert!(
+            usage.contains(&format!("scripts/tilt-images.sh {mode}")),
+            "the usage misses {mode}:\n{usage}"
+        );
+    }
+}
+
+/// A misspelt setting stops the script (and the Tiltfile, which checks the settings first)
+/// naming the setting, before anything is built.
+#[test]
+fn a_wrong_tilt_setting_stops_naming_the_setting() {
+    for (settings, named) in [
+        (&[("LETSGO_BUILDER", "dokcer")][..], "LETSGO_BUILDER=dokcer"),
+        (&[("LETSGO_LOADER", "kinnd")][..], "LETSGO_LOADER=kinnd"),
+        (&[("LETSGO_LOADER", "registry")][..], "LETSGO_REGISTRY"),
+        (
+            &[("LETSGO_BUILDER", "buildah"), ("LETSGO_LOADER", "none")][..],
+            "LETSGO_LOADER=none",
+        ),
+    ] {
+        for mode in ["settings", "operator", "shop"] {
+            let output = tilt_images(&[mode, "Cargo.toml"], settings);
+            assert!(!output.status.success(), "{settings:?} {mode} passed");
+            assert!(
+                text(&output).contains(named),
+                "{settings:?} {mode}: {}",
+                text(&output)
+            );
+        }
+    }
+    let output = tilt_images(&["operator"], &[("LETSGO_LOADER", "none")]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("EXPECTED_REF"), "{}", text(&output));
+}
+
+/// The Store the loop applies: loaded images are never pulled; a registry's are pulled once per
+/// tag (the tags are content hashes).
+#[test]
+fn the_tilt_store_names_the_images_as_the_loader_delivers_them() {
+    for (settings, registry, policy) in [
+        (
+            &[("LETSGO_LOADER", "containerd")][..],
+            "localhost/letsgo",
+            "Never",
+        ),
+        (
+            &[("LETSGO_LOADER", "kind")][..],
+            "localhost/letsgo",
+            "Never",
+        ),
+        (
+            &[
+                ("LETSGO_LOADER", "registry"),
+                ("LETSGO_REGISTRY", "localhost:5001/letsgo"),
+            ][..],
+            "localhost:5001/letsgo",
+            "IfNotPresent",
+        ),
+    ] {
+        let output = tilt_images(&["print-store", "dev-0123456789ab"], settings);
+        assert!(output.status.success(), "{}", text(&output));
+        let store = String::from_utf8(output.stdout).unwrap();
+        let image = &store[store.find("\n  image:\n").expect("spec.image")..];
+        let image: Vec<&str> = image
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with("    "))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            image,
+            [
+                format!("registry: {registry}"),
+                "tag: \"dev-0123456789ab\"".to_owned(),
+                format!("pullPolicy: {policy}"),
+            ],
+            "{settings:?}:\n{store}"
+        );
+    }
+}
+
+/// The Tiltfile loaded for kube context `context` with these flags (as after `tilt up --`) and
+/// environment, by operator/tests/fixtures/tiltfile.py (Tilt's built-ins as recorders; Tilt itself
+/// is not served here): what it asked Tilt for, or the error that stopped the load. The tools
+/// the settings need are stand-ins on PATH that succeed: this checks the Tiltfile's choices.
+fn load_tiltfile(context: &str, flags: &[&str], env: &[(&str, &str)]) -> Result<Value, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let stand_ins = Path::new(env!("CARGO_TARGET_TMPDIR")).join("letsgo-tilt-tools");
+    std::fs::create_dir_all(&stand_ins).unwrap();
+    for tool in ["docker", "podman", "kind", "k3d", "minikube"] {
+        let path = stand_ins.join(tool);
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = std::env::join_paths(
+        std::iter::once(stand_ins).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let mut command = Command::new(tool("PYTHON", "python3"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LETSGO_")) {
+        command.env_remove(name);
+    }
+    let output = run(command
+        .arg(repo().join("operator/tests/fixtures/tiltfile.py"))
+        .arg(repo())
+        .arg(context)
+        .args(flags)
+        .env("PATH", path)
+        .envs(env.iter().copied()));
+    if !output.status.success() {
+        return Err(text(&output));
+    }
+    Ok(serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// The settings the Tiltfile gives the script, the same for the operator's custom_build and the
+/// shop's images.
+fn tilt_settings(asked: &Value) -> &Value {
+    let build = &asked["custom_build"][0];
+    let shop = asked["local_resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| resource["name"] == "shop-images")
+        .expect("the shop-images resource");
+    assert_eq!(build["env"], shop["env"], "{asked}");
+    &build["env"]
+}
+
+/// Each local cluster gets the builder and loader that reach it; a flag or a variable wins; the
+/// local node's context is allowed; a misspelt flag value stops the load naming the setting.
+#[test]
+fn the_tiltfile_picks_builder_and_loader_from_the_context_unless_told() {
+    for (context, flags, env, builder, loader, cluster) in [
+        (
+            "kind-kind",
+            &[][..],
+            &[][..],
+            "docker",
+            "kind",
+            Some(("LETSGO_KIND_CLUSTER", "kind")),
+        ),
+        (
+            "kind-dev",
+            &[],
+            &[],
+            "docker",
+            "kind",
+            Some(("LETSGO_KIND_CLUSTER", "dev")),
+        ),
+        (
+            "k3d-k3s-default",
+            &[],
+            &[],
+            "docker",
+            "k3d",
+            Some(("LETSGO_K3D_CLUSTER", "k3s-default")),
+        ),
+        (
+            "minikube",
+            &[],
+            &[],
+            "docker",
+            "minikube",
+            Some(("LETSGO_MINIKUBE_PROFILE", "minikube")),
+        ),
+        ("docker-desktop", &[], &[], "docker", "none", None),
+        ("rancher-desktop", &[], &[], "docker", "none", None),
+        (
+            "kind-kind",
+            &["--builder=podman"],
+            &[],
+            "podman",
+            "kind",
+            Some(("LETSGO_KIND_CLUSTER", "kind")),
+        ),
+        (
+            "kind-kind",
+            &[],
+            &[("LETSGO_BUILDER", "podman")],
+            "podman",
+            "kind",
+            None,
+        ),
+        (
+            "minikube",
+            &["--loader=kind"],
+            &[("LETSGO_LOADER", "k3d")],
+            "docker",
+            "kind",
+            None,
+        ),
+    ] {
+        let asked = load_tiltfile(context, flags, env)
+            .unwrap_or_else(|e| panic!("{context} {flags:?} {env:?}: {e}"));
+        let settings = tilt_settings(&asked);
+        assert_eq!(
+            settings["LETSGO_BUILDER"], builder,
+            "{context} {flags:?} {env:?}: {settings}"
+        );
+        assert_eq!(
+            settings["LETSGO_LOADER"], loader,
+            "{context} {flags:?} {env:?}: {settings}"
+        );
+        if let Some((name, value)) = cluster {
+            assert_eq!(settings[name], value, "{context}: {settings}");
+        }
+        let values = strings(&asked["helm"][0]["set"]);
+        assert!(
+            values.contains(&"image.pullPolicy=Never"),
+            "{context}: {values:?}"
+        );
+        assert!(
+            strings(&asked["allowed_contexts"]).contains(&"local"),
+            "{asked}"
+        );
+    }
+
+    // A registry: pushed there, pulled by the cluster once per tag.
+    let asked = load_tiltfile(
+        "kind-kind",
+        &["--loader=registry", "--registry=localhost:5001/letsgo"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        tilt_settings(&asked)["LETSGO_REGISTRY"],
+        "localhost:5001/letsgo"
+    );
+    assert_eq!(
+        asked["custom_build"][0]["ref"],
+        "localhost:5001/letsgo/letsgo-operator"
+    );
+    let values = strings(&asked["helm"][0]["set"]);
+    for value in [
+        "image.registry=localhost:5001/letsgo",
+        "image.pullPolicy=IfNotPresent",
+    ] {
+        assert!(values.contains(&value), "{values:?}");
+    }
+    let error = load_tiltfile("kind-kind", &["--loader=registry"], &[]).unwrap_err();
+    assert!(error.contains("LETSGO_REGISTRY"), "{error}");
+
+    for (flags, named) in [
+        (&["--builder=dokcer"][..], "LETSGO_BUILDER=dokcer"),
+        (&["--loader=kinnd"], "LETSGO_LOADER=kinnd"),
+    ] {
+        let error = load_tiltfile("kind-kind", flags, &[]).unwrap_err();
+        assert!(error.contains(named), "{flags:?}: {error}");
+    }
+    let error = load_tiltfile("kind-kind", &["--bulder=podman"], &[]).unwrap_err();
+    assert!(error.contains("--bulder"), "{error}");
+}
+
+/// The sed of the first script (a newline in a replacement) broke on macOS: the script Tilt runs
+/// keeps to what bash 3.2 and BSD's tools do.
+#[test]
+fn the_tilt_script_uses_nothing_gnu_only() {
+    let script = std::fs::read_to_string(repo().join("scripts/tilt-images.sh")).unwrap();
+    for (construct, why) in [
+        (
+            "sed ",
+            "GNU and BSD sed differ (-i, \\n in replacements): use awk",
+        ),
+        ("readlink -f", "not in older macOS"),
+        (
+            "sha256sum",
+            "not on macOS (git hash-object is everywhere git is)",
+        ),
+        ("mapfile", "bash 4"),
+        ("declare -A", "bash 4"),
+        ("xargs -r", "GNU only"),
+        ("sort -z", "GNU only"),
+    ] {
+        let code = script
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .find(|line| line.contains(construct));
+        assert!(code.is_none(), "`{construct}` ({why}): {code:?}");
     }
 }
 

@@ -1249,7 +1249,11 @@ fn the_operator_sends_each_reconcile_as_a_trace() {
         ns,
         "operator-a",
         4,
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        // As the chart sets them (tracing.otlpEndpoint, tracing.otlpProtocol).
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
     );
     let example = repo().join("examples/store.yaml");
     kube.run(&["apply", "-n", ns, "-f", example.to_str().unwrap()]);

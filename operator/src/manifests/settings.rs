@@ -90,6 +90,10 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
             observability.otlp_endpoint.clone(),
         );
         data.insert(
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+            observability.otlp_protocol.as_str().to_owned(),
+        );
+        data.insert(
             "OTEL_TRACES_SAMPLER".to_owned(),
             "parentbased_traceidratio".to_owned(),
         );

@@ -808,6 +808,10 @@ fn traces_go_where_the_store_says_named_by_service_and_store() {
         config["OTEL_EXPORTER_OTLP_ENDPOINT"],
         "http://collector.observability.svc:4317"
     );
+    assert_eq!(
+        config["OTEL_EXPORTER_OTLP_PROTOCOL"], "grpc",
+        "the field has always meant an OTLP/gRPC endpoint"
+    );
     assert_eq!(config["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
     assert_eq!(config["OTEL_TRACES_SAMPLER_ARG"], "0.25");
     assert_eq!(
@@ -821,6 +825,19 @@ fn traces_go_where_the_store_says_named_by_service_and_store() {
             Some(format!("letsgo-{service}").as_str())
         );
     }
+    let spec: StoreSpec = serde_json::from_value(serde_json::json!({
+        "observability": {"otlpEndpoint": "http://collector:4318", "otlpProtocol": "http/protobuf"}
+    }))
+    .unwrap();
+    let config = config_map_of(&build(spec)).data.unwrap();
+    assert_eq!(config["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    assert!(
+        serde_json::from_value::<StoreSpec>(serde_json::json!({
+            "observability": {"otlpEndpoint": "http://collector:4318", "otlpProtocol": "http/json"}
+        }))
+        .is_err(),
+        "a protocol the services cannot speak is refused"
+    );
 }
 
 #[test]

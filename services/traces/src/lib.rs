@@ -1,13 +1,18 @@
 //! Traces and the log lines that name them: one trace per request, followed through the whole
 //! shop, exported by OTLP. Shared by the services (through letsgo-platform) and the operator.
 //!
-//! **Off unless an endpoint is set** (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
-//! `OTEL_EXPORTER_OTLP_ENDPOINT`; `OTEL_SDK_DISABLED=true` turns it off again). Off, no exporter
-//! and no layer are installed and the spans below are never created: what remains is one relaxed
-//! atomic load ([`is_on`]) per request, call and event. On, the spans of letsgo's own crates (and
-//! warnings and errors, as span events) go by OTLP over gRPC, in batches, to the endpoint, named
-//! `OTEL_SERVICE_NAME` (the binary's name by default) and sampled as `OTEL_TRACES_SAMPLER` and
-//! `OTEL_TRACES_SAMPLER_ARG` say (by default every trace a caller did not decline).
+//! **Off unless asked for**: an endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp`; `OTEL_TRACES_EXPORTER=none` or
+//! `OTEL_SDK_DISABLED=true` turns it off again. Off, no exporter and no layer are installed and
+//! the spans below are never created: what remains is one relaxed atomic load ([`is_on`]) per
+//! request, call and event. On, the spans of letsgo's own crates (and warnings and errors, as
+//! span events) go in batches by OTLP over HTTP/protobuf (the specification's default) or gRPC
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL`), with `OTEL_EXPORTER_OTLP_HEADERS`, named `OTEL_SERVICE_NAME`
+//! (the binary's name by default) with `OTEL_RESOURCE_ATTRIBUTES`, and sampled as
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` say (by default every trace a caller did
+//! not decline). The variables are read as the specification defines them ([`OtlpSettings`]);
+//! a value letsgo cannot honour stops the binary naming the variable, and an export that fails
+//! is said in the log once, with its reason, until exports succeed again.
 //!
 //! **The context travels as a W3C `traceparent`**: in the HTTP headers a client sends the gateway
 //! (the gateway continues that trace, or starts one), in the metadata of every gRPC call

@@ -346,3 +346,104 @@ async fn one_checkout_is_one_trace_across_the_processes_over_grpc() {
 async fn one_checkout_is_one_trace_across_the_processes_over_http_protobuf() {
     one_checkout_is_one_trace_across_processes(OtlpProtocol::HttpProtobuf).await;
 }
+
+/// A binary whose OpenTelemetry settings cannot be honoured does not start: it says which
+/// variable and why, and exits failing, before it listens.
+#[test]
+fn a_binary_refuses_to_start_with_settings_it_cannot_honour() {
+    for (variable, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://api.example.com"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key"),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-gateway"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("OTEL_") {
+                command.env_remove(name);
+            }
+        }
+        if variable != "OTEL_EXPORTER_OTLP_ENDPOINT" {
+            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        }
+        let output = command
+            .env(variable, value)
+            .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
+            // Were it to start, it would listen where nothing can clash.
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("ADMIN_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("the gateway's binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{variable}={value} started");
+        assert!(
+            stderr.contains(&format!("letsgo-gateway: {variable}: ")),
+            "{variable}={value}: {stderr}"
+        );
+    }
+}
+
+/// An export that cannot reach its collector is said in the log once, with the reason, while
+/// the binary goes on serving.
+#[tokio::test]
+async fn a_collector_out_of_reach_is_said_once_and_serving_goes_on() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin, closed) = (free(), free(), free());
+    let log_path =
+        std::env::temp_dir().join(format!("letsgo-gateway-{listen}.log").replace(':', "-"));
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_letsgo-gateway"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    let mut gateway = command
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("JWT_SECRET", letsgo_testkit::JWT_SECRET)
+        .env("REDIS_URL", letsgo_testkit::redis_url())
+        .env("GATEWAY_LISTEN", listen.to_string())
+        .env("ADMIN_LISTEN", admin.to_string())
+        .env("LOG_FORMAT", "json")
+        .stdout(log_file)
+        .spawn()
+        .expect("the gateway's binary runs");
+    let http = reqwest::Client::new();
+    let mut served = 0;
+    for _ in 0..100 {
+        if let Ok(answer) = http.get(format!("http://{listen}/health")).send().await
+            && answer.status() == StatusCode::OK
+        {
+            served += 1;
+            if served == 10 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, 10, "the gateway serves while its spans go nowhere");
+    // Several batches' time: each failed, one line said so.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = gateway.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("not reaching the OTLP collector"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(said[0].contains(&closed.to_string()), "{}", said[0]);
+    assert!(said[0].contains("\"level\":\"WARN\""), "{}", said[0]);
+}
