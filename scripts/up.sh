@@ -10,8 +10,8 @@
 #   ADMIN_USERNAME     (admin)   the initial admin, made when its account does not exist
 #   ADMIN_PASSWORD     its password (generated once, kept in $LETSGO_STATE_DIR/admin-password)
 #   LOG_FORMAT (text)   RUST_LOG (info)
-#   OTEL_EXPORTER_OTLP_ENDPOINT (none: off)  export traces there, e.g. http://127.0.0.1:4317
-#     (and OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG; README "Tracing")
+#   OTEL_EXPORTER_OTLP_ENDPOINT (none: off)  export traces there, e.g. http://127.0.0.1:4318
+#     (and OTEL_EXPORTER_OTLP_PROTOCOL=grpc for :4317, OTEL_TRACES_SAMPLER, ...; README "Tracing")
 #   DEMO_CATALOGUE     (true)    load demo products into an empty catalogue
 #   MOCK_PROVIDER_AUTOCOMPLETE (true)  the mock provider approves payments by itself
 #   LETSGO_PROFILE     release (default) or debug
