@@ -146,10 +146,18 @@ impl Orders {
         let held = match reserved {
             Ok(reply) => reply.into_inner().lines,
             Err(status) => {
-                // The reservation may have landed even if its answer was lost; releasing also
-                // stops a late retry from taking stock.
-                self.release_with_retries(id).await;
-                return Err(status.into());
+                let error = AppError::from(status);
+                // Refused (sold out, not for sale): the product service took nothing and has
+                // recorded the refusal, so a late retry takes nothing either. Any other failure
+                // leaves the outcome unknown: the reservation may have landed with its answer
+                // lost, and releasing also stops a late retry from taking stock.
+                if !matches!(
+                    error.code,
+                    ErrorCode::OutOfStock | ErrorCode::ProductNotFound
+                ) {
+                    self.release_with_retries(id).await;
+                }
+                return Err(error);
             }
         };
         let mut items = Vec::with_capacity(held.len());

@@ -2,12 +2,12 @@
 //! stock moves, what an unlisted product is hidden from, and that every change reaches the
 //! cache.
 
-use std::time::Duration;
 use tracing::Instrument;
 
 use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 
 use crate::product_cache::{Lookup, ProductCache};
+use crate::reservations::Reservations;
 use crate::rules;
 use crate::storage::{
     CatalogueStore, NewProduct, ProductChange, ProductRecord, ReservedLine, ReviewRecord, SortKey,
@@ -21,9 +21,9 @@ pub struct Page<T> {
 
 pub struct Catalogue {
     store: CatalogueStore,
+    /// Reservations, decided in batches as they arrive together.
+    reservations: Reservations,
     cache: ProductCache,
-    /// How long a reservation waits for its order to commit it.
-    reservation_hold: Duration,
 }
 
 use letsgo_platform::limits::PRODUCT_PAGE_SIZE_DEFAULT as DEFAULT_PAGE_SIZE;
@@ -58,11 +58,11 @@ fn check_settlement_batch(order_ids: &[i64]) -> AppResult<()> {
 }
 
 impl Catalogue {
-    pub fn new(store: CatalogueStore, cache: ProductCache, reservation_hold: Duration) -> Self {
+    pub fn new(store: CatalogueStore, cache: ProductCache, reservations: Reservations) -> Self {
         Catalogue {
+            reservations,
             store,
             cache,
-            reservation_hold,
         }
     }
 
@@ -211,10 +211,13 @@ impl Catalogue {
         if lines.iter().any(|(_, quantity)| *quantity <= 0) {
             return Err(AppError::invalid("quantities must be positive"));
         }
-        let (store, cache, lines) = (self.store.clone(), self.cache.clone(), lines.to_vec());
-        let hold = self.reservation_hold;
+        let (reservations, cache, lines) = (
+            self.reservations.clone(),
+            self.cache.clone(),
+            lines.to_vec(),
+        );
         to_completion(async move {
-            let reservation = store.reserve(order_id, &lines, hold).await?;
+            let reservation = reservations.reserve(order_id, lines).await?;
             if reservation.changed_stock {
                 let touched: Vec<i64> = reservation
                     .lines

@@ -35,4 +35,9 @@ pub struct Config {
     /// How often expired reservations are looked for.
     #[arg(long = "reservation-sweep-interval-ms", env = "RESERVATION_SWEEP_INTERVAL_MS", value_name = "RESERVATION_SWEEP_INTERVAL_MS", default_value = "5000", value_parser = parse_millis)]
     pub reservation_sweep_interval: Duration,
+    /// Most reservations decided in one transaction: the asks that arrive while others are
+    /// being decided wait and go together (a sale's buyers share one product's row and one
+    /// commit). 1 decides each ask alone.
+    #[arg(long, env, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub reservation_batch_max: u16,
 }

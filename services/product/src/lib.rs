@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod grpc;
 pub mod product_cache;
+pub mod reservations;
 pub mod rules;
 pub mod storage;
 
@@ -37,10 +38,16 @@ pub async fn run(
         }
     }
     let cache = service.redis(&config.redis).await?;
-    let catalogue = Arc::new(catalogue::Catalogue::new(
-        storage::CatalogueStore::new(pool),
-        product_cache::ProductCache::new(cache, config.cache_ttl),
+    let store = storage::CatalogueStore::new(pool);
+    let reservations = reservations::Reservations::start(
+        store.clone(),
         config.reservation_hold,
+        usize::from(config.reservation_batch_max),
+    );
+    let catalogue = Arc::new(catalogue::Catalogue::new(
+        store,
+        product_cache::ProductCache::new(cache, config.cache_ttl),
+        reservations,
     ));
     // Gives back the stock of reservations no order committed in time.
     let expiring = catalogue.clone();

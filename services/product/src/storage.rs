@@ -114,6 +114,36 @@ pub struct Reservation {
     pub changed_stock: bool,
 }
 
+/// The lines of a batch of reservations, column by column, for one `unnest` insert.
+#[derive(Default)]
+struct LineRows {
+    order_ids: Vec<i64>,
+    product_ids: Vec<i64>,
+    quantities: Vec<i64>,
+    names: Vec<String>,
+    prices: Vec<i64>,
+    images: Vec<String>,
+}
+
+impl LineRows {
+    fn push(
+        &mut self,
+        order_id: i64,
+        product_id: i64,
+        quantity: i64,
+        name: &str,
+        price: i64,
+        image: &str,
+    ) {
+        self.order_ids.push(order_id);
+        self.product_ids.push(product_id);
+        self.quantities.push(quantity);
+        self.names.push(name.to_owned());
+        self.prices.push(price);
+        self.images.push(image.to_owned());
+    }
+}
+
 /// Locks the products an order's reservation holds, in id order: the order every transaction
 /// here takes product locks in (reservations update their lines sorted), so two transactions
 /// over the same products wait for each other instead of deadlocking. Without it, a release or
@@ -443,7 +473,10 @@ impl CatalogueStore {
                         .bind(product_id)
                         .fetch_optional(&mut *transaction)
                         .await?;
-                // Dropping the transaction rolls back every line reserved so far.
+                // Every line reserved so far goes back; the refusal is recorded, so the order
+                // service need not release an order that took nothing.
+                transaction.rollback().await?;
+                self.record_refused(order_id).await?;
                 return Err(match listed {
                     Some(true) => AppError::new(
                         ErrorCode::OutOfStock,
@@ -484,6 +517,165 @@ impl CatalogueStore {
             lines: held,
             changed_stock: true,
         })
+    }
+
+    /// Takes the stock of many orders' reservations in one transaction, as a hot product's
+    /// buyers arrive together: the products are locked once (in id order, like every
+    /// transaction here), each order is decided in arrival order against what is left, and the
+    /// whole batch commits once. Answers each order's outcome in the asks' order: its lines,
+    /// or why it was refused (refused orders are recorded released, so a late retry of theirs
+    /// takes nothing). An order that has a reservation already (a retry) is answered `None`:
+    /// the caller settles it with [`CatalogueStore::reserve`]. An error fails the whole batch
+    /// and nothing of it is kept.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "reserve_batch", orders = asks.len()))]
+    pub async fn reserve_batch(
+        &self,
+        asks: &[(i64, Vec<(i64, i64)>)],
+        hold: Duration,
+    ) -> Result<Vec<Option<Result<Reservation, AppError>>>, AppError> {
+        let asks: Vec<(i64, Vec<(i64, i64)>)> = asks
+            .iter()
+            .map(|(order_id, lines)| (*order_id, merge_lines(lines)))
+            .collect();
+        let order_ids: Vec<i64> = asks.iter().map(|(order_id, _)| *order_id).collect();
+        let mut product_ids: Vec<i64> = asks
+            .iter()
+            .flat_map(|(_, lines)| lines.iter().map(|(product_id, _)| *product_id))
+            .collect();
+        product_ids.sort_unstable();
+        product_ids.dedup();
+
+        let mut transaction = self.pool.begin().await?;
+        let known: Vec<i64> =
+            sqlx::query_scalar("SELECT order_id FROM stock_reservations WHERE order_id = ANY($1)")
+                .bind(&order_ids)
+                .fetch_all(&mut *transaction)
+                .await?;
+        let products: Vec<(i64, i64, bool, String, i64, String)> = sqlx::query_as(
+            "SELECT id, stock, listed, name, price_cents, COALESCE(images[1], '') FROM products \
+             WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(&product_ids)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut left: BTreeMap<i64, (i64, bool, String, i64, String)> = products
+            .into_iter()
+            .map(|(id, stock, listed, name, price, image)| {
+                (id, (stock, listed, name, price, image))
+            })
+            .collect();
+
+        let mut outcomes = Vec::with_capacity(asks.len());
+        let (mut reserved_ids, mut released_ids) = (Vec::new(), Vec::new());
+        let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut rows = LineRows::default();
+        let mut seen = std::collections::HashSet::new();
+        for (order_id, lines) in &asks {
+            // A retry of an order (or the same order twice in one batch) is settled alone.
+            if known.contains(order_id) || !seen.insert(*order_id) {
+                outcomes.push(None);
+                continue;
+            }
+            let refusal =
+                lines
+                    .iter()
+                    .find_map(|(product_id, quantity)| match left.get(product_id) {
+                        None => Some(AppError::new(
+                            ErrorCode::ProductNotFound,
+                            format!("product {product_id} not found"),
+                        )),
+                        Some((_, false, ..)) => Some(AppError::new(
+                            ErrorCode::ProductNotFound,
+                            format!("product {product_id} is no longer sold"),
+                        )),
+                        Some((stock, true, ..)) if stock < quantity => Some(AppError::new(
+                            ErrorCode::OutOfStock,
+                            format!("product {product_id} is out of stock"),
+                        )),
+                        Some(_) => None,
+                    });
+            if let Some(refusal) = refusal {
+                released_ids.push(*order_id);
+                outcomes.push(Some(Err(refusal)));
+                continue;
+            }
+            let mut held = Vec::with_capacity(lines.len());
+            for (product_id, quantity) in lines {
+                let (stock, _, name, price_cents, image) =
+                    left.get_mut(product_id).expect("checked above");
+                *stock -= quantity;
+                *taken.entry(*product_id).or_default() += quantity;
+                rows.push(*order_id, *product_id, *quantity, name, *price_cents, image);
+                held.push(ReservedLine {
+                    product_id: *product_id,
+                    quantity: *quantity,
+                    name: name.clone(),
+                    price_cents: *price_cents,
+                    image: image.clone(),
+                });
+            }
+            reserved_ids.push(*order_id);
+            outcomes.push(Some(Ok(Reservation {
+                lines: held,
+                changed_stock: true,
+            })));
+        }
+
+        // A plain insert: an order that got a reservation since the check above (a retry on
+        // another instance) fails the batch rather than taking stock twice.
+        sqlx::query(
+            "INSERT INTO stock_reservations (order_id, state, expires_at) \
+             SELECT id, 'reserved', now() + make_interval(secs => $2) FROM unnest($1::bigint[]) AS r(id) \
+             UNION ALL SELECT id, 'released', NULL FROM unnest($3::bigint[]) AS r(id)",
+        )
+        .bind(&reserved_ids)
+        .bind(hold.as_secs_f64())
+        .bind(&released_ids)
+        .execute(&mut *transaction)
+        .await?;
+        if !taken.is_empty() {
+            let (ids, quantities): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
+            sqlx::query(
+                "UPDATE products p SET stock = p.stock - t.quantity, updated_at = now() \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS t(id, quantity) WHERE p.id = t.id",
+            )
+            .bind(&ids)
+            .bind(&quantities)
+            .execute(&mut *transaction)
+            .await?;
+            sqlx::query(
+                "INSERT INTO stock_reservation_lines (order_id, product_id, quantity, name, price_cents, image) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])",
+            )
+            .bind(&rows.order_ids)
+            .bind(&rows.product_ids)
+            .bind(&rows.quantities)
+            .bind(&rows.names)
+            .bind(&rows.prices)
+            .bind(&rows.images)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Records `order_id` released after its reservation was refused, so that a late retry
+    /// of it takes nothing; without waiting for the disk, as a lost record only lets such a
+    /// retry hold stock until its hold expires.
+    pub async fn record_refused(&self, order_id: i64) -> Result<(), AppError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit TO off")
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'released') ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
     /// Keeps the reservations of `order_ids` for good (their orders are saved), in one

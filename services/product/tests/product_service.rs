@@ -1244,3 +1244,235 @@ async fn an_unlisted_product_cannot_be_reserved_but_earlier_reservations_settle(
         "sold two, three came back"
     );
 }
+
+/// Another instance of `service`'s product service, on its database and Redis prefix, as a
+/// second replica runs: answers a client of it and what stops it.
+async fn second_instance(
+    service: &Service,
+) -> (
+    ProductServiceClient<Channel>,
+    letsgo_platform::shutdown::Shutdown,
+) {
+    let prefix = service.shop.redis_prefix();
+    let redis = redis_url();
+    let config = <letsgo_product::Config as clap::Parser>::try_parse_from([
+        "letsgo-product",
+        "--database-url",
+        service.database_url(),
+        "--redis-url",
+        &redis,
+        "--redis-key-prefix",
+        &prefix,
+        "--log-format",
+        "text",
+        "--discovery",
+        "static",
+    ])
+    .unwrap();
+    let shutdown = letsgo_platform::shutdown::Shutdown::new();
+    let (addr, _task) = letsgo_testkit::start_on_free_ports(
+        |listeners, shutdown| letsgo_product::run(config, listeners, shutdown),
+        &shutdown,
+    )
+    .await;
+    let channel = letsgo_testkit::channel_when_up(addr).await;
+    (ProductServiceClient::new(channel), shutdown)
+}
+
+/// A sale's buyers all at once, on two replicas: the reservations are decided in batches
+/// (each replica's workers take what queued while they were busy), and exactly the units on
+/// sale are held, whatever replica took them, every other buyer refused as sold out and
+/// recorded so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_on_two_replicas_holds_exactly_its_units() {
+    let service = Service::start().await;
+    let (other, stop_other) = second_instance(&service).await;
+    let units = 25;
+    let id = service.add("Flash sale lamp", 2500, units, "sale").await;
+    let buyers = 300;
+    let attempts = (0..buyers).map(|buyer| {
+        let mut client = if buyer % 2 == 0 {
+            service.client.clone()
+        } else {
+            other.clone()
+        };
+        async move {
+            client
+                .reserve_stock(pb::ReserveStockRequest {
+                    order_id: 50_000 + buyer,
+                    lines: vec![pb::StockLine {
+                        product_id: id,
+                        quantity: 1,
+                    }],
+                })
+                .await
+                .map(|_| ())
+                .map_err(code_of)
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let won = results.iter().filter(|result| result.is_ok()).count() as i64;
+    assert_eq!(won, units, "exactly the units on sale were reserved");
+    let refusals: Vec<ErrorCode> = results.iter().filter_map(|r| r.err()).collect();
+    assert!(
+        refusals.iter().all(|code| *code == ErrorCode::OutOfStock),
+        "{refusals:?}"
+    );
+    assert_eq!(service.product(id).await.stock, 0);
+
+    let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(quantity), 0)::bigint FROM stock_reservation_lines",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(held, units);
+    let states: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM stock_reservations GROUP BY state ORDER BY state",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            ("released".to_owned(), buyers - units),
+            ("reserved".to_owned(), units)
+        ],
+        "every refused buyer is recorded released"
+    );
+    pool.close().await;
+    stop_other.trigger();
+}
+
+/// One batch, decided in arrival order: a basket is taken whole or not at all, a line that
+/// does not fit refuses its order only, unknown and unlisted products refuse theirs, and an
+/// order that has a reservation already (or comes twice) is left to be settled on its own.
+#[tokio::test]
+async fn a_batch_decides_each_order_in_turn_against_what_is_left() {
+    use letsgo_product::storage::CatalogueStore;
+
+    let service = Service::start().await;
+    let lamp = service.add("Lamp", 1000, 3, "x").await;
+    let shade = service.add("Shade", 300, 5, "x").await;
+    let gone = service.add("Gone", 300, 5, "x").await;
+    service
+        .client
+        .clone()
+        .set_product_listed(pb::SetProductListedRequest {
+            product_id: gone,
+            listed: false,
+        })
+        .await
+        .unwrap();
+    service.reserve(1, &[(shade, 1)]).await.unwrap();
+
+    let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
+    let store = CatalogueStore::new(pool.clone());
+    let asks = vec![
+        (10, vec![(lamp, 2)]),
+        (11, vec![(lamp, 2)]),
+        (12, vec![(shade, 1), (lamp, 1)]),
+        (13, vec![(lamp, 1)]),
+        (14, vec![(shade, 1), (999_999, 1)]),
+        (15, vec![(gone, 1)]),
+        (1, vec![(shade, 1)]),
+        (12, vec![(shade, 1), (lamp, 1)]),
+    ];
+    let outcomes = store
+        .reserve_batch(&asks, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let summary: Vec<Option<Result<i64, ErrorCode>>> = outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.map(|result| {
+                result
+                    .map(|reservation| reservation.lines.iter().map(|line| line.quantity).sum())
+                    .map_err(|error| error.code)
+            })
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            Some(Ok(2)),
+            Some(Err(ErrorCode::OutOfStock)),
+            Some(Ok(2)),
+            Some(Err(ErrorCode::OutOfStock)),
+            Some(Err(ErrorCode::ProductNotFound)),
+            Some(Err(ErrorCode::ProductNotFound)),
+            None,
+            None,
+        ]
+    );
+    assert_eq!(service.product(lamp).await.stock, 0);
+    assert_eq!(
+        service.product(shade).await.stock,
+        3,
+        "order 1's and order 12's"
+    );
+    let gone_stock: i64 = sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+        .bind(gone)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(gone_stock, 5);
+    let states: Vec<(i64, String)> =
+        sqlx::query_as("SELECT order_id, state FROM stock_reservations ORDER BY order_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let state = |order: i64| {
+        states
+            .iter()
+            .find(|(id, _)| *id == order)
+            .map(|(_, state)| state.as_str())
+    };
+    assert_eq!(state(10), Some("reserved"));
+    assert_eq!(state(12), Some("reserved"));
+    for refused in [11, 13, 14, 15] {
+        assert_eq!(state(refused), Some("released"), "order {refused}");
+    }
+    let lines: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT order_id, product_id, quantity FROM stock_reservation_lines \
+         WHERE order_id >= 10 ORDER BY order_id, product_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut expected = vec![(10, lamp, 2), (12, lamp, 1), (12, shade, 1)];
+    expected.sort();
+    assert_eq!(lines, expected);
+    pool.close().await;
+}
+
+/// A buyer refused as sold out took nothing, and stays refused: the refusal is recorded, so a
+/// late retry of that order (a timed-out attempt arriving after stock came back) takes nothing,
+/// and the order service need not release it.
+#[tokio::test]
+async fn a_refused_order_stays_refused_after_stock_comes_back() {
+    let service = Service::start().await;
+    let id = service.add("Sold out", 100, 0, "x").await;
+    assert_eq!(
+        service.reserve(77, &[(id, 1)]).await,
+        Err(ErrorCode::OutOfStock)
+    );
+    service
+        .client
+        .clone()
+        .change_stock(pb::ChangeStockRequest {
+            product_id: id,
+            change: Some(pb::change_stock_request::Change::Delta(5)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        service.reserve(77, &[(id, 1)]).await,
+        Err(ErrorCode::BadOrderStatus),
+        "the retry of a refused order is refused as released"
+    );
+    assert_eq!(service.product(id).await.stock, 5);
+    assert!(service.reserve(78, &[(id, 1)]).await.is_ok());
+}
