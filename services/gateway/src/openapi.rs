@@ -243,7 +243,7 @@ mod rules {
             (
                 "LoginRequest",
                 "username",
-                json!({"minLength": 1, "maxLength": USERNAME_STORED_MAX_CHARS, "pattern": text()}),
+                json!({"maxLength": USERNAME_STORED_MAX_CHARS, "pattern": not_blank()}),
             ),
             (
                 "LoginRequest",
@@ -269,7 +269,11 @@ mod rules {
             (
                 "CreateOrderRequest",
                 "items",
-                json!({"minItems": 1, "maxItems": ORDER_LINES_MAX}),
+                json!({
+                    "minItems": 1,
+                    "maxItems": ORDER_LINES_MAX,
+                    "description": format!("1 to {ORDER_LINES_MAX} lines. Lines of the same product are added together, and their sum too must be 1 to {QUANTITY_MAX} (a rule no schema keyword can state)."),
+                }),
             ),
             (
                 "CreateOrderRequest",
@@ -297,13 +301,16 @@ mod rules {
                 "stock",
                 json!({"minimum": 0, "maximum": PRODUCT_STOCK_MAX}),
             ),
-            // Exactly one of the two, and null is no value: the document asks for integers.
             (
                 "ChangeStockRequest",
                 "stock",
-                json!({"type": "integer", "minimum": 0, "maximum": PRODUCT_STOCK_MAX}),
+                json!({"minimum": 0, "maximum": PRODUCT_STOCK_MAX}),
             ),
-            ("ChangeStockRequest", "delta", json!({"type": "integer"})),
+            (
+                "ChangeStockRequest",
+                "delta",
+                json!({"minimum": -PRODUCT_STOCK_MAX, "maximum": PRODUCT_STOCK_MAX}),
+            ),
             // Stock is changed through PUT /api/v1/product/stock only: no value is accepted.
             ("UpdateProductRequest", "stock", json!({"not": {}})),
             (
@@ -428,9 +435,16 @@ mod rules {
 
     /// `(schema, rule)`: rules about a body as a whole.
     fn schema_rules() -> Vec<(&'static str, Value)> {
+        // Exactly one of stock and delta is a number (null is the same as absent).
+        let only = |given: &str, other: &str| {
+            json!({
+                "required": [given],
+                "properties": {given: {"type": "integer"}, other: {"type": "null"}},
+            })
+        };
         vec![(
             "ChangeStockRequest",
-            json!({"oneOf": [{"required": ["stock"]}, {"required": ["delta"]}]}),
+            json!({"oneOf": [only("stock", "delta"), only("delta", "stock")]}),
         )]
     }
 

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use letsgo_platform::errors::{AppError, Envelope};
-use letsgo_platform::limits::{PAGE_SIZE_MAX, PRODUCT_PAGE_SIZE_DEFAULT};
+use letsgo_platform::limits::{PAGE_SIZE_MAX, PRODUCT_PAGE_SIZE_DEFAULT, PRODUCT_STOCK_MAX};
 use letsgo_platform::proto::product::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -355,7 +355,8 @@ pub struct ChangeStockRequest {
     /// Sets the stock to this (0 or more).
     #[serde(default)]
     pub stock: Option<i64>,
-    /// Or moves it by this much, up or down (never below 0).
+    /// Or moves it by this much, up or down (never below 0; at most the largest stock either
+    /// way).
     #[serde(default)]
     pub delta: Option<i64>,
 }
@@ -369,7 +370,7 @@ pub struct StockData {
 #[utoipa::path(put, path = "/api/v1/product/stock", tag = "product", security(("bearer" = [])), request_body = ChangeStockRequest,
     responses(
         (status = 200, description = "The new stock", body = Envelope<StockData>),
-        (status = 400, description = "1001: neither or both of stock and delta, or a negative stock", body = ErrorEnvelope),
+        (status = 400, description = "1001: neither or both of stock and delta, a stock out of its range, or a larger delta", body = ErrorEnvelope),
         (status = 401, description = "2003/2004: no, bad or expired token", body = ErrorEnvelope),
         (status = 403, description = "2005: not an admin", body = ErrorEnvelope),
         (status = 404, description = "3000: no such product", body = ErrorEnvelope),
@@ -385,6 +386,13 @@ pub async fn change_stock(
     use pb::change_stock_request::Change;
     let change = match (body.stock, body.delta) {
         (Some(stock), None) => Change::SetTo(stock),
+        // A larger move could only take the stock out of its range, or its arithmetic past
+        // the integer's.
+        (None, Some(delta)) if delta.abs() > PRODUCT_STOCK_MAX => {
+            return Err(AppError::invalid(format!(
+                "delta must be -{PRODUCT_STOCK_MAX} to {PRODUCT_STOCK_MAX}"
+            )));
+        }
         (None, Some(delta)) => Change::Delta(delta),
         _ => return Err(AppError::invalid("give exactly one of stock and delta")),
     };
