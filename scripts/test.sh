@@ -136,6 +136,22 @@ ensure_s3_test_tools() {
 	export S3_TOOLS_DIR
 }
 
+# The gateway's contract test (services/gateway/tests/shop/contract.rs) runs
+# schemathesis against the whole shop, from the OpenAPI document it serves: the
+# PyPI package, pinned (its checks and options change between releases), in a
+# venv under target/tools reused by later runs; SCHEMATHESIS_BIN tells the test where.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+	local venv=${CARGO_TARGET_DIR:-target}/tools/schemathesis-venv
+	if [[ $("$venv/bin/st" --version 2>/dev/null) != *" $SCHEMATHESIS_VERSION" ]]; then
+		say "installing schemathesis $SCHEMATHESIS_VERSION for the contract test (pip, venv in $venv)"
+		python3 -m venv "$venv" || return
+		"$venv/bin/python" -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" || return
+	fi
+	SCHEMATHESIS_BIN=$(readlink -f "$venv/bin/st")
+	export SCHEMATHESIS_BIN
+}
+
 # The operator's control-plane suite (operator/tests/control_plane.rs) runs against
 # kube-apiserver, kube-controller-manager, kube-scheduler and a kwok node, the end-to-end
 # suite (operator/tests/cluster.rs) on the real node beside it, all built from source by
@@ -162,6 +178,7 @@ step clippy cargo clippy -j2 --workspace --all-targets -- -D warnings
 step browser ensure_browser_test_deps
 step charttools ensure_chart_test_tools
 step s3tools ensure_s3_test_tools
+step apitools ensure_schemathesis
 step cluster ensure_control_plane
 step images ensure_images
 # Tests list each Kafka topic prefix they make, with their process id (in
