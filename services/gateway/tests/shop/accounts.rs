@@ -179,3 +179,99 @@ async fn admin_rights_follow_the_account_not_the_token() {
     let (status, body) = add(admin).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, 2005);
 }
+
+/// The original declared usernames of 3 to 20 characters but never checked it, and its column
+/// holds 50, so its accounts may have longer names: its own test scripts register
+/// `paymenttest_<unix time>`. Registration keeps the documented rule; an account that already
+/// has such a name (as a migrated row would) signs in, changes its profile and buys.
+#[tokio::test]
+async fn an_account_of_the_original_with_a_longer_name_signs_in_and_buys() {
+    let shop = Shop::start().await;
+    let admin = shop.sign_in_admin().await;
+    let mug = shop
+        .add_product(&admin, "Travel mug", json!(12.5), 10, "kitchen")
+        .await;
+    let long = "paymenttest_1733300000";
+    let longest = "m".repeat(letsgo_platform::limits::USERNAME_STORED_MAX_CHARS);
+    let database = sqlx::PgPool::connect(shop.kit.database_url(ServiceName::User))
+        .await
+        .unwrap();
+    let password_hash = letsgo_user::passwords::hash("password123".to_owned())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for name in [long, longest.as_str()] {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, email, phone, password_hash) \
+             VALUES ($1, $1 || '@example.com', '13800138000', $2) RETURNING id",
+        )
+        .bind(name)
+        .bind(&password_hash)
+        .fetch_one(&database)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+
+    // Nobody registers such a name now.
+    let (status, body) = shop
+        .post(
+            "/api/v1/user/register",
+            json!({"username": "paymenttest_1733300001", "password": "password123", "email": "p1@example.com"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+
+    let sign_in = |name: String| {
+        let shop = &shop;
+        async move {
+            shop.post(
+                "/api/v1/user/login",
+                json!({"username": name, "password": "password123"}),
+            )
+            .await
+        }
+    };
+    let (status, body) = sign_in(longest.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["userId"], ids[1]);
+    // Longer than any account's name can be: refused before any lookup.
+    let (status, body) = sign_in(format!("{longest}m")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+
+    let (status, body) = sign_in(long.to_owned()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["userId"], ids[0]);
+    let token = body["data"]["token"].as_str().unwrap().to_owned();
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            "/api/v1/user/profile",
+            Some(&token),
+            json!({"phone": "13900139000", "avatar": "https://img.example.com/p.png"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = shop
+        .get_with_token("/api/v1/user/profile", Some(&token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["username"], long);
+    assert_eq!(body["data"]["phone"], "13900139000");
+
+    let (status, body) = shop
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/cart/add",
+            Some(&token),
+            json!({"productId": mug, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let order_id = shop.checkout(&token, mug, json!(12.5)).await;
+    assert!(
+        wait_until_paid(&shop, &token, order_id, Duration::from_secs(30)).await,
+        "order {order_id} of {long} turns paid"
+    );
+}
