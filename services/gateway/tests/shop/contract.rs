@@ -362,7 +362,7 @@ async fn schemathesis_finds_every_answer_within_the_openapi_document() {
 fn schemathesis_bin() -> std::path::PathBuf {
     let install = "schemathesis is not installed: `make test` installs it (scripts/test.sh, \
         ensure_schemathesis: a venv under $CARGO_TARGET_DIR/tools); by hand, \
-        `python3 -m venv V && V/bin/pip install schemathesis` and SCHEMATHESIS_BIN=V/bin/st";
+        `python3 -m venv V && V/bin/pip install schemathesis==4.32.5` (the version scripts/test.sh pins) and SCHEMATHESIS_BIN=V/bin/st";
     let bin = std::env::var_os("SCHEMATHESIS_BIN")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| panic!("SCHEMATHESIS_BIN is unset. {install}"));
