@@ -829,3 +829,212 @@ fn a_store_discovering_by_etcd_sells_while_its_network_policies_refuse_what_they
     gateway.wait_healthy();
     buy_ship_and_receive(&gateway, &scene.admin_password("shop"), &fresh_username());
 }
+
+// ------------------------------------------------------------------ Tilt's loop
+
+/// The local node's containerd, where the Tiltfile's `containerd` loader puts the images.
+const NODE_CONTAINERD: &str = "/run/letsgo-node/containerd.sock";
+
+/// The Tiltfile loaded for the local node's context (`local`, as `scripts/kube.sh` names it) by
+/// operator/tests/fixtures/tiltfile.py, which stands in for Tilt (not served to this machine):
+/// what it asked Tilt for. Loading runs the Tiltfile's own commands, as Tilt does.
+fn tiltfile_on_the_local_node(kube: &Kube, namespace: &str) -> Value {
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let output = Command::new(&python)
+        .arg(repo().join("operator/tests/fixtures/tiltfile.py"))
+        .arg(repo())
+        .arg("local")
+        .env("KUBECONFIG", &kube.kubeconfig)
+        .env("LETSGO_KUBECTL", &kube.kubectl)
+        .env("LETSGO_TILT_NAMESPACE", namespace)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python:?} ({e}): install python3"));
+    assert!(
+        output.status.success(),
+        "loading the Tiltfile failed (its messages are above)"
+    );
+    serde_json::from_slice(&output.stdout).expect("tiltfile.py prints JSON")
+}
+
+/// A command as Tilt runs it (`sh -c` in the repository, with the KUBECONFIG Tilt was started
+/// with, its `env` added, and `more`): its standard output.
+fn run_as_tilt(kube: &Kube, command: &Value, env: &Value, more: &[(&str, &str)]) -> String {
+    let command = command.as_str().expect("a command string");
+    let mut sh = Command::new("sh");
+    sh.args(["-c", command])
+        .current_dir(repo())
+        .env("KUBECONFIG", &kube.kubeconfig);
+    for (name, value) in env.as_object().expect("an env object") {
+        sh.env(name, value.as_str().unwrap());
+    }
+    let output = sh
+        .envs(more.iter().copied())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("sh runs");
+    assert!(
+        output.status.success(),
+        "`{command}` failed (its messages are above)"
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The images in the node's containerd, in the kubelet's namespace.
+fn node_images() -> Vec<String> {
+    let output = Command::new("ctr")
+        .args(["--address", NODE_CONTAINERD, "--namespace", "k8s.io"])
+        .args(["images", "ls", "--quiet"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run ctr ({e}): install containerd, which ships it (apt-get install containerd)")
+        });
+    support::expect_success("ctr images ls", output)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `tilt up` on the local node without Tilt: the Tiltfile loaded for its context, then what Tilt
+/// would run, in its order: the operator's custom_build with an EXPECTED_REF of Tilt's kind, the
+/// chart with the Tiltfile's values and that image, the `shop-images` resource. Everything is
+/// built by buildah and loaded into the node's containerd (nothing pulled), the Store is applied
+/// at the sources' tag with pullPolicy Never, and the shop it makes goes Ready.
+#[test]
+fn tilt_up_on_the_local_node_builds_with_buildah_loads_into_its_containerd_and_the_store_goes_ready()
+ {
+    let kube = Kube::local();
+    kube.install_crd();
+    let namespace = Namespace::create(&kube, "tilt");
+    let ns = namespace.name.as_str();
+
+    let asked = tiltfile_on_the_local_node(&kube, ns);
+    let allowed = asked["allowed_contexts"].as_array().unwrap();
+    assert!(allowed.iter().any(|c| c == "local"), "{asked}");
+    let build = &asked["custom_build"][0];
+    let env = &build["env"];
+    assert_eq!(env["LETSGO_BUILDER"], "buildah", "{env}");
+    assert_eq!(env["LETSGO_LOADER"], "containerd", "{env}");
+    let shop = asked["local_resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| resource["name"] == "shop-images")
+        .expect("the shop-images resource");
+    assert_eq!(&shop["env"], env, "one set of settings for both");
+
+    // Loading built the middleware's images offline and loaded them: the chart names them.
+    let helm_call = &asked["helm"][0];
+    let values: Vec<&str> = helm_call["set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let on_node = node_images();
+    for key in ["postgres", "redis", "kafka", "etcd", "backup"] {
+        let prefix = format!("middlewareImages.{key}=");
+        let image = values
+            .iter()
+            .find_map(|v| v.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in the chart's values {values:?}"));
+        assert!(
+            on_node.iter().any(|listed| listed == image),
+            "{image} is not on the node"
+        );
+    }
+    for value in ["image.pullPolicy=Never", &format!("watchNamespace={ns}")] {
+        assert!(values.contains(&value), "{value} not in {values:?}");
+    }
+
+    // The operator's image, as Tilt's custom_build makes it: the ref and a tag of Tilt's.
+    let tilt_tag = unique_name("tilt");
+    let expected_ref = format!("{}:{tilt_tag}", build["ref"].as_str().unwrap());
+    run_as_tilt(
+        &kube,
+        &build["command"],
+        env,
+        &[("EXPECTED_REF", &expected_ref)],
+    );
+    assert!(
+        node_images().contains(&expected_ref),
+        "{expected_ref} is not in the node's containerd"
+    );
+
+    // The chart as Tilt applies it: its values, the operator's image replaced by that ref.
+    let helm = Helm::new(&kube);
+    let mut args = vec![
+        "install".to_owned(),
+        helm_call["name"].as_str().unwrap().to_owned(),
+        repo()
+            .join(helm_call["path"].as_str().unwrap())
+            .display()
+            .to_string(),
+        "-n".to_owned(),
+        ns.to_owned(),
+        "--set".to_owned(),
+        format!("image.tag={tilt_tag}"),
+        "--wait".to_owned(),
+        "--timeout".to_owned(),
+        "5m".to_owned(),
+    ];
+    for value in &values {
+        args.extend(["--set".to_owned(), (*value).to_owned()]);
+    }
+    helm.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let operator = kube.json(&["get", "deployment", "letsgo-operator", "-n", ns]);
+    assert_eq!(
+        at(&operator, "spec/template/spec/containers/0/image"),
+        expected_ref.as_str()
+    );
+
+    // The shop-images resource: the six services at the sources' tag, and the Store at it.
+    let printed = run_as_tilt(&kube, &shop["cmd"], env, &[]);
+    let tag = printed.lines().last().unwrap_or_default().to_owned();
+    assert!(tag.starts_with("dev-") && tag.len() == 16, "{printed:?}");
+    let on_node = node_images();
+    for service in ["user", "product", "cart", "order", "payment", "gateway"] {
+        let image = format!("localhost/letsgo/letsgo-{service}:{tag}");
+        assert!(on_node.contains(&image), "{image} is not on the node");
+    }
+    let store = kube.get("store", "shop", ns).expect("the Store applied");
+    assert_eq!(at(&store, "spec/image/tag"), tag.as_str(), "{store}");
+    assert_eq!(at(&store, "spec/image/pullPolicy"), "Never", "{store}");
+    assert_eq!(at(&store, "spec/image/registry"), "localhost/letsgo");
+    // What the script prints for that tag is what it applied.
+    let yaml = run_as_tilt(
+        &kube,
+        &Value::from(format!("scripts/tilt-images.sh print-store {tag}")),
+        env,
+        &[],
+    );
+    let printed = kube.try_run(
+        &["create", "--dry-run=client", "-o", "json", "-f", "-"],
+        Some(&yaml),
+    );
+    let printed: Value = serde_json::from_slice(&printed.stdout)
+        .unwrap_or_else(|e| panic!("kubectl reads the printed Store ({e}):\n{yaml}"));
+    assert_eq!(at(&printed, "spec/image"), at(&store, "spec/image"));
+
+    wait_for(
+        "the Tilt loop's Store to be Ready",
+        READY,
+        || {
+            let store = kube.get("store", "shop", ns)?;
+            (condition(&store, "Ready").as_deref() == Some("True")).then_some(())
+        },
+        || kube.run(&["get", "store,pods", "-n", ns, "-o", "wide"]),
+    );
+
+    // The namespace takes the release and the shop with it. The node keeps the content under
+    // images.sh's staging tag; the names this run gave go.
+    let mut remove = vec!["images".to_owned(), "rm".to_owned(), expected_ref];
+    remove.extend(
+        ["user", "product", "cart", "order", "payment", "gateway"]
+            .map(|service| format!("localhost/letsgo/letsgo-{service}:{tag}")),
+    );
+    let _ = Command::new("ctr")
+        .args(["--address", NODE_CONTAINERD, "--namespace", "k8s.io"])
+        .args(&remove)
+        .output();
+}
