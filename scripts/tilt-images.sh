@@ -278,19 +278,20 @@ middleware() {
 }
 
 check_settings
+# ${1+"$@"}: bash 3.2 calls an empty "$@" unbound under set -u.
 case ${1:-} in
 operator) operator ;;
 shop)
 	shift
-	shop "$@"
+	shop ${1+"$@"}
 	;;
 tag)
 	shift
-	tag_of "$@"
+	tag_of ${1+"$@"}
 	;;
 print-store)
 	shift
-	print_store "$@"
+	print_store ${1+"$@"}
 	;;
 middleware) middleware ;;
 settings)
