@@ -22,6 +22,13 @@
 //!   the answers asked for most and turns away those unlikely to be asked again. It applies
 //!   the bounds as it keeps house (every 64 writes or 300 ms, on a read or a write), so in
 //!   between it may hold a few dozen answers more.
+//! - **Sold-out marks** ride on the same tickets: when the order service refuses a one-product
+//!   order as sold out, the gateway marks the product sold out for that quantity (and more),
+//!   under the ticket taken before the order was sent. The next buyers of the product get the
+//!   same refusal from the mark without a call; any change to the product (a reservation
+//!   released or expired, a restock) is announced, moves the ticket and drops the mark, so a
+//!   buyer is refused by a mark only while the stock has not changed since a refusal. Marks
+//!   expire with the TTL too, and like answers exist only while the cache is live.
 //! - The gateway that carries an admin's change drops the entry itself before answering, so
 //!   that admin reads their own write at once. Another gateway instance learns of it when the
 //!   announcement arrives, which on a local network is well under a millisecond after the
@@ -64,6 +71,8 @@ struct Entry {
 
 struct Inner {
     entries: Cache<i64, Entry>,
+    /// Products refused as sold out: the smallest quantity refused, under its ticket.
+    sold_out: Cache<i64, (Ticket, i64)>,
     generations: Box<[AtomicU64]>,
     /// Bumped by every full clear; part of every ticket.
     epoch: AtomicU64,
@@ -73,6 +82,7 @@ struct Inner {
     largest: u64,
     hits: Counter,
     misses: Counter,
+    sold_out_refusals: Counter,
 }
 
 /// What a miss hands back to [`ProductDetailCache::store`]: the state it must still find.
@@ -116,6 +126,10 @@ impl ProductDetailCache {
             .build();
         let inner = Inner {
             entries,
+            sold_out: Cache::builder()
+                .max_capacity(capacity.max(1))
+                .time_to_live(ttl.min(LONGEST_TTL).max(Duration::from_millis(1)))
+                .build(),
             generations: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
@@ -123,6 +137,7 @@ impl ProductDetailCache {
             largest: budget.min(u32::MAX.into()),
             hits: Counter::default(),
             misses: Counter::default(),
+            sold_out_refusals: Counter::default(),
         };
         metrics.register(
             "gateway_product_cache_hits",
@@ -133,6 +148,11 @@ impl ProductDetailCache {
             "gateway_product_cache_misses",
             "Product detail answers fetched from the product service",
             inner.misses.clone(),
+        );
+        metrics.register(
+            "gateway_sold_out_refusals",
+            "Orders refused as sold out by the gateway's marks, without a call",
+            inner.sold_out_refusals.clone(),
         );
         ProductDetailCache {
             inner: Arc::new(inner),
@@ -204,18 +224,56 @@ impl ProductDetailCache {
         }
     }
 
-    /// Drops product `id`'s answer and refuses any store racing this change.
+    /// Whether `quantity` units of product `id` are known sold out: a one-product order of
+    /// this many or fewer was refused as sold out, and the product has not changed since.
+    /// Counts the refusal it stands for.
+    pub fn is_sold_out(&self, id: i64, quantity: i64) -> bool {
+        let inner = &self.inner;
+        let known = inner.enabled
+            && inner.listening.load(Ordering::Acquire)
+            && inner
+                .sold_out
+                .get(&id)
+                .is_some_and(|(ticket, refused)| ticket == self.ticket(id) && quantity >= refused);
+        if known {
+            inner.sold_out_refusals.inc();
+        }
+        known
+    }
+
+    /// Marks product `id` sold out for `quantity` units and more, as the order service just
+    /// said, unless the product (or the whole cache) changed since `ticket` was taken before
+    /// the order was sent, or the cache is not live. As [`store`](Self::store) does, and for
+    /// the same reasons, the ticket is checked again after the write.
+    pub fn mark_sold_out(&self, id: i64, ticket: Ticket, quantity: i64) {
+        let inner = &self.inner;
+        if !inner.enabled || !inner.listening.load(Ordering::Acquire) || self.ticket(id) != ticket {
+            return;
+        }
+        let smallest = match inner.sold_out.get(&id) {
+            Some((marked, refused)) if marked == ticket => refused.min(quantity),
+            _ => quantity,
+        };
+        inner.sold_out.insert(id, (ticket, smallest));
+        if self.latest_ticket(id) != ticket {
+            inner.sold_out.invalidate(&id);
+        }
+    }
+
+    /// Drops product `id`'s answer and mark and refuses any store racing this change.
     pub fn evict(&self, id: i64) {
         // Bumped before the invalidation: `store` relies on the order.
         self.slot(id).fetch_add(1, Ordering::AcqRel);
         self.inner.entries.invalidate(&id);
+        self.inner.sold_out.invalidate(&id);
     }
 
-    /// Drops every answer and refuses every store in flight.
+    /// Drops every answer and mark and refuses every store in flight.
     pub fn clear(&self) {
         // Bumped before the invalidation: `store` relies on the order.
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         self.inner.entries.invalidate_all();
+        self.inner.sold_out.invalidate_all();
     }
 
     /// Whether the cache is serving (its subscription is live).
@@ -329,6 +387,33 @@ mod tests {
 
     fn body(text: &'static str) -> Bytes {
         Bytes::from_static(text.as_bytes())
+    }
+
+    #[test]
+    fn a_sold_out_mark_holds_for_its_quantity_until_the_product_changes() {
+        let cache = live_cache(Duration::from_secs(60), 10);
+        let ticket = cache.ticket(7);
+        cache.mark_sold_out(7, ticket, 3);
+        assert!(cache.is_sold_out(7, 3));
+        assert!(cache.is_sold_out(7, 5), "more than was refused is refused too");
+        assert!(!cache.is_sold_out(7, 2), "fewer may still fit");
+        assert!(!cache.is_sold_out(8, 3));
+        cache.mark_sold_out(7, ticket, 1);
+        assert!(cache.is_sold_out(7, 1), "the smallest refusal under one ticket counts");
+
+        // Any change to the product (stock back, a restock) drops the mark.
+        cache.evict(7);
+        assert!(!cache.is_sold_out(7, 5));
+        // A refusal answered before a change landed is not kept.
+        cache.mark_sold_out(7, ticket, 1);
+        assert!(!cache.is_sold_out(7, 1));
+
+        let ticket = cache.ticket(7);
+        cache.mark_sold_out(7, ticket, 1);
+        cache.set_listening(false);
+        assert!(!cache.is_sold_out(7, 1), "nothing is known while not listening");
+        cache.set_listening(true);
+        assert!(!cache.is_sold_out(7, 1), "nor after a reconnection");
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! The order shapes here are also the admins' (`routes::admin`).
 
 use axum::extract::State;
-use letsgo_platform::errors::{AppError, Envelope};
-use letsgo_platform::limits::{ORDER_PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+use letsgo_platform::errors::{AppError, Envelope, ErrorCode};
+use letsgo_platform::limits::{
+    ADDRESS_MAX_CHARS, ADDRESS_MIN_CHARS, ORDER_LINES_MAX, ORDER_PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
+    PHONE_DIGITS, QUANTITY_MAX, REMARK_MAX_CHARS,
+};
 use letsgo_platform::proto::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -153,7 +156,24 @@ pub async fn create(
     SignedIn(caller): SignedIn,
     ApiJson(body): ApiJson<CreateOrderRequest>,
 ) -> ApiResult<CreatedOrderData> {
-    let reply = state
+    // A sale's late buyers: refused from the sold-out marks, without a call (see
+    // product_cache). Only an order the order service would not refuse for its lines first.
+    let lines = merged_lines(&body.items);
+    let well_formed = is_well_formed(&body, &lines);
+    if well_formed
+        && let Some((product_id, _)) = lines
+            .iter()
+            .find(|(id, quantity)| state.product_details.is_sold_out(*id, *quantity))
+    {
+        return Err(sold_out(*product_id));
+    }
+    let one_product = match lines.as_slice() {
+        [(id, quantity)] if well_formed => {
+            Some((*id, *quantity, state.product_details.ticket(*id)))
+        }
+        _ => None,
+    };
+    let ordered = state
         .order_client()
         .create_order(pb::CreateOrderRequest {
             user_id: caller.user_id,
@@ -169,13 +189,60 @@ pub async fn create(
             phone: body.phone,
             remark: body.remark.unwrap_or_default(),
         })
-        .await?
-        .into_inner();
+        .await;
+    let reply = match ordered {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            let error = AppError::from(status);
+            if let (ErrorCode::OutOfStock, Some((id, quantity, ticket))) = (error.code, one_product)
+            {
+                state.product_details.mark_sold_out(id, ticket, quantity);
+            }
+            return Err(error);
+        }
+    };
     success(CreatedOrderData {
         order_id: reply.order_id,
         order_no: reply.order_no,
         total_amount: Yuan(reply.total_amount_cents),
     })
+}
+
+/// Whether the order service would take `order` as input (its lines as sent and added
+/// together, its address, phone and remark), so that a sold-out mark never answers what the
+/// order service would refuse as bad input. The same limits as the order service's checks.
+fn is_well_formed(order: &CreateOrderRequest, merged: &[(i64, i64)]) -> bool {
+    let fits = |quantity: i64| (1..=QUANTITY_MAX).contains(&quantity);
+    let address = order.address.trim().chars().count();
+    !order.items.is_empty()
+        && order.items.len() <= ORDER_LINES_MAX
+        && order.items.iter().all(|line| fits(line.quantity))
+        && merged.iter().all(|(_, quantity)| fits(*quantity))
+        && (ADDRESS_MIN_CHARS..=ADDRESS_MAX_CHARS).contains(&address)
+        && order.phone.len() == PHONE_DIGITS
+        && order.phone.bytes().all(|byte| byte.is_ascii_digit())
+        && order
+            .remark
+            .as_deref()
+            .is_none_or(|remark| remark.chars().count() <= REMARK_MAX_CHARS)
+}
+
+/// An order's lines, one per product, quantities added (as the order service counts them).
+fn merged_lines(items: &[OrderLineRequest]) -> Vec<(i64, i64)> {
+    let mut merged: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for line in items {
+        let quantity = merged.entry(line.product_id).or_default();
+        *quantity = quantity.saturating_add(line.quantity);
+    }
+    merged.into_iter().collect()
+}
+
+/// The answer the product service gives a sold-out product, word for word.
+fn sold_out(product_id: i64) -> AppError {
+    AppError::new(
+        ErrorCode::OutOfStock,
+        format!("product {product_id} is out of stock"),
+    )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -517,3 +517,69 @@ async fn many_buyers_racing_for_few_units_get_exactly_that_many_orders() {
         .await;
     assert_eq!(body["data"]["product"]["stock"], 0);
 }
+
+/// Once a product is sold out, its next buyers are refused by the gateway itself (the same
+/// 409 and 3001, no call behind it), and only while nothing changed: the moment the stock comes
+/// back (an order cancelled), buyers get it again. Bad input is still bad input.
+#[tokio::test]
+async fn a_sold_out_product_is_refused_at_the_gateway_until_its_stock_comes_back() {
+    const SOLD_OUT: &str = "letsgo_gateway_sold_out_refusals_total";
+    let shop = Shop::start().await;
+    let admin = shop.sign_in_admin().await;
+    let id = shop
+        .add_product(&admin, "Last lamp", json!(10), 1, "home")
+        .await;
+    let (_, carol) = shop.register("carol").await;
+    let (_, dave) = shop.register("dave").await;
+    let order = async |token: &str, phone: &str| {
+        shop.send_json(
+            reqwest::Method::POST,
+            "/api/v1/order/create",
+            Some(token),
+            json!({"items": [{"productId": id, "quantity": 1}], "address": "3 Garden Lane, Beijing", "phone": phone}),
+        )
+        .await
+    };
+    let (status, body) = order(&carol, "13900139000").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let carols = body["data"]["orderId"].as_i64().unwrap();
+
+    // The order service refuses the first late buyer; the gateway keeps that.
+    let (status, body) = order(&dave, "13900139001").await;
+    assert_error(status, &body, StatusCode::CONFLICT, 3001);
+    assert_eq!(shop.counter(SOLD_OUT).await, 0);
+    let (status, from_mark) = order(&dave, "13900139001").await;
+    assert_error(status, &from_mark, StatusCode::CONFLICT, 3001);
+    assert_eq!(
+        from_mark["msg"], body["msg"],
+        "the same words as the service's"
+    );
+    assert_eq!(shop.counter(SOLD_OUT).await, 1, "refused by the mark");
+    let (status, body) = order(&dave, "not a phone").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, 1001);
+
+    let (status, _) = shop
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/order/cancel/{carols}"),
+            Some(&carol),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The stock's return is announced to the gateway (well under a millisecond here); a
+    // buyer refused after it would be refused while a unit was free.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, body) = order(&dave, "13900139001").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_error(status, &body, StatusCode::CONFLICT, 3001);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the returned unit was still refused 2 s after the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
