@@ -1109,7 +1109,8 @@ function accountForm({ title, intro, fields, submitText, busyText, work, footer 
 async function signInPage(_ctx, _match, { query }) {
   const next = safeNext(query.get('next'));
   if (api.currentUser()) return go(next);
-  const username = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true, maxlength: 20 });
+  // Sign-in takes any name an account may have, up to the original's 50 characters.
+  const username = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true, maxlength: 50 });
   const password = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
   mount(
     main,
