@@ -188,8 +188,16 @@ impl Catalogue {
     }
 
     pub async fn change_stock(&self, id: i64, change: StockChange) -> AppResult<i64> {
-        if let StockChange::SetTo(stock) = change {
-            rules::check_stock(stock)?;
+        match change {
+            StockChange::SetTo(stock) => rules::check_stock(stock)?,
+            // Larger than any stock: refused before it could overflow the column.
+            StockChange::Delta(delta) if delta.unsigned_abs() > rules::STOCK_MAX as u64 => {
+                return Err(AppError::invalid(format!(
+                    "a stock change must be at most {} either way",
+                    rules::STOCK_MAX
+                )));
+            }
+            StockChange::Delta(_) => {}
         }
         let (store, cache) = (self.store.clone(), self.cache.clone());
         to_completion(async move {

@@ -390,21 +390,30 @@ impl CatalogueStore {
             StockChange::Delta(delta) => {
                 sqlx::query_scalar(
                     "UPDATE products SET stock = stock + $2, updated_at = now() \
-                     WHERE id = $1 AND stock + $2 >= 0 RETURNING stock",
+                     WHERE id = $1 AND stock + $2 BETWEEN 0 AND $3 RETURNING stock",
                 )
                 .bind(id)
                 .bind(delta)
+                .bind(letsgo_platform::limits::PRODUCT_STOCK_MAX)
                 .fetch_optional(&self.pool)
                 .await?
             }
         };
-        match updated {
-            Some(stock) => Ok(stock),
-            None if self.get(id).await?.is_some() => Err(AppError::new(
-                ErrorCode::OutOfStock,
-                "stock cannot go below zero",
-            )),
-            None => Err(AppError::of(ErrorCode::ProductNotFound)),
+        match (updated, change) {
+            (Some(stock), _) => Ok(stock),
+            (None, change) => match self.get(id).await? {
+                None => Err(AppError::of(ErrorCode::ProductNotFound)),
+                Some(_) if matches!(change, StockChange::Delta(delta) if delta > 0) => {
+                    Err(AppError::invalid(format!(
+                        "stock cannot exceed {}",
+                        letsgo_platform::limits::PRODUCT_STOCK_MAX
+                    )))
+                }
+                Some(_) => Err(AppError::new(
+                    ErrorCode::OutOfStock,
+                    "stock cannot go below zero",
+                )),
+            },
         }
     }
 

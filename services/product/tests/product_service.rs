@@ -1476,3 +1476,44 @@ async fn a_refused_order_stays_refused_after_stock_comes_back() {
     assert_eq!(service.product(id).await.stock, 5);
     assert!(service.reserve(78, &[(id, 1)]).await.is_ok());
 }
+
+/// A stock change never overflows nor passes the largest stock: refused with 1001, the stock
+/// unchanged (a delta of i64::MAX used to fail in the database, a 500).
+#[tokio::test]
+async fn a_stock_change_beyond_the_largest_stock_is_refused() {
+    use pb::change_stock_request::Change;
+    let service = Service::start().await;
+    let id = service.add("Bulk", 100, 999_999_995, "x").await;
+    for change in [
+        Change::Delta(i64::MAX),
+        Change::Delta(i64::MIN),
+        Change::Delta(10),
+    ] {
+        let refused = service
+            .client
+            .clone()
+            .change_stock(pb::ChangeStockRequest {
+                product_id: id,
+                change: Some(change),
+            })
+            .await
+            .map_err(code_of);
+        assert_eq!(refused.err(), Some(ErrorCode::InvalidParams), "{change:?}");
+    }
+    assert_eq!(service.product(id).await.stock, 999_999_995);
+    let filled = service
+        .client
+        .clone()
+        .change_stock(pb::ChangeStockRequest {
+            product_id: id,
+            change: Some(Change::Delta(5)),
+        })
+        .await
+        .map_err(code_of)
+        .map(|reply| reply.into_inner().stock);
+    assert_eq!(
+        filled,
+        Ok(1_000_000_000),
+        "up to the largest stock is taken"
+    );
+}
