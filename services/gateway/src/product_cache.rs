@@ -395,11 +395,17 @@ mod tests {
         let ticket = cache.ticket(7);
         cache.mark_sold_out(7, ticket, 3);
         assert!(cache.is_sold_out(7, 3));
-        assert!(cache.is_sold_out(7, 5), "more than was refused is refused too");
+        assert!(
+            cache.is_sold_out(7, 5),
+            "more than was refused is refused too"
+        );
         assert!(!cache.is_sold_out(7, 2), "fewer may still fit");
         assert!(!cache.is_sold_out(8, 3));
         cache.mark_sold_out(7, ticket, 1);
-        assert!(cache.is_sold_out(7, 1), "the smallest refusal under one ticket counts");
+        assert!(
+            cache.is_sold_out(7, 1),
+            "the smallest refusal under one ticket counts"
+        );
 
         // Any change to the product (stock back, a restock) drops the mark.
         cache.evict(7);
@@ -411,7 +417,10 @@ mod tests {
         let ticket = cache.ticket(7);
         cache.mark_sold_out(7, ticket, 1);
         cache.set_listening(false);
-        assert!(!cache.is_sold_out(7, 1), "nothing is known while not listening");
+        assert!(
+            !cache.is_sold_out(7, 1),
+            "nothing is known while not listening"
+        );
         cache.set_listening(true);
         assert!(!cache.is_sold_out(7, 1), "nor after a reconnection");
     }
