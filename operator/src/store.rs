@@ -721,6 +721,30 @@ pub struct GatewayExposure {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 2, max = 49)))]
     pub trusted_proxies: Vec<String>,
+    /// With a LoadBalancer: `Local` (the default) sends outside clients only to nodes that run
+    /// a gateway Pod and keeps their own source address, so the rate limit and the sign-in
+    /// throttle tell them apart; `Cluster` spreads them over every node but shows the gateway
+    /// a node's address instead of the client's (kube-proxy's SNAT) unless the load balancer
+    /// forwards `X-Forwarded-For` from a trusted proxy.
+    #[serde(default)]
+    pub external_traffic_policy: ExternalTrafficPolicy,
+}
+
+/// `spec.externalTrafficPolicy` of the gateway's LoadBalancer Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExternalTrafficPolicy {
+    #[default]
+    Local,
+    Cluster,
+}
+
+impl ExternalTrafficPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalTrafficPolicy::Local => "Local",
+            ExternalTrafficPolicy::Cluster => "Cluster",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -33,8 +33,8 @@ use super::settings::{
 };
 use super::{CONFIG_HASH_ANNOTATION, Child, StoreRef, selector_labels};
 use crate::store::{
-    Autoscaling, DiscoveryMode, ExternalMiddleware, ImageSpec, MiddlewareSource, Resources,
-    ServiceSizing,
+    Autoscaling, DiscoveryMode, ExternalMiddleware, GatewayServiceType, ImageSpec,
+    MiddlewareSource, Resources, ServiceSizing,
 };
 
 /// The six deployables, in the order they are applied (callees before callers): the shop's
@@ -494,10 +494,16 @@ fn headless_service(store: &StoreRef<'_>, kind: ServiceKind) -> Service {
 fn gateway_service(store: &StoreRef<'_>) -> Service {
     let kind = ServiceKind::Gateway;
     let name = kind.as_str();
+    let exposure = &store.store.spec.gateway;
+    // Only a Service that takes outside traffic has the policy (the API server refuses it on
+    // a ClusterIP Service).
+    let external_traffic_policy = (exposure.service_type == GatewayServiceType::LoadBalancer)
+        .then(|| exposure.external_traffic_policy.as_str().to_owned());
     Service {
         metadata: store.meta(store.child_name(name), name),
         spec: Some(ServiceSpec {
-            type_: Some(store.store.spec.gateway.service_type.as_str().to_owned()),
+            type_: Some(exposure.service_type.as_str().to_owned()),
+            external_traffic_policy,
             selector: Some(selector_labels(&store.name, name)),
             ports: Some(vec![service_port("http", kind.serving_port())]),
             ..ServiceSpec::default()

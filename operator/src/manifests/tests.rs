@@ -1045,6 +1045,24 @@ fn the_gateway_gets_a_load_balancer_and_an_ingress_when_asked() {
         .unwrap();
     let service_spec = service.spec.as_ref().unwrap();
     assert_eq!(service_spec.type_.as_deref(), Some("LoadBalancer"));
+    let cluster_ip = build(StoreSpec::default());
+    let inside = cluster_ip
+        .all()
+        .find_map(|c| match c {
+            Child::Service(s) if s.metadata.name.as_deref() == Some("shop-gateway") => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        inside.spec.as_ref().unwrap().external_traffic_policy,
+        None,
+        "a ClusterIP Service has no external policy"
+    );
+    assert_eq!(
+        service_spec.external_traffic_policy.as_deref(),
+        Some("Local"),
+        "outside clients keep their own address"
+    );
     assert_eq!(service_spec.ports.as_ref().unwrap()[0].port, 8888);
     let Some(Child::Ingress(ingress)) = state.all().find(|c| c.kind() == "Ingress") else {
         panic!("no Ingress");
