@@ -13,9 +13,10 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -36,6 +37,22 @@ use crate::store::{
     Autoscaling, DiscoveryMode, ExternalMiddleware, GatewayServiceType, ImageSpec,
     MiddlewareSource, Resources, ServiceSizing,
 };
+
+/// How long a Pod that is going away keeps serving before it is sent SIGTERM. As soon as the
+/// Pod is terminating, its endpoints turn not ready: kube-proxy stops sending it new
+/// connections within about a second, and the headless Service's DNS name stops listing it
+/// once CoreDNS's answer (5 s) and the clients' own refresh (`DISCOVERY_REFRESH_MS`, 5 s) have
+/// both run out. Until then callers may still pick it, so it must still answer: 15 s covers
+/// both with room to spare.
+pub(crate) const PRE_STOP_SECONDS: i64 = 15;
+
+/// The whole of a Pod's stop: the pre-stop wait, then after SIGTERM the gateway's linger
+/// (`SHUTDOWN_LINGER_MS`, 1 s), the requests in flight (at most `REQUEST_TIMEOUT_MS`, 10 s),
+/// and the outbox and consumers' last round, with room to spare; only past it is the
+/// process killed.
+pub(crate) const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_SECONDS + 25;
+// The wait, the gateway's 1 s linger and a request's 10 s deadline fit before the kill.
+const _: () = assert!(TERMINATION_GRACE_SECONDS >= PRE_STOP_SECONDS + 1 + 10);
 
 /// The six deployables, in the order they are applied (callees before callers): the shop's
 /// components as `letsgo_facts` names them, with their ports and databases.
@@ -215,6 +232,16 @@ fn deployment(
         readiness_probe: Some(http_probe("/readyz", kind.admin_port(), 5, 2)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(volume_mounts),
+        // The kubelet's own sleep: the images need no shell for it.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     Deployment {
@@ -249,7 +276,7 @@ fn deployment(
                     enable_service_links: Some(false),
                     image_pull_secrets: store.image_pull_secrets(),
                     security_context: Some(restricted_pod(65532)),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     volumes: Some(volumes),
                     ..PodSpec::default()
                 }),

@@ -216,6 +216,34 @@ fn services_are_probed_on_their_admin_port_and_locked_down() {
 }
 
 #[test]
+fn every_deployable_keeps_serving_until_callers_forget_it_and_has_time_to_finish() {
+    use super::services::{PRE_STOP_SECONDS, TERMINATION_GRACE_SECONDS};
+    let state = build(StoreSpec::default());
+    for name in ["user", "product", "cart", "order", "payment", "gateway"] {
+        let deployment = deployment(&state, &format!("shop-{name}"));
+        let pre_stop = container(deployment)
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+            .and_then(|handler| handler.sleep.as_ref())
+            .unwrap_or_else(|| panic!("{name} has no pre-stop sleep"));
+        // CoreDNS's 5 s answer and the clients' 5 s refresh, one after the other.
+        assert!(pre_stop.seconds > 10, "{name}: {}", pre_stop.seconds);
+        assert_eq!(pre_stop.seconds, PRE_STOP_SECONDS);
+        let grace = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .termination_grace_period_seconds;
+        assert_eq!(grace, Some(TERMINATION_GRACE_SECONDS), "{name}");
+    }
+}
+
+#[test]
 fn trusted_proxies_reach_the_gateway_and_bad_ones_are_refused() {
     let mut spec = StoreSpec::default();
     spec.gateway.trusted_proxies = vec!["10.42.0.0/16".into(), "fd00::1".into()];

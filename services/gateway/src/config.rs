@@ -58,6 +58,11 @@ pub struct Config {
     /// (an idle keep-alive connection, or a client that stopped reading) before it is closed.
     #[arg(long = "idle-timeout-ms", env = "IDLE_TIMEOUT_MS", value_name = "IDLE_TIMEOUT_MS", default_value = "60000", value_parser = parse_positive_millis)]
     pub idle_timeout: Duration,
+    /// How long the gateway goes on answering after SIGTERM, every answer with
+    /// `Connection: close` so keep-alive clients move to another replica between requests,
+    /// before it stops accepting and closes idle connections (0: at once).
+    #[arg(long = "shutdown-linger-ms", env = "SHUTDOWN_LINGER_MS", value_name = "SHUTDOWN_LINGER_MS", default_value = "1000", value_parser = parse_millis)]
+    pub shutdown_linger: Duration,
     /// Most client connections open at once; one more is answered 503 and closed.
     #[arg(
         long = "max-connections",

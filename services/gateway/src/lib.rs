@@ -105,7 +105,15 @@ pub async fn run(
             readiness.set_ready(false);
         }
     };
-    server::serve(listener, app(state), limits, &metrics, drain).await;
+    server::serve(
+        listener,
+        app(state),
+        limits,
+        &metrics,
+        drain,
+        config.shutdown_linger,
+    )
+    .await;
     admin_task.await??;
     tracing::info!("gateway stopped");
     Ok(())

@@ -11,8 +11,12 @@
 //! - **A connection with no request in flight is closed after `idle_timeout`** without a byte
 //!   either way: an idle keep-alive connection, or one whose client stopped reading its answer.
 //!   While a request is in flight the handlers' own deadline (`REQUEST_TIMEOUT_MS`) applies.
-//! - **Graceful drain:** when `drain` completes, no connection is accepted any more, idle ones
-//!   are closed, and requests in flight finish before [`serve`] returns.
+//! - **Graceful drain:** when `drain` completes, the server lingers for `linger`: it still
+//!   accepts and answers, but every answer says `Connection: close`, so a client with a
+//!   keep-alive connection finishes its exchange and opens its next connection elsewhere (to
+//!   another replica behind the Service) instead of having an idle connection shut under a
+//!   request it is sending. Then no connection is accepted any more, idle ones are closed, and
+//!   requests in flight finish before [`serve`] returns.
 //!
 //! Why not hyper's own `header_read_timeout`: its clock starts as soon as a connection waits
 //! for a head, so it would also close every idle keep-alive connection at the header deadline,
@@ -28,13 +32,15 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, Request};
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -108,21 +114,27 @@ impl ConnectionMetrics {
     }
 }
 
-/// Serves `app` on `listener` until `drain` completes, then lets the requests in flight finish.
-/// Each request carries `ConnectInfo<SocketAddr>` with its peer's address.
+/// Serves `app` on `listener` until `drain` completes, answers with `Connection: close` for
+/// `linger` more, then lets the requests in flight finish. Each request carries
+/// `ConnectInfo<SocketAddr>` with its peer's address.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
     metrics: &Metrics,
     drain: impl Future<Output = ()>,
+    linger: Duration,
 ) {
     let metrics = ConnectionMetrics::register(metrics);
     // A permit per open connection: when the drain has them all back, every connection ended.
     let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let (start_draining, draining) = watch::channel(false);
+    let closing = Arc::new(AtomicBool::new(false));
     let mut drain = pin!(drain);
+    let lingered = tokio::time::sleep(Duration::ZERO);
+    let mut lingered = pin!(lingered);
+    let mut lingering = false;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -140,7 +152,13 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut drain => break,
+            () = &mut drain, if !lingering => {
+                lingering = true;
+                closing.store(true, Ordering::Release);
+                lingered.as_mut().reset(Instant::now() + linger);
+                continue;
+            }
+            () = &mut lingered, if lingering => break,
         };
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
@@ -149,6 +167,7 @@ pub async fn serve(
                     peer,
                     limits,
                     metrics: metrics.clone(),
+                    closing: closing.clone(),
                     _permit: permit,
                 };
                 tokio::spawn(connection.serve(stream, draining.clone()));
@@ -173,6 +192,8 @@ struct Connection {
     peer: SocketAddr,
     limits: ConnectionLimits,
     metrics: ConnectionMetrics,
+    /// Set when the drain begins: every answer from then on closes its connection.
+    closing: Arc<AtomicBool>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -186,13 +207,23 @@ impl Connection {
         });
         let (app, peer) = (self.app.clone(), self.peer);
         let request_clock = clock.clone();
+        let closing = self.closing.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let in_flight = request_clock.request_started();
             let answer = app.clone().oneshot(request);
+            let closing = closing.clone();
             async move {
-                let response = answer.await;
+                let mut response = answer.await;
                 drop(in_flight);
+                // hyper ends the connection after an answer that says so.
+                if closing.load(Ordering::Acquire) {
+                    if let Ok(response) = &mut response {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                }
                 response
             }
         });

@@ -252,7 +252,10 @@ async fn a_drain_finishes_the_request_in_flight_closes_idle_connections_and_acce
     let shop = Shop::start_with(ShopOptions {
         with_user_service: false,
         services_at: Some(address),
-        gateway_args: flags(&[("--request-timeout-ms", "1500")]),
+        gateway_args: flags(&[
+            ("--request-timeout-ms", "1500"),
+            ("--shutdown-linger-ms", "0"),
+        ]),
         ..Default::default()
     })
     .await;
@@ -295,6 +298,63 @@ async fn a_drain_finishes_the_request_in_flight_closes_idle_connections_and_acce
         "new connections are still accepted after the drain began"
     );
     holder.abort();
+}
+
+#[tokio::test]
+async fn after_sigterm_the_gateway_lingers_answering_with_connection_close_then_accepts_no_more() {
+    let linger = Duration::from_secs(4);
+    let shop = bare_gateway(&[("--shutdown-linger-ms", "4000")]).await;
+    let mut kept = connect(&shop).await;
+    kept.write_all(HEALTH).await.unwrap();
+    let before = read_answer(&mut kept).await;
+    assert_eq!(before.map(|(status, _)| status), Some(200));
+
+    let triggered = std::time::Instant::now();
+    shop.kit.shutdown().trigger();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A keep-alive client's next request is answered, and the answer ends the connection:
+    // the client learns it from the answer instead of from a reset under its next request.
+    kept.write_all(HEALTH).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(CLOSE_WITHIN, kept.read_to_end(&mut received))
+        .await
+        .expect("the connection is closed after its answer")
+        .expect("closed cleanly, not reset");
+    let answer = String::from_utf8_lossy(&received).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // A client that connects while the gateway lingers is answered too, and told to close.
+    let mut late = connect(&shop).await;
+    late.write_all(HEALTH).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(CLOSE_WITHIN, late.read_to_end(&mut received))
+        .await
+        .expect("the late connection is closed after its answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&received).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        triggered.elapsed() < linger,
+        "the checks above ran within the linger; raise it if this machine is that slow"
+    );
+    // After the linger: nothing is accepted.
+    let mut refused = false;
+    while triggered.elapsed() < linger + CLOSE_WITHIN {
+        if TcpStream::connect(shop.base.trim_start_matches("http://"))
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "connections are still accepted after the linger");
+    assert!(
+        triggered.elapsed() >= linger,
+        "the gateway stopped accepting before its linger was over"
+    );
 }
 
 /// Sends GET /health as the given X-Forwarded-For (`None`: the header is left out) until one
