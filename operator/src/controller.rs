@@ -382,6 +382,7 @@ async fn apply_store(store: &Store, ctx: &Context) -> Result<Action> {
             .list(&ListParams::default().labels(&format!("{STORE_LABEL}={}", target.name)))
             .await?;
         seen.failing_pods = status::pod_failures(&pods.items, k8s_openapi::jiff::Timestamp::now());
+        replace_stuck_pods(ctx, store, namespace, &seen.applied, &pods.items).await?;
     }
     if store.spec.backup.is_some() {
         // What the newest finished backup Pod reported: its name and size.
@@ -671,6 +672,41 @@ async fn patch_status(client: &Client, store: &Store, status: &StoreStatus) -> R
 
 /// Events are a courtesy to whoever runs `kubectl describe`: failing to publish one is logged,
 /// never a failed reconcile.
+/// Deletes the middleware Pods a StatefulSet rollout would wait on for ever (see
+/// [`stuck_pods`](crate::stuck_pods)); their StatefulSet makes them again from its current
+/// template. Each replacement is an Event on the Store.
+async fn replace_stuck_pods(
+    ctx: &Context,
+    store: &Store,
+    namespace: &str,
+    applied: &[Child],
+    pods: &[Pod],
+) -> Result<()> {
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    for name in crate::stuck_pods::stuck_pods(applied, pods) {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            // Gone meanwhile: what was wanted.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => return Err(error.into()),
+        }
+        info!(pod = %name, "replaced a middleware Pod its StatefulSet's rollout was waiting on");
+        publish(
+            ctx,
+            store,
+            EventType::Normal,
+            "ReplacedStuckPod",
+            &format!(
+                "deleted Pod {name}: it never turned ready on a template that has since \
+                 changed, and its StatefulSet would wait on it for ever; it is made again \
+                 from the current template"
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
 async fn publish(ctx: &Context, store: &Store, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,

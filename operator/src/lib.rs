@@ -5,6 +5,7 @@
 //! - [`controller`]: the reconciler, its status and its error policy.
 //! - [`leader`]: leader election on a Lease, so only one replica reconciles.
 //! - [`reachability`]: whether the operator reaches each external middleware.
+//! - [`stuck_pods`]: middleware Pods a StatefulSet rollout would wait on for ever.
 //! - [`metrics`]: what the operator tells about itself (its logs and traces: letsgo-traces).
 
 pub mod controller;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod reachability;
 pub mod status;
 pub mod store;
+pub mod stuck_pods;
 
 #[cfg(test)]
 mod fixtures;
