@@ -403,11 +403,15 @@ impl CatalogueStore {
             (Some(stock), _) => Ok(stock),
             (None, change) => match self.get(id).await? {
                 None => Err(AppError::of(ErrorCode::ProductNotFound)),
+                // The request was well formed; the product's own stock is what refuses it.
                 Some(_) if matches!(change, StockChange::Delta(delta) if delta > 0) => {
-                    Err(AppError::invalid(format!(
-                        "stock cannot exceed {}",
-                        letsgo_platform::limits::PRODUCT_STOCK_MAX
-                    )))
+                    Err(AppError::new(
+                        ErrorCode::InvalidProduct,
+                        format!(
+                            "stock cannot exceed {}",
+                            letsgo_platform::limits::PRODUCT_STOCK_MAX
+                        ),
+                    ))
                 }
                 Some(_) => Err(AppError::new(
                     ErrorCode::OutOfStock,

@@ -1477,17 +1477,19 @@ async fn a_refused_order_stays_refused_after_stock_comes_back() {
     assert!(service.reserve(78, &[(id, 1)]).await.is_ok());
 }
 
-/// A stock change never overflows nor passes the largest stock: refused with 1001, the stock
-/// unchanged (a delta of i64::MAX used to fail in the database, a 500).
+/// A stock change never overflows nor passes the largest stock, the stock unchanged: a delta
+/// beyond the largest stock either way is a bad request (1001; i64::MAX used to fail in the
+/// database, a 500), and one the product's current stock cannot take is the product's refusal
+/// (3002), as a schema cannot foresee it.
 #[tokio::test]
 async fn a_stock_change_beyond_the_largest_stock_is_refused() {
     use pb::change_stock_request::Change;
     let service = Service::start().await;
     let id = service.add("Bulk", 100, 999_999_995, "x").await;
-    for change in [
-        Change::Delta(i64::MAX),
-        Change::Delta(i64::MIN),
-        Change::Delta(10),
+    for (change, code) in [
+        (Change::Delta(i64::MAX), ErrorCode::InvalidParams),
+        (Change::Delta(i64::MIN), ErrorCode::InvalidParams),
+        (Change::Delta(10), ErrorCode::InvalidProduct),
     ] {
         let refused = service
             .client
@@ -1498,7 +1500,7 @@ async fn a_stock_change_beyond_the_largest_stock_is_refused() {
             })
             .await
             .map_err(code_of);
-        assert_eq!(refused.err(), Some(ErrorCode::InvalidParams), "{change:?}");
+        assert_eq!(refused.err(), Some(code), "{change:?}");
     }
     assert_eq!(service.product(id).await.stock, 999_999_995);
     let filled = service

@@ -370,7 +370,7 @@ pub struct StockData {
 #[utoipa::path(put, path = "/api/v1/product/stock", tag = "product", security(("bearer" = [])), request_body = ChangeStockRequest,
     responses(
         (status = 200, description = "The new stock", body = Envelope<StockData>),
-        (status = 400, description = "1001: neither or both of stock and delta, a stock out of its range, or a larger delta", body = ErrorEnvelope),
+        (status = 400, description = "1001: neither or both of stock and delta, a stock out of its range, or a larger delta; 3002: the delta would take this product's stock past the largest stock", body = ErrorEnvelope),
         (status = 401, description = "2003/2004: no, bad or expired token", body = ErrorEnvelope),
         (status = 403, description = "2005: not an admin", body = ErrorEnvelope),
         (status = 404, description = "3000: no such product", body = ErrorEnvelope),
