@@ -424,29 +424,7 @@ impl PortForward {
         token: Option<&str>,
         body: Option<Value>,
     ) -> std::io::Result<(u16, Value)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(token) = token {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(&body);
-        stream.write_all(request.as_bytes())?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {response:?}")))?;
-        let json = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
-        Ok((status, json))
+        call_at(self.port, method, path, token, body)
     }
 
     /// A call that must answer 200 with code 0; its `data`. A 503 (a service the gateway
@@ -503,6 +481,39 @@ impl Drop for PortForward {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/1.1 exchange with the gateway on 127.0.0.1:`port`: the status and the JSON answer.
+fn call_at(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {response:?}")))?;
+    let json = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+    Ok((status, json))
 }
 
 /// A username no run has taken: 3 to 20 characters, from the clock.
@@ -1037,4 +1048,325 @@ fn tilt_up_on_the_local_node_builds_with_buildah_loads_into_its_containerd_and_t
         .args(["--address", NODE_CONTAINERD, "--namespace", "k8s.io"])
         .args(&remove)
         .output();
+}
+
+// ------------------------------------------------------------------ Day two: rollouts
+
+/// The gateway's port on 127.0.0.1: a LoadBalancer Service's NodePort, which the node's
+/// kube-proxy serves on loopback (`nodePortAddresses: [127.0.0.0/8]`), so clients reach the
+/// gateway through kube-proxy and the Service's endpoints, as outside traffic does.
+fn gateway_node_port(scene: &Scene, store: &str) -> u16 {
+    let service = scene.kube().json(&[
+        "get",
+        "service",
+        &format!("{store}-gateway"),
+        "-n",
+        scene.ns(),
+    ]);
+    at(&service, "spec/ports/0/nodePort")
+        .as_u64()
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or_else(|| panic!("the gateway Service has no nodePort: {service}"))
+}
+
+/// Tags the six shop images of `images` as `tag` too in the node's containerd: the same
+/// code under another version, which is what a rollout to a new release looks like to the
+/// cluster. The tags are removed on drop.
+struct RetaggedImages {
+    tagged: Vec<String>,
+}
+
+impl RetaggedImages {
+    fn new(images: &Images, tag: &str) -> RetaggedImages {
+        let mut tagged = Vec::new();
+        for name in ["user", "product", "cart", "order", "payment", "gateway"] {
+            let source = images.get(&format!("letsgo-{name}"));
+            let (repository, _) = source.rsplit_once(':').expect("an image with a tag");
+            let target = format!("{repository}:{tag}");
+            let output = Command::new("ctr")
+                .args([
+                    "--address",
+                    NODE_CONTAINERD,
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "tag",
+                ])
+                .args(["--force", source, &target])
+                .output()
+                .expect("ctr (Debian's containerd package) runs");
+            assert!(
+                output.status.success(),
+                "ctr images tag {source} {target}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            tagged.push(target);
+        }
+        RetaggedImages { tagged }
+    }
+}
+
+impl Drop for RetaggedImages {
+    fn drop(&mut self) {
+        let _ = Command::new("ctr")
+            .args(["--address", NODE_CONTAINERD, "-n", "k8s.io", "images", "rm"])
+            .args(&self.tagged)
+            .output();
+    }
+}
+
+/// Changes the Store's image tag and waits until it has gone Progressing and come back Ready
+/// with every component on `tag` (its `status.version`); how long that took.
+fn roll_to(scene: &Scene, store: &str, tag: &str) -> Duration {
+    let kube = scene.kube();
+    let started = std::time::Instant::now();
+    support::patch_store(
+        kube,
+        scene.ns(),
+        &json!({"spec": {"image": {"tag": tag}}}).to_string(),
+    );
+    let mut progressing = false;
+    wait_for(
+        &format!("Store {store} to roll to {tag} and be Ready"),
+        READY,
+        || {
+            let store = kube.get("store", store, scene.ns())?;
+            if at(&store, "status/phase") == "Progressing" {
+                progressing = true;
+            }
+            let done = condition(&store, "Ready").as_deref() == Some("True")
+                && at(&store, "status/version") == tag;
+            done.then_some(())
+        },
+        || scene.describe(store),
+    );
+    assert!(
+        progressing,
+        "the Store never showed the rollout as Progressing"
+    );
+    started.elapsed()
+}
+
+#[test]
+fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_request() {
+    let (_, images) = cluster();
+    let scene = Scene::new("e2e-roll");
+    scene.apply_store("shop", json!({"gateway": {"serviceType": "LoadBalancer"}}));
+    scene.wait_ready("shop");
+    let password = scene.admin_password("shop");
+    let port = gateway_node_port(&scene, "shop");
+    let target = format!("http://127.0.0.1:{port}");
+    wait_for(
+        "the gateway's /health through kube-proxy's NodePort on 127.0.0.1",
+        Duration::from_secs(120),
+        || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).ok()?;
+            answer.starts_with("HTTP/1.1 200").then_some(())
+        },
+        || scene.describe("shop"),
+    );
+    let next = format!("{}-next", images.tag);
+    let _retagged = RetaggedImages::new(images, &next);
+
+    // Shoppers browsing, carting and checking out for the whole of both rollouts, under the
+    // gateway's default per-client limits (every request here comes from one address).
+    let loadgen = std::env::current_exe()
+        .ok()
+        .and_then(|test| Some(test.parent()?.parent()?.join("letsgo-loadgen")))
+        .filter(|path| path.exists())
+        .expect("letsgo-loadgen built beside this test (cargo nextest run --workspace builds it)");
+    let report_file = std::env::temp_dir().join(format!("{}.json", unique_name("roll-load")));
+    let load_for = Duration::from_secs(240);
+    let load = Command::new(&loadgen)
+        .args(["--target-url", &target, "--rate", "30", "-c", "16"])
+        .args(["--warmup", "5s", "-d", &format!("{}s", load_for.as_secs())])
+        .args(["--mix", "browse=40,search=10,detail=20,cart=15,checkout=15"])
+        .arg("--json")
+        .arg(&report_file)
+        .env("ADMIN_PASSWORD", &password)
+        .env("LOADGEN_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("letsgo-loadgen starts");
+    let load_started = std::time::Instant::now();
+    // Its set-up (products, shoppers) and warm-up, then some steady load before the rollout.
+    std::thread::sleep(Duration::from_secs(40));
+
+    let forward = roll_to(&scene, "shop", &next);
+    eprintln!("rolled to {next} in {:.0} s", forward.as_secs_f64());
+    std::thread::sleep(Duration::from_secs(15));
+    let back = roll_to(&scene, "shop", &images.tag);
+    eprintln!(
+        "rolled back to {} in {:.0} s",
+        images.tag,
+        back.as_secs_f64()
+    );
+    // Both rollouts, with every old Pod's stop, happened while the load ran.
+    std::thread::sleep(Duration::from_secs(45));
+    assert!(
+        load_started.elapsed() < load_for,
+        "the rollouts took longer than the load ran ({} s): raise load_for",
+        load_for.as_secs()
+    );
+
+    let output = load.wait_with_output().expect("letsgo-loadgen ends");
+    let table = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{table}");
+    assert!(output.status.success(), "letsgo-loadgen failed: {table}");
+    let report: Value =
+        serde_json::from_str(&support::file(&report_file)).expect("letsgo-loadgen's JSON report");
+    let _ = std::fs::remove_file(&report_file);
+    let operations = report["operations"].as_array().unwrap();
+    let failed: Vec<&Value> = operations
+        .iter()
+        .filter(|operation| operation["errors"].as_u64() != Some(0))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "requests failed while the shop rolled: {failed:?}"
+    );
+    let ok = at(&report, "totals/ok").as_u64().unwrap();
+    assert!(ok > 5_000, "the load hardly ran: {report}");
+    let checkouts = operations
+        .iter()
+        .find(|operation| operation["name"] == "checkout")
+        .and_then(|operation| operation["ok"].as_u64());
+    assert!(
+        checkouts.is_some_and(|n| n > 100),
+        "checkouts ran through both rollouts: {report}"
+    );
+    // Every order created was paid (each checkout's payment was accepted, and the mock
+    // provider's callback pays it through Kafka): none lost, none left pending.
+    let created = operations
+        .iter()
+        .find(|operation| operation["name"] == "order_create")
+        .and_then(|operation| operation["ok"].as_u64())
+        .expect("orders were created");
+    let admin = {
+        let (status, answer) = call_at(
+            port,
+            "POST",
+            "/api/v1/user/login",
+            None,
+            Some(json!({"username": "admin", "password": password})),
+        )
+        .expect("the gateway answers");
+        assert_eq!(status, 200, "{answer}");
+        answer["data"]["token"].as_str().unwrap().to_owned()
+    };
+    let orders_with = |status: u8| {
+        let (code, answer) = call_at(
+            port,
+            "GET",
+            &format!("/api/v1/admin/orders?status={status}&pageSize=1"),
+            Some(&admin),
+            None,
+        )
+        .expect("the gateway answers");
+        assert_eq!(code, 200, "{answer}");
+        answer["data"]["total"].as_u64().unwrap()
+    };
+    wait_for(
+        "every order the load created to be paid",
+        Duration::from_secs(120),
+        || (orders_with(1) == 0).then_some(()),
+        || format!("pending: {}, paid: {}", orders_with(1), orders_with(2)),
+    );
+    // The load's set-up and warm-up made orders too, so at least as many as it counted.
+    let paid = orders_with(2);
+    assert!(paid >= created, "{created} created, {paid} paid");
+    assert_eq!(orders_with(0), paid, "every order is paid, none cancelled");
+    eprintln!("{created} orders created under measurement, {paid} paid in all, 0 pending");
+
+    a_stuck_middleware_pod_is_replaced_once_its_template_is_fixed(&scene, "shop");
+}
+
+/// Redis given an image that does not exist: its StatefulSet replaces the ready Pod with one
+/// that can never start, and the Store turns Degraded naming it. A service change made
+/// meanwhile waits behind the middleware's rollout. Then the image is put back: the operator
+/// deletes the Pod the StatefulSet would wait on for ever, Redis comes back, and the held
+/// service change goes through.
+fn a_stuck_middleware_pod_is_replaced_once_its_template_is_fixed(scene: &Scene, store: &str) {
+    let kube = scene.kube();
+    let ns = scene.ns();
+    support::patch_store(
+        kube,
+        ns,
+        &json!({"spec": {"middleware": {"redis": {"managed": {
+            "image": "localhost/letsgo/no-such-redis:0"
+        }}}}})
+        .to_string(),
+    );
+    wait_for(
+        "the Store to be Degraded naming redis",
+        READY,
+        || {
+            let store = kube.get("store", store, ns)?;
+            let message = at(&store, "status/conditions")
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Degraded" && c["status"] == "True")?["message"]
+                .as_str()?
+                .to_owned();
+            message.contains("redis").then_some(())
+        },
+        || scene.describe(store),
+    );
+    // Held behind the middleware's rollout.
+    support::patch_store(
+        kube,
+        ns,
+        &json!({"spec": {"services": {"cart": {"replicas": 2}}}}).to_string(),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let cart = |field: &str| {
+        kube.run(&[
+            "get",
+            "deployment",
+            &format!("{store}-cart"),
+            "-n",
+            ns,
+            "-o",
+            &format!("jsonpath={{{field}}}"),
+        ])
+    };
+    assert_eq!(cart(".spec.replicas"), "1", "the service change waits");
+
+    support::patch_store(
+        kube,
+        ns,
+        &json!({"spec": {"middleware": {"redis": {"managed": {"image": null}}}}}).to_string(),
+    );
+    wait_for(
+        &format!("Store {store} to be Ready with two cart replicas"),
+        READY,
+        || {
+            let store = kube.get("store", store, ns)?;
+            (condition(&store, "Ready").as_deref() == Some("True")
+                && cart(".status.readyReplicas") == "2")
+                .then_some(())
+        },
+        || scene.describe(store),
+    );
+    let events = kube.run(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=ReplacedStuckPod",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !events.trim().is_empty(),
+        "the operator said it replaced the stuck Pod"
+    );
 }

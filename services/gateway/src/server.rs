@@ -217,12 +217,12 @@ impl Connection {
                 let mut response = answer.await;
                 drop(in_flight);
                 // hyper ends the connection after an answer that says so.
-                if closing.load(Ordering::Acquire) {
-                    if let Ok(response) = &mut response {
-                        response
-                            .headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
+                if closing.load(Ordering::Acquire)
+                    && let Ok(response) = &mut response
+                {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 response
             }
