@@ -1,7 +1,7 @@
 //! The builders' output for given Stores.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -28,8 +28,8 @@ fn deployment<'a>(state: &'a DesiredState, name: &str) -> &'a Deployment {
         .unwrap_or_else(|| panic!("no Deployment {name}"))
 }
 
-fn container(deployment: &Deployment) -> &Container {
-    &deployment
+fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment
         .spec
         .as_ref()
         .unwrap()
@@ -37,7 +37,10 @@ fn container(deployment: &Deployment) -> &Container {
         .spec
         .as_ref()
         .unwrap()
-        .containers[0]
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    &pod_spec(deployment).containers[0]
 }
 
 fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
@@ -230,16 +233,11 @@ fn every_deployable_keeps_serving_until_callers_forget_it_and_has_time_to_finish
         // CoreDNS's 5 s answer and the clients' 5 s refresh, one after the other.
         assert!(pre_stop.seconds > 10, "{name}: {}", pre_stop.seconds);
         assert_eq!(pre_stop.seconds, PRE_STOP_SECONDS);
-        let grace = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .termination_grace_period_seconds;
-        assert_eq!(grace, Some(TERMINATION_GRACE_SECONDS), "{name}");
+        assert_eq!(
+            pod_spec(deployment).termination_grace_period_seconds,
+            Some(TERMINATION_GRACE_SECONDS),
+            "{name}"
+        );
     }
 }
 
@@ -1427,7 +1425,7 @@ fn database_pools_are_sized_so_every_pod_fits_in_postgres() {
 }
 
 /// Every Pod template a Store's objects carry, by the name of the object holding it.
-fn pod_specs(state: &DesiredState) -> Vec<(String, k8s_openapi::api::core::v1::PodSpec)> {
+fn pod_specs(state: &DesiredState) -> Vec<(String, PodSpec)> {
     let mut specs: Vec<_> = state
         .all()
         .chain(&state.restore)

@@ -245,6 +245,21 @@ async fn beyond_max_connections_a_new_connection_is_answered_503_and_closed() {
     );
 }
 
+/// Whether the gateway refuses new connections within `patience` (tried every 20 ms).
+async fn refused_within(shop: &Shop, patience: Duration) -> bool {
+    let deadline = std::time::Instant::now() + patience;
+    while std::time::Instant::now() < deadline {
+        if TcpStream::connect(shop.base.trim_start_matches("http://"))
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn a_drain_finishes_the_request_in_flight_closes_idle_connections_and_accepts_no_more() {
     // A "user service" that accepts and never answers: a sign-in hangs until its deadline.
@@ -282,19 +297,8 @@ async fn a_drain_finishes_the_request_in_flight_closes_idle_connections_and_acce
     assert_eq!(status, 503, "{answer}");
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["code"], 1004, "{answer}");
-    let mut refused = false;
-    for _ in 0..50 {
-        if TcpStream::connect(shop.base.trim_start_matches("http://"))
-            .await
-            .is_err()
-        {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        refused,
+        refused_within(&shop, Duration::from_secs(1)).await,
         "new connections are still accepted after the drain began"
     );
     holder.abort();
@@ -339,18 +343,10 @@ async fn after_sigterm_the_gateway_lingers_answering_with_connection_close_then_
         "the checks above ran within the linger; raise it if this machine is that slow"
     );
     // After the linger: nothing is accepted.
-    let mut refused = false;
-    while triggered.elapsed() < linger + CLOSE_WITHIN {
-        if TcpStream::connect(shop.base.trim_start_matches("http://"))
-            .await
-            .is_err()
-        {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "connections are still accepted after the linger");
+    assert!(
+        refused_within(&shop, linger + CLOSE_WITHIN).await,
+        "connections are still accepted after the linger"
+    );
     assert!(
         triggered.elapsed() >= linger,
         "the gateway stopped accepting before its linger was over"
