@@ -1182,7 +1182,7 @@ fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_req
         .filter(|path| path.exists())
         .expect("letsgo-loadgen built beside this test (cargo nextest run --workspace builds it)");
     let report_file = std::env::temp_dir().join(format!("{}.json", unique_name("roll-load")));
-    let load_for = Duration::from_secs(240);
+    let load_for = Duration::from_secs(300);
     let load = Command::new(&loadgen)
         .args(["--target-url", &target, "--rate", "30", "-c", "16"])
         .args(["--warmup", "5s", "-d", &format!("{}s", load_for.as_secs())])
