@@ -670,8 +670,6 @@ async fn patch_status(client: &Client, store: &Store, status: &StoreStatus) -> R
     Ok(())
 }
 
-/// Events are a courtesy to whoever runs `kubectl describe`: failing to publish one is logged,
-/// never a failed reconcile.
 /// Deletes the middleware Pods a StatefulSet rollout would wait on for ever (see
 /// [`stuck_pods`](crate::stuck_pods)); their StatefulSet makes them again from its current
 /// template. Each replacement is an Event on the Store.
@@ -707,6 +705,8 @@ async fn replace_stuck_pods(
     Ok(())
 }
 
+/// Events are a courtesy to whoever runs `kubectl describe`: failing to publish one is logged,
+/// never a failed reconcile.
 async fn publish(ctx: &Context, store: &Store, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,

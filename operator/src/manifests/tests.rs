@@ -1052,6 +1052,16 @@ fn more_than_one_replica_gets_a_disruption_budget() {
     );
 }
 
+fn gateway_service(state: &DesiredState) -> &k8s_openapi::api::core::v1::Service {
+    state
+        .all()
+        .find_map(|c| match c {
+            Child::Service(s) if s.metadata.name.as_deref() == Some("shop-gateway") => Some(s),
+            _ => None,
+        })
+        .expect("the gateway's Service")
+}
+
 #[test]
 fn the_gateway_gets_a_load_balancer_and_an_ingress_when_asked() {
     let mut spec = StoreSpec::default();
@@ -1062,23 +1072,11 @@ fn the_gateway_gets_a_load_balancer_and_an_ingress_when_asked() {
         tls_secret_name: Some("shop-tls".into()),
     });
     let state = build(spec);
-    let service = state
-        .all()
-        .find_map(|c| match c {
-            Child::Service(s) if s.metadata.name.as_deref() == Some("shop-gateway") => Some(s),
-            _ => None,
-        })
-        .unwrap();
+    let service = gateway_service(&state);
     let service_spec = service.spec.as_ref().unwrap();
     assert_eq!(service_spec.type_.as_deref(), Some("LoadBalancer"));
     let cluster_ip = build(StoreSpec::default());
-    let inside = cluster_ip
-        .all()
-        .find_map(|c| match c {
-            Child::Service(s) if s.metadata.name.as_deref() == Some("shop-gateway") => Some(s),
-            _ => None,
-        })
-        .unwrap();
+    let inside = gateway_service(&cluster_ip);
     assert_eq!(
         inside.spec.as_ref().unwrap().external_traffic_policy,
         None,
