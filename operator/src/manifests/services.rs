@@ -38,13 +38,22 @@ use crate::store::{
     MiddlewareSource, Resources, ServiceSizing,
 };
 
+/// How long the cluster's DNS may keep answering with a Pod that is gone: CoreDNS as kubeadm
+/// and most distributions configure it (`kubernetes ... { ttl 30 }`, `cache 30`) serves a
+/// headless Service's answer from its cache for up to 30 s.
+const CLUSTER_DNS_CACHE_SECONDS: i64 = 30;
+
+/// How often the services ask the DNS again (`DISCOVERY_REFRESH_MS`'s default, 5 s).
+const CLIENT_REFRESH_SECONDS: i64 = 5;
+
 /// How long a Pod that is going away keeps serving before it is sent SIGTERM. As soon as the
 /// Pod is terminating, its endpoints turn not ready: kube-proxy stops sending it new
-/// connections within about a second, and the headless Service's DNS name stops listing it
-/// once CoreDNS's answer (5 s) and the clients' own refresh (`DISCOVERY_REFRESH_MS`, 5 s) have
-/// both run out. Until then callers may still pick it, so it must still answer: 15 s covers
-/// both with room to spare.
-pub(crate) const PRE_STOP_SECONDS: i64 = 15;
+/// connections within about a second, but the headless Service's DNS name may still list it
+/// until CoreDNS's cached answer and then the callers' own refresh have both run out. Until
+/// then callers may still pick it, so it must still answer. Measured on the real node: with
+/// 15 s (which counted CoreDNS's answer as 5 s) a rollout under load failed requests whenever
+/// a caller's cached answer outlived the wait; the wait covers both with 5 s to spare.
+pub(crate) const PRE_STOP_SECONDS: i64 = CLUSTER_DNS_CACHE_SECONDS + CLIENT_REFRESH_SECONDS + 5;
 
 /// The whole of a Pod's stop: the pre-stop wait, then after SIGTERM the gateway's linger
 /// (`SHUTDOWN_LINGER_MS`, 1 s), the requests in flight (at most `REQUEST_TIMEOUT_MS`, 10 s),
