@@ -1049,3 +1049,750 @@ fn tilt_up_on_the_local_node_builds_with_buildah_loads_into_its_containerd_and_t
         .args(&remove)
         .output();
 }
+
+// ------------------------------------------------------------------ Day two: rollouts
+
+/// The gateway's port on 127.0.0.1: a LoadBalancer Service's NodePort, which the node's
+/// kube-proxy serves on loopback (`nodePortAddresses: [127.0.0.0/8]`), so clients reach the
+/// gateway through kube-proxy and the Service's endpoints, as outside traffic does.
+fn gateway_node_port(scene: &Scene, store: &str) -> u16 {
+    let service = scene.kube().json(&[
+        "get",
+        "service",
+        &format!("{store}-gateway"),
+        "-n",
+        scene.ns(),
+    ]);
+    at(&service, "spec/ports/0/nodePort")
+        .as_u64()
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or_else(|| panic!("the gateway Service has no nodePort: {service}"))
+}
+
+/// Tags the six shop images of `images` as `tag` too in the node's containerd: the same
+/// code under another version, which is what a rollout to a new release looks like to the
+/// cluster. The tags are removed on drop.
+struct RetaggedImages {
+    tagged: Vec<String>,
+}
+
+impl RetaggedImages {
+    fn new(images: &Images, tag: &str) -> RetaggedImages {
+        let mut tagged = Vec::new();
+        for name in ["user", "product", "cart", "order", "payment", "gateway"] {
+            let source = images.get(&format!("letsgo-{name}"));
+            let (repository, _) = source.rsplit_once(':').expect("an image with a tag");
+            let target = format!("{repository}:{tag}");
+            let output = Command::new("ctr")
+                .args([
+                    "--address",
+                    NODE_CONTAINERD,
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "tag",
+                ])
+                .args(["--force", source, &target])
+                .output()
+                .expect("ctr (Debian's containerd package) runs");
+            assert!(
+                output.status.success(),
+                "ctr images tag {source} {target}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            tagged.push(target);
+        }
+        RetaggedImages { tagged }
+    }
+}
+
+impl Drop for RetaggedImages {
+    fn drop(&mut self) {
+        let _ = Command::new("ctr")
+            .args(["--address", NODE_CONTAINERD, "-n", "k8s.io", "images", "rm"])
+            .args(&self.tagged)
+            .output();
+    }
+}
+
+/// Changes the Store's image tag and waits until it has gone Progressing and come back Ready
+/// with every component on `tag` (its `status.version`); how long that took.
+fn roll_to(scene: &Scene, store: &str, tag: &str) -> Duration {
+    let kube = scene.kube();
+    let started = std::time::Instant::now();
+    support::patch_store(
+        kube,
+        scene.ns(),
+        &json!({"spec": {"image": {"tag": tag}}}).to_string(),
+    );
+    let mut progressing = false;
+    wait_for(
+        &format!("Store {store} to roll to {tag} and be Ready"),
+        READY,
+        || {
+            let store = kube.get("store", store, scene.ns())?;
+            if at(&store, "status/phase") == "Progressing" {
+                progressing = true;
+            }
+            let done = condition(&store, "Ready").as_deref() == Some("True")
+                && at(&store, "status/version") == tag;
+            done.then_some(())
+        },
+        || scene.describe(store),
+    );
+    assert!(
+        progressing,
+        "the Store never showed the rollout as Progressing"
+    );
+    started.elapsed()
+}
+
+/// A Store with its gateway a LoadBalancer Service, Ready and answering through kube-proxy's
+/// NodePort on 127.0.0.1; that port.
+fn shop_behind_kube_proxy(scene: &Scene, store: &str, services: Value) -> u16 {
+    scene.apply_store(
+        store,
+        json!({"gateway": {"serviceType": "LoadBalancer"}, "services": services}),
+    );
+    scene.wait_ready(store);
+    let port = gateway_node_port(scene, store);
+    wait_for(
+        "the gateway's /health through kube-proxy's NodePort on 127.0.0.1",
+        Duration::from_secs(120),
+        || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).ok()?;
+            answer.starts_with("HTTP/1.1 200").then_some(())
+        },
+        || scene.describe(store),
+    );
+    port
+}
+
+/// `letsgo-loadgen` shopping through the gateway's port on 127.0.0.1: browsing, searching,
+/// carting and checking out at 30 requests a second, under the gateway's default per-client
+/// limits (every request here comes from one address). Its per-second lines are echoed and
+/// kept, to tell when requests failed.
+struct ShopLoad {
+    child: Child,
+    report_file: std::path::PathBuf,
+    /// Each per-second line, with when it arrived (since the load started).
+    lines: std::thread::JoinHandle<Vec<(u64, String)>>,
+    started: std::time::Instant,
+    duration: Duration,
+}
+
+/// What a [`ShopLoad`] measured.
+struct LoadReport {
+    report: Value,
+    table: String,
+    /// The seconds (since the load started) that ended with at least one request failed in them.
+    failing_seconds: Vec<u64>,
+}
+
+impl ShopLoad {
+    fn start(port: u16, admin_password: &str, duration: Duration) -> ShopLoad {
+        let loadgen = std::env::current_exe()
+            .ok()
+            .and_then(|test| Some(test.parent()?.parent()?.join("letsgo-loadgen")))
+            .filter(|path| path.exists())
+            .expect(
+                "letsgo-loadgen built beside this test (cargo nextest run --workspace builds it)",
+            );
+        let report_file = std::env::temp_dir().join(format!("{}.json", unique_name("load")));
+        let mut child = Command::new(&loadgen)
+            .args(["--target-url", &format!("http://127.0.0.1:{port}")])
+            .args(["--rate", "30", "-c", "16"])
+            .args(["--warmup", "5s", "-d", &format!("{}s", duration.as_secs())])
+            .args(["--mix", "browse=40,search=10,detail=20,cart=15,checkout=15"])
+            .arg("--json")
+            .arg(&report_file)
+            .env("ADMIN_PASSWORD", admin_password)
+            .env("LOADGEN_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("letsgo-loadgen starts");
+        let stderr = child.stderr.take().expect("loadgen's stderr");
+        let started = std::time::Instant::now();
+        let lines = std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .map(|line| {
+                    eprintln!("{line}");
+                    (started.elapsed().as_secs(), line)
+                })
+                .collect()
+        });
+        ShopLoad {
+            child,
+            report_file,
+            lines,
+            started,
+            duration,
+        }
+    }
+
+    /// Waits until the load has run `at` since it started.
+    fn wait_until(&self, at: Duration) {
+        assert!(
+            self.started.elapsed() < self.duration,
+            "what the test does under load took longer than the load ran ({} s): raise it",
+            self.duration.as_secs()
+        );
+        std::thread::sleep(at.saturating_sub(self.started.elapsed()));
+    }
+
+    fn finish(self) -> LoadReport {
+        let output = self.child.wait_with_output().expect("letsgo-loadgen ends");
+        let table = String::from_utf8_lossy(&output.stdout).into_owned();
+        eprintln!("{table}");
+        assert!(output.status.success(), "letsgo-loadgen failed: {table}");
+        let report: Value = serde_json::from_str(&support::file(&self.report_file))
+            .expect("letsgo-loadgen's JSON report");
+        let _ = std::fs::remove_file(&self.report_file);
+        // "[  84s measure]      32 ok/s      1 errors/s  mean 17.04 ms"
+        let failing_seconds = self
+            .lines
+            .join()
+            .expect("loadgen's lines")
+            .into_iter()
+            .filter_map(|(second, line)| {
+                let fields: Vec<&str> = line.trim_start_matches('[').split_whitespace().collect();
+                let errors: u64 = fields.get(4)?.parse().ok()?;
+                (fields.get(5) == Some(&"errors/s") && errors > 0).then_some(second)
+            })
+            .collect();
+        let report = LoadReport {
+            report,
+            table,
+            failing_seconds,
+        };
+        assert!(
+            report.total("ok") > 2_000,
+            "the load hardly ran: {}",
+            report.table
+        );
+        report
+    }
+}
+
+impl LoadReport {
+    fn operation(&self, name: &str) -> Option<&Value> {
+        self.report["operations"]
+            .as_array()?
+            .iter()
+            .find(|operation| operation["name"] == name)
+    }
+
+    /// `ok` or `errors` of one operation (0 when it never ran).
+    fn count(&self, name: &str, field: &str) -> u64 {
+        self.operation(name)
+            .and_then(|operation| operation[field].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn total(&self, field: &str) -> u64 {
+        self.report["totals"][field].as_u64().unwrap_or(0)
+    }
+
+    /// The operations that had errors, with their kinds.
+    fn failures(&self) -> Vec<&Value> {
+        self.report["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|operation| operation["errors"].as_u64() != Some(0))
+            .collect()
+    }
+}
+
+/// The shop's orders as its admin sees them, through the gateway.
+struct AdminOrders {
+    port: u16,
+    token: String,
+}
+
+impl AdminOrders {
+    fn sign_in(port: u16, password: &str) -> AdminOrders {
+        let (status, answer) = call_at(
+            port,
+            "POST",
+            "/api/v1/user/login",
+            None,
+            Some(json!({"username": "admin", "password": password})),
+        )
+        .expect("the gateway answers");
+        assert_eq!(status, 200, "{answer}");
+        let token = answer["data"]["token"].as_str().unwrap().to_owned();
+        AdminOrders { port, token }
+    }
+
+    /// How many orders have `status` (0: all, 1: pending, 2: paid, 5: cancelled).
+    fn count(&self, status: u8) -> u64 {
+        let (code, answer) = call_at(
+            self.port,
+            "GET",
+            &format!("/api/v1/admin/orders?status={status}&pageSize=1"),
+            Some(&self.token),
+            None,
+        )
+        .expect("the gateway answers");
+        assert_eq!(code, 200, "{answer}");
+        answer["data"]["total"].as_u64().unwrap()
+    }
+
+    /// Waits until at most `pending` orders are left unpaid.
+    fn wait_paid(&self, pending: u64) {
+        wait_for(
+            "the orders the load created to be paid",
+            Duration::from_secs(120),
+            || (self.count(1) <= pending).then_some(()),
+            || format!("pending: {}, paid: {}", self.count(1), self.count(2)),
+        );
+    }
+}
+
+#[test]
+fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_request() {
+    let (_, images) = cluster();
+    let scene = Scene::new("e2e-roll");
+    let port = shop_behind_kube_proxy(&scene, "shop", json!({}));
+    let password = scene.admin_password("shop");
+    let next = format!("{}-next", images.tag);
+    let _retagged = RetaggedImages::new(images, &next);
+
+    // Shoppers for the whole of both rollouts: their set-up (products, shoppers) and warm-up,
+    // then some steady load before the first.
+    let load = ShopLoad::start(port, &password, Duration::from_secs(300));
+    load.wait_until(Duration::from_secs(40));
+    let forward = roll_to(&scene, "shop", &next);
+    eprintln!("rolled to {next} in {:.0} s", forward.as_secs_f64());
+    std::thread::sleep(Duration::from_secs(15));
+    let back = roll_to(&scene, "shop", &images.tag);
+    eprintln!(
+        "rolled back to {} in {:.0} s",
+        images.tag,
+        back.as_secs_f64()
+    );
+    // Every old Pod's stop (its pre-stop wait, then SIGTERM) happens while the load runs.
+    load.wait_until(Duration::from_secs(
+        40 + forward.as_secs() + 15 + back.as_secs() + 60,
+    ));
+    let report = load.finish();
+    assert!(
+        report.failures().is_empty(),
+        "requests failed while the shop rolled (in seconds {:?}): {:?}",
+        report.failing_seconds,
+        report.failures()
+    );
+    assert!(
+        report.count("checkout", "ok") > 100,
+        "checkouts ran through both rollouts: {}",
+        report.table
+    );
+    // Every order created was paid (each checkout's payment was accepted, and the mock
+    // provider's callback pays it through Kafka): none lost, none left pending.
+    let created = report.count("order_create", "ok");
+    let orders = AdminOrders::sign_in(port, &password);
+    orders.wait_paid(0);
+    // The load's set-up and warm-up made orders too, so at least as many as it counted.
+    let paid = orders.count(2);
+    assert!(paid >= created, "{created} created, {paid} paid");
+    assert_eq!(orders.count(0), paid, "every order is paid, none cancelled");
+    eprintln!("{created} orders created under measurement, {paid} paid in all, 0 pending");
+
+    a_stuck_middleware_pod_is_replaced_once_its_template_is_fixed(&scene, "shop");
+}
+
+const SHOP_SERVICES: [&str; 5] = ["user", "product", "cart", "order", "payment"];
+
+/// The name of one running Pod of `component`, and its container's id in containerd.
+fn one_pod(scene: &Scene, store: &str, component: &str) -> (String, String) {
+    let pods = scene.kube().json(&[
+        "get",
+        "pods",
+        "-n",
+        scene.ns(),
+        "-l",
+        &format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={component}"),
+    ]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+        .find_map(|pod| {
+            let id = pod["status"]["containerStatuses"][0]["containerID"].as_str()?;
+            Some((
+                pod["metadata"]["name"].as_str()?.to_owned(),
+                id.strip_prefix("containerd://")?.to_owned(),
+            ))
+        })
+        .unwrap_or_else(|| panic!("no running {component} Pod: {pods}"))
+}
+
+/// SIGKILLs the process of `container` in the node's containerd: a crash, which the kubelet
+/// answers by restarting the container in the same Pod.
+fn kill_container(container: &str) {
+    let output = Command::new("ctr")
+        .args([
+            "--address",
+            NODE_CONTAINERD,
+            "-n",
+            "k8s.io",
+            "tasks",
+            "kill",
+        ])
+        .args(["--signal", "SIGKILL", container])
+        .output()
+        .expect("ctr (Debian's containerd package) runs");
+    assert!(
+        output.status.success(),
+        "ctr tasks kill {container}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The number of times `component`'s Pods' containers have restarted.
+fn restarts(scene: &Scene, store: &str, component: &str) -> u64 {
+    let pods = scene.kube().json(&[
+        "get",
+        "pods",
+        "-n",
+        scene.ns(),
+        "-l",
+        &format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={component}"),
+    ]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pod| pod["status"]["containerStatuses"][0]["restartCount"].as_u64())
+        .sum()
+}
+
+#[test]
+fn service_pods_deleted_or_killed_under_load_lose_no_order() {
+    cluster();
+    let scene = Scene::new("e2e-kill");
+    let two = json!({"replicas": 2});
+    let services: serde_json::Map<String, Value> = SHOP_SERVICES
+        .iter()
+        .map(|service| (service.to_string(), two.clone()))
+        .collect();
+    let port = shop_behind_kube_proxy(&scene, "shop", Value::Object(services));
+    let password = scene.admin_password("shop");
+
+    // Two replicas of each service: one Pod of each deleted as a rollout or a drain deletes
+    // it, then one of each crashing (its process SIGKILLed; the kubelet restarts it).
+    let load = ShopLoad::start(port, &password, Duration::from_secs(150));
+    load.wait_until(Duration::from_secs(30));
+    for service in SHOP_SERVICES {
+        let (pod, _) = one_pod(&scene, "shop", service);
+        scene
+            .kube()
+            .run(&["delete", "pod", &pod, "-n", scene.ns(), "--wait=false"]);
+    }
+    // Past the deleted Pods' pre-stop wait and stop.
+    load.wait_until(Duration::from_secs(90));
+    for service in SHOP_SERVICES {
+        let (_, container) = one_pod(&scene, "shop", service);
+        kill_container(&container);
+    }
+    wait_for(
+        "every killed container to be restarted",
+        Duration::from_secs(120),
+        || {
+            SHOP_SERVICES
+                .iter()
+                .all(|service| restarts(&scene, "shop", service) >= 1)
+                .then_some(())
+        },
+        || scene.describe("shop"),
+    );
+    let report = load.finish();
+    eprintln!(
+        "two replicas: seconds with a failed request: {:?}",
+        report.failing_seconds
+    );
+    // Reads are retried on the other replica; so is any call that never reached a server.
+    for read in ["browse", "search", "detail"] {
+        assert_eq!(
+            report.count(read, "errors"),
+            0,
+            "{read} failed: {:?}",
+            report.failures()
+        );
+    }
+    // An order whose creation was under way in the Pod that crashed may have been made while
+    // its answer was lost: the buyer saw an error and did not pay, and the order waits for
+    // its expiry (which gives its stock back). Every other order is paid.
+    let orders = AdminOrders::sign_in(port, &password);
+    let unanswered =
+        report.count("order_create", "errors") + report.count("payment_create", "errors");
+    orders.wait_paid(unanswered);
+    let (paid, all) = (orders.count(2), orders.count(0));
+    assert!(
+        paid >= report.count("payment_create", "ok"),
+        "every accepted payment was paid: {} accepted, {paid} paid",
+        report.count("payment_create", "ok")
+    );
+    assert_eq!(
+        all - paid,
+        orders.count(1),
+        "no order was cancelled: the rest are pending"
+    );
+    eprintln!(
+        "two replicas: {} requests, {} failed ({:?}); {paid} orders paid, {} pending",
+        report.total("ok") + report.total("errors"),
+        report.total("errors"),
+        report.failures(),
+        orders.count(1)
+    );
+
+    // One replica of order: its Pod deleted loses nothing (the successor is ready before it
+    // stops); its process killed makes checkouts fail until the kubelet has restarted it.
+    support::patch_store(
+        scene.kube(),
+        scene.ns(),
+        &json!({"spec": {"services": {"order": {"replicas": 1}}}}).to_string(),
+    );
+    wait_for(
+        "the order service at one replica",
+        READY,
+        || {
+            let ready = scene.kube().run(&[
+                "get",
+                "deployment",
+                "shop-order",
+                "-n",
+                scene.ns(),
+                "-o",
+                "jsonpath={.status.replicas}/{.status.readyReplicas}",
+            ]);
+            (ready == "1/1").then_some(())
+        },
+        || scene.describe("shop"),
+    );
+    let pending_before = orders.count(1);
+    let load = ShopLoad::start(port, &password, Duration::from_secs(150));
+    load.wait_until(Duration::from_secs(30));
+    let (pod, _) = one_pod(&scene, "shop", "order");
+    scene
+        .kube()
+        .run(&["delete", "pod", &pod, "-n", scene.ns(), "--wait=false"]);
+    load.wait_until(Duration::from_secs(90));
+    let (_, container) = one_pod(&scene, "shop", "order");
+    let killed_at = load.started.elapsed().as_secs();
+    kill_container(&container);
+    let report = load.finish();
+    let after_delete: Vec<u64> = report
+        .failing_seconds
+        .iter()
+        .copied()
+        .filter(|second| *second < killed_at)
+        .collect();
+    assert!(
+        after_delete.is_empty(),
+        "requests failed when the only order Pod was deleted (seconds {after_delete:?}): {:?}",
+        report.failures()
+    );
+    for read in ["browse", "search", "detail"] {
+        assert_eq!(
+            report.count(read, "errors"),
+            0,
+            "{read} does not need order"
+        );
+    }
+    let unanswered =
+        report.count("order_create", "errors") + report.count("payment_create", "errors");
+    orders.wait_paid(pending_before + unanswered);
+    eprintln!(
+        "one replica: {} requests, {} failed, in seconds {:?} after the kill (at about {killed_at} s); {} orders pending",
+        report.total("ok") + report.total("errors"),
+        report.total("errors"),
+        report.failing_seconds,
+        orders.count(1)
+    );
+}
+
+/// Redis given an image that does not exist: its StatefulSet replaces the ready Pod with one
+/// that can never start, and the Store turns Degraded naming it. A service change made
+/// meanwhile waits behind the middleware's rollout. Then the image is put back: the operator
+/// deletes the Pod the StatefulSet would wait on for ever, Redis comes back, and the held
+/// service change goes through.
+fn a_stuck_middleware_pod_is_replaced_once_its_template_is_fixed(scene: &Scene, store: &str) {
+    let kube = scene.kube();
+    let ns = scene.ns();
+    support::patch_store(
+        kube,
+        ns,
+        &json!({"spec": {"middleware": {"redis": {"managed": {
+            "image": "localhost/letsgo/no-such-redis:0"
+        }}}}})
+        .to_string(),
+    );
+    wait_for(
+        "the Store to be Degraded naming redis",
+        READY,
+        || {
+            let store = kube.get("store", store, ns)?;
+            let message = at(&store, "status/conditions")
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Degraded" && c["status"] == "True")?["message"]
+                .as_str()?
+                .to_owned();
+            message.contains("redis").then_some(())
+        },
+        || scene.describe(store),
+    );
+    // Held behind the middleware's rollout.
+    support::patch_store(
+        kube,
+        ns,
+        &json!({"spec": {"services": {"cart": {"replicas": 2}}}}).to_string(),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let cart = |field: &str| {
+        kube.run(&[
+            "get",
+            "deployment",
+            &format!("{store}-cart"),
+            "-n",
+            ns,
+            "-o",
+            &format!("jsonpath={{{field}}}"),
+        ])
+    };
+    assert_eq!(cart(".spec.replicas"), "1", "the service change waits");
+
+    support::patch_store(
+        kube,
+        ns,
+        &json!({"spec": {"middleware": {"redis": {"managed": {"image": null}}}}}).to_string(),
+    );
+    wait_for(
+        &format!("Store {store} to be Ready with two cart replicas"),
+        READY,
+        || {
+            let store = kube.get("store", store, ns)?;
+            (condition(&store, "Ready").as_deref() == Some("True")
+                && cart(".status.readyReplicas") == "2")
+                .then_some(())
+        },
+        || scene.describe(store),
+    );
+    let events = kube.run(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=ReplacedStuckPod",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !events.trim().is_empty(),
+        "the operator said it replaced the stuck Pod"
+    );
+}
+
+/// Whether the Store said (in an Event of its phase turning Degraded) that `component` fails.
+fn said_degraded(scene: &Scene, component: &str) -> bool {
+    let events = scene.kube().json(&[
+        "get",
+        "events",
+        "-n",
+        scene.ns(),
+        "--field-selector",
+        "reason=Degraded",
+    ]);
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["message"].as_str())
+        .any(|message| message.contains(component))
+}
+
+#[test]
+fn middleware_pods_killed_under_load_come_back_and_every_payment_is_applied() {
+    cluster();
+    let scene = Scene::new("e2e-mwkill");
+    let port = shop_behind_kube_proxy(&scene, "shop", json!({}));
+    let password = scene.admin_password("shop");
+
+    // Each middleware Pod killed in turn (deleted at once, without its grace period: its
+    // processes are SIGKILLed and the StatefulSet makes it again on the same volume).
+    let load = ShopLoad::start(port, &password, Duration::from_secs(330));
+    let mut back_after = Vec::new();
+    for (turn, middleware) in ["postgres", "kafka", "redis"].into_iter().enumerate() {
+        load.wait_until(Duration::from_secs(30 + 100 * turn as u64));
+        let (pod, _) = one_pod(&scene, "shop", middleware);
+        let killed = std::time::Instant::now();
+        let killed_at = load.started.elapsed().as_secs();
+        scene.kube().run(&[
+            "delete",
+            "pod",
+            &pod,
+            "-n",
+            scene.ns(),
+            "--grace-period=0",
+            "--force",
+        ]);
+        wait_for(
+            &format!("the Store to turn Degraded naming {middleware}, then Ready"),
+            Duration::from_secs(90),
+            || {
+                let store = scene.kube().get("store", "shop", scene.ns())?;
+                (said_degraded(&scene, middleware)
+                    && condition(&store, "Ready").as_deref() == Some("True"))
+                .then_some(())
+            },
+            || scene.describe("shop"),
+        );
+        eprintln!(
+            "{middleware} killed at {killed_at} s; the Store Ready again after {:.0} s",
+            killed.elapsed().as_secs_f64()
+        );
+        back_after.push((middleware, killed_at, killed.elapsed().as_secs()));
+    }
+    let report = load.finish();
+    eprintln!(
+        "seconds with a failed request: {:?}; killed (at, Ready after): {back_after:?}",
+        report.failing_seconds
+    );
+    // Every payment the shop accepted reaches its order through Kafka once the broker is back
+    // (the outboxes held the events): each order is paid.
+    let orders = AdminOrders::sign_in(port, &password);
+    let unanswered =
+        report.count("order_create", "errors") + report.count("payment_create", "errors");
+    orders.wait_paid(unanswered);
+    let paid = orders.count(2);
+    assert!(
+        paid >= report.count("payment_create", "ok"),
+        "every accepted payment was applied: {} accepted, {paid} paid",
+        report.count("payment_create", "ok")
+    );
+    assert_eq!(
+        orders.count(0) - paid,
+        orders.count(1),
+        "no order was cancelled: the rest are pending"
+    );
+    eprintln!(
+        "{} requests, {} failed ({:?}); {paid} orders paid, {} pending",
+        report.total("ok") + report.total("errors"),
+        report.total("errors"),
+        report.failures(),
+        orders.count(1)
+    );
+}
