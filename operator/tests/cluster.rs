@@ -1706,22 +1706,53 @@ fn a_stuck_middleware_pod_is_replaced_once_its_template_is_fixed(scene: &Scene, 
     );
 }
 
-/// Whether the Store said (in an Event of its phase turning Degraded) that `component` fails.
-fn said_degraded(scene: &Scene, component: &str) -> bool {
-    let events = scene.kube().json(&[
-        "get",
-        "events",
-        "-n",
-        scene.ns(),
-        "--field-selector",
-        "reason=Degraded",
-    ]);
-    events["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|event| event["message"].as_str())
-        .any(|message| message.contains(component))
+/// Every phase the Store's status goes through, with its Degraded condition's message, as a
+/// `kubectl get --watch` sees them: a turn to Degraded lasting a few seconds is not missed
+/// between two polls.
+struct PhaseWatch {
+    child: Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PhaseWatch {
+    fn start(scene: &Scene, store: &str) -> PhaseWatch {
+        let mut child = scene
+            .kube()
+            .command()
+            .args(["get", "store", store, "-n", scene.ns(), "--watch", "-o"])
+            .arg(
+                "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Degraded\")].message}{\"\\n\"}",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl get --watch starts");
+        let stdout = child.stdout.take().expect("kubectl's stdout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                record.lock().unwrap().push(line);
+            }
+        });
+        PhaseWatch { child, seen }
+    }
+
+    /// Whether the Store has been Degraded naming `component` since the watch started.
+    fn said_degraded(&self, component: &str) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.starts_with("Degraded") && line.contains(component))
+    }
+}
+
+impl Drop for PhaseWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -1738,6 +1769,7 @@ fn middleware_pods_killed_under_load_come_back_and_every_payment_is_applied() {
     for (turn, middleware) in ["postgres", "kafka", "redis"].into_iter().enumerate() {
         load.wait_until(Duration::from_secs(30 + 100 * turn as u64));
         let (pod, _) = one_pod(&scene, "shop", middleware);
+        let phases = PhaseWatch::start(&scene, "shop");
         let killed = std::time::Instant::now();
         let killed_at = load.started.elapsed().as_secs();
         scene.kube().run(&[
@@ -1754,11 +1786,17 @@ fn middleware_pods_killed_under_load_come_back_and_every_payment_is_applied() {
             Duration::from_secs(90),
             || {
                 let store = scene.kube().get("store", "shop", scene.ns())?;
-                (said_degraded(&scene, middleware)
+                (phases.said_degraded(middleware)
                     && condition(&store, "Ready").as_deref() == Some("True"))
                 .then_some(())
             },
-            || scene.describe("shop"),
+            || {
+                format!(
+                    "phases seen: {:?}\n{}",
+                    phases.seen.lock().unwrap(),
+                    scene.describe("shop")
+                )
+            },
         );
         eprintln!(
             "{middleware} killed at {killed_at} s; the Store Ready again after {:.0} s",
