@@ -1521,7 +1521,7 @@ fn the_kafka_image_runs_as_the_operators_stateful_set_configures_it() {
     let advertised = format!("PLAINTEXT://{}:{port}", namespace.address);
     for (name, value) in &mut broker.env {
         if name == "KAFKA_ADVERTISED_LISTENERS" {
-            assert!(value.contains("shop-kafka.shop.svc"), "{value}");
+            assert!(value.contains("shop-kafka-client.shop.svc"), "{value}");
             value.clone_from(&advertised);
         }
     }

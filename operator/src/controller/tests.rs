@@ -118,6 +118,10 @@ fn steps(scenario: &Scenario) -> Vec<Step> {
     if !external {
         for name in MIDDLEWARE {
             steps.push(Step::apply(core("services", &format!("shop-{name}"))));
+            steps.push(Step::apply(core(
+                "services",
+                &format!("shop-{name}-client"),
+            )));
             let ready =
                 matches!(scenario, Scenario::MiddlewareReadyAppliesServices) || scenario.steady();
             steps.push(Step::new(
@@ -466,8 +470,8 @@ async fn a_second_pass_with_nothing_changed_changes_nothing() {
     // (no new resourceVersion, no rollout). It deletes nothing, creates nothing, publishes no
     // Event, and writes the same status (conditions keep their transition times).
     let applied = child_applies(&second);
-    // Settings 3, policies 9, middleware 3 x 2, services 6 x 2.
-    assert_eq!(applied.len(), 3 + 9 + 3 * 2 + 6 * 2, "every child, once");
+    // Settings 3, policies 9, middleware 3 x 3 (two Services and the set), services 6 x 2.
+    assert_eq!(applied.len(), 3 + 9 + 3 * 3 + 6 * 2, "every child, once");
     assert_eq!(applied, child_applies(&first));
     assert!(
         second

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::middleware::MiddlewareKind;
+use super::middleware::{MiddlewareKind, client_address};
 use super::services::{restricted_container, restricted_pod};
 use super::settings::{
     POSTGRES_PASSWORD_KEY, POSTGRES_USER, env_from_secret, env_value, secret_name,
@@ -238,7 +238,7 @@ fn postgres_container(
     extra_env: Vec<EnvVar>,
 ) -> Container {
     let mut env = vec![
-        env_value("PGHOST", &store.address(MiddlewareKind::Postgres.as_str())),
+        env_value("PGHOST", &client_address(store, MiddlewareKind::Postgres)),
         env_value("PGPORT", "5432"),
         env_value("PGUSER", POSTGRES_USER),
         env_from_secret(

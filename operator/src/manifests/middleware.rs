@@ -172,8 +172,22 @@ pub(super) fn objects(
 ) -> Vec<Child> {
     vec![
         Child::Service(service(store, kind)),
+        Child::Service(client_service(store, kind)),
         Child::StatefulSet(stateful_set(store, kind, credentials_hash)),
     ]
+}
+
+/// What the name of a middleware's client Service ends with: `<store>-postgres-client`.
+const CLIENT_SUFFIX: &str = "client";
+
+/// The address the services (and the backups) reach a managed middleware at: its client
+/// Service's virtual IP, which kube-proxy points at whichever Pod is ready. Not the headless
+/// Service's name: a Pod made again (a crash, a node restart) has a new address, and the
+/// cluster's DNS may go on answering with the old one for as long as it caches (30 s as
+/// kubeadm configures CoreDNS); a killed PostgreSQL was back in 8 s, and the services failed
+/// for 30 s more.
+pub(super) fn client_address(store: &StoreRef<'_>, kind: MiddlewareKind) -> String {
+    store.address(&format!("{}-{CLIENT_SUFFIX}", kind.as_str()))
 }
 
 /// `<store>-postgres-init`: SQL run by the postgres image on an empty data directory.
@@ -190,6 +204,22 @@ pub(super) fn postgres_init(store: &StoreRef<'_>) -> ConfigMap {
     }
 }
 
+/// `<store>-<middleware>-client`: a Service with a virtual IP for the middleware's clients.
+fn client_service(store: &StoreRef<'_>, kind: MiddlewareKind) -> Service {
+    let name = kind.as_str();
+    Service {
+        metadata: store.meta(store.child_name(&format!("{name}-{CLIENT_SUFFIX}")), name),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&store.name, name)),
+            ports: Some(vec![service_port(name, kind.port())]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// `<store>-<middleware>`: the headless Service that governs the StatefulSet (its Pods' own
+/// DNS names). Clients use [`client_address`].
 fn service(store: &StoreRef<'_>, kind: MiddlewareKind) -> Service {
     let name = kind.as_str();
     Service {
@@ -339,7 +369,8 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             });
         }
         MiddlewareKind::Kafka => {
-            let advertised = format!("PLAINTEXT://{}:9092", store.address(name));
+            // Clients reconnect to the address the broker advertises: its client Service's.
+            let advertised = format!("PLAINTEXT://{}:9092", client_address(store, kind));
             // A single KRaft node that is both broker and controller: no ZooKeeper.
             container.env = Some(vec![
                 env_value("CLUSTER_ID", KAFKA_CLUSTER_ID),
@@ -376,7 +407,7 @@ fn stateful_set(store: &StoreRef<'_>, kind: MiddlewareKind, credentials_hash: &s
             });
         }
         MiddlewareKind::Etcd => {
-            let advertised = format!("http://{}:2379", store.address(name));
+            let advertised = format!("http://{}:2379", client_address(store, kind));
             container.command = Some(strings(&["etcd"]));
             container.args = Some(vec![
                 "--name=etcd-0".into(),

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, Secret, Secret
 use sha2::{Digest, Sha256};
 
 use super::StoreRef;
+use super::middleware::{MiddlewareKind, client_address};
 use super::services::ServiceKind;
 use crate::store::{DataRetention, DiscoveryMode, MiddlewareSource};
 
@@ -127,24 +128,30 @@ pub(super) fn config_map(store: &StoreRef<'_>) -> ConfigMap {
     }
     let middleware = &spec.middleware;
     if is_managed(&middleware.postgres) {
-        data.insert("DB_HOST".into(), store.address("postgres"));
+        data.insert(
+            "DB_HOST".into(),
+            client_address(store, MiddlewareKind::Postgres),
+        );
         data.insert("DB_PORT".into(), "5432".into());
         data.insert("DB_USER".into(), POSTGRES_USER.into());
     }
     if is_managed(&middleware.redis) {
-        data.insert("REDIS_HOST".into(), store.address("redis"));
+        data.insert(
+            "REDIS_HOST".into(),
+            client_address(store, MiddlewareKind::Redis),
+        );
         data.insert("REDIS_PORT".into(), "6379".into());
     }
     if is_managed(&middleware.kafka) {
         data.insert(
             "KAFKA_BROKERS".into(),
-            format!("{}:9092", store.address("kafka")),
+            format!("{}:9092", client_address(store, MiddlewareKind::Kafka)),
         );
     }
     if spec.discovery == DiscoveryMode::Etcd && middleware.etcd.as_ref().is_some_and(is_managed) {
         data.insert(
             "ETCD_HOSTS".into(),
-            format!("{}:2379", store.address("etcd")),
+            format!("{}:2379", client_address(store, MiddlewareKind::Etcd)),
         );
     }
     ConfigMap {

@@ -144,11 +144,17 @@ fn headless_services_carry_the_names_discovery_resolves() {
         data["DISCOVERY_DNS_NAME"],
         "shop-{service}.default.svc.cluster.local."
     );
-    assert_eq!(data["DB_HOST"], "shop-postgres.default.svc.cluster.local.");
-    assert_eq!(data["REDIS_HOST"], "shop-redis.default.svc.cluster.local.");
+    assert_eq!(
+        data["DB_HOST"],
+        "shop-postgres-client.default.svc.cluster.local."
+    );
+    assert_eq!(
+        data["REDIS_HOST"],
+        "shop-redis-client.default.svc.cluster.local."
+    );
     assert_eq!(
         data["KAFKA_BROKERS"],
-        "shop-kafka.default.svc.cluster.local.:9092"
+        "shop-kafka-client.default.svc.cluster.local.:9092"
     );
     for service in ["user", "product", "cart", "order", "payment"] {
         let address = data["DISCOVERY_DNS_NAME"].replace("{service}", service);
@@ -163,6 +169,50 @@ fn headless_services_carry_the_names_discovery_resolves() {
             spec.selector.as_ref().unwrap()["app.kubernetes.io/component"],
             service
         );
+    }
+}
+
+#[test]
+fn managed_middleware_is_reached_through_a_virtual_ip_and_its_set_keeps_its_headless_service() {
+    let mut spec = StoreSpec {
+        discovery: crate::store::DiscoveryMode::Etcd,
+        ..StoreSpec::default()
+    };
+    spec.middleware.etcd = Some(MiddlewareSource::managed());
+    let state = build(spec);
+    let service = |name: &str| {
+        state
+            .all()
+            .find_map(|c| match c {
+                Child::Service(s) if s.metadata.name.as_deref() == Some(name) => s.spec.clone(),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no Service {name}"))
+    };
+    for middleware in ["postgres", "redis", "kafka", "etcd"] {
+        let governing = service(&format!("shop-{middleware}"));
+        assert_eq!(
+            governing.cluster_ip.as_deref(),
+            Some("None"),
+            "{middleware}"
+        );
+        let set_name = format!("shop-{middleware}");
+        let governs = state.all().find_map(|c| match c {
+            Child::StatefulSet(s) if s.metadata.name.as_deref() == Some(set_name.as_str()) => {
+                s.spec.as_ref()?.service_name.clone()
+            }
+            _ => None,
+        });
+        assert_eq!(
+            governs.as_deref(),
+            Some(set_name.as_str()),
+            "the set's serviceName cannot change"
+        );
+        let client = service(&format!("shop-{middleware}-client"));
+        // A virtual IP: kube-proxy follows the Pod, where a cached DNS answer would not.
+        assert_eq!(client.cluster_ip, None, "{middleware}");
+        assert_eq!(client.selector, governing.selector, "{middleware}");
+        assert_eq!(client.ports, governing.ports, "{middleware}");
     }
 }
 
@@ -301,7 +351,7 @@ fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
     );
     assert_eq!(
         env(container, "PGHOST").unwrap().value.as_deref(),
-        Some("shop-postgres.default.svc.cluster.local.")
+        Some("shop-postgres-client.default.svc.cluster.local.")
     );
     assert_eq!(
         env(container, "BACKUP_KEEP").unwrap().value.as_deref(),
@@ -434,7 +484,7 @@ fn backups_to_a_bucket_are_dumped_by_an_init_container_and_uploaded_by_the_aws_c
     );
     assert_eq!(
         env(dump, "PGHOST").unwrap().value.as_deref(),
-        Some("shop-postgres.default.svc.cluster.local.")
+        Some("shop-postgres-client.default.svc.cluster.local.")
     );
     // The Pod's one container uploads, and writes the termination message the status reads.
     let upload = &pod.containers[0];
@@ -1569,7 +1619,7 @@ fn another_cluster_domain_names_every_address() {
     let data = config_map_of(&state).data.unwrap();
     assert_eq!(
         data["ETCD_HOSTS"],
-        "shop-etcd.default.svc.corp.example.:2379"
+        "shop-etcd-client.default.svc.corp.example.:2379"
     );
     assert_eq!(
         data["PAYMENT_CALLBACK_URL"],
@@ -1582,7 +1632,7 @@ fn another_cluster_domain_names_every_address() {
         .1;
     assert_eq!(
         env(&kafka.containers[0], "KAFKA_ADVERTISED_LISTENERS").and_then(|e| e.value.as_deref()),
-        Some("PLAINTEXT://shop-kafka.default.svc.corp.example.:9092")
+        Some("PLAINTEXT://shop-kafka-client.default.svc.corp.example.:9092")
     );
 }
 
