@@ -426,6 +426,12 @@ pub struct Autoscaling {
     #[serde(default = "default_cpu_target")]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
+    /// How long the autoscaler looks back before it removes replicas: it scales in only to the
+    /// highest count it wanted over that window, so a dip in load does not take away Pods a
+    /// returning peak needs. Unset: Kubernetes' default, 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: Option<i32>,
 }
 
 fn default_cpu_target() -> i32 {

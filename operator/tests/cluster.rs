@@ -1197,6 +1197,23 @@ struct LoadReport {
 
 impl ShopLoad {
     fn start(port: u16, admin_password: &str, duration: Duration) -> ShopLoad {
+        ShopLoad::start_with(
+            port,
+            admin_password,
+            duration,
+            30,
+            "browse=40,search=10,detail=20,cart=15,checkout=15",
+        )
+    }
+
+    /// Requests at `rate` a second in the `mix` letsgo-loadgen's `--mix` takes.
+    fn start_with(
+        port: u16,
+        admin_password: &str,
+        duration: Duration,
+        rate: u32,
+        mix: &str,
+    ) -> ShopLoad {
         let loadgen = std::env::current_exe()
             .ok()
             .and_then(|test| Some(test.parent()?.parent()?.join("letsgo-loadgen")))
@@ -1207,9 +1224,9 @@ impl ShopLoad {
         let report_file = std::env::temp_dir().join(format!("{}.json", unique_name("load")));
         let mut child = Command::new(&loadgen)
             .args(["--target-url", &format!("http://127.0.0.1:{port}")])
-            .args(["--rate", "30", "-c", "16"])
+            .args(["--rate", &rate.to_string(), "-c", "16"])
             .args(["--warmup", "5s", "-d", &format!("{}s", duration.as_secs())])
-            .args(["--mix", "browse=40,search=10,detail=20,cart=15,checkout=15"])
+            .args(["--mix", mix])
             .arg("--json")
             .arg(&report_file)
             .env("ADMIN_PASSWORD", admin_password)
@@ -1832,5 +1849,81 @@ fn middleware_pods_killed_under_load_come_back_and_every_payment_is_applied() {
         report.total("errors"),
         report.failures(),
         orders.count(1)
+    );
+}
+
+/// The replicas `store`'s `component` Deployment has ready.
+fn ready_replicas(scene: &Scene, store: &str, component: &str) -> u64 {
+    scene
+        .kube()
+        .run(&[
+            "get",
+            "deployment",
+            &format!("{store}-{component}"),
+            "-n",
+            scene.ns(),
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ])
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_autoscaled_service_scales_out_under_load_and_back_in_after_failing_no_request() {
+    cluster();
+    let scene = Scene::new("e2e-hpa");
+    // The product service between one and three replicas, aiming at half of its CPU request;
+    // removing replicas once the load has been gone 30 s (Kubernetes' default waits 300 s).
+    let autoscaling = json!({"autoscaling": {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetCpuUtilizationPercentage": 50,
+        "scaleDownStabilizationSeconds": 30,
+    }});
+    let port = shop_behind_kube_proxy(&scene, "shop", json!({"product": autoscaling}));
+    let password = scene.admin_password("shop");
+    assert_eq!(ready_replicas(&scene, "shop", "product"), 1);
+
+    // Shoppers browsing and searching (what the product service answers) until it has scaled
+    // out; the load then runs on over the new Pods.
+    let load = ShopLoad::start_with(
+        port,
+        &password,
+        Duration::from_secs(240),
+        80,
+        "browse=60,search=40",
+    );
+    let started = std::time::Instant::now();
+    wait_for(
+        "the product service to scale out under load",
+        Duration::from_secs(200),
+        || (ready_replicas(&scene, "shop", "product") >= 2).then_some(()),
+        || scene.kube().run(&["describe", "hpa", "-n", scene.ns()]),
+    );
+    let scaled_out_after = started.elapsed().as_secs();
+    let report = load.finish();
+    let most = ready_replicas(&scene, "shop", "product");
+    let load_ended = std::time::Instant::now();
+    wait_for(
+        "the product service to scale back in once the load is gone",
+        Duration::from_secs(240),
+        || (ready_replicas(&scene, "shop", "product") == 1).then_some(()),
+        || scene.kube().run(&["describe", "hpa", "-n", scene.ns()]),
+    );
+    eprintln!(
+        "scaled out after {scaled_out_after} s of load (to {most} ready); back to one {} s after the load ended; {} requests, {} failed",
+        load_ended.elapsed().as_secs(),
+        report.total("ok") + report.total("errors"),
+        report.total("errors"),
+    );
+    // New Pods joining, and none failing for want of a database connection: each replica's
+    // pool is its share of PostgreSQL's connections at maxReplicas.
+    assert!(
+        report.failures().is_empty(),
+        "requests failed while the service scaled (seconds {:?}): {:?}",
+        report.failing_seconds,
+        report.failures()
     );
 }

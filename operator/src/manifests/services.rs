@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
-    MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -617,7 +618,15 @@ fn autoscaler(
                 }),
                 ..MetricSpec::default()
             }]),
-            ..HorizontalPodAutoscalerSpec::default()
+            behavior: autoscaling.scale_down_stabilization_seconds.map(|seconds| {
+                HorizontalPodAutoscalerBehavior {
+                    scale_down: Some(HPAScalingRules {
+                        stabilization_window_seconds: Some(seconds),
+                        ..HPAScalingRules::default()
+                    }),
+                    ..HorizontalPodAutoscalerBehavior::default()
+                }
+            }),
         }),
         ..HorizontalPodAutoscaler::default()
     }

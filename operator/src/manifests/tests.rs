@@ -1359,6 +1359,7 @@ fn an_autoscaled_service_gets_an_autoscaler_and_leaves_replicas_to_it() {
         min_replicas: 2,
         max_replicas: 6,
         target_cpu_utilization_percentage: 60,
+        scale_down_stabilization_seconds: Some(30),
     });
     let state = build(spec);
     let cart = deployment(&state, "shop-cart");
@@ -1391,6 +1392,11 @@ fn an_autoscaled_service_gets_an_autoscaler_and_leaves_replicas_to_it() {
         .unwrap()
         .target;
     assert_eq!(target.average_utilization, Some(60));
+    let scale_down = hpa.behavior.as_ref().and_then(|b| b.scale_down.as_ref());
+    assert_eq!(
+        scale_down.and_then(|rules| rules.stabilization_window_seconds),
+        Some(30)
+    );
     assert!(
         state.all().any(|c| matches!(c, Child::PodDisruptionBudget(p) if p.metadata.name.as_deref() == Some("shop-cart"))),
         "an autoscaled service that may run several Pods keeps one through a drain"
@@ -1454,6 +1460,7 @@ fn database_pools_are_sized_so_every_pod_fits_in_postgres() {
         min_replicas: 1,
         max_replicas: 10,
         target_cpu_utilization_percentage: 70,
+        scale_down_stabilization_seconds: None,
     });
     assert!(spec.problems().is_empty(), "{:?}", spec.problems());
     assert_eq!(
