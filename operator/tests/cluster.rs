@@ -245,6 +245,37 @@ impl Scene {
         )
     }
 
+    /// The warnings and errors the Store's running containers have logged (the last 300 lines
+    /// of each, and of the container before a restart): what a failed request left behind.
+    fn warnings(&self, store: &str) -> String {
+        let selector = format!("app.kubernetes.io/instance={store}");
+        let mut lines = Vec::new();
+        for previous in ["--previous=false", "--previous=true"] {
+            let output = self.kube().try_run(
+                &[
+                    "logs",
+                    "-n",
+                    self.ns(),
+                    "-l",
+                    &selector,
+                    "--all-containers",
+                    "--prefix",
+                    "--tail=300",
+                    "--max-log-requests=30",
+                    previous,
+                ],
+                None,
+            );
+            lines.extend(
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .filter(|line| line.contains("\"WARN\"") || line.contains("\"ERROR\""))
+                    .map(str::to_owned),
+            );
+        }
+        lines.join("\n")
+    }
+
     /// Deletes the Store and waits until its Pods are gone (its volumes stay: retention Retain).
     fn delete_store(&self, name: &str) {
         let kube = self.kube();
@@ -1405,9 +1436,10 @@ fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_req
     let report = load.finish();
     assert!(
         report.failures().is_empty(),
-        "requests failed while the shop rolled (in seconds {:?}): {:?}",
+        "requests failed while the shop rolled (in seconds {:?}): {:?}\n{}",
         report.failing_seconds,
-        report.failures()
+        report.failures(),
+        scene.warnings("shop")
     );
     assert!(
         report.count("checkout", "ok") > 100,
@@ -1544,8 +1576,9 @@ fn service_pods_deleted_or_killed_under_load_lose_no_order() {
         assert_eq!(
             report.count(read, "errors"),
             0,
-            "{read} failed: {:?}",
-            report.failures()
+            "{read} failed: {:?}\n{}",
+            report.failures(),
+            scene.warnings("shop")
         );
     }
     // An order whose creation was under way in the Pod that crashed may have been made while
@@ -1598,6 +1631,19 @@ fn service_pods_deleted_or_killed_under_load_lose_no_order() {
         },
         || scene.describe("shop"),
     );
+    // The change of replicas changed every service's share of PostgreSQL's connections, so
+    // all of them rolled: let that finish, and the old Pods' stops, before measuring.
+    for component in SHOP_SERVICES.into_iter().chain(["gateway"]) {
+        scene.kube().run(&[
+            "rollout",
+            "status",
+            &format!("deployment/shop-{component}"),
+            "-n",
+            scene.ns(),
+            "--timeout=300s",
+        ]);
+    }
+    std::thread::sleep(Duration::from_secs(45));
     let pending_before = orders.count(1);
     let load = ShopLoad::start(port, &password, Duration::from_secs(150));
     load.wait_until(Duration::from_secs(30));
@@ -1618,8 +1664,9 @@ fn service_pods_deleted_or_killed_under_load_lose_no_order() {
         .collect();
     assert!(
         after_delete.is_empty(),
-        "requests failed when the only order Pod was deleted (seconds {after_delete:?}): {:?}",
-        report.failures()
+        "requests failed when the only order Pod was deleted (seconds {after_delete:?}): {:?}\n{}",
+        report.failures(),
+        scene.warnings("shop")
     );
     for read in ["browse", "search", "detail"] {
         assert_eq!(
@@ -1922,8 +1969,9 @@ fn an_autoscaled_service_scales_out_under_load_and_back_in_after_failing_no_requ
     // pool is its share of PostgreSQL's connections at maxReplicas.
     assert!(
         report.failures().is_empty(),
-        "requests failed while the service scaled (seconds {:?}): {:?}",
+        "requests failed while the service scaled (seconds {:?}): {:?}\n{}",
         report.failing_seconds,
-        report.failures()
+        report.failures(),
+        scene.warnings("shop")
     );
 }

@@ -166,14 +166,20 @@ impl RedisArgs {
     /// errors name the setting at fault.
     #[cfg(feature = "redis")]
     pub fn client(&self) -> Result<redis::Client, String> {
+        use redis::IntoConnectionInfo;
         let url = self.url();
-        let Some(ca_file) = &self.redis_ca_file else {
-            return redis::Client::open(url.as_str()).map_err(|error| {
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map(|info| info.set_tcp_settings(redis_tcp_settings()))
+            .map_err(|error| {
                 format!(
                     "REDIS_URL: {}",
                     error.to_string().replace(&url, "<redacted>")
                 )
-            });
+            })?;
+        let Some(ca_file) = &self.redis_ca_file else {
+            return redis::Client::open(info).map_err(|error| format!("REDIS_URL: {error}"));
         };
         if !url.starts_with("rediss://") {
             return Err(
@@ -186,7 +192,7 @@ impl RedisArgs {
             client_tls: None,
             root_cert: Some(root_cert),
         };
-        redis::Client::build_with_tls(url.as_str(), certificates)
+        redis::Client::build_with_tls(info, certificates)
             .map_err(|error| format!("REDIS_CA_FILE ({ca_file}): {error}"))
     }
 
@@ -535,6 +541,23 @@ pub struct GrpcServerArgs {
     /// Serve gRPC reflection (for grpcurl and the like). Off: it lists every method to anyone.
     #[arg(long, env, default_value_t = false, action = clap::ArgAction::Set)]
     pub grpc_reflection: bool,
+}
+
+/// How long data sent to Redis may go unacknowledged before the kernel gives the connection up.
+/// A Redis that vanished without closing its connections (its node lost, its network cut)
+/// sends no reset: without this the connection stays open, every command on it times out, and
+/// the connection manager, which reconnects only once a connection is known to be dropped,
+/// makes no new one until the kernel gives up on its own, many minutes later. With it the
+/// connection breaks within seconds and the next command reconnects.
+#[cfg(feature = "redis")]
+pub const REDIS_UNACKNOWLEDGED_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+
+#[cfg(feature = "redis")]
+fn redis_tcp_settings() -> redis::io::tcp::TcpSettings {
+    let settings = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(REDIS_UNACKNOWLEDGED_MAX);
+    settings
 }
 
 #[cfg(test)]
