@@ -1931,7 +1931,25 @@ fn an_autoscaled_service_scales_out_under_load_and_back_in_after_failing_no_requ
     }});
     let port = shop_behind_kube_proxy(&scene, "shop", json!({"product": autoscaling}));
     let password = scene.admin_password("shop");
-    assert_eq!(ready_replicas(&scene, "shop", "product"), 1);
+    // Before the load: the autoscaler has measured the idle service and wants one replica (a
+    // Pod's start-up alone can cross the target).
+    wait_for(
+        "the autoscaler to measure the idle product service and want one replica",
+        Duration::from_secs(240),
+        || {
+            let hpa = scene
+                .kube()
+                .json(&["get", "hpa", "shop-product", "-n", scene.ns()]);
+            let measured =
+                hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+                    .as_u64()?;
+            (measured < 50
+                && hpa["status"]["desiredReplicas"] == 1
+                && ready_replicas(&scene, "shop", "product") == 1)
+                .then_some(())
+        },
+        || scene.kube().run(&["describe", "hpa", "-n", scene.ns()]),
+    );
 
     // Shoppers browsing and searching (what the product service answers) until it has scaled
     // out; the load then runs on over the new Pods.

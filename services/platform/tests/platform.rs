@@ -1123,6 +1123,75 @@ async fn a_cancelled_probe_does_not_shut_an_endpoint_out() {
     back.kill();
 }
 
+/// A set whose addresses the test changes.
+struct MovingSet(tokio::sync::watch::Sender<Vec<tonic::transport::Uri>>);
+
+impl EndpointSource for MovingSet {
+    fn watch(&self, _: ServiceName) -> tokio::sync::watch::Receiver<Vec<tonic::transport::Uri>> {
+        self.0.subscribe()
+    }
+}
+
+/// An endpoint that joins the set is sent callers' calls only once it has answered: one that
+/// takes connections and never answers (a Pod just turned ready that cannot serve yet) gets
+/// none of them, while one that answers is used as soon as it has.
+#[tokio::test]
+async fn a_joining_endpoint_gets_calls_only_once_it_has_answered() {
+    let uri = |address: std::net::SocketAddr| format!("http://{address}").parse().unwrap();
+    let serving = Instance::start().await;
+    let set = tokio::sync::watch::Sender::new(vec![uri(serving.address)]);
+    let discovery = Discovery::from_source(Arc::new(MovingSet(set.clone())), Mode::Kubernetes);
+    let channel = discovery.channel(ServiceName::User);
+    let mut client = HealthClient::new(channel.clone());
+    check(&mut client)
+        .await
+        .expect("the first endpoint answers");
+
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_address = silent.local_addr().unwrap();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    set.send_replace(vec![uri(serving.address), uri(silent_address)]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for call in 0..40 {
+        let answer = tokio::time::timeout(Duration::from_millis(500), check(&mut client)).await;
+        assert!(
+            matches!(answer, Ok(Ok(()))),
+            "call {call} went to the endpoint that never answered: {answer:?}"
+        );
+    }
+
+    // One that answers joins; once it has answered its warm-up, the first leaves: calls go
+    // on, to the new one, and still none to the silent one.
+    let joining = Instance::start().await;
+    set.send_replace(vec![
+        uri(serving.address),
+        uri(silent_address),
+        uri(joining.address),
+    ]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set.send_replace(vec![uri(silent_address), uri(joining.address)]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut answered = 0;
+    while answered < 20 && tokio::time::Instant::now() < deadline {
+        let answer = tokio::time::timeout(Duration::from_millis(500), check(&mut client)).await;
+        assert!(
+            matches!(answer, Ok(Ok(()))),
+            "a call went to the endpoint that never answered: {answer:?}"
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 20);
+    holding.abort();
+    serving.kill();
+    joining.kill();
+}
+
 #[tokio::test]
 async fn calls_survive_an_instance_dying_fail_fast_when_all_are_gone_and_recover() {
     let prefix = format!("/letsgo-test/{}/", unique("resilience"));

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +39,52 @@ struct EndpointHandle {
     channel: Channel,
     breaker: Breaker,
     in_flight: AtomicUsize,
+    /// Whether the endpoint has answered anything yet. An endpoint that joins a set is sent
+    /// callers' calls only once it has (a health check, sent as soon as it joins, asks), unless
+    /// no endpoint has: a Pod that has just turned ready may not answer for a moment (on the
+    /// real node, calls sent to an autoscaler's new Pods as they joined failed after 3 s), and
+    /// a caller's request should not be what finds out.
+    warm: AtomicBool,
+}
+
+/// How long one warm-up health check may take, the pause between two, and how long a new
+/// endpoint is kept out of the rotation at most (past it, its breaker alone judges it).
+const WARM_UP_CHECK: Duration = Duration::from_millis(1_000);
+const WARM_UP_PAUSE: Duration = Duration::from_millis(100);
+const WARM_UP_MAX: Duration = Duration::from_secs(10);
+
+/// Asks a new endpoint's health until it answers (any answer from its server will do: it is
+/// there and taking calls), then lets callers' calls reach it.
+async fn warm_up(endpoint: Weak<EndpointHandle>) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let started = tokio::time::Instant::now();
+    loop {
+        let Some(handle) = endpoint.upgrade() else {
+            return;
+        };
+        if handle.warm.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut health = HealthClient::new(handle.channel.clone());
+        let check = health.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        let answered = match tokio::time::timeout(WARM_UP_CHECK, check).await {
+            Ok(Ok(_)) => true,
+            // A status its server sent (not one made up for a transport failure).
+            Ok(Err(status)) => !matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+            ),
+            Err(_) => false,
+        };
+        if answered || started.elapsed() >= WARM_UP_MAX {
+            handle.warm.store(true, Ordering::Relaxed);
+            return;
+        }
+        drop(handle);
+        tokio::time::sleep(WARM_UP_PAUSE).await;
+    }
 }
 
 struct Shared {
@@ -145,12 +191,15 @@ impl Shared {
                     .timeout(call_timeout)
                     .tcp_nodelay(true)
                     .connect_lazy();
-                Arc::new(EndpointHandle {
+                let endpoint = Arc::new(EndpointHandle {
                     uri: uri.clone(),
                     channel,
                     breaker: Breaker::default(),
                     in_flight: AtomicUsize::new(0),
-                })
+                    warm: AtomicBool::new(false),
+                });
+                tokio::spawn(warm_up(Arc::downgrade(&endpoint)));
+                endpoint
             });
             endpoints.push(endpoint);
         }
@@ -161,13 +210,20 @@ impl Shared {
         );
     }
 
-    /// Power of two choices among endpoints not yet tried and not ejected, on in-flight count.
+    /// Power of two choices among endpoints not yet tried and not ejected, on in-flight count;
+    /// among the warm ones when there are any.
     fn pick(&self, tried: &[Uri]) -> Option<Arc<EndpointHandle>> {
         let endpoints = self.endpoints.read().expect("endpoints lock");
-        let candidates: Vec<&Arc<EndpointHandle>> = endpoints
+        let mut candidates: Vec<&Arc<EndpointHandle>> = endpoints
             .iter()
             .filter(|endpoint| !tried.contains(&endpoint.uri) && !endpoint.breaker.is_ejected())
             .collect();
+        if candidates
+            .iter()
+            .any(|endpoint| endpoint.warm.load(Ordering::Relaxed))
+        {
+            candidates.retain(|endpoint| endpoint.warm.load(Ordering::Relaxed));
+        }
         let chosen = match candidates.len() {
             0 => {
                 // Everything is ejected: probe whichever ejection ends first, if any has.
@@ -267,6 +323,9 @@ impl<'a> InFlight<'a> {
 
     fn settle(mut self, outcome: Outcome) {
         self.settled = true;
+        if outcome == Outcome::Answered {
+            self.endpoint.warm.store(true, Ordering::Relaxed);
+        }
         self.endpoint.breaker.record(outcome);
     }
 }
