@@ -1479,6 +1479,58 @@ fn redis_args(url: &str, ca_file: Option<String>) -> letsgo_platform::config::Re
     }
 }
 
+/// A Redis killed and started again (its Pod made again): the shop's connection is back within
+/// a few seconds of Redis answering, though every command failed while it was gone.
+#[tokio::test]
+async fn the_cache_is_back_soon_after_a_killed_redis_returns() {
+    let port = free_port();
+    let start = || {
+        Child(
+            std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is needed for this test: apt-get install redis-server"),
+        )
+    };
+    let redis = start();
+    wait_for_port(port, "redis-server").await;
+    let cache = Cache::connect(&redis_args(&format!("redis://127.0.0.1:{port}/"), None))
+        .await
+        .unwrap();
+    cache.ping().await.unwrap();
+    drop(redis);
+    // Gone for a while, as a Pod is while it is made again; callers keep asking.
+    let gone = tokio::time::Instant::now();
+    while gone.elapsed() < Duration::from_secs(7) {
+        assert!(cache.ping().await.is_err(), "no Redis, no answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _redis = start();
+    wait_for_port(port, "redis-server").await;
+    let back = tokio::time::Instant::now();
+    while cache.ping().await.is_err() {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "the cache never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("answered {:?} after Redis was back", back.elapsed());
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "the cache took {:?} to use the Redis that was back",
+        back.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn redis_over_tls_is_checked_against_the_ca_the_settings_name() {
     let certificates = Certificates::make();
