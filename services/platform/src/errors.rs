@@ -244,9 +244,22 @@ impl From<sqlx::Error> for AppError {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
                 AppError::invalid("text must not contain NUL (\\u0000) characters")
             }
+            // The server going away or not taking connections yet: a connection failure
+            // (class 08), or a shutdown, a crash's restart, a start-up still recovering (57P01,
+            // 57P02, 57P03). Passing, like an unreachable server: 1004, not a database fault.
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| is_unavailable(&code)) => {
+                tracing::error!(error = %db, "database unavailable");
+                AppError::of(ErrorCode::ServiceUnavailable)
+            }
             other => AppError::database(other),
         }
     }
+}
+
+/// Whether a SQLSTATE says the server is unavailable for now rather than that a statement failed.
+#[cfg(feature = "postgres")]
+fn is_unavailable(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03")
 }
 
 impl From<AppError> for tonic::Status {
@@ -328,6 +341,29 @@ impl IntoResponse for AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_server_restarting_is_unavailable_and_a_failed_statement_a_database_error() {
+        assert!(
+            is_unavailable("57P03"),
+            "the database system is starting up"
+        );
+        assert!(is_unavailable("57P01"), "terminating connection (shutdown)");
+        assert!(is_unavailable("08006"), "connection failure");
+        assert!(
+            !is_unavailable("23505"),
+            "a unique violation is the statement's"
+        );
+        assert!(
+            !is_unavailable("57014"),
+            "a cancelled statement is not an outage"
+        );
+        assert!(
+            !is_unavailable("40001"),
+            "a serialization failure is the statement's"
+        );
+    }
 
     #[test]
     fn every_code_round_trips_through_its_number() {
