@@ -1,6 +1,8 @@
 //! Redis: one multiplexed, self-reconnecting connection per process, and the key prefix that
 //! keeps shops and test runs sharing a Redis apart.
 
+use std::time::Duration;
+
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
 use tracing::Instrument;
@@ -12,6 +14,10 @@ use crate::traces;
 /// committed product change: the message is the product id. Caches of product data outside the
 /// product service (the gateway's) listen to it.
 pub const PRODUCT_CHANGES: &str = "product:changed";
+
+/// How many times a process tries to reach Redis as it starts (pausing 0.1 s, then twice as
+/// long each time: about 6 s in all).
+const START_TRIES: u32 = 7;
 
 /// A Redis connection with the process's key prefix. Cheap to clone.
 #[derive(Clone)]
@@ -38,10 +44,31 @@ impl Cache {
     }
 
     async fn connect_client(client: redis::Client, prefix: &str) -> redis::RedisResult<Cache> {
+        // While Redis is gone, a command fails at once instead of waiting out the manager's
+        // reconnection backoff (by default six tries over 6 s, during which every command
+        // waited: 9 s measured), so callers that can do without the cache (product reads go
+        // to the database) do, within their deadline; each failed command makes the next
+        // try, so the connection is back as soon as Redis is.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)));
-        let connection = ConnectionManager::new_with_config(client, config).await?;
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(200));
+        // At start-up, Redis gets a few seconds to be there (as the manager's default gave it).
+        let mut pause = Duration::from_millis(100);
+        let mut tries = 1;
+        let connection = loop {
+            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                Ok(connection) => break connection,
+                Err(error) if error.is_io_error() && tries < START_TRIES => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         Ok(Cache {
             connection,
             prefix: prefix.to_owned(),
