@@ -7,9 +7,19 @@ use letsgo_platform::cache::Cache;
 use letsgo_platform::errors::{AppError, ErrorCode};
 use redis::Script;
 
+/// Redis out of reach (refused, timed out, its connection lost) is passing, like any service
+/// being away: 1004 at 503, which a client may retry. Anything else Redis says is a fault: 1003.
 fn redis_error(error: redis::RedisError) -> AppError {
     tracing::error!(%error, "cart storage failed");
-    AppError::of(ErrorCode::Cache)
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+    {
+        AppError::of(ErrorCode::ServiceUnavailable)
+    } else {
+        AppError::of(ErrorCode::Cache)
+    }
 }
 
 /// What adding to a line came to.
@@ -146,5 +156,27 @@ impl CartStore {
             .collect();
         lines.sort_unstable();
         Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_out_of_reach_is_unavailable_and_other_failures_are_cache_errors() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            redis_error(redis::RedisError::from(refused)).code,
+            ErrorCode::ServiceUnavailable
+        );
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            redis_error(redis::RedisError::from(timed_out)).code,
+            ErrorCode::ServiceUnavailable
+        );
+        let script_failed =
+            redis::RedisError::from((redis::ErrorKind::Client, "the script returned nonsense"));
+        assert_eq!(redis_error(script_failed).code, ErrorCode::Cache);
     }
 }
