@@ -1462,8 +1462,8 @@ fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_req
 
 const SHOP_SERVICES: [&str; 5] = ["user", "product", "cart", "order", "payment"];
 
-/// The name of one running Pod of `component`, and its container's id in containerd.
-fn one_pod(scene: &Scene, store: &str, component: &str) -> (String, String) {
+/// The Pods of `store`'s `component`, as the API lists them.
+fn component_pods(scene: &Scene, store: &str, component: &str) -> Vec<Value> {
     let pods = scene.kube().json(&[
         "get",
         "pods",
@@ -1472,10 +1472,13 @@ fn one_pod(scene: &Scene, store: &str, component: &str) -> (String, String) {
         "-l",
         &format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={component}"),
     ]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    pods["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The name of one running Pod of `component`, and its container's id in containerd.
+fn one_pod(scene: &Scene, store: &str, component: &str) -> (String, String) {
+    let pods = component_pods(scene, store, component);
+    pods.iter()
         .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
         .find_map(|pod| {
             let id = pod["status"]["containerStatuses"][0]["containerID"].as_str()?;
@@ -1484,7 +1487,7 @@ fn one_pod(scene: &Scene, store: &str, component: &str) -> (String, String) {
                 id.strip_prefix("containerd://")?.to_owned(),
             ))
         })
-        .unwrap_or_else(|| panic!("no running {component} Pod: {pods}"))
+        .unwrap_or_else(|| panic!("no running {component} Pod: {pods:?}"))
 }
 
 /// SIGKILLs the process of `container` in the node's containerd: a crash, which the kubelet
@@ -1511,18 +1514,8 @@ fn kill_container(container: &str) {
 
 /// The number of times `component`'s Pods' containers have restarted.
 fn restarts(scene: &Scene, store: &str, component: &str) -> u64 {
-    let pods = scene.kube().json(&[
-        "get",
-        "pods",
-        "-n",
-        scene.ns(),
-        "-l",
-        &format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={component}"),
-    ]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    component_pods(scene, store, component)
+        .iter()
         .filter_map(|pod| pod["status"]["containerStatuses"][0]["restartCount"].as_u64())
         .sum()
 }
