@@ -1350,6 +1350,18 @@ impl LoadReport {
         self.report["totals"][field].as_u64().unwrap_or(0)
     }
 
+    /// Fails the test if any request failed while `what` happened, with the seconds and the
+    /// shop's logged warnings.
+    fn assert_no_failure(&self, what: &str, scene: &Scene) {
+        assert!(
+            self.failures().is_empty(),
+            "requests failed while {what} (seconds {:?}): {:?}\n{}",
+            self.failing_seconds,
+            self.failures(),
+            scene.warnings("shop")
+        );
+    }
+
     /// The operations that had errors, with their kinds.
     fn failures(&self) -> Vec<&Value> {
         self.report["operations"]
@@ -1434,13 +1446,7 @@ fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_req
         40 + forward.as_secs() + 15 + back.as_secs() + 60,
     ));
     let report = load.finish();
-    assert!(
-        report.failures().is_empty(),
-        "requests failed while the shop rolled (in seconds {:?}): {:?}\n{}",
-        report.failing_seconds,
-        report.failures(),
-        scene.warnings("shop")
-    );
+    report.assert_no_failure("the shop rolled", &scene);
     assert!(
         report.count("checkout", "ok") > 100,
         "checkouts ran through both rollouts: {}",
@@ -1978,11 +1984,5 @@ fn an_autoscaled_service_scales_out_under_load_and_back_in_after_failing_no_requ
     );
     // New Pods joining, and none failing for want of a database connection: each replica's
     // pool is its share of PostgreSQL's connections at maxReplicas.
-    assert!(
-        report.failures().is_empty(),
-        "requests failed while the service scaled (seconds {:?}): {:?}\n{}",
-        report.failing_seconds,
-        report.failures(),
-        scene.warnings("shop")
-    );
+    report.assert_no_failure("the service scaled", &scene);
 }
