@@ -273,7 +273,85 @@ impl Scene {
                     .map(str::to_owned),
             );
         }
-        lines.join("\n")
+        // The newest 40, each cut to 400 bytes: the rest is in the failure's log file.
+        let skip = lines.len().saturating_sub(40);
+        lines
+            .iter()
+            .skip(skip)
+            .map(|line| match line.char_indices().nth(400) {
+                Some((end, _)) => &line[..end],
+                None => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// On a failure, writes the namespace's Events, Pods and every container's log (and its
+    /// previous one) to a file under `LETSGO_TEST_LOGS` (default `/var/log/letsgo-tests`, the
+    /// 20 newest kept): the namespace goes with the test, and CI shows only part of the output.
+    fn keep_what_happened(&self) {
+        let dir = std::env::var_os("LETSGO_TEST_LOGS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/var/log/letsgo-tests".into());
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let mut kept: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+            .collect();
+        kept.sort();
+        for (_, old) in kept.iter().rev().skip(19) {
+            let _ = std::fs::remove_file(old);
+        }
+        let ns = self.ns();
+        let kube = self.kube();
+        let mut text = String::new();
+        let mut section = |title: &str, args: &[&str]| {
+            let output = kube.try_run(args, None);
+            text.push_str(&format!("==== {title}\n"));
+            text.push_str(&String::from_utf8_lossy(&output.stdout));
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+        };
+        section(
+            "events",
+            &[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--sort-by=.lastTimestamp",
+                "-o",
+                "wide",
+            ],
+        );
+        section("pods", &["get", "pods", "-n", ns, "-o", "wide"]);
+        let pods = kube.try_run(&["get", "pods", "-n", ns, "-o", "name"], None);
+        for pod in String::from_utf8_lossy(&pods.stdout).lines() {
+            for previous in ["--previous=false", "--previous=true"] {
+                section(
+                    &format!("logs {pod} {previous}"),
+                    &[
+                        "logs",
+                        "-n",
+                        ns,
+                        pod,
+                        "--all-containers",
+                        "--prefix",
+                        previous,
+                    ],
+                );
+            }
+        }
+        let path = dir.join(format!("{ns}.log"));
+        if std::fs::write(&path, text).is_ok() {
+            eprintln!(
+                "the namespace's Events, Pods and logs are in {}",
+                path.display()
+            );
+        }
     }
 
     /// Deletes the Store and waits until its Pods are gone (its volumes stay: retention Retain).
@@ -370,6 +448,9 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_what_happened();
+        }
         // The chart's cluster-scoped objects do not go with the namespace.
         let _ = self
             .helm
@@ -1273,8 +1354,13 @@ impl ShopLoad {
                 .lines()
                 .map_while(Result::ok)
                 .map(|line| {
-                    eprintln!("{line}");
-                    (started.elapsed().as_secs(), line)
+                    // Every 30th second and every second with errors: CI shows only the head
+                    // and tail of a failing test's output, and the failure must fit in it.
+                    let second = started.elapsed().as_secs();
+                    if second.is_multiple_of(30) || !line.contains(" 0 errors/s") {
+                        eprintln!("{line}");
+                    }
+                    (second, line)
                 })
                 .collect()
         });
