@@ -434,6 +434,56 @@ apply_addons() {
 	wait_for kubelet kubectl_ wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=2s
 }
 
+# What a boot leaves of the node: its disks (images, the kubelet's directory, the volumes) and
+# nothing of its processes or /run. Whatever an earlier run left is killed (the Pods' processes,
+# containerd's shims) and what a reboot empties is removed: containerd's task state, the
+# addresses the CNI handed out, the Pods' network namespaces and the kubelet's volume mounts.
+# containerd then finds every sandbox dead and the kubelet starts each Pod again, with a new
+# address. Only while neither containerd nor the kubelet runs.
+node_boot() {
+	local cgroup pid mount netns
+	for cgroup in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods; do
+		[[ -d $cgroup ]] || continue
+		for pid in $(find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+			kill -KILL "$pid" 2>/dev/null || true
+		done
+	done
+	for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" || true); do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	for mount in $(awk -v root="$NODE_ROOT/kubelet/pods" -v run="$NODE_RUN" '$2 ~ "^(" root "|" run ")" {print $2}' /proc/mounts | sort -r); do
+		umount -l "$mount" 2>/dev/null || true
+	done
+	# A namespace file may be mounted more than once; unlinking a mounted one fails (EBUSY), and
+	# containerd, failing to, would report the sandbox's status as an error forever.
+	for netns in /run/netns/cni-*; do
+		[[ -e $netns ]] || continue
+		while grep -q " $netns " /proc/mounts; do umount -l "$netns" || break; done
+		rm -f "$netns"
+	done
+	rm -rf "$NODE_RUN/containerd" "$NODE_RUN/ipam"
+}
+
+# A reboot of the node, as far as its processes go: the kubelet, kube-proxy, containerd and
+# every container die at once (SIGKILL: no graceful shutdown, as a power cut or a kernel panic),
+# then the node boots and they start again. The Pods come back by themselves.
+restart_node() {
+	local name pid
+	for name in kubelet kube-proxy containerd; do
+		pid=$(pid_of "$name") || continue
+		alive "$name" && kill -KILL "$pid" 2>/dev/null
+		rm -f "$STATE/$name.pid"
+	done
+	node_boot
+	say "node $REAL_NODE: every process killed, /run's state gone; starting again"
+	node_bridge
+	start_containerd
+	start_kubelet
+	start_kube_proxy
+	network_policy_queue
+	wait_for kubelet kubectl_ wait --for=condition=Ready "node/$REAL_NODE" --timeout=2s
+}
+
 start_node() {
 	node_packages
 	node_kernel
@@ -442,6 +492,8 @@ start_node() {
 	node_certificates
 	node_bridge
 	start_apiserver_forwarder
+	# A node that went down without `make down` (a killed machine, a crash) boots afresh.
+	if ! alive containerd && ! alive kubelet; then node_boot; fi
 	start_containerd
 	load_images
 	start_kubelet

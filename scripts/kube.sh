@@ -10,6 +10,9 @@
 #                            API answers and the nodes are Ready; prints `export KUBECONFIG=...`
 #   scripts/kube.sh run      ensure, then stay in the foreground; Ctrl-C stops it (make cluster)
 #   scripts/kube.sh stop     stop what ensure started, the node's Pods too (make down)
+#   scripts/kube.sh restart-node  kill the real node's kubelet, kube-proxy, containerd and
+#                            every container at once, clear what a reboot clears, start them
+#                            again (what a node's reboot does; its Pods come back by themselves)
 #   scripts/kube.sh env      print the export lines (KUBECONFIG, LETSGO_KUBECTL, LETSGO_KUBE_BIN)
 #
 # The Kubernetes version is the one tools/kube/go.mod requires, etcd's the one
@@ -398,6 +401,14 @@ run)
 	die "kube-apiserver exited; see $STATE/kube-apiserver.log"
 	;;
 stop) stop ;;
+restart-node)
+	[[ $NODE_MODE == real ]] || die "restart-node needs the real node (LETSGO_KUBE_NODE=real)"
+	mkdir -p "$STATE"
+	exec 9>"$STATE/.lock"
+	flock 9
+	alive kube-apiserver || die "the control plane is not running (scripts/kube.sh ensure)"
+	restart_node
+	;;
 env) print_env ;;
 *)
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2

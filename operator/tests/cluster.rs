@@ -482,6 +482,19 @@ fn merge(into: &mut Value, from: Value) {
 /// A `kubectl port-forward` to a Service on a free local port, stopped on drop.
 struct PortForward {
     child: Child,
+    gateway: Gateway,
+}
+
+impl std::ops::Deref for PortForward {
+    type Target = Gateway;
+
+    fn deref(&self) -> &Gateway {
+        &self.gateway
+    }
+}
+
+/// The shop's gateway on 127.0.0.1:`port` (a port-forward's, or kube-proxy's NodePort).
+struct Gateway {
     port: u16,
 }
 
@@ -514,9 +527,14 @@ impl PortForward {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|port| port.parse().ok())
             .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"));
-        PortForward { child, port }
+        PortForward {
+            child,
+            gateway: Gateway { port },
+        }
     }
+}
 
+impl Gateway {
     /// One HTTP/1.1 exchange with the gateway: the status and the JSON answer.
     fn call(
         &self,
@@ -574,7 +592,7 @@ impl PortForward {
     fn wait_healthy(&self) {
         let last = std::cell::RefCell::new(String::new());
         wait_for(
-            "the gateway's /health through the port-forward",
+            "the gateway's /health on 127.0.0.1",
             Duration::from_secs(60),
             || match self.try_call("GET", "/health", None, None) {
                 Ok((200, _)) => Some(()),
@@ -637,7 +655,7 @@ fn fresh_username() -> String {
     format!("b{:x}", nanos % (1 << 60))
 }
 
-fn login(gateway: &PortForward, username: &str, password: &str) -> String {
+fn login(gateway: &Gateway, username: &str, password: &str) -> String {
     let data = gateway.ok(
         "POST",
         "/api/v1/user/login",
@@ -649,7 +667,7 @@ fn login(gateway: &PortForward, username: &str, password: &str) -> String {
 
 /// Register, sign in, cart, order, pay; the mock provider's callback marks the order paid
 /// through Kafka; the admin ships it; the buyer confirms receipt. The order's id.
-fn buy_ship_and_receive(gateway: &PortForward, admin_password: &str, buyer: &str) -> i64 {
+fn buy_ship_and_receive(gateway: &Gateway, admin_password: &str, buyer: &str) -> i64 {
     // A shop just turned Ready may answer 503 for a while on this node (the note: the
     // first connections of a new gateway Pod are judged before the policy controller knows
     // its address, and the gateway's throttle then holds back): how long is printed.
@@ -820,7 +838,7 @@ fn a_store_on_the_real_node_sells_ships_keeps_its_rows_and_comes_back_from_a_bac
     );
 }
 
-fn register(gateway: &PortForward, username: &str) {
+fn register(gateway: &Gateway, username: &str) {
     gateway.ok(
         "POST",
         "/api/v1/user/register",
@@ -829,7 +847,7 @@ fn register(gateway: &PortForward, username: &str) {
     );
 }
 
-fn order_status(gateway: &PortForward, token: &str, order_id: i64) -> Value {
+fn order_status(gateway: &Gateway, token: &str, order_id: i64) -> Value {
     let order = gateway.ok(
         "GET",
         &format!("/api/v1/order/detail/{order_id}"),
@@ -1981,6 +1999,164 @@ fn middleware_pods_killed_under_load_come_back_and_every_payment_is_applied() {
         report.total("errors"),
         report.failures(),
         orders.count(1)
+    );
+}
+
+/// Each container of the namespace's Pods (`pod/container`) and its id in containerd.
+fn container_ids(scene: &Scene) -> BTreeMap<String, String> {
+    let pods = scene.kube().json(&["get", "pods", "-n", scene.ns()]);
+    let mut ids = BTreeMap::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        if pod["metadata"]["labels"]["job-name"].is_string() {
+            continue;
+        }
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        for container in pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let id = container["containerID"].as_str().unwrap_or_default();
+            ids.insert(
+                format!("{name}/{}", container["name"].as_str().unwrap_or_default()),
+                id.to_owned(),
+            );
+        }
+    }
+    ids
+}
+
+/// Whether every container of `before` runs again under a new id and is ready.
+fn all_replaced_and_ready(scene: &Scene, before: &BTreeMap<String, String>) -> bool {
+    let pods = scene.kube().json(&["get", "pods", "-n", scene.ns()]);
+    let mut ready = BTreeMap::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        for container in pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if container["ready"] == true && container["state"]["running"].is_object() {
+                ready.insert(
+                    format!("{name}/{}", container["name"].as_str().unwrap_or_default()),
+                    container["containerID"].as_str().unwrap_or_default(),
+                );
+            }
+        }
+    }
+    before
+        .iter()
+        .all(|(key, old)| ready.get(key).is_some_and(|new| new != old))
+}
+
+/// What a shopper and the admin can see of the shop's data: orders by status, a buyer's cart,
+/// every product's stock and sales.
+fn shop_data(gateway: &Gateway, orders: &AdminOrders, buyer_token: &str) -> Value {
+    let by_status: Vec<u64> = (0..=5).map(|status| orders.count(status)).collect();
+    let cart = gateway.ok("GET", "/api/v1/cart/", Some(buyer_token), None);
+    let products = gateway.ok(
+        "GET",
+        "/api/v1/product/list?page=1&pageSize=100",
+        None,
+        None,
+    );
+    let stock: BTreeMap<String, Value> = products["products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|product| {
+            let id = product["id"].to_string();
+            (id, json!([product["stock"], product["sales"]]))
+        })
+        .collect();
+    json!({"orders": by_status, "cart": cart, "stock": stock})
+}
+
+/// A node's reboot: the kubelet, kube-proxy, containerd and every container killed at once,
+/// /run's state gone (`scripts/kube.sh restart-node`). The shop comes back without anyone's
+/// help: same accounts, carts, orders and stock, and it sells again. Runs alone (every other
+/// test's Pods would go down with it): `threads-required` in .config/nextest.toml.
+#[test]
+fn a_node_restart_brings_the_shop_back_by_itself_with_all_its_data() {
+    cluster();
+    let scene = Scene::new("e2e-reboot");
+    let port = shop_behind_kube_proxy(&scene, "shop", json!({}));
+    let password = scene.admin_password("shop");
+    let gateway = Gateway { port };
+
+    // Data in every store: paid orders (PostgreSQL, through Kafka), a completed one, a cart
+    // (Redis), stock sold.
+    let mix = "browse=40,search=10,detail=20,cart=15,checkout=15";
+    let report = ShopLoad::start_with(port, &password, Duration::from_secs(40), 60, mix).finish();
+    report.assert_no_failure("the shop sold before the restart", &scene);
+    let orders = AdminOrders::sign_in(port, &password);
+    orders.wait_paid(0);
+    let buyer = fresh_username();
+    buy_ship_and_receive(&gateway, &password, &buyer);
+    let token = login(&gateway, &buyer, "password123");
+    let products = gateway.ok("GET", "/api/v1/product/list?page=1&pageSize=5", None, None);
+    for (product, quantity) in products["products"].as_array().unwrap().iter().zip(1..=3) {
+        gateway.ok(
+            "POST",
+            "/api/v1/cart/add",
+            Some(&token),
+            Some(json!({"productId": product["id"], "quantity": quantity})),
+        );
+    }
+    let before = shop_data(&gateway, &orders, &token);
+    let containers = container_ids(&scene);
+
+    let restarted = std::time::Instant::now();
+    let script = repo().join("scripts/kube.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("restart-node")
+        .status()
+        .expect("scripts/kube.sh runs");
+    assert!(status.success(), "scripts/kube.sh restart-node failed");
+    eprintln!(
+        "the node restarted in {:.0} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    // What a shopper sees first: the catalogue answering (only new containers can answer).
+    let answered = wait_for(
+        "the shop to answer a product list through kube-proxy",
+        READY,
+        || {
+            let (status, answer) = gateway
+                .try_call("GET", "/api/v1/product/list?page=1&pageSize=5", None, None)
+                .ok()?;
+            (status == 200 && answer["code"] == 0).then(|| restarted.elapsed())
+        },
+        || scene.describe("shop"),
+    );
+    wait_for(
+        "every container of the namespace to run again, ready",
+        READY,
+        || all_replaced_and_ready(&scene, &containers).then_some(()),
+        || scene.describe("shop"),
+    );
+    let pods_ready = restarted.elapsed();
+    // The Store's own status comes from the operator, itself one of the Pods that restarted.
+    scene.wait_ready("shop");
+    eprintln!(
+        "after the restart: every Pod ready in {:.0} s, the shop answering in {:.0} s",
+        pods_ready.as_secs_f64(),
+        answered.as_secs_f64()
+    );
+
+    // The same data, seen by the same people: the buyer and the admin sign in again.
+    let orders = AdminOrders::sign_in(port, &password);
+    let token = login(&gateway, &buyer, "password123");
+    let after = shop_data(&gateway, &orders, &token);
+    assert_eq!(before, after, "the shop's data after the node's restart");
+    // And it sells: a new buyer's order is paid through Kafka, shipped and received.
+    buy_ship_and_receive(&gateway, &password, &fresh_username());
+    eprintln!(
+        "the shop sold again {:.0} s after the restart; before and after: {}",
+        restarted.elapsed().as_secs_f64(),
+        before["orders"]
     );
 }
 
