@@ -454,22 +454,47 @@ node_boot() {
 	for mount in $(awk -v root="$NODE_ROOT/kubelet/pods" -v run="$NODE_RUN" '$2 ~ "^(" root "|" run ")" {print $2}' /proc/mounts | sort -r); do
 		umount -l "$mount" 2>/dev/null || true
 	done
-	# A namespace file may be mounted more than once; unlinking a mounted one fails (EBUSY), and
-	# containerd, failing to, would report the sandbox's status as an error forever.
-	for netns in /run/netns/cni-*; do
-		[[ -e $netns ]] || continue
-		while grep -q " $netns " /proc/mounts; do umount -l "$netns" || break; done
-		rm -f "$netns"
-	done
+	clear_pod_netns
 	rm -rf "$NODE_RUN/containerd" "$NODE_RUN/ipam"
 }
 
-# A reboot of the node, as far as its processes go: the kubelet, kube-proxy, containerd and
-# every container die at once (SIGKILL: no graceful shutdown, as a power cut or a kernel panic),
-# then the node boots and they start again. The Pods come back by themselves.
+# The Pods' network namespace files (the CNI's `cni-*` in /run/netns): unmounted and removed.
+# One mounted before /run/netns was bound onto itself (iproute2's `ip netns add` does that, and
+# the image tests use it) is hidden under that bind: umount cannot reach it, unlinking it fails
+# (EBUSY), and containerd, failing the same way, would report its sandbox's status as an error
+# every second for ever. Moving the bind aside for a moment reaches them; /run here may be a
+# disk that keeps them across a machine's restart.
+clear_pod_netns() {
+	local aside left
+	if mountpoint -q /run/netns; then
+		aside=$(mktemp -d)
+		if mount --move /run/netns "$aside"; then
+			unmount_pod_netns
+			mount --move "$aside" /run/netns
+		fi
+		rmdir "$aside" 2>/dev/null || true
+	fi
+	unmount_pod_netns
+	left=$(find /run/netns -maxdepth 1 -name 'cni-*' 2>/dev/null | wc -l)
+	[[ $left == 0 ]] || say "$left network namespace files of earlier Pods could not be removed from /run/netns"
+}
+
+unmount_pod_netns() {
+	local netns
+	for netns in /run/netns/cni-*; do
+		[[ -e $netns ]] || continue
+		while grep -q " $netns " /proc/mounts && umount -l "$netns" 2>/dev/null; do :; done
+		rm -f "$netns" 2>/dev/null || true
+	done
+}
+
+# A reboot of the node, as far as its processes go: the kubelet, kube-proxy, containerd, the
+# API server's forwarder and every container die at once (SIGKILL, no graceful shutdown: a
+# power cut, a kernel panic), then the node boots and they start again. The Pods come back by
+# themselves.
 restart_node() {
 	local name pid
-	for name in kubelet kube-proxy containerd; do
+	for name in kubelet kube-proxy containerd apiserver-forwarder; do
 		pid=$(pid_of "$name") || continue
 		alive "$name" && kill -KILL "$pid" 2>/dev/null
 		rm -f "$STATE/$name.pid"
@@ -477,6 +502,7 @@ restart_node() {
 	node_boot
 	say "node $REAL_NODE: every process killed, /run's state gone; starting again"
 	node_bridge
+	start_apiserver_forwarder
 	start_containerd
 	start_kubelet
 	start_kube_proxy

@@ -22,8 +22,10 @@ pub fn checkout(payment_no: &str) -> Checkout {
     }
 }
 
-/// Deliveries tried before a callback is given up (the payment then stays pending).
-const DELIVERY_ATTEMPTS: i32 = 5;
+/// Deliveries tried before a callback is given up (the payment then stays pending): ten, about
+/// three minutes of retries (0.5 s doubling to 64 s), so a gateway that is away for a rollout
+/// or a node's restart still gets it. A real provider keeps trying for hours.
+const DELIVERY_ATTEMPTS: i32 = 10;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// How long a claimed callback is left to its deliverer before another may post it.
 const DELIVERY_LEASE: Duration = Duration::from_secs(30);
