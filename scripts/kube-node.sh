@@ -539,6 +539,7 @@ stop_node() {
 	stop_together kube-proxy containerd apiserver-forwarder
 	[[ -x $NODE_BIN/kube-proxy ]] && "$NODE_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
 	while iptables -D "${QUEUE_RULE[@]}" 2>/dev/null; do :; done
+	clear_pod_netns
 	local mount
 	for mount in $(awk -v root="$NODE_ROOT/kubelet" -v run="$NODE_RUN" '$2 ~ "^(" root "|" run ")" {print $2}' /proc/mounts | sort -r); do
 		umount -l "$mount" 2>/dev/null || true
