@@ -464,9 +464,11 @@ pub fn invalid(store: &Store, problems: &[String], now: &str) -> StoreStatus {
     }
 }
 
-/// A workload's readiness as its own controller reports it. Up to date means what
-/// `kubectl rollout status` waits for: the controller has observed the current generation, every
-/// replica runs the current template (no old ones left) and, for a Deployment, all are available.
+/// A workload's readiness as its own controller reports it. Up to date: the controller has
+/// observed the current generation and every replica runs the current template, no old ones
+/// left, and is ready. A Deployment's rollout removes old replicas only once new ones are
+/// available (`minReadySeconds`), so "no old ones left" already means that; a new Deployment,
+/// with none to replace, is up to date once ready instead of `minReadySeconds` later.
 fn component(child: &Child) -> Option<ComponentStatus> {
     let (labels, desired, ready, up_to_date) = match child {
         Child::Deployment(o) => {
@@ -474,11 +476,11 @@ fn component(child: &Child) -> Option<ComponentStatus> {
             let status = o.status.clone().unwrap_or_default();
             let observed = status.observed_generation >= o.metadata.generation;
             let updated = status.updated_replicas.unwrap_or(0);
+            let ready = status.ready_replicas.unwrap_or(0);
             let up_to_date = observed
                 && updated >= desired
                 && status.replicas.unwrap_or(0) <= updated
-                && status.available_replicas.unwrap_or(0) >= desired;
-            let ready = status.ready_replicas.unwrap_or(0);
+                && ready >= desired;
             (&o.metadata.labels, desired, ready, up_to_date)
         }
         Child::StatefulSet(o) => {

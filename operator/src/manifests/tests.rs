@@ -289,6 +289,11 @@ fn every_deployable_keeps_serving_until_callers_forget_it_and_has_time_to_finish
             Some(TERMINATION_GRACE_SECONDS),
             "{name}"
         );
+        // A rollout takes an old service Pod away only once callers can have learned the new
+        // one through the same DNS cache and refresh; the gateway's callers use kube-proxy.
+        let min_ready = deployment.spec.as_ref().unwrap().min_ready_seconds;
+        let expected = if name == "gateway" { 5 } else { 35 };
+        assert_eq!(min_ready, Some(expected), "{name}");
     }
 }
 
