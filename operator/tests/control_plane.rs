@@ -892,8 +892,11 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
     apply_external_example(kube, ns);
     wait_ready(kube, ns, operator);
 
-    // The cart's deadline shortened by another field manager (the operator sets none), and a
-    // quota that keeps the new Pods from being made: the rollout cannot progress.
+    // The cart's deadline shortened by another field manager (the operator sets none) to the
+    // least the API server takes (past `minReadySeconds`), and a quota that keeps the new Pods
+    // from being made: the rollout cannot progress.
+    let cart = kube.json(&["get", "deployment", "shop-cart", "-n", ns]);
+    let deadline = at(&cart, "spec/minReadySeconds").as_i64().unwrap_or(0) + 1;
     kube.run(&[
         "patch",
         "deployment",
@@ -902,7 +905,7 @@ fn a_rollout_past_its_progress_deadline_is_degraded_with_the_reason() {
         ns,
         "--type=merge",
         "-p",
-        r#"{"spec":{"progressDeadlineSeconds":2}}"#,
+        &format!(r#"{{"spec":{{"progressDeadlineSeconds":{deadline}}}}}"#),
     ]);
     hold_new_pods(kube, ns);
     patch_store(kube, ns, r#"{"spec":{"image":{"tag":"0.2.0"}}}"#);
