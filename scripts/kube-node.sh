@@ -441,7 +441,7 @@ apply_addons() {
 # containerd then finds every sandbox dead and the kubelet starts each Pod again, with a new
 # address. Only while neither containerd nor the kubelet runs.
 node_boot() {
-	local cgroup pid mount netns
+	local cgroup pid mount
 	for cgroup in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods; do
 		[[ -d $cgroup ]] || continue
 		for pid in $(find "$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null); do
