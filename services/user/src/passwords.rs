@@ -303,7 +303,16 @@ mod tests {
         let calls: Vec<_> = (0..burst)
             .map(|_| tokio::spawn(on_pool(|| Ok(()))))
             .collect();
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Every call beyond the queue's places is answered while the only thread is still
+        // held: wait for them (a busy machine may keep this process off a core for a while;
+        // a fixed sleep once saw 1 271 calls not yet polled), then a moment more, in which no
+        // queued call may finish.
+        let answered = || calls.iter().filter(|call| call.is_finished()).count();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while answered() < burst - places && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert_eq!(
             threads(),
             before,
