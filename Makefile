@@ -2,7 +2,7 @@
 # Extra arguments for the test runner: make test ARGS='-E "test(login)"'
 
 .DEFAULT_GOAL := help
-.PHONY: help up test build lint middleware cluster kube-up down bench images
+.PHONY: help up test build lint middleware cluster kube-up down bench bench-kube images
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,9 @@ endif
 
 bench: ## Load benchmarks against this machine's ceilings (starts make up if :8888 is free)
 	scripts/bench.sh
+
+bench-kube: ## The bench's detail, checkout and flash sale on the real node, through kube-proxy's NodePort
+	scripts/bench-kube.sh
 
 cluster: ## A real Kubernetes control plane on loopback (built once); prints KUBECONFIG; Ctrl-C stops it
 	scripts/kube.sh run

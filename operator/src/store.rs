@@ -734,6 +734,33 @@ pub struct GatewayExposure {
     /// forwards `X-Forwarded-For` from a trusted proxy.
     #[serde(default)]
     pub external_traffic_policy: ExternalTrafficPolicy,
+    /// Each client's request budget at each gateway Pod (`RATE_LIMIT_PER_SECOND`,
+    /// `RATE_LIMIT_BURST`; a client is a signed-in user, or an address when signed out);
+    /// absent, the gateway's own: 100 a second, bursts of 200. Raise it for a load test, or
+    /// for clients that share an address (a company's NAT) without a trusted proxy to tell
+    /// them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Requests one client may send to one gateway Pod.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests a second.
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub per_second: u32,
+    /// Requests a client may send at once before the sustained rate holds it back; absent,
+    /// twice `perSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2_000_000_000))]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.per_second.saturating_mul(2))
+    }
 }
 
 /// `spec.externalTrafficPolicy` of the gateway's LoadBalancer Service.
@@ -937,6 +964,15 @@ impl StoreSpec {
                     "gateway.trustedProxies: {proxy:?} is not an IP address or CIDR"
                 ));
             }
+        }
+        if let Some(limit) = &self.gateway.rate_limit
+            && (limit.per_second == 0 || limit.burst == Some(0))
+        {
+            problems.push(
+                "gateway.rateLimit: perSecond and burst must be at least 1 (a budget of 0 \
+                 would refuse every request)"
+                    .to_owned(),
+            );
         }
         if self.database_pool() < MIN_POOL {
             problems.push(format!(

@@ -400,6 +400,15 @@ fn service_env(store: &StoreRef<'_>, kind: ServiceKind) -> Vec<EnvVar> {
             ..EnvVar::default()
         });
     }
+    if kind == ServiceKind::Gateway
+        && let Some(limit) = &spec.gateway.rate_limit
+    {
+        env.push(env_value(
+            "RATE_LIMIT_PER_SECOND",
+            &limit.per_second.to_string(),
+        ));
+        env.push(env_value("RATE_LIMIT_BURST", &limit.burst().to_string()));
+    }
     if kind.uses_redis() && spec.middleware.redis.managed.is_some() {
         env.push(env_from_secret(
             "REDIS_PASSWORD",

@@ -332,6 +332,58 @@ fn trusted_proxies_reach_the_gateway_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn a_rate_limit_reaches_the_gateway_only_and_a_zero_budget_is_refused() {
+    let mut spec = StoreSpec::default();
+    let state = build(spec.clone());
+    let gateway = container(deployment(&state, "shop-gateway"));
+    // Absent: the gateway's own defaults, nothing set.
+    assert!(env(gateway, "RATE_LIMIT_PER_SECOND").is_none());
+    assert!(env(gateway, "RATE_LIMIT_BURST").is_none());
+
+    spec.gateway.rate_limit =
+        serde_json::from_value(serde_json::json!({"perSecond": 500})).unwrap();
+    let state = build(spec.clone());
+    let gateway = container(deployment(&state, "shop-gateway"));
+    let value = |name| env(gateway, name).and_then(|e| e.value.clone());
+    assert_eq!(value("RATE_LIMIT_PER_SECOND").as_deref(), Some("500"));
+    assert_eq!(
+        value("RATE_LIMIT_BURST").as_deref(),
+        Some("1000"),
+        "burst: twice the rate"
+    );
+    assert!(
+        env(
+            container(deployment(&state, "shop-product")),
+            "RATE_LIMIT_PER_SECOND"
+        )
+        .is_none()
+    );
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+
+    spec.gateway.rate_limit =
+        serde_json::from_value(serde_json::json!({"perSecond": 1000000000, "burst": 7})).unwrap();
+    let state = build(spec.clone());
+    let gateway = container(deployment(&state, "shop-gateway"));
+    let value = |name| env(gateway, name).and_then(|e| e.value.clone());
+    assert_eq!(
+        value("RATE_LIMIT_PER_SECOND").as_deref(),
+        Some("1000000000")
+    );
+    assert_eq!(value("RATE_LIMIT_BURST").as_deref(), Some("7"));
+
+    // What the CRD's minimum refuses, a Store that skipped validation is refused here.
+    for zero in [
+        serde_json::json!({"perSecond": 0}),
+        serde_json::json!({"perSecond": 10, "burst": 0}),
+    ] {
+        spec.gateway.rate_limit = serde_json::from_value(zero).unwrap();
+        let problems = spec.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("gateway.rateLimit"), "{problems:?}");
+    }
+}
+
+#[test]
 fn backups_are_a_cron_job_of_pg_dump_onto_a_volume_that_outlives_the_store() {
     let spec: StoreSpec =
         serde_json::from_value(serde_json::json!({"backup": {"schedule": "0 3 * * *"}})).unwrap();
