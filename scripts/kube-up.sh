@@ -13,6 +13,8 @@
 #   LETSGO_GATEWAY_PORT (8888)      the forwarded gateway's port on 127.0.0.1
 #   LETSGO_KUBE_UP_TIMEOUT (900)    seconds the Store may take to become Ready
 #   LETSGO_KUBE_UP_KEEP (unset)     1: leave the cluster running after Ctrl-C
+#   LETSGO_KUBE_UP_DETACH (unset)   1: return once the Store is Ready, without a forward, and
+#                                   leave the cluster running (scripts/bench-kube.sh does)
 # and what scripts/kube.sh and scripts/images.sh read.
 set -euo pipefail
 
@@ -47,7 +49,8 @@ stop_all() {
 }
 
 port_taken() { (: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port_taken "$PORT" && die "127.0.0.1:$PORT is taken (make up running?): stop it or set LETSGO_GATEWAY_PORT"
+DETACH=${LETSGO_KUBE_UP_DETACH:-}
+[[ $DETACH == 1 ]] || ! port_taken "$PORT" || die "127.0.0.1:$PORT is taken (make up running?): stop it or set LETSGO_GATEWAY_PORT"
 
 say "starting the cluster (scripts/kube.sh ensure)"
 eval "$(scripts/kube.sh ensure)"
@@ -59,10 +62,30 @@ images=$(scripts/images.sh all) || die "building the images failed (see above)"
 image_of() { # NAME-PART
 	awk -v part="$1" '$1 ~ part {print $1; exit}' <<<"$images"
 }
-scripts/images.sh load /run/letsgo-node/containerd.sock >/dev/null || die "loading the images into the node failed"
 TAG=$(awk -F'"' '/^appVersion:/ {print $2}' charts/letsgo/Chart.yaml)
+scripts/images.sh load /run/letsgo-node/containerd.sock >/dev/null || die "loading the images into the node failed"
+# The images keep their tag when the code changes, so a Pod started before an image was
+# imported anew still runs the old one. stale NAMESPACE POD-PREFIX COMPONENT: some running Pod
+# of the component runs another image than the node now holds under its tag.
+ctr_node() { ctr -a /run/letsgo-node/containerd.sock -n k8s.io "$@"; }
+image_id() { # IMAGE: its config digest, what a Pod's status reports as imageID
+	local manifest
+	manifest=$(ctr_node images ls | awk -v ref="$1" '$1 == ref {print $3}')
+	[[ -n $manifest ]] && ctr_node content get "$manifest" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["config"]["digest"])'
+}
+stale() {
+	local want
+	want=$(image_id "localhost/letsgo/letsgo-$3:$TAG") || return 1
+	"$KUBECTL" get pods -n "$1" -o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].imageID}{"\n"}{end}' |
+		awk -v prefix="$2" -v want="$want" 'index($1, prefix) == 1 && $2 != "" && $2 !~ want {found = 1} END {exit !found}'
+}
 
 ensure_helm
+# Helm installs the CRD once and never upgrades it: apply this tree's, so a cluster kept from an
+# older checkout accepts the Store's newer fields instead of pruning them.
+"$KUBECTL" apply --server-side --force-conflicts -f charts/letsgo/crds/store.yaml >/dev/null ||
+	die "applying the Store CRD failed"
 say "installing charts/letsgo into $OPERATOR_NS (helm)"
 for ns in "$OPERATOR_NS" "$NS"; do
 	"$KUBECTL" create namespace "$ns" --dry-run=client -o yaml |
@@ -80,9 +103,21 @@ done
 	--set "middlewareImages.etcd=$(image_of /etcd:)" \
 	--set "middlewareImages.backup=$(image_of awscli)" \
 	--wait --timeout 5m >/dev/null || die "helm install failed; kubectl -n $OPERATOR_NS get pods shows why"
+if stale "$OPERATOR_NS" letsgo-operator- operator; then
+	say "the operator's image changed: restarting it"
+	"$KUBECTL" rollout restart deploy/letsgo-operator -n "$OPERATOR_NS" >/dev/null
+	"$KUBECTL" rollout status deploy/letsgo-operator -n "$OPERATOR_NS" --timeout 5m >/dev/null ||
+		die "the operator did not restart: kubectl -n $OPERATOR_NS get pods"
+fi
 
 say "applying $STORE to namespace $NS"
 "$KUBECTL" apply -n "$NS" -f "$STORE" >/dev/null
+for component in user product cart order payment gateway; do
+	if stale "$NS" "shop-$component-" "$component"; then
+		say "$component's image changed: restarting shop-$component"
+		"$KUBECTL" rollout restart "deploy/shop-$component" -n "$NS" >/dev/null
+	fi
+done
 deadline=$((SECONDS + TIMEOUT))
 until [[ $("$KUBECTL" get store shop -n "$NS" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do
 	if ((SECONDS > deadline)); then
@@ -92,6 +127,11 @@ until [[ $("$KUBECTL" get store shop -n "$NS" -o 'jsonpath={.status.conditions[?
 	sleep 3
 done
 say "Store shop is Ready after $(elapsed)"
+if [[ $DETACH == 1 ]]; then
+	trap - INT TERM
+	say "the cluster keeps running (LETSGO_KUBE_UP_DETACH=1); make down stops it"
+	exit 0
+fi
 
 forward() {
 	"$KUBECTL" port-forward -n "$NS" --address 127.0.0.1 svc/shop-gateway "$PORT:8888" >/dev/null 2>&1 &
