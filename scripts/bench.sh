@@ -207,13 +207,16 @@ if [[ -z ${ADMIN_PASSWORD:-} ]]; then
 fi
 export ADMIN_PASSWORD
 
+# Each binary is the process listening on its port here: a name alone may find another of the
+# same name (the real node's Pods, a test's instances) in this PID namespace.
 declare -A PID_OF=()
 for entry in "${SERVICES[@]}"; do
-	read -r name _ <<<"$entry"
-	if pid=$(pgrep -o -x "$name"); then
+	read -r name port _ <<<"$entry"
+	pid=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o "\"$name\",pid=[0-9]*" | head -n1 | cut -d= -f2)
+	if [[ -n $pid ]]; then
 		PID_OF[$name]=$pid
 	else
-		say "WARNING: no running $name process; its memory is not measured"
+		say "WARNING: no $name listening on :$port; its memory is not measured"
 	fi
 done
 
