@@ -12,8 +12,8 @@
 # Store patched for a benchmark: its gateway Service a LoadBalancer (this node has no
 # load-balancer controller; the Service's NodePort is what is reached) and
 # `spec.gateway.rateLimit` raised to a million a second, as make bench raises make up's (the
-# generator's readers and buyers come from one address). The cluster keeps running afterwards;
-# `make down` stops it.
+# generator's readers and buyers come from one address); both are put back at the end. The
+# cluster keeps running afterwards; `make down` stops it.
 #
 # Settings (environment, defaults in parentheses):
 #   BENCH_DURATION (20s)  BENCH_WARMUP (5s)  BENCH_CONNECTIONS (64)
@@ -52,6 +52,17 @@ LETSGO_KUBE_UP_DETACH=1 scripts/kube-up.sh
 eval "$(scripts/kube.sh env)"
 KUBECTL=$LETSGO_KUBECTL
 
+# Put the Store's gateway settings back as they were when the run ends, however it ends: a shop
+# left without a rate limit would be open to any one client's flood.
+gateway_before=$("$KUBECTL" get store shop -n "$NS" -o 'jsonpath={.spec.gateway}')
+[[ -n $gateway_before ]] || gateway_before='{}'
+restore() {
+	say "restoring the Store's gateway settings: $gateway_before"
+	"$KUBECTL" patch store shop -n "$NS" --type json \
+		-p "[{\"op\": \"replace\", \"path\": \"/spec/gateway\", \"value\": $gateway_before}]" >/dev/null ||
+		say "WARNING: could not restore them; kubectl -n $NS edit store shop"
+}
+trap restore EXIT
 say "Store shop: gateway Service LoadBalancer, rate limit $UNLIMITED/s"
 "$KUBECTL" patch store shop -n "$NS" --type merge -p "$(
 	printf '{"spec":{"gateway":{"serviceType":"LoadBalancer","rateLimit":{"perSecond":%d,"burst":%d}}}}' \
