@@ -76,18 +76,37 @@ pub async fn enqueue(
     key: &str,
     event: &Event,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO event_outbox (event_id, topic, event_key, payload, traceparent) \
-         VALUES ($1, $2, $3, $4, $5)",
+    bind_outbox_row(
+        sqlx::query(
+            "INSERT INTO event_outbox (event_id, topic, event_key, payload, traceparent) \
+             VALUES ($1, $2, $3, $4, $5)",
+        ),
+        key,
+        event,
     )
-    .bind(event.id)
-    .bind(&event.event_type)
-    .bind(key)
-    .bind(sqlx::types::Json(event))
-    .bind(traces::current_traceparent())
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// The outbox's table and the columns [`bind_outbox_row`] binds, in its order: for a statement
+/// that writes an event in the same statement as the change it tells of (a data-modifying
+/// `WITH`), one round trip where [`enqueue`] inside a transaction takes several.
+pub const OUTBOX_COLUMNS: &str = "event_outbox (event_id, topic, event_key, payload, traceparent)";
+
+/// Binds an outbox row's five values ([`OUTBOX_COLUMNS`]) as the query's next parameters: the
+/// event, keyed by `key`, carrying the trace being run, if any.
+pub fn bind_outbox_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    key: &'q str,
+    event: &'q Event,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(event.id)
+        .bind(&event.event_type)
+        .bind(key)
+        .bind(sqlx::types::Json(event))
+        .bind(traces::current_traceparent())
 }
 
 /// Records that `group` handled `event_id`; answers false when it already had, in which case
