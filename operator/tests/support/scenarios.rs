@@ -66,6 +66,21 @@ pub const BAD_STORES: &[(&str, &str, &str)] = &[
         "should be greater than or equal to 0",
     ),
     (
+        "a rate limit of nothing a second",
+        "gateway:\n  rateLimit: {perSecond: 0}",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "a rate limit without a burst",
+        "gateway:\n  rateLimit: {perSecond: 10, burst: 0}",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "a rate limit beyond a billion a second",
+        "gateway:\n  rateLimit: {perSecond: 5000000000}",
+        "should be less than or equal to 1e+09",
+    ),
+    (
         "an unknown discovery mode",
         "discovery: consul",
         "Unsupported value: \"consul\"",
@@ -177,6 +192,19 @@ pub fn examples_are_accepted(kube: &Kube, namespace: &str) {
         let path = path.to_str().unwrap();
         let applied = kube.json(&["apply", "--dry-run=server", "-n", namespace, "-f", path]);
         assert_eq!(at(&applied, "kind"), "Store", "{path}: {applied}");
+        if path.ends_with("store-production.yaml") {
+            // Stored as written, not pruned: the operator reads it for the gateway.
+            assert_eq!(
+                at(&applied, "spec/gateway/rateLimit/perSecond"),
+                100,
+                "{applied}"
+            );
+            assert_eq!(
+                at(&applied, "spec/gateway/rateLimit/burst"),
+                200,
+                "{applied}"
+            );
+        }
         seen += 1;
     }
     assert!(seen >= 2, "examples/ holds the Store examples");
