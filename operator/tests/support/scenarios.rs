@@ -78,7 +78,7 @@ pub const BAD_STORES: &[(&str, &str, &str)] = &[
     (
         "a rate limit beyond a billion a second",
         "gateway:\n  rateLimit: {perSecond: 5000000000}",
-        "should be less than or equal to 1e+09",
+        "should be less than or equal to 1000000000",
     ),
     (
         "an unknown discovery mode",
