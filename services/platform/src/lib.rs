@@ -21,6 +21,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub mod assembly;
 pub mod auth;
+pub mod batches;
 #[cfg(feature = "redis")]
 pub mod cache;
 pub mod config;

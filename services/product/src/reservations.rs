@@ -5,11 +5,10 @@
 //! for a batch to fill: a worker takes everything queued when it is free, so a lone ask goes
 //! at once, alone.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use letsgo_platform::errors::{AppError, AppResult};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use letsgo_platform::batches::{Batches, Shape};
+use letsgo_platform::errors::AppResult;
 
 use crate::storage::{CatalogueStore, Reservation};
 
@@ -18,16 +17,13 @@ const WORKERS: usize = 4;
 /// Asks waiting for a worker; beyond it an ask is refused as the service being busy.
 const QUEUE_MAX: usize = 4096;
 
-struct Ask {
-    order_id: i64,
-    lines: Vec<(i64, i64)>,
-    answer: oneshot::Sender<AppResult<Reservation>>,
-}
+/// An order's lines to reserve.
+type Ask = (i64, Vec<(i64, i64)>);
 
 /// The queue of reservation asks and the workers that decide them in batches.
 #[derive(Clone)]
 pub struct Reservations {
-    asks: mpsc::Sender<Ask>,
+    batches: Batches<Ask, AppResult<Reservation>>,
 }
 
 impl Reservations {
@@ -36,85 +32,52 @@ impl Reservations {
     /// different products do not wait for each other; batches of one product wait for its
     /// row, in turn).
     pub fn start(store: CatalogueStore, hold: Duration, batch_max: usize) -> Reservations {
-        let (asks, queue) = mpsc::channel(QUEUE_MAX);
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..WORKERS {
-            tokio::spawn(work(store.clone(), hold, batch_max.max(1), queue.clone()));
-        }
-        Reservations { asks }
+        let shape = Shape {
+            workers: WORKERS,
+            queue_max: QUEUE_MAX,
+            batch_max,
+        };
+        let batches = Batches::start(shape, move |asks| {
+            let store = store.clone();
+            async move { decide(&store, hold, asks).await }
+        });
+        Reservations { batches }
     }
 
     /// Reserves `lines` for `order_id`, in the next batch.
     pub async fn reserve(&self, order_id: i64, lines: Vec<(i64, i64)>) -> AppResult<Reservation> {
-        let (answer, answered) = oneshot::channel();
-        self.asks
-            .try_send(Ask {
-                order_id,
-                lines,
-                answer,
-            })
-            .map_err(|_| AppError::of(letsgo_platform::errors::ErrorCode::ServiceUnavailable))?;
-        answered
-            .await
-            .map_err(|_| AppError::system("the reservation's worker stopped"))?
-    }
-}
-
-async fn work(
-    store: CatalogueStore,
-    hold: Duration,
-    batch_max: usize,
-    queue: Arc<Mutex<mpsc::Receiver<Ask>>>,
-) {
-    loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < batch_max {
-                match queue.try_recv() {
-                    Ok(ask) => batch.push(ask),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        decide(&store, hold, batch).await;
+        self.batches.ask((order_id, lines)).await?
     }
 }
 
 /// Decides a batch: alone (as before batching) when it is one ask, together otherwise; a batch
 /// that fails as a whole (a deadlock, a retry that raced it) is decided again ask by ask.
-async fn decide(store: &CatalogueStore, hold: Duration, batch: Vec<Ask>) {
-    if batch.len() == 1 {
-        let ask = batch.into_iter().next().expect("one ask");
-        let outcome = store.reserve(ask.order_id, &ask.lines, hold).await;
-        let _ = ask.answer.send(outcome);
-        return;
+async fn decide(
+    store: &CatalogueStore,
+    hold: Duration,
+    asks: Vec<Ask>,
+) -> Vec<AppResult<Reservation>> {
+    let mut outcomes = Vec::with_capacity(asks.len());
+    if let [(order_id, lines)] = asks.as_slice() {
+        outcomes.push(store.reserve(*order_id, lines, hold).await);
+        return outcomes;
     }
-    let orders: Vec<(i64, Vec<(i64, i64)>)> = batch
-        .iter()
-        .map(|ask| (ask.order_id, ask.lines.clone()))
-        .collect();
-    match store.reserve_batch(&orders, hold).await {
-        Ok(outcomes) => {
-            for (ask, outcome) in batch.into_iter().zip(outcomes) {
-                let outcome = match outcome {
+    match store.reserve_batch(&asks, hold).await {
+        Ok(decided) => {
+            for ((order_id, lines), outcome) in asks.iter().zip(decided) {
+                outcomes.push(match outcome {
                     Some(outcome) => outcome,
                     // A retry of an order that has a reservation: settled as before.
-                    None => store.reserve(ask.order_id, &ask.lines, hold).await,
-                };
-                let _ = ask.answer.send(outcome);
+                    None => store.reserve(*order_id, lines, hold).await,
+                });
             }
         }
         Err(error) => {
-            tracing::warn!(%error, asks = batch.len(), "a batch of reservations failed; deciding them one by one");
-            for ask in batch {
-                let outcome = store.reserve(ask.order_id, &ask.lines, hold).await;
-                let _ = ask.answer.send(outcome);
+            tracing::warn!(%error, asks = asks.len(), "a batch of reservations failed; deciding them one by one");
+            for (order_id, lines) in &asks {
+                outcomes.push(store.reserve(*order_id, lines, hold).await);
             }
         }
     }
+    outcomes
 }

@@ -1,0 +1,221 @@
+//! Asks decided in batches: callers queue what they want decided and wait for their answer;
+//! a few workers take everything queued whenever they are free and decide it together. Nothing
+//! waits for a batch to fill, so a lone ask goes at once, alone, and asks that arrive while
+//! others are being decided share the next batch (one transaction, one commit, for example,
+//! where each ask would have had its own).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::errors::{AppError, AppResult, ErrorCode};
+
+struct Ask<A, R> {
+    item: A,
+    answer: oneshot::Sender<R>,
+}
+
+/// The queue of asks and the workers that decide them in batches. Clones share the queue.
+pub struct Batches<A, R> {
+    asks: mpsc::Sender<Ask<A, R>>,
+}
+
+impl<A, R> Clone for Batches<A, R> {
+    fn clone(&self) -> Self {
+        Batches {
+            asks: self.asks.clone(),
+        }
+    }
+}
+
+/// How the workers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Workers deciding batches at once (each usually holds a database connection meanwhile).
+    pub workers: usize,
+    /// Asks waiting for a worker; beyond it an ask is refused as the service being busy.
+    pub queue_max: usize,
+    /// The most asks one batch takes.
+    pub batch_max: usize,
+}
+
+impl<A: Send + 'static, R: Send + 'static> Batches<A, R> {
+    /// Starts the workers on the current runtime. `decide` answers a batch's asks, one answer
+    /// per ask in the batch's order; it is never given an empty batch. The workers stop once
+    /// every handle is dropped and the queue is empty.
+    pub fn start<D, F>(shape: Shape, decide: D) -> Batches<A, R>
+    where
+        D: Fn(Vec<A>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let (asks, queue) = mpsc::channel(shape.queue_max.max(1));
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..shape.workers.max(1) {
+            tokio::spawn(work(queue.clone(), shape.batch_max.max(1), decide.clone()));
+        }
+        Batches { asks }
+    }
+
+    /// Queues `item` for the next batch and waits for its answer. A full queue refuses at once
+    /// (the service is busy: `ServiceUnavailable`), so a backlog never grows without bound.
+    pub async fn ask(&self, item: A) -> AppResult<R> {
+        let (answer, answered) = oneshot::channel();
+        self.asks.try_send(Ask { item, answer }).map_err(|_| {
+            AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "too many requests are waiting; please try again",
+            )
+        })?;
+        answered
+            .await
+            .map_err(|_| AppError::system("a batch's worker stopped before answering"))
+    }
+}
+
+async fn work<A, R, D, F>(queue: Arc<Mutex<mpsc::Receiver<Ask<A, R>>>>, batch_max: usize, decide: D)
+where
+    D: Fn(Vec<A>) -> F,
+    F: Future<Output = Vec<R>>,
+{
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < batch_max {
+                match queue.try_recv() {
+                    Ok(ask) => batch.push(ask),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let (items, answers): (Vec<A>, Vec<oneshot::Sender<R>>) =
+            batch.into_iter().map(|ask| (ask.item, ask.answer)).unzip();
+        let asked = answers.len();
+        let decided = decide(items).await;
+        if decided.len() != asked {
+            // A bug in `decide`; the asks left without an answer see their worker stopped.
+            tracing::error!(
+                asked,
+                decided = decided.len(),
+                "a batch was answered with the wrong number of answers"
+            );
+        }
+        for (answer, outcome) in answers.into_iter().zip(decided) {
+            // The asker may have gone (its request cancelled): the outcome stands regardless.
+            let _ = answer.send(outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn asks_arriving_together_share_a_batch_and_each_gets_its_own_answer() {
+        let batches_seen = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+        let seen = batches_seen.clone();
+        let batches = Batches::start(
+            Shape {
+                workers: 1,
+                queue_max: 100,
+                batch_max: 8,
+            },
+            move |items: Vec<u32>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(items.len());
+                    // Long enough for the others to queue behind the first.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    items.into_iter().map(|n| n * 10).collect::<Vec<_>>()
+                }
+            },
+        );
+        let asks = (0..20u32).map(|n| {
+            let batches = batches.clone();
+            tokio::spawn(async move { (n, batches.ask(n).await.unwrap()) })
+        });
+        for ask in asks.collect::<Vec<_>>() {
+            let (n, answer) = ask.await.unwrap();
+            assert_eq!(answer, n * 10, "each ask gets the answer to its own item");
+        }
+        let sizes = batches_seen.lock().unwrap().clone();
+        assert_eq!(
+            sizes.iter().sum::<usize>(),
+            20,
+            "every ask decided once: {sizes:?}"
+        );
+        assert!(
+            sizes.iter().all(|size| *size <= 8),
+            "no batch beyond its maximum: {sizes:?}"
+        );
+        assert!(
+            sizes.len() < 20,
+            "asks that waited together were decided together: {sizes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_as_busy() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let counter = started.clone();
+        let batches = Batches::start(
+            Shape {
+                workers: 1,
+                queue_max: 2,
+                batch_max: 1,
+            },
+            move |items: Vec<u32>| {
+                let counter = counter.clone();
+                let mut released = released.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = released.wait_for(|go| *go).await;
+                    items
+                }
+            },
+        );
+        // The first is taken by the worker, which then waits; two more fill the queue.
+        let first = tokio::spawn({
+            let batches = batches.clone();
+            async move { batches.ask(1).await }
+        });
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued: Vec<_> = (2..4u32)
+            .map(|n| {
+                let batches = batches.clone();
+                tokio::spawn(async move { batches.ask(n).await })
+            })
+            .collect();
+        // Both are in the queue once it has no room left.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while batches.asks.capacity() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the two asks reach the queue");
+        let refused = batches.ask(4).await.expect_err("the queue is full");
+        assert_eq!(refused.code, ErrorCode::ServiceUnavailable);
+        release.send(true).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        for (ask, n) in queued.into_iter().zip(2..) {
+            assert_eq!(
+                ask.await.unwrap().unwrap(),
+                n,
+                "the queued asks are still answered"
+            );
+        }
+    }
+}
