@@ -7,6 +7,7 @@ pub mod config;
 pub mod grpc;
 pub mod orders;
 pub mod rules;
+pub mod saving;
 pub mod settlement;
 pub mod storage;
 

@@ -29,10 +29,11 @@ use tonic::{Code, Status};
 
 use crate::rules;
 use crate::rules::OrderStatus;
+use crate::saving::Saver;
 use crate::settlement::SettlementQueue;
 use crate::storage::{
     CancelOutcome, CompleteOutcome, CompletedBy, NewItem, NewOrder, OrderFilter, OrderStore,
-    OrderWithItems, PaidOutcome, PaymentSucceeded, ShipOutcome, not_found,
+    OrderToWrite, OrderWithItems, PaidOutcome, PaymentSucceeded, ShipOutcome, not_found,
 };
 
 /// Batches of settlements one sweep makes at most, so a backlog drains at once without one
@@ -74,6 +75,8 @@ pub const PAYMENT_CONSUMER_GROUP: &str = "letsgo-order";
 #[derive(Clone)]
 pub struct Orders {
     store: OrderStore,
+    /// Where new orders wait to be written, in batches.
+    saver: Saver,
     products: ProductServiceClient<RpcChannel>,
     carts: CartServiceClient<RpcChannel>,
     payment_timeout: Duration,
@@ -94,6 +97,7 @@ fn merge(lines: &[(i64, i64)]) -> Vec<(i64, i64)> {
 }
 
 impl Orders {
+    /// The order rules over `store`; starts the writers of new orders on the current runtime.
     pub fn new(
         store: OrderStore,
         products: ProductServiceClient<RpcChannel>,
@@ -102,6 +106,7 @@ impl Orders {
         auto_complete: Duration,
     ) -> Self {
         Orders {
+            saver: Saver::start(store.clone()),
             store,
             products,
             carts,
@@ -189,7 +194,12 @@ impl Orders {
             remark: request.remark,
             items,
         };
-        if let Err(error) = self.store.insert(&order).await {
+        let order_no = order.order_no.clone();
+        let saved = match OrderToWrite::new(order) {
+            Ok(order) => self.saver.save(order).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = saved {
             self.release_with_retries(id).await;
             return Err(error);
         }
@@ -225,7 +235,7 @@ impl Orders {
         }
         Ok(CreatedOrder {
             id,
-            order_no: order.order_no,
+            order_no,
             total_amount_cents: total,
         })
     }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use letsgo_platform::errors::{AppError, ErrorCode};
 use letsgo_platform::events::topics;
-use letsgo_platform::events::{self, Event};
+use letsgo_platform::events::{self, Event, OutboxRow};
 use serde_json::json;
 use sqlx::{FromRow, PgPool};
 use tracing::instrument;
@@ -210,22 +210,52 @@ fn event(event_type: &str, data: serde_json::Value) -> Result<Event, AppError> {
     Event::new(event_type, data).map_err(AppError::system)
 }
 
-/// The order ($1-$8), its items ($9-$13, arrays of a column each) and its event ($14-$18, an
-/// outbox row) in one statement. The items' foreign key is checked at the statement's end, when
-/// the order's row is there.
-static INSERT_ORDER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Orders ($1-$8: their columns as arrays, one status for all), their items ($9-$14, arrays of
+/// a column each, the order's id first) and their events ($15-$19, outbox rows) in one
+/// statement. The items' foreign key is checked at the statement's end, when the orders' rows
+/// are there.
+static INSERT_ORDERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH new_order AS ( \
+        "WITH new_orders AS ( \
            INSERT INTO orders (id, order_no, user_id, total_amount_cents, status, address, phone, remark, stock_committed) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false) RETURNING id), \
+           SELECT o.id, o.order_no, o.user_id, o.total, $5, o.address, o.phone, o.remark, false \
+           FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $6::text[], $7::text[], $8::text[]) \
+             AS o (id, order_no, user_id, total, address, phone, remark)), \
          new_items AS ( \
            INSERT INTO order_items (order_id, product_id, name, price_cents, quantity, image) \
-           SELECT new_order.id, item.* FROM new_order, \
-             UNNEST($9::bigint[], $10::text[], $11::bigint[], $12::bigint[], $13::text[]) AS item) \
-         INSERT INTO {} SELECT $14, $15, $16, $17, $18 FROM new_order",
+           SELECT * FROM UNNEST($9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::bigint[], $14::text[])) \
+         INSERT INTO {} SELECT * FROM UNNEST($15::uuid[], $16::text[], $17::text[], $18::jsonb[], $19::text[])",
         events::OUTBOX_COLUMNS
     )
 });
+
+/// An order ready to be written: the order and its `order.created` event, made in the
+/// request's trace.
+pub struct OrderToWrite {
+    pub order: NewOrder,
+    created: OutboxRow,
+}
+
+impl OrderToWrite {
+    pub fn new(order: NewOrder) -> Result<OrderToWrite, AppError> {
+        let created = event(
+            topics::ORDER_CREATED,
+            json!({
+                "orderId": order.id,
+                "orderNo": order.order_no,
+                "userId": order.user_id,
+                "totalAmountCents": order.total_amount_cents,
+                "items": order.items.iter().map(|item| json!({
+                    "productId": item.product_id, "quantity": item.quantity, "priceCents": item.price_cents,
+                })).collect::<Vec<_>>(),
+            }),
+        )?;
+        Ok(OrderToWrite {
+            created: OutboxRow::new(order.id.to_string(), created),
+            order,
+        })
+    }
+}
 
 /// How many ids one `nextval()` of `orders_id_seq` reserves: its increment (see the migration
 /// `order_id_blocks`).
@@ -263,70 +293,44 @@ impl OrderStore {
         Ok(id)
     }
 
-    /// Writes the order, its items and `order.created` in one statement: a statement is a
-    /// transaction of its own, all or nothing, and this one is a single round trip where
-    /// BEGIN, three INSERTs and COMMIT took five (the order database's backends were the
-    /// busiest processes of a sale).
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "insert"))]
-    pub async fn insert(&self, order: &NewOrder) -> Result<(), AppError> {
-        let created = event(
-            topics::ORDER_CREATED,
-            json!({
-                "orderId": order.id,
-                "orderNo": order.order_no,
-                "userId": order.user_id,
-                "totalAmountCents": order.total_amount_cents,
-                "items": order.items.iter().map(|item| json!({
-                    "productId": item.product_id, "quantity": item.quantity, "priceCents": item.price_cents,
-                })).collect::<Vec<_>>(),
-            }),
-        )?;
-        let key = order.id.to_string();
-        let query = sqlx::query(INSERT_ORDER.as_str())
-            .bind(order.id)
-            .bind(&order.order_no)
-            .bind(order.user_id)
-            .bind(order.total_amount_cents)
+    /// Writes orders, their items and their `order.created` events in one statement: a
+    /// statement is a transaction of its own, all or nothing, and a single round trip and
+    /// commit for every order in it (per order, BEGIN, three INSERTs and COMMIT took five, and
+    /// the order database's backends were the busiest processes of a sale).
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "insert", orders = orders.len()))]
+    pub async fn insert(&self, orders: &[OrderToWrite]) -> Result<(), AppError> {
+        let items = || orders.iter().flat_map(|to_write| &to_write.order.items);
+        let item_orders = orders.iter().flat_map(|to_write| {
+            std::iter::repeat_n(to_write.order.id, to_write.order.items.len())
+        });
+        let column = |value: fn(&NewOrder) -> &str| {
+            orders
+                .iter()
+                .map(|to_write| value(&to_write.order))
+                .collect::<Vec<_>>()
+        };
+        let query = sqlx::query(INSERT_ORDERS.as_str())
+            .bind(orders.iter().map(|o| o.order.id).collect::<Vec<_>>())
+            .bind(column(|order| &order.order_no))
+            .bind(orders.iter().map(|o| o.order.user_id).collect::<Vec<_>>())
+            .bind(
+                orders
+                    .iter()
+                    .map(|o| o.order.total_amount_cents)
+                    .collect::<Vec<_>>(),
+            )
             .bind(OrderStatus::Pending as i16)
-            .bind(&order.address)
-            .bind(&order.phone)
-            .bind(&order.remark)
-            .bind(
-                order
-                    .items
-                    .iter()
-                    .map(|item| item.product_id)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                order
-                    .items
-                    .iter()
-                    .map(|item| item.name.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                order
-                    .items
-                    .iter()
-                    .map(|item| item.price_cents)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                order
-                    .items
-                    .iter()
-                    .map(|item| item.quantity)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                order
-                    .items
-                    .iter()
-                    .map(|item| item.image.clone())
-                    .collect::<Vec<_>>(),
-            );
-        events::bind_outbox_row(query, &key, &created)
+            .bind(column(|order| &order.address))
+            .bind(column(|order| &order.phone))
+            .bind(column(|order| &order.remark))
+            .bind(item_orders.collect::<Vec<_>>())
+            .bind(items().map(|item| item.product_id).collect::<Vec<_>>())
+            .bind(items().map(|item| item.name.as_str()).collect::<Vec<_>>())
+            .bind(items().map(|item| item.price_cents).collect::<Vec<_>>())
+            .bind(items().map(|item| item.quantity).collect::<Vec<_>>())
+            .bind(items().map(|item| item.image.as_str()).collect::<Vec<_>>());
+        let created: Vec<&OutboxRow> = orders.iter().map(|o| &o.created).collect();
+        events::bind_outbox_rows(query, &created)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -325,6 +325,176 @@ async fn orders_saved_together_commit_together_and_keep_their_stock() {
     assert_eq!(committed, 12);
 }
 
+/// Orders created at once are written in shared statements: each keeps its own items, total
+/// and exactly one `order.created` event telling of it, and the stock matches what was sold.
+#[tokio::test]
+async fn orders_created_together_keep_each_its_own_items_and_event() {
+    let shop = Shop::start().await;
+    let tea = shop.product("tea", 1990, 1000).await;
+    let cup = shop.product("cup", 500, 1000).await;
+    let pot = shop.product("pot", 7250, 1000).await;
+    // Forty buyers, each a basket of its own: one to three lines, quantities by buyer.
+    let baskets: Vec<(i64, Vec<(i64, i64)>)> = (1..=40)
+        .map(|user_id: i64| {
+            let lines = [
+                (tea, 1 + user_id % 3),
+                (cup, user_id % 4),
+                (pot, user_id % 2),
+            ]
+            .into_iter()
+            .filter(|(_, quantity)| *quantity > 0)
+            .collect();
+            (user_id, lines)
+        })
+        .collect();
+    let created = futures_util::future::join_all(baskets.iter().map(|(user_id, lines)| {
+        let shop = &shop;
+        async move { shop.order(*user_id, lines).await.unwrap() }
+    }))
+    .await;
+    let price = |product_id: i64| match product_id {
+        id if id == tea => 1990,
+        id if id == cup => 500,
+        _ => 7250,
+    };
+    let pool = shop.order_database().await;
+    for ((user_id, lines), reply) in baskets.iter().zip(&created) {
+        let expected_total: i64 = lines.iter().map(|(id, q)| price(*id) * q).sum();
+        assert_eq!(reply.total_amount_cents, expected_total);
+        let order = shop.get(*user_id, reply.order_id).await.unwrap();
+        assert_eq!(order.total_amount_cents, expected_total);
+        assert_eq!(order.order_no, reply.order_no);
+        let mut items: Vec<(i64, i64, i64)> = order
+            .items
+            .iter()
+            .map(|item| (item.product_id, item.quantity, item.price_cents))
+            .collect();
+        items.sort();
+        let mut wanted: Vec<(i64, i64, i64)> =
+            lines.iter().map(|(id, q)| (*id, *q, price(*id))).collect();
+        wanted.sort();
+        assert_eq!(items, wanted, "order {} has its own items", reply.order_id);
+        let events = shop.events_of(reply.order_id, "order.created").await;
+        assert_eq!(
+            events.len(),
+            1,
+            "one order.created for order {}",
+            reply.order_id
+        );
+        assert_eq!(events[0]["orderId"], reply.order_id);
+        assert_eq!(events[0]["userId"], *user_id);
+        assert_eq!(events[0]["totalAmountCents"], expected_total);
+        assert_eq!(events[0]["orderNo"], reply.order_no.as_str());
+        let mut told: Vec<(i64, i64, i64)> = events[0]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                (
+                    item["productId"].as_i64().unwrap(),
+                    item["quantity"].as_i64().unwrap(),
+                    item["priceCents"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        told.sort();
+        assert_eq!(
+            told, wanted,
+            "the event tells of order {}'s items",
+            reply.order_id
+        );
+    }
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE topic = 'order.created'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 40, "no event written twice or for nothing");
+    // Written in one statement, orders share its transaction.
+    let ids: Vec<i64> = created.iter().map(|reply| reply.order_id).collect();
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM orders WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    println!("40 orders written in {transactions} transactions");
+    pool.close().await;
+    for product_id in [tea, cup, pot] {
+        let sold: i64 = baskets
+            .iter()
+            .flat_map(|(_, lines)| lines)
+            .filter(|(id, _)| *id == product_id)
+            .map(|(_, q)| q)
+            .sum();
+        assert_eq!(shop.stock(product_id).await.0, 1000 - sold);
+    }
+}
+
+/// A batch of orders is all or nothing in the database; one that fails for one order's sake
+/// (here an id already taken) is written again order by order, so only that order fails.
+#[tokio::test]
+async fn one_bad_order_in_a_batch_fails_alone() {
+    use letsgo_order::storage::{NewItem, NewOrder, OrderStore, OrderToWrite};
+    let shop = Shop::start().await;
+    let order = |id: i64| {
+        OrderToWrite::new(NewOrder {
+            id,
+            order_no: letsgo_order::rules::order_no(id, chrono::Utc::now()),
+            user_id: 5,
+            total_amount_cents: 300,
+            address: "12 Harbour Road, Shanghai".into(),
+            phone: "13800138000".into(),
+            remark: String::new(),
+            items: vec![NewItem {
+                product_id: 9,
+                name: "mug".into(),
+                price_cents: 100,
+                quantity: 3,
+                image: String::new(),
+            }],
+        })
+        .unwrap()
+    };
+    // An order through the service (its schema is there once it answers): its id is taken.
+    let mug = shop.product("mug", 100, 10).await;
+    let taken = shop.order(5, &[(mug, 3)]).await.unwrap().order_id;
+    let pool = shop.order_database().await;
+    let store = OrderStore::new(pool.clone());
+    let first = store.next_id().await.unwrap();
+    let second = store.next_id().await.unwrap();
+    store
+        .insert(&[order(first), order(taken), order(second)])
+        .await
+        .expect_err("the statement is all or nothing");
+    let outcomes =
+        letsgo_order::saving::write_batch(&store, vec![order(first), order(taken), order(second)])
+            .await;
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert!(outcomes[1].is_err(), "the taken id fails alone");
+    let saved: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT o.id, (SELECT count(*) FROM order_items i WHERE i.order_id = o.id) \
+         FROM orders o WHERE o.id = ANY($1) ORDER BY o.id",
+    )
+    .bind([taken, first, second])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(saved, [(taken, 1), (first, 1), (second, 1)]);
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_outbox WHERE topic = 'order.created' AND event_key = ANY($1)",
+    )
+    .bind([taken.to_string(), first.to_string(), second.to_string()])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events, 3,
+        "one event per order written, none for the refused copy"
+    );
+    pool.close().await;
+}
+
 /// An order whose stock's hold ran out before its commit (here the hold is shorter than the
 /// settlement queue's gathering) is cancelled once the commit finds the stock gone, and the
 /// stock is back for others.

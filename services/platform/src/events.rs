@@ -109,6 +109,52 @@ pub fn bind_outbox_row<'q>(
         .bind(traces::current_traceparent())
 }
 
+/// An event on its way into the outbox with its key and the trace it was made in, taken when
+/// the row is made: a batch written later by another task still carries each event's own trace.
+pub struct OutboxRow {
+    key: String,
+    event: Event,
+    traceparent: Option<String>,
+}
+
+impl OutboxRow {
+    /// `event` keyed by `key` (same key, same partition), in the trace being run, if any.
+    pub fn new(key: impl Into<String>, event: Event) -> OutboxRow {
+        OutboxRow {
+            key: key.into(),
+            event,
+            traceparent: traces::current_traceparent(),
+        }
+    }
+}
+
+/// Binds `rows` as the query's next five parameters, an array per column of [`OUTBOX_COLUMNS`]
+/// in its order (`uuid[]`, `text[]`, `text[]`, `jsonb[]`, `text[]`), for a statement that writes
+/// many events at once (`SELECT * FROM UNNEST(...)`).
+pub fn bind_outbox_rows<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &[&'q OutboxRow],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(rows.iter().map(|row| row.event.id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|row| row.event.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|row| row.key.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|row| sqlx::types::Json(&row.event))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|row| row.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
+}
+
 /// Records that `group` handled `event_id`; answers false when it already had, in which case
 /// the caller should change nothing. Call inside the handler's transaction.
 pub async fn mark_handled(
