@@ -13,9 +13,11 @@ use letsgo_platform::errors::{AppResult, ErrorCode};
 
 use crate::storage::{OrderStore, OrderToWrite};
 
-/// Batches written at once: a few, as each holds a connection while it writes.
-const WORKERS: usize = 4;
-/// Orders waiting for a writer; beyond it an order is refused as the service being busy.
+/// Batches written at once: one. A statement of tens of orders takes a few milliseconds, and
+/// the orders that arrive meanwhile make the next batch; more writers would only split them
+/// into smaller ones (four made batches of four orders in a sale).
+const LANES: usize = 1;
+/// Orders waiting for the writer; beyond it an order is refused as the service being busy.
 const QUEUE_MAX: usize = 4096;
 /// The most orders one statement writes.
 const BATCH_MAX: usize = 64;
@@ -30,14 +32,18 @@ impl Saver {
     /// Starts the writers on the current runtime, writing through `store`.
     pub fn start(store: OrderStore) -> Saver {
         let shape = Shape {
-            workers: WORKERS,
+            lanes: LANES,
             queue_max: QUEUE_MAX,
             batch_max: BATCH_MAX,
         };
-        let batches = Batches::start(shape, move |orders| {
-            let store = store.clone();
-            async move { write_batch(&store, orders).await }
-        });
+        let batches = Batches::start(
+            shape,
+            |_| 0,
+            move |orders| {
+                let store = store.clone();
+                async move { write_batch(&store, orders).await }
+            },
+        );
         Saver { batches }
     }
 

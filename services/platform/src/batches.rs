@@ -1,13 +1,17 @@
 //! Asks decided in batches: callers queue what they want decided and wait for their answer;
-//! a few workers take everything queued whenever they are free and decide it together. Nothing
+//! a worker takes everything queued whenever it is free and decides it together. Nothing
 //! waits for a batch to fill, so a lone ask goes at once, alone, and asks that arrive while
 //! others are being decided share the next batch (one transaction, one commit, for example,
 //! where each ask would have had its own).
+//!
+//! Asks go into lanes, a queue and a worker each, chosen by the caller's key: asks that would
+//! only wait for each other anyway (the reservations of one product, which all lock its row)
+//! share a lane and so a batch, while other lanes go on beside them.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{AppError, AppResult, ErrorCode};
 
@@ -16,15 +20,17 @@ struct Ask<A, R> {
     answer: oneshot::Sender<R>,
 }
 
-/// The queue of asks and the workers that decide them in batches. Clones share the queue.
+/// The lanes of asks and the workers that decide them in batches. Clones share the lanes.
 pub struct Batches<A, R> {
-    asks: mpsc::Sender<Ask<A, R>>,
+    lanes: Arc<[mpsc::Sender<Ask<A, R>>]>,
+    lane_of: fn(&A) -> u64,
 }
 
 impl<A, R> Clone for Batches<A, R> {
     fn clone(&self) -> Self {
         Batches {
-            asks: self.asks.clone(),
+            lanes: self.lanes.clone(),
+            lane_of: self.lane_of,
         }
     }
 }
@@ -32,36 +38,42 @@ impl<A, R> Clone for Batches<A, R> {
 /// How the workers run.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    /// Workers deciding batches at once (each usually holds a database connection meanwhile).
-    pub workers: usize,
-    /// Asks waiting for a worker; beyond it an ask is refused as the service being busy.
+    /// Lanes, each a queue and the one worker that decides its batches (each usually holds a
+    /// database connection meanwhile).
+    pub lanes: usize,
+    /// Asks waiting in a lane; beyond it an ask is refused as the service being busy.
     pub queue_max: usize,
     /// The most asks one batch takes.
     pub batch_max: usize,
 }
 
 impl<A: Send + 'static, R: Send + 'static> Batches<A, R> {
-    /// Starts the workers on the current runtime. `decide` answers a batch's asks, one answer
-    /// per ask in the batch's order; it is never given an empty batch. The workers stop once
-    /// every handle is dropped and the queue is empty.
-    pub fn start<D, F>(shape: Shape, decide: D) -> Batches<A, R>
+    /// Starts the workers on the current runtime. An ask goes into lane `lane_of(ask)` modulo
+    /// the lanes. `decide` answers a batch's asks, one answer per ask in the batch's order; it
+    /// is never given an empty batch. The workers stop once every handle is dropped and their
+    /// lanes are empty.
+    pub fn start<D, F>(shape: Shape, lane_of: fn(&A) -> u64, decide: D) -> Batches<A, R>
     where
         D: Fn(Vec<A>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Vec<R>> + Send + 'static,
     {
-        let (asks, queue) = mpsc::channel(shape.queue_max.max(1));
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..shape.workers.max(1) {
-            tokio::spawn(work(queue.clone(), shape.batch_max.max(1), decide.clone()));
-        }
-        Batches { asks }
+        let lanes = (0..shape.lanes.max(1))
+            .map(|_| {
+                let (asks, queue) = mpsc::channel(shape.queue_max.max(1));
+                tokio::spawn(work(queue, shape.batch_max.max(1), decide.clone()));
+                asks
+            })
+            .collect();
+        Batches { lanes, lane_of }
     }
 
     /// Queues `item` for the next batch and waits for its answer. A full queue refuses at once
     /// (the service is busy: `ServiceUnavailable`), so a backlog never grows without bound.
     pub async fn ask(&self, item: A) -> AppResult<R> {
         let (answer, answered) = oneshot::channel();
-        self.asks.try_send(Ask { item, answer }).map_err(|_| {
+        let lane = (self.lane_of)(&item) % self.lanes.len() as u64;
+        let lane = &self.lanes[usize::try_from(lane).expect("a lane's index fits a usize")];
+        lane.try_send(Ask { item, answer }).map_err(|_| {
             AppError::new(
                 ErrorCode::ServiceUnavailable,
                 "too many requests are waiting; please try again",
@@ -73,26 +85,19 @@ impl<A: Send + 'static, R: Send + 'static> Batches<A, R> {
     }
 }
 
-async fn work<A, R, D, F>(queue: Arc<Mutex<mpsc::Receiver<Ask<A, R>>>>, batch_max: usize, decide: D)
+async fn work<A, R, D, F>(mut queue: mpsc::Receiver<Ask<A, R>>, batch_max: usize, decide: D)
 where
     D: Fn(Vec<A>) -> F,
     F: Future<Output = Vec<R>>,
 {
-    loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < batch_max {
-                match queue.try_recv() {
-                    Ok(ask) => batch.push(ask),
-                    Err(_) => break,
-                }
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < batch_max {
+            match queue.try_recv() {
+                Ok(ask) => batch.push(ask),
+                Err(_) => break,
             }
-            batch
-        };
+        }
         let (items, answers): (Vec<A>, Vec<oneshot::Sender<R>>) =
             batch.into_iter().map(|ask| (ask.item, ask.answer)).unzip();
         let asked = answers.len();
@@ -125,10 +130,11 @@ mod tests {
         let seen = batches_seen.clone();
         let batches = Batches::start(
             Shape {
-                workers: 1,
+                lanes: 1,
                 queue_max: 100,
                 batch_max: 8,
             },
+            |_| 0,
             move |items: Vec<u32>| {
                 let seen = seen.clone();
                 async move {
@@ -170,10 +176,11 @@ mod tests {
         let counter = started.clone();
         let batches = Batches::start(
             Shape {
-                workers: 1,
+                lanes: 1,
                 queue_max: 2,
                 batch_max: 1,
             },
+            |_| 0,
             move |items: Vec<u32>| {
                 let counter = counter.clone();
                 let mut released = released.clone();
@@ -200,7 +207,7 @@ mod tests {
             .collect();
         // Both are in the queue once it has no room left.
         tokio::time::timeout(Duration::from_secs(30), async {
-            while batches.asks.capacity() > 0 {
+            while batches.lanes[0].capacity() > 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
@@ -217,5 +224,41 @@ mod tests {
                 "the queued asks are still answered"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_busy_lane_holds_up_only_its_own_asks() {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let batches = Batches::start(
+            Shape {
+                lanes: 2,
+                queue_max: 10,
+                batch_max: 10,
+            },
+            |n: &u32| u64::from(*n),
+            move |items: Vec<u32>| {
+                let mut released = released.clone();
+                async move {
+                    // Lane 1 (odd asks) waits until released; lane 0 answers at once.
+                    if items[0] % 2 == 1 {
+                        let _ = released.wait_for(|go| *go).await;
+                    }
+                    items
+                }
+            },
+        );
+        let odd = tokio::spawn({
+            let batches = batches.clone();
+            async move { batches.ask(1).await }
+        });
+        for n in [2, 4, 6] {
+            let answer = tokio::time::timeout(Duration::from_secs(30), batches.ask(n))
+                .await
+                .expect("lane 0 answers while lane 1 is held");
+            assert_eq!(answer.unwrap(), n);
+        }
+        assert!(!odd.is_finished(), "lane 1 is still held");
+        release.send(true).unwrap();
+        assert_eq!(odd.await.unwrap().unwrap(), 1);
     }
 }

@@ -12,9 +12,12 @@ use letsgo_platform::errors::AppResult;
 
 use crate::storage::{CatalogueStore, Reservation};
 
-/// Workers deciding batches at once: a few, as each holds a connection while it decides.
-const WORKERS: usize = 4;
-/// Asks waiting for a worker; beyond it an ask is refused as the service being busy.
+/// Lanes deciding batches at once: a few, as each holds a connection while it decides. An
+/// order's lane is chosen by its first product: a sale's orders all share one lane, so the
+/// reservations that would only wait for that product's row in turn wait in one queue instead
+/// and are decided together, while other products' orders go on in the other lanes.
+const LANES: usize = 4;
+/// Asks waiting in a lane; beyond it an ask is refused as the service being busy.
 const QUEUE_MAX: usize = 4096;
 
 /// An order's lines to reserve.
@@ -28,16 +31,15 @@ pub struct Reservations {
 
 impl Reservations {
     /// Starts the workers on the current runtime, deciding with `store` at most `batch_max`
-    /// asks at a time, each reservation held for `hold`. Workers run concurrently (batches of
-    /// different products do not wait for each other; batches of one product wait for its
-    /// row, in turn).
+    /// asks at a time, each reservation held for `hold`. Lanes run concurrently (batches of
+    /// products in different lanes do not wait for each other).
     pub fn start(store: CatalogueStore, hold: Duration, batch_max: usize) -> Reservations {
         let shape = Shape {
-            workers: WORKERS,
+            lanes: LANES,
             queue_max: QUEUE_MAX,
             batch_max,
         };
-        let batches = Batches::start(shape, move |asks| {
+        let batches = Batches::start(shape, first_product, move |asks| {
             let store = store.clone();
             async move { decide(&store, hold, asks).await }
         });
@@ -48,6 +50,12 @@ impl Reservations {
     pub async fn reserve(&self, order_id: i64, lines: Vec<(i64, i64)>) -> AppResult<Reservation> {
         self.batches.ask((order_id, lines)).await?
     }
+}
+
+/// The lane key of an ask: its smallest product id (the first row its transaction locks).
+fn first_product((_, lines): &Ask) -> u64 {
+    let first = lines.iter().map(|(product_id, _)| *product_id).min();
+    first.and_then(|id| u64::try_from(id).ok()).unwrap_or(0)
 }
 
 /// Decides a batch: alone (as before batching) when it is one ask, together otherwise; a batch
