@@ -29,6 +29,8 @@
 #   BENCH_PGBENCH_SECS (15)         pgbench -N -c 8 -j 2 -T this
 #   BENCH_FLASH_BUYERS (2000)  BENCH_FLASH_UNITS (200)
 #                                   (g) the flash sale: buyers, units (64 connections)
+#   BENCH_HOT_BUYERS (3000)         (h) buyers of one product with stock for ten times
+#                                   as many: every order accepted (64 connections)
 #   BENCH_UP_TIMEOUT (1800)         seconds make up may take (it may build first)
 #   BENCH_QUIET_WAIT (180)          seconds each phase may wait for a quiet machine
 #                                   (no rustc, under 15% CPU busy for 3 s) before it starts
@@ -45,6 +47,7 @@ CHECKOUT_CONNECTIONS=${BENCH_CHECKOUT_CONNECTIONS:-16}
 PGBENCH_SECS=${BENCH_PGBENCH_SECS:-15}
 FLASH_BUYERS=${BENCH_FLASH_BUYERS:-2000}
 FLASH_UNITS=${BENCH_FLASH_UNITS:-200}
+HOT_BUYERS=${BENCH_HOT_BUYERS:-3000}
 UP_TIMEOUT=${BENCH_UP_TIMEOUT:-1800}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
 OUT=${BENCH_OUT:-target/bench}
@@ -389,6 +392,15 @@ say "run flash: letsgo-loadgen flash-sale --buyers $FLASH_BUYERS --units $FLASH_
 "$LOADGEN" flash-sale --target-url "$GATEWAY_URL" --buyers "$FLASH_BUYERS" --units "$FLASH_UNITS" \
 	-c "$CONNECTIONS" --json "$OUT/flash.json" >&2 || say "the flash sale broke a promise (see its report above)"
 
+# ------------------------------------------------------------ (h)
+
+# Orders of one product that has enough stock for all: the rate at which a hot product's
+# orders are accepted, where every order takes that product's one row in turn.
+busy hot
+say "run hot: letsgo-loadgen flash-sale --buyers $HOT_BUYERS --units $((HOT_BUYERS * 10)) -c $CONNECTIONS"
+"$LOADGEN" flash-sale --target-url "$GATEWAY_URL" --buyers "$HOT_BUYERS" --units "$((HOT_BUYERS * 10))" \
+	-c "$CONNECTIONS" --json "$OUT/hot.json" >&2 || say "the orders of one product broke a promise (see its report above)"
+
 # ------------------------------------------------------------ (f)
 
 # An extra instance of each binary on spare ports (+10000), with the shop's
@@ -506,6 +518,10 @@ flash = run("flash")
 flash_p99 = lambda when: flash and (flash["readers"][when]["latencyMs"] or {}).get("p99")
 flash_readers_ratio = (flash_p99("during") / flash_p99("before")
                        if flash_p99("during") is not None and flash_p99("before") else None)
+hot = run("hot")
+# Issue 31's starting point: 530-660 orders of one product a second; the target is three times
+# its best.
+HOT_TARGET = 3 * 660
 targets = {
     "detailShareOfBareServer": {"target": ">= 0.5", "generator": ratio_generator, "value": ratio_detail and round(ratio_detail, 3),
                                 "met": verdict(ratio_detail >= 0.5) if ratio_detail is not None else None},
@@ -526,6 +542,11 @@ targets = {
     "flashSaleReadersP99": {"target": "<= 2 x the readers' p99 without the sale",
                             "value": flash_readers_ratio and round(flash_readers_ratio, 2),
                             "met": verdict(flash_readers_ratio <= 2) if flash_readers_ratio is not None else None},
+    "hotProductOrdersPerSec": {"target": f">= {HOT_TARGET} (3 x 660, the best before issue 31)",
+                               "value": hot and round(hot["decisionsPerSec"]),
+                               "met": verdict(hot["decisionsPerSec"] >= HOT_TARGET and hot["errors"] == 0) if hot else None},
+    "hotProductOrderP99Ms": {"target": "<= 50", "value": hot and hot["decisionMs"]["p99"],
+                             "met": verdict(hot["decisionMs"]["p99"] <= 50) if hot else None},
     "loadRssMiBPerService": {"target": "<= 30", "value": peak_load,
                              "met": verdict(all(v is not None and v <= 30 for v in peak_load.values())) if peak_load else None},
 }
@@ -536,6 +557,7 @@ busy = {k[len("load_"):]: {"loadAverage": num(k), "rustcProcesses": num("rustc_"
 
 report = {
     "flashSale": flash,
+    "hotProductOrders": hot,
     "machine": {"cpuModel": fig.get("cpu_model"), "cpus": int(num("cpus") or 0),
                 "memTotalMiB": round((num("mem_total_kib") or 0) / MiB)},
     "startedAt": fig.get("started_at"),
@@ -599,6 +621,10 @@ if flash:
              f"{flash['decisionsPerSec']:.0f} decisions/s, p50 {fd['p50']:.1f} / p99 {fd['p99']:.1f} / max {fd['max']:.1f} ms; "
              f"{flash['accepted']} sold, sold out after {f(flash['soldOutAfterSecs'], '.2f')} s, {flash['errors']} errors |")
     L.append(f"| (g) readers' p99 before / during the sale | {f(flash_p99('before'), '.1f')} / {f(flash_p99('during'), '.1f')} ms |")
+if hot:
+    hd = hot["decisionMs"]
+    L.append(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers, {hot['connections']} connections | "
+             f"{hot['decisionsPerSec']:.0f} accepted/s, p50 {hd['p50']:.1f} / p99 {hd['p99']:.1f} / max {hd['max']:.1f} ms, {hot['errors']} errors |")
 if mix:
     L.append(f"| default mix via gateway | {f(mix['totals']['throughputPerSec'], '.0f')} req/s, {mix['totals']['errors']} errors |")
 su = report["startup"]["makeUpSecs"]
@@ -627,6 +653,8 @@ held = ("-" if not flash else
         f"{flash['errors']} errors, oversold: {yes_no(flash['oversold'])}, refused while units were left: {yes_no(flash['refusedWhileUnitsLeft'])}")
 L.append(f"| (g) flash sale: 0 errors, 0 oversold, nobody refused while units were left | {held} | {met(targets['flashSaleHeld'])} |")
 L.append(f"| (g) readers' p99 during the sale ≤ 2 × without it | {f(flash_readers_ratio, '.2f')} × | {met(targets['flashSaleReadersP99'])} |")
+L.append(f"| (h) orders of one product ≥ {HOT_TARGET}/s (3 × the best before issue 31) | {f(hot and hot['decisionsPerSec'], '.0f')} /s | {met(targets['hotProductOrdersPerSec'])} |")
+L.append(f"| (h) their p99 ≤ 50 ms | {f(hot and hot['decisionMs']['p99'], '.1f')} ms | {met(targets['hotProductOrderP99Ms'])} |")
 L.append(f"| ≤ 30 MiB resident per service under load | worst {f(worst_load)} MiB | {met(targets['loadRssMiBPerService'])} |")
 for name, r in [("detail", detail), ("checkout", checkout), ("mix", mix)]:
     for o in (r or {}).get("operations", []):

@@ -73,22 +73,28 @@ impl<A: Send + 'static, R: Send + 'static> Batches<A, R> {
         let (answer, answered) = oneshot::channel();
         let lane = (self.lane_of)(&item) % self.lanes.len() as u64;
         let lane = &self.lanes[usize::try_from(lane).expect("a lane's index fits a usize")];
-        lane.try_send(Ask { item, answer }).map_err(|_| {
-            AppError::new(
-                ErrorCode::ServiceUnavailable,
-                "too many requests are waiting; please try again",
-            )
-        })?;
+        lane.try_send(Ask { item, answer })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "too many requests are waiting; please try again",
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    AppError::system("a batch's lane has stopped")
+                }
+            })?;
         answered
             .await
-            .map_err(|_| AppError::system("a batch's worker stopped before answering"))
+            .map_err(|_| AppError::system("the batch failed before answering"))
     }
 }
 
 async fn work<A, R, D, F>(mut queue: mpsc::Receiver<Ask<A, R>>, batch_max: usize, decide: D)
 where
+    A: Send + 'static,
+    R: Send + 'static,
     D: Fn(Vec<A>) -> F,
-    F: Future<Output = Vec<R>>,
+    F: Future<Output = Vec<R>> + Send + 'static,
 {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -101,7 +107,15 @@ where
         let (items, answers): (Vec<A>, Vec<oneshot::Sender<R>>) =
             batch.into_iter().map(|ask| (ask.item, ask.answer)).unzip();
         let asked = answers.len();
-        let decided = decide(items).await;
+        // On a task of its own, so that a batch that panics fails its own asks (their answers
+        // are dropped unsent) and the lane goes on with the next.
+        let decided = match tokio::spawn(decide(items)).await {
+            Ok(decided) => decided,
+            Err(error) => {
+                tracing::error!(%error, asked, "a batch failed without answering");
+                continue;
+            }
+        };
         if decided.len() != asked {
             // A bug in `decide`; the asks left without an answer see their worker stopped.
             tracing::error!(
@@ -260,5 +274,24 @@ mod tests {
         assert!(!odd.is_finished(), "lane 1 is still held");
         release.send(true).unwrap();
         assert_eq!(odd.await.unwrap().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_own_asks_and_the_lane_goes_on() {
+        let batches = Batches::start(
+            Shape {
+                lanes: 1,
+                queue_max: 10,
+                batch_max: 1,
+            },
+            |_| 0,
+            |items: Vec<u32>| async move {
+                assert_ne!(items[0], 13, "a bug met");
+                items
+            },
+        );
+        let failed = batches.ask(13).await.expect_err("its batch panicked");
+        assert_eq!(failed.code, ErrorCode::System);
+        assert_eq!(batches.ask(14).await.unwrap(), 14, "the lane still answers");
     }
 }
