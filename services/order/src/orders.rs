@@ -22,8 +22,8 @@ use letsgo_platform::proto::cart::v1::{
 };
 use letsgo_platform::proto::product::v1::{
     CommitReservationRequest, CommitReservationsRequest, RecordSalesOfOrdersRequest,
-    RecordSalesRequest, ReleaseStockRequest, ReserveStockRequest, StockLine,
-    product_service_client::ProductServiceClient,
+    RecordSalesRequest, ReleaseReservationsRequest, ReleaseStockRequest, ReserveStockRequest,
+    StockLine, product_service_client::ProductServiceClient,
 };
 use tonic::{Code, Status};
 
@@ -294,7 +294,7 @@ impl Orders {
                         order_id,
                         "the order's reservation expired before it was committed; cancelled the order"
                     );
-                    let _ = self.settle_release(order_id).await;
+                    let _ = self.settle_releases(&[order_id]).await;
                     Committed::Expired
                 }
                 Ok(_) => Committed::Expired,
@@ -474,7 +474,7 @@ impl Orders {
     pub async fn cancel(&self, user_id: i64, order_id: i64) -> AppResult<()> {
         match self.store.cancel(Some(user_id), order_id, "user").await? {
             CancelOutcome::Cancelled => {
-                self.settle_release(order_id).await?;
+                self.settle_releases(&[order_id]).await?;
                 Ok(())
             }
             CancelOutcome::NotPending => Err(AppError::of(ErrorCode::CannotCancel)),
@@ -482,11 +482,45 @@ impl Orders {
         }
     }
 
-    async fn settle_release(&self, order_id: i64) -> AppResult<()> {
-        if self.release(order_id).await {
-            self.store.mark_stock_released(order_id).await?;
+    /// Gives back the stock of cancelled orders and records it; what the product service did
+    /// not take stays owed (`stock_released` false) for the sweeper.
+    async fn settle_releases(&self, order_ids: &[i64]) -> AppResult<()> {
+        let released = self.release_all(order_ids).await;
+        if !released.is_empty() {
+            self.store.mark_stock_released(&released).await?;
         }
         Ok(())
+    }
+
+    /// Asks the product service to give back the stock of `order_ids` in one call; answers the
+    /// orders released. A product service older than the batch call (a rolling upgrade that
+    /// reached this service first) is asked one order at a time.
+    async fn release_all(&self, order_ids: &[i64]) -> Vec<i64> {
+        if order_ids.is_empty() {
+            return Vec::new();
+        }
+        match self
+            .products
+            .clone()
+            .release_reservations(ReleaseReservationsRequest {
+                order_ids: order_ids.to_vec(),
+            })
+            .await
+        {
+            Ok(_) => return order_ids.to_vec(),
+            Err(status) if status.code() != Code::Unimplemented => {
+                tracing::warn!(orders = order_ids.len(), error = %status.message(), "stock release failed; the sweeper retries");
+                return Vec::new();
+            }
+            Err(_) => {}
+        }
+        let mut released = Vec::with_capacity(order_ids.len());
+        for &order_id in order_ids {
+            if self.release(order_id).await {
+                released.push(order_id);
+            }
+        }
+        released
     }
 
     /// Counts the units of paid orders as sold, in one call, and records it in one statement;
@@ -612,16 +646,24 @@ impl Orders {
     /// counts still owed to the product service.
     pub async fn sweep(&self) -> AppResult<()> {
         let timeout = chrono::Duration::from_std(self.payment_timeout).map_err(AppError::system)?;
-        for order_id in self
-            .store
-            .expired(chrono::Utc::now() - timeout, 100)
-            .await?
-        {
-            if self.store.cancel(None, order_id, "payment timeout").await?
-                == CancelOutcome::Cancelled
-            {
-                tracing::info!(order_id, "cancelled an unpaid order");
-                self.settle_release(order_id).await?;
+        // Unpaid orders past the timeout (thousands at once, half an hour after a sale), a
+        // batch at a time while batches come full: each batch one transaction here and one
+        // release in the product service.
+        for _ in 0..SWEEP_BATCHES_MAX {
+            let cancelled = self
+                .store
+                .cancel_expired(
+                    chrono::Utc::now() - timeout,
+                    SETTLEMENT_BATCH_MAX as i64,
+                    "payment timeout",
+                )
+                .await?;
+            if !cancelled.is_empty() {
+                tracing::info!(order_ids = ?cancelled, "cancelled orders unpaid past the payment timeout");
+            }
+            self.settle_releases(&cancelled).await?;
+            if cancelled.len() < SETTLEMENT_BATCH_MAX {
+                break;
             }
         }
         let auto_complete =
@@ -659,9 +701,8 @@ impl Orders {
                 break;
             }
         }
-        for order_id in self.store.releases_due(100).await? {
-            self.settle_release(order_id).await?;
-        }
+        let owed = self.store.releases_due(SETTLEMENT_BATCH_MAX as i64).await?;
+        self.settle_releases(&owed).await?;
         for _ in 0..SWEEP_BATCHES_MAX {
             let due = self
                 .store

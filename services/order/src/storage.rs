@@ -229,6 +229,14 @@ static INSERT_ORDERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     )
 });
 
+/// Writes many events at once, bound by [`events::bind_outbox_rows`] as $1 to $5.
+static INSERT_OUTBOX_ROWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO {} SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])",
+        events::OUTBOX_COLUMNS
+    )
+});
+
 /// An order ready to be written: the order and its `order.created` event, made in the
 /// request's trace.
 pub struct OrderToWrite {
@@ -599,16 +607,48 @@ impl OrderStore {
         Ok(CancelOutcome::Cancelled)
     }
 
-    /// Pending orders created before `cutoff`, oldest first.
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "expired"))]
-    pub async fn expired(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<i64>, AppError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM orders WHERE status = 1 AND created_at < $1 ORDER BY created_at LIMIT $2",
+    /// Cancels at most `limit` pending orders created before `cutoff`, oldest first, each with
+    /// its `order.cancelled` (reason `reason`), in one transaction; answers the orders
+    /// cancelled. Orders another sweeper or a buyer holds just then are left for the next pass.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "cancel_expired"))]
+    pub async fn cancel_expired(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+        reason: &str,
+    ) -> Result<Vec<i64>, AppError> {
+        let mut transaction = self.pool.begin().await?;
+        let cancelled: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE orders SET status = 5, cancelled_at = now(), updated_at = now() \
+             WHERE id IN (SELECT id FROM orders WHERE status = 1 AND created_at < $1 \
+                          ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             AND status = 1 RETURNING id, user_id",
         )
         .bind(cutoff)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let events = cancelled
+            .iter()
+            .map(|(order_id, owner)| {
+                let cancelled = event(
+                    topics::ORDER_CANCELLED,
+                    json!({"orderId": order_id, "userId": owner, "reason": reason}),
+                )?;
+                Ok(OutboxRow::new(order_id.to_string(), cancelled))
+            })
+            .collect::<Result<Vec<_>, AppError>>()?;
+        if !events.is_empty() {
+            let rows: Vec<&OutboxRow> = events.iter().collect();
+            events::bind_outbox_rows(sqlx::query(INSERT_OUTBOX_ROWS.as_str()), &rows)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(cancelled
+            .into_iter()
+            .map(|(order_id, _)| order_id)
+            .collect())
     }
 
     /// Marks the order paid for a `payment.succeeded` event, once per event, and writes
@@ -720,10 +760,10 @@ impl OrderStore {
         .await?)
     }
 
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_released"))]
-    pub async fn mark_stock_released(&self, order_id: i64) -> Result<(), AppError> {
-        sqlx::query("UPDATE orders SET stock_released = true WHERE id = $1")
-            .bind(order_id)
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "mark_stock_released", orders = order_ids.len()))]
+    pub async fn mark_stock_released(&self, order_ids: &[i64]) -> Result<(), AppError> {
+        sqlx::query("UPDATE orders SET stock_released = true WHERE id = ANY($1)")
+            .bind(order_ids)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -527,7 +527,7 @@ async fn an_order_whose_stock_hold_ran_out_before_its_commit_is_cancelled() {
 }
 
 /// A product service released before the batch calls: the real one behind a proxy that answers
-/// `CommitReservations` and `RecordSalesOfOrders` as unimplemented, as an older version does,
+/// `CommitReservations`, `RecordSalesOfOrders` and `ReleaseReservations` as unimplemented, as an older version does,
 /// and passes every other call through.
 #[derive(Clone)]
 struct OlderProductService(Channel);
@@ -579,7 +579,10 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
         let mut channel = self.0.clone();
         Box::pin(async move {
             let path = request.uri().path();
-            if path.ends_with("/CommitReservations") || path.ends_with("/RecordSalesOfOrders") {
+            if path.ends_with("/CommitReservations")
+                || path.ends_with("/RecordSalesOfOrders")
+                || path.ends_with("/ReleaseReservations")
+            {
                 return Ok(tonic::Status::unimplemented("not in this version").into_http());
             }
             let answer = async {
@@ -639,6 +642,21 @@ async fn an_order_service_ahead_of_its_product_service_settles_one_order_at_a_ti
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(shop.stock(lamp).await, (2, 3), "each sold once");
+
+    let cancelled = shop.order(4, &[(lamp, 2)]).await.unwrap().order_id;
+    shop.orders
+        .clone()
+        .cancel_order(pb::CancelOrderRequest {
+            user_id: 4,
+            order_id: cancelled,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        shop.stock(lamp).await,
+        (2, 3),
+        "a cancelled order's stock is back, released one order at a time"
+    );
 }
 
 #[tokio::test]
@@ -802,6 +820,77 @@ async fn unpaid_orders_are_cancelled_after_the_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(shop.stock(id).await.0, 10);
+}
+
+/// Half an hour after a sale its unpaid orders time out together: more than a batch's worth
+/// here, made within a second of each other. The sweeper cancels each once, with one
+/// `order.cancelled` saying why, and every unit comes back, while an order paid in time stays
+/// paid.
+#[tokio::test]
+async fn a_sale_of_unpaid_orders_times_out_together_and_all_its_stock_comes_back() {
+    use futures_util::StreamExt;
+    let shop = Shop::start_with(|config| config.payment_timeout = Duration::from_secs(5)).await;
+    let stock = 1000;
+    let lamp = shop.product("lamp", 100, stock).await;
+    let buyers = letsgo_platform::limits::SETTLEMENT_BATCH_MAX as i64 + 50;
+    let orders: Vec<(i64, i64)> = futures_util::stream::iter(1..=buyers)
+        .map(|user_id| {
+            let shop = &shop;
+            async move {
+                (
+                    user_id,
+                    shop.order(user_id, &[(lamp, 2)]).await.unwrap().order_id,
+                )
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let payer = buyers + 1;
+    let paid_order = shop.order(payer, &[(lamp, 2)]).await.unwrap().order_id;
+    let paid = Event::new(
+        "payment.succeeded",
+        serde_json::json!({"paymentId": paid_order, "paymentNo": format!("PAY{paid_order}"),
+                           "orderId": paid_order, "userId": payer, "amountCents": 200, "tradeNo": "T"}),
+    )
+    .unwrap();
+    shop.publish(&paid, &paid_order.to_string()).await;
+    shop.wait_for_status(
+        payer,
+        paid_order,
+        pb::OrderStatus::Paid,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while shop.stock(lamp).await.0 != stock - 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        shop.stock(lamp).await.0,
+        stock - 2,
+        "every unpaid order's units came back; the paid one's stay sold"
+    );
+    for (user_id, order_id) in &orders {
+        let order = shop.get(*user_id, *order_id).await.unwrap();
+        assert_eq!(
+            order.status,
+            pb::OrderStatus::Cancelled as i32,
+            "order {order_id}"
+        );
+        let cancelled = shop.events_of(*order_id, "order.cancelled").await;
+        assert_eq!(cancelled.len(), 1, "order {order_id}: {cancelled:?}");
+        assert_eq!(cancelled[0]["reason"], "payment timeout");
+        assert_eq!(cancelled[0]["userId"], *user_id);
+    }
+    let order = shop.get(payer, paid_order).await.unwrap();
+    assert_eq!(order.status, pb::OrderStatus::Paid as i32);
+    assert!(
+        shop.events_of(paid_order, "order.cancelled")
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -275,10 +275,13 @@ impl Catalogue {
         Ok(expired.len())
     }
 
-    pub async fn release(&self, order_id: i64) -> AppResult<()> {
-        let (store, cache) = (self.store.clone(), self.cache.clone());
+    /// Gives back what each of `order_ids` holds, once, in one transaction.
+    pub async fn release(&self, order_ids: &[i64]) -> AppResult<()> {
+        check_settlement_batch(order_ids)?;
+        let (store, cache, order_ids) =
+            (self.store.clone(), self.cache.clone(), order_ids.to_vec());
         to_completion(async move {
-            let touched = store.release(order_id).await?;
+            let touched = store.release(&order_ids).await?;
             cache.invalidate(&touched).await;
             Ok(())
         })

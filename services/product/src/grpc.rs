@@ -242,9 +242,19 @@ impl ProductService for ProductApi {
         request: Request<pb::ReleaseStockRequest>,
     ) -> Result<Response<pb::ReleaseStockReply>, Status> {
         self.catalogue
-            .release(request.into_inner().order_id)
+            .release(&[request.into_inner().order_id])
             .await?;
         Ok(Response::new(pb::ReleaseStockReply {}))
+    }
+
+    async fn release_reservations(
+        &self,
+        request: Request<pb::ReleaseReservationsRequest>,
+    ) -> Result<Response<pb::ReleaseReservationsReply>, Status> {
+        self.catalogue
+            .release(&request.into_inner().order_ids)
+            .await?;
+        Ok(Response::new(pb::ReleaseReservationsReply {}))
     }
 
     async fn record_sales(

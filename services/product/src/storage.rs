@@ -747,32 +747,12 @@ impl CatalogueStore {
     /// Releases `order_id`'s reservation if it has expired meanwhile (a commit may have won).
     #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "release_expired"))]
     pub async fn release_expired(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
-        self.release_where(order_id, true).await
-    }
-
-    /// Gives back what `order_id` holds, once. Releasing an unknown order records it as
-    /// released, so a reservation that arrives late (a retry racing a cancel) cannot take stock.
-    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "release"))]
-    pub async fn release(&self, order_id: i64) -> Result<Vec<i64>, AppError> {
-        self.release_where(order_id, false).await
-    }
-
-    async fn release_where(&self, order_id: i64, only_expired: bool) -> Result<Vec<i64>, AppError> {
         let mut transaction = self.pool.begin().await?;
-        if !only_expired {
-            sqlx::query(
-                "INSERT INTO stock_reservations (order_id, state) VALUES ($1, 'released') ON CONFLICT DO NOTHING",
-            )
-            .bind(order_id)
-            .execute(&mut *transaction)
-            .await?;
-        }
         let released = sqlx::query(
             "UPDATE stock_reservations SET state = 'released', updated_at = now() \
-             WHERE order_id = $1 AND state = 'reserved' AND (NOT $2 OR expires_at <= now())",
+             WHERE order_id = $1 AND state = 'reserved' AND expires_at <= now()",
         )
         .bind(order_id)
-        .bind(only_expired)
         .execute(&mut *transaction)
         .await?;
         if released.rows_affected() == 0 {
@@ -780,6 +760,33 @@ impl CatalogueStore {
             return Ok(Vec::new());
         }
         let touched = give_back(&mut transaction, &[order_id]).await?;
+        transaction.commit().await?;
+        Ok(touched)
+    }
+
+    /// Gives back what each of `order_ids` holds, once, in one transaction; answers the
+    /// products whose stock changed. Releasing an unknown order records it as released, so a
+    /// reservation that arrives late (a retry racing a cancel) cannot take stock.
+    #[instrument(level = "trace", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "release", orders = order_ids.len()))]
+    pub async fn release(&self, order_ids: &[i64]) -> Result<Vec<i64>, AppError> {
+        let mut order_ids = order_ids.to_vec();
+        order_ids.sort_unstable();
+        order_ids.dedup();
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO stock_reservations (order_id, state) \
+             SELECT order_id, 'released' FROM unnest($1::bigint[]) AS o(order_id) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&order_ids)
+        .execute(&mut *transaction)
+        .await?;
+        let held: Vec<i64> = lock_reserved(&mut transaction, &order_ids)
+            .await?
+            .into_iter()
+            .map(|(order_id, _)| order_id)
+            .collect();
+        let touched = release_locked(&mut transaction, &held).await?;
         transaction.commit().await?;
         Ok(touched)
     }

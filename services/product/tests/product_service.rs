@@ -643,11 +643,76 @@ async fn many_orders_commit_and_sell_in_one_call_each_and_each_order_counts_once
     assert_eq!(code_of(refused), ErrorCode::InvalidParams);
     let refused = client
         .commit_reservations(pb::CommitReservationsRequest {
+            order_ids: too_many.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(refused), ErrorCode::InvalidParams);
+    let refused = client
+        .release_reservations(pb::ReleaseReservationsRequest {
             order_ids: too_many,
         })
         .await
         .unwrap_err();
     assert_eq!(code_of(refused), ErrorCode::InvalidParams);
+}
+
+/// ReleaseReservations gives back what each named order holds, once, whatever else is named
+/// with it: held (committed or not) orders come back, a sold one stays sold, an unknown one is
+/// recorded released so its late reservation takes nothing, and naming them again changes
+/// nothing.
+#[tokio::test]
+async fn many_orders_release_in_one_call_and_each_gives_back_once() {
+    let service = Service::start().await;
+    let lamp = service.add("lamp", 100, 100, "x").await;
+    let desk = service.add("desk", 900, 100, "x").await;
+    let mut client = service.client.clone();
+    for order_id in 70..=73 {
+        service
+            .reserve(order_id, &[(desk, 2), (lamp, 3)])
+            .await
+            .unwrap();
+    }
+    let lost = client
+        .commit_reservations(pb::CommitReservationsRequest {
+            order_ids: vec![71],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lost_order_ids;
+    assert!(lost.is_empty());
+    service.sell(72).await;
+    let release = |order_ids: Vec<i64>| {
+        let mut client = service.client.clone();
+        async move {
+            client
+                .release_reservations(pb::ReleaseReservationsRequest { order_ids })
+                .await
+                .unwrap();
+        }
+    };
+    // 70 held, 71 committed, 72 sold, 74 never reserved; 70 named twice.
+    release(vec![74, 72, 71, 70, 70]).await;
+    release(vec![70, 71, 72, 74]).await;
+    let (lamp_now, desk_now) = (service.product(lamp).await, service.product(desk).await);
+    assert_eq!(
+        (
+            lamp_now.stock,
+            lamp_now.sales,
+            desk_now.stock,
+            desk_now.sales
+        ),
+        (100 - 6, 3, 100 - 4, 2),
+        "70 and 71 came back once each; 72 stays sold; 73 stays held"
+    );
+    assert_eq!(
+        service.reserve(74, &[(lamp, 1)]).await,
+        Err(ErrorCode::BadOrderStatus),
+        "a reservation after its order's release takes nothing"
+    );
+    release(vec![]).await;
+    assert_eq!(service.product(lamp).await.stock, 100 - 6);
 }
 
 #[tokio::test]

@@ -122,6 +122,7 @@ pub fn is_idempotent(path: &str) -> bool {
                 | "RecordSales"
                 | "CommitReservations"
                 | "RecordSalesOfOrders"
+                | "ReleaseReservations"
                 | "RemoveProducts"
                 | "ClearCart"
         )
