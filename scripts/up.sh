@@ -18,6 +18,7 @@
 #   CARGO_TARGET_DIR   (target)
 #   LETSGO_STATE_DIR   (/tmp/letsgo)   logs in $LETSGO_STATE_DIR/logs
 #   LETSGO_WAIT_TIMEOUT (60)  seconds a binary may take to become ready
+#   DB_SSLMODE (disable for a database on 127.0.0.1/localhost, else the services' prefer)
 # and whatever scripts/middleware.sh reads (DB_HOST, DB_PORT, DB_USER, ...).
 set -euo pipefail
 
@@ -270,6 +271,13 @@ MW_ENSURED=1
 scripts/middleware.sh ensure
 mw_env=$(scripts/middleware.sh env)
 eval "$mw_env"
+# A database on this machine is reached over loopback, where TLS protects nothing (the bytes
+# never leave the kernel) and costs every query on both ends (10-15% of a sale's orders, see
+# docs/performance.md): the services speak plain to it unless DB_SSLMODE says otherwise. A
+# database elsewhere keeps the services' own default, prefer.
+case ${DB_HOST:-} in
+127.0.0.1 | localhost | ::1) export DB_SSLMODE=${DB_SSLMODE:-disable} ;;
+esac
 
 say "building: ${BUILD[*]}"
 t_build=$SECONDS
