@@ -6,6 +6,7 @@
 #   detail     one cached product's detail, closed loop (make bench's (a))
 #   checkout   order create + pay, 16 connections (make bench's (c))
 #   flash      the flash sale: buyers with accounts of their own on one product (make bench's (g))
+#   hot        orders of one product with stock for all, every one accepted (make bench's (h))
 # Figures go to target/bench-kube/*.json and a table at the end. Nothing here asserts.
 #
 # The shop: scripts/kube-up.sh (cluster, images, operator, Store `shop`) run detached, then the
@@ -18,6 +19,7 @@
 # Settings (environment, defaults in parentheses):
 #   BENCH_DURATION (20s)  BENCH_WARMUP (5s)  BENCH_CONNECTIONS (64)
 #   BENCH_CHECKOUT_CONNECTIONS (16)  BENCH_FLASH_BUYERS (2000)  BENCH_FLASH_UNITS (200)
+#   BENCH_HOT_BUYERS (3000, each buying once; the product has ten times their units)
 #   BENCH_OUT (target/bench-kube)
 # and what scripts/kube-up.sh reads (LETSGO_SHOP_NAMESPACE, ...).
 set -euo pipefail
@@ -30,6 +32,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CHECKOUT_CONNECTIONS=${BENCH_CHECKOUT_CONNECTIONS:-16}
 FLASH_BUYERS=${BENCH_FLASH_BUYERS:-2000}
 FLASH_UNITS=${BENCH_FLASH_UNITS:-200}
+HOT_BUYERS=${BENCH_HOT_BUYERS:-3000}
 OUT=${BENCH_OUT:-target/bench-kube}
 TARGET=${CARGO_TARGET_DIR:-target}
 LOADGEN=$TARGET/release/letsgo-loadgen
@@ -113,6 +116,9 @@ quiet checkout
 quiet flash
 "$LOADGEN" flash-sale --target-url "$URL" --buyers "$FLASH_BUYERS" --units "$FLASH_UNITS" \
 	-c "$CONNECTIONS" --json "$OUT/flash.json" >&2 || say "the flash sale broke a promise (see its report above)"
+quiet hot
+"$LOADGEN" flash-sale --target-url "$URL" --buyers "$HOT_BUYERS" --units "$((HOT_BUYERS * 10))" \
+	-c "$CONNECTIONS" --json "$OUT/hot.json" >&2 || say "the orders of one product broke a promise (see its report above)"
 
 python3 - "$OUT" "$URL" <<'PY' | tee "$OUT/report.md"
 import json, os, sys
@@ -143,5 +149,12 @@ if flash:
           f"sold out after {flash['soldOutAfterSecs']} s, {flash['errors']} errors, "
           f"oversold {flash['oversold']} |")
     print(f"| (g) readers' p99 before / during the sale | {ms(p99('before'))} / {ms(p99('during'))} ms |")
+hot = load("hot")
+if hot:
+    d = hot["decisionMs"]
+    print(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers, "
+          f"{hot['connections']} connections | {hot['decisionsPerSec']:.0f} orders/s, "
+          f"p50 {ms(d['p50'])} / p99 {ms(d['p99'])} / max {ms(d['max'])} ms; {hot['accepted']} accepted, "
+          f"{hot['errors']} errors |")
 PY
 say "the cluster keeps running; make down stops it"
