@@ -893,6 +893,92 @@ async fn a_sale_of_unpaid_orders_times_out_together_and_all_its_stock_comes_back
     );
 }
 
+/// Several order services sweep the same database: their batches of unpaid orders never
+/// overlap (a row another sweeper holds is skipped), so each order is cancelled once, with
+/// one `order.cancelled`, however the sweepers interleave.
+#[tokio::test]
+async fn sweepers_running_at_once_cancel_each_unpaid_order_once() {
+    use letsgo_order::storage::{NewItem, NewOrder, OrderStore, OrderToWrite};
+    // The service's own sweeper stays out of it: the four below are the sweepers.
+    let shop = Shop::start_with(|config| config.sweep_interval = Duration::from_secs(3600)).await;
+    shop.product("mug", 100, 10).await;
+    let pool = shop.order_database().await;
+    let store = OrderStore::new(pool.clone());
+    let mut ids = Vec::new();
+    for _ in 0..450 {
+        ids.push(store.next_id().await.unwrap());
+    }
+    let orders: Vec<OrderToWrite> = ids
+        .iter()
+        .map(|&id| {
+            OrderToWrite::new(NewOrder {
+                id,
+                order_no: letsgo_order::rules::order_no(id, chrono::Utc::now()),
+                user_id: id % 7 + 1,
+                total_amount_cents: 100,
+                address: "12 Harbour Road, Shanghai".into(),
+                phone: "13800138000".into(),
+                remark: String::new(),
+                items: vec![NewItem {
+                    product_id: 9,
+                    name: "mug".into(),
+                    price_cents: 100,
+                    quantity: 1,
+                    image: String::new(),
+                }],
+            })
+            .unwrap()
+        })
+        .collect();
+    store.insert(&orders).await.unwrap();
+    sqlx::query(
+        "UPDATE orders SET created_at = now() - interval '1 hour', stock_committed = true \
+         WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let cutoff = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let sweepers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut cancelled = Vec::new();
+            loop {
+                let batch = store
+                    .cancel_expired(cutoff, 40, "payment timeout")
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return cancelled;
+                }
+                cancelled.extend(batch);
+            }
+        })
+    });
+    let mut cancelled: Vec<i64> = futures_util::future::join_all(sweepers)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    cancelled.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(cancelled, expected, "every order once, none twice");
+    let (orders_cancelled, events, orders_with_one): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 5), \
+                (SELECT count(*) FROM event_outbox WHERE topic = 'order.cancelled'), \
+                (SELECT count(DISTINCT event_key) FROM event_outbox WHERE topic = 'order.cancelled')",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!((orders_cancelled, events, orders_with_one), (450, 450, 450));
+}
+
 #[tokio::test]
 async fn a_payment_event_marks_the_order_paid_once_and_counts_the_sale() {
     let shop = Shop::start().await;
