@@ -338,6 +338,11 @@ psql_admin() { # quietly: no NOTICEs for IF EXISTS
 }
 # Transactions committed in every database so far: how hard a run drove PostgreSQL.
 db_commits() { psql_admin -Atc "SELECT sum(xact_commit) FROM pg_stat_database" 2>/dev/null || echo; }
+# Whether the services speak TLS to PostgreSQL ("N of M" of their connections): it costs every
+# query (make up speaks plain to a database on 127.0.0.1 unless DB_SSLMODE says otherwise).
+fig db_tls "$(psql_admin -Atc "SELECT count(*) FILTER (WHERE s.ssl) || ' of ' || count(*) \
+	FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+	WHERE a.datname IN ('user', 'product', 'order', 'payment') AND a.pid <> pg_backend_pid()" 2>/dev/null || echo unknown)"
 
 busy checkout
 start_sampler
@@ -559,7 +564,8 @@ report = {
     "flashSale": flash,
     "hotProductOrders": hot,
     "machine": {"cpuModel": fig.get("cpu_model"), "cpus": int(num("cpus") or 0),
-                "memTotalMiB": round((num("mem_total_kib") or 0) / MiB)},
+                "memTotalMiB": round((num("mem_total_kib") or 0) / MiB),
+                "databaseConnectionsTls": fig.get("db_tls")},
     "startedAt": fig.get("started_at"),
     "shopStartedByBench": fig.get("shop_started_by_bench") == "1",
     "busy": busy,
@@ -595,7 +601,8 @@ def met(t):
 L = []
 L.append("# letsgo benchmark report\n")
 L.append(f"Machine: {report['machine']['cpus']} × {report['machine']['cpuModel']}, {report['machine']['memTotalMiB']} MiB; run {report['startedAt']}"
-         f" ({'shop started by the bench' if report['shopStartedByBench'] else 'shop already running'}).\n")
+         f" ({'shop started by the bench' if report['shopStartedByBench'] else 'shop already running'});"
+         f" the services' connections to PostgreSQL with TLS: {report['machine']['databaseConnectionsTls'] or 'unknown'}.\n")
 L.append("Other load while measuring (1-minute load average, rustc processes of other builds):"
          + ", ".join(f" {k} {f(v['loadAverage'], '.2f')}/{int(v['rustcProcesses'] or 0)}" for k, v in busy.items()) + "\n")
 L.append("| figure | value |\n|---|---|")
