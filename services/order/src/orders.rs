@@ -483,13 +483,13 @@ impl Orders {
     }
 
     /// Gives back the stock of cancelled orders and records it; what the product service did
-    /// not take stays owed (`stock_released` false) for the sweeper.
-    async fn settle_releases(&self, order_ids: &[i64]) -> AppResult<()> {
+    /// not take stays owed (`stock_released` false) for the sweeper. Answers how many went.
+    async fn settle_releases(&self, order_ids: &[i64]) -> AppResult<usize> {
         let released = self.release_all(order_ids).await;
         if !released.is_empty() {
             self.store.mark_stock_released(&released).await?;
         }
-        Ok(())
+        Ok(released.len())
     }
 
     /// Asks the product service to give back the stock of `order_ids` in one call; answers the
@@ -701,8 +701,15 @@ impl Orders {
                 break;
             }
         }
-        let owed = self.store.releases_due(SETTLEMENT_BATCH_MAX as i64).await?;
-        self.settle_releases(&owed).await?;
+        // Releases the product service did not take when they were made (it was away): a
+        // batch at a time while they come full and go through.
+        for _ in 0..SWEEP_BATCHES_MAX {
+            let owed = self.store.releases_due(SETTLEMENT_BATCH_MAX as i64).await?;
+            let released = self.settle_releases(&owed).await?;
+            if released < owed.len() || owed.len() < SETTLEMENT_BATCH_MAX {
+                break;
+            }
+        }
         for _ in 0..SWEEP_BATCHES_MAX {
             let due = self
                 .store

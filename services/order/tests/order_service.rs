@@ -526,16 +526,21 @@ async fn an_order_whose_stock_hold_ran_out_before_its_commit_is_cancelled() {
     assert_eq!(cancelled[0]["reason"], "stock hold expired");
 }
 
-/// A product service released before the batch calls: the real one behind a proxy that answers
-/// `CommitReservations`, `RecordSalesOfOrders` and `ReleaseReservations` as unimplemented, as an older version does,
-/// and passes every other call through.
-#[derive(Clone)]
-struct OlderProductService(Channel);
+/// What a [`ProductProxy`] answers itself for a call's path instead of passing it on.
+type Refusal = std::sync::Arc<dyn Fn(&str) -> Option<tonic::Status> + Send + Sync>;
 
-impl OlderProductService {
+/// The real product service behind a proxy that passes every call through except those
+/// `refuse` answers for: an older version without some calls, or one that is away for some.
+#[derive(Clone)]
+struct ProductProxy {
+    channel: Channel,
+    refuse: Refusal,
+}
+
+impl ProductProxy {
     /// Puts the proxy in front of the product service `config` names; `config` then names the
     /// proxy.
-    fn in_front_of(config: &mut letsgo_order::Config) {
+    fn in_front_of(config: &mut letsgo_order::Config, refuse: Refusal) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let product = std::mem::replace(
@@ -552,16 +557,33 @@ impl OlderProductService {
                 Some((accepted, listener))
             });
             tonic::transport::Server::builder()
-                .serve_with_incoming(OlderProductService(channel), incoming)
+                .serve_with_incoming(ProductProxy { channel, refuse }, incoming)
                 .await
                 .unwrap();
         });
     }
+
+    /// A product service released before the batch calls: it answers `CommitReservations`,
+    /// `RecordSalesOfOrders` and `ReleaseReservations` as unimplemented, as an older version
+    /// does.
+    fn older(config: &mut letsgo_order::Config) {
+        ProductProxy::in_front_of(
+            config,
+            std::sync::Arc::new(|path: &str| {
+                [
+                    "/CommitReservations",
+                    "/RecordSalesOfOrders",
+                    "/ReleaseReservations",
+                ]
+                .iter()
+                .any(|call| path.ends_with(call))
+                .then(|| tonic::Status::unimplemented("not in this version"))
+            }),
+        );
+    }
 }
 
-impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
-    for OlderProductService
-{
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for ProductProxy {
     type Response = tonic::codegen::http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
     type Future = std::pin::Pin<
@@ -576,14 +598,11 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
-        let mut channel = self.0.clone();
+        let mut channel = self.channel.clone();
+        let refused = (self.refuse)(request.uri().path());
         Box::pin(async move {
-            let path = request.uri().path();
-            if path.ends_with("/CommitReservations")
-                || path.ends_with("/RecordSalesOfOrders")
-                || path.ends_with("/ReleaseReservations")
-            {
-                return Ok(tonic::Status::unimplemented("not in this version").into_http());
+            if let Some(status) = refused {
+                return Ok(status.into_http());
             }
             let answer = async {
                 futures_util::future::poll_fn(|cx| {
@@ -604,7 +623,7 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
 /// sales are counted once each.
 #[tokio::test]
 async fn an_order_service_ahead_of_its_product_service_settles_one_order_at_a_time() {
-    let shop = Shop::start_with(OlderProductService::in_front_of).await;
+    let shop = Shop::start_with(ProductProxy::older).await;
     let lamp = shop.product("lamp", 100, 5).await;
     let mut created = Vec::new();
     for user_id in 1..=3 {
@@ -977,6 +996,75 @@ async fn sweepers_running_at_once_cancel_each_unpaid_order_once() {
     .unwrap();
     pool.close().await;
     assert_eq!((orders_cancelled, events, orders_with_one), (450, 450, 450));
+}
+
+/// The product service is away while a sale's unpaid orders time out: they are cancelled all
+/// the same, each recording that its stock is still owed, and once the product service is back
+/// the sweeper gives every unit back, more than a batch of them, each order's once.
+#[tokio::test]
+async fn releases_owed_while_the_product_service_is_away_are_made_once_it_is_back() {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let away = std::sync::Arc::new(AtomicBool::new(false));
+    let refusing = away.clone();
+    let shop = Shop::start_with(move |config| {
+        config.payment_timeout = Duration::from_secs(4);
+        ProductProxy::in_front_of(
+            config,
+            std::sync::Arc::new(move |path: &str| {
+                (refusing.load(Ordering::SeqCst) && path.contains("/Release"))
+                    .then(|| tonic::Status::unavailable("the product service is away"))
+            }),
+        );
+    })
+    .await;
+    let stock = 1000;
+    let lamp = shop.product("lamp", 100, stock).await;
+    let buyers = letsgo_platform::limits::SETTLEMENT_BATCH_MAX as i64 + 50;
+    futures_util::stream::iter(1..=buyers)
+        .map(|user_id| {
+            let shop = &shop;
+            async move { shop.order(user_id, &[(lamp, 2)]).await.unwrap() }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    away.store(true, Ordering::SeqCst);
+
+    let pool = shop.order_database().await;
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*) FILTER (WHERE status = 5), \
+                    count(*) FILTER (WHERE status = 5 AND NOT stock_released) FROM orders",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while counts().await.0 < buyers && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        counts().await,
+        (buyers, buyers),
+        "all cancelled, all still owing"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        shop.stock(lamp).await.0,
+        stock - 2 * buyers,
+        "nothing came back while the product service was away"
+    );
+
+    away.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while shop.stock(lamp).await.0 != stock && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(shop.stock(lamp).await.0, stock, "every unit back, once");
+    assert_eq!(counts().await, (buyers, 0));
+    pool.close().await;
 }
 
 #[tokio::test]
