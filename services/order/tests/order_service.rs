@@ -913,7 +913,7 @@ async fn a_sale_of_unpaid_orders_times_out_together_and_all_its_stock_comes_back
 }
 
 /// Several order services sweep the same database: their batches of unpaid orders never
-/// overlap (a row another sweeper holds is skipped), so each order is cancelled once, with
+/// overlap (a row another sweeper holds is left to it), so each order is cancelled once, with
 /// one `order.cancelled`, however the sweepers interleave.
 #[tokio::test]
 async fn sweepers_running_at_once_cancel_each_unpaid_order_once() {
