@@ -30,6 +30,19 @@ pub use processes::ShopProcesses;
 pub use scratch::{ScratchDatabase, delete_redis_keys};
 pub use shop::{Shop, ShopBuilder, channel_when_up, start_on_free_ports};
 
+/// Sends what the code under test logs (warnings and errors; `TEST_LOG` takes a filter such as
+/// `debug`) to the test's captured output, so a failing test shows the cause a service logged
+/// next to the error it answered (a `database error` says no more than that to its caller).
+/// The first subscriber of a process wins: a test that installs its own before this keeps it.
+pub fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _already_installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// The sign-in token secret (JWT_SECRET) of every test shop.
 pub const JWT_SECRET: &str = "letsgo-test-jwt-secret-0123456789abcdef";
 /// The token internal calls carry (INTERNAL_TOKEN) in shops built with

@@ -132,6 +132,7 @@ impl ShopBuilder {
     }
 
     async fn launch(self, router_only: bool) -> (Option<axum::Router>, Shop) {
+        crate::log_to_test_output();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let shutdown = Shutdown::new();
         let absent = match self.absent_at {
@@ -283,6 +284,11 @@ impl ShopBuilder {
         for addr in shop.addrs.values() {
             channel_when_up(*addr).await;
         }
+        // A bound socket accepts before its service serves: a test that reads a service's
+        // database itself must not find it still migrating.
+        let mut admins: Vec<SocketAddr> = shop.admin_addrs.values().copied().collect();
+        admins.extend(shop.gateway_admin);
+        wait_until_ready(admins, &shop.tasks).await;
         (router, shop)
     }
 }
@@ -595,6 +601,50 @@ where
     let addr = listeners.grpc.local_addr().expect("the gRPC port");
     let task = tokio::spawn(run(listeners, shutdown.clone()));
     (addr, task)
+}
+
+/// Waits until every admin listener in `admins` answers `/readyz` with 200 (its service has
+/// migrated its database and serves), within 60 s; returns early when a service has stopped,
+/// so a test of a start that fails sees that failure instead of a timeout.
+async fn wait_until_ready(mut admins: Vec<SocketAddr>, tasks: &[JoinHandle<Result<(), String>>]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if tasks.iter().any(JoinHandle::is_finished) {
+            return;
+        }
+        let mut waiting = Vec::new();
+        for addr in admins {
+            if !answers_ready(addr).await {
+                waiting.push(addr);
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the services whose admin listeners are {waiting:?} were not ready within 60 s"
+        );
+        admins = waiting;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the admin listener at `addr` answers `GET /readyz` with 200 within 5 s.
+async fn answers_ready(addr: SocketAddr) -> bool {
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), ask).await,
+        Ok(Ok(true))
+    )
 }
 
 /// A channel to the gRPC server at `addr`, once it accepts connections (within 5 s).
