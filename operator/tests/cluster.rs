@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -28,10 +28,36 @@ const READY: Duration = Duration::from_secs(600);
 fn cluster() -> &'static (Kube, Images) {
     static CLUSTER: OnceLock<(Kube, Images)> = OnceLock::new();
     CLUSTER.get_or_init(|| {
+        remember_failures();
         let kube = Kube::local();
         kube.install_crd();
         (kube, Images::build_and_load())
     })
+}
+
+/// The message of the test's failure, for the file of what happened (CI shows only part of a
+/// failing test's output, and the message may be in the part it cuts).
+static FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Keeps every panic's message and place in [`FAILURE`] before printing it as usual.
+fn remember_failures() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let place = info
+            .location()
+            .map(|place| format!("{}:{}", place.file(), place.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("(a panic without a message)");
+        if let Ok(mut failure) = FAILURE.lock() {
+            failure.get_or_insert_with(|| format!("panicked at {place}:\n{message}\n"));
+        }
+        print(info);
+    }));
 }
 
 /// The images `scripts/images.sh all` built, by what they hold.
@@ -309,6 +335,9 @@ impl Scene {
         let ns = self.ns();
         let kube = self.kube();
         let mut text = String::new();
+        if let Some(failure) = FAILURE.lock().ok().and_then(|failure| failure.clone()) {
+            text.push_str(&format!("==== failure\n{failure}"));
+        }
         let mut section = |title: &str, args: &[&str]| {
             let output = kube.try_run(args, None);
             text.push_str(&format!("==== {title}\n"));
@@ -343,6 +372,21 @@ impl Scene {
                         previous,
                     ],
                 );
+            }
+        }
+        // The orders' and payments' states and what waits to be sent, from the shop's own
+        // PostgreSQL: what a count that did not add up was made of.
+        for pod in String::from_utf8_lossy(&pods.stdout)
+            .lines()
+            .filter(|pod| pod.ends_with("-postgres-0"))
+        {
+            for (database, queries) in SHOP_STATE_QUERIES {
+                let mut args = vec!["exec", "-n", ns, pod, "--", "psql", "-U", "letsgo"];
+                args.extend(["-d", database]);
+                for query in *queries {
+                    args.extend(["-c", query]);
+                }
+                section(&format!("{database} data in {pod}"), &args);
             }
         }
         let path = dir.join(format!("{ns}.log"));
@@ -445,6 +489,29 @@ impl Scene {
         String::from_utf8(output.stdout).unwrap()
     }
 }
+
+/// What [`Scene::keep_what_happened`] reads from a managed PostgreSQL, by database.
+const SHOP_STATE_QUERIES: &[(&str, &[&str])] = &[
+    (
+        "order",
+        &[
+            "SELECT status, stock_committed, stock_released, sales_recorded, count(*) \
+             FROM orders GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            "SELECT topic, count(*), min(created_at), max(created_at) FROM event_outbox \
+             GROUP BY topic",
+            "SELECT count(*) FROM handled_events",
+        ],
+    ),
+    (
+        "payment",
+        &[
+            "SELECT status, count(*) FROM payments GROUP BY 1 ORDER BY 1",
+            "SELECT state, count(*) FROM mock_callbacks GROUP BY 1",
+            "SELECT topic, count(*), min(created_at), max(created_at) FROM event_outbox \
+             GROUP BY topic",
+        ],
+    ),
+];
 
 impl Drop for Scene {
     fn drop(&mut self) {

@@ -212,6 +212,8 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn create(kube: &Kube, prefix: &str) -> Namespace {
+        static LEFT_BEHIND: std::sync::Once = std::sync::Once::new();
+        LEFT_BEHIND.call_once(|| delete_namespaces_of_ended_runs(kube));
         let name = unique_name(prefix);
         kube.run(&["create", "namespace", &name]);
         Namespace {
@@ -238,6 +240,34 @@ impl Namespace {
             name,
         }
     }
+}
+
+/// Deletes the namespaces ([`unique_name`]s) of test processes that have ended without
+/// deleting them: a run killed half-way leaves its shops on the real node, and their Pods'
+/// CPU requests would keep the next run's Pods from being scheduled.
+fn delete_namespaces_of_ended_runs(kube: &Kube) {
+    let names = kube.try_run(&["get", "namespaces", "-o", "name"], None);
+    for namespace in String::from_utf8_lossy(&names.stdout).lines() {
+        let name = namespace.trim_start_matches("namespace/");
+        if let Some(pid) = creator_pid(name)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            eprintln!("deleting namespace {name}: the test process {pid} that made it has ended");
+            let _ = kube.try_run(&["delete", "namespace", name, "--wait=false"], None);
+        }
+    }
+}
+
+/// The process id in a [`unique_name`] (`prefix-<pid>-<seconds>-<n>`), if `name` is one.
+fn creator_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(4, '-');
+    let (_n, _seconds, pid, prefix) = (
+        parts.next()?.parse::<u32>().ok()?,
+        parts.next()?.parse::<u32>().ok()?,
+        parts.next()?.parse::<u32>().ok()?,
+        parts.next()?,
+    );
+    (!prefix.is_empty()).then_some(pid)
 }
 
 /// The taint that keeps Pods off the local control plane's fake node (scripts/kube.sh).
