@@ -315,13 +315,13 @@ impl Scene {
     /// On a failure, writes the namespace's Events, Pods and every container's log (and its
     /// previous one) to a file under `LETSGO_TEST_LOGS` (default `/var/log/letsgo-tests`, the
     /// 20 newest kept): the namespace goes with the test, and CI shows only part of the output.
+    /// Follows every Pod's log from now until the value goes (see [`FollowedLogs`]).
+    fn follow_logs(&self) -> FollowedLogs {
+        FollowedLogs::start(self.kube(), self.ns())
+    }
+
     fn keep_what_happened(&self) {
-        let dir = std::env::var_os("LETSGO_TEST_LOGS")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| "/var/log/letsgo-tests".into());
-        if std::fs::create_dir_all(&dir).is_err() {
-            return;
-        }
+        let Some(dir) = test_logs_dir() else { return };
         let mut kept: Vec<_> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
@@ -487,6 +487,102 @@ impl Scene {
             })
             .expect("base64 runs");
         String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+/// Where failing tests leave what happened: `LETSGO_TEST_LOGS`, default
+/// `/var/log/letsgo-tests` (made when missing; None when it cannot be).
+fn test_logs_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("LETSGO_TEST_LOGS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/log/letsgo-tests".into());
+    std::fs::create_dir_all(&dir).ok().map(|()| dir)
+}
+
+/// The log of every Pod of a namespace, followed from when the Pod runs until it goes, into
+/// `<namespace>.followed.log` beside the failure's file, kept only if the test fails: a Pod a
+/// rollout or a kill replaces takes its log with it, and the failure's file has only the Pods
+/// left at the end.
+struct FollowedLogs {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl FollowedLogs {
+    fn start(kube: &Kube, ns: &str) -> FollowedLogs {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = test_logs_dir().map(|dir| dir.join(format!("{ns}.followed.log")));
+        let Some(file) = path
+            .as_ref()
+            .and_then(|path| std::fs::File::create(path).ok())
+        else {
+            return FollowedLogs {
+                stop,
+                thread: None,
+                path: None,
+            };
+        };
+        let (kube, ns, stopped) = (kube.clone(), ns.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut followers: BTreeMap<String, Child> = BTreeMap::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let running = kube.try_run(
+                    &[
+                        "get",
+                        "pods",
+                        "-n",
+                        &ns,
+                        "--field-selector=status.phase=Running",
+                        "-o",
+                        "name",
+                    ],
+                    None,
+                );
+                for pod in String::from_utf8_lossy(&running.stdout).lines() {
+                    if followers.contains_key(pod) {
+                        continue;
+                    }
+                    let Ok(out) = file.try_clone() else { continue };
+                    let follower = kube
+                        .command()
+                        .args(["logs", "-f", "-n", &ns, pod, "--all-containers"])
+                        .args(["--prefix", "--timestamps", "--max-log-requests=10"])
+                        .stdout(out)
+                        .stderr(Stdio::null())
+                        .spawn();
+                    if let Ok(follower) = follower {
+                        followers.insert(pod.to_owned(), follower);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            for follower in followers.values_mut() {
+                let _ = follower.kill();
+                let _ = follower.wait();
+            }
+        });
+        FollowedLogs {
+            stop,
+            thread: Some(thread),
+            path,
+        }
+    }
+}
+
+impl Drop for FollowedLogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(path) = &self.path {
+            if std::thread::panicking() {
+                eprintln!("every Pod's log, followed: {}", path.display());
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -1598,6 +1694,7 @@ impl AdminOrders {
 fn a_store_rolls_every_component_to_a_new_tag_and_back_under_load_failing_no_request() {
     let (_, images) = cluster();
     let scene = Scene::new("e2e-roll");
+    let _logs = scene.follow_logs();
     let port = shop_behind_kube_proxy(&scene, "shop", json!({}));
     let password = scene.admin_password("shop");
     let next = format!("{}-next", images.tag);
@@ -1705,6 +1802,7 @@ fn restarts(scene: &Scene, store: &str, component: &str) -> u64 {
 fn service_pods_deleted_or_killed_under_load_lose_no_order() {
     cluster();
     let scene = Scene::new("e2e-kill");
+    let _logs = scene.follow_logs();
     let two = json!({"replicas": 2});
     let services: serde_json::Map<String, Value> = SHOP_SERVICES
         .iter()
@@ -1996,6 +2094,7 @@ impl Drop for PhaseWatch {
 fn middleware_pods_killed_under_load_come_back_and_every_payment_is_applied() {
     cluster();
     let scene = Scene::new("e2e-mwkill");
+    let _logs = scene.follow_logs();
     let port = shop_behind_kube_proxy(&scene, "shop", json!({}));
     let password = scene.admin_password("shop");
 
