@@ -212,10 +212,15 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn create(kube: &Kube, prefix: &str) -> Namespace {
-        static LEFT_BEHIND: std::sync::Once = std::sync::Once::new();
-        LEFT_BEHIND.call_once(|| delete_namespaces_of_ended_runs(kube));
+        delete_namespaces_of_ended_runs(kube);
         let name = unique_name(prefix);
-        kube.run(&["create", "namespace", &name]);
+        kube.apply(
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    {TEST_PID_LABEL}: \"{}\"\n",
+                std::process::id()
+            ),
+            &[],
+        );
         Namespace {
             kube: kube.clone(),
             name,
@@ -228,10 +233,12 @@ impl Namespace {
     /// PodTolerationRestriction admission give every Pod of the namespace the node selector
     /// and the toleration of the fake node's taint; other namespaces' Pods run on the real node.
     pub fn on_fake_node(kube: &Kube, prefix: &str) -> Namespace {
+        delete_namespaces_of_ended_runs(kube);
         let name = unique_name(prefix);
         kube.apply(
             &format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations:\n    scheduler.alpha.kubernetes.io/node-selector: type=kwok\n    scheduler.alpha.kubernetes.io/defaultTolerations: '[{{\"key\": \"{FAKE_NODE_TAINT}\", \"operator\": \"Exists\", \"effect\": \"NoSchedule\"}}]'\n"
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    {TEST_PID_LABEL}: \"{}\"\n  annotations:\n    scheduler.alpha.kubernetes.io/node-selector: type=kwok\n    scheduler.alpha.kubernetes.io/defaultTolerations: '[{{\"key\": \"{FAKE_NODE_TAINT}\", \"operator\": \"Exists\", \"effect\": \"NoSchedule\"}}]'\n",
+                std::process::id()
             ),
             &[],
         );
@@ -242,32 +249,42 @@ impl Namespace {
     }
 }
 
-/// Deletes the namespaces ([`unique_name`]s) of test processes that have ended without
-/// deleting them: a run killed half-way leaves its shops on the real node, and their Pods'
-/// CPU requests would keep the next run's Pods from being scheduled.
+/// The label of every namespace a test makes: the id of the test process that made it.
+const TEST_PID_LABEL: &str = "letsgo.dev/test-pid";
+
+/// Deletes the namespaces tests made (labelled [`TEST_PID_LABEL`]) whose test process has
+/// ended without deleting them, once per test process: a run killed half-way leaves its shops
+/// on the real node, and their Pods' CPU requests would keep the next run's Pods from being
+/// scheduled. A namespace without the label (anyone else's) is never touched.
 fn delete_namespaces_of_ended_runs(kube: &Kube) {
-    let names = kube.try_run(&["get", "namespaces", "-o", "name"], None);
-    for namespace in String::from_utf8_lossy(&names.stdout).lines() {
-        let name = namespace.trim_start_matches("namespace/");
-        if let Some(pid) = creator_pid(name)
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            eprintln!("deleting namespace {name}: the test process {pid} that made it has ended");
-            let _ = kube.try_run(&["delete", "namespace", name, "--wait=false"], None);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, pid) in test_namespaces(kube) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("deleting namespace {name}: the test process {pid} that made it ended");
+                let _ = kube.try_run(&["delete", "namespace", &name, "--wait=false"], None);
+            }
         }
-    }
+    });
 }
 
-/// The process id in a [`unique_name`] (`prefix-<pid>-<seconds>-<n>`), if `name` is one.
-fn creator_pid(name: &str) -> Option<u32> {
-    let mut parts = name.rsplitn(4, '-');
-    let (_n, _seconds, pid, prefix) = (
-        parts.next()?.parse::<u32>().ok()?,
-        parts.next()?.parse::<u32>().ok()?,
-        parts.next()?.parse::<u32>().ok()?,
-        parts.next()?,
+/// Every namespace labelled [`TEST_PID_LABEL`], with the process id the label holds.
+fn test_namespaces(kube: &Kube) -> Vec<(String, u32)> {
+    let label = TEST_PID_LABEL.replace('.', "\\.");
+    let template = format!(
+        "jsonpath={{range .items[*]}}{{.metadata.name}} {{.metadata.labels.{label}}}{{\"\\n\"}}{{end}}"
     );
-    (!prefix.is_empty()).then_some(pid)
+    let listed = kube.try_run(
+        &["get", "namespaces", "-l", TEST_PID_LABEL, "-o", &template],
+        None,
+    );
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, pid) = line.split_once(' ')?;
+            Some((name.to_owned(), pid.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The taint that keeps Pods off the local control plane's fake node (scripts/kube.sh).
