@@ -466,6 +466,8 @@ node_boot() {
 # disk that keeps them across a machine's restart.
 clear_pod_netns() {
 	local aside left
+	# A machine that never ran a Pod has no /run/netns (and find's failure would end the script).
+	[[ -d /run/netns ]] || return 0
 	if mountpoint -q /run/netns; then
 		aside=$(mktemp -d)
 		if mount --move /run/netns "$aside"; then

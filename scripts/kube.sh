@@ -164,11 +164,21 @@ spawn() { # NAME CMD...
 	done
 }
 
+# Our pidfile names a live process, whatever its command line says: wait_for's test of a
+# process it has just started or found alive. Its command line is not asked there: read while
+# the process passes from setsid to nohup to the daemon (each an exec), it can come back empty
+# (seen: "kube-proxy exited during start-up" with kube-proxy starting fine, its log still empty).
+running() { # NAME
+	local pid
+	pid=$(pid_of "$1") || return 1
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+
 wait_for() { # NAME CHECK...
 	local name=$1 deadline=$((SECONDS + TIMEOUT))
 	shift
 	until "$@" >/dev/null 2>&1; do
-		if ! alive "$name"; then
+		if ! running "$name"; then
 			tail -n 20 "$STATE/$name.log" >&2 || true
 			die "$name exited during start-up; see $STATE/$name.log"
 		fi
