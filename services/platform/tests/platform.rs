@@ -852,6 +852,7 @@ mod discovery_support {
     pub struct Instance {
         pub address: SocketAddr,
         task: tokio::task::JoinHandle<()>,
+        stop: tokio::sync::oneshot::Sender<()>,
     }
 
     impl Instance {
@@ -860,20 +861,40 @@ mod discovery_support {
         }
 
         pub async fn start_on(address: SocketAddr) -> Instance {
-            let listener = TcpListener::bind(address).await.unwrap();
+            Instance::serve(TcpListener::bind(address).await.unwrap()).await
+        }
+
+        /// Serves on a listener the test made.
+        pub async fn serve(listener: TcpListener) -> Instance {
             let address = listener.local_addr().unwrap();
             let (reporter, health) = tonic_health::server::health_reporter();
             reporter
                 .set_service_status("", tonic_health::ServingStatus::Serving)
                 .await;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(async move {
                 let _keep = reporter;
                 let _ = tonic::transport::Server::builder()
                     .add_service(health)
-                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
                     .await;
             });
-            Instance { address, task }
+            Instance {
+                address,
+                task,
+                stop,
+            }
+        }
+
+        /// Stops as a process on SIGTERM does: its connections are closed once idle.
+        pub async fn stop(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
         }
 
         /// Dies at once, as a crashed process would: connections close, new ones are refused.
@@ -1121,6 +1142,53 @@ async fn a_cancelled_probe_does_not_shut_an_endpoint_out() {
         "calls reach the endpoint once it answers again"
     );
     back.kill();
+}
+
+/// The only endpoint there is loses a call's connection attempts for a while (its accept queue
+/// is full, so the kernel drops the SYNs, as a lost packet or a Pod restarting behind the
+/// address do): the call is made again on it once that attempt timed out, and is answered,
+/// instead of failing because no other endpoint is left to try.
+#[tokio::test]
+async fn a_call_whose_connection_attempt_was_lost_is_made_again_on_the_only_endpoint() {
+    let first = Instance::start().await;
+    let address = first.address;
+    let discovery = Discovery::fixed(vec![(
+        ServiceName::User,
+        vec![format!("http://{address}").parse().unwrap()],
+    )]);
+    let mut client = HealthClient::new(discovery.channel(ServiceName::User));
+    check(&mut client).await.expect("the endpoint answers");
+    // It goes away with its connections; a listener with no room in its accept queue takes
+    // its address: one connection fills a queue of length 0, and the SYNs after it are dropped.
+    first.stop().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(address).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let _filler = std::net::TcpStream::connect(address).unwrap();
+    let blocked = tokio::task::spawn_blocking(move || {
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_err()
+    });
+    assert!(blocked.await.unwrap(), "a connection attempt is lost");
+    // Half a second past the first attempt's 1 s connect timeout, the address serves again.
+    let serving = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        Instance::serve(listener).await
+    });
+
+    let started = std::time::Instant::now();
+    let answer = check(&mut client).await;
+    let took = started.elapsed();
+    assert!(
+        answer.is_ok(),
+        "the call is answered after {took:?}: {answer:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "the first connection attempt timed out ({took:?})"
+    );
+    serving.await.unwrap().kill();
 }
 
 /// A set whose addresses the test changes.

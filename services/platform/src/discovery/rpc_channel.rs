@@ -4,8 +4,11 @@
 //! endpoint can take the call, instead of waiting for a connection timeout.
 //!
 //! Retries go to another endpoint and happen only when they are safe: always when the request
-//! never reached a server (connection refused, or shed by its load limit), and for any failure
-//! when the method is idempotent (reads, and the calls keyed by an order id).
+//! never reached a server (its connection was refused or timed out, or it was shed by the
+//! server's load limit), and for any failure when the method is idempotent (reads, and the
+//! calls keyed by an order id). A request no server has seen may go back to an endpoint that
+//! failed it when no other is left: a lost connection attempt to the only replica is not an
+//! outage.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,6 +36,10 @@ pub use crate::BoxError;
 
 /// Most attempts one call makes (the first and two retries).
 const ATTEMPTS_MAX: usize = 3;
+
+/// How long a retry that only endpoints which already failed it could take waits before
+/// going back to one of them.
+const AGAIN_PAUSE: Duration = Duration::from_millis(200);
 
 struct EndpointHandle {
     uri: Uri,
@@ -212,7 +219,9 @@ impl Shared {
     }
 
     /// Power of two choices among endpoints not yet tried and not ejected, on in-flight count;
-    /// among the warm ones when there are any.
+    /// among the warm ones when there are any. When the breaker of the endpoint chosen turns
+    /// the call away, the other of the two is asked, then the rest: a throttled endpoint
+    /// sends the call elsewhere, and fails it only when no endpoint will take it.
     fn pick(&self, tried: &[Uri]) -> Option<Arc<EndpointHandle>> {
         let endpoints = self.endpoints.read().expect("endpoints lock");
         let mut candidates: Vec<&Arc<EndpointHandle>> = endpoints
@@ -225,34 +234,86 @@ impl Shared {
         {
             candidates.retain(|endpoint| endpoint.warm.load(Ordering::Relaxed));
         }
-        let chosen = match candidates.len() {
-            0 => {
-                // Everything is ejected: probe whichever ejection ends first, if any has.
-                return endpoints
-                    .iter()
-                    .filter(|endpoint| !tried.contains(&endpoint.uri))
-                    .find(|endpoint| endpoint.breaker.allows(fastrand::f64()))
-                    .cloned();
-            }
-            1 => candidates[0],
-            n => {
-                let first = fastrand::usize(..n);
-                let mut second = fastrand::usize(..n - 1);
-                if second >= first {
-                    second += 1;
-                }
-                let (a, b) = (candidates[first], candidates[second]);
-                if a.in_flight.load(Ordering::Relaxed) <= b.in_flight.load(Ordering::Relaxed) {
-                    a
-                } else {
-                    b
-                }
-            }
+        if candidates.is_empty() {
+            // Everything is ejected: probe whichever ejection ends first, if any has.
+            return endpoints
+                .iter()
+                .filter(|endpoint| !tried.contains(&endpoint.uri))
+                .find(|endpoint| endpoint.breaker.allows(fastrand::f64()))
+                .cloned();
+        }
+        // The first two of a shuffle are the two random choices; the less busy goes first.
+        fastrand::shuffle(&mut candidates);
+        if candidates.len() >= 2
+            && candidates[1].in_flight.load(Ordering::Relaxed)
+                < candidates[0].in_flight.load(Ordering::Relaxed)
+        {
+            candidates.swap(0, 1);
+        }
+        candidates
+            .into_iter()
+            .find(|endpoint| endpoint.breaker.allows(fastrand::f64()))
+            .cloned()
+    }
+
+    /// For a retry [`pick`](Shared::pick) found no endpoint for: one not tried yet whatever its
+    /// breaker says (the call fails otherwise, and a probe costs one attempt), the least busy
+    /// first. With `again`, one already tried qualifies too unless it is ejected: a call no
+    /// server has seen (its connection attempt timed out) may go back to the only endpoint
+    /// there is, as a lost SYN leaves it. One that refused the connection is not asked again
+    /// so soon (nothing listens there; each refusal would lengthen its ejection).
+    fn last_resort(&self, tried: &[Uri], again: bool) -> Option<Arc<EndpointHandle>> {
+        let endpoints = self.endpoints.read().expect("endpoints lock");
+        let least_busy = |endpoints: &mut dyn Iterator<Item = &Arc<EndpointHandle>>| {
+            endpoints
+                .min_by_key(|endpoint| endpoint.in_flight.load(Ordering::Relaxed))
+                .cloned()
         };
-        chosen
-            .breaker
-            .allows(fastrand::f64())
-            .then(|| chosen.clone())
+        least_busy(
+            &mut endpoints
+                .iter()
+                .filter(|endpoint| !tried.contains(&endpoint.uri)),
+        )
+        .or_else(|| {
+            if again {
+                least_busy(
+                    &mut endpoints
+                        .iter()
+                        .filter(|endpoint| !endpoint.breaker.is_ejected()),
+                )
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Why a call found no endpoint, for the log: each endpoint and what its breaker says.
+    fn describe_endpoints(&self) -> String {
+        let endpoints = self.endpoints.read().expect("endpoints lock");
+        if endpoints.is_empty() {
+            return "none known".to_owned();
+        }
+        endpoints
+            .iter()
+            .map(|endpoint| {
+                format!(
+                    "{} ({}{}, {} in flight)",
+                    endpoint.uri,
+                    if endpoint.breaker.is_ejected() {
+                        "ejected"
+                    } else {
+                        "in rotation"
+                    },
+                    if endpoint.warm.load(Ordering::Relaxed) {
+                        ""
+                    } else {
+                        ", warming up"
+                    },
+                    endpoint.in_flight.load(Ordering::Relaxed)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     async fn dispatch(self: Arc<Self>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
@@ -263,6 +324,9 @@ impl Shared {
         let bytes: Bytes = body.collect().await?.to_bytes();
         self.budget.deposit();
         let mut tried: Vec<Uri> = Vec::new();
+        let mut attempts = 0;
+        // The last attempt's result, and whether no server saw it.
+        let mut last: Option<(Result<Response<Body>, tonic::transport::Error>, bool)> = None;
         loop {
             let mut picked = self.pick(&tried);
             if picked.is_none() && tried.is_empty() && !*self.resolved.borrow() {
@@ -272,11 +336,33 @@ impl Shared {
                     tokio::time::timeout(FIRST_ANSWER_WAIT, resolved.wait_for(|done| *done)).await;
                 picked = self.pick(&tried);
             }
+            if picked.is_none()
+                && let Some((_, never_processed)) = &last
+            {
+                let never_processed = *never_processed;
+                picked = self.last_resort(&tried, false);
+                if picked.is_none() && never_processed {
+                    // Only endpoints that already failed it: a moment for the set to change
+                    // (a replaced Pod's successor joining), then the best there is.
+                    tokio::time::sleep(AGAIN_PAUSE).await;
+                    picked = self.pick(&tried).or_else(|| self.last_resort(&tried, true));
+                }
+            }
             let Some(endpoint) = picked else {
-                return Err(Box::new(tonic::Status::unavailable(format!(
-                    "no {} endpoint can take the call",
-                    self.service.as_str()
-                ))));
+                tracing::warn!(
+                    service = self.service.as_str(),
+                    path = parts.uri.path(),
+                    attempts,
+                    endpoints = self.describe_endpoints(),
+                    "no endpoint can take the call"
+                );
+                return match last {
+                    Some((result, _)) => result.map_err(Into::into),
+                    None => Err(Box::new(tonic::Status::unavailable(format!(
+                        "no {} endpoint can take the call",
+                        self.service.as_str()
+                    )))),
+                };
             };
             let mut attempt = Request::new(Body::new(Full::new(bytes.clone())));
             *attempt.method_mut() = parts.method.clone();
@@ -289,15 +375,19 @@ impl Shared {
             let result = endpoint.channel.clone().oneshot(attempt).await;
             let (outcome, never_processed) = classify(&result);
             call.settle(outcome);
-            tried.push(endpoint.uri.clone());
+            if !tried.contains(&endpoint.uri) {
+                tried.push(endpoint.uri.clone());
+            }
+            attempts += 1;
             let retry = outcome != Outcome::Answered
                 && (never_processed || idempotent)
-                && tried.len() < ATTEMPTS_MAX
+                && attempts < ATTEMPTS_MAX
                 && self.budget.withdraw();
             if !retry {
                 return result.map_err(Into::into);
             }
-            tracing::debug!(service = self.service.as_str(), endpoint = %endpoint.uri, "retrying on another endpoint");
+            tracing::debug!(service = self.service.as_str(), endpoint = %endpoint.uri, "retrying");
+            last = Some((result, never_processed));
         }
     }
 }
@@ -366,6 +456,9 @@ fn classify(result: &Result<Response<Body>, tonic::transport::Error>) -> (Outcom
             }
         }
         Err(error) if connection_refused(error) => (Outcome::Refused, true),
+        // No connection was made (it timed out, or the host could not be reached): the
+        // request went nowhere.
+        Err(error) if never_connected(error) => (Outcome::Failed, true),
         Err(_) => (Outcome::Failed, false),
     }
 }
@@ -379,6 +472,18 @@ fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
             )
         {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Whether the error is a failure to connect, which tonic marks as such.
+fn never_connected(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if error.is::<tonic::ConnectError>() {
             return true;
         }
         current = error.source();
@@ -480,6 +585,65 @@ mod tests {
             classify(&answer(Some("14"), true)),
             (Outcome::Failed, true),
             "shed: never processed"
+        );
+    }
+
+    /// An endpoint whose breaker throttles it (most of its recent calls failed) beside a
+    /// healthy one: every call goes to the healthy one, none is failed for want of an endpoint.
+    #[tokio::test]
+    async fn a_throttled_endpoint_sends_its_calls_to_the_healthy_one() {
+        let uris: Vec<Uri> = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+            .iter()
+            .map(|uri| uri.parse().unwrap())
+            .collect();
+        let (_set, addresses) = watch::channel(uris.clone());
+        let channel = RpcChannel::follow(
+            ServiceName::Product,
+            addresses,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            InternalAuth::default(),
+        );
+        while channel.endpoints().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let shared = &channel.shared;
+        for endpoint in shared.endpoints.read().unwrap().iter() {
+            endpoint.warm.store(true, Ordering::Relaxed);
+            if endpoint.uri == uris[0] {
+                for _ in 0..100 {
+                    endpoint.breaker.record(Outcome::Failed);
+                }
+            }
+        }
+        let mut to_throttled = 0;
+        for call in 0..200 {
+            let picked = shared.pick(&[]).map(|endpoint| endpoint.uri.clone());
+            assert!(picked.is_some(), "call {call} found no endpoint");
+            if picked.as_ref() == Some(&uris[0]) {
+                to_throttled += 1;
+            }
+        }
+        // The throttle lets the odd call through to the failing endpoint: how it learns that
+        // the endpoint has recovered.
+        assert!(
+            to_throttled < 10,
+            "{to_throttled} of 200 calls to the throttled endpoint"
+        );
+        // Once the healthy one has been tried, a retry may still go to the throttled one.
+        assert_eq!(
+            shared
+                .last_resort(std::slice::from_ref(&uris[1]), false)
+                .map(|endpoint| endpoint.uri.clone()),
+            Some(uris[0].clone())
+        );
+        assert!(
+            shared.last_resort(&uris, false).is_none(),
+            "both tried: none"
+        );
+        assert!(
+            shared.last_resort(&uris, true).is_some(),
+            "both tried, and no server saw the call: one again"
         );
     }
 
