@@ -191,6 +191,11 @@ sweep_test_topics() {
 	cargo run -q -j2 -p letsgo-test-topics --bin letsgo-sweep-test-topics
 }
 step topics sweep_test_topics
+# The real node's suite (operator/tests/cluster.rs) drives its load with the letsgo-loadgen
+# binary beside its own; `cargo nextest run` builds only test targets and the binaries of
+# packages that have integration tests, which the load generator has not (on a machine that
+# never ran `cargo build`, every load test failed looking for it).
+step loadgen cargo build -q -j2 -p letsgo-loadgen
 # nextest's -j is its test-thread count (NEXTEST_TEST_THREADS above); the
 # compile is capped with --build-jobs.
 step nextest cargo nextest run --build-jobs 2 --workspace --no-fail-fast "$@"

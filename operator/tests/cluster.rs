@@ -1512,7 +1512,7 @@ impl ShopLoad {
             .and_then(|test| Some(test.parent()?.parent()?.join("letsgo-loadgen")))
             .filter(|path| path.exists())
             .expect(
-                "letsgo-loadgen built beside this test (cargo nextest run --workspace builds it)",
+                "letsgo-loadgen built beside this test (`make test` builds it; by hand: cargo build -p letsgo-loadgen)",
             );
         let report_file = std::env::temp_dir().join(format!("{}.json", unique_name("load")));
         let mut child = Command::new(&loadgen)
