@@ -276,6 +276,18 @@ apiserver_node_flags() {
 
 # ------------------------------------------------------------------ processes
 
+# The Pods' network namespaces live in /run/netns. iproute2's `ip netns add` (the image tests
+# use it) binds that directory onto itself the first time, when it is no mount point yet: the
+# namespaces of the Pods running then are hidden under the bind, containerd cannot remove them
+# (EBUSY), and their Pods stay Terminating for ever, holding their CPU requests (seen on a fresh
+# machine: the next tests' Pods found no CPU). Made a shared mount point here, before any Pod
+# runs, as `ip netns` would make it, so nothing binds it again.
+netns_mount() {
+	mkdir -p /run/netns
+	mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+	mount --make-shared /run/netns
+}
+
 node_bridge() {
 	if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
 		ip link add "$BRIDGE" type bridge || die "cannot make the bridge $BRIDGE (ip link add)"
@@ -503,6 +515,7 @@ restart_node() {
 	done
 	node_boot
 	say "node $REAL_NODE: every process killed, /run's state gone; starting again"
+	netns_mount
 	node_bridge
 	start_apiserver_forwarder
 	start_containerd
@@ -522,6 +535,7 @@ start_node() {
 	start_apiserver_forwarder
 	# A node that went down without `make down` (a killed machine, a crash) boots afresh.
 	if ! alive containerd && ! alive kubelet; then node_boot; fi
+	netns_mount
 	start_containerd
 	load_images
 	start_kubelet
