@@ -12,6 +12,10 @@ use crate::storage::{AddOutcome, CartStore};
 /// Most units of one product in a cart, as the original allows.
 pub use letsgo_platform::limits::QUANTITY_MAX;
 
+/// Most carts one `RemoveProductsOfCarts` call changes: the order service sends at most a
+/// batch of saved orders, far fewer.
+pub const CARTS_PER_REMOVAL_MAX: usize = 1000;
+
 pub struct PricedLine {
     pub product: Product,
     pub quantity: i64,
@@ -154,5 +158,15 @@ impl Carts {
     pub async fn remove_products(&self, user_id: i64, product_ids: &[i64]) -> AppResult<()> {
         self.store.remove(user_id, product_ids).await?;
         Ok(())
+    }
+
+    /// [`Carts::remove_products`] for several carts at once (the orders saved together).
+    pub async fn remove_products_of_carts(&self, carts: &[(i64, Vec<i64>)]) -> AppResult<()> {
+        if carts.len() > CARTS_PER_REMOVAL_MAX {
+            return Err(AppError::invalid(format!(
+                "at most {CARTS_PER_REMOVAL_MAX} carts at once"
+            )));
+        }
+        self.store.remove_from_each(carts).await
     }
 }

@@ -91,4 +91,18 @@ impl CartService for CartApi {
             .await?;
         Ok(Response::new(pb::CartReply {}))
     }
+
+    async fn remove_products_of_carts(
+        &self,
+        request: Request<pb::RemoveProductsOfCartsRequest>,
+    ) -> Result<Response<pb::CartReply>, Status> {
+        let carts: Vec<(i64, Vec<i64>)> = request
+            .into_inner()
+            .carts
+            .into_iter()
+            .map(|cart| (cart.user_id, cart.product_ids))
+            .collect();
+        self.carts.remove_products_of_carts(&carts).await?;
+        Ok(Response::new(pb::CartReply {}))
+    }
 }

@@ -132,6 +132,26 @@ impl CartStore {
             .map_err(redis_error)
     }
 
+    /// Removes products from several carts in one round trip: one `HDEL` per cart, pipelined.
+    pub async fn remove_from_each(&self, carts: &[(i64, Vec<i64>)]) -> Result<(), AppError> {
+        let mut pipeline = redis::pipe();
+        for (user_id, product_ids) in carts.iter().filter(|(_, ids)| !ids.is_empty()) {
+            pipeline
+                .cmd("HDEL")
+                .arg(self.key(*user_id))
+                .arg(product_ids)
+                .ignore();
+        }
+        if pipeline.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.cache.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(redis_error)
+    }
+
     pub async fn clear(&self, user_id: i64) -> Result<(), AppError> {
         let mut connection = self.cache.connection();
         redis::cmd("DEL")

@@ -256,6 +256,60 @@ async fn concurrent_adds_to_one_line_lose_nothing_and_never_pass_the_limit() {
 }
 
 #[tokio::test]
+async fn the_orders_of_several_buyers_leave_their_carts_in_one_call() {
+    let shop = Shop::start().await;
+    let a = shop.product("a", 100, 5).await;
+    let b = shop.product("b", 100, 5).await;
+    for user in [1, 2, 3] {
+        shop.add(user, a, 1).await.unwrap();
+        shop.add(user, b, 1).await.unwrap();
+    }
+    let removal = |user_id, product_ids: Vec<i64>| pb::RemoveProductsRequest {
+        user_id,
+        product_ids,
+    };
+    shop.cart
+        .clone()
+        .remove_products_of_carts(pb::RemoveProductsOfCartsRequest {
+            carts: vec![
+                removal(1, vec![a]),
+                removal(2, vec![a, b, 424242]),
+                // A buyer with no cart, and a removal of nothing: neither is an error.
+                removal(9, vec![a]),
+                removal(3, vec![]),
+            ],
+        })
+        .await
+        .unwrap();
+    let products_of = |cart: pb::Cart| {
+        cart.items
+            .iter()
+            .map(|item| item.product_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(products_of(shop.get(1).await), [b]);
+    assert!(products_of(shop.get(2).await).is_empty());
+    assert_eq!(products_of(shop.get(3).await), [a, b], "untouched");
+    assert!(products_of(shop.get(9).await).is_empty());
+
+    // Nothing to do is no error; more carts than one call takes is refused, and changes none.
+    shop.cart
+        .clone()
+        .remove_products_of_carts(pb::RemoveProductsOfCartsRequest { carts: vec![] })
+        .await
+        .unwrap();
+    let too_many = (0..1001).map(|_| removal(3, vec![a])).collect();
+    let refused = shop
+        .cart
+        .clone()
+        .remove_products_of_carts(pb::RemoveProductsOfCartsRequest { carts: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(products_of(shop.get(3).await), [a, b]);
+}
+
+#[tokio::test]
 async fn ordered_products_leave_the_cart_and_others_stay() {
     let shop = Shop::start().await;
     let a = shop.product("a", 100, 5).await;

@@ -3,6 +3,7 @@
 //! events leave through the outbox; `payment.succeeded` events mark orders paid,
 //! `payment.refunded` ones refunded.
 
+pub mod cart_removals;
 pub mod config;
 pub mod grpc;
 pub mod orders;

@@ -17,9 +17,7 @@ use letsgo_platform::errors::{AppError, AppResult, ErrorCode};
 use letsgo_platform::events::Event;
 use letsgo_platform::events::topics;
 use letsgo_platform::limits::SETTLEMENT_BATCH_MAX;
-use letsgo_platform::proto::cart::v1::{
-    RemoveProductsRequest, cart_service_client::CartServiceClient,
-};
+use letsgo_platform::proto::cart::v1::cart_service_client::CartServiceClient;
 use letsgo_platform::proto::product::v1::{
     CommitReservationRequest, CommitReservationsRequest, RecordSalesOfOrdersRequest,
     RecordSalesRequest, ReleaseReservationsRequest, ReleaseStockRequest, ReserveStockRequest,
@@ -27,6 +25,7 @@ use letsgo_platform::proto::product::v1::{
 };
 use tonic::{Code, Status};
 
+use crate::cart_removals::CartRemovals;
 use crate::rules;
 use crate::rules::OrderStatus;
 use crate::saving::Saver;
@@ -78,7 +77,8 @@ pub struct Orders {
     /// Where new orders wait to be written, in batches.
     saver: Saver,
     products: ProductServiceClient<RpcChannel>,
-    carts: CartServiceClient<RpcChannel>,
+    /// Where ordered products wait to leave their carts, in batches.
+    carts: CartRemovals,
     payment_timeout: Duration,
     /// How long after shipping an order completes by itself.
     auto_complete: Duration,
@@ -109,7 +109,7 @@ impl Orders {
             saver: Saver::start(store.clone()),
             store,
             products,
-            carts,
+            carts: CartRemovals::start(carts),
             payment_timeout,
             auto_complete,
             settlement: None,
@@ -222,16 +222,8 @@ impl Orders {
         // The ordered products leave the cart before the answer; a cart that is away only
         // keeps them there.
         let ordered: Vec<i64> = lines.iter().map(|(id, _)| *id).collect();
-        if let Err(status) = self
-            .carts
-            .clone()
-            .remove_products(RemoveProductsRequest {
-                user_id: request.user_id,
-                product_ids: ordered,
-            })
-            .await
-        {
-            tracing::warn!(order_id = id, error = %status.message(), "could not remove ordered products from the cart");
+        if let Err(error) = self.carts.remove(request.user_id, ordered).await {
+            tracing::warn!(order_id = id, %error, "could not remove ordered products from the cart");
         }
         Ok(CreatedOrder {
             id,

@@ -166,6 +166,48 @@ impl Shop {
 }
 
 #[tokio::test]
+async fn buyers_ordering_at_once_each_find_their_ordered_product_gone_from_their_own_cart() {
+    let shop = Shop::start().await;
+    let tea = shop.product("tea", 1990, 100).await;
+    let cup = shop.product("cup", 500, 100).await;
+    let buyers: Vec<i64> = (1..=40).collect();
+    for user_id in &buyers {
+        for product_id in [tea, cup] {
+            shop.carts
+                .clone()
+                .add_item(cart_pb::AddItemRequest {
+                    user_id: *user_id,
+                    product_id,
+                    quantity: 1,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    // Their carts are changed together, in batches; each buyer, once answered, sees their own
+    // cart without the tea (and still with the cup).
+    let orders = buyers.iter().map(|user_id| {
+        let shop = &shop;
+        async move {
+            shop.order(*user_id, &[(tea, 1)]).await.unwrap();
+            let cart = shop
+                .carts
+                .clone()
+                .get_cart(cart_pb::GetCartRequest { user_id: *user_id })
+                .await
+                .unwrap()
+                .into_inner();
+            let products: Vec<i64> = cart.items.iter().map(|item| item.product_id).collect();
+            (*user_id, products)
+        }
+    });
+    for (user_id, products) in futures_util::future::join_all(orders).await {
+        assert_eq!(products, [cup], "buyer {user_id}'s cart after their order");
+    }
+    assert_eq!(shop.stock(tea).await, (60, 0));
+}
+
+#[tokio::test]
 async fn an_order_snapshots_prices_reserves_stock_and_leaves_the_cart() {
     let shop = Shop::start().await;
     let tea = shop.product("tea", 1990, 5).await;
