@@ -219,24 +219,9 @@ impl Catalogue {
         if lines.iter().any(|(_, quantity)| *quantity <= 0) {
             return Err(AppError::invalid("quantities must be positive"));
         }
-        let (reservations, cache, lines) = (
-            self.reservations.clone(),
-            self.cache.clone(),
-            lines.to_vec(),
-        );
-        to_completion(async move {
-            let reservation = reservations.reserve(order_id, lines).await?;
-            if reservation.changed_stock {
-                let touched: Vec<i64> = reservation
-                    .lines
-                    .iter()
-                    .map(|line| line.product_id)
-                    .collect();
-                cache.invalidate(&touched).await;
-            }
-            Ok(reservation.lines)
-        })
-        .await
+        // The batch that decides it announces the stock it moved before answering.
+        let reservation = self.reservations.reserve(order_id, lines.to_vec()).await?;
+        Ok(reservation.lines)
     }
 
     /// Keeps an order's reservation for good; 5001 when it expired first.

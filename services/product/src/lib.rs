@@ -39,14 +39,16 @@ pub async fn run(
     }
     let cache = service.redis(&config.redis).await?;
     let store = storage::CatalogueStore::new(pool);
+    let product_cache = product_cache::ProductCache::new(cache, config.cache_ttl);
     let reservations = reservations::Reservations::start(
         store.clone(),
+        product_cache.clone(),
         config.reservation_hold,
         usize::from(config.reservation_batch_max),
     );
     let catalogue = Arc::new(catalogue::Catalogue::new(
         store,
-        product_cache::ProductCache::new(cache, config.cache_ttl),
+        product_cache,
         reservations,
     ));
     // Gives back the stock of reservations no order committed in time.

@@ -4,12 +4,17 @@
 //! pays for the row lock and the commit once per batch instead of once per buyer. Nothing waits
 //! for a batch to fill: a worker takes everything queued when it is free, so a lone ask goes
 //! at once, alone.
+//!
+//! A batch's stock changes are announced once, after its commit and before any of its asks is
+//! answered: a sale's batch of tens of orders of one product drops that product's cached
+//! entries and tells the gateways once, where each order used to do it for itself.
 
 use std::time::Duration;
 
 use letsgo_platform::batches::{Batches, Shape};
 use letsgo_platform::errors::AppResult;
 
+use crate::product_cache::ProductCache;
 use crate::storage::{CatalogueStore, Reservation};
 
 /// Lanes deciding batches at once: a few, as each holds a connection while it decides. An
@@ -31,22 +36,33 @@ pub struct Reservations {
 
 impl Reservations {
     /// Starts the workers on the current runtime, deciding with `store` at most `batch_max`
-    /// asks at a time, each reservation held for `hold`. Lanes run concurrently (batches of
-    /// products in different lanes do not wait for each other).
-    pub fn start(store: CatalogueStore, hold: Duration, batch_max: usize) -> Reservations {
+    /// asks at a time, each reservation held for `hold`, and announcing the stock each batch
+    /// moved through `cache`. Lanes run concurrently (batches of products in different lanes
+    /// do not wait for each other).
+    pub fn start(
+        store: CatalogueStore,
+        cache: ProductCache,
+        hold: Duration,
+        batch_max: usize,
+    ) -> Reservations {
         let shape = Shape {
             lanes: LANES,
             queue_max: QUEUE_MAX,
             batch_max,
         };
         let batches = Batches::start(shape, first_product, move |asks| {
-            let store = store.clone();
-            async move { decide(&store, hold, asks).await }
+            let (store, cache) = (store.clone(), cache.clone());
+            async move {
+                let outcomes = decide(&store, hold, asks).await;
+                cache.invalidate(&moved_stock(&outcomes)).await;
+                outcomes
+            }
         });
         Reservations { batches }
     }
 
-    /// Reserves `lines` for `order_id`, in the next batch.
+    /// Reserves `lines` for `order_id`, in the next batch. When stock moved, the change has
+    /// been announced by the time this answers.
     pub async fn reserve(&self, order_id: i64, lines: Vec<(i64, i64)>) -> AppResult<Reservation> {
         self.batches.ask((order_id, lines)).await?
     }
@@ -56,6 +72,19 @@ impl Reservations {
 fn first_product((_, lines): &Ask) -> u64 {
     let first = lines.iter().map(|(product_id, _)| *product_id).min();
     first.and_then(|id| u64::try_from(id).ok()).unwrap_or(0)
+}
+
+/// The products whose stock a batch's reservations moved, each once.
+fn moved_stock(outcomes: &[AppResult<Reservation>]) -> Vec<i64> {
+    let mut touched: Vec<i64> = outcomes
+        .iter()
+        .flatten()
+        .filter(|reservation| reservation.changed_stock)
+        .flat_map(|reservation| reservation.lines.iter().map(|line| line.product_id))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    touched
 }
 
 /// Decides a batch: alone (as before batching) when it is one ask, together otherwise; a batch

@@ -895,6 +895,28 @@ async fn the_cached_detail_is_never_stale_after_a_change() {
 }
 
 #[tokio::test]
+async fn each_of_a_batch_of_reservations_is_seen_in_the_cache_once_answered() {
+    let service = Service::start().await;
+    let id = service.add("kettle", 1000, 100, "home").await;
+    assert_eq!(service.product(id).await.stock, 100); // now cached
+    // Forty buyers at once: their reservations are decided in batches, and each batch tells
+    // the cache once. Whoever has been answered must already see their unit gone.
+    let buyers = (1..=40).map(|order_id| {
+        let service = &service;
+        async move {
+            service.reserve(order_id, &[(id, 1)]).await.unwrap();
+            service.product(id).await.stock
+        }
+    });
+    let seen = futures_util::future::join_all(buyers).await;
+    assert!(
+        seen.iter().all(|stock| *stock < 100),
+        "a buyer read the stock from before their own reservation: {seen:?}"
+    );
+    assert_eq!(service.product(id).await.stock, 60);
+}
+
+#[tokio::test]
 async fn admin_stock_changes_never_go_below_zero() {
     let service = Service::start().await;
     let id = service.add("bolt", 10, 3, "tools").await;
