@@ -16,6 +16,7 @@
 #   LETSGO_KAFKA_CACHE (/var/cache/letsgo-kafka)  Apache Kafka's jars, per version
 #   KAFKA_CONTROLLER_PORT (Kafka's port + 1)  the local broker's KRaft controller
 #   KAFKA_HEAP_OPTS (-Xms64m -Xmx384m)  the local broker's heap
+#   KAFKA_JIT_OPTS (-XX:TieredStopAtLevel=1)  the local broker's JIT (C1 only; '' for the JVM's)
 #   LETSGO_WAIT_TIMEOUT (60)        seconds to wait for each component
 # A component whose host is not 127.0.0.1/localhost is never installed or
 # started; the script only waits for its port to accept TCP connections.
@@ -275,10 +276,14 @@ mw_kafka_format() { # HOME DIR LOG
 
 mw_kafka_spawn() { # HOME DIR LOG
 	local heap=${KAFKA_HEAP_OPTS:--Xms64m -Xmx384m}
+	# The JIT compiles with C1 only: the optimising C2 compiler took a quarter of a core for
+	# minutes after each start (beside a flash sale on two cores), for speed a local broker's
+	# few thousand messages a second never need. KAFKA_JIT_OPTS='' restores the JVM's default.
+	local jit=${KAFKA_JIT_OPTS--XX:TieredStopAtLevel=1}
 	# Kafka keeps a file open per log segment and index: many test topics need many.
 	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-	# shellcheck disable=SC2086 # the heap options are words
-	mw_spawn kafka "$3" java $heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+	# shellcheck disable=SC2086 # the heap and JIT options are words
+	mw_spawn kafka "$3" java $heap $jit -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
 		-Djava.awt.headless=true -Dorg.slf4j.simpleLogger.showDateTime=true \
 		-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd\'T\'HH:mm:ss.SSS \
 		-cp "$1/libs/*" kafka.Kafka "$2/server.properties"
