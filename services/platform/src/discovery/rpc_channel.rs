@@ -131,6 +131,7 @@ pub fn is_idempotent(path: &str) -> bool {
                 | "RecordSalesOfOrders"
                 | "ReleaseReservations"
                 | "RemoveProducts"
+                | "RemoveProductsOfCarts"
                 | "ClearCart"
         )
 }
@@ -654,6 +655,9 @@ mod tests {
         ));
         assert!(is_idempotent(
             "/letsgo.product.v1.ProductService/ReserveStock"
+        ));
+        assert!(is_idempotent(
+            "/letsgo.cart.v1.CartService/RemoveProductsOfCarts"
         ));
         assert!(is_idempotent("/letsgo.order.v1.OrderService/ListOrders"));
         assert!(!is_idempotent("/letsgo.order.v1.OrderService/CreateOrder"));
