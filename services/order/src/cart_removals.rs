@@ -3,6 +3,12 @@
 //! round trip to Redis), where each order used to make a call of its own. A lone order's call
 //! goes at once, alone. A cart service without the batch call (an older version, during an
 //! upgrade) is asked cart by cart.
+//!
+//! An order waits for its cart at most [`WAIT`]: a cart service that is slow or away costs an
+//! order no more than that (the removal goes on, or fails, after the order is answered), and a
+//! full queue leaves the products in the cart. Either way the order stands.
+
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use letsgo_platform::batches::{Batches, Shape};
@@ -12,6 +18,8 @@ use letsgo_platform::proto::cart::v1::{
 };
 use tonic::Code;
 
+/// The longest an order waits for its products to leave the cart.
+pub const WAIT: Duration = Duration::from_secs(1);
 /// The most carts one call changes (the cart service takes up to 1,000).
 const BATCH_MAX: usize = 256;
 /// Removals waiting for the call in flight; beyond it an order leaves its products in the cart
@@ -45,15 +53,20 @@ impl CartRemovals {
     }
 
     /// Takes `product_ids` out of `user_id`'s cart, with the other orders of the moment.
-    /// Absent lines are no error; an error says why the cart could not be changed.
+    /// Absent lines are no error; an error says why the cart could not be changed, or that it
+    /// was not changed within [`WAIT`].
     pub async fn remove(&self, user_id: i64, product_ids: Vec<i64>) -> Result<(), String> {
         let removal = RemoveProductsRequest {
             user_id,
             product_ids,
         };
-        match self.batches.ask(removal).await {
-            Ok(outcome) => outcome,
-            Err(error) => Err(error.message),
+        match tokio::time::timeout(WAIT, self.batches.ask(removal)).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(error.message),
+            Err(_) => Err(format!(
+                "the cart service did not answer within {} ms; the removal goes on without the order",
+                WAIT.as_millis()
+            )),
         }
     }
 }

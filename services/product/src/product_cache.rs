@@ -46,10 +46,15 @@ impl ProductCache {
                  end return 0",
             ),
             // The announcement rides in the same script: no change is ever invalidated here
-            // without being told to the caches outside.
+            // without being told to the caches outside. KEYS: the channel, then each
+            // product's entry and version; ARGV: the versions' TTL, then each product's id.
             invalidate: Script::new(
-                "redis.call('INCR', KEYS[2]) redis.call('EXPIRE', KEYS[2], ARGV[1]) \
-                 redis.call('DEL', KEYS[1]) redis.call('PUBLISH', KEYS[3], ARGV[2]) return 1",
+                "for j = 1, #ARGV - 1 do \
+                   redis.call('INCR', KEYS[2 * j + 1]) \
+                   redis.call('EXPIRE', KEYS[2 * j + 1], ARGV[1]) \
+                   redis.call('DEL', KEYS[2 * j]) \
+                   redis.call('PUBLISH', KEYS[1], ARGV[j + 1]) \
+                 end return #ARGV - 1",
             ),
         }
     }
@@ -113,25 +118,25 @@ impl ProductCache {
 
     /// Call after committing a change to these products: drops their entries and announces
     /// the change on [`PRODUCT_CHANGES`] (before this returns, so before the change's caller
-    /// is answered).
+    /// is answered), all in one round trip.
     pub async fn invalidate(&self, ids: &[i64]) {
-        let mut connection = self.cache.connection();
-        let channel = self.cache.key(PRODUCT_CHANGES);
-        for id in ids {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return;
+        }
+        let mut invocation = self.invalidate.key(self.cache.key(PRODUCT_CHANGES));
+        invocation.arg(VERSION_TTL_SECS);
+        for id in &ids {
             let (entry, version) = self.keys(*id);
-            let done: redis::RedisResult<i32> = self
-                .invalidate
-                .key(&entry)
-                .key(&version)
-                .key(&channel)
-                .arg(VERSION_TTL_SECS)
-                .arg(id)
-                .invoke_async(&mut connection)
-                .await;
-            if let Err(error) = done {
-                // The entry's TTL bounds how long it can be stale.
-                tracing::error!(%error, product_id = id, "product cache invalidation failed");
-            }
+            invocation.key(entry).key(version).arg(id);
+        }
+        let mut connection = self.cache.connection();
+        let done: redis::RedisResult<i64> = invocation.invoke_async(&mut connection).await;
+        if let Err(error) = done {
+            // The entries' TTL bounds how long they can be stale.
+            tracing::error!(%error, product_ids = ?ids, "product cache invalidation failed");
         }
     }
 }

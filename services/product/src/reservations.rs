@@ -24,6 +24,8 @@ use crate::storage::{CatalogueStore, Reservation};
 const LANES: usize = 4;
 /// Asks waiting in a lane; beyond it an ask is refused as the service being busy.
 const QUEUE_MAX: usize = 4096;
+/// The longest a batch waits for its stock changes to be announced before answering.
+const ANNOUNCE_WAIT: Duration = Duration::from_millis(500);
 
 /// An order's lines to reserve.
 type Ask = (i64, Vec<(i64, i64)>);
@@ -50,11 +52,22 @@ impl Reservations {
             queue_max: QUEUE_MAX,
             batch_max,
         };
-        let batches = Batches::start(shape, first_product, move |asks| {
+        let batches = Batches::start(shape, first_product, move |asks: Vec<Ask>| {
             let (store, cache) = (store.clone(), cache.clone());
             async move {
-                let outcomes = decide(&store, hold, asks).await;
-                cache.invalidate(&moved_stock(&outcomes)).await;
+                let asked: Vec<i64> = asks
+                    .iter()
+                    .flat_map(|(_, lines)| lines.iter().map(|(product_id, _)| *product_id))
+                    .collect();
+                let (outcomes, whole_batch_failed) = decide(&store, hold, asks).await;
+                // A batch that failed as a whole may have committed unseen (its answer lost):
+                // its asks, decided again, then find their reservations and move nothing.
+                let touched = if whole_batch_failed {
+                    asked
+                } else {
+                    moved_stock(&outcomes)
+                };
+                announce(&cache, &touched).await;
                 outcomes
             }
         });
@@ -74,30 +87,46 @@ fn first_product((_, lines): &Ask) -> u64 {
     first.and_then(|id| u64::try_from(id).ok()).unwrap_or(0)
 }
 
-/// The products whose stock a batch's reservations moved, each once.
+/// The products whose stock a batch's reservations moved.
 fn moved_stock(outcomes: &[AppResult<Reservation>]) -> Vec<i64> {
-    let mut touched: Vec<i64> = outcomes
+    outcomes
         .iter()
         .flatten()
         .filter(|reservation| reservation.changed_stock)
         .flat_map(|reservation| reservation.lines.iter().map(|line| line.product_id))
-        .collect();
-    touched.sort_unstable();
-    touched.dedup();
-    touched
+        .collect()
+}
+
+/// Drops the cached entries of `products` and tells the gateways, waiting at most
+/// [`ANNOUNCE_WAIT`]: a Redis that does not answer holds up the lane that long per batch, and
+/// the entries live out their TTL, as when Redis is away.
+async fn announce(cache: &ProductCache, products: &[i64]) {
+    if products.is_empty() {
+        return;
+    }
+    if tokio::time::timeout(ANNOUNCE_WAIT, cache.invalidate(products))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait_ms = ANNOUNCE_WAIT.as_millis() as u64,
+            "announcing a batch's stock changes timed out; cached entries expire by their TTL"
+        );
+    }
 }
 
 /// Decides a batch: alone (as before batching) when it is one ask, together otherwise; a batch
-/// that fails as a whole (a deadlock, a retry that raced it) is decided again ask by ask.
+/// that fails as a whole (a deadlock, a retry that raced it) is decided again ask by ask, and
+/// says so.
 async fn decide(
     store: &CatalogueStore,
     hold: Duration,
     asks: Vec<Ask>,
-) -> Vec<AppResult<Reservation>> {
+) -> (Vec<AppResult<Reservation>>, bool) {
     let mut outcomes = Vec::with_capacity(asks.len());
     if let [(order_id, lines)] = asks.as_slice() {
         outcomes.push(store.reserve(*order_id, lines, hold).await);
-        return outcomes;
+        return (outcomes, false);
     }
     match store.reserve_batch(&asks, hold).await {
         Ok(decided) => {
@@ -114,7 +143,8 @@ async fn decide(
             for (order_id, lines) in &asks {
                 outcomes.push(store.reserve(*order_id, lines, hold).await);
             }
+            return (outcomes, true);
         }
     }
-    outcomes
+    (outcomes, false)
 }

@@ -917,6 +917,31 @@ async fn each_of_a_batch_of_reservations_is_seen_in_the_cache_once_answered() {
 }
 
 #[tokio::test]
+async fn a_change_to_several_cached_products_refreshes_each_of_them() {
+    let service = Service::start().await;
+    let lamp = service.add("lamp", 1000, 5, "home").await;
+    let desk = service.add("desk", 5000, 5, "home").await;
+    let chair = service.add("chair", 2000, 5, "home").await;
+    for id in [lamp, desk, chair] {
+        assert_eq!(service.product(id).await.stock, 5); // now cached
+    }
+    // One announcement for the batch's products, all in one script.
+    service
+        .reserve(1, &[(lamp, 1), (desk, 2), (chair, 3)])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for id in [lamp, desk, chair] {
+        seen.push(service.product(id).await.stock);
+    }
+    assert_eq!(seen, [4, 3, 2]);
+    service.release(1).await;
+    for id in [lamp, desk, chair] {
+        assert_eq!(service.product(id).await.stock, 5, "after the release");
+    }
+}
+
+#[tokio::test]
 async fn admin_stock_changes_never_go_below_zero() {
     let service = Service::start().await;
     let id = service.add("bolt", 10, 3, "tools").await;
