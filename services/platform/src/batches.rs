@@ -7,17 +7,23 @@
 //! Asks go into lanes, a queue and a worker each, chosen by the caller's key: asks that would
 //! only wait for each other anyway (the reservations of one product, which all lock its row)
 //! share a lane and so a batch, while other lanes go on beside them.
+//!
+//! A batch runs in a span that is a child of its first ask's span and follows the others', so
+//! the work it does for an ask (its queries, its calls to other services) stays in a trace.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::errors::{AppError, AppResult, ErrorCode};
 
 struct Ask<A, R> {
     item: A,
     answer: oneshot::Sender<R>,
+    /// The asker's span: a batch runs as a child of its first ask's and follows the others'.
+    span: tracing::Span,
 }
 
 /// The lanes of asks and the workers that decide them in batches. Clones share the lanes.
@@ -73,7 +79,8 @@ impl<A: Send + 'static, R: Send + 'static> Batches<A, R> {
         let (answer, answered) = oneshot::channel();
         let lane = (self.lane_of)(&item) % self.lanes.len() as u64;
         let lane = &self.lanes[usize::try_from(lane).expect("a lane's index fits a usize")];
-        lane.try_send(Ask { item, answer })
+        let span = tracing::Span::current();
+        lane.try_send(Ask { item, answer, span })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => AppError::new(
                     ErrorCode::ServiceUnavailable,
@@ -104,12 +111,18 @@ where
                 Err(_) => break,
             }
         }
+        // What the batch does (its queries, its calls to other services) shows in the first
+        // ask's trace, and the batch follows every other ask's.
+        let span = tracing::info_span!(parent: &batch[0].span, "batch", asks = batch.len());
+        for ask in &batch[1..] {
+            span.follows_from(&ask.span);
+        }
         let (items, answers): (Vec<A>, Vec<oneshot::Sender<R>>) =
             batch.into_iter().map(|ask| (ask.item, ask.answer)).unzip();
         let asked = answers.len();
         // On a task of its own, so that a batch that panics fails its own asks (their answers
         // are dropped unsent) and the lane goes on with the next.
-        let decided = match tokio::spawn(decide(items)).await {
+        let decided = match tokio::spawn(decide(items).instrument(span)).await {
             Ok(decided) => decided,
             Err(error) => {
                 tracing::error!(%error, asked, "a batch failed without answering");
