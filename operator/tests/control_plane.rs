@@ -290,7 +290,7 @@ fn the_operator_runs_a_store_through_its_life_with_the_charts_rbac() {
     }
 
     // A second pass writes nothing: poke the Store, let a reconcile finish, compare versions.
-    let before = versions(&kube, ns);
+    let before = settled_versions(&kube, ns);
     let poked = poke_and_wait_reconcile(&kube, ns, &operator);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -2064,6 +2064,31 @@ fn versions(kube: &Kube, ns: &str) -> Vec<(String, String)> {
         "fewer children than a managed Store has: {versions:?}"
     );
     versions
+}
+
+/// [`versions`], once neither they nor the Store have changed for a few seconds. The Store
+/// reads Ready as soon as its children's Pods are; the controllers still write the children's
+/// status after that (a Deployment's conditions once its Pods count as available), and the
+/// operator follows with a reconcile of its own. Those writes are no reconcile's doing.
+fn settled_versions(kube: &Kube, ns: &str) -> Vec<(String, String)> {
+    let read = || {
+        let store = kube.json(&["get", "store", "shop", "-n", ns]);
+        let store_version = at(&store, "metadata/resourceVersion").clone();
+        (versions(kube, ns), store_version)
+    };
+    let mut last = read();
+    wait_for(
+        "the Store and its children to stop changing",
+        WAIT,
+        || {
+            std::thread::sleep(Duration::from_secs(3));
+            let now = read();
+            let settled = now == last;
+            last = now;
+            settled.then(|| last.0.clone())
+        },
+        || "something kept writing the Store or its children".to_owned(),
+    )
 }
 
 fn first_pod(kube: &Kube, ns: &str, component: &str) -> String {
