@@ -772,8 +772,15 @@ async fn cache_keys_carry_the_process_prefix() {
 // ---------------------------------------------------------------- discovery and resilience
 
 mod discovery_support {
+    use std::future::Future;
     use std::net::{Ipv4Addr, SocketAddr};
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use tonic::codegen::http;
 
     use hickory_proto::op::{Message, MessageType, ResponseCode};
     use hickory_proto::rr::{Name, RData, Record, rdata::A};
@@ -866,6 +873,12 @@ mod discovery_support {
 
         /// Serves on a listener the test made.
         pub async fn serve(listener: TcpListener) -> Instance {
+            Instance::serve_holding(listener, Arc::new(AtomicBool::new(false))).await
+        }
+
+        /// Serves on a listener the test made; the first request that arrives while `hold` is
+        /// set (which clears it) is served only ten seconds later: a call stuck on its server.
+        pub async fn serve_holding(listener: TcpListener, hold: Arc<AtomicBool>) -> Instance {
             let address = listener.local_addr().unwrap();
             let (reporter, health) = tonic_health::server::health_reporter();
             reporter
@@ -875,6 +888,10 @@ mod discovery_support {
             let task = tokio::spawn(async move {
                 let _keep = reporter;
                 let _ = tonic::transport::Server::builder()
+                    .layer(tower::layer::layer_fn(move |inner| Holding {
+                        inner,
+                        hold: hold.clone(),
+                    }))
                     .add_service(health)
                     .serve_with_incoming_shutdown(
                         tonic::transport::server::TcpIncoming::from(listener),
@@ -900,6 +917,37 @@ mod discovery_support {
         /// Dies at once, as a crashed process would: connections close, new ones are refused.
         pub fn kill(self) {
             self.task.abort();
+        }
+    }
+
+    #[derive(Clone)]
+    struct Holding<S> {
+        inner: S,
+        hold: Arc<AtomicBool>,
+    }
+
+    impl<S, B> tower::Service<http::Request<B>> for Holding<S>
+    where
+        S: tower::Service<http::Request<B>> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            let held = self.hold.swap(false, Ordering::SeqCst);
+            let answer = self.inner.call(request);
+            Box::pin(async move {
+                if held {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+                answer.await
+            })
         }
     }
 }
@@ -1189,6 +1237,76 @@ async fn a_call_whose_connection_attempt_was_lost_is_made_again_on_the_only_endp
         "the first connection attempt timed out ({took:?})"
     );
     serving.await.unwrap().kill();
+}
+
+/// A read stuck on the only endpoint there is (its server never answers that one call) is sent
+/// again on a new stream after a second and answered, instead of failing at its 3 s deadline.
+#[tokio::test]
+async fn a_read_stuck_on_the_only_endpoint_is_answered_by_its_twin() {
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = Instance::serve_holding(listener, hold.clone()).await;
+    let discovery = Discovery::fixed(vec![(
+        ServiceName::User,
+        vec![format!("http://{}", instance.address).parse().unwrap()],
+    )]);
+    let mut client = HealthClient::new(discovery.channel(ServiceName::User));
+    check(&mut client).await.expect("the endpoint answers");
+
+    hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let answer = check(&mut client).await;
+    let took = started.elapsed();
+    assert!(
+        !hold.load(std::sync::atomic::Ordering::SeqCst),
+        "the server held the call"
+    );
+    assert!(
+        answer.is_ok(),
+        "the stuck read is answered by its twin, after {took:?}: {answer:?}"
+    );
+    instance.kill();
+}
+
+/// Of two endpoints, the one a read went to holds it: the read's twin goes to the other, which
+/// answers it.
+#[tokio::test]
+async fn a_read_stuck_on_one_endpoint_is_answered_by_another() {
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        instances.push(Instance::serve_holding(listener, hold.clone()).await);
+    }
+    let discovery = Discovery::fixed(vec![(
+        ServiceName::User,
+        instances
+            .iter()
+            .map(|instance| format!("http://{}", instance.address).parse().unwrap())
+            .collect(),
+    )]);
+    let mut client = HealthClient::new(discovery.channel(ServiceName::User));
+    for _ in 0..4 {
+        check(&mut client).await.expect("the endpoints answer");
+    }
+
+    for round in 0..3 {
+        hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A caller that waits less than the held attempt's own 3 s deadline: a retry after that
+        // deadline would come too late for it.
+        let answer = tokio::time::timeout(Duration::from_millis(2_500), check(&mut client)).await;
+        assert!(
+            !hold.load(std::sync::atomic::Ordering::SeqCst),
+            "round {round}: a server held the call"
+        );
+        assert!(
+            matches!(answer, Ok(Ok(()))),
+            "round {round}: the stuck read is answered elsewhere: {answer:?}"
+        );
+    }
+    for instance in instances {
+        instance.kill();
+    }
 }
 
 /// A set whose addresses the test changes.

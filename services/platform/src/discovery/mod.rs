@@ -141,6 +141,11 @@ pub struct DiscoveryArgs {
     /// Deadline of each call to a service.
     #[arg(long = "rpc-timeout-ms", env = "RPC_TIMEOUT_MS", value_name = "RPC_TIMEOUT_MS", default_value = "3000", value_parser = crate::config::parse_millis)]
     pub call_timeout: Duration,
+    /// How long a read waits for its answer before the same read is also sent elsewhere (to
+    /// another endpoint, or on a new stream to the only one); the first answer is used. 0 never
+    /// sends a read twice.
+    #[arg(long = "rpc-hedge-after-ms", env = "RPC_HEDGE_AFTER_MS", value_name = "RPC_HEDGE_AFTER_MS", default_value = "1000", value_parser = crate::config::parse_millis)]
+    pub hedge_after: Duration,
 }
 
 /// A service's address on this machine, as `make up` runs it: the port letsgo-facts gives it.
@@ -258,6 +263,7 @@ impl DiscoveryArgs {
             advertise_host: self.advertise_host.clone(),
             connect_timeout: self.connect_timeout,
             call_timeout: self.call_timeout,
+            hedge_after: Some(self.hedge_after).filter(|after| !after.is_zero()),
             auth: crate::internal_auth::InternalAuth::from_args(&self.internal_auth),
         })
     }
@@ -332,6 +338,7 @@ pub struct Discovery {
     advertise_host: String,
     connect_timeout: Duration,
     call_timeout: Duration,
+    hedge_after: Option<Duration>,
     auth: crate::internal_auth::InternalAuth,
 }
 
@@ -352,6 +359,7 @@ impl Discovery {
             advertise_host: "127.0.0.1".to_owned(),
             connect_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(3),
+            hedge_after: Some(Duration::from_secs(1)),
             auth: crate::internal_auth::InternalAuth::default(),
         }
     }
@@ -377,6 +385,7 @@ impl Discovery {
             self.source.watch(service),
             self.connect_timeout,
             self.call_timeout,
+            self.hedge_after,
             self.auth.clone(),
         )
     }

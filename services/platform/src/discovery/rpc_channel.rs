@@ -9,6 +9,12 @@
 //! calls keyed by an order id). A request no server has seen may go back to an endpoint that
 //! failed it when no other is left: a lost connection attempt to the only replica is not an
 //! outage.
+//!
+//! A read that has not been answered after a while (`RPC_HEDGE_AFTER_MS`, 1 s) is also sent
+//! again, to another endpoint or on a new stream to the only one, within the same budget; the
+//! first answer is used and the other attempt cancelled. One read stuck on its server (a lost
+//! packet on that server's own way to its database) is then answered by its twin instead of
+//! failing at its deadline. Writes are never sent twice at once, keyed or not.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -103,6 +109,8 @@ struct Shared {
     /// Becomes true once the source has answered (etcd and DNS answer after a round trip):
     /// until then an empty set means "not known yet", not "nobody there".
     resolved: watch::Sender<bool>,
+    /// When a read still unanswered is sent a second time; `None`: never.
+    hedge_after: Option<Duration>,
 }
 
 /// Longest a call waits for a source's first answer before failing as if the set were empty.
@@ -114,14 +122,20 @@ pub struct RpcChannel {
     shared: Arc<Shared>,
 }
 
-/// Methods safe to repeat: reads, and the calls that are idempotent by their key.
-pub fn is_idempotent(path: &str) -> bool {
+/// Methods that only read: they may run twice at once.
+pub fn is_read(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or_default();
     [
         "Get", "List", "Search", "BatchGet", "Query", "Check", "Watch",
     ]
     .iter()
     .any(|prefix| method.starts_with(prefix))
+}
+
+/// Methods safe to repeat: reads, and the calls that are idempotent by their key.
+pub fn is_idempotent(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    is_read(path)
         || matches!(
             method,
             "ReserveStock"
@@ -143,6 +157,7 @@ impl RpcChannel {
         mut addresses: watch::Receiver<Vec<Uri>>,
         connect_timeout: Duration,
         call_timeout: Duration,
+        hedge_after: Option<Duration>,
         auth: InternalAuth,
     ) -> RpcChannel {
         let shared = Arc::new(Shared {
@@ -152,6 +167,7 @@ impl RpcChannel {
             // Retries may add at most 20% to the traffic, with a floor of 10 a second.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             resolved: watch::Sender::new(false),
+            hedge_after,
         });
         let weak = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -319,6 +335,7 @@ impl Shared {
 
     async fn dispatch(self: Arc<Self>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
         let idempotent = is_idempotent(request.uri().path());
+        let hedge_after = self.hedge_after.filter(|_| is_read(request.uri().path()));
         let (mut parts, body) = request.into_parts();
         self.auth.stamp(&mut parts.headers);
         // Unary request bodies are small; keeping them makes a retry possible.
@@ -365,19 +382,33 @@ impl Shared {
                     )))),
                 };
             };
-            let mut attempt = Request::new(Body::new(Full::new(bytes.clone())));
-            *attempt.method_mut() = parts.method.clone();
-            *attempt.uri_mut() = parts.uri.clone();
-            *attempt.version_mut() = parts.version;
-            *attempt.headers_mut() = parts.headers.clone();
-
-            // Counted while in flight, and settled even when this future is dropped mid-call.
-            let call = InFlight::start(&endpoint);
-            let result = endpoint.channel.clone().oneshot(attempt).await;
-            let (outcome, never_processed) = classify(&result);
-            call.settle(outcome);
-            if !tried.contains(&endpoint.uri) {
-                tried.push(endpoint.uri.clone());
+            let request = || {
+                let mut attempt = Request::new(Body::new(Full::new(bytes.clone())));
+                *attempt.method_mut() = parts.method.clone();
+                *attempt.uri_mut() = parts.uri.clone();
+                *attempt.version_mut() = parts.version;
+                *attempt.headers_mut() = parts.headers.clone();
+                attempt
+            };
+            let (
+                Attempt {
+                    result,
+                    outcome,
+                    never_processed,
+                },
+                used,
+            ) = match hedge_after {
+                // Only a first attempt is hedged: a retry already went elsewhere.
+                Some(after) if attempts == 0 => self.hedged(endpoint, after, request).await,
+                _ => (
+                    Attempt::make(&endpoint, request()).await,
+                    vec![endpoint.uri.clone()],
+                ),
+            };
+            for uri in used {
+                if !tried.contains(&uri) {
+                    tried.push(uri);
+                }
             }
             attempts += 1;
             let retry = outcome != Outcome::Answered
@@ -387,9 +418,85 @@ impl Shared {
             if !retry {
                 return result.map_err(Into::into);
             }
-            tracing::debug!(service = self.service.as_str(), endpoint = %endpoint.uri, "retrying");
+            tracing::debug!(
+                service = self.service.as_str(),
+                tried = tried.len(),
+                "retrying"
+            );
             last = Some((result, never_processed));
         }
+    }
+}
+
+/// One attempt's result, how it went, and whether the server surely never processed it.
+struct Attempt {
+    result: Result<Response<Body>, tonic::transport::Error>,
+    outcome: Outcome,
+    never_processed: bool,
+}
+
+impl Attempt {
+    /// Sends `request` to `endpoint`: counted in flight while it lasts, and settled even when
+    /// this future is dropped mid-call.
+    async fn make(endpoint: &EndpointHandle, request: Request<Body>) -> Attempt {
+        let call = InFlight::start(endpoint);
+        let result = endpoint.channel.clone().oneshot(request).await;
+        let (outcome, never_processed) = classify(&result);
+        call.settle(outcome);
+        Attempt {
+            result,
+            outcome,
+            never_processed,
+        }
+    }
+}
+
+impl Shared {
+    /// A read's first attempt on `endpoint`; past `after` without a result, its twin too, on
+    /// another endpoint or on a new stream to the same one, if the retry budget allows. The
+    /// first answer wins and the other attempt is dropped (cancelled on its server); a failure
+    /// waits for the other's result. Also says which endpoints were used.
+    async fn hedged(
+        &self,
+        endpoint: Arc<EndpointHandle>,
+        after: Duration,
+        request: impl Fn() -> Request<Body>,
+    ) -> (Attempt, Vec<Uri>) {
+        let mut used = vec![endpoint.uri.clone()];
+        let first = Attempt::make(&endpoint, request());
+        tokio::pin!(first);
+        tokio::select! {
+            done = &mut first => return (done, used),
+            () = tokio::time::sleep(after) => {}
+        }
+        let twin_endpoint = self
+            .pick(&used)
+            .or_else(|| (!endpoint.breaker.is_ejected()).then(|| endpoint.clone()))
+            .filter(|_| self.budget.withdraw());
+        let Some(twin_endpoint) = twin_endpoint else {
+            return (first.await, used);
+        };
+        tracing::debug!(
+            service = self.service.as_str(),
+            endpoint = %twin_endpoint.uri,
+            "a read unanswered for {after:?} is sent again"
+        );
+        if twin_endpoint.uri != endpoint.uri {
+            used.push(twin_endpoint.uri.clone());
+        }
+        let twin = Attempt::make(&twin_endpoint, request());
+        tokio::pin!(twin);
+        let done = tokio::select! {
+            done = &mut first => match done.outcome {
+                Outcome::Answered => done,
+                _ => twin.await,
+            },
+            done = &mut twin => match done.outcome {
+                Outcome::Answered => done,
+                _ => first.await,
+            },
+        };
+        (done, used)
     }
 }
 
@@ -603,6 +710,7 @@ mod tests {
             addresses,
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
             InternalAuth::default(),
         );
         while channel.endpoints().len() < 2 {
@@ -663,5 +771,21 @@ mod tests {
         assert!(!is_idempotent("/letsgo.order.v1.OrderService/CreateOrder"));
         assert!(!is_idempotent("/letsgo.user.v1.UserService/Register"));
         assert!(!is_idempotent("/letsgo.cart.v1.CartService/AddItem"));
+    }
+
+    /// Only reads are sent twice at once: a keyed write may be repeated after a failure, never
+    /// raced against itself.
+    #[test]
+    fn only_reads_are_hedged() {
+        assert!(is_read("/letsgo.product.v1.ProductService/ListProducts"));
+        assert!(is_read(
+            "/letsgo.product.v1.ProductService/BatchGetProducts"
+        ));
+        assert!(is_read("/grpc.health.v1.Health/Check"));
+        assert!(!is_read("/letsgo.product.v1.ProductService/ReserveStock"));
+        assert!(!is_read(
+            "/letsgo.cart.v1.CartService/RemoveProductsOfCarts"
+        ));
+        assert!(!is_read("/letsgo.order.v1.OrderService/CreateOrder"));
     }
 }
