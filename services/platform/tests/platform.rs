@@ -775,7 +775,7 @@ mod discovery_support {
     use std::future::Future;
     use std::net::{Ipv4Addr, SocketAddr};
     use std::pin::Pin;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll};
     use std::time::Duration;
@@ -858,6 +858,8 @@ mod discovery_support {
     /// A gRPC server with only grpc.health.v1, standing in for an instance of a service.
     pub struct Instance {
         pub address: SocketAddr,
+        /// How many requests it has received.
+        pub seen: Arc<AtomicUsize>,
         task: tokio::task::JoinHandle<()>,
         stop: tokio::sync::oneshot::Sender<()>,
     }
@@ -880,6 +882,8 @@ mod discovery_support {
         /// set (which clears it) is served only ten seconds later: a call stuck on its server.
         pub async fn serve_holding(listener: TcpListener, hold: Arc<AtomicBool>) -> Instance {
             let address = listener.local_addr().unwrap();
+            let seen = Arc::new(AtomicUsize::new(0));
+            let counted = seen.clone();
             let (reporter, health) = tonic_health::server::health_reporter();
             reporter
                 .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -891,6 +895,7 @@ mod discovery_support {
                     .layer(tower::layer::layer_fn(move |inner| Holding {
                         inner,
                         hold: hold.clone(),
+                        seen: counted.clone(),
                     }))
                     .add_service(health)
                     .serve_with_incoming_shutdown(
@@ -903,6 +908,7 @@ mod discovery_support {
             });
             Instance {
                 address,
+                seen,
                 task,
                 stop,
             }
@@ -924,6 +930,7 @@ mod discovery_support {
     struct Holding<S> {
         inner: S,
         hold: Arc<AtomicBool>,
+        seen: Arc<AtomicUsize>,
     }
 
     impl<S, B> tower::Service<http::Request<B>> for Holding<S>
@@ -940,6 +947,7 @@ mod discovery_support {
         }
 
         fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            self.seen.fetch_add(1, Ordering::SeqCst);
             let held = self.hold.swap(false, Ordering::SeqCst);
             let answer = self.inner.call(request);
             Box::pin(async move {
@@ -1253,6 +1261,8 @@ async fn a_read_stuck_on_the_only_endpoint_is_answered_by_its_twin() {
     let mut client = HealthClient::new(discovery.channel(ServiceName::User));
     check(&mut client).await.expect("the endpoint answers");
 
+    let seen = || instance.seen.load(std::sync::atomic::Ordering::SeqCst);
+    let before = seen();
     hold.store(true, std::sync::atomic::Ordering::SeqCst);
     let started = std::time::Instant::now();
     let answer = check(&mut client).await;
@@ -1260,6 +1270,11 @@ async fn a_read_stuck_on_the_only_endpoint_is_answered_by_its_twin() {
     assert!(
         !hold.load(std::sync::atomic::Ordering::SeqCst),
         "the server held the call"
+    );
+    assert_eq!(
+        seen() - before,
+        2,
+        "the call and its twin, and nothing else"
     );
     assert!(
         answer.is_ok(),
@@ -1269,7 +1284,7 @@ async fn a_read_stuck_on_the_only_endpoint_is_answered_by_its_twin() {
 }
 
 /// Of two endpoints, the one a read went to holds it: the read's twin goes to the other, which
-/// answers it.
+/// answers it (each endpoint sees one of the two).
 #[tokio::test]
 async fn a_read_stuck_on_one_endpoint_is_answered_by_another() {
     let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1290,7 +1305,14 @@ async fn a_read_stuck_on_one_endpoint_is_answered_by_another() {
         check(&mut client).await.expect("the endpoints answer");
     }
 
+    let seen = || {
+        instances
+            .iter()
+            .map(|instance| instance.seen.load(std::sync::atomic::Ordering::SeqCst))
+            .collect::<Vec<_>>()
+    };
     for round in 0..3 {
+        let before = seen();
         hold.store(true, std::sync::atomic::Ordering::SeqCst);
         // A caller that waits less than the held attempt's own 3 s deadline: a retry after that
         // deadline would come too late for it.
@@ -1302,6 +1324,12 @@ async fn a_read_stuck_on_one_endpoint_is_answered_by_another() {
         assert!(
             matches!(answer, Ok(Ok(()))),
             "round {round}: the stuck read is answered elsewhere: {answer:?}"
+        );
+        let after = seen();
+        assert_eq!(
+            (after[0] - before[0], after[1] - before[1]),
+            (1, 1),
+            "round {round}: the twin went to the other endpoint"
         );
     }
     for instance in instances {

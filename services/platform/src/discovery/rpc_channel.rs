@@ -40,7 +40,7 @@ use crate::traces;
 
 pub use crate::BoxError;
 
-/// Most attempts one call makes (the first and two retries).
+/// Most attempts one call makes (the first and two retries; a hedged read's twin counts as one).
 const ATTEMPTS_MAX: usize = 3;
 
 /// How long a retry that only endpoints which already failed it could take waits before
@@ -111,6 +111,11 @@ struct Shared {
     resolved: watch::Sender<bool>,
     /// When a read still unanswered is sent a second time; `None`: never.
     hedge_after: Option<Duration>,
+    /// Twins of slow reads: their own budget, so a slow service spends it and not the one
+    /// retries after failures need.
+    hedge_budget: TpsBudget,
+    /// Each attempt's deadline; a hedged pair ends by its first attempt's.
+    call_timeout: Duration,
 }
 
 /// Longest a call waits for a source's first answer before failing as if the set were empty.
@@ -168,6 +173,9 @@ impl RpcChannel {
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             resolved: watch::Sender::new(false),
             hedge_after,
+            // At most 10% of the reads, with a floor of one a second.
+            hedge_budget: TpsBudget::new(Duration::from_secs(10), 1, 0.1),
+            call_timeout,
         });
         let weak = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -341,6 +349,9 @@ impl Shared {
         // Unary request bodies are small; keeping them makes a retry possible.
         let bytes: Bytes = body.collect().await?.to_bytes();
         self.budget.deposit();
+        if hedge_after.is_some() {
+            self.hedge_budget.deposit();
+        }
         let mut tried: Vec<Uri> = Vec::new();
         let mut attempts = 0;
         // The last attempt's result, and whether no server saw it.
@@ -397,12 +408,14 @@ impl Shared {
                     never_processed,
                 },
                 used,
+                made,
             ) = match hedge_after {
                 // Only a first attempt is hedged: a retry already went elsewhere.
                 Some(after) if attempts == 0 => self.hedged(endpoint, after, request).await,
                 _ => (
                     Attempt::make(&endpoint, request()).await,
                     vec![endpoint.uri.clone()],
+                    1,
                 ),
             };
             for uri in used {
@@ -410,7 +423,7 @@ impl Shared {
                     tried.push(uri);
                 }
             }
-            attempts += 1;
+            attempts += made;
             let retry = outcome != Outcome::Answered
                 && (never_processed || idempotent)
                 && attempts < ATTEMPTS_MAX
@@ -420,7 +433,7 @@ impl Shared {
             }
             tracing::debug!(
                 service = self.service.as_str(),
-                tried = tried.len(),
+                after = ?tried.last(),
                 "retrying"
             );
             last = Some((result, never_processed));
@@ -452,29 +465,41 @@ impl Attempt {
 }
 
 impl Shared {
-    /// A read's first attempt on `endpoint`; past `after` without a result, its twin too, on
-    /// another endpoint or on a new stream to the same one, if the retry budget allows. The
+    /// A read's first attempt on `endpoint`; past `after` without a response, its twin too, on
+    /// another endpoint or on a new stream to the same one, if the hedge budget allows. The
     /// first answer wins and the other attempt is dropped (cancelled on its server); a failure
-    /// waits for the other's result. Also says which endpoints were used.
+    /// waits for the other's result, until the first attempt's deadline. Also says which
+    /// endpoints were used and how many attempts were made.
     async fn hedged(
         &self,
         endpoint: Arc<EndpointHandle>,
         after: Duration,
         request: impl Fn() -> Request<Body>,
-    ) -> (Attempt, Vec<Uri>) {
+    ) -> (Attempt, Vec<Uri>, usize) {
         let mut used = vec![endpoint.uri.clone()];
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
         let first = Attempt::make(&endpoint, request());
         tokio::pin!(first);
         tokio::select! {
-            done = &mut first => return (done, used),
+            done = &mut first => return (done, used, 1),
             () = tokio::time::sleep(after) => {}
         }
-        let twin_endpoint = self
-            .pick(&used)
-            .or_else(|| (!endpoint.breaker.is_ejected()).then(|| endpoint.clone()))
-            .filter(|_| self.budget.withdraw());
+        // The budget before the endpoint: one picked and then not used would keep the probe
+        // its breaker let through.
+        if !self.hedge_budget.withdraw() {
+            return (first.await, used, 1);
+        }
+        let twin_endpoint = self.pick(&used).or_else(|| {
+            // The only endpoint: a new stream to it, if it has answered before (one still
+            // connecting would only queue the twin behind the same connection) and its breaker
+            // lets the call through.
+            (endpoint.warm.load(Ordering::Relaxed)
+                && !endpoint.breaker.is_ejected()
+                && endpoint.breaker.allows(fastrand::f64()))
+            .then(|| endpoint.clone())
+        });
         let Some(twin_endpoint) = twin_endpoint else {
-            return (first.await, used);
+            return (first.await, used, 1);
         };
         tracing::debug!(
             service = self.service.as_str(),
@@ -489,14 +514,14 @@ impl Shared {
         let done = tokio::select! {
             done = &mut first => match done.outcome {
                 Outcome::Answered => done,
-                _ => twin.await,
+                _ => tokio::time::timeout_at(deadline, &mut twin).await.unwrap_or(done),
             },
             done = &mut twin => match done.outcome {
                 Outcome::Answered => done,
                 _ => first.await,
             },
         };
-        (done, used)
+        (done, used, 2)
     }
 }
 
