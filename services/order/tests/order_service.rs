@@ -207,6 +207,39 @@ async fn buyers_ordering_at_once_each_find_their_ordered_product_gone_from_their
     assert_eq!(shop.stock(tea).await, (60, 0));
 }
 
+/// The cart service hangs (it takes connections and answers nothing): a buyer's order is still
+/// created and answered after waiting at most a second for the cart, not the cart call's 3 s
+/// deadline and its retries.
+#[tokio::test]
+async fn an_order_is_answered_while_the_cart_service_hangs() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_address = silent.local_addr().unwrap();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let shop = Shop::start_with(move |config| {
+        config.discovery.cart_rpc = silent_address.to_string();
+    })
+    .await;
+    let tea = shop.product("tea", 1990, 5).await;
+    for user_id in 1..=3 {
+        let created = tokio::time::timeout(
+            Duration::from_millis(2_500),
+            shop.order(user_id, &[(tea, 1)]),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("buyer {user_id}'s order waited on the hung cart"))
+        .expect("the order is created");
+        let order = shop.get(user_id, created.order_id).await.unwrap();
+        assert_eq!(order.total_amount_cents, 1990);
+    }
+    assert_eq!(shop.stock(tea).await, (2, 0));
+    holding.abort();
+}
+
 #[tokio::test]
 async fn an_order_snapshots_prices_reserves_stock_and_leaves_the_cart() {
     let shop = Shop::start().await;
