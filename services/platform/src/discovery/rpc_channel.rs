@@ -10,11 +10,11 @@
 //! failed it when no other is left: a lost connection attempt to the only replica is not an
 //! outage.
 //!
-//! A read that has not been answered after a while (`RPC_HEDGE_AFTER_MS`, 1 s) is also sent
-//! again, to another endpoint or on a new stream to the only one, within the same budget; the
-//! first answer is used and the other attempt cancelled. One read stuck on its server (a lost
-//! packet on that server's own way to its database) is then answered by its twin instead of
-//! failing at its deadline. Writes are never sent twice at once, keyed or not.
+//! A read whose answer has not begun after a while (`RPC_HEDGE_AFTER_MS`, 1 s) is also sent
+//! again, to another warm endpoint or on a new stream to the only one, within a budget of its
+//! own; the first answer is used and the other attempt cancelled. One read held up on its
+//! server is then answered by its twin instead of failing at its deadline. Writes are never
+//! sent twice at once, keyed or not.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -449,17 +449,24 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// Sends `request` to `endpoint`: counted in flight while it lasts, and settled even when
-    /// this future is dropped mid-call.
-    async fn make(endpoint: &EndpointHandle, request: Request<Body>) -> Attempt {
+    /// Sends `request` to `endpoint`: counted in flight from now on (not from the first poll:
+    /// a twin dropped before it was polled still gives back the probe its breaker let through),
+    /// and settled even when the future is dropped mid-call.
+    fn make(
+        endpoint: &EndpointHandle,
+        request: Request<Body>,
+    ) -> impl std::future::Future<Output = Attempt> + '_ {
         let call = InFlight::start(endpoint);
-        let result = endpoint.channel.clone().oneshot(request).await;
-        let (outcome, never_processed) = classify(&result);
-        call.settle(outcome);
-        Attempt {
-            result,
-            outcome,
-            never_processed,
+        let channel = endpoint.channel.clone();
+        async move {
+            let result = channel.oneshot(request).await;
+            let (outcome, never_processed) = classify(&result);
+            call.settle(outcome);
+            Attempt {
+                result,
+                outcome,
+                never_processed,
+            }
         }
     }
 }
@@ -489,7 +496,16 @@ impl Shared {
         if !self.hedge_budget.withdraw() {
             return (first.await, used, 1);
         }
-        let twin_endpoint = self.pick(&used).or_else(|| {
+        // Another endpoint only if it has answered before: a caller's read should not be what
+        // finds out whether a new one works (the probe a cold one took is given back).
+        let other = self.pick(&used).filter(|other| {
+            let warm = other.warm.load(Ordering::Relaxed);
+            if !warm {
+                other.breaker.abandon();
+            }
+            warm
+        });
+        let twin_endpoint = other.or_else(|| {
             // The only endpoint: a new stream to it, if it has answered before (one still
             // connecting would only queue the twin behind the same connection) and its breaker
             // lets the call through.
