@@ -3,7 +3,10 @@
 //!
 //! Throttling rejects a request locally with probability
 //! `max(0, (requests - K * accepts) / (requests + 1))` over a sliding window, so an endpoint that
-//! fails most requests gets few, and recovers on its own as successes return. Only transport
+//! fails most requests gets few, and recovers on its own as successes return. A window with
+//! fewer than [`THROTTLE_MIN_REQUESTS`] requests is never throttled: on a quiet channel one
+//! failed call (a write that timed out) would otherwise turn away half of the calls after it
+//! for ten seconds, with nothing to show the endpoint was unwell but that one call. Only transport
 //! failures, timeouts and UNAVAILABLE / INTERNAL / RESOURCE_EXHAUSTED answers count as
 //! failures: a business error such as out of stock is a healthy answer.
 //!
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// How many requests per accepted one the throttle tolerates before rejecting (the SRE book's K).
 const K: f64 = 2.0;
+/// Fewest requests in the window before the throttle judges an endpoint.
+const THROTTLE_MIN_REQUESTS: f64 = 5.0;
 const WINDOW: Duration = Duration::from_secs(10);
 const BUCKETS: usize = 10;
 const EJECTION_MIN: Duration = Duration::from_millis(500);
@@ -120,6 +125,9 @@ impl Breaker {
             return true;
         }
         let (requests, accepts) = state.totals(now);
+        if requests < THROTTLE_MIN_REQUESTS {
+            return true;
+        }
         let reject = ((requests - K * accepts) / (requests + 1.0)).max(0.0);
         if random < reject {
             // A local rejection counts as a request, as in the SRE book.
@@ -192,6 +200,25 @@ mod tests {
             .filter(|n| breaker.allows(f64::from(*n) / 100.0))
             .count();
         assert!(allowed < 5, "{allowed} of 100 allowed");
+    }
+
+    /// One call that failed on a quiet channel (the only one in ten seconds) turns no call
+    /// after it away; a run of failures still does.
+    #[test]
+    fn a_lone_failure_on_a_quiet_channel_is_not_throttled() {
+        let breaker = Breaker::default();
+        breaker.record(Outcome::Failed);
+        let allowed = (0..100)
+            .filter(|n| breaker.allows(f64::from(*n) / 100.0))
+            .count();
+        assert_eq!(allowed, 100);
+        for _ in 0..20 {
+            breaker.record(Outcome::Failed);
+        }
+        let allowed = (0..100)
+            .filter(|n| breaker.allows(f64::from(*n) / 100.0))
+            .count();
+        assert!(allowed < 10, "{allowed} of 100 allowed");
     }
 
     #[test]
