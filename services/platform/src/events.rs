@@ -231,7 +231,9 @@ pub fn spawn_outbox_relay(
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let producer = producer(kafka).map_err(|error| format!("Kafka settings: {error}"))?;
-    let relay = OutboxRelay::new(pool, producer, &kafka.kafka_topic_prefix).with_metrics(metrics);
+    let relay = OutboxRelay::new(pool, producer, &kafka.kafka_topic_prefix)
+        .gathering(kafka.outbox_gather)
+        .with_metrics(metrics);
     let kafka = kafka.clone();
     Ok(tokio::spawn(async move {
         if let Err(error) = ensure_topics(&kafka, topics).await {
@@ -250,12 +252,19 @@ pub fn spawn_outbox_relay(
 /// it. The relays thus take turns, which costs nothing a single relay would not: one batch's
 /// sends are pipelined anyway. A crash between publishing and marking publishes a batch
 /// again, which consumers absorb.
+///
+/// A batch that was not full is followed by a short pause ([`OutboxRelay::gathering`]) so the
+/// next one carries what arrived meanwhile: under steady writes the relay then makes one
+/// round of statements, commit and produce requests per few dozen events instead of per
+/// handful, and an event still waits less than it does after an idle poll.
 pub struct OutboxRelay {
     pool: PgPool,
     producer: FutureProducer,
     topic_prefix: String,
     batch_size: i64,
     idle_poll: Duration,
+    /// The pause after a batch that was not full.
+    gather: Duration,
     /// Published rows are kept this long, for inspection, then deleted.
     retention: Duration,
     backlog: Option<BacklogGauges>,
@@ -316,9 +325,16 @@ impl OutboxRelay {
             topic_prefix: topic_prefix.to_owned(),
             batch_size: 256,
             idle_poll: Duration::from_millis(200),
+            gather: Duration::from_millis(25),
             retention: Duration::from_secs(24 * 3600),
             backlog: None,
         }
+    }
+
+    /// Pauses `gather` after a batch that was not full (0: never pauses while events wait).
+    pub fn gathering(mut self, gather: Duration) -> Self {
+        self.gather = gather;
+        self
     }
 
     /// Registers `letsgo_outbox_backlog` (events not yet published) and
@@ -437,7 +453,11 @@ impl OutboxRelay {
                 Ok(count) => {
                     tracing::debug!(count, "published outbox events");
                     backoff = Duration::from_millis(200);
-                    Duration::ZERO
+                    if (count as i64) < self.batch_size {
+                        self.gather
+                    } else {
+                        Duration::ZERO
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; events wait in the outbox");

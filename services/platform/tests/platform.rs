@@ -82,6 +82,55 @@ async fn unpublished(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
+async fn wait_until_published(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while unpublished(pool).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay left {} events unpublished for 15 s",
+            unpublished(pool).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// After a batch that was not full the relay pauses for its gather time, and the events
+/// written meanwhile go out after it, together in one batch (one `published_at`).
+#[tokio::test]
+async fn after_a_partial_batch_the_relay_gathers_what_comes_next_into_one_batch() {
+    let (_database, pool) = outbox_database().await;
+    let (_args, relay) = order_created_topic("platform-gather", &pool).await;
+    let shutdown = Shutdown::new();
+    write_events(&pool, 1).await;
+    let relaying = tokio::spawn(
+        relay
+            .gathering(Duration::from_secs(3))
+            .run(shutdown.clone()),
+    );
+    wait_until_published(&pool).await;
+    // The relay published a batch of one and now pauses.
+    let pause_seen = tokio::time::Instant::now();
+    write_events(&pool, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(unpublished(&pool).await, 4, "published during the pause");
+    wait_until_published(&pool).await;
+    assert!(
+        pause_seen.elapsed() >= Duration::from_secs(2),
+        "the next batch came {:?} after the first",
+        pause_seen.elapsed()
+    );
+    let rounds: i64 = sqlx::query_scalar("SELECT count(DISTINCT published_at) FROM event_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rounds, 2,
+        "the four events went out in one batch after the first"
+    );
+    shutdown.trigger();
+    relaying.await.unwrap();
+}
+
 #[tokio::test]
 async fn outbox_events_reach_a_consumer_group_through_the_broker() {
     let (_database, pool) = outbox_database().await;
