@@ -19,7 +19,8 @@
 # Settings (environment, defaults in parentheses):
 #   BENCH_DURATION (20s)  BENCH_WARMUP (5s)  BENCH_CONNECTIONS (64)
 #   BENCH_CHECKOUT_CONNECTIONS (16)  BENCH_FLASH_BUYERS (2000)  BENCH_FLASH_UNITS (200)
-#   BENCH_HOT_BUYERS (3000, each buying once; the product has ten times their units)
+#   BENCH_HOT_BUYERS (3000)  BENCH_HOT_ORDERS_EACH (5; the product has stock for twice
+#   as many orders)
 #   BENCH_OUT (target/bench-kube)
 # and what scripts/kube-up.sh reads (LETSGO_SHOP_NAMESPACE, ...).
 set -euo pipefail
@@ -33,6 +34,7 @@ CHECKOUT_CONNECTIONS=${BENCH_CHECKOUT_CONNECTIONS:-16}
 FLASH_BUYERS=${BENCH_FLASH_BUYERS:-2000}
 FLASH_UNITS=${BENCH_FLASH_UNITS:-200}
 HOT_BUYERS=${BENCH_HOT_BUYERS:-3000}
+HOT_ORDERS_EACH=${BENCH_HOT_ORDERS_EACH:-5}
 OUT=${BENCH_OUT:-target/bench-kube}
 TARGET=${CARGO_TARGET_DIR:-target}
 LOADGEN=$TARGET/release/letsgo-loadgen
@@ -117,8 +119,8 @@ quiet flash
 "$LOADGEN" flash-sale --target-url "$URL" --buyers "$FLASH_BUYERS" --units "$FLASH_UNITS" \
 	-c "$CONNECTIONS" --json "$OUT/flash.json" >&2 || say "the flash sale broke a promise (see its report above)"
 quiet hot
-"$LOADGEN" flash-sale --target-url "$URL" --buyers "$HOT_BUYERS" --units "$((HOT_BUYERS * 10))" \
-	-c "$CONNECTIONS" --json "$OUT/hot.json" >&2 || say "the orders of one product broke a promise (see its report above)"
+"$LOADGEN" flash-sale --target-url "$URL" --buyers "$HOT_BUYERS" --orders-each "$HOT_ORDERS_EACH" \
+	--units "$((HOT_BUYERS * HOT_ORDERS_EACH * 2))" -c "$CONNECTIONS" --json "$OUT/hot.json" >&2 || say "the orders of one product broke a promise (see its report above)"
 
 python3 - "$OUT" "$URL" <<'PY' | tee "$OUT/report.md"
 import json, os, sys
@@ -152,7 +154,7 @@ if flash:
 hot = load("hot")
 if hot:
     d = hot["decisionMs"]
-    print(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers, "
+    print(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers x {hot['ordersEach']} orders, "
           f"{hot['connections']} connections | {hot['decisionsPerSec']:.0f} orders/s, "
           f"p50 {ms(d['p50'])} / p99 {ms(d['p99'])} / max {ms(d['max'])} ms; {hot['accepted']} accepted, "
           f"{hot['errors']} errors |")

@@ -31,10 +31,12 @@ const MARKER: &str = "lgflash";
 #[serde(rename_all = "camelCase")]
 pub struct FlashSaleReport {
     pub buyers: usize,
+    /// Orders each buyer placed.
+    pub orders_each: u32,
     pub units: i64,
     pub connections: usize,
     pub product_id: i64,
-    /// Orders accepted plus buyers refused as sold out.
+    /// Orders accepted plus orders refused as sold out.
     pub decisions: u64,
     pub accepted: u64,
     pub refused_sold_out: u64,
@@ -192,6 +194,7 @@ pub async fn run(args: FlashSaleArgs) -> Result<FlashSaleReport, String> {
         args.baseline.as_secs_f64()
     );
     let mut buyers = tokio::task::JoinSet::new();
+    let orders_each = args.orders_each as usize;
     for (mut conn, tokens) in lanes {
         buyers.spawn(async move {
             let mut lane = BuyerLane {
@@ -203,7 +206,7 @@ pub async fn run(args: FlashSaleArgs) -> Result<FlashSaleReport, String> {
                 last_accept: None,
             };
             sleep_until(sale_start.into()).await;
-            for token in &tokens {
+            for token in tokens.iter().cycle().take(tokens.len() * orders_each) {
                 let body = json!({
                     "items": [{"productId": product_id, "quantity": 1}],
                     "address": "12 Harbour Road, Pudong, Shanghai",
@@ -313,6 +316,7 @@ fn summarise(
         .unwrap_or(sale_start);
     FlashSaleReport {
         buyers: args.buyers,
+        orders_each: args.orders_each,
         units,
         connections: args.connections,
         product_id,
@@ -392,8 +396,12 @@ impl FlashSaleReport {
             })
         };
         let mut out = String::new();
+        let each = match self.orders_each {
+            1 => String::new(),
+            n => format!(", {n} orders each"),
+        };
         out.push_str(&format!(
-            "flash sale: {} buyers on {} units of product {} over {} connections\n",
+            "flash sale: {} buyers{each} on {} units of product {} over {} connections\n",
             self.buyers, self.units, self.product_id, self.connections
         ));
         out.push_str(&format!(

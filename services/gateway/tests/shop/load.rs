@@ -156,6 +156,52 @@ async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
     }
 }
 
+/// The flash sale `make bench` runs, played small against a whole shop: twelve buyers, each
+/// ordering twice over four connections, on fifteen units. Exactly the fifteen units are sold,
+/// the other nine orders are refused as sold out, none before the last unit went, and the
+/// product's stock reads 0 afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generators_flash_sale_sells_every_unit_once_and_refuses_the_rest() {
+    let shop = Shop::start_with(ShopOptions {
+        rate_per_second: 100_000,
+        burst: 100_000,
+        ..ShopOptions::default()
+    })
+    .await;
+    let cli = letsgo_loadgen::config::Cli::try_parse_from([
+        "letsgo-loadgen",
+        "flash-sale",
+        "--target-url",
+        &shop.base,
+        "--admin-password",
+        ADMIN_PASSWORD,
+        "--buyers",
+        "12",
+        "--orders-each",
+        "2",
+        "--units",
+        "15",
+        "-c",
+        "4",
+        "--baseline",
+        "1s",
+    ])
+    .unwrap();
+    let Some(letsgo_loadgen::config::Command::FlashSale(args)) = cli.command else {
+        panic!("flash-sale did not parse as the flash sale");
+    };
+    let report = letsgo_loadgen::flash_sale::run(args).await.unwrap();
+    let table = report.to_table();
+    assert!(report.held(), "{table}");
+    assert_eq!(report.orders_each, 2, "{table}");
+    assert_eq!(report.decisions, 24, "{table}");
+    assert_eq!(report.accepted, 15, "{table}");
+    assert_eq!(report.refused_sold_out, 9, "{table}");
+    assert_eq!(report.stock_left, 0, "{table}");
+    assert!(report.sold_out_after_secs.is_some(), "{table}");
+    assert_eq!(report.readers.before.errors, 0, "{table}");
+}
+
 #[tokio::test]
 async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503() {
     // A "service" that accepts connections and never answers: requests to it hang.
