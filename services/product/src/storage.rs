@@ -634,41 +634,36 @@ impl CatalogueStore {
             })));
         }
 
-        // A plain insert: an order that got a reservation since the check above (a retry on
-        // another instance) fails the batch rather than taking stock twice.
+        // The batch's writes in one statement, so the product's row stays locked for one round
+        // trip and the commit. A plain insert: an order that got a reservation since the check
+        // above (a retry on another instance) fails the batch rather than taking stock twice.
+        // The lines' foreign key to their reservation is checked at the statement's end, when
+        // the reservations' rows are there.
+        let (ids, quantities): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
         sqlx::query(
-            "INSERT INTO stock_reservations (order_id, state, expires_at) \
-             SELECT id, 'reserved', now() + make_interval(secs => $2) FROM unnest($1::bigint[]) AS r(id) \
-             UNION ALL SELECT id, 'released', NULL FROM unnest($3::bigint[]) AS r(id)",
+            "WITH reservations AS ( \
+               INSERT INTO stock_reservations (order_id, state, expires_at) \
+               SELECT id, 'reserved', now() + make_interval(secs => $2) FROM unnest($1::bigint[]) AS r(id) \
+               UNION ALL SELECT id, 'released', NULL FROM unnest($3::bigint[]) AS r(id)), \
+             stock AS ( \
+               UPDATE products p SET stock = p.stock - t.quantity, updated_at = now() \
+               FROM unnest($4::bigint[], $5::bigint[]) AS t(id, quantity) WHERE p.id = t.id) \
+             INSERT INTO stock_reservation_lines (order_id, product_id, quantity, name, price_cents, image) \
+             SELECT * FROM unnest($6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[])",
         )
         .bind(&reserved_ids)
         .bind(hold.as_secs_f64())
         .bind(&released_ids)
+        .bind(&ids)
+        .bind(&quantities)
+        .bind(&rows.order_ids)
+        .bind(&rows.product_ids)
+        .bind(&rows.quantities)
+        .bind(&rows.names)
+        .bind(&rows.prices)
+        .bind(&rows.images)
         .execute(&mut *transaction)
         .await?;
-        if !taken.is_empty() {
-            let (ids, quantities): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
-            sqlx::query(
-                "UPDATE products p SET stock = p.stock - t.quantity, updated_at = now() \
-                 FROM unnest($1::bigint[], $2::bigint[]) AS t(id, quantity) WHERE p.id = t.id",
-            )
-            .bind(&ids)
-            .bind(&quantities)
-            .execute(&mut *transaction)
-            .await?;
-            sqlx::query(
-                "INSERT INTO stock_reservation_lines (order_id, product_id, quantity, name, price_cents, image) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])",
-            )
-            .bind(&rows.order_ids)
-            .bind(&rows.product_ids)
-            .bind(&rows.quantities)
-            .bind(&rows.names)
-            .bind(&rows.prices)
-            .bind(&rows.images)
-            .execute(&mut *transaction)
-            .await?;
-        }
         transaction.commit().await?;
         Ok(outcomes)
     }
