@@ -154,7 +154,7 @@ if flash:
 hot = load("hot")
 if hot:
     d = hot["decisionMs"]
-    print(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers x {hot['ordersEach']} orders, "
+    print(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers x {hot.get('ordersEach', 1)} orders, "
           f"{hot['connections']} connections | {hot['decisionsPerSec']:.0f} orders/s, "
           f"p50 {ms(d['p50'])} / p99 {ms(d['p99'])} / max {ms(d['max'])} ms; {hot['accepted']} accepted, "
           f"{hot['errors']} errors |")

@@ -32,7 +32,10 @@
 #   BENCH_HOT_BUYERS (3000)  BENCH_HOT_ORDERS_EACH (5)
 #                                   (h) buyers of one product, each ordering this many
 #                                   times, with stock for twice as many orders: every
-#                                   order accepted (64 connections)
+#                                   order accepted (64 connections). Its orders stay unpaid;
+#                                   the order service cancels them after its payment timeout
+#                                   (ORDER_PAYMENT_TIMEOUT_SECS, 30 min), so a run within that
+#                                   time of the last one has that work beside it
 #   BENCH_UP_TIMEOUT (1800)         seconds make up may take (it may build first)
 #   BENCH_QUIET_WAIT (180)          seconds each phase may wait for a quiet machine
 #                                   (no rustc, under 15% CPU busy for 3 s) before it starts
@@ -636,7 +639,7 @@ if flash:
     L.append(f"| (g) readers' p99 before / during the sale | {f(flash_p99('before'), '.1f')} / {f(flash_p99('during'), '.1f')} ms |")
 if hot:
     hd = hot["decisionMs"]
-    L.append(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers x {hot['ordersEach']} orders, {hot['connections']} connections | "
+    L.append(f"| (h) orders of one product with stock for all: {hot['buyers']} buyers x {hot.get('ordersEach', 1)} orders, {hot['connections']} connections | "
              f"{hot['decisionsPerSec']:.0f} accepted/s, p50 {hd['p50']:.1f} / p99 {hd['p99']:.1f} / max {hd['max']:.1f} ms, {hot['errors']} errors |")
 if mix:
     L.append(f"| default mix via gateway | {f(mix['totals']['throughputPerSec'], '.0f')} req/s, {mix['totals']['errors']} errors |")

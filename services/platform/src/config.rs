@@ -17,6 +17,18 @@ pub fn parse_millis(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("expected whole milliseconds, got {text:?}"))
 }
 
+/// The outbox relay's gather pause: whole milliseconds, at most 1,000 (every event written
+/// while others are may wait that long).
+fn parse_gather(text: &str) -> Result<Duration, String> {
+    let gather = parse_millis(text)?;
+    if gather > Duration::from_secs(1) {
+        return Err(format!(
+            "at most 1000 ms (events written while others are wait this long), got {text}"
+        ));
+    }
+    Ok(gather)
+}
+
 /// Parses a duration written as whole seconds.
 pub fn parse_secs(text: &str) -> Result<Duration, String> {
     text.parse::<u64>()
@@ -247,7 +259,7 @@ pub struct KafkaArgs {
     /// How long the outbox relay waits after publishing a batch that was not full, so the
     /// next one gathers the events written meanwhile (fewer, larger rounds under steady
     /// writes); 0 publishes again at once.
-    #[arg(long = "outbox-gather-ms", env = "OUTBOX_GATHER_MS", value_name = "OUTBOX_GATHER_MS", default_value = "25", value_parser = parse_millis)]
+    #[arg(long = "outbox-gather-ms", env = "OUTBOX_GATHER_MS", value_name = "OUTBOX_GATHER_MS", default_value = "25", value_parser = parse_gather)]
     pub outbox_gather: Duration,
 }
 
@@ -605,6 +617,34 @@ mod tests {
         db: DatabaseArgs,
         #[command(flatten)]
         jwt: JwtArgs,
+    }
+
+    #[derive(Parser, Debug)]
+    struct KafkaProbe {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn the_outbox_gather_is_at_most_a_second_and_a_bad_one_is_named() {
+        let gather = |value: &str| {
+            KafkaProbe::try_parse_from(["probe".to_owned(), format!("--outbox-gather-ms={value}")])
+                .map(|probe| probe.kafka.outbox_gather)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            KafkaProbe::try_parse_from(["probe"])
+                .unwrap()
+                .kafka
+                .outbox_gather,
+            Duration::from_millis(25)
+        );
+        assert_eq!(gather("0"), Ok(Duration::ZERO));
+        assert_eq!(gather("1000"), Ok(Duration::from_secs(1)));
+        for bad in ["1001", "25000", "-1", "fast"] {
+            let error = gather(bad).unwrap_err();
+            assert!(error.contains("OUTBOX_GATHER_MS"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -95,28 +95,33 @@ async fn wait_until_published(pool: &PgPool) {
 }
 
 /// After a batch that was not full the relay pauses for its gather time, and the events
-/// written meanwhile go out after it, together in one batch (one `published_at`).
+/// written meanwhile go out after it, together in one batch (one `published_at`); after a
+/// full batch it goes on at once, and stopping it does not wait out a pause.
 #[tokio::test]
 async fn after_a_partial_batch_the_relay_gathers_what_comes_next_into_one_batch() {
     let (_database, pool) = outbox_database().await;
     let (_args, relay) = order_created_topic("platform-gather", &pool).await;
+    let gather = Duration::from_secs(5);
     let shutdown = Shutdown::new();
-    write_events(&pool, 1).await;
-    let relaying = tokio::spawn(
-        relay
-            .gathering(Duration::from_secs(3))
-            .run(shutdown.clone()),
-    );
+    // Two full batches of 256 and a partial one of 88: no pause until all are out.
+    write_events(&pool, 600).await;
+    let started = tokio::time::Instant::now();
+    let relaying = tokio::spawn(relay.gathering(gather).run(shutdown.clone()));
     wait_until_published(&pool).await;
-    // The relay published a batch of one and now pauses.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "600 events took {:?}: the relay paused after a full batch",
+        started.elapsed()
+    );
+    // The relay published a batch that was not full and now pauses.
     let pause_seen = tokio::time::Instant::now();
     write_events(&pool, 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(unpublished(&pool).await, 4, "published during the pause");
     wait_until_published(&pool).await;
     assert!(
-        pause_seen.elapsed() >= Duration::from_secs(2),
-        "the next batch came {:?} after the first",
+        pause_seen.elapsed() >= Duration::from_secs(4),
+        "the next batch came {:?} after the partial one",
         pause_seen.elapsed()
     );
     let rounds: i64 = sqlx::query_scalar("SELECT count(DISTINCT published_at) FROM event_outbox")
@@ -124,11 +129,15 @@ async fn after_a_partial_batch_the_relay_gathers_what_comes_next_into_one_batch(
         .await
         .unwrap();
     assert_eq!(
-        rounds, 2,
-        "the four events went out in one batch after the first"
+        rounds, 4,
+        "three batches of the 600, then the four together"
     );
+    // Stopped in the middle of the pause after those four, it stops at once.
     shutdown.trigger();
-    relaying.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), relaying)
+        .await
+        .expect("the relay waited out its pause before stopping")
+        .unwrap();
 }
 
 #[tokio::test]

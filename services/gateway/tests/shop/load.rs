@@ -158,8 +158,8 @@ async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
 
 /// The flash sale `make bench` runs, played small against a whole shop: twelve buyers, each
 /// ordering twice over four connections, on fifteen units. Exactly the fifteen units are sold,
-/// the other nine orders are refused as sold out, none before the last unit went, and the
-/// product's stock reads 0 afterwards.
+/// the other nine orders are refused as sold out, no order is refused while stock is left at
+/// the end, and the product's stock reads 0 afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generators_flash_sale_sells_every_unit_once_and_refuses_the_rest() {
     let shop = Shop::start_with(ShopOptions {
