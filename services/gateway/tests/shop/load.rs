@@ -106,35 +106,53 @@ async fn signed_in_users_have_a_quota_of_their_own() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// The load generator (tools/loadgen, what `make bench` measures with) plays every kind of
-/// shopper against a whole shop: if it and the API drift apart, or the shop fails under mixed
-/// concurrent load (as it did once, with a deadlock between sales and reservations), this fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
+/// A whole shop whose rate limits the load generator never reaches, and the generator's
+/// command line against it: `command` (none: the shopper mix) with the shop's address, the
+/// admin's password and `args`.
+async fn shop_and_load_generator(
+    command: Option<&str>,
+    args: &[&str],
+) -> (Shop, letsgo_loadgen::config::Cli) {
     let shop = Shop::start_with(ShopOptions {
         rate_per_second: 100_000,
         burst: 100_000,
         ..ShopOptions::default()
     })
     .await;
-    let cli = letsgo_loadgen::config::Cli::try_parse_from([
-        "letsgo-loadgen",
+    let mut argv = vec!["letsgo-loadgen"];
+    argv.extend(command);
+    argv.extend([
         "--target-url",
         &shop.base,
-        "--mix",
-        "browse=30,search=20,detail=20,cart=15,checkout=15",
-        "--connections",
-        "4",
-        "--products",
-        "5",
-        "--duration",
-        "3s",
-        "--warmup",
-        "0s",
         "--admin-password",
         ADMIN_PASSWORD,
-    ])
-    .unwrap();
+    ]);
+    argv.extend(args);
+    let cli = letsgo_loadgen::config::Cli::try_parse_from(argv).unwrap();
+    (shop, cli)
+}
+
+/// The load generator (tools/loadgen, what `make bench` measures with) plays every kind of
+/// shopper against a whole shop: if it and the API drift apart, or the shop fails under mixed
+/// concurrent load (as it did once, with a deadlock between sales and reservations), this fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
+    let (_shop, cli) = shop_and_load_generator(
+        None,
+        &[
+            "--mix",
+            "browse=30,search=20,detail=20,cart=15,checkout=15",
+            "--connections",
+            "4",
+            "--products",
+            "5",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+        ],
+    )
+    .await;
     let report = letsgo_loadgen::run::run(cli.load, 2).await.unwrap();
     let table = report.to_table();
     assert_eq!(report.totals.errors, 0, "{table}");
@@ -162,31 +180,22 @@ async fn the_load_generator_plays_every_kind_of_shopper_without_an_error() {
 /// the end, and the product's stock reads 0 afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generators_flash_sale_sells_every_unit_once_and_refuses_the_rest() {
-    let shop = Shop::start_with(ShopOptions {
-        rate_per_second: 100_000,
-        burst: 100_000,
-        ..ShopOptions::default()
-    })
+    let (_shop, cli) = shop_and_load_generator(
+        Some("flash-sale"),
+        &[
+            "--buyers",
+            "12",
+            "--orders-each",
+            "2",
+            "--units",
+            "15",
+            "-c",
+            "4",
+            "--baseline",
+            "1s",
+        ],
+    )
     .await;
-    let cli = letsgo_loadgen::config::Cli::try_parse_from([
-        "letsgo-loadgen",
-        "flash-sale",
-        "--target-url",
-        &shop.base,
-        "--admin-password",
-        ADMIN_PASSWORD,
-        "--buyers",
-        "12",
-        "--orders-each",
-        "2",
-        "--units",
-        "15",
-        "-c",
-        "4",
-        "--baseline",
-        "1s",
-    ])
-    .unwrap();
     let Some(letsgo_loadgen::config::Command::FlashSale(args)) = cli.command else {
         panic!("flash-sale did not parse as the flash sale");
     };
