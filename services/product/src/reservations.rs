@@ -115,36 +115,44 @@ async fn announce(cache: &ProductCache, products: &[i64]) {
     }
 }
 
-/// Decides a batch: alone (as before batching) when it is one ask, together otherwise; a batch
-/// that fails as a whole (a deadlock, a retry that raced it) is decided again ask by ask, and
-/// says so.
+/// Decides a batch: in one statement when its asks all order one product and the stock covers
+/// them (see [`CatalogueStore::reserve_all`]); otherwise alone (as before batching) when it is
+/// one ask, together when more. A batch that fails as a whole (the database away, a deadlock,
+/// a retry that raced it) is decided again ask by ask, and says so: it may have committed
+/// unseen.
 async fn decide(
     store: &CatalogueStore,
     hold: Duration,
     asks: Vec<Ask>,
 ) -> (Vec<AppResult<Reservation>>, bool) {
-    let mut outcomes = Vec::with_capacity(asks.len());
-    if let [(order_id, lines)] = asks.as_slice() {
-        outcomes.push(store.reserve(*order_id, lines, hold).await);
-        return (outcomes, false);
-    }
-    match store.reserve_batch(&asks, hold).await {
-        Ok(decided) => {
-            for ((order_id, lines), outcome) in asks.iter().zip(decided) {
-                outcomes.push(match outcome {
-                    Some(outcome) => outcome,
-                    // A retry of an order that has a reservation: settled as before.
-                    None => store.reserve(*order_id, lines, hold).await,
-                });
-            }
+    // A sale's batch, every ask of one product and its stock enough for all: one statement.
+    let together = match store.reserve_all(&asks, hold).await {
+        Ok(Some(reservations)) => return (reservations.into_iter().map(Ok).collect(), false),
+        Ok(None) if asks.len() == 1 => {
+            let (order_id, lines) = &asks[0];
+            return (vec![store.reserve(*order_id, lines, hold).await], false);
         }
+        Ok(None) => store.reserve_batch(&asks, hold).await,
+        Err(error) => Err(error),
+    };
+    let decided = match together {
+        Ok(decided) => decided,
         Err(error) => {
             tracing::warn!(%error, asks = asks.len(), "a batch of reservations failed; deciding them one by one");
+            let mut outcomes = Vec::with_capacity(asks.len());
             for (order_id, lines) in &asks {
                 outcomes.push(store.reserve(*order_id, lines, hold).await);
             }
             return (outcomes, true);
         }
+    };
+    let mut outcomes = Vec::with_capacity(asks.len());
+    for ((order_id, lines), outcome) in asks.iter().zip(decided) {
+        outcomes.push(match outcome {
+            Some(outcome) => outcome,
+            // A retry of an order that has a reservation: settled as before.
+            None => store.reserve(*order_id, lines, hold).await,
+        });
     }
     (outcomes, false)
 }

@@ -1631,3 +1631,115 @@ async fn a_stock_change_beyond_the_largest_stock_is_refused() {
         "up to the largest stock is taken"
     );
 }
+
+/// A sale's batch in one statement: every ask of one product, taken whole when the stock
+/// covers them all (one line per order, priced as reserved) and not at all otherwise: short of
+/// stock, not on sale, a retry of an order that has a reservation, or asks of several products
+/// change nothing and are left to the general path. Batches racing on two connections for the
+/// last units never take more than there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_covers_it() {
+    use letsgo_product::storage::{CatalogueStore, ReservedLine};
+
+    let service = Service::start().await;
+    let lamp = service.add("Lamp", 1000, 5, "lighting").await;
+    let shade = service.add("Shade", 300, 5, "x").await;
+    let gone = service.add("Gone", 300, 5, "x").await;
+    service
+        .client
+        .clone()
+        .set_product_listed(pb::SetProductListedRequest {
+            product_id: gone,
+            listed: false,
+        })
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
+    let store = CatalogueStore::new(pool.clone());
+    let hold = Duration::from_secs(60);
+
+    let taken = store
+        .reserve_all(
+            &[(10, vec![(lamp, 2)]), (11, vec![(lamp, 1), (lamp, 1)])],
+            hold,
+        )
+        .await
+        .unwrap()
+        .expect("the stock covers both");
+    assert!(taken.iter().all(|reservation| reservation.changed_stock));
+    let lines: Vec<Vec<ReservedLine>> = taken.into_iter().map(|taken| taken.lines).collect();
+    let lamp_line = |quantity| {
+        vec![ReservedLine {
+            product_id: lamp,
+            quantity,
+            name: "Lamp".to_owned(),
+            price_cents: 1000,
+            image: "https://img.example.com/p.jpg".to_owned(),
+        }]
+    };
+    assert_eq!(lines, vec![lamp_line(2), lamp_line(2)]);
+    assert_eq!(service.product(lamp).await.stock, 1);
+
+    let untouched = [
+        (
+            vec![(12, vec![(lamp, 1)]), (13, vec![(lamp, 1)])],
+            "short of stock",
+        ),
+        (vec![(10, vec![(lamp, 1)])], "a retry"),
+        (
+            vec![(14, vec![(lamp, 1)]), (15, vec![(shade, 1)])],
+            "two products",
+        ),
+        (vec![(16, vec![(gone, 1)])], "not on sale"),
+        (vec![(17, vec![(999_999, 1)])], "no such product"),
+    ];
+    for (asks, why) in untouched {
+        let outcome = store.reserve_all(&asks, hold).await.unwrap();
+        assert!(outcome.is_none(), "{why}");
+    }
+    assert_eq!(service.product(lamp).await.stock, 1);
+    assert_eq!(service.product(shade).await.stock, 5);
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT r.order_id, r.state, l.quantity FROM stock_reservations r \
+         JOIN stock_reservation_lines l USING (order_id) ORDER BY r.order_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (10, "reserved".to_owned(), 2),
+            (11, "reserved".to_owned(), 2)
+        ],
+        "only the batch that was taken left rows"
+    );
+
+    // Twenty batches of two on two connections for seven units: three are taken.
+    let sale = service.add("Sale", 500, 7, "x").await;
+    let other = CatalogueStore::new(sqlx::PgPool::connect(service.database_url()).await.unwrap());
+    let batches = (0..20).map(|batch: i64| {
+        let store = if batch % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let asks = vec![
+            (100 + 2 * batch, vec![(sale, 1)]),
+            (101 + 2 * batch, vec![(sale, 1)]),
+        ];
+        async move { store.reserve_all(&asks, hold).await.unwrap().is_some() }
+    });
+    let taken = futures_util::future::join_all(batches).await;
+    assert_eq!(taken.iter().filter(|taken| **taken).count(), 3);
+    assert_eq!(service.product(sale).await.stock, 1);
+    let held: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(quantity), 0)::bigint FROM stock_reservation_lines WHERE product_id = $1",
+    )
+    .bind(sale)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 6);
+    pool.close().await;
+}
