@@ -1,7 +1,9 @@
 //! Reservations batched: the asks that arrive while others are being decided share one
 //! transaction ([`CatalogueStore::reserve_batch`]). A sale's buyers all want one product, and
 //! each transaction holds that product's row until it commits; deciding them a batch at a time
-//! pays for the row lock and the commit once per batch instead of once per buyer. Nothing waits
+//! pays for the row lock and the commit once per batch instead of once per buyer. A batch whose
+//! asks all order one product that has the stock for all of them (a sale's, until its last
+//! units) is taken in one statement instead ([`CatalogueStore::reserve_all`]). Nothing waits
 //! for a batch to fill: a worker takes everything queued when it is free, so a lone ask goes
 //! at once, alone.
 //!
@@ -12,7 +14,7 @@
 use std::time::Duration;
 
 use letsgo_platform::batches::{Batches, Shape};
-use letsgo_platform::errors::AppResult;
+use letsgo_platform::errors::{AppResult, ErrorCode};
 
 use crate::product_cache::ProductCache;
 use crate::storage::{CatalogueStore, Reservation};
@@ -117,9 +119,9 @@ async fn announce(cache: &ProductCache, products: &[i64]) {
 
 /// Decides a batch: in one statement when its asks all order one product and the stock covers
 /// them (see [`CatalogueStore::reserve_all`]); otherwise alone (as before batching) when it is
-/// one ask, together when more. A batch that fails as a whole (the database away, a deadlock,
-/// a retry that raced it) is decided again ask by ask, and says so: it may have committed
-/// unseen.
+/// one ask, together when more. A batch that fails as a whole (a deadlock, a retry that raced
+/// it) is decided again ask by ask; one that fails because the database is away fails every
+/// ask at once. Either says so: it may have committed unseen.
 async fn decide(
     store: &CatalogueStore,
     hold: Duration,
@@ -133,6 +135,11 @@ async fn decide(
             return (vec![store.reserve(*order_id, lines, hold).await], false);
         }
         Ok(None) => store.reserve_batch(&asks, hold).await,
+        // The database away: deciding the asks one by one would only wait for it once per ask.
+        Err(error) if error.code == ErrorCode::ServiceUnavailable => {
+            tracing::warn!(%error, asks = asks.len(), "a batch of reservations failed");
+            return (asks.iter().map(|_| Err(error.clone())).collect(), true);
+        }
         Err(error) => Err(error),
     };
     let decided = match together {

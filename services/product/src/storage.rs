@@ -698,21 +698,33 @@ impl CatalogueStore {
         let Some(product_id) = sole_product(asks) else {
             return Ok(None);
         };
-        let (order_ids, quantities): (Vec<i64>, Vec<i64>) = asks
+        // Each order's quantity, in the asks' order; too large a sum is left to the general path.
+        let ordered: Option<Vec<i64>> = asks
             .iter()
-            .map(|(order_id, lines)| {
-                (
-                    *order_id,
-                    lines.iter().map(|(_, quantity)| quantity).sum::<i64>(),
-                )
+            .map(|(_, lines)| {
+                lines
+                    .iter()
+                    .try_fold(0i64, |sum, (_, quantity)| sum.checked_add(*quantity))
             })
-            .unzip();
-        let Some(total) = quantities
+            .collect();
+        let Some(ordered) = ordered else {
+            return Ok(None);
+        };
+        let Some(total) = ordered
             .iter()
             .try_fold(0i64, |total, quantity| total.checked_add(*quantity))
         else {
             return Ok(None);
         };
+        // In order id order, as releases write theirs: inserts racing on the same orders meet
+        // them in one order.
+        let mut rows: Vec<(i64, i64)> = asks
+            .iter()
+            .map(|(order_id, _)| *order_id)
+            .zip(ordered.iter().copied())
+            .collect();
+        rows.sort_unstable();
+        let (order_ids, quantities): (Vec<i64>, Vec<i64>) = rows.into_iter().unzip();
         // The update's condition is the guard: the row is changed only when it covers the
         // total, re-checked on its newest version when another transaction changed it first.
         // The inserts take their rows from the update's, so nothing is written without it.
@@ -747,7 +759,7 @@ impl CatalogueStore {
             Err(error) => return Err(error.into()),
         };
         Ok(Some(
-            quantities
+            ordered
                 .into_iter()
                 .map(|quantity| Reservation {
                     lines: vec![ReservedLine {

@@ -1633,16 +1633,17 @@ async fn a_stock_change_beyond_the_largest_stock_is_refused() {
 }
 
 /// A sale's batch in one statement: every ask of one product, taken whole when the stock
-/// covers them all (one line per order, priced as reserved) and not at all otherwise: short of
-/// stock, not on sale, a retry of an order that has a reservation, or asks of several products
-/// change nothing and are left to the general path. Batches racing on two connections for the
-/// last units never take more than there is.
+/// covers them all (one line per order, priced as reserved, answered in the asks' order) and
+/// not at all otherwise: short of stock, not on sale, a retry of an order that has a
+/// reservation or one order twice, or asks of several products change nothing and are left to
+/// the general path. Batches racing on two connections for the last units never take more
+/// than there is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_covers_it() {
     use letsgo_product::storage::{CatalogueStore, ReservedLine};
 
     let service = Service::start().await;
-    let lamp = service.add("Lamp", 1000, 5, "lighting").await;
+    let lamp = service.add("Lamp", 1000, 6, "lighting").await;
     let shade = service.add("Shade", 300, 5, "x").await;
     let gone = service.add("Gone", 300, 5, "x").await;
     service
@@ -1660,7 +1661,7 @@ async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_co
 
     let taken = store
         .reserve_all(
-            &[(10, vec![(lamp, 2)]), (11, vec![(lamp, 1), (lamp, 1)])],
+            &[(11, vec![(lamp, 1), (lamp, 2)]), (10, vec![(lamp, 2)])],
             hold,
         )
         .await
@@ -1677,7 +1678,11 @@ async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_co
             image: "https://img.example.com/p.jpg".to_owned(),
         }]
     };
-    assert_eq!(lines, vec![lamp_line(2), lamp_line(2)]);
+    assert_eq!(
+        lines,
+        vec![lamp_line(3), lamp_line(2)],
+        "in the asks' order"
+    );
     assert_eq!(service.product(lamp).await.stock, 1);
 
     let untouched = [
@@ -1689,6 +1694,10 @@ async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_co
         (
             vec![(14, vec![(lamp, 1)]), (15, vec![(shade, 1)])],
             "two products",
+        ),
+        (
+            vec![(18, vec![(shade, 1)]), (18, vec![(shade, 1)])],
+            "one order twice",
         ),
         (vec![(16, vec![(gone, 1)])], "not on sale"),
         (vec![(17, vec![(999_999, 1)])], "no such product"),
@@ -1710,7 +1719,7 @@ async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_co
         rows,
         vec![
             (10, "reserved".to_owned(), 2),
-            (11, "reserved".to_owned(), 2)
+            (11, "reserved".to_owned(), 3)
         ],
         "only the batch that was taken left rows"
     );
