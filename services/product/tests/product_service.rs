@@ -43,6 +43,20 @@ impl Service {
             .await
     }
 
+    /// A product added and then taken off sale.
+    async fn add_unlisted(&self, name: &str, price_cents: i64, stock: i64) -> i64 {
+        let id = self.add(name, price_cents, stock, "x").await;
+        self.client
+            .clone()
+            .set_product_listed(pb::SetProductListedRequest {
+                product_id: id,
+                listed: false,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
     async fn add_described(
         &self,
         name: &str,
@@ -1468,16 +1482,7 @@ async fn a_batch_decides_each_order_in_turn_against_what_is_left() {
     let service = Service::start().await;
     let lamp = service.add("Lamp", 1000, 3, "x").await;
     let shade = service.add("Shade", 300, 5, "x").await;
-    let gone = service.add("Gone", 300, 5, "x").await;
-    service
-        .client
-        .clone()
-        .set_product_listed(pb::SetProductListedRequest {
-            product_id: gone,
-            listed: false,
-        })
-        .await
-        .unwrap();
+    let gone = service.add_unlisted("Gone", 300, 5).await;
     service.reserve(1, &[(shade, 1)]).await.unwrap();
 
     let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
@@ -1645,16 +1650,7 @@ async fn a_batch_of_one_product_is_taken_in_one_statement_only_when_its_stock_co
     let service = Service::start().await;
     let lamp = service.add("Lamp", 1000, 6, "lighting").await;
     let shade = service.add("Shade", 300, 5, "x").await;
-    let gone = service.add("Gone", 300, 5, "x").await;
-    service
-        .client
-        .clone()
-        .set_product_listed(pb::SetProductListedRequest {
-            product_id: gone,
-            listed: false,
-        })
-        .await
-        .unwrap();
+    let gone = service.add_unlisted("Gone", 300, 5).await;
     let pool = sqlx::PgPool::connect(service.database_url()).await.unwrap();
     let store = CatalogueStore::new(pool.clone());
     let hold = Duration::from_secs(60);
