@@ -65,6 +65,10 @@ pub struct Readers {
     pub during: ReadFigures,
 }
 
+/// The fewest reads whose p99 is not simply their slowest: below 100, the 99th percentile of a
+/// window's reads is its maximum.
+pub const READS_FOR_A_P99: u64 = 100;
+
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadFigures {
@@ -438,8 +442,13 @@ impl FlashSaleReport {
             ("before", &self.readers.before),
             ("during", &self.readers.during),
         ] {
+            let few = if figures.reads < READS_FOR_A_P99 {
+                " (too few reads for a p99: it is their slowest; raise --read-rate)"
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "readers {when}: {} reads at {}/s, {} errors, {}\n",
+                "readers {when}: {} reads at {}/s, {} errors, {}{few}\n",
                 figures.reads,
                 self.readers.rate_per_sec,
                 figures.errors,
@@ -544,5 +553,34 @@ mod tests {
         assert_eq!(report.readers.during.reads, 2);
         assert_eq!(report.readers.during.errors, 1);
         assert!((report.readers.during.latency_ms.unwrap().p99 - 30.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn a_window_with_too_few_reads_for_a_p99_says_so() {
+        let t0 = Instant::now();
+        let start = t0 + Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        let mut log: Vec<(Instant, Duration, bool)> = (0..READS_FOR_A_P99 as u32)
+            .map(|k| (t0 + ms(k.into()), ms(2), true))
+            .collect();
+        log.extend((0..READS_FOR_A_P99 as u32 - 1).map(|k| (start + ms(k.into()), ms(3), true)));
+        let report = summarise(
+            &args(1, 1),
+            1,
+            Vec::new(),
+            &[log],
+            (start, start + Duration::from_secs(1)),
+            1,
+        );
+        let table = report.to_table();
+        let line = |when: &str| {
+            table
+                .lines()
+                .find(|line| line.starts_with(&format!("readers {when}:")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(!line("before").contains("too few"), "{table}");
+        assert!(line("during").contains("too few reads for a p99"), "{table}");
     }
 }
