@@ -581,6 +581,9 @@ mod tests {
                 .to_owned()
         };
         assert!(!line("before").contains("too few"), "{table}");
-        assert!(line("during").contains("too few reads for a p99"), "{table}");
+        assert!(
+            line("during").contains("too few reads for a p99"),
+            "{table}"
+        );
     }
 }
