@@ -275,6 +275,13 @@ pub struct OutboxRelay {
     backlog: Option<BacklogGauges>,
 }
 
+/// Published rows a prune deletes per statement.
+const PRUNE_CHUNK: i64 = 1_000;
+
+/// Relay rounds between prunes: about 20 s while idle, and at most 25,600 events (26 chunks)
+/// under load, so one prune holds the relay up briefly.
+const PRUNE_EVERY_BATCHES: u64 = 100;
+
 /// How far publishing is behind, for `/metrics` (and the outbox alert).
 #[derive(Clone, Default)]
 struct BacklogGauges {
@@ -429,14 +436,30 @@ impl OutboxRelay {
             .await
     }
 
-    async fn prune(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM event_outbox WHERE published_at < now() - make_interval(secs => $1)",
-        )
-        .bind(self.retention.as_secs_f64())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Deletes the published rows older than the retention and answers how many went. It walks
+    /// the outbox from its oldest row by the primary key, [`PRUNE_CHUNK`] published rows at a
+    /// time, and stops at the first chunk that holds a row too young to go: a prune reads what
+    /// it deletes and one chunk more. (No index has `published_at`; filtering on it alone read
+    /// the whole table every time, 800 MB after a day of sales here, from the disk once the
+    /// kernel had reclaimed it, and every commit on the machine waited behind those reads.)
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut pruned = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM event_outbox WHERE id IN ( \
+                   SELECT id FROM event_outbox WHERE published_at IS NOT NULL ORDER BY id LIMIT $2) \
+                 AND published_at < now() - make_interval(secs => $1)",
+            )
+            .bind(self.retention.as_secs_f64())
+            .bind(PRUNE_CHUNK)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            pruned += deleted;
+            if deleted < PRUNE_CHUNK as u64 {
+                return Ok(pruned);
+            }
+        }
     }
 
     /// Relays until shutdown, backing off while the broker or database is away.
@@ -472,7 +495,7 @@ impl OutboxRelay {
                 }
             };
             batches += 1;
-            if batches.is_multiple_of(1000)
+            if batches.is_multiple_of(PRUNE_EVERY_BATCHES)
                 && let Err(error) = self.prune().await
             {
                 tracing::warn!(%error, "could not prune the outbox");

@@ -761,6 +761,60 @@ async fn a_relay_never_publishes_past_an_event_another_relay_holds() {
     pool.close().await;
 }
 
+/// Pruning deletes the published events older than the retention (a day), in as many chunks
+/// as they take, past an old event still unpublished, and keeps the young ones and any event
+/// not yet published.
+#[tokio::test]
+async fn pruning_deletes_old_published_events_and_nothing_else() {
+    let (_database, pool) = outbox_database().await;
+    write_events(&pool, 2_600).await;
+    let first: i64 = sqlx::query_scalar("SELECT min(id) FROM event_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // The oldest 2,500 were published two days ago, but for one, a day and a half old, never
+    // published; of the newest 100, half were published a minute ago.
+    sqlx::query(
+        "UPDATE event_outbox SET created_at = now() - interval '2 days', \
+         published_at = CASE WHEN id = $1 + 10 THEN NULL ELSE now() - interval '2 days' END \
+         WHERE id < $1 + 2500",
+    )
+    .bind(first)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE event_outbox SET published_at = now() - interval '1 minute' \
+         WHERE id >= $1 + 2500 AND id < $1 + 2550",
+    )
+    .bind(first)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Pruning needs no broker.
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:1")
+        .create()
+        .unwrap();
+    let relay = OutboxRelay::new(pool.clone(), producer, "");
+
+    assert_eq!(relay.prune().await.unwrap(), 2_499);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id - $1 FROM event_outbox ORDER BY id")
+        .bind(first)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let expected: Vec<i64> = std::iter::once(10).chain(2_500..2_600).collect();
+    assert_eq!(left, expected);
+    assert_eq!(unpublished(&pool).await, 51);
+    assert_eq!(
+        relay.prune().await.unwrap(),
+        0,
+        "a second prune finds nothing"
+    );
+    pool.close().await;
+}
+
 async fn published_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM event_outbox WHERE published_at IS NOT NULL")
         .fetch_one(pool)
