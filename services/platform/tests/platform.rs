@@ -762,8 +762,8 @@ async fn a_relay_never_publishes_past_an_event_another_relay_holds() {
 }
 
 /// Pruning deletes the published events older than the retention (a day), in as many chunks
-/// as they take, past an old event still unpublished, and keeps the young ones and any event
-/// not yet published.
+/// as they take, past an old event still unpublished and past one published again lately (a
+/// re-driven event keeps its id), and keeps the young ones and any event not yet published.
 #[tokio::test]
 async fn pruning_deletes_old_published_events_and_nothing_else() {
     let (_database, pool) = outbox_database().await;
@@ -772,11 +772,13 @@ async fn pruning_deletes_old_published_events_and_nothing_else() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    // The oldest 2,500 were published two days ago, but for one, a day and a half old, never
-    // published; of the newest 100, half were published a minute ago.
+    // The oldest 2,500 were published two days ago, but for one never published and one
+    // published again a minute ago; of the newest 100, half were published a minute ago.
     sqlx::query(
         "UPDATE event_outbox SET created_at = now() - interval '2 days', \
-         published_at = CASE WHEN id = $1 + 10 THEN NULL ELSE now() - interval '2 days' END \
+         published_at = CASE WHEN id = $1 + 10 THEN NULL \
+                             WHEN id = $1 + 5 THEN now() - interval '1 minute' \
+                             ELSE now() - interval '2 days' END \
          WHERE id < $1 + 2500",
     )
     .bind(first)
@@ -798,13 +800,13 @@ async fn pruning_deletes_old_published_events_and_nothing_else() {
         .unwrap();
     let relay = OutboxRelay::new(pool.clone(), producer, "");
 
-    assert_eq!(relay.prune().await.unwrap(), 2_499);
+    assert_eq!(relay.prune().await.unwrap(), 2_498);
     let left: Vec<i64> = sqlx::query_scalar("SELECT id - $1 FROM event_outbox ORDER BY id")
         .bind(first)
         .fetch_all(&pool)
         .await
         .unwrap();
-    let expected: Vec<i64> = std::iter::once(10).chain(2_500..2_600).collect();
+    let expected: Vec<i64> = [5, 10].into_iter().chain(2_500..2_600).collect();
     assert_eq!(left, expected);
     assert_eq!(unpublished(&pool).await, 51);
     assert_eq!(
