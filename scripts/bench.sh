@@ -411,9 +411,11 @@ say "run flash: letsgo-loadgen flash-sale --buyers $FLASH_BUYERS --units $FLASH_
 # rather than a second or two dominated by the start.
 busy hot
 HOT_UNITS=$((HOT_BUYERS * HOT_ORDERS_EACH * 2))
-say "run hot: letsgo-loadgen flash-sale --buyers $HOT_BUYERS --orders-each $HOT_ORDERS_EACH --units $HOT_UNITS -c $CONNECTIONS"
+# Its readers stay at 100 a second, as (h) was measured before the default rose to 1,000: (h)
+# reports the orders, not the readers.
+say "run hot: letsgo-loadgen flash-sale --buyers $HOT_BUYERS --orders-each $HOT_ORDERS_EACH --units $HOT_UNITS -c $CONNECTIONS --read-rate 100"
 "$LOADGEN" flash-sale --target-url "$GATEWAY_URL" --buyers "$HOT_BUYERS" --orders-each "$HOT_ORDERS_EACH" \
-	--units "$HOT_UNITS" -c "$CONNECTIONS" --json "$OUT/hot.json" >&2 || say "the orders of one product broke a promise (see its report above)"
+	--units "$HOT_UNITS" -c "$CONNECTIONS" --read-rate 100 --json "$OUT/hot.json" >&2 || say "the orders of one product broke a promise (see its report above)"
 
 # ------------------------------------------------------------ (f)
 
@@ -676,8 +678,15 @@ yes_no = lambda b: "yes" if b else "no"
 held = ("-" if not flash else
         f"{flash['errors']} errors, oversold: {yes_no(flash['oversold'])}, refused while units were left: {yes_no(flash['refusedWhileUnitsLeft'])}")
 L.append(f"| (g) flash sale: 0 errors, 0 oversold, nobody refused while units were left | {held} | {met(targets['flashSaleHeld'])} |")
-readers_value = (f"{f(flash_readers_ratio, '.2f')} ×" if flash_readers_ratio is not None
-                 else f"{f(flash_reads('during'), 'd')} reads during the sale: too few for a p99")
+if flash_readers_ratio is not None:
+    readers_value = f"{f(flash_readers_ratio, '.2f')} ×"
+elif not flash:
+    readers_value = "no flash sale report"
+elif min(flash_reads("before"), flash_reads("during")) < READS_FOR_A_P99:
+    readers_value = (f"{flash_reads('before')} reads before / {flash_reads('during')} during the sale:"
+                     f" too few for a p99 (at least {READS_FOR_A_P99} each)")
+else:
+    readers_value = "no p99 of the readers (failed reads?)"
 L.append(f"| (g) readers' p99 during the sale ≤ 2 × without it | {readers_value} | {met(targets['flashSaleReadersP99'])} |")
 L.append(f"| (h) orders of one product ≥ {HOT_TARGET}/s (3 × the best before issue 31) | {f(hot and hot['decisionsPerSec'], '.0f')} /s | {met(targets['hotProductOrdersPerSec'])} |")
 L.append(f"| (h) their p99 ≤ 50 ms | {f(hot and hot['decisionMs']['p99'], '.1f')} ms | {met(targets['hotProductOrderP99Ms'])} |")

@@ -38,6 +38,8 @@ summary() {
 	exit "$rc"
 }
 trap summary EXIT
+# Stopped from outside: the summary must not read "all passed".
+trap 'FAILED+=(interrupted); exit 143' TERM INT
 
 step() { # NAME CMD...
 	local name=$1 t0=$SECONDS rc=0
